@@ -1,0 +1,536 @@
+//! The event model: CloudEvents v1.0 as Loom stores them.
+//!
+//! [`Event`] is what a client appends; [`StoredEvent`] is what the ledger gives back, with the
+//! store-set attributes `position`, `revision` and `recordedtime`. Both map losslessly to the
+//! CloudEvents JSON format: every context attribute, every extension and `data` (JSON, text or
+//! binary) round-trip exactly. JSON `data` is kept as its original text with insignificant
+//! whitespace removed, so numbers of any size or precision come back as they were sent.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use base64::Engine as _;
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::value::RawValue;
+
+use crate::error::InvalidEvent;
+
+/// The only CloudEvents spec version Loom accepts.
+pub const SPEC_VERSION: &str = "1.0";
+
+/// Attribute names the store sets itself; clients may not send them.
+pub const STORE_SET_ATTRIBUTES: [&str; 3] = ["position", "revision", "recordedtime"];
+
+/// Longest accepted `id`, `source`, `type` or `subject`, in bytes.
+pub const MAX_ATTRIBUTE_LEN: usize = 4096;
+
+/// The payload of an event, as the CloudEvents JSON format distinguishes it.
+#[derive(Clone, Debug)]
+pub enum Data {
+    /// JSON data (`data` member with a JSON content type or none), kept as compact JSON text.
+    Json(Box<RawValue>),
+    /// Text data (`data` holding a string under a non-JSON content type).
+    Text(String),
+    /// Binary data (`data_base64`).
+    Binary(Vec<u8>),
+}
+
+impl Data {
+    /// JSON data from any valid JSON text; insignificant whitespace is removed, nothing else
+    /// changes.
+    pub fn json_from_str(text: &str) -> Result<Data, serde_json::Error> {
+        let raw: Box<RawValue> = serde_json::from_str(text)?;
+        Ok(Data::Json(compact_raw(&raw)))
+    }
+
+    /// JSON data from a value.
+    pub fn json(value: &serde_json::Value) -> Data {
+        let text = serde_json::to_string(value).expect("a Value always serializes");
+        Data::Json(RawValue::from_string(text).expect("serde_json output is valid JSON"))
+    }
+
+    /// The data parsed as a JSON value, if it is JSON.
+    pub fn to_json_value(&self) -> Option<serde_json::Value> {
+        match self {
+            Data::Json(raw) => serde_json::from_str(raw.get()).ok(),
+            _ => None,
+        }
+    }
+
+    /// Semantic equality: JSON compares as values (key order and spelling of numbers aside).
+    pub fn same_content(&self, other: &Data) -> bool {
+        match (self, other) {
+            (Data::Json(a), Data::Json(b)) => {
+                a.get() == b.get()
+                    || serde_json::from_str::<serde_json::Value>(a.get()).ok()
+                        == serde_json::from_str::<serde_json::Value>(b.get()).ok()
+            }
+            (Data::Text(a), Data::Text(b)) => a == b,
+            (Data::Binary(a), Data::Binary(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl PartialEq for Data {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Data::Json(a), Data::Json(b)) => a.get() == b.get(),
+            (Data::Text(a), Data::Text(b)) => a == b,
+            (Data::Binary(a), Data::Binary(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+/// Removes insignificant whitespace from valid JSON text without touching anything else
+/// (numbers keep their exact spelling, strings are untouched).
+fn compact_raw(raw: &RawValue) -> Box<RawValue> {
+    let text = raw.get();
+    let mut out = String::with_capacity(text.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    for c in text.chars() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+            out.push(c);
+        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
+            out.push(c);
+        }
+    }
+    RawValue::from_string(out).expect("compacting valid JSON keeps it valid")
+}
+
+/// A CloudEvents extension attribute value. The JSON format carries three kinds; the others
+/// of the type system (URI, timestamp, binary) travel as strings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExtensionValue {
+    /// A string (also URI, URI-reference, timestamp and base64 binary values).
+    String(String),
+    /// A boolean.
+    Bool(bool),
+    /// An integer.
+    Integer(i64),
+}
+
+impl fmt::Display for ExtensionValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExtensionValue::String(s) => f.write_str(s),
+            ExtensionValue::Bool(b) => write!(f, "{b}"),
+            ExtensionValue::Integer(i) => write!(f, "{i}"),
+        }
+    }
+}
+
+impl Serialize for ExtensionValue {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ExtensionValue::String(v) => s.serialize_str(v),
+            ExtensionValue::Bool(v) => s.serialize_bool(*v),
+            ExtensionValue::Integer(v) => s.serialize_i64(*v),
+        }
+    }
+}
+
+/// A CloudEvent as a client appends it. `subject` is required: it names the stream.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    /// `id`: with `source`, the event's identity; unique in the ledger.
+    pub id: String,
+    /// `source`: a URI-reference naming the producer.
+    pub source: String,
+    /// `type`: the event type, registered for the subject's entity.
+    pub ty: String,
+    /// `subject`: the stream, `{entity}/{key}`.
+    pub subject: String,
+    /// `time`: as the client sent it (RFC 3339), never invented.
+    pub time: Option<String>,
+    /// `datacontenttype`.
+    pub datacontenttype: Option<String>,
+    /// `dataschema`.
+    pub dataschema: Option<String>,
+    /// `data` or `data_base64`.
+    pub data: Option<Data>,
+    /// Extension attributes, by name.
+    pub extensions: BTreeMap<String, ExtensionValue>,
+}
+
+impl Event {
+    /// A minimal event with JSON data; convenient for tests and tools.
+    pub fn new(
+        source: impl Into<String>,
+        id: impl Into<String>,
+        ty: impl Into<String>,
+        subject: impl Into<String>,
+        data: serde_json::Value,
+    ) -> Event {
+        Event {
+            id: id.into(),
+            source: source.into(),
+            ty: ty.into(),
+            subject: subject.into(),
+            time: None,
+            datacontenttype: Some("application/json".into()),
+            dataschema: None,
+            data: Some(Data::json(&data)),
+            extensions: BTreeMap::new(),
+        }
+    }
+
+    /// The entity part of the subject (before the first `/`).
+    pub fn entity(&self) -> &str {
+        split_subject(&self.subject).map_or("", |(e, _)| e)
+    }
+
+    /// Checks every rule of the event model that does not need the registry.
+    pub fn validate(&self) -> Result<(), InvalidEvent> {
+        check_required("id", &self.id)?;
+        check_required("source", &self.source)?;
+        check_required("type", &self.ty)?;
+        check_required("subject", &self.subject)?;
+        if split_subject(&self.subject).is_none() {
+            return Err(InvalidEvent::new(format!(
+                "subject {:?} is not a stream name: expected \"{{entity}}/{{key}}\" with a \
+                 non-empty entity and key",
+                self.subject
+            )));
+        }
+        if let Some(time) = &self.time {
+            parse_time(time).map_err(|e| {
+                InvalidEvent::new(format!("time {time:?} is not an RFC 3339 timestamp: {e}"))
+            })?;
+        }
+        if let Some(ct) = &self.datacontenttype {
+            if ct.trim().is_empty() {
+                return Err(InvalidEvent::new("datacontenttype must not be empty"));
+            }
+        }
+        if let Some(ds) = &self.dataschema {
+            if ds.trim().is_empty() {
+                return Err(InvalidEvent::new("dataschema must not be empty"));
+            }
+        }
+        for (name, value) in &self.extensions {
+            check_extension_name(name)?;
+            if let ExtensionValue::String(s) = value {
+                if s.len() > MAX_ATTRIBUTE_LEN * 4 {
+                    return Err(InvalidEvent::new(format!(
+                        "extension attribute {name:?} is longer than {} bytes",
+                        MAX_ATTRIBUTE_LEN * 4
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Same content as `other`: attributes equal, data equal as JSON values where JSON.
+    pub fn same_content(&self, other: &Event) -> bool {
+        self.id == other.id
+            && self.source == other.source
+            && self.ty == other.ty
+            && self.subject == other.subject
+            && self.time == other.time
+            && self.datacontenttype == other.datacontenttype
+            && self.dataschema == other.dataschema
+            && self.extensions == other.extensions
+            && match (&self.data, &other.data) {
+                (None, None) => true,
+                (Some(a), Some(b)) => a.same_content(b),
+                _ => false,
+            }
+    }
+
+    /// The data as a JSON value (`null` when absent); `None` when the data is text or binary.
+    pub fn data_json(&self) -> Option<serde_json::Value> {
+        match &self.data {
+            None => Some(serde_json::Value::Null),
+            Some(d) => d.to_json_value(),
+        }
+    }
+
+    /// Parses one event in the CloudEvents JSON format (structured mode).
+    pub fn from_json_slice(bytes: &[u8]) -> Result<Event, InvalidEvent> {
+        let members: HashMap<String, Box<RawValue>> = serde_json::from_slice(bytes)
+            .map_err(|e| InvalidEvent::new(format!("not a CloudEvent JSON object: {e}")))?;
+        Event::from_members(members)
+    }
+
+    /// Parses a JSON array of events (the CloudEvents batch format).
+    pub fn batch_from_json_slice(bytes: &[u8]) -> Result<Vec<Event>, InvalidEvent> {
+        let items: Vec<HashMap<String, Box<RawValue>>> = serde_json::from_slice(bytes)
+            .map_err(|e| {
+                InvalidEvent::new(format!("not a CloudEvents batch (JSON array of events): {e}"))
+            })?;
+        items
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| Event::from_members(m).map_err(|e| e.at_index(i)))
+            .collect()
+    }
+
+    /// Parses one event from an already-parsed JSON value.
+    pub fn from_json_value(value: &serde_json::Value) -> Result<Event, InvalidEvent> {
+        let text = serde_json::to_string(value).expect("a Value always serializes");
+        Event::from_json_slice(text.as_bytes())
+    }
+
+    fn from_members(mut m: HashMap<String, Box<RawValue>>) -> Result<Event, InvalidEvent> {
+        // A member whose value is `null` is the same as an absent one.
+        m.retain(|_, v| v.get() != "null");
+        for name in STORE_SET_ATTRIBUTES {
+            if m.contains_key(name) {
+                return Err(InvalidEvent::new(format!(
+                    "attribute {name:?} is set by the store and may not be sent by clients"
+                )));
+            }
+        }
+        match take_string(&mut m, "specversion")? {
+            None => return Err(InvalidEvent::new("missing required attribute \"specversion\"")),
+            Some(v) if v != SPEC_VERSION => {
+                return Err(InvalidEvent::new(format!(
+                    "specversion {v:?} is not supported; Loom accepts \"1.0\""
+                )));
+            }
+            Some(_) => {}
+        }
+        let id = require_string(&mut m, "id")?;
+        let source = require_string(&mut m, "source")?;
+        let ty = require_string(&mut m, "type")?;
+        let subject = require_string(&mut m, "subject")?;
+        let time = take_string(&mut m, "time")?;
+        let datacontenttype = take_string(&mut m, "datacontenttype")?;
+        let dataschema = take_string(&mut m, "dataschema")?;
+        let data_raw = m.remove("data");
+        let data_base64 = take_string(&mut m, "data_base64")?;
+        let data = match (data_raw, data_base64) {
+            (Some(_), Some(_)) => {
+                return Err(InvalidEvent::new(
+                    "an event may carry \"data\" or \"data_base64\", not both",
+                ));
+            }
+            (None, Some(b64)) => Some(Data::Binary(
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64.as_bytes())
+                    .map_err(|e| InvalidEvent::new(format!("data_base64 is not base64: {e}")))?,
+            )),
+            (Some(raw), None) => {
+                let is_json = datacontenttype.as_deref().is_none_or(is_json_content_type);
+                if !is_json && raw.get().starts_with('"') {
+                    let text: String = serde_json::from_str(raw.get())
+                        .map_err(|e| InvalidEvent::new(format!("data: {e}")))?;
+                    Some(Data::Text(text))
+                } else {
+                    Some(Data::Json(compact_raw(&raw)))
+                }
+            }
+            (None, None) => None,
+        };
+        let mut extensions = BTreeMap::new();
+        for (name, raw) in m {
+            check_extension_name(&name)?;
+            let value: serde_json::Value = serde_json::from_str(raw.get())
+                .map_err(|e| InvalidEvent::new(format!("extension {name:?}: {e}")))?;
+            let value = match value {
+                serde_json::Value::String(s) => ExtensionValue::String(s),
+                serde_json::Value::Bool(b) => ExtensionValue::Bool(b),
+                serde_json::Value::Number(n) if n.is_i64() => {
+                    ExtensionValue::Integer(n.as_i64().expect("checked is_i64"))
+                }
+                other => {
+                    return Err(InvalidEvent::new(format!(
+                        "extension attribute {name:?} must be a string, boolean or integer, \
+                         not {other}"
+                    )));
+                }
+            };
+            extensions.insert(name, value);
+        }
+        let event = Event {
+            id,
+            source,
+            ty,
+            subject,
+            time,
+            datacontenttype,
+            dataschema,
+            data,
+            extensions,
+        };
+        event.validate()?;
+        Ok(event)
+    }
+}
+
+/// Whether a media type is JSON (`application/json`, `text/json`, `*/*+json`), ignoring
+/// parameters such as `charset`.
+pub fn is_json_content_type(ct: &str) -> bool {
+    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || essence == "text/json" || essence.ends_with("+json")
+}
+
+/// Splits a subject into `(entity, key)` if it is a valid stream name.
+pub fn split_subject(subject: &str) -> Option<(&str, &str)> {
+    let (entity, key) = subject.split_once('/')?;
+    if crate::registry::check_entity_name(entity).is_err() || key.is_empty() {
+        return None;
+    }
+    Some((entity, key))
+}
+
+/// Parses an RFC 3339 timestamp to microseconds since the Unix epoch.
+pub fn parse_time(text: &str) -> Result<i64, chrono::ParseError> {
+    let t = chrono::DateTime::parse_from_rfc3339(text)?;
+    Ok(t.timestamp_micros())
+}
+
+/// Formats microseconds since the Unix epoch as RFC 3339 in UTC with microseconds.
+pub fn format_time(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+fn check_required(name: &str, value: &str) -> Result<(), InvalidEvent> {
+    if value.is_empty() {
+        return Err(InvalidEvent::new(format!(
+            "attribute {name:?} must be a non-empty string"
+        )));
+    }
+    if value.len() > MAX_ATTRIBUTE_LEN {
+        return Err(InvalidEvent::new(format!(
+            "attribute {name:?} is longer than {MAX_ATTRIBUTE_LEN} bytes"
+        )));
+    }
+    Ok(())
+}
+
+fn check_extension_name(name: &str) -> Result<(), InvalidEvent> {
+    if STORE_SET_ATTRIBUTES.contains(&name) {
+        return Err(InvalidEvent::new(format!(
+            "attribute {name:?} is set by the store and may not be sent by clients"
+        )));
+    }
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && !matches!(name, "data" | "data_base64");
+    if !ok {
+        return Err(InvalidEvent::new(format!(
+            "{name:?} is not a valid CloudEvents attribute name: extension names are 1-64 \
+             lower-case letters or digits"
+        )));
+    }
+    Ok(())
+}
+
+fn take_string(
+    m: &mut HashMap<String, Box<RawValue>>,
+    name: &str,
+) -> Result<Option<String>, InvalidEvent> {
+    match m.remove(name) {
+        None => Ok(None),
+        Some(raw) => serde_json::from_str::<String>(raw.get()).map(Some).map_err(|_| {
+            InvalidEvent::new(format!(
+                "attribute {name:?} must be a string, not {}",
+                raw.get()
+            ))
+        }),
+    }
+}
+
+fn require_string(
+    m: &mut HashMap<String, Box<RawValue>>,
+    name: &str,
+) -> Result<String, InvalidEvent> {
+    take_string(m, name)?
+        .ok_or_else(|| InvalidEvent::new(format!("missing required attribute {name:?}")))
+}
+
+/// An event as stored: the appended event plus the attributes the store set.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredEvent {
+    /// Global, gapless position in the ledger, from 1.
+    pub position: u64,
+    /// Gapless revision in the event's stream, from 1.
+    pub revision: u64,
+    /// Commit time, microseconds since the Unix epoch.
+    pub recorded_micros: i64,
+    /// The event as appended.
+    pub event: Event,
+}
+
+impl StoredEvent {
+    /// `recordedtime` as RFC 3339.
+    pub fn recordedtime(&self) -> String {
+        format_time(self.recorded_micros)
+    }
+
+    /// The whole event as a CloudEvents JSON value (for JSONPath filters over metadata).
+    pub fn to_json_value(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("a stored event always serializes")
+    }
+}
+
+impl Serialize for StoredEvent {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serialize_event(s, &self.event, Some(self))
+    }
+}
+
+impl Serialize for Event {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serialize_event(s, self, None)
+    }
+}
+
+/// Writes the CloudEvents JSON form of `e`, with the store-set attributes when stored.
+fn serialize_event<S: Serializer>(
+    s: S,
+    e: &Event,
+    stored: Option<&StoredEvent>,
+) -> Result<S::Ok, S::Error> {
+    let mut map = s.serialize_map(None)?;
+    map.serialize_entry("specversion", SPEC_VERSION)?;
+    map.serialize_entry("id", &e.id)?;
+    map.serialize_entry("source", &e.source)?;
+    map.serialize_entry("type", &e.ty)?;
+    map.serialize_entry("subject", &e.subject)?;
+    if let Some(t) = &e.time {
+        map.serialize_entry("time", t)?;
+    }
+    if let Some(ct) = &e.datacontenttype {
+        map.serialize_entry("datacontenttype", ct)?;
+    }
+    if let Some(ds) = &e.dataschema {
+        map.serialize_entry("dataschema", ds)?;
+    }
+    for (name, value) in &e.extensions {
+        map.serialize_entry(name, value)?;
+    }
+    if let Some(stored) = stored {
+        map.serialize_entry("position", &stored.position)?;
+        map.serialize_entry("revision", &stored.revision)?;
+        map.serialize_entry("recordedtime", &stored.recordedtime())?;
+    }
+    match &e.data {
+        None => {}
+        Some(Data::Json(raw)) => map.serialize_entry("data", raw)?,
+        Some(Data::Text(t)) => map.serialize_entry("data", t)?,
+        Some(Data::Binary(b)) => map.serialize_entry(
+            "data_base64",
+            &base64::engine::general_purpose::STANDARD.encode(b),
+        )?,
+    }
+    map.end()
+}

@@ -1,0 +1,734 @@
+//! The [`Ledger`]: opening, appending through the group-commit writer, reading.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::{
+    AppendError, InvalidEvent, OpenError, ReadError, RegistryError, StorageError,
+};
+use crate::event::{Event, StoredEvent};
+use crate::head::Head;
+use crate::query::{View, Window, decode};
+use crate::registry::{CompiledEntity, EntitySpec, Registry, check_entity_name};
+use crate::selector::{CompiledSelector, Selector};
+use crate::tables::*;
+use crate::writer::{Pending, Writer};
+
+/// What an append expects of a stream's revision.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ExpectedRevision {
+    /// No expectation.
+    #[default]
+    Any,
+    /// The stream has no events yet.
+    NoStream,
+    /// The stream has at least one event.
+    Exists,
+    /// The stream is exactly at this revision (0 is the same as `NoStream`).
+    Exact(u64),
+}
+
+impl ExpectedRevision {
+    /// Whether a stream at revision `actual` (0: no stream) satisfies the expectation.
+    pub fn admits(self, actual: u64) -> bool {
+        match self {
+            ExpectedRevision::Any => true,
+            ExpectedRevision::NoStream => actual == 0,
+            ExpectedRevision::Exists => actual > 0,
+            ExpectedRevision::Exact(n) => actual == n,
+        }
+    }
+}
+
+impl fmt::Display for ExpectedRevision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExpectedRevision::Any => f.write_str("any"),
+            ExpectedRevision::NoStream => f.write_str("none"),
+            ExpectedRevision::Exists => f.write_str("exists"),
+            ExpectedRevision::Exact(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+impl FromStr for ExpectedRevision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "any" => Ok(ExpectedRevision::Any),
+            "none" | "no_stream" => Ok(ExpectedRevision::NoStream),
+            "exists" => Ok(ExpectedRevision::Exists),
+            n => n.parse::<u64>().map(ExpectedRevision::Exact).map_err(|_| {
+                format!(
+                    "expected revision {n:?} is not one of \"any\", \"none\", \"exists\" or a \
+                     non-negative integer"
+                )
+            }),
+        }
+    }
+}
+
+impl Serialize for ExpectedRevision {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ExpectedRevision::Exact(n) => s.serialize_u64(*n),
+            other => s.serialize_str(&other.to_string()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ExpectedRevision {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom(
+                "an expected revision is \"any\", \"none\", \"exists\" or a non-negative integer",
+            )
+        })? {
+            Raw::N(n) => Ok(ExpectedRevision::Exact(n)),
+            Raw::S(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Conditions of an append; all must hold or nothing is written.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Conditions {
+    /// Expected revision per stream (subject).
+    #[serde(default)]
+    pub expected_revisions: BTreeMap<String, ExpectedRevision>,
+    /// DCB-style condition: fail if any event matching this selector exists after `after`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_if_events_match: Option<Selector>,
+    /// Position after which `fail_if_events_match` looks (default: the whole ledger).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<u64>,
+}
+
+/// One atomic append: events (any streams) and conditions.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AppendRequest {
+    /// The events, appended in this order.
+    pub events: Vec<Event>,
+    /// The conditions.
+    pub conditions: Conditions,
+}
+
+impl AppendRequest {
+    /// An unconditional append.
+    pub fn new(events: Vec<Event>) -> AppendRequest {
+        AppendRequest {
+            events,
+            conditions: Conditions::default(),
+        }
+    }
+
+    /// Adds an expected revision for a stream.
+    pub fn expect(mut self, subject: impl Into<String>, expected: ExpectedRevision) -> Self {
+        self.conditions
+            .expected_revisions
+            .insert(subject.into(), expected);
+        self
+    }
+}
+
+/// Where one appended event landed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendedEvent {
+    /// `source`.
+    pub source: String,
+    /// `id`.
+    pub id: String,
+    /// `subject` (the stream).
+    pub subject: String,
+    /// Global position.
+    pub position: u64,
+    /// Revision in its stream.
+    pub revision: u64,
+}
+
+/// The result of a successful append.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendOutcome {
+    /// One entry per event, in request order.
+    pub events: Vec<AppendedEvent>,
+    /// Position of the last event of the batch.
+    pub last_position: u64,
+    /// True when every event was stored already with the same content and nothing was
+    /// written (an idempotent retry).
+    #[serde(default)]
+    pub duplicate: bool,
+}
+
+/// Tuning of a ledger.
+#[derive(Clone, Debug)]
+pub struct LedgerOptions {
+    /// Most events one group commit takes from the queue.
+    pub max_group_events: usize,
+    /// Pending appends the queue holds before callers wait (back-pressure).
+    pub queue_capacity: usize,
+    /// redb page cache size in bytes.
+    pub cache_bytes: usize,
+}
+
+impl Default for LedgerOptions {
+    fn default() -> Self {
+        LedgerOptions {
+            max_group_events: 20_000,
+            queue_capacity: 8_192,
+            cache_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// Counters of the writer, for metrics.
+#[derive(Debug, Default)]
+pub struct LedgerStats {
+    /// Durable commits done.
+    pub commits: AtomicU64,
+    /// Appends acknowledged (including idempotent duplicates).
+    pub appends: AtomicU64,
+    /// Appends refused (conditions, identity).
+    pub conflicts: AtomicU64,
+    /// Events written.
+    pub events: AtomicU64,
+    /// Commit latency histogram: counts per bucket of [`LedgerStats::COMMIT_BUCKETS_MICROS`],
+    /// the last slot counting everything slower.
+    pub commit_micros: [AtomicU64; 13],
+    /// Sum of commit latencies, microseconds.
+    pub commit_micros_sum: AtomicU64,
+}
+
+impl LedgerStats {
+    /// Upper bounds (inclusive, µs) of the commit latency buckets.
+    pub const COMMIT_BUCKETS_MICROS: [u64; 12] = [
+        100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
+    ];
+
+    pub(crate) fn record_commit(&self, micros: u64) {
+        let slot = Self::COMMIT_BUCKETS_MICROS
+            .iter()
+            .position(|&b| micros <= b)
+            .unwrap_or(Self::COMMIT_BUCKETS_MICROS.len());
+        self.commit_micros[slot].fetch_add(1, Ordering::Relaxed);
+        self.commit_micros_sum.fetch_add(micros, Ordering::Relaxed);
+        self.commits.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Options of a read by position or selector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// Only positions greater than this (forwards: where to start).
+    pub after: u64,
+    /// Only positions smaller than this (backwards: where to start); `None`: no bound.
+    pub before: Option<u64>,
+    /// Most events to return.
+    pub limit: usize,
+    /// Newest first.
+    pub backwards: bool,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        ReadOptions {
+            after: 0,
+            before: None,
+            limit: 1000,
+            backwards: false,
+        }
+    }
+}
+
+impl ReadOptions {
+    /// Forwards from `after`, at most `limit`.
+    pub fn after(after: u64, limit: usize) -> ReadOptions {
+        ReadOptions {
+            after,
+            limit,
+            ..ReadOptions::default()
+        }
+    }
+
+    fn window(&self) -> Window {
+        Window {
+            after: self.after,
+            before: self.before.unwrap_or(u64::MAX),
+            limit: self.limit,
+            backwards: self.backwards,
+        }
+    }
+}
+
+/// The durable event ledger. Share it with `Arc`; every method takes `&self`.
+pub struct Ledger {
+    db: Arc<Database>,
+    path: PathBuf,
+    head: Arc<Head>,
+    registry: Arc<RwLock<Arc<Registry>>>,
+    stats: Arc<LedgerStats>,
+    queue: Mutex<Option<std::sync::mpsc::SyncSender<Pending>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ledger")
+            .field("path", &self.path)
+            .field("head", &self.head.get())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Name of the database file inside the data directory.
+pub const DB_FILE: &str = "ledger.redb";
+
+impl Ledger {
+    /// Opens (creating if needed) the ledger in data directory `dir`.
+    pub fn open(dir: impl AsRef<Path>, options: LedgerOptions) -> Result<Ledger, OpenError> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|source| OpenError::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let path = dir.join(DB_FILE);
+        let shown = path.display().to_string();
+        let db_err = |e: StorageError| OpenError::Database {
+            path: shown.clone(),
+            source: e,
+        };
+        let db = Database::builder()
+            .set_cache_size(options.cache_bytes)
+            .create(&path)
+            .map_err(|e| db_err(e.into()))?;
+        let (head, registry, next_stream_id, last_recorded) =
+            Self::init(&db).map_err(|e| match e {
+                InitError::Storage(e) => db_err(e),
+                InitError::Corrupt(message) => OpenError::Corrupt {
+                    path: shown.clone(),
+                    message,
+                },
+            })?;
+        let db = Arc::new(db);
+        let head = Arc::new(Head::new(head));
+        let registry = Arc::new(RwLock::new(Arc::new(registry)));
+        let stats = Arc::new(LedgerStats::default());
+        let (tx, rx) = std::sync::mpsc::sync_channel(options.queue_capacity.max(1));
+        let writer = Writer {
+            db: db.clone(),
+            head: head.clone(),
+            registry: registry.clone(),
+            stats: stats.clone(),
+            next_stream_id,
+            last_recorded,
+            max_group_events: options.max_group_events.max(1),
+        };
+        let handle = std::thread::Builder::new()
+            .name("loom-ledger-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|source| OpenError::Io {
+                path: shown.clone(),
+                source,
+            })?;
+        Ok(Ledger {
+            db,
+            path,
+            head,
+            registry,
+            stats,
+            queue: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(handle)),
+        })
+    }
+
+    /// Creates the tables if missing and reads head, registry and counters.
+    fn init(db: &Database) -> Result<(u64, Registry, u64, i64), InitError> {
+        let txn = db.begin_write().map_err(StorageError::from)?;
+        let out = {
+            let mut meta = txn.open_table(META).map_err(StorageError::from)?;
+            let format = meta.get(META_FORMAT).map_err(StorageError::from)?.map(|v| v.value());
+            match format {
+                None => {
+                    meta.insert(META_FORMAT, FORMAT_VERSION)
+                        .map_err(StorageError::from)?;
+                }
+                Some(FORMAT_VERSION) => {}
+                Some(other) => {
+                    return Err(InitError::Corrupt(format!(
+                        "on-disk format {other} is not supported by this build (format \
+                         {FORMAT_VERSION})"
+                    )));
+                }
+            }
+            let next_stream_id = meta
+                .get(META_NEXT_STREAM_ID)
+                .map_err(StorageError::from)?
+                .map_or(1, |v| v.value());
+            let events = txn.open_table(EVENTS).map_err(StorageError::from)?;
+            let head = events
+                .last()
+                .map_err(StorageError::from)?
+                .map_or(0, |(k, _)| k.value());
+            for def in [STREAMS] {
+                txn.open_table(def).map_err(StorageError::from)?;
+            }
+            txn.open_table(IDS).map_err(StorageError::from)?;
+            txn.open_table(STREAM_INDEX).map_err(StorageError::from)?;
+            txn.open_table(ENTITY_INDEX).map_err(StorageError::from)?;
+            txn.open_table(TYPE_INDEX).map_err(StorageError::from)?;
+            let time = txn.open_table(TIME_INDEX).map_err(StorageError::from)?;
+            let last_recorded = time
+                .last()
+                .map_err(StorageError::from)?
+                .map_or(0, |(k, _)| k.value());
+            let entities = txn.open_table(ENTITIES).map_err(StorageError::from)?;
+            let mut registry = Registry::default();
+            for item in entities.iter().map_err(StorageError::from)? {
+                let (k, v) = item.map_err(StorageError::from)?;
+                let name = k.value().to_owned();
+                let spec: EntitySpec = serde_json::from_slice(v.value()).map_err(|e| {
+                    InitError::Corrupt(format!("registration of entity {name:?}: {e}"))
+                })?;
+                let compiled = CompiledEntity::compile(spec).map_err(|e| {
+                    InitError::Corrupt(format!("registration of entity {name:?}: {e}"))
+                })?;
+                registry.entities.insert(name, Arc::new(compiled));
+            }
+            (head, registry, next_stream_id, last_recorded)
+        };
+        txn.commit().map_err(StorageError::from)?;
+        Ok(out)
+    }
+
+    /// The path of the database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The underlying database, for crates that keep their own tables beside the ledger's.
+    /// Never write to the ledger's own tables through it.
+    pub fn database(&self) -> &Arc<Database> {
+        &self.db
+    }
+
+    /// Writer counters.
+    pub fn stats(&self) -> &LedgerStats {
+        &self.stats
+    }
+
+    /// Position of the last committed event (0: empty ledger).
+    pub fn head(&self) -> u64 {
+        self.head.get()
+    }
+
+    /// Blocks until the head reaches `position` or `timeout` passes; returns the head then.
+    pub fn wait_for(&self, position: u64, timeout: Duration) -> u64 {
+        self.head.wait_for(position, timeout)
+    }
+
+    /// Waits until the head reaches `position`; returns the head then. Runtime-agnostic.
+    pub async fn wait_for_async(&self, position: u64) -> u64 {
+        self.head.wait_for_async(position).await
+    }
+
+    // ----- appending -----
+
+    /// Checks an append against the event model and the registry, before it is queued.
+    fn prepare(&self, req: AppendRequest) -> Result<(AppendRequest, Option<CompiledSelector>), AppendError> {
+        if req.events.is_empty() {
+            return Err(AppendError::Invalid(InvalidEvent::new(
+                "an append needs at least one event",
+            )));
+        }
+        let registry = self.registry.read().expect("registry lock").clone();
+        let mut identities = HashSet::with_capacity(req.events.len());
+        for (i, e) in req.events.iter().enumerate() {
+            e.validate().map_err(|err| AppendError::Invalid(err.at_index(i)))?;
+            if !identities.insert((e.source.as_str(), e.id.as_str())) {
+                return Err(AppendError::Invalid(InvalidEvent::new(format!(
+                    "event {i}: (source {:?}, id {:?}) appears twice in the batch",
+                    e.source, e.id
+                ))));
+            }
+            registry.check(i, e).map_err(AppendError::Rejected)?;
+        }
+        for subject in req.conditions.expected_revisions.keys() {
+            if crate::event::split_subject(subject).is_none() {
+                return Err(AppendError::Invalid(InvalidEvent::new(format!(
+                    "expected_revisions names {subject:?}, which is not a stream \
+                     (\"{{entity}}/{{key}}\")"
+                ))));
+            }
+        }
+        let selector = req
+            .conditions
+            .fail_if_events_match
+            .as_ref()
+            .map(Selector::compile)
+            .transpose()?;
+        Ok((req, selector))
+    }
+
+    fn enqueue(&self, pending: Pending) -> Result<(), AppendError> {
+        let queue = self.queue.lock().expect("queue lock").clone();
+        let Some(queue) = queue else {
+            return Err(AppendError::Closed);
+        };
+        queue.send(pending).map_err(|_| AppendError::Closed)
+    }
+
+    /// Appends atomically; returns once the batch is durable (or refused). Blocking.
+    pub fn append(&self, req: AppendRequest) -> Result<AppendOutcome, AppendError> {
+        let (req, selector) = self.prepare(req)?;
+        let (tx, rx) = oneshot::channel();
+        self.enqueue(Pending {
+            req,
+            selector,
+            reply: tx,
+        })?;
+        rx.recv().unwrap_or(Err(AppendError::Closed))
+    }
+
+    /// Appends atomically; resolves once the batch is durable (or refused). The validation
+    /// runs on the calling thread; the commit on the writer thread. Runtime-agnostic, but the
+    /// enqueue may block briefly when the queue is full (back-pressure).
+    pub async fn append_async(&self, req: AppendRequest) -> Result<AppendOutcome, AppendError> {
+        let (req, selector) = self.prepare(req)?;
+        let (tx, rx) = oneshot::async_channel();
+        self.enqueue(Pending {
+            req,
+            selector,
+            reply: tx,
+        })?;
+        rx.await.unwrap_or(Err(AppendError::Closed))
+    }
+
+    // ----- registry -----
+
+    /// Registers or replaces an entity's registration. Schemas are compiled first; an invalid
+    /// one changes nothing.
+    pub fn put_entity(&self, name: &str, spec: EntitySpec) -> Result<(), RegistryError> {
+        check_entity_name(name).map_err(RegistryError::InvalidName)?;
+        let compiled = Arc::new(CompiledEntity::compile(spec)?);
+        let bytes = serde_json::to_vec(&compiled.spec).expect("a spec always serializes");
+        let txn = self.db.begin_write().map_err(StorageError::from)?;
+        {
+            let mut t = txn.open_table(ENTITIES).map_err(StorageError::from)?;
+            t.insert(name, bytes.as_slice()).map_err(StorageError::from)?;
+        }
+        // Registry writes are rare and small: hold the lock over the commit so that readers
+        // never see a registration that is not durable.
+        let mut guard = self.registry.write().expect("registry lock");
+        txn.commit().map_err(StorageError::from)?;
+        let mut next = Registry::clone(&guard);
+        next.entities.insert(name.to_owned(), compiled);
+        *guard = Arc::new(next);
+        Ok(())
+    }
+
+    /// An entity's registration.
+    pub fn entity(&self, name: &str) -> Option<EntitySpec> {
+        let r = self.registry.read().expect("registry lock");
+        r.entities.get(name).map(|c| c.spec.clone())
+    }
+
+    /// Every registration, by name.
+    pub fn entities(&self) -> BTreeMap<String, EntitySpec> {
+        let r = self.registry.read().expect("registry lock");
+        r.entities
+            .iter()
+            .map(|(k, v)| (k.clone(), v.spec.clone()))
+            .collect()
+    }
+
+    fn entity_names(&self) -> Vec<String> {
+        let r = self.registry.read().expect("registry lock");
+        r.entities.keys().cloned().collect()
+    }
+
+    // ----- reading -----
+
+    fn read_txn(&self) -> Result<ReadTransaction, StorageError> {
+        Ok(self.db.begin_read()?)
+    }
+
+    /// Runs `f` with a view of the index tables in one read transaction (one snapshot).
+    fn with_view<R>(
+        &self,
+        f: impl FnOnce(
+            &View<
+                '_,
+                redb::ReadOnlyTable<u64, &'static [u8]>,
+                redb::ReadOnlyTable<&'static str, (u64, u64)>,
+                redb::ReadOnlyTable<(u64, u64), u64>,
+                redb::ReadOnlyTable<(&'static str, u64), ()>,
+                redb::ReadOnlyTable<(&'static str, &'static str, u64), ()>,
+            >,
+        ) -> Result<R, ReadError>,
+    ) -> Result<R, ReadError> {
+        let txn = self.read_txn()?;
+        let events = txn.open_table(EVENTS)?;
+        let streams = txn.open_table(STREAMS)?;
+        let stream_index = txn.open_table(STREAM_INDEX)?;
+        let entity_index = txn.open_table(ENTITY_INDEX)?;
+        let type_index = txn.open_table(TYPE_INDEX)?;
+        f(&View {
+            events: &events,
+            streams: &streams,
+            stream_index: &stream_index,
+            entity_index: &entity_index,
+            type_index: &type_index,
+        })
+    }
+
+    /// Events by position, in either direction.
+    pub fn read_all(&self, opts: ReadOptions) -> Result<Vec<StoredEvent>, ReadError> {
+        self.read(&Selector::all().compile()?, opts)
+    }
+
+    /// Events matching a selector, in either direction, using indexes where the selector
+    /// names entity, keys or types.
+    pub fn read(
+        &self,
+        selector: &CompiledSelector,
+        opts: ReadOptions,
+    ) -> Result<Vec<StoredEvent>, ReadError> {
+        let entities = self.entity_names();
+        self.with_view(|v| v.select(selector, opts.window(), &entities))
+    }
+
+    /// Calls `f` on each event matching `selector` in `opts`' window, in one snapshot, until
+    /// `f` returns `false`. For long reads (catch-up) without building a vector.
+    pub fn scan(
+        &self,
+        selector: &CompiledSelector,
+        opts: ReadOptions,
+        f: impl FnMut(StoredEvent) -> bool,
+    ) -> Result<(), ReadError> {
+        let entities = self.entity_names();
+        self.with_view(|v| v.select_each(selector, opts.window(), &entities, f))
+    }
+
+    /// One stream's events by revision: revisions greater than `after_revision`, at most
+    /// `limit`.
+    pub fn read_stream(
+        &self,
+        subject: &str,
+        after_revision: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, ReadError> {
+        let txn = self.read_txn()?;
+        let streams = txn.open_table(STREAMS)?;
+        let Some(stream) = streams.get(subject)? else {
+            return Ok(Vec::new());
+        };
+        let (id, _) = stream.value();
+        let index = txn.open_table(STREAM_INDEX)?;
+        let events = txn.open_table(EVENTS)?;
+        let mut out = Vec::new();
+        let start = after_revision.saturating_add(1);
+        for item in index.range((id, start)..=(id, u64::MAX))?.take(limit) {
+            let (_, p) = item?;
+            let position = p.value();
+            let Some(bytes) = events.get(position)? else {
+                return Err(ReadError::Corrupt {
+                    position,
+                    message: "the stream index names a position with no event".into(),
+                });
+            };
+            out.push(decode(position, bytes.value())?);
+        }
+        Ok(out)
+    }
+
+    /// A stream's current revision (0: no such stream). One index lookup.
+    pub fn stream_revision(&self, subject: &str) -> Result<u64, ReadError> {
+        let txn = self.read_txn()?;
+        let streams = txn.open_table(STREAMS)?;
+        Ok(streams.get(subject)?.map_or(0, |v| v.value().1))
+    }
+
+    /// The event at `position`.
+    pub fn event_at(&self, position: u64) -> Result<Option<StoredEvent>, ReadError> {
+        let txn = self.read_txn()?;
+        let events = txn.open_table(EVENTS)?;
+        match events.get(position)? {
+            None => Ok(None),
+            Some(v) => Ok(Some(decode(position, v.value())?)),
+        }
+    }
+
+    /// The event with identity `(source, id)`.
+    pub fn event_by_id(&self, source: &str, id: &str) -> Result<Option<StoredEvent>, ReadError> {
+        let txn = self.read_txn()?;
+        let ids = txn.open_table(IDS)?;
+        let Some(p) = ids.get((source, id))? else {
+            return Ok(None);
+        };
+        let position = p.value();
+        let events = txn.open_table(EVENTS)?;
+        match events.get(position)? {
+            None => Err(ReadError::Corrupt {
+                position,
+                message: "the identity index names a position with no event".into(),
+            }),
+            Some(v) => Ok(Some(decode(position, v.value())?)),
+        }
+    }
+
+    /// The last position recorded at or before `micros` (µs since the Unix epoch); 0 if none.
+    pub fn position_at_time(&self, micros: i64) -> Result<u64, ReadError> {
+        let txn = self.read_txn()?;
+        let t = txn.open_table(TIME_INDEX)?;
+        let last = t.range(..=micros)?.next_back().transpose()?;
+        Ok(last.map_or(0, |(_, p)| p.value()))
+    }
+
+    /// Number of streams and events, for status pages.
+    pub fn counts(&self) -> Result<(u64, u64), ReadError> {
+        let txn = self.read_txn()?;
+        let streams = txn.open_table(STREAMS)?.len()?;
+        let events = txn.open_table(EVENTS)?.len()?;
+        Ok((streams, events))
+    }
+
+    /// Stops taking appends, lets the writer finish what is queued, and waits for it.
+    pub fn shutdown(&self) {
+        self.queue.lock().expect("queue lock").take();
+        if let Some(handle) = self.writer.lock().expect("writer lock").take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+enum InitError {
+    Storage(StorageError),
+    Corrupt(String),
+}
+
+impl From<StorageError> for InitError {
+    fn from(e: StorageError) -> Self {
+        InitError::Storage(e)
+    }
+}

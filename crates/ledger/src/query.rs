@@ -1,0 +1,249 @@
+//! Running selectors over the index tables, inside a read or a write transaction.
+
+use std::iter::Peekable;
+
+use redb::{ReadableTable, StorageError as RedbStorageError};
+
+use crate::codec;
+use crate::error::{ReadError, StorageError};
+use crate::event::StoredEvent;
+use crate::selector::CompiledSelector;
+
+type PosIter<'a> = Box<dyn Iterator<Item = Result<u64, RedbStorageError>> + 'a>;
+
+/// Bounds and direction of a read: positions in `(after, before)`, at most `limit` events.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Window {
+    pub(crate) after: u64,
+    pub(crate) before: u64,
+    pub(crate) limit: usize,
+    pub(crate) backwards: bool,
+}
+
+impl Window {
+    fn lo(&self) -> u64 {
+        self.after.saturating_add(1)
+    }
+    fn hi(&self) -> u64 {
+        self.before.saturating_sub(1)
+    }
+    fn is_empty(&self) -> bool {
+        self.lo() > self.hi() || self.limit == 0
+    }
+}
+
+/// The tables a selector reads, borrowed from a read or write transaction.
+pub(crate) struct View<'t, Ev, St, Si, En, Ty> {
+    pub(crate) events: &'t Ev,
+    pub(crate) streams: &'t St,
+    pub(crate) stream_index: &'t Si,
+    pub(crate) entity_index: &'t En,
+    pub(crate) type_index: &'t Ty,
+}
+
+impl<'t, Ev, St, Si, En, Ty> View<'t, Ev, St, Si, En, Ty>
+where
+    Ev: ReadableTable<u64, &'static [u8]>,
+    St: ReadableTable<&'static str, (u64, u64)>,
+    Si: ReadableTable<(u64, u64), u64>,
+    En: ReadableTable<(&'static str, u64), ()>,
+    Ty: ReadableTable<(&'static str, &'static str, u64), ()>,
+{
+    /// Events matching `sel` inside `w`, in `w`'s direction. `entities` lists every
+    /// registered entity (used when a selector names types but no entity).
+    pub(crate) fn select(
+        &self,
+        sel: &CompiledSelector,
+        w: Window,
+        entities: &[String],
+    ) -> Result<Vec<StoredEvent>, ReadError> {
+        let mut out = Vec::new();
+        self.select_each(sel, w, entities, |e| {
+            out.push(e);
+            true
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `f` for each matching event until it returns `false` or the window is done.
+    pub(crate) fn select_each(
+        &self,
+        sel: &CompiledSelector,
+        w: Window,
+        entities: &[String],
+        mut f: impl FnMut(StoredEvent) -> bool,
+    ) -> Result<(), ReadError> {
+        if w.is_empty() {
+            return Ok(());
+        }
+        let mut taken = 0;
+        let plain = sel.entity().is_none() && sel.types.is_empty();
+        if plain {
+            // Every event: walk the events table itself.
+            let range = self.events.range(w.lo()..=w.hi())?;
+            let iter: Box<dyn Iterator<Item = _>> = if w.backwards {
+                Box::new(range.rev())
+            } else {
+                Box::new(range)
+            };
+            for item in iter {
+                let (k, v) = item?;
+                let position = k.value();
+                let e = decode(position, v.value())?;
+                if !sel.has_filters() || sel.matches_filters(&e) {
+                    taken += 1;
+                    if !f(e) || taken >= w.limit {
+                        break;
+                    }
+                }
+            }
+            return Ok(());
+        }
+        let positions = self.positions(sel, w, entities)?;
+        for p in positions {
+            let position = p?;
+            let Some(v) = self.events.get(position)? else {
+                return Err(ReadError::Corrupt {
+                    position,
+                    message: "an index names a position with no event".into(),
+                });
+            };
+            let bytes = v.value();
+            // Keys and types not covered by the index are checked on the header alone.
+            let header = codec::decode_header(bytes)
+                .map_err(|message| ReadError::Corrupt { position, message })?;
+            if !sel.matches_header(header.ty, header.subject) {
+                continue;
+            }
+            let e = decode(position, bytes)?;
+            if !sel.has_filters() || sel.matches_filters(&e) {
+                taken += 1;
+                if !f(e) || taken >= w.limit {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Positions (in window order) of the candidates for `sel`, from the best index.
+    fn positions(
+        &self,
+        sel: &CompiledSelector,
+        w: Window,
+        entities: &[String],
+    ) -> Result<Merge<'_>, StorageError> {
+        let (lo, hi) = (w.lo(), w.hi());
+        let mut sources: Vec<PosIter<'_>> = Vec::new();
+        match sel.entity() {
+            Some(entity) if !sel.keys.is_empty() => {
+                for key in &sel.keys {
+                    let subject = format!("{entity}/{key}");
+                    let Some(stream) = self.streams.get(subject.as_str())? else {
+                        continue;
+                    };
+                    let (id, _) = stream.value();
+                    let range = self.stream_index.range((id, 0)..=(id, u64::MAX))?;
+                    let it = range.map(|r| r.map(|(_, v)| v.value()));
+                    let it: PosIter<'_> = if w.backwards {
+                        Box::new(it.rev())
+                    } else {
+                        Box::new(it)
+                    };
+                    // Stream positions grow with revision: skip to the window, stop after it.
+                    let backwards = w.backwards;
+                    let it = it
+                        .skip_while(move |p| {
+                            p.as_ref()
+                                .is_ok_and(|&p| if backwards { p > hi } else { p < lo })
+                        })
+                        .take_while(move |p| p.as_ref().map_or(true, |&p| p >= lo && p <= hi));
+                    sources.push(Box::new(it));
+                }
+            }
+            Some(entity) if !sel.types.is_empty() => {
+                for ty in &sel.types {
+                    sources.push(self.type_source(entity, ty, lo, hi, w.backwards)?);
+                }
+            }
+            Some(entity) => {
+                let range = self.entity_index.range((entity, lo)..=(entity, hi))?;
+                let it = range.map(|r| r.map(|(k, _)| k.value().1));
+                sources.push(if w.backwards {
+                    Box::new(it.rev())
+                } else {
+                    Box::new(it)
+                });
+            }
+            None => {
+                for entity in entities {
+                    for ty in &sel.types {
+                        sources.push(self.type_source(entity, ty, lo, hi, w.backwards)?);
+                    }
+                }
+            }
+        }
+        Ok(Merge {
+            sources: sources.into_iter().map(Iterator::peekable).collect(),
+            backwards: w.backwards,
+        })
+    }
+
+    fn type_source(
+        &self,
+        entity: &str,
+        ty: &str,
+        lo: u64,
+        hi: u64,
+        backwards: bool,
+    ) -> Result<PosIter<'_>, StorageError> {
+        let range = self.type_index.range((entity, ty, lo)..=(entity, ty, hi))?;
+        let it = range.map(|r| r.map(|(k, _)| k.value().2));
+        Ok(if backwards {
+            Box::new(it.rev())
+        } else {
+            Box::new(it)
+        })
+    }
+}
+
+pub(crate) fn decode(position: u64, bytes: &[u8]) -> Result<StoredEvent, ReadError> {
+    codec::decode(position, bytes).map_err(|message| ReadError::Corrupt { position, message })
+}
+
+/// Merges position iterators that are each sorted in the same direction.
+pub(crate) struct Merge<'a> {
+    sources: Vec<Peekable<PosIter<'a>>>,
+    backwards: bool,
+}
+
+impl Iterator for Merge<'_> {
+    type Item = Result<u64, RedbStorageError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut best: Option<(usize, u64)> = None;
+        for (i, s) in self.sources.iter_mut().enumerate() {
+            match s.peek() {
+                None => {}
+                Some(Err(_)) => return s.next(),
+                Some(Ok(p)) => {
+                    let better = match best {
+                        None => true,
+                        Some((_, b)) => {
+                            if self.backwards {
+                                *p > b
+                            } else {
+                                *p < b
+                            }
+                        }
+                    };
+                    if better {
+                        best = Some((i, *p));
+                    }
+                }
+            }
+        }
+        let (i, _) = best?;
+        self.sources[i].next()
+    }
+}

@@ -1,0 +1,152 @@
+//! Selectors: which events a read, a subscription, a projection or a condition is about.
+//!
+//! A *replay* part (`entity`, `keys`, `types`) is answered from index tables; a *filter* part
+//! (`data`, `meta`: RFC 9535 JSONPath) is checked on each candidate event. An event matches a
+//! JSONPath filter when the path selects at least one node.
+
+use serde::{Deserialize, Serialize};
+use serde_json_path::JsonPath;
+
+use crate::error::SelectorError;
+use crate::event::StoredEvent;
+use crate::registry::check_entity_name;
+
+/// A selector as clients write it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Selector {
+    /// Only events of this entity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entity: Option<String>,
+    /// Only events of these streams of the entity (keys, without the `entity/` prefix).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<String>,
+    /// Only events of these types.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub types: Vec<String>,
+    /// JSONPath over the event's `data`; the event matches when it selects anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+    /// JSONPath over the whole event in CloudEvents JSON form (attributes and data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta: Option<String>,
+}
+
+impl Selector {
+    /// All events.
+    pub fn all() -> Selector {
+        Selector::default()
+    }
+
+    /// One stream, from its subject `{entity}/{key}`.
+    pub fn stream(subject: &str) -> Result<Selector, SelectorError> {
+        let (entity, key) = crate::event::split_subject(subject)
+            .ok_or_else(|| SelectorError::BadEntity(format!("{subject:?} is not a stream name")))?;
+        Ok(Selector {
+            entity: Some(entity.into()),
+            keys: vec![key.into()],
+            ..Selector::default()
+        })
+    }
+
+    /// Checks and compiles the selector.
+    pub fn compile(&self) -> Result<CompiledSelector, SelectorError> {
+        if let Some(entity) = &self.entity {
+            check_entity_name(entity).map_err(SelectorError::BadEntity)?;
+        } else if !self.keys.is_empty() {
+            return Err(SelectorError::KeysWithoutEntity);
+        }
+        let parse = |field: &'static str, p: &Option<String>| {
+            p.as_deref()
+                .map(|text| {
+                    JsonPath::parse(text).map_err(|e| SelectorError::JsonPath {
+                        field,
+                        message: e.to_string(),
+                    })
+                })
+                .transpose()
+        };
+        let mut keys = self.keys.clone();
+        keys.sort();
+        keys.dedup();
+        let mut types = self.types.clone();
+        types.sort();
+        types.dedup();
+        Ok(CompiledSelector {
+            source: self.clone(),
+            keys,
+            types,
+            data: parse("data", &self.data)?,
+            meta: parse("meta", &self.meta)?,
+        })
+    }
+}
+
+/// A checked selector, ready to run.
+#[derive(Clone, Debug)]
+pub struct CompiledSelector {
+    source: Selector,
+    pub(crate) keys: Vec<String>,
+    pub(crate) types: Vec<String>,
+    data: Option<JsonPath>,
+    meta: Option<JsonPath>,
+}
+
+impl CompiledSelector {
+    /// The selector it was compiled from.
+    pub fn selector(&self) -> &Selector {
+        &self.source
+    }
+
+    pub(crate) fn entity(&self) -> Option<&str> {
+        self.source.entity.as_deref()
+    }
+
+    /// Whether the selector has JSONPath filters (which need the whole event decoded).
+    pub(crate) fn has_filters(&self) -> bool {
+        self.data.is_some() || self.meta.is_some()
+    }
+
+    /// Whether type and subject pass the replay part.
+    pub(crate) fn matches_header(&self, ty: &str, subject: &str) -> bool {
+        if !self.types.is_empty() && self.types.binary_search_by(|t| t.as_str().cmp(ty)).is_err()
+        {
+            return false;
+        }
+        if let Some(entity) = self.entity() {
+            let Some((e, key)) = subject.split_once('/') else {
+                return false;
+            };
+            if e != entity {
+                return false;
+            }
+            if !self.keys.is_empty() && self.keys.binary_search_by(|k| k.as_str().cmp(key)).is_err()
+            {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Whether a stored event matches the whole selector.
+    pub fn matches(&self, e: &StoredEvent) -> bool {
+        self.matches_header(&e.event.ty, &e.event.subject) && self.matches_filters(e)
+    }
+
+    pub(crate) fn matches_filters(&self, e: &StoredEvent) -> bool {
+        if let Some(path) = &self.data {
+            let Some(value) = e.event.data.as_ref().and_then(|d| d.to_json_value()) else {
+                return false;
+            };
+            if path.query(&value).is_empty() {
+                return false;
+            }
+        }
+        if let Some(path) = &self.meta {
+            if path.query(&e.to_json_value()).is_empty() {
+                return false;
+            }
+        }
+        true
+    }
+}

@@ -1,0 +1,349 @@
+//! The group-commit writer: one thread owns the write transaction. It drains the queue of
+//! pending appends, checks and applies each in order inside one transaction (a refused append
+//! does not affect its neighbours), commits once with `Durability::Immediate`, and only then
+//! answers every caller.
+
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
+
+use crate::codec;
+use crate::error::{AppendError, Conflict, ReadError, StorageError};
+use crate::head::Head;
+use crate::ledger::{AppendOutcome, AppendRequest, AppendedEvent, LedgerStats};
+use crate::query::{View, Window, decode};
+use crate::registry::Registry;
+use crate::selector::CompiledSelector;
+use crate::tables::*;
+
+/// Most conflicting positions a DCB conflict reports.
+const MAX_REPORTED_MATCHES: usize = 10;
+
+pub(crate) struct Pending {
+    pub(crate) req: AppendRequest,
+    pub(crate) selector: Option<CompiledSelector>,
+    pub(crate) reply: oneshot::Sender<Result<AppendOutcome, AppendError>>,
+}
+
+pub(crate) struct Writer {
+    pub(crate) db: Arc<Database>,
+    pub(crate) head: Arc<Head>,
+    pub(crate) registry: Arc<RwLock<Arc<Registry>>>,
+    pub(crate) stats: Arc<LedgerStats>,
+    pub(crate) next_stream_id: u64,
+    pub(crate) last_recorded: i64,
+    pub(crate) max_group_events: usize,
+}
+
+struct Tables<'t> {
+    events: Table<'t, u64, &'static [u8]>,
+    ids: Table<'t, (&'static str, &'static str), u64>,
+    streams: Table<'t, &'static str, (u64, u64)>,
+    stream_index: Table<'t, (u64, u64), u64>,
+    entity_index: Table<'t, (&'static str, u64), ()>,
+    type_index: Table<'t, (&'static str, &'static str, u64), ()>,
+    time_index: Table<'t, i64, u64>,
+    meta: Table<'t, &'static str, u64>,
+}
+
+impl<'t> Tables<'t> {
+    fn open(txn: &'t WriteTransaction) -> Result<Tables<'t>, StorageError> {
+        Ok(Tables {
+            events: txn.open_table(EVENTS)?,
+            ids: txn.open_table(IDS)?,
+            streams: txn.open_table(STREAMS)?,
+            stream_index: txn.open_table(STREAM_INDEX)?,
+            entity_index: txn.open_table(ENTITY_INDEX)?,
+            type_index: txn.open_table(TYPE_INDEX)?,
+            time_index: txn.open_table(TIME_INDEX)?,
+            meta: txn.open_table(META)?,
+        })
+    }
+}
+
+/// State of one group while it is being applied; becomes the writer's state on commit.
+struct Group {
+    head: u64,
+    next_stream_id: u64,
+    recorded: i64,
+    buf: Vec<u8>,
+    entities: Vec<String>,
+}
+
+impl Writer {
+    pub(crate) fn run(mut self, rx: Receiver<Pending>) {
+        let mut group: Vec<Pending> = Vec::new();
+        while let Ok(first) = rx.recv() {
+            let mut events = first.req.events.len();
+            group.push(first);
+            while events < self.max_group_events {
+                match rx.try_recv() {
+                    Ok(p) => {
+                        events += p.req.events.len();
+                        group.push(p);
+                    }
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                }
+            }
+            self.commit_group(&mut group);
+        }
+    }
+
+    fn commit_group(&mut self, group: &mut Vec<Pending>) {
+        let started = Instant::now();
+        match self.apply_group(group) {
+            Ok((results, state)) => {
+                self.stats.record_commit(started.elapsed().as_micros() as u64);
+                let written = state.head - self.head.get();
+                self.next_stream_id = state.next_stream_id;
+                self.last_recorded = state.recorded;
+                self.stats
+                    .events
+                    .fetch_add(written, std::sync::atomic::Ordering::Relaxed);
+                self.head.advance(state.head);
+                for (pending, result) in group.drain(..).zip(results) {
+                    let counter = match &result {
+                        Ok(_) => &self.stats.appends,
+                        Err(_) => &self.stats.conflicts,
+                    };
+                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let _ = pending.reply.send(result);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, appends = group.len(), "group commit failed");
+                let message = e.to_string();
+                for pending in group.drain(..) {
+                    let err = StorageError(Box::new(redb::Error::Io(std::io::Error::other(
+                        message.clone(),
+                    ))));
+                    let _ = pending.reply.send(Err(AppendError::Storage(err)));
+                }
+            }
+        }
+    }
+
+    /// Applies every pending append in one transaction and commits it. Returns each append's
+    /// result and the new writer state; on error nothing was committed.
+    fn apply_group(
+        &self,
+        group: &[Pending],
+    ) -> Result<(Vec<Result<AppendOutcome, AppendError>>, Group), StorageError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        let now = chrono::Utc::now().timestamp_micros();
+        let mut state = Group {
+            head: self.head.get(),
+            next_stream_id: self.next_stream_id,
+            // Recorded times never go backwards, so the time index stays ordered.
+            recorded: now.max(self.last_recorded),
+            buf: Vec::with_capacity(512),
+            entities: self
+                .registry
+                .read()
+                .expect("registry lock")
+                .entities
+                .keys()
+                .cloned()
+                .collect(),
+        };
+        let mut results = Vec::with_capacity(group.len());
+        {
+            let mut t = Tables::open(&txn)?;
+            let start_head = state.head;
+            for pending in group {
+                results.push(apply_one(&mut t, &mut state, pending)?);
+            }
+            if state.head > start_head {
+                t.time_index.insert(state.recorded, state.head)?;
+            }
+            if state.next_stream_id != self.next_stream_id {
+                t.meta.insert(META_NEXT_STREAM_ID, state.next_stream_id)?;
+            }
+        }
+        txn.commit()?;
+        Ok((results, state))
+    }
+}
+
+/// Checks one append's identity and conditions against the transaction's current state and,
+/// if they hold, writes it. A refusal writes nothing; a storage error aborts the group.
+fn apply_one(
+    t: &mut Tables<'_>,
+    g: &mut Group,
+    p: &Pending,
+) -> Result<Result<AppendOutcome, AppendError>, StorageError> {
+    let req = &p.req;
+    // Identity: a batch stored before as a whole is an idempotent success.
+    if let Some(outcome) = match check_identity(t, req) {
+        Ok(o) => o,
+        Err(Refusal::Conflict(c)) => return Ok(Err(AppendError::Conflict(c))),
+        Err(Refusal::Read(e)) => return read_failure(e),
+        Err(Refusal::Storage(e)) => return Err(e),
+    } {
+        return Ok(Ok(outcome));
+    }
+    for (subject, expected) in &req.conditions.expected_revisions {
+        let actual = t.streams.get(subject.as_str())?.map_or(0, |v| v.value().1);
+        if !expected.admits(actual) {
+            return Ok(Err(AppendError::Conflict(Conflict::Revision {
+                stream: subject.clone(),
+                expected: *expected,
+                actual,
+            })));
+        }
+    }
+    if let Some(selector) = &p.selector {
+        let view = View {
+            events: &t.events,
+            streams: &t.streams,
+            stream_index: &t.stream_index,
+            entity_index: &t.entity_index,
+            type_index: &t.type_index,
+        };
+        let window = Window {
+            after: req.conditions.after.unwrap_or(0),
+            before: u64::MAX,
+            limit: MAX_REPORTED_MATCHES,
+            backwards: false,
+        };
+        let found = match view.select(selector, window, &g.entities) {
+            Ok(found) => found,
+            Err(e) => return read_failure(e),
+        };
+        if !found.is_empty() {
+            return Ok(Err(AppendError::Conflict(Conflict::EventsMatched {
+                positions: found.iter().map(|e| e.position).collect(),
+            })));
+        }
+    }
+    // Every check passed: write.
+    let mut appended = Vec::with_capacity(req.events.len());
+    for e in &req.events {
+        let position = g.head + 1;
+        let (stream_id, revision) = match t.streams.get(e.subject.as_str())? {
+            Some(v) => {
+                let (id, rev) = v.value();
+                (id, rev + 1)
+            }
+            None => {
+                let id = g.next_stream_id;
+                g.next_stream_id += 1;
+                (id, 1)
+            }
+        };
+        codec::encode(revision, g.recorded, e, &mut g.buf);
+        t.events.insert(position, g.buf.as_slice())?;
+        t.ids
+            .insert((e.source.as_str(), e.id.as_str()), position)?;
+        t.streams
+            .insert(e.subject.as_str(), (stream_id, revision))?;
+        t.stream_index.insert((stream_id, revision), position)?;
+        let entity = e.entity();
+        t.entity_index.insert((entity, position), ())?;
+        t.type_index
+            .insert((entity, e.ty.as_str(), position), ())?;
+        g.head = position;
+        appended.push(AppendedEvent {
+            source: e.source.clone(),
+            id: e.id.clone(),
+            subject: e.subject.clone(),
+            position,
+            revision,
+        });
+    }
+    Ok(Ok(AppendOutcome {
+        events: appended,
+        last_position: g.head,
+        duplicate: false,
+    }))
+}
+
+enum Refusal {
+    Conflict(Conflict),
+    Read(ReadError),
+    Storage(StorageError),
+}
+
+impl From<redb::StorageError> for Refusal {
+    fn from(e: redb::StorageError) -> Self {
+        Refusal::Storage(e.into())
+    }
+}
+
+/// A stored record that does not decode is reported as a storage failure of the group.
+fn read_failure<T>(e: ReadError) -> Result<T, StorageError> {
+    match e {
+        ReadError::Storage(s) => Err(s),
+        other => Err(StorageError(Box::new(redb::Error::Io(std::io::Error::other(
+            other.to_string(),
+        ))))),
+    }
+}
+
+/// `Ok(Some(outcome))` when the whole batch is stored already with the same content;
+/// `Ok(None)` when none of it is; a conflict otherwise.
+fn check_identity(t: &Tables<'_>, req: &AppendRequest) -> Result<Option<AppendOutcome>, Refusal> {
+    let mut found = Vec::new();
+    for e in &req.events {
+        if let Some(p) = t.ids.get((e.source.as_str(), e.id.as_str()))? {
+            found.push(Some(p.value()));
+        } else {
+            found.push(None);
+        }
+    }
+    let stored = found.iter().filter(|f| f.is_some()).count();
+    if stored == 0 {
+        return Ok(None);
+    }
+    let mut appended = Vec::with_capacity(req.events.len());
+    for (e, position) in req.events.iter().zip(&found) {
+        let Some(position) = *position else {
+            // Part of the batch is new: the batch as a whole was not stored before.
+            let (i, p) = found
+                .iter()
+                .enumerate()
+                .find_map(|(i, f)| f.map(|p| (i, p)))
+                .expect("at least one stored");
+            let other = &req.events[i];
+            return Err(Refusal::Conflict(Conflict::Identity {
+                event_source: other.source.clone(),
+                id: other.id.clone(),
+                position: p,
+                reason: "the rest of this batch is not stored, so it is not a retry of the \
+                         same append"
+                    .into(),
+            }));
+        };
+        let Some(bytes) = t.events.get(position)? else {
+            return Err(Refusal::Read(ReadError::Corrupt {
+                position,
+                message: "the identity index names a position with no event".into(),
+            }));
+        };
+        let existing = decode(position, bytes.value()).map_err(Refusal::Read)?;
+        if !existing.event.same_content(e) {
+            return Err(Refusal::Conflict(Conflict::Identity {
+                event_source: e.source.clone(),
+                id: e.id.clone(),
+                position,
+                reason: "the stored event has different content".into(),
+            }));
+        }
+        appended.push(AppendedEvent {
+            source: e.source.clone(),
+            id: e.id.clone(),
+            subject: e.subject.clone(),
+            position,
+            revision: existing.revision,
+        });
+    }
+    let last_position = appended.iter().map(|a| a.position).max().unwrap_or(0);
+    Ok(Some(AppendOutcome {
+        events: appended,
+        last_position,
+        duplicate: true,
+    }))
+}

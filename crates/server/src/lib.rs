@@ -1,0 +1,1 @@
+//! Loom HTTP API (in progress).
