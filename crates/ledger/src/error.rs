@@ -76,7 +76,9 @@ impl std::error::Error for InvalidEvent {}
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
     /// The subject's entity is not registered.
-    #[error("event {index}: entity {entity:?} is not registered; register it with PUT /v1/entities/{entity}")]
+    #[error(
+        "event {index}: entity {entity:?} is not registered; register it with PUT /v1/entities/{entity}"
+    )]
     UnknownEntity {
         /// Index in the batch.
         index: usize,
@@ -128,7 +130,9 @@ pub enum Conflict {
     },
     /// `(source, id)` is stored already with different content, or only part of the batch
     /// was stored before (a batch is idempotent only as a whole).
-    #[error("event (source {event_source:?}, id {id:?}) is already stored at position {position}: {reason}")]
+    #[error(
+        "event (source {event_source:?}, id {id:?}) is already stored at position {position}: {reason}"
+    )]
     Identity {
         /// The event's source.
         event_source: String,

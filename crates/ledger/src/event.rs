@@ -210,25 +210,25 @@ impl Event {
                 InvalidEvent::new(format!("time {time:?} is not an RFC 3339 timestamp: {e}"))
             })?;
         }
-        if let Some(ct) = &self.datacontenttype {
-            if ct.trim().is_empty() {
-                return Err(InvalidEvent::new("datacontenttype must not be empty"));
-            }
+        if let Some(ct) = &self.datacontenttype
+            && ct.trim().is_empty()
+        {
+            return Err(InvalidEvent::new("datacontenttype must not be empty"));
         }
-        if let Some(ds) = &self.dataschema {
-            if ds.trim().is_empty() {
-                return Err(InvalidEvent::new("dataschema must not be empty"));
-            }
+        if let Some(ds) = &self.dataschema
+            && ds.trim().is_empty()
+        {
+            return Err(InvalidEvent::new("dataschema must not be empty"));
         }
         for (name, value) in &self.extensions {
             check_extension_name(name)?;
-            if let ExtensionValue::String(s) = value {
-                if s.len() > MAX_ATTRIBUTE_LEN * 4 {
-                    return Err(InvalidEvent::new(format!(
-                        "extension attribute {name:?} is longer than {} bytes",
-                        MAX_ATTRIBUTE_LEN * 4
-                    )));
-                }
+            if let ExtensionValue::String(s) = value
+                && s.len() > MAX_ATTRIBUTE_LEN * 4
+            {
+                return Err(InvalidEvent::new(format!(
+                    "extension attribute {name:?} is longer than {} bytes",
+                    MAX_ATTRIBUTE_LEN * 4
+                )));
             }
         }
         Ok(())
@@ -268,9 +268,11 @@ impl Event {
 
     /// Parses a JSON array of events (the CloudEvents batch format).
     pub fn batch_from_json_slice(bytes: &[u8]) -> Result<Vec<Event>, InvalidEvent> {
-        let items: Vec<HashMap<String, Box<RawValue>>> = serde_json::from_slice(bytes)
-            .map_err(|e| {
-                InvalidEvent::new(format!("not a CloudEvents batch (JSON array of events): {e}"))
+        let items: Vec<HashMap<String, Box<RawValue>>> =
+            serde_json::from_slice(bytes).map_err(|e| {
+                InvalidEvent::new(format!(
+                    "not a CloudEvents batch (JSON array of events): {e}"
+                ))
             })?;
         items
             .into_iter()
@@ -296,7 +298,11 @@ impl Event {
             }
         }
         match take_string(&mut m, "specversion")? {
-            None => return Err(InvalidEvent::new("missing required attribute \"specversion\"")),
+            None => {
+                return Err(InvalidEvent::new(
+                    "missing required attribute \"specversion\"",
+                ));
+            }
             Some(v) if v != SPEC_VERSION => {
                 return Err(InvalidEvent::new(format!(
                     "specversion {v:?} is not supported; Loom accepts \"1.0\""
@@ -375,7 +381,12 @@ impl Event {
 /// Whether a media type is JSON (`application/json`, `text/json`, `*/*+json`), ignoring
 /// parameters such as `charset`.
 pub fn is_json_content_type(ct: &str) -> bool {
-    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     essence == "application/json" || essence == "text/json" || essence.ends_with("+json")
 }
 
@@ -423,7 +434,9 @@ fn check_extension_name(name: &str) -> Result<(), InvalidEvent> {
     }
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         && !matches!(name, "data" | "data_base64");
     if !ok {
         return Err(InvalidEvent::new(format!(
@@ -440,12 +453,14 @@ fn take_string(
 ) -> Result<Option<String>, InvalidEvent> {
     match m.remove(name) {
         None => Ok(None),
-        Some(raw) => serde_json::from_str::<String>(raw.get()).map(Some).map_err(|_| {
-            InvalidEvent::new(format!(
-                "attribute {name:?} must be a string, not {}",
-                raw.get()
-            ))
-        }),
+        Some(raw) => serde_json::from_str::<String>(raw.get())
+            .map(Some)
+            .map_err(|_| {
+                InvalidEvent::new(format!(
+                    "attribute {name:?} must be a string, not {}",
+                    raw.get()
+                ))
+            }),
     }
 }
 

@@ -12,9 +12,7 @@ use std::time::Duration;
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::error::{
-    AppendError, InvalidEvent, OpenError, ReadError, RegistryError, StorageError,
-};
+use crate::error::{AppendError, InvalidEvent, OpenError, ReadError, RegistryError, StorageError};
 use crate::event::{Event, StoredEvent};
 use crate::head::Head;
 use crate::query::{View, Window, decode};
@@ -361,7 +359,10 @@ impl Ledger {
         let txn = db.begin_write().map_err(StorageError::from)?;
         let out = {
             let mut meta = txn.open_table(META).map_err(StorageError::from)?;
-            let format = meta.get(META_FORMAT).map_err(StorageError::from)?.map(|v| v.value());
+            let format = meta
+                .get(META_FORMAT)
+                .map_err(StorageError::from)?
+                .map(|v| v.value());
             match format {
                 None => {
                     meta.insert(META_FORMAT, FORMAT_VERSION)
@@ -384,7 +385,8 @@ impl Ledger {
                 .last()
                 .map_err(StorageError::from)?
                 .map_or(0, |(k, _)| k.value());
-            for def in [STREAMS] {
+            {
+                let def = STREAMS;
                 txn.open_table(def).map_err(StorageError::from)?;
             }
             txn.open_table(IDS).map_err(StorageError::from)?;
@@ -449,7 +451,10 @@ impl Ledger {
     // ----- appending -----
 
     /// Checks an append against the event model and the registry, before it is queued.
-    fn prepare(&self, req: AppendRequest) -> Result<(AppendRequest, Option<CompiledSelector>), AppendError> {
+    fn prepare(
+        &self,
+        req: AppendRequest,
+    ) -> Result<(AppendRequest, Option<CompiledSelector>), AppendError> {
         if req.events.is_empty() {
             return Err(AppendError::Invalid(InvalidEvent::new(
                 "an append needs at least one event",
@@ -458,7 +463,8 @@ impl Ledger {
         let registry = self.registry.read().expect("registry lock").clone();
         let mut identities = HashSet::with_capacity(req.events.len());
         for (i, e) in req.events.iter().enumerate() {
-            e.validate().map_err(|err| AppendError::Invalid(err.at_index(i)))?;
+            e.validate()
+                .map_err(|err| AppendError::Invalid(err.at_index(i)))?;
             if !identities.insert((e.source.as_str(), e.id.as_str())) {
                 return Err(AppendError::Invalid(InvalidEvent::new(format!(
                     "event {i}: (source {:?}, id {:?}) appears twice in the batch",
@@ -529,7 +535,8 @@ impl Ledger {
         let txn = self.db.begin_write().map_err(StorageError::from)?;
         {
             let mut t = txn.open_table(ENTITIES).map_err(StorageError::from)?;
-            t.insert(name, bytes.as_slice()).map_err(StorageError::from)?;
+            t.insert(name, bytes.as_slice())
+                .map_err(StorageError::from)?;
         }
         // Registry writes are rare and small: hold the lock over the commit so that readers
         // never see a registration that is not durable.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Rejection, RegistryError};
+use crate::error::{RegistryError, Rejection};
 use crate::event::Event;
 
 /// Longest entity name, in bytes.

@@ -109,8 +109,7 @@ impl CompiledSelector {
 
     /// Whether type and subject pass the replay part.
     pub(crate) fn matches_header(&self, ty: &str, subject: &str) -> bool {
-        if !self.types.is_empty() && self.types.binary_search_by(|t| t.as_str().cmp(ty)).is_err()
-        {
+        if !self.types.is_empty() && self.types.binary_search_by(|t| t.as_str().cmp(ty)).is_err() {
             return false;
         }
         if let Some(entity) = self.entity() {
@@ -142,10 +141,10 @@ impl CompiledSelector {
                 return false;
             }
         }
-        if let Some(path) = &self.meta {
-            if path.query(&e.to_json_value()).is_empty() {
-                return false;
-            }
+        if let Some(path) = &self.meta
+            && path.query(&e.to_json_value()).is_empty()
+        {
+            return false;
         }
         true
     }

@@ -95,7 +95,8 @@ impl Writer {
         let started = Instant::now();
         match self.apply_group(group) {
             Ok((results, state)) => {
-                self.stats.record_commit(started.elapsed().as_micros() as u64);
+                self.stats
+                    .record_commit(started.elapsed().as_micros() as u64);
                 let written = state.head - self.head.get();
                 self.next_stream_id = state.next_stream_id;
                 self.last_recorded = state.recorded;
@@ -236,15 +237,13 @@ fn apply_one(
         };
         codec::encode(revision, g.recorded, e, &mut g.buf);
         t.events.insert(position, g.buf.as_slice())?;
-        t.ids
-            .insert((e.source.as_str(), e.id.as_str()), position)?;
+        t.ids.insert((e.source.as_str(), e.id.as_str()), position)?;
         t.streams
             .insert(e.subject.as_str(), (stream_id, revision))?;
         t.stream_index.insert((stream_id, revision), position)?;
         let entity = e.entity();
         t.entity_index.insert((entity, position), ())?;
-        t.type_index
-            .insert((entity, e.ty.as_str(), position), ())?;
+        t.type_index.insert((entity, e.ty.as_str(), position), ())?;
         g.head = position;
         appended.push(AppendedEvent {
             source: e.source.clone(),
@@ -277,9 +276,9 @@ impl From<redb::StorageError> for Refusal {
 fn read_failure<T>(e: ReadError) -> Result<T, StorageError> {
     match e {
         ReadError::Storage(s) => Err(s),
-        other => Err(StorageError(Box::new(redb::Error::Io(std::io::Error::other(
-            other.to_string(),
-        ))))),
+        other => Err(StorageError(Box::new(redb::Error::Io(
+            std::io::Error::other(other.to_string()),
+        )))),
     }
 }
 

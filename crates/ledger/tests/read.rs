@@ -1,0 +1,298 @@
+//! Reads: by position, by stream, by identity, by selector; paging; the time index; head
+//! notifications.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use loom_ledger::{AppendRequest, Ledger, ReadOptions, Selector, SelectorError, StoredEvent};
+use serde_json::json;
+
+use common::{added, created, note};
+
+fn positions(events: &[StoredEvent]) -> Vec<u64> {
+    events.iter().map(|e| e.position).collect()
+}
+
+/// 1 cart/1 created, 2 cart/2 created, 3 cart/1 added a, 4 note/x, 5 cart/2 added b,
+/// 6 cart/1 added c, 7 note/y, 8 cart/10 created.
+fn fixture() -> (tempfile::TempDir, Ledger) {
+    let (dir, ledger) = common::ledger();
+    let events = vec![
+        created("1", "e1"),
+        created("2", "e2"),
+        added("1", "e3", "apple", 1),
+        note(
+            "x",
+            "e4",
+            "memo",
+            json!({"players": ["Amal_Hussein", "bo"], "n": 1}),
+        ),
+        added("2", "e5", "pear", 3),
+        added("1", "e6", "fig", 5),
+        note("y", "e7", "memo", json!({"players": ["cy"], "n": 2})),
+        created("10", "e8"),
+    ];
+    for e in events {
+        ledger.append(AppendRequest::new(vec![e])).unwrap();
+    }
+    (dir, ledger)
+}
+
+fn select(ledger: &Ledger, sel: Selector, opts: ReadOptions) -> Vec<u64> {
+    positions(&ledger.read(&sel.compile().unwrap(), opts).unwrap())
+}
+
+#[test]
+fn read_all_pages_in_both_directions() {
+    let (_dir, ledger) = fixture();
+    assert_eq!(
+        positions(&ledger.read_all(ReadOptions::after(0, 3)).unwrap()),
+        [1, 2, 3]
+    );
+    assert_eq!(
+        positions(&ledger.read_all(ReadOptions::after(3, 3)).unwrap()),
+        [4, 5, 6]
+    );
+    assert_eq!(
+        positions(&ledger.read_all(ReadOptions::after(6, 3)).unwrap()),
+        [7, 8]
+    );
+    assert!(
+        ledger
+            .read_all(ReadOptions::after(8, 3))
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        ledger
+            .read_all(ReadOptions::after(0, 0))
+            .unwrap()
+            .is_empty()
+    );
+    let back = |before: Option<u64>, limit| ReadOptions {
+        before,
+        limit,
+        backwards: true,
+        ..ReadOptions::default()
+    };
+    assert_eq!(
+        positions(&ledger.read_all(back(None, 3)).unwrap()),
+        [8, 7, 6]
+    );
+    assert_eq!(
+        positions(&ledger.read_all(back(Some(6), 3)).unwrap()),
+        [5, 4, 3]
+    );
+    assert_eq!(
+        positions(&ledger.read_all(back(Some(3), 3)).unwrap()),
+        [2, 1]
+    );
+    assert!(ledger.read_all(back(Some(1), 3)).unwrap().is_empty());
+    // Backwards with a lower bound.
+    let opts = ReadOptions {
+        after: 5,
+        ..back(None, 10)
+    };
+    assert_eq!(positions(&ledger.read_all(opts).unwrap()), [8, 7, 6]);
+}
+
+#[test]
+fn stream_reads_use_revisions() {
+    let (_dir, ledger) = fixture();
+    let s = ledger.read_stream("cart/1", 0, 100).unwrap();
+    assert_eq!(positions(&s), [1, 3, 6]);
+    assert_eq!(s.iter().map(|e| e.revision).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(positions(&ledger.read_stream("cart/1", 1, 1).unwrap()), [3]);
+    assert!(ledger.read_stream("cart/1", 3, 10).unwrap().is_empty());
+    assert!(ledger.read_stream("cart/404", 0, 10).unwrap().is_empty());
+    // "cart/1" must not pick up "cart/10".
+    assert_eq!(
+        positions(&ledger.read_stream("cart/10", 0, 10).unwrap()),
+        [8]
+    );
+    assert_eq!(ledger.event_at(4).unwrap().unwrap().event.id, "e4");
+    assert!(ledger.event_at(9).unwrap().is_none());
+    assert!(ledger.event_at(0).unwrap().is_none());
+}
+
+#[test]
+fn replay_selectors_by_entity_keys_and_types() {
+    let (_dir, ledger) = fixture();
+    let all = ReadOptions::default();
+    let sel = |entity: Option<&str>, keys: &[&str], types: &[&str]| Selector {
+        entity: entity.map(Into::into),
+        keys: keys.iter().map(|s| s.to_string()).collect(),
+        types: types.iter().map(|s| s.to_string()).collect(),
+        ..Selector::default()
+    };
+    assert_eq!(
+        select(&ledger, sel(Some("cart"), &[], &[]), all),
+        [1, 2, 3, 5, 6, 8]
+    );
+    assert_eq!(select(&ledger, sel(Some("note"), &[], &[]), all), [4, 7]);
+    assert_eq!(
+        select(&ledger, sel(Some("cart"), &["1"], &[]), all),
+        [1, 3, 6]
+    );
+    assert_eq!(
+        select(&ledger, sel(Some("cart"), &["2", "1"], &[]), all),
+        [1, 2, 3, 5, 6]
+    );
+    assert_eq!(
+        select(
+            &ledger,
+            sel(Some("cart"), &["1", "2"], &["had_item_added"]),
+            all
+        ),
+        [3, 5, 6]
+    );
+    assert_eq!(
+        select(&ledger, sel(Some("cart"), &[], &["was_created"]), all),
+        [1, 2, 8]
+    );
+    assert_eq!(
+        select(
+            &ledger,
+            sel(Some("cart"), &[], &["was_created", "had_item_added"]),
+            all
+        ),
+        [1, 2, 3, 5, 6, 8]
+    );
+    // Types without entity search every registered entity.
+    assert_eq!(
+        select(&ledger, sel(None, &[], &["memo", "was_created"]), all),
+        [1, 2, 4, 7, 8]
+    );
+    assert!(select(&ledger, sel(Some("cart"), &["404"], &[]), all).is_empty());
+    assert!(select(&ledger, sel(Some("nothing"), &[], &[]), all).is_empty());
+
+    // Paging through a merged index read, forwards and backwards.
+    let s = sel(Some("cart"), &["1", "2"], &[]);
+    assert_eq!(select(&ledger, s.clone(), ReadOptions::after(0, 2)), [1, 2]);
+    assert_eq!(select(&ledger, s.clone(), ReadOptions::after(2, 2)), [3, 5]);
+    assert_eq!(select(&ledger, s.clone(), ReadOptions::after(5, 2)), [6]);
+    let back = ReadOptions {
+        before: Some(6),
+        limit: 2,
+        backwards: true,
+        ..ReadOptions::default()
+    };
+    assert_eq!(select(&ledger, s.clone(), back), [5, 3]);
+    let t = sel(Some("cart"), &[], &["was_created", "had_item_added"]);
+    assert_eq!(select(&ledger, t.clone(), back), [5, 3]);
+    assert_eq!(select(&ledger, t, ReadOptions::after(3, 2)), [5, 6]);
+}
+
+#[test]
+fn jsonpath_filters_over_data_and_metadata() {
+    let (_dir, ledger) = fixture();
+    let all = ReadOptions::default();
+    let data = |p: &str| Selector {
+        data: Some(p.into()),
+        ..Selector::default()
+    };
+    assert_eq!(
+        select(&ledger, data(r#"$.players[?@ == "Amal_Hussein"]"#), all),
+        [4]
+    );
+    assert_eq!(select(&ledger, data("$[?$.quantity > 2]"), all), [5, 6]);
+    assert_eq!(select(&ledger, data("$.sku"), all), [3, 5, 6]);
+    let meta = Selector {
+        meta: Some("$[?$.subject == 'cart/1' && $.revision >= 2]".into()),
+        ..Selector::default()
+    };
+    assert_eq!(select(&ledger, meta, all), [3, 6]);
+    // Combined with a replay part.
+    let both = Selector {
+        entity: Some("cart".into()),
+        types: vec!["had_item_added".into()],
+        data: Some("$[?$.sku == 'fig' || $.sku == 'apple']".into()),
+        ..Selector::default()
+    };
+    assert_eq!(select(&ledger, both.clone(), all), [3, 6]);
+    assert_eq!(select(&ledger, both, ReadOptions::after(0, 1)), [3]);
+
+    // Malformed selectors are refused with a reason.
+    let bad = Selector {
+        data: Some("$.[".into()),
+        ..Selector::default()
+    };
+    assert!(matches!(
+        bad.compile(),
+        Err(SelectorError::JsonPath { field: "data", .. })
+    ));
+    let keys_alone = Selector {
+        keys: vec!["1".into()],
+        ..Selector::default()
+    };
+    assert_eq!(
+        keys_alone.compile().unwrap_err(),
+        SelectorError::KeysWithoutEntity
+    );
+    let sel: Selector =
+        serde_json::from_value(json!({"entity": "game", "keys": ["1"], "types": ["t"]})).unwrap();
+    assert_eq!(sel.entity.as_deref(), Some("game"));
+    assert!(serde_json::from_value::<Selector>(json!({"entty": "game"})).is_err());
+}
+
+#[test]
+fn scan_visits_in_order_and_stops_when_asked() {
+    let (_dir, ledger) = fixture();
+    let sel = Selector::all().compile().unwrap();
+    let mut seen = Vec::new();
+    ledger
+        .scan(&sel, ReadOptions::after(2, usize::MAX), |e| {
+            seen.push(e.position);
+            e.position < 5
+        })
+        .unwrap();
+    assert_eq!(seen, [3, 4, 5]);
+}
+
+#[test]
+fn time_index_finds_the_position_at_a_time() {
+    let (_dir, ledger) = common::ledger();
+    ledger
+        .append(AppendRequest::new(vec![created("1", "a")]))
+        .unwrap();
+    let first = ledger.event_at(1).unwrap().unwrap().recorded_micros;
+    std::thread::sleep(Duration::from_millis(5));
+    ledger
+        .append(AppendRequest::new(vec![
+            created("2", "b"),
+            created("3", "c"),
+        ]))
+        .unwrap();
+    let second = ledger.event_at(3).unwrap().unwrap().recorded_micros;
+    assert!(second > first);
+    assert_eq!(ledger.position_at_time(first - 1).unwrap(), 0);
+    assert_eq!(ledger.position_at_time(first).unwrap(), 1);
+    assert_eq!(ledger.position_at_time(second - 1).unwrap(), 1);
+    assert_eq!(ledger.position_at_time(second).unwrap(), 3);
+    assert_eq!(ledger.position_at_time(i64::MAX).unwrap(), 3);
+    // recordedtime is the commit time, shared by the batch.
+    assert_eq!(ledger.event_at(2).unwrap().unwrap().recorded_micros, second);
+}
+
+#[test]
+fn head_waiters_wake_on_commit() {
+    let (_dir, ledger) = common::ledger();
+    let ledger = std::sync::Arc::new(ledger);
+    // Times out when nothing comes.
+    let t = Instant::now();
+    assert_eq!(ledger.wait_for(1, Duration::from_millis(50)), 0);
+    assert!(t.elapsed() >= Duration::from_millis(50));
+    let waiter = {
+        let ledger = ledger.clone();
+        std::thread::spawn(move || ledger.wait_for(2, Duration::from_secs(10)))
+    };
+    std::thread::sleep(Duration::from_millis(20));
+    ledger
+        .append(AppendRequest::new(vec![created("1", "a")]))
+        .unwrap();
+    ledger
+        .append(AppendRequest::new(vec![created("2", "b")]))
+        .unwrap();
+    assert_eq!(waiter.join().unwrap(), 2);
+}
