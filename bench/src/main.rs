@@ -1,1 +1,234 @@
-fn main() {}
+//! Loom benchmarks. Run in release mode on a real disk:
+//!
+//! ```text
+//! cargo run --release -p loom-bench -- ledger [--seconds 3] [--dir /path/on/disk]
+//! ```
+//!
+//! `ledger`: durable appends with 1, 4, 16 and 64 concurrent writers × batches of 1, 10 and
+//! 100 events, then a full read scan; prints a markdown table of events/s, commits/s and
+//! append latency percentiles.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use loom_ledger::{AppendRequest, EntitySpec, Event, Ledger, LedgerOptions, ReadOptions, Selector};
+
+struct Args {
+    seconds: f64,
+    dir: Option<PathBuf>,
+    writers: Vec<usize>,
+    batches: Vec<usize>,
+    scan_events: u64,
+}
+
+fn parse_list(s: &str) -> Result<Vec<usize>, String> {
+    s.split(',')
+        .map(|x| {
+            x.trim()
+                .parse()
+                .map_err(|_| format!("{x:?} is not a number"))
+        })
+        .collect()
+}
+
+fn parse_args() -> Result<(String, Args), String> {
+    let mut it = std::env::args().skip(1);
+    let cmd = it.next().unwrap_or_else(|| "ledger".into());
+    let mut args = Args {
+        seconds: 3.0,
+        dir: None,
+        writers: vec![1, 4, 16, 64],
+        batches: vec![1, 10, 100],
+        scan_events: 1_000_000,
+    };
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--seconds" => args.seconds = value()?.parse().map_err(|_| "bad --seconds")?,
+            "--dir" => args.dir = Some(PathBuf::from(value()?)),
+            "--writers" => args.writers = parse_list(&value()?)?,
+            "--batches" => args.batches = parse_list(&value()?)?,
+            "--scan-events" => {
+                args.scan_events = value()?.parse().map_err(|_| "bad --scan-events")?
+            }
+            other => return Err(format!("unknown flag {other}")),
+        }
+    }
+    Ok((cmd, args))
+}
+
+fn main() -> ExitCode {
+    let (cmd, args) = match parse_args() {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!(
+                "error: {e}\nusage: loom-bench ledger [--seconds S] [--dir DIR] [--writers 1,4] [--batches 1,10] [--scan-events N]"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match cmd.as_str() {
+        "ledger" => ledger_bench(&args),
+        other => {
+            eprintln!("error: unknown benchmark {other:?}; try `ledger`");
+            return ExitCode::from(2);
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn temp_dir(args: &Args) -> tempfile::TempDir {
+    match &args.dir {
+        Some(d) => {
+            std::fs::create_dir_all(d).expect("create --dir");
+            tempfile::tempdir_in(d).expect("temp dir in --dir")
+        }
+        None => tempfile::tempdir().expect("temp dir"),
+    }
+}
+
+fn open(dir: &std::path::Path) -> Ledger {
+    let ledger = Ledger::open(dir, LedgerOptions::default()).expect("open ledger");
+    ledger
+        .put_entity(
+            "bench",
+            EntitySpec {
+                open: true,
+                ..EntitySpec::default()
+            },
+        )
+        .expect("register");
+    ledger
+}
+
+/// A small event with ~256 bytes of JSON data.
+fn event(stream: usize, id: &str) -> Event {
+    let data = serde_json::json!({
+        "account": format!("acct-{stream:06}"),
+        "amount": 1234,
+        "currency": "EUR",
+        "memo": "x".repeat(180),
+    });
+    Event::new("bench", id, "was_credited", format!("bench/{stream}"), data)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+fn ledger_bench(args: &Args) {
+    println!("## Ledger: durable appends (Durability::Immediate, group commit)\n");
+    println!(
+        "| writers | batch | events/s | appends/s | commits/s | events/commit | p50 ms | p99 ms |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut single_floor = None;
+    for &batch in &args.batches {
+        for &writers in &args.writers {
+            let dir = temp_dir(args);
+            let ledger = Arc::new(open(dir.path()));
+            let stop = Arc::new(AtomicBool::new(false));
+            let commits_before = ledger.stats().commits.load(Ordering::Relaxed);
+            let started = Instant::now();
+            let handles: Vec<_> = (0..writers)
+                .map(|w| {
+                    let ledger = ledger.clone();
+                    let stop = stop.clone();
+                    std::thread::spawn(move || {
+                        let mut latencies = Vec::new();
+                        let mut i = 0usize;
+                        while !stop.load(Ordering::Relaxed) {
+                            let events = (0..batch)
+                                .map(|b| {
+                                    event((w * 7919 + i + b) % 10_000, &format!("{w}-{i}-{b}"))
+                                })
+                                .collect();
+                            let t = Instant::now();
+                            ledger.append(AppendRequest::new(events)).expect("append");
+                            latencies.push(t.elapsed());
+                            i += 1;
+                        }
+                        latencies
+                    })
+                })
+                .collect();
+            std::thread::sleep(Duration::from_secs_f64(args.seconds));
+            stop.store(true, Ordering::Relaxed);
+            let mut latencies: Vec<Duration> = handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect();
+            let elapsed = started.elapsed().as_secs_f64();
+            latencies.sort_unstable();
+            let appends = latencies.len() as f64;
+            let events = appends * batch as f64;
+            let commits = (ledger.stats().commits.load(Ordering::Relaxed) - commits_before) as f64;
+            let eps = events / elapsed;
+            if writers == 1 && batch == 1 {
+                single_floor = Some(eps);
+            }
+            println!(
+                "| {writers} | {batch} | {:.0} | {:.0} | {:.0} | {:.1} | {} | {} |",
+                eps,
+                appends / elapsed,
+                commits / elapsed,
+                events / commits.max(1.0),
+                ms(percentile(&latencies, 0.5)),
+                ms(percentile(&latencies, 0.99)),
+            );
+        }
+    }
+    if let Some(floor) = single_floor {
+        println!("\n(1 writer × batch 1 is the one-event-per-commit floor: {floor:.0} events/s)");
+    }
+
+    println!("\n## Ledger: full read scan\n");
+    let dir = temp_dir(args);
+    let ledger = open(dir.path());
+    let total = args.scan_events;
+    let mut written = 0u64;
+    while written < total {
+        let n = (total - written).min(1000);
+        let events = (0..n)
+            .map(|b| {
+                event(
+                    ((written + b) % 10_000) as usize,
+                    &format!("s-{}", written + b),
+                )
+            })
+            .collect();
+        ledger.append(AppendRequest::new(events)).expect("append");
+        written += n;
+    }
+    let all = Selector::all().compile().unwrap();
+    println!("| events | seconds | events/s | what |");
+    println!("|---:|---:|---:|---|");
+    for round in 0..3 {
+        let t = Instant::now();
+        let mut seen = 0u64;
+        ledger
+            .scan(&all, ReadOptions::after(0, usize::MAX), |_| {
+                seen += 1;
+                true
+            })
+            .expect("scan");
+        let s = t.elapsed().as_secs_f64();
+        assert_eq!(seen, total, "scan saw every event");
+        println!(
+            "| {seen} | {s:.3} | {:.0} | decode every event (run {}) |",
+            seen as f64 / s,
+            round + 1
+        );
+    }
+}
