@@ -1,1 +1,209 @@
-fn main() {}
+//! `loom`: the Loom server (`loom serve`) and a client for its HTTP API.
+
+mod client;
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use loom_ledger::{Ledger, LedgerOptions};
+use loom_server::{AppState, Config, Token};
+
+/// Loom: an event store that speaks CloudEvents.
+#[derive(Debug, Parser)]
+#[command(name = "loom", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server on a local data directory.
+    Serve(ServeArgs),
+    /// Append events from a file or stdin (a JSON object, a JSON array, or NDJSON).
+    Append(client::AppendArgs),
+    /// Read events by position; --follow keeps printing new ones as they are committed.
+    Events(client::EventsArgs),
+    /// Read one stream (ENTITY/KEY) by revision.
+    Stream(client::StreamArgs),
+    /// Register and show entities (the event registry).
+    Entities {
+        #[command(subcommand)]
+        command: client::EntitiesCommand,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Data directory (created if missing).
+    #[arg(long, env = "LOOM_DATA", default_value = "./loom-data")]
+    data: PathBuf,
+    /// Address to listen on. Without tokens only loopback addresses are allowed.
+    #[arg(long, env = "LOOM_LISTEN", default_value = "127.0.0.1:7070")]
+    listen: SocketAddr,
+    /// A bearer token as ROLE:TOKEN (roles: admin, writer, reader). Repeatable; LOOM_TOKENS
+    /// takes a comma-separated list.
+    #[arg(
+        long = "token",
+        env = "LOOM_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    tokens: Vec<String>,
+    /// Largest request body, in bytes (suffixes k, m, g: 1024-based).
+    #[arg(long, default_value = "8m", value_parser = parse_size)]
+    max_body: usize,
+    /// Longest time a request may take to answer, in seconds.
+    #[arg(long, default_value_t = 30)]
+    request_timeout: u64,
+    /// Longest wait for requests in flight at shutdown, in seconds.
+    #[arg(long, default_value_t = 30)]
+    shutdown_grace: u64,
+}
+
+fn parse_size(text: &str) -> Result<usize, String> {
+    let t = text.trim().to_ascii_lowercase();
+    let t = t.trim_end_matches("ib").trim_end_matches('b');
+    let (digits, factor) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1usize << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    digits
+        .trim()
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(factor))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{text:?} is not a size such as 8m, 512k or 1048576"))
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Append(args) => runtime.block_on(client::append(args)),
+        Command::Events(args) => runtime.block_on(client::events(args)),
+        Command::Stream(args) => runtime.block_on(client::stream(args)),
+        Command::Entities { command } => runtime.block_on(client::entities(command)),
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LOOM_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let tokens = args
+        .tokens
+        .iter()
+        .filter(|t| !t.trim().is_empty())
+        .map(|t| t.trim().parse::<Token>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(anyhow::Error::msg)
+        .context("parsing --token / LOOM_TOKENS")?;
+    if let Err(why) = loom_server::check_listen(args.listen, &tokens) {
+        bail!(why);
+    }
+    let data = args.data.clone();
+    let ledger = tokio::task::spawn_blocking(move || Ledger::open(&data, LedgerOptions::default()))
+        .await
+        .context("opening the ledger")?
+        .with_context(|| format!("opening the ledger in {}", args.data.display()))?;
+    let ledger = Arc::new(ledger);
+    let config = Config {
+        max_body_bytes: args.max_body,
+        request_timeout: Duration::from_secs(args.request_timeout.max(1)),
+        tokens,
+        ..Config::default()
+    };
+    let open = config.tokens.is_empty();
+    let state = AppState::new(ledger.clone(), config);
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let local = listener
+        .local_addr()
+        .context("reading the listen address")?;
+    eprintln!(
+        "loom listening on http://{local} (data: {}, auth: {})",
+        args.data.display(),
+        if open {
+            "open, loopback only"
+        } else {
+            "bearer tokens"
+        }
+    );
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(loom_server::serve(listener, state, async move {
+        let _ = stop_rx.await;
+    }));
+    shutdown_signal().await;
+    eprintln!("loom: shutting down, finishing requests in flight");
+    let _ = stop_tx.send(());
+    match tokio::time::timeout(Duration::from_secs(args.shutdown_grace), server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => return Err(e).context("serving HTTP"),
+        Ok(Err(e)) => return Err(e).context("the server task failed"),
+        Err(_) => eprintln!(
+            "loom: requests still running after {}s; closing anyway",
+            args.shutdown_grace
+        ),
+    }
+    tokio::task::spawn_blocking(move || ledger.shutdown())
+        .await
+        .context("shutting the ledger down")?;
+    eprintln!("loom: stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Whether to draw for a person (progress bars, tables) rather than for a program.
+pub(crate) fn stderr_is_terminal() -> bool {
+    std::io::stderr().is_terminal()
+}

@@ -1,1 +1,369 @@
-//! Loom HTTP API (in progress).
+//! Loom's HTTP API: CloudEvents in, CloudEvents out.
+//!
+//! [`app`] builds the axum [`Router`] over an [`AppState`] (a [`Ledger`] plus [`Config`]);
+//! [`serve`] runs it on a listener with graceful shutdown. One module per resource:
+//! `events` (appends and reads), `streams`, `entities` (the registry), `subscribe`
+//! (Server-Sent Events) and `ops` (health, metrics, OpenAPI). Every error is an [`ApiError`],
+//! answered as RFC 9457 `application/problem+json`.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use loom_ledger::{Ledger, LedgerOptions};
+//! use loom_server::{AppState, Config};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let ledger = Arc::new(Ledger::open("./loom-data", LedgerOptions::default())?);
+//! let state = AppState::new(ledger.clone(), Config::default());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:7070").await?;
+//! loom_server::serve(listener, state, async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! ledger.shutdown();
+//! # Ok(()) }
+//! ```
+
+mod auth;
+mod binding;
+mod entities;
+mod error;
+mod events;
+mod metrics;
+mod openapi;
+mod ops;
+mod params;
+mod streams;
+mod subscribe;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use loom_ledger::Ledger;
+use tokio::sync::watch;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+pub use auth::{Admin, Reader, Role, Token, Writer};
+pub use error::{ApiError, PROBLEM_JSON};
+pub use openapi::ApiDoc;
+
+/// Settings of the HTTP server.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Largest accepted request body, in bytes (larger: 413).
+    pub max_body_bytes: usize,
+    /// Longest time a request may take to produce its response (longer: 408). Streaming
+    /// bodies (NDJSON, Server-Sent Events) are not cut once they started.
+    pub request_timeout: Duration,
+    /// Bearer tokens. Empty: no authentication (only allowed on loopback, see
+    /// [`check_listen`]).
+    pub tokens: Vec<Token>,
+    /// Interval of heartbeat comments on idle subscriptions.
+    pub heartbeat: Duration,
+    /// Page size of list reads when the request names no `limit`.
+    pub default_page: usize,
+    /// Largest page of a JSON list read (NDJSON reads stream any number).
+    pub max_page: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_body_bytes: 8 * 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            tokens: Vec::new(),
+            heartbeat: Duration::from_secs(15),
+            default_page: 100,
+            max_page: 10_000,
+        }
+    }
+}
+
+/// Checks that serving on `addr` with `tokens` is safe: a server without tokens must listen
+/// on loopback only. The error is a sentence for the operator.
+pub fn check_listen(addr: SocketAddr, tokens: &[Token]) -> Result<(), String> {
+    if tokens.is_empty() && !addr.ip().is_loopback() {
+        return Err(format!(
+            "refusing to listen on {addr} without tokens: anyone who can reach that address \
+             could read and write every event. Configure tokens (--token ROLE:TOKEN or \
+             LOOM_TOKENS=\"admin:…,writer:…\") or listen on a loopback address such as \
+             127.0.0.1:7070"
+        ));
+    }
+    Ok(())
+}
+
+/// Shared state of every handler: the ledger, the settings and the server's counters.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) ledger: Arc<Ledger>,
+    pub(crate) config: Config,
+    pub(crate) tokens: auth::Tokens,
+    pub(crate) metrics: metrics::Metrics,
+    pub(crate) shutdown: watch::Sender<bool>,
+}
+
+impl AppState {
+    /// State over an open ledger.
+    pub fn new(ledger: Arc<Ledger>, config: Config) -> AppState {
+        let tokens = auth::Tokens::new(&config.tokens);
+        let (shutdown, _) = watch::channel(false);
+        AppState {
+            inner: Arc::new(Inner {
+                ledger,
+                config,
+                tokens,
+                metrics: metrics::Metrics::default(),
+                shutdown,
+            }),
+        }
+    }
+
+    /// The ledger.
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.inner.ledger
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Ends every open subscription (they would otherwise hold graceful shutdown forever).
+    /// Appends and bounded reads in flight are not affected.
+    pub fn begin_shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+    }
+
+    pub(crate) fn ledger_arc(&self) -> Arc<Ledger> {
+        self.inner.ledger.clone()
+    }
+
+    /// Runs a blocking ledger call off the async runtime.
+    pub(crate) async fn blocking<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Ledger) -> Result<T, ApiError> + Send + 'static,
+    {
+        let ledger = self.ledger_arc();
+        tokio::task::spawn_blocking(move || f(&ledger)).await?
+    }
+}
+
+/// The whole API as a router; call [`Router::into_make_service`] or use [`serve`].
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .merge(events::router())
+        .merge(streams::router())
+        .merge(entities::router())
+        .merge(subscribe::router())
+        .merge(ops::router())
+        .fallback(fallback)
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            state.inner.config.request_timeout,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            finish_response,
+        ))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                tracing::info_span!("request", method = %req.method(), uri = %req.uri())
+            }),
+        )
+        .with_state(state)
+}
+
+/// Serves `app(state)` on `listener` until `signal` resolves, then shuts down gracefully:
+/// subscriptions end, requests in flight (appends included) finish, and the call returns.
+/// Shut the ledger down after it returns.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    signal: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let router = app(state.clone());
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            signal.await;
+            tracing::info!("shutting down: finishing requests in flight");
+            state.begin_shutdown();
+        })
+        .await
+}
+
+async fn fallback() -> ApiError {
+    ApiError::NotFound("no such route; see /v1/openapi.json for the API".into())
+}
+
+/// Counts every response for `/metrics` and turns bare error responses (from axum's own
+/// rejections, 405s and timeouts) into problem+json, so that every error has one shape.
+async fn finish_response(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let method = req.method().as_str().to_owned();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let started = Instant::now();
+    let mut response = next.run(req).await;
+    let status = response.status();
+    if status.as_u16() >= 400 {
+        let is_problem = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with(PROBLEM_JSON));
+        if !is_problem {
+            response = problemify(response).await;
+        }
+    }
+    state
+        .inner
+        .metrics
+        .record_request(&method, &route, status.as_u16());
+    tracing::debug!(
+        status = status.as_u16(),
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "answered"
+    );
+    response
+}
+
+async fn problemify(response: Response) -> Response {
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 16 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let status = parts.status;
+    let detail = match status {
+        StatusCode::METHOD_NOT_ALLOWED => {
+            "this route does not take that method; see /v1/openapi.json".to_owned()
+        }
+        StatusCode::REQUEST_TIMEOUT => "the request did not finish in time".to_owned(),
+        _ if text.is_empty() => status.canonical_reason().unwrap_or("error").to_owned(),
+        _ => text,
+    };
+    let slug = match status {
+        StatusCode::METHOD_NOT_ALLOWED => "method-not-allowed",
+        StatusCode::REQUEST_TIMEOUT => "timeout",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload-too-large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported-media-type",
+        s if s.is_server_error() => "internal-error",
+        _ => "bad-request",
+    };
+    let mut out = error::problem_response(status, slug, &detail, Default::default());
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
+/// Reads a request body up to the configured limit (413 beyond it).
+pub(crate) async fn read_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, ApiError> {
+    let limit = state.inner.config.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(err) = source {
+            if err.is::<http_body_util::LengthLimitError>() {
+                return ApiError::PayloadTooLarge { limit };
+            }
+            source = err.source();
+        }
+        ApiError::BadRequest(format!("the request body could not be read: {e}"))
+    })
+}
+
+/// The essence (`type/subtype`, lower case) and the parameters of a `Content-Type`.
+pub(crate) fn media_type(
+    headers: &HeaderMap,
+) -> Result<Option<(String, Vec<(String, String)>)>, ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| ApiError::BadRequest("the Content-Type header is not ASCII".into()))?;
+    let mut parts = text.split(';');
+    let essence = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+    let params = parts
+        .filter_map(|p| {
+            let (k, v) = p.split_once('=')?;
+            Some((
+                k.trim().to_ascii_lowercase(),
+                v.trim().trim_matches('"').to_owned(),
+            ))
+        })
+        .collect();
+    Ok(Some((essence, params)))
+}
+
+/// Requires a JSON body (`application/json` or any `+json` type) in UTF-8.
+pub(crate) fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    match media_type(headers)? {
+        Some((essence, params))
+            if (essence == "application/json" || essence.ends_with("+json"))
+                && charset_is_utf8(&params) =>
+        {
+            Ok(())
+        }
+        Some((essence, _)) => Err(ApiError::UnsupportedMediaType(format!(
+            "this endpoint takes application/json in UTF-8, not {essence}"
+        ))),
+        None => Err(ApiError::UnsupportedMediaType(
+            "this endpoint takes application/json; set the Content-Type header".into(),
+        )),
+    }
+}
+
+pub(crate) fn charset_is_utf8(params: &[(String, String)]) -> bool {
+    params
+        .iter()
+        .filter(|(k, _)| k == "charset")
+        .all(|(_, v)| v.eq_ignore_ascii_case("utf-8") || v.eq_ignore_ascii_case("utf8"))
+}
+
+/// Parses a JSON body into `T`, answering 400 with serde's message on failure.
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::BadRequest(format!("the body is not valid JSON for this endpoint: {e}"))
+    })
+}
+
+/// A JSON response with an explicit content type.
+pub(crate) fn json_response(
+    status: StatusCode,
+    content_type: &'static str,
+    bytes: Vec<u8>,
+) -> Response {
+    let mut response = (status, bytes).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    response
+}

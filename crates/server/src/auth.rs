@@ -1,0 +1,191 @@
+//! Bearer-token authentication with three roles: `admin` ⊇ `writer` ⊇ `reader`.
+//!
+//! Handlers state the role they need by taking an extractor ([`Reader`], [`Writer`],
+//! [`Admin`]). With no tokens configured every request is allowed (the server refuses to
+//! start that way unless it listens on loopback only, see [`crate::check_listen`]).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+
+use axum::extract::FromRequestParts;
+use axum::http::header;
+use axum::http::request::Parts;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// What a token may do. Ordered: each role includes the ones below it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// Reads, queries, subscriptions, metrics.
+    Reader,
+    /// Everything a reader does, plus appends.
+    Writer,
+    /// Everything, including the registry.
+    Admin,
+}
+
+impl Role {
+    /// The role's name as written in `ROLE:TOKEN`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Reader => "reader",
+            Role::Writer => "writer",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "reader" => Ok(Role::Reader),
+            "writer" => Ok(Role::Writer),
+            "admin" => Ok(Role::Admin),
+            other => Err(format!(
+                "{other:?} is not a role: use \"admin\", \"writer\" or \"reader\""
+            )),
+        }
+    }
+}
+
+/// A configured token and its role.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token {
+    /// What the token may do.
+    pub role: Role,
+    /// The secret clients send as `Authorization: Bearer <secret>`.
+    pub secret: String,
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Token")
+            .field("role", &self.role)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+impl FromStr for Token {
+    type Err = String;
+    /// Parses `ROLE:TOKEN`, e.g. `writer:s3cret`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (role, secret) = s
+            .split_once(':')
+            .ok_or_else(|| "a token is written ROLE:TOKEN, e.g. writer:s3cret".to_owned())?;
+        let role = role.trim().parse()?;
+        if secret.is_empty() || secret.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err("a token secret must be non-empty, without spaces".into());
+        }
+        Ok(Token {
+            role,
+            secret: secret.to_owned(),
+        })
+    }
+}
+
+/// The token table.
+#[derive(Clone, Default)]
+pub(crate) struct Tokens {
+    by_secret: HashMap<String, Role>,
+}
+
+impl fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tokens")
+            .field("count", &self.by_secret.len())
+            .finish()
+    }
+}
+
+impl Tokens {
+    pub(crate) fn new(tokens: &[Token]) -> Tokens {
+        let mut by_secret = HashMap::new();
+        for t in tokens {
+            // The same secret listed twice keeps its highest role.
+            let role = by_secret.entry(t.secret.clone()).or_insert(t.role);
+            *role = (*role).max(t.role);
+        }
+        Tokens { by_secret }
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        self.by_secret.is_empty()
+    }
+
+    /// Checks the request's token against the role `needed`.
+    fn check(&self, parts: &Parts, needed: Role) -> Result<(), ApiError> {
+        if self.is_open() {
+            return Ok(());
+        }
+        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+            return Err(ApiError::Unauthorized(
+                "this server requires a token: send \"Authorization: Bearer <token>\"".into(),
+            ));
+        };
+        let secret = value
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                let (scheme, rest) = v.trim().split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+            })
+            .ok_or_else(|| {
+                ApiError::Unauthorized("the Authorization header must be \"Bearer <token>\"".into())
+            })?;
+        let Some(role) = self.by_secret.get(secret) else {
+            return Err(ApiError::Unauthorized("the token is not valid".into()));
+        };
+        if *role < needed {
+            return Err(ApiError::Forbidden(format!(
+                "this needs the {needed} role; the token has the {role} role"
+            )));
+        }
+        Ok(())
+    }
+}
+
+macro_rules! role_extractor {
+    ($name:ident, $role:expr, $doc:literal) => {
+        #[doc = $doc]
+        #[derive(Debug, Clone, Copy)]
+        pub struct $name;
+
+        impl FromRequestParts<AppState> for $name {
+            type Rejection = ApiError;
+
+            async fn from_request_parts(
+                parts: &mut Parts,
+                state: &AppState,
+            ) -> Result<Self, Self::Rejection> {
+                state.inner.tokens.check(parts, $role)?;
+                Ok($name)
+            }
+        }
+    };
+}
+
+role_extractor!(
+    Reader,
+    Role::Reader,
+    "Proof that the request may read (any valid token, or an open server)."
+);
+role_extractor!(
+    Writer,
+    Role::Writer,
+    "Proof that the request may append (a writer or admin token, or an open server)."
+);
+role_extractor!(
+    Admin,
+    Role::Admin,
+    "Proof that the request may administer (an admin token, or an open server)."
+);

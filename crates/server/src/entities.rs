@@ -1,0 +1,102 @@
+//! The registry: which event types each entity allows, with JSON Schemas for their data.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{OriginalUri, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::get;
+use loom_ledger::{EntitySpec, check_entity_name};
+
+use crate::auth::{Admin, Reader};
+use crate::error::ApiError;
+use crate::params::Params;
+use crate::{AppState, json_response, parse_json, read_body, require_json};
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/entities", get(entities_list))
+        .route("/v1/entities/{entity}", get(entities_get).put(entities_put))
+}
+
+fn to_json<T: serde::Serialize>(status: StatusCode, value: &T) -> Result<Response, ApiError> {
+    let body = serde_json::to_vec(value).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(json_response(status, "application/json", body))
+}
+
+/// Register or replace an entity: its event types, their schemas, and whether it is open.
+#[utoipa::path(
+    put, path = "/v1/entities/{entity}", tag = "entities",
+    params(("entity" = String, Path, description = "Entity name: 1-128 ASCII letters, digits, '_', '-', '.'")),
+    request_body(content = crate::openapi::EntitySpecSchema, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Registered", body = crate::openapi::EntitySpecSchema),
+        (status = 200, description = "Registration replaced", body = crate::openapi::EntitySpecSchema),
+        (status = 400, description = "Malformed body", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid name or JSON Schema", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["admin"]), ())
+)]
+pub(crate) async fn entities_put(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(entity): Path<String>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    Params::parse(&uri, &[])?;
+    check_entity_name(&entity).map_err(ApiError::InvalidRegistration)?;
+    require_json(&headers)?;
+    let bytes = read_body(&state, &headers, body).await?;
+    let spec: EntitySpec = parse_json(&bytes)?;
+    let existed = state.ledger().entity(&entity).is_some();
+    let stored = spec.clone();
+    state
+        .blocking(move |l| Ok(l.put_entity(&entity, spec)?))
+        .await?;
+    let status = if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    to_json(status, &stored)
+}
+
+/// One entity's registration.
+#[utoipa::path(
+    get, path = "/v1/entities/{entity}", tag = "entities",
+    params(("entity" = String, Path, description = "Entity name")),
+    responses(
+        (status = 200, description = "The registration", body = crate::openapi::EntitySpecSchema),
+        (status = 404, description = "Not registered", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["reader"]), ())
+)]
+pub(crate) async fn entities_get(
+    State(state): State<AppState>,
+    _: Reader,
+    Path(entity): Path<String>,
+) -> Result<Response, ApiError> {
+    match state.ledger().entity(&entity) {
+        Some(spec) => to_json(StatusCode::OK, &spec),
+        None => Err(ApiError::NotFound(format!(
+            "entity {entity:?} is not registered; register it with PUT /v1/entities/{entity}"
+        ))),
+    }
+}
+
+/// Every registration, by entity name.
+#[utoipa::path(
+    get, path = "/v1/entities", tag = "entities",
+    responses(
+        (status = 200, description = "Registrations by entity name", body = std::collections::BTreeMap<String, crate::openapi::EntitySpecSchema>),
+    ),
+    security(("bearer" = ["reader"]), ())
+)]
+pub(crate) async fn entities_list(
+    State(state): State<AppState>,
+    _: Reader,
+) -> Result<Response, ApiError> {
+    to_json(StatusCode::OK, &state.ledger().entities())
+}

@@ -1,0 +1,269 @@
+//! [`ApiError`]: every way a request can fail, answered as RFC 9457 `application/problem+json`.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use loom_ledger::{
+    AppendError, Conflict, InvalidEvent, ReadError, RegistryError, Rejection, SelectorError,
+    StorageError,
+};
+use serde_json::{Map, Value, json};
+
+/// The media type of error bodies.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Why a request failed. Each variant documents the status it answers with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request is malformed (bad JSON, bad parameter, bad header).
+    #[error("{0}")]
+    BadRequest(String),
+    /// 401: no valid bearer token.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: the token's role may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404: no such event, stream, entity or route.
+    #[error("{0}")]
+    NotFound(String),
+    /// 409: an append condition failed or an identity is taken.
+    #[error(transparent)]
+    Conflict(Conflict),
+    /// 413: the body is larger than the configured limit.
+    #[error("the request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// 415: the body's media type is not one this endpoint takes.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 422: an event breaks the event model (missing attribute, bad subject, …).
+    #[error(transparent)]
+    InvalidEvent(InvalidEvent),
+    /// 422: the registry refused an event (unknown entity or type, schema failure).
+    #[error(transparent)]
+    Rejected(Rejection),
+    /// 422: a selector (JSONPath, entity name) is malformed.
+    #[error(transparent)]
+    Selector(SelectorError),
+    /// 422: a registration is invalid (entity name, JSON Schema).
+    #[error("{0}")]
+    InvalidRegistration(String),
+    /// 503: the server is shutting down or storage is unavailable; retry later.
+    #[error("{0}")]
+    Unavailable(String),
+    /// 503, or 507 when the disk is full: the storage engine failed. Logged; the client
+    /// gets a generic message.
+    #[error(transparent)]
+    Storage(StorageError),
+    /// 500: a bug or an unexpected failure. Logged; the client gets a generic message.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::InvalidEvent(_)
+            | ApiError::Rejected(_)
+            | ApiError::Selector(_)
+            | ApiError::InvalidRegistration(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Storage(e) if e.is_disk_full() => StatusCode::INSUFFICIENT_STORAGE,
+            ApiError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A short, stable name of the problem kind; the problem `type` is `urn:loom:problem:<slug>`.
+    fn slug(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad-request",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound(_) => "not-found",
+            ApiError::Conflict(Conflict::Revision { .. }) => "revision-conflict",
+            ApiError::Conflict(Conflict::EventsMatched { .. }) => "condition-conflict",
+            ApiError::Conflict(Conflict::Identity { .. }) => "identity-conflict",
+            ApiError::PayloadTooLarge { .. } => "payload-too-large",
+            ApiError::UnsupportedMediaType(_) => "unsupported-media-type",
+            ApiError::InvalidEvent(_) => "invalid-event",
+            ApiError::Rejected(Rejection::UnknownEntity { .. }) => "unknown-entity",
+            ApiError::Rejected(Rejection::UnknownType { .. }) => "unknown-type",
+            ApiError::Rejected(Rejection::Schema { .. }) => "schema-violation",
+            ApiError::Selector(_) => "invalid-selector",
+            ApiError::InvalidRegistration(_) => "invalid-registration",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Storage(e) if e.is_disk_full() => "disk-full",
+            ApiError::Storage(_) => "storage-error",
+            ApiError::Internal(_) => "internal-error",
+        }
+    }
+
+    /// The `detail` shown to the client, and extension members.
+    fn detail_and_extensions(&self) -> (String, Map<String, Value>) {
+        let mut ext = Map::new();
+        let detail = match self {
+            ApiError::Storage(e) => {
+                tracing::error!(error = %e, "storage error");
+                if e.is_disk_full() {
+                    "the server's disk is full; nothing was written".to_owned()
+                } else {
+                    "the storage engine failed; nothing was written, retry later".to_owned()
+                }
+            }
+            ApiError::Internal(message) => {
+                tracing::error!(error = %message, "internal error");
+                "an internal error occurred; it has been logged".to_owned()
+            }
+            ApiError::Conflict(c) => {
+                match c {
+                    Conflict::Revision {
+                        stream,
+                        expected,
+                        actual,
+                    } => {
+                        ext.insert("stream".into(), json!(stream));
+                        ext.insert("expected".into(), json!(expected));
+                        ext.insert("actual".into(), json!(actual));
+                    }
+                    Conflict::EventsMatched { positions } => {
+                        ext.insert("positions".into(), json!(positions));
+                    }
+                    Conflict::Identity {
+                        event_source,
+                        id,
+                        position,
+                        ..
+                    } => {
+                        ext.insert("source".into(), json!(event_source));
+                        ext.insert("id".into(), json!(id));
+                        ext.insert("position".into(), json!(position));
+                    }
+                }
+                c.to_string()
+            }
+            ApiError::InvalidEvent(e) => {
+                if let Some(i) = e.index {
+                    ext.insert("index".into(), json!(i));
+                }
+                e.to_string()
+            }
+            ApiError::Rejected(r) => {
+                let (index, entity, ty) = match r {
+                    Rejection::UnknownEntity { index, entity } => (index, entity, None),
+                    Rejection::UnknownType { index, entity, ty }
+                    | Rejection::Schema {
+                        index, entity, ty, ..
+                    } => (index, entity, Some(ty)),
+                };
+                ext.insert("index".into(), json!(index));
+                ext.insert("entity".into(), json!(entity));
+                if let Some(ty) = ty {
+                    ext.insert("event_type".into(), json!(ty));
+                }
+                r.to_string()
+            }
+            ApiError::PayloadTooLarge { limit } => {
+                ext.insert("limit".into(), json!(limit));
+                self.to_string()
+            }
+            other => other.to_string(),
+        };
+        (detail, ext)
+    }
+}
+
+/// Builds a problem+json response.
+pub(crate) fn problem_response(
+    status: StatusCode,
+    slug: &str,
+    detail: &str,
+    extensions: Map<String, Value>,
+) -> Response {
+    let mut body = Map::new();
+    body.insert("type".into(), json!(format!("urn:loom:problem:{slug}")));
+    body.insert(
+        "title".into(),
+        json!(status.canonical_reason().unwrap_or("Error")),
+    );
+    body.insert("status".into(), json!(status.as_u16()));
+    body.insert("detail".into(), json!(detail));
+    body.extend(extensions);
+    let bytes = serde_json::to_vec(&Value::Object(body)).unwrap_or_default();
+    let mut response = (status, bytes).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    response
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let (detail, ext) = self.detail_and_extensions();
+        let mut response = problem_response(status, self.slug(), &detail, ext);
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"loom\""),
+            );
+        }
+        response
+    }
+}
+
+impl From<AppendError> for ApiError {
+    fn from(e: AppendError) -> Self {
+        match e {
+            AppendError::Invalid(e) => ApiError::InvalidEvent(e),
+            AppendError::Rejected(r) => ApiError::Rejected(r),
+            AppendError::Conflict(c) => ApiError::Conflict(c),
+            AppendError::Selector(s) => ApiError::Selector(s),
+            AppendError::Storage(s) => ApiError::Storage(s),
+            AppendError::Closed => {
+                ApiError::Unavailable("the server is shutting down; retry the append".into())
+            }
+        }
+    }
+}
+
+impl From<ReadError> for ApiError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::Selector(s) => ApiError::Selector(s),
+            ReadError::Storage(s) => ApiError::Storage(s),
+            corrupt @ ReadError::Corrupt { .. } => ApiError::Internal(corrupt.to_string()),
+        }
+    }
+}
+
+impl From<SelectorError> for ApiError {
+    fn from(e: SelectorError) -> Self {
+        ApiError::Selector(e)
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        match e {
+            RegistryError::Storage(s) => ApiError::Storage(s),
+            other => ApiError::InvalidRegistration(other.to_string()),
+        }
+    }
+}
+
+impl From<tokio::task::JoinError> for ApiError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        ApiError::Internal(format!("a blocking task failed: {e}"))
+    }
+}

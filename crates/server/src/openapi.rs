@@ -1,0 +1,240 @@
+//! The OpenAPI document, generated with `utoipa` from the handlers' `#[utoipa::path]`
+//! attributes. The schema types here describe the wire format only; the server never builds
+//! them (the ledger's own types serialize to the same shapes).
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+
+/// The OpenAPI document of the whole API.
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(title = "Loom", description = "An event store that speaks CloudEvents. Errors are RFC 9457 application/problem+json."),
+    paths(
+        crate::events::events_post,
+        crate::events::events_append,
+        crate::events::events_list,
+        crate::events::events_query,
+        crate::events::events_get,
+        crate::events::events_by_id,
+        crate::streams::streams_read,
+        crate::streams::streams_revision,
+        crate::subscribe::subscribe_events,
+        crate::entities::entities_put,
+        crate::entities::entities_get,
+        crate::entities::entities_list,
+        crate::ops::ops_health,
+        crate::ops::ops_metrics,
+        crate::ops::ops_openapi,
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "events", description = "Append and read CloudEvents"),
+        (name = "streams", description = "One stream by revision"),
+        (name = "subscribe", description = "Server-Sent Events"),
+        (name = "entities", description = "The event registry"),
+        (name = "ops", description = "Health, metrics, this document"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// An RFC 9457 problem.
+#[derive(ToSchema)]
+pub(crate) struct Problem {
+    /// `urn:loom:problem:<kind>`.
+    #[schema(rename = "type")]
+    r#type: String,
+    title: String,
+    status: u16,
+    /// What went wrong, as a sentence.
+    detail: String,
+}
+
+/// A CloudEvent in the JSON format (structured mode). `subject` names the stream
+/// (`{entity}/{key}`); extension attributes are further members.
+#[derive(ToSchema)]
+pub(crate) struct CloudEvent {
+    specversion: String,
+    id: String,
+    source: String,
+    #[schema(rename = "type")]
+    r#type: String,
+    subject: String,
+    time: Option<String>,
+    datacontenttype: Option<String>,
+    dataschema: Option<String>,
+    data: Option<serde_json::Value>,
+    data_base64: Option<String>,
+}
+
+/// A stored CloudEvent: the appended event plus `position`, `revision`, `recordedtime`.
+#[derive(ToSchema)]
+pub(crate) struct StoredCloudEvent {
+    specversion: String,
+    id: String,
+    source: String,
+    #[schema(rename = "type")]
+    r#type: String,
+    subject: String,
+    time: Option<String>,
+    datacontenttype: Option<String>,
+    dataschema: Option<String>,
+    data: Option<serde_json::Value>,
+    data_base64: Option<String>,
+    /// Global position.
+    position: u64,
+    /// Revision in the stream.
+    revision: u64,
+    /// Commit time (RFC 3339).
+    recordedtime: String,
+}
+
+/// Where one appended event landed.
+#[derive(ToSchema)]
+pub(crate) struct AppendedEvent {
+    source: String,
+    id: String,
+    subject: String,
+    position: u64,
+    revision: u64,
+}
+
+/// The answer to an append.
+#[derive(ToSchema)]
+pub(crate) struct AppendResponse {
+    events: Vec<AppendedEvent>,
+    last_position: u64,
+    /// True when the whole batch was stored before (idempotent retry, nothing written).
+    duplicate: bool,
+}
+
+/// A selector: replay part (`entity`, `keys`, `types`) and filter part (`data`, `meta`:
+/// RFC 9535 JSONPath; an event matches when the path selects anything).
+#[derive(ToSchema)]
+pub(crate) struct SelectorSchema {
+    entity: Option<String>,
+    keys: Option<Vec<String>>,
+    types: Option<Vec<String>>,
+    data: Option<String>,
+    meta: Option<String>,
+}
+
+/// Conditions of an append.
+#[derive(ToSchema)]
+pub(crate) struct ConditionsSchema {
+    /// Per stream: `"any"`, `"none"`, `"exists"` or a revision number.
+    expected_revisions: Option<BTreeMap<String, serde_json::Value>>,
+    fail_if_events_match: Option<SelectorSchema>,
+    /// Only events after this position count for `fail_if_events_match`.
+    after: Option<u64>,
+}
+
+/// The body of `POST /v1/append`.
+#[derive(ToSchema)]
+pub(crate) struct AppendBody {
+    events: Vec<CloudEvent>,
+    conditions: Option<ConditionsSchema>,
+}
+
+/// One event type of an entity.
+#[derive(ToSchema)]
+pub(crate) struct EventTypeSchema {
+    /// JSON Schema for the event's data.
+    schema: Option<serde_json::Value>,
+}
+
+/// An entity's registration.
+#[derive(ToSchema)]
+pub(crate) struct EntitySpecSchema {
+    events: BTreeMap<String, EventTypeSchema>,
+    /// Accept any type (listed types still have their schemas checked).
+    open: bool,
+}
+
+/// A stream's revision.
+#[derive(ToSchema)]
+pub(crate) struct StreamRevision {
+    stream: String,
+    /// 0 when the stream has no events.
+    revision: u64,
+}
+
+/// Health.
+#[derive(ToSchema)]
+pub(crate) struct Health {
+    status: String,
+    head: u64,
+}
+
+/// Paging parameters.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct PageParams {
+    /// Only positions after this (default 0).
+    after: Option<u64>,
+    /// Only positions before this.
+    before: Option<u64>,
+    /// Page size (default 100, at most 10000 for JSON; NDJSON takes any).
+    limit: Option<u64>,
+    /// Newest first.
+    backwards: Option<bool>,
+}
+
+/// Paging and filter parameters of `GET /v1/events`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListParams {
+    /// Only positions after this (default 0).
+    after: Option<u64>,
+    /// Only positions before this.
+    before: Option<u64>,
+    /// Page size (default 100, at most 10000 for JSON; NDJSON takes any).
+    limit: Option<u64>,
+    /// Newest first.
+    backwards: Option<bool>,
+    /// Only this stream (`{entity}/{key}`); repeatable.
+    subject: Option<String>,
+    /// Only this entity.
+    entity: Option<String>,
+    /// Only these types: repeat the parameter or separate with commas.
+    #[param(rename = "type")]
+    r#type: Option<String>,
+    /// JSONPath over `data`.
+    data: Option<String>,
+    /// JSONPath over the whole event.
+    meta: Option<String>,
+}
+
+/// Selector parameters of `GET /v1/subscribe`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct SubscribeParams {
+    /// Start after this position (default 0: from the beginning).
+    after: Option<u64>,
+    /// Only this stream; repeatable.
+    subject: Option<String>,
+    /// Only this entity.
+    entity: Option<String>,
+    /// Only these types (repeat or comma-separate).
+    #[param(rename = "type")]
+    r#type: Option<String>,
+    /// JSONPath over `data`.
+    data: Option<String>,
+    /// JSONPath over the whole event.
+    meta: Option<String>,
+}

@@ -1,0 +1,67 @@
+//! Operations: health, Prometheus metrics, the OpenAPI document.
+
+use std::sync::OnceLock;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use utoipa::OpenApi;
+
+use crate::auth::Reader;
+use crate::error::ApiError;
+use crate::openapi::ApiDoc;
+use crate::{AppState, json_response};
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(ops_health))
+        .route("/metrics", get(ops_metrics))
+        .route("/v1/openapi.json", get(ops_openapi))
+}
+
+/// Liveness: answers 200 with the head position while the server runs. Needs no token.
+#[utoipa::path(
+    get, path = "/healthz", tag = "ops",
+    responses((status = 200, description = "Up", body = crate::openapi::Health))
+)]
+pub(crate) async fn ops_health(State(state): State<AppState>) -> Response {
+    let body = serde_json::json!({ "status": "ok", "head": state.ledger().head() });
+    json_response(
+        StatusCode::OK,
+        "application/json",
+        body.to_string().into_bytes(),
+    )
+}
+
+/// Metrics in the Prometheus text format: appends, events, conflicts, commit latency
+/// histogram, open subscriptions, HTTP requests.
+#[utoipa::path(
+    get, path = "/metrics", tag = "ops",
+    responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain; version=0.0.4")),
+    security(("bearer" = ["reader"]), ())
+)]
+pub(crate) async fn ops_metrics(
+    State(state): State<AppState>,
+    _: Reader,
+) -> Result<Response, ApiError> {
+    let text = state.inner.metrics.render(state.ledger());
+    let mut response = (StatusCode::OK, text).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    Ok(response)
+}
+
+/// This API's OpenAPI 3.1 document. Needs no token.
+#[utoipa::path(
+    get, path = "/v1/openapi.json", tag = "ops",
+    responses((status = 200, description = "The OpenAPI document", body = Object))
+)]
+pub(crate) async fn ops_openapi() -> Response {
+    static DOC: OnceLock<Vec<u8>> = OnceLock::new();
+    let bytes = DOC.get_or_init(|| ApiDoc::openapi().to_json().unwrap_or_default().into_bytes());
+    json_response(StatusCode::OK, "application/json", bytes.clone())
+}
