@@ -479,7 +479,7 @@ pub(crate) async fn stream(args: StreamArgs) -> anyhow::Result<ExitCode> {
 #[derive(Debug, Subcommand)]
 pub(crate) enum EntitiesCommand {
     /// Register or replace an entity from a JSON file ("-": stdin):
-    /// {"events": {"<type>": {"schema": {…}}}, "open": false}.
+    /// {"events": {"TYPE": {"schema": {…}}}, "open": false}.
     Put {
         #[command(flatten)]
         conn: Connection,

@@ -55,10 +55,10 @@ async fn append(state: &AppState, req: AppendRequest) -> Result<Response, ApiErr
     };
     let body = serde_json::to_vec(&outcome).map_err(|e| ApiError::Internal(e.to_string()))?;
     let mut response = json_response(status, "application/json", body);
-    if let [one] = outcome.events.as_slice() {
-        if let Ok(v) = HeaderValue::from_str(&format!("/v1/events/{}", one.position)) {
-            response.headers_mut().insert(header::LOCATION, v);
-        }
+    if let [one] = outcome.events.as_slice()
+        && let Ok(v) = HeaderValue::from_str(&format!("/v1/events/{}", one.position))
+    {
+        response.headers_mut().insert(header::LOCATION, v);
     }
     Ok(response)
 }
@@ -305,16 +305,16 @@ pub(crate) async fn list(
     };
     let body = serde_json::to_vec(&page).map_err(|e| ApiError::Internal(e.to_string()))?;
     let mut response = json_response(StatusCode::OK, CLOUDEVENTS_BATCH_JSON, body);
-    if page.len() == limit {
-        if let Some(last) = page.last() {
-            let next = if backwards {
-                link(path, params, &[("before", last.position.to_string())])
-            } else {
-                link(path, params, &[("after", last.position.to_string())])
-            };
-            if let Ok(v) = HeaderValue::from_str(&format!("<{next}>; rel=\"next\"")) {
-                response.headers_mut().insert(header::LINK, v);
-            }
+    if page.len() == limit
+        && let Some(last) = page.last()
+    {
+        let next = if backwards {
+            link(path, params, &[("before", last.position.to_string())])
+        } else {
+            link(path, params, &[("after", last.position.to_string())])
+        };
+        if let Ok(v) = HeaderValue::from_str(&format!("<{next}>; rel=\"next\"")) {
+            response.headers_mut().insert(header::LINK, v);
         }
     }
     Ok(response)
@@ -368,9 +368,7 @@ fn ndjson_stream(
                 ));
             }
         };
-        let Some(last) = page.last() else {
-            return None;
-        };
+        let last = page.last()?;
         if c.opts.backwards {
             c.opts.before = Some(last.position);
         } else {

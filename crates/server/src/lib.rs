@@ -298,10 +298,11 @@ pub(crate) async fn read_body(
     })
 }
 
-/// The essence (`type/subtype`, lower case) and the parameters of a `Content-Type`.
-pub(crate) fn media_type(
-    headers: &HeaderMap,
-) -> Result<Option<(String, Vec<(String, String)>)>, ApiError> {
+/// A media type: its essence (`type/subtype`, lower case) and its parameters.
+pub(crate) type MediaType = (String, Vec<(String, String)>);
+
+/// The media type of the `Content-Type` header, if any.
+pub(crate) fn media_type(headers: &HeaderMap) -> Result<Option<MediaType>, ApiError> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return Ok(None);
     };

@@ -35,11 +35,11 @@ fn subject_of(path: &str) -> Result<(String, bool), ApiError> {
         ApiError::BadRequest("a stream is addressed as /v1/streams/{entity}/{key}".into())
     })?;
     let mut revision = false;
-    if let Some(k) = key.strip_suffix(REVISION_SUFFIX) {
-        if !k.is_empty() {
-            key = k;
-            revision = true;
-        }
+    if let Some(k) = key.strip_suffix(REVISION_SUFFIX)
+        && !k.is_empty()
+    {
+        key = k;
+        revision = true;
     }
     let decode = |s: &str| {
         percent_decode_str(s)
@@ -116,16 +116,16 @@ pub(crate) async fn streams_read(
     }
     let body = serde_json::to_vec(&events).map_err(|e| ApiError::Internal(e.to_string()))?;
     let mut response = json_response(StatusCode::OK, CLOUDEVENTS_BATCH_JSON, body);
-    if events.len() == limit {
-        if let Some(last) = events.last() {
-            let next = link(
-                uri.path(),
-                &params,
-                &[("after_revision", last.revision.to_string())],
-            );
-            if let Ok(v) = HeaderValue::from_str(&format!("<{next}>; rel=\"next\"")) {
-                response.headers_mut().insert(header::LINK, v);
-            }
+    if events.len() == limit
+        && let Some(last) = events.last()
+    {
+        let next = link(
+            uri.path(),
+            &params,
+            &[("after_revision", last.revision.to_string())],
+        );
+        if let Ok(v) = HeaderValue::from_str(&format!("<{next}>; rel=\"next\"")) {
+            response.headers_mut().insert(header::LINK, v);
         }
     }
     Ok(response)
