@@ -106,9 +106,19 @@ fn batch(body: &[u8]) -> Result<Vec<Event>, ApiError> {
         .collect()
 }
 
+/// The text of a `ce-*` header: percent-decoded UTF-8. The binding requires senders to
+/// percent-encode non-ASCII, but some SDKs send raw bytes; those are read as UTF-8 when they
+/// are, else as ISO-8859-1 (what HTTP/1.1 header bytes historically mean).
 fn header_text(name: &HeaderName, value: &HeaderValue) -> Result<String, ApiError> {
-    let text = std::str::from_utf8(value.as_bytes())
-        .map_err(|_| ApiError::BadRequest(format!("header {name} is not valid UTF-8")))?;
+    let bytes = value.as_bytes();
+    let latin1;
+    let text = match std::str::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(_) => {
+            latin1 = bytes.iter().map(|&b| char::from(b)).collect::<String>();
+            latin1.as_str()
+        }
+    };
     percent_decode_str(text)
         .decode_utf8()
         .map(|v| v.into_owned())
@@ -245,7 +255,7 @@ fn put_attr(headers: &mut HeaderMap, name: &str, value: &str) {
 }
 
 /// A stored event in binary mode: attributes as `ce-*` headers, data as the body.
-pub(crate) fn binary_response(stored: &StoredEvent) -> (HeaderMap, Vec<u8>) {
+pub(crate) fn binary_response(stored: &StoredEvent) -> (HeaderMap, axum::body::Body) {
     let e = &stored.event;
     let mut headers = HeaderMap::new();
     put_attr(&mut headers, "specversion", loom_ledger::SPEC_VERSION);
@@ -265,12 +275,13 @@ pub(crate) fn binary_response(stored: &StoredEvent) -> (HeaderMap, Vec<u8>) {
     put_attr(&mut headers, "position", &stored.position.to_string());
     put_attr(&mut headers, "revision", &stored.revision.to_string());
     put_attr(&mut headers, "recordedtime", &stored.recordedtime());
+    // No datacontenttype: no Content-Type, so that the event reads back as it was sent (a
+    // JSON body without Content-Type is read as JSON data again).
     let content_type = match (&e.datacontenttype, &e.data) {
         (Some(ct), _) => Some(ct.clone()),
-        (None, Some(Data::Json(_))) => Some("application/json".to_owned()),
         (None, Some(Data::Text(_))) => Some("text/plain; charset=utf-8".to_owned()),
         (None, Some(Data::Binary(_))) => Some("application/octet-stream".to_owned()),
-        (None, None) => None,
+        (None, Some(Data::Json(_)) | None) => None,
     };
     if let Some(ct) = content_type.and_then(|ct| HeaderValue::from_str(&ct).ok()) {
         headers.insert(header::CONTENT_TYPE, ct);
@@ -281,5 +292,5 @@ pub(crate) fn binary_response(stored: &StoredEvent) -> (HeaderMap, Vec<u8>) {
         Some(Data::Text(t)) => t.as_bytes().to_vec(),
         Some(Data::Binary(b)) => b.clone(),
     };
-    (headers, body)
+    (headers, axum::body::Body::from(body))
 }

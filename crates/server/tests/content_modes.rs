@@ -384,3 +384,40 @@ async fn store_set_attributes_are_refused() {
     }
     assert_eq!(t.ledger().head(), 0);
 }
+
+#[tokio::test]
+async fn binary_mode_reads_raw_latin1_header_bytes() {
+    // Some SDKs (Python's) send non-ASCII attribute values unencoded; HTTP clients then
+    // write them as ISO-8859-1 bytes. They are read, not refused.
+    let t = state();
+    let mut req = Request::post("/v1/events");
+    for (k, v) in CE {
+        req = req.header(k, v);
+    }
+    let req = req
+        .header(
+            "ce-note",
+            axum::http::HeaderValue::from_bytes(b"caf\xe9").unwrap(),
+        )
+        .header("content-type", "application/json")
+        .body(Body::from("{}"))
+        .unwrap();
+    assert_eq!(send(&t.state, req).await.status, 201);
+    assert_eq!(stored(&t, 1).await["note"], "café");
+}
+
+#[tokio::test]
+async fn binary_mode_without_content_type_round_trips() {
+    let t = state();
+    let a = send(&t.state, binary(&CE, r#"{"a":1}"#)).await;
+    assert_eq!(a.status, 201);
+    let back = stored(&t, 1).await;
+    assert!(back.get("datacontenttype").is_none());
+    assert_eq!(back["data"], json!({"a": 1}));
+    let out = get(&t.state, "/v1/events/1?mode=binary").await;
+    assert!(
+        out.header("content-type").is_none(),
+        "no datacontenttype, no Content-Type"
+    );
+    assert_eq!(out.body.as_ref(), br#"{"a":1}"#);
+}
