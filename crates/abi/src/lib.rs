@@ -1,0 +1,516 @@
+//! Loom guest ABI, version 1: the constants and byte encodings shared by the host
+//! (`loom-runtime`) and guests (`loom-guest`). The normative description is `docs/abi.md`.
+//!
+//! Everything here is plain `std` with no dependencies so that it compiles to
+//! `wasm32-unknown-unknown` as cheaply as for the host.
+//!
+//! Layouts use little-endian integers. `bytes` is a `u32` length followed by that many bytes;
+//! the length [`ABSENT`] marks an absent value (no bytes follow).
+
+#![forbid(unsafe_code)]
+
+/// The ABI version this crate speaks; a module reports its own from `loom_abi_version`.
+pub const ABI_VERSION: u32 = 1;
+
+/// The only import module a Loom module may import from.
+pub const IMPORT_MODULE: &str = "loom_v1";
+/// `loom_v1.log(level: i32, ptr: i32, len: i32)`: a UTF-8 log line from the guest.
+pub const IMPORT_LOG: &str = "log";
+
+/// Export: the guest's linear memory.
+pub const EXPORT_MEMORY: &str = "memory";
+/// Export: `loom_abi_version() -> i32`.
+pub const EXPORT_ABI_VERSION: &str = "loom_abi_version";
+/// Export: `loom_alloc(len: i32) -> i32`, a guest buffer the host writes the input into.
+pub const EXPORT_ALLOC: &str = "loom_alloc";
+/// Entry points; each is `(ptr: i32, len: i32) -> i64` returning `(out_ptr << 32) | out_len`.
+pub const ENTRY_POINTS: [&str; 4] = ["evolve", "decide", "react", "query"];
+
+/// Length marking an absent `bytes` value.
+pub const ABSENT: u32 = u32::MAX;
+
+/// First byte of every output: what the rest is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Status {
+    /// Success; the payload is the entry point's result (JSON).
+    Ok = 0,
+    /// A domain rejection (e.g. a command refused by `decide`); payload is JSON.
+    Rejected = 1,
+    /// The guest failed (bad input, a bug); payload is a UTF-8 message.
+    Error = 2,
+}
+
+impl Status {
+    /// The status for a byte, if it is one.
+    pub fn from_byte(b: u8) -> Option<Status> {
+        match b {
+            0 => Some(Status::Ok),
+            1 => Some(Status::Rejected),
+            2 => Some(Status::Error),
+            _ => None,
+        }
+    }
+}
+
+/// Packs an output pointer and length into the `i64` an entry point returns.
+pub fn pack(ptr: u32, len: u32) -> i64 {
+    (((ptr as u64) << 32) | len as u64) as i64
+}
+
+/// Splits an entry point's `i64` result into pointer and length.
+pub fn unpack(v: i64) -> (u32, u32) {
+    let v = v as u64;
+    ((v >> 32) as u32, v as u32)
+}
+
+/// How an event's data is carried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum DataKind {
+    /// No data.
+    None = 0,
+    /// JSON text.
+    Json = 1,
+    /// UTF-8 text.
+    Text = 2,
+    /// Raw bytes.
+    Binary = 3,
+}
+
+/// An event as the guest sees it, borrowing from the input buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventRef<'a> {
+    /// Global position.
+    pub position: u64,
+    /// Revision in its stream.
+    pub revision: u64,
+    /// Commit time, µs since the Unix epoch.
+    pub recorded_micros: i64,
+    /// CloudEvents `type`.
+    pub ty: &'a str,
+    /// `subject`: `{entity}/{key}`.
+    pub subject: &'a str,
+    /// `id`.
+    pub id: &'a str,
+    /// `source`.
+    pub source: &'a str,
+    /// `time` as sent, if any.
+    pub time: Option<&'a str>,
+    /// `datacontenttype`, if any.
+    pub datacontenttype: Option<&'a str>,
+    /// How `data` is carried.
+    pub data_kind: DataKind,
+    /// The data bytes (JSON text for [`DataKind::Json`]).
+    pub data: &'a [u8],
+    /// Extension attributes as a JSON object text (`{}` when none).
+    pub extensions: &'a str,
+}
+
+impl<'a> EventRef<'a> {
+    /// The entity part of the subject.
+    pub fn entity(&self) -> &'a str {
+        self.subject
+            .split_once('/')
+            .map_or(self.subject, |(e, _)| e)
+    }
+    /// The key part of the subject.
+    pub fn key(&self) -> &'a str {
+        self.subject.split_once('/').map_or("", |(_, k)| k)
+    }
+}
+
+/// Writes ABI byte layouts.
+#[derive(Debug, Default)]
+pub struct Writer {
+    buf: Vec<u8>,
+}
+
+impl Writer {
+    /// An empty writer.
+    pub fn new() -> Writer {
+        Writer::default()
+    }
+    /// An empty writer with room for `n` bytes.
+    pub fn with_capacity(n: usize) -> Writer {
+        Writer {
+            buf: Vec::with_capacity(n),
+        }
+    }
+    /// The bytes written.
+    pub fn finish(self) -> Vec<u8> {
+        self.buf
+    }
+    /// A `u8`.
+    pub fn u8(&mut self, v: u8) {
+        self.buf.push(v);
+    }
+    /// A `u32`.
+    pub fn u32(&mut self, v: u32) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+    /// A `u64`.
+    pub fn u64(&mut self, v: u64) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+    /// An `i64`.
+    pub fn i64(&mut self, v: i64) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+    /// A `bytes` value.
+    pub fn bytes(&mut self, b: &[u8]) {
+        self.u32(b.len() as u32);
+        self.buf.extend_from_slice(b);
+    }
+    /// An optional `bytes` value.
+    pub fn opt_bytes(&mut self, b: Option<&[u8]>) {
+        match b {
+            Some(b) => self.bytes(b),
+            None => self.u32(ABSENT),
+        }
+    }
+    /// One event (layout in `docs/abi.md`).
+    pub fn event(&mut self, e: &EventRef<'_>) {
+        self.u64(e.position);
+        self.u64(e.revision);
+        self.i64(e.recorded_micros);
+        self.bytes(e.ty.as_bytes());
+        self.bytes(e.subject.as_bytes());
+        self.bytes(e.id.as_bytes());
+        self.bytes(e.source.as_bytes());
+        self.opt_bytes(e.time.map(str::as_bytes));
+        self.opt_bytes(e.datacontenttype.map(str::as_bytes));
+        self.u8(e.data_kind as u8);
+        self.bytes(e.data);
+        self.bytes(e.extensions.as_bytes());
+    }
+}
+
+/// Why an ABI buffer could not be read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecodeError(pub String);
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "malformed ABI buffer: {}", self.0)
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// Reads ABI byte layouts.
+#[derive(Debug)]
+pub struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    /// A reader over `buf`.
+    pub fn new(buf: &'a [u8]) -> Reader<'a> {
+        Reader { buf }
+    }
+    /// Bytes not read yet.
+    pub fn rest(&self) -> &'a [u8] {
+        self.buf
+    }
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if self.buf.len() < n {
+            return Err(DecodeError(format!(
+                "wanted {n} bytes, {} left",
+                self.buf.len()
+            )));
+        }
+        let (a, b) = self.buf.split_at(n);
+        self.buf = b;
+        Ok(a)
+    }
+    /// A `u8`.
+    pub fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+    /// A `u32`.
+    pub fn u32(&mut self) -> Result<u32, DecodeError> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    /// A `u64`.
+    pub fn u64(&mut self) -> Result<u64, DecodeError> {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(a))
+    }
+    /// An `i64`.
+    pub fn i64(&mut self) -> Result<i64, DecodeError> {
+        Ok(self.u64()? as i64)
+    }
+    /// A `bytes` value (absent reads as empty).
+    pub fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
+        Ok(self.opt_bytes()?.unwrap_or(&[]))
+    }
+    /// An optional `bytes` value.
+    pub fn opt_bytes(&mut self) -> Result<Option<&'a [u8]>, DecodeError> {
+        let n = self.u32()?;
+        if n == ABSENT {
+            return Ok(None);
+        }
+        self.take(n as usize).map(Some)
+    }
+    fn str(&mut self) -> Result<&'a str, DecodeError> {
+        std::str::from_utf8(self.bytes()?).map_err(|e| DecodeError(e.to_string()))
+    }
+    fn opt_str(&mut self) -> Result<Option<&'a str>, DecodeError> {
+        match self.opt_bytes()? {
+            None => Ok(None),
+            Some(b) => std::str::from_utf8(b)
+                .map(Some)
+                .map_err(|e| DecodeError(e.to_string())),
+        }
+    }
+    /// One event.
+    pub fn event(&mut self) -> Result<EventRef<'a>, DecodeError> {
+        let position = self.u64()?;
+        let revision = self.u64()?;
+        let recorded_micros = self.i64()?;
+        let ty = self.str()?;
+        let subject = self.str()?;
+        let id = self.str()?;
+        let source = self.str()?;
+        let time = self.opt_str()?;
+        let datacontenttype = self.opt_str()?;
+        let data_kind = match self.u8()? {
+            0 => DataKind::None,
+            1 => DataKind::Json,
+            2 => DataKind::Text,
+            3 => DataKind::Binary,
+            k => return Err(DecodeError(format!("unknown data kind {k}"))),
+        };
+        let data = self.bytes()?;
+        let extensions = self.str()?;
+        Ok(EventRef {
+            position,
+            revision,
+            recorded_micros,
+            ty,
+            subject,
+            id,
+            source,
+            time,
+            datacontenttype,
+            data_kind,
+            data,
+            extensions: if extensions.is_empty() {
+                "{}"
+            } else {
+                extensions
+            },
+        })
+    }
+}
+
+/// `evolve` input: `state: opt bytes (JSON; absent = initial)`, `count: u32`, `count × event`.
+pub mod evolve {
+    use super::*;
+
+    /// Encodes an `evolve` input.
+    pub fn encode<'e>(
+        state: Option<&[u8]>,
+        events: impl ExactSizeIterator<Item = EventRef<'e>>,
+    ) -> Vec<u8> {
+        let mut w = Writer::with_capacity(256 + events.len() * 160);
+        w.opt_bytes(state);
+        w.u32(events.len() as u32);
+        for e in events {
+            w.event(&e);
+        }
+        w.finish()
+    }
+
+    /// Decodes an `evolve` input: the state and a reader positioned at the events.
+    pub fn decode(input: &[u8]) -> Result<(Option<&[u8]>, u32, Reader<'_>), DecodeError> {
+        let mut r = Reader::new(input);
+        let state = r.opt_bytes()?;
+        let count = r.u32()?;
+        Ok((state, count, r))
+    }
+}
+
+/// `decide` input: `state: opt bytes`, `command: bytes (JSON)`, `subject: bytes`,
+/// `revision: u64` (the stream revision the state was folded to).
+pub mod decide {
+    use super::*;
+
+    /// Encodes a `decide` input.
+    pub fn encode(state: Option<&[u8]>, command: &[u8], subject: &str, revision: u64) -> Vec<u8> {
+        let mut w = Writer::with_capacity(64 + command.len() + state.map_or(0, <[u8]>::len));
+        w.opt_bytes(state);
+        w.bytes(command);
+        w.bytes(subject.as_bytes());
+        w.u64(revision);
+        w.finish()
+    }
+
+    /// A decoded `decide` input.
+    #[derive(Debug)]
+    pub struct Input<'a> {
+        /// State JSON, or `None` for the initial state.
+        pub state: Option<&'a [u8]>,
+        /// Command JSON.
+        pub command: &'a [u8],
+        /// The stream.
+        pub subject: &'a str,
+        /// Its revision.
+        pub revision: u64,
+    }
+
+    /// Decodes a `decide` input.
+    pub fn decode(input: &[u8]) -> Result<Input<'_>, DecodeError> {
+        let mut r = Reader::new(input);
+        let state = r.opt_bytes()?;
+        let command = r.bytes()?;
+        let subject = std::str::from_utf8(r.bytes()?).map_err(|e| DecodeError(e.to_string()))?;
+        let revision = r.u64()?;
+        Ok(Input {
+            state,
+            command,
+            subject,
+            revision,
+        })
+    }
+}
+
+/// `react` input: one event.
+pub mod react {
+    use super::*;
+
+    /// Encodes a `react` input.
+    pub fn encode(event: &EventRef<'_>) -> Vec<u8> {
+        let mut w = Writer::with_capacity(256 + event.data.len());
+        w.event(event);
+        w.finish()
+    }
+
+    /// Decodes a `react` input.
+    pub fn decode(input: &[u8]) -> Result<EventRef<'_>, DecodeError> {
+        Reader::new(input).event()
+    }
+}
+
+/// `query` input: `state: opt bytes`, `params: bytes (JSON)`.
+pub mod query {
+    use super::*;
+
+    /// Encodes a `query` input.
+    pub fn encode(state: Option<&[u8]>, params: &[u8]) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.opt_bytes(state);
+        w.bytes(params);
+        w.finish()
+    }
+
+    /// Decodes a `query` input: state and params.
+    pub fn decode(input: &[u8]) -> Result<(Option<&[u8]>, &[u8]), DecodeError> {
+        let mut r = Reader::new(input);
+        Ok((r.opt_bytes()?, r.bytes()?))
+    }
+}
+
+/// Builds an output buffer: status byte then payload.
+pub fn output(status: Status, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + payload.len());
+    out.push(status as u8);
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Splits an output buffer into status and payload.
+pub fn parse_output(out: &[u8]) -> Result<(Status, &[u8]), DecodeError> {
+    let (&first, rest) = out
+        .split_first()
+        .ok_or_else(|| DecodeError("empty output".into()))?;
+    let status =
+        Status::from_byte(first).ok_or_else(|| DecodeError(format!("unknown status {first}")))?;
+    Ok((status, rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(i: u64) -> EventRef<'static> {
+        EventRef {
+            position: i,
+            revision: i + 1,
+            recorded_micros: -5,
+            ty: "had_item_added",
+            subject: "cart/a/b",
+            id: "id",
+            source: "src",
+            time: if i.is_multiple_of(2) {
+                Some("2024-01-01T00:00:00Z")
+            } else {
+                None
+            },
+            datacontenttype: None,
+            data_kind: DataKind::Json,
+            data: br#"{"sku":"x"}"#,
+            extensions: r#"{"trace":"t"}"#,
+        }
+    }
+
+    #[test]
+    fn evolve_input_round_trips() {
+        let events: Vec<_> = (0..3).map(sample).collect();
+        let buf = evolve::encode(Some(b"{\"n\":1}"), events.iter().copied());
+        let (state, count, mut r) = evolve::decode(&buf).unwrap();
+        assert_eq!(state, Some(&b"{\"n\":1}"[..]));
+        assert_eq!(count, 3);
+        for e in &events {
+            assert_eq!(&r.event().unwrap(), e);
+        }
+        assert!(r.rest().is_empty());
+        assert_eq!(events[0].entity(), "cart");
+        assert_eq!(events[0].key(), "a/b");
+        let empty = evolve::encode(None, std::iter::empty());
+        let (state, count, _) = evolve::decode(&empty).unwrap();
+        assert_eq!((state, count), (None, 0));
+    }
+
+    #[test]
+    fn other_inputs_and_outputs_round_trip() {
+        let buf = decide::encode(None, b"{\"type\":\"create\"}", "cart/1", 7);
+        let d = decide::decode(&buf).unwrap();
+        assert_eq!(
+            (d.state, d.command, d.subject, d.revision),
+            (None, &b"{\"type\":\"create\"}"[..], "cart/1", 7)
+        );
+        let e = sample(4);
+        assert_eq!(react::decode(&react::encode(&e)).unwrap(), e);
+        let q = query::encode(Some(b"1"), b"{}");
+        assert_eq!(query::decode(&q).unwrap(), (Some(&b"1"[..]), &b"{}"[..]));
+        let out = output(Status::Rejected, b"{\"message\":\"no\"}");
+        assert_eq!(
+            parse_output(&out).unwrap(),
+            (Status::Rejected, &b"{\"message\":\"no\"}"[..])
+        );
+        assert!(parse_output(&[]).is_err());
+        assert!(parse_output(&[9]).is_err());
+        assert_eq!(
+            unpack(pack(0x1234_5678, 0xdead_beef)),
+            (0x1234_5678, 0xdead_beef)
+        );
+    }
+
+    #[test]
+    fn truncated_input_is_an_error_not_a_panic() {
+        let buf = evolve::encode(None, [sample(1)].into_iter());
+        for cut in 0..buf.len() {
+            let r = evolve::decode(&buf[..cut]).and_then(|(_, n, mut r)| {
+                for _ in 0..n {
+                    r.event()?;
+                }
+                Ok(())
+            });
+            assert!(r.is_err(), "cut at {cut} should fail");
+        }
+    }
+}

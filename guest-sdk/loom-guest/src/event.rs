@@ -1,0 +1,233 @@
+//! Typed events: `(type, data)` ↔ a serde enum keyed by CloudEvents `type`.
+
+use std::fmt;
+
+use loom_abi::{DataKind, EventRef};
+use serde::de::{self, DeserializeOwned, DeserializeSeed, Deserializer, Visitor};
+use serde::{Serialize, forward_to_deserialize_any};
+
+/// One event handed to a reducer: the typed `data` plus the CloudEvents attributes and the
+/// store-set `position`, `revision` and `recordedtime`.
+#[derive(Debug)]
+pub struct Event<'a, E> {
+    /// The typed event.
+    pub data: E,
+    raw: EventRef<'a>,
+}
+
+impl<'a, E> Event<'a, E> {
+    pub(crate) fn new(data: E, raw: EventRef<'a>) -> Self {
+        Event { data, raw }
+    }
+    /// CloudEvents `type`.
+    pub fn ty(&self) -> &'a str {
+        self.raw.ty
+    }
+    /// `subject`: the stream, `{entity}/{key}`.
+    pub fn subject(&self) -> &'a str {
+        self.raw.subject
+    }
+    /// The entity part of the subject.
+    pub fn entity(&self) -> &'a str {
+        self.raw.entity()
+    }
+    /// The key part of the subject.
+    pub fn key(&self) -> &'a str {
+        self.raw.key()
+    }
+    /// `id`.
+    pub fn id(&self) -> &'a str {
+        self.raw.id
+    }
+    /// `source`.
+    pub fn source(&self) -> &'a str {
+        self.raw.source
+    }
+    /// `time`, as the producer sent it.
+    pub fn time(&self) -> Option<&'a str> {
+        self.raw.time
+    }
+    /// Global position in the ledger.
+    pub fn position(&self) -> u64 {
+        self.raw.position
+    }
+    /// Revision in its stream.
+    pub fn revision(&self) -> u64 {
+        self.raw.revision
+    }
+    /// Commit time, microseconds since the Unix epoch.
+    pub fn recorded_micros(&self) -> i64 {
+        self.raw.recorded_micros
+    }
+    /// An extension attribute.
+    pub fn extension(&self, name: &str) -> Option<serde_json::Value> {
+        let map: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(self.raw.extensions).ok()?;
+        map.get(name).cloned()
+    }
+    /// The untyped event.
+    pub fn raw(&self) -> &EventRef<'a> {
+        &self.raw
+    }
+}
+
+/// Why an event's data does not fit the typed event.
+#[derive(Debug)]
+pub enum DecodeEventError {
+    /// The type is not a variant of the event enum (the event is skipped by `evolve`).
+    UnknownType,
+    /// The data does not match the variant.
+    Data(String),
+}
+
+impl fmt::Display for DecodeEventError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeEventError::UnknownType => f.write_str("event type is not handled"),
+            DecodeEventError::Data(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for DecodeEventError {}
+
+impl de::Error for DecodeEventError {
+    fn custom<T: fmt::Display>(msg: T) -> Self {
+        DecodeEventError::Data(msg.to_string())
+    }
+}
+
+fn json_err(e: serde_json::Error) -> DecodeEventError {
+    DecodeEventError::Data(e.to_string())
+}
+
+/// Decodes an event's `data` as the variant named by its `type`. `Ok(None)` when the enum has
+/// no such variant.
+pub fn decode_event<E: DeserializeOwned>(e: &EventRef<'_>) -> Result<Option<E>, DecodeEventError> {
+    match E::deserialize(EventDeserializer {
+        ty: e.ty,
+        kind: e.data_kind,
+        data: e.data,
+    }) {
+        Ok(v) => Ok(Some(v)),
+        Err(DecodeEventError::UnknownType) => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+/// Splits a typed event into CloudEvents `type` and `data` (unit variants get `{}`).
+pub fn encode_event<E: Serialize>(event: &E) -> (String, serde_json::Value) {
+    match serde_json::to_value(event) {
+        Ok(serde_json::Value::String(ty)) => (ty, serde_json::json!({})),
+        Ok(serde_json::Value::Object(map)) if map.len() == 1 => {
+            let (ty, data) = map.into_iter().next().expect("one entry");
+            (ty, data)
+        }
+        Ok(other) => (
+            String::new(),
+            serde_json::json!({
+                "error": "events must be enums whose variants name the event types",
+                "value": other
+            }),
+        ),
+        Err(e) => (String::new(), serde_json::json!({ "error": e.to_string() })),
+    }
+}
+
+struct EventDeserializer<'a> {
+    ty: &'a str,
+    kind: DataKind,
+    data: &'a [u8],
+}
+
+impl<'a> EventDeserializer<'a> {
+    fn json(
+        &self,
+    ) -> Result<serde_json::Deserializer<serde_json::de::SliceRead<'a>>, DecodeEventError> {
+        match self.kind {
+            DataKind::Json => Ok(serde_json::Deserializer::from_slice(self.data)),
+            DataKind::None => Ok(serde_json::Deserializer::from_slice(b"null")),
+            DataKind::Text | DataKind::Binary => Err(DecodeEventError::Data(format!(
+                "event type {:?} carries non-JSON data",
+                self.ty
+            ))),
+        }
+    }
+}
+
+impl<'de> Deserializer<'de> for EventDeserializer<'de> {
+    type Error = DecodeEventError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        // Not an enum: the whole data is the event (e.g. `serde_json::Value`).
+        self.json()?.deserialize_any(visitor).map_err(json_err)
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        if !variants.contains(&self.ty) {
+            return Err(DecodeEventError::UnknownType);
+        }
+        visitor.visit_enum(self)
+    }
+
+    forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf option unit unit_struct newtype_struct seq tuple
+        tuple_struct map struct identifier ignored_any
+    }
+}
+
+impl<'de> de::EnumAccess<'de> for EventDeserializer<'de> {
+    type Error = DecodeEventError;
+    type Variant = Self;
+
+    fn variant_seed<V: DeserializeSeed<'de>>(
+        self,
+        seed: V,
+    ) -> Result<(V::Value, Self), Self::Error> {
+        let de: de::value::BorrowedStrDeserializer<'de, DecodeEventError> =
+            de::value::BorrowedStrDeserializer::new(self.ty);
+        let v = seed.deserialize(de)?;
+        Ok((v, self))
+    }
+}
+
+impl<'de> de::VariantAccess<'de> for EventDeserializer<'de> {
+    type Error = DecodeEventError;
+
+    fn unit_variant(self) -> Result<(), Self::Error> {
+        // A unit variant ignores whatever data the event has.
+        Ok(())
+    }
+
+    fn newtype_variant_seed<T: DeserializeSeed<'de>>(
+        self,
+        seed: T,
+    ) -> Result<T::Value, Self::Error> {
+        let mut de = self.json()?;
+        seed.deserialize(&mut de).map_err(json_err)
+    }
+
+    fn tuple_variant<V: Visitor<'de>>(
+        self,
+        len: usize,
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        let mut de = self.json()?;
+        de.deserialize_tuple(len, visitor).map_err(json_err)
+    }
+
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        let mut de = self.json()?;
+        de.deserialize_struct("", fields, visitor).map_err(json_err)
+    }
+}

@@ -1,0 +1,294 @@
+//! The export shim: the raw ABI functions [`export!`](crate::export!) generates, and the typed
+//! glue they call.
+
+use loom_abi::{Status, output};
+
+use crate::event::{DecodeEventError, Event, decode_event, encode_event};
+use crate::{Decider, Projection, Query, Reactor};
+
+/// The raw imports of `loom_v1`.
+pub(crate) mod sys {
+    #[cfg(target_arch = "wasm32")]
+    #[allow(unsafe_code)]
+    #[link(wasm_import_module = "loom_v1")]
+    unsafe extern "C" {
+        /// Writes a UTF-8 log line.
+        ///
+        /// # Traps
+        /// If `ptr..ptr+len` is outside the module's memory.
+        #[link_name = "log"]
+        fn loom_log(level: i32, ptr: *const u8, len: usize);
+    }
+
+    /// Logs a line through the host.
+    #[cfg(target_arch = "wasm32")]
+    #[allow(unsafe_code)]
+    pub(crate) fn log(message: &str) {
+        // SAFETY: the pointer and length describe a live, initialised UTF-8 slice of this
+        // module's memory; the host only reads it during the call.
+        unsafe { loom_log(1, message.as_ptr(), message.len()) }
+    }
+
+    /// Natively (tests), logs go to stderr.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn log(message: &str) {
+        eprintln!("[loom guest] {message}");
+    }
+}
+
+fn error(message: impl std::fmt::Display) -> Vec<u8> {
+    output(Status::Error, message.to_string().as_bytes())
+}
+
+fn json_ok<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    match serde_json::to_vec(value) {
+        Ok(bytes) => output(Status::Ok, &bytes),
+        Err(e) => error(format_args!("could not serialize the result: {e}")),
+    }
+}
+
+fn load_state<P: Projection>(state: Option<&[u8]>) -> Result<P, Vec<u8>> {
+    match state {
+        None => Ok(P::default()),
+        Some(bytes) => serde_json::from_slice(bytes)
+            .map_err(|e| error(format_args!("the stored state does not deserialize: {e}"))),
+    }
+}
+
+/// `evolve`: folds a batch of events into the state.
+pub fn run_evolve<P: Projection>(input: &[u8]) -> Vec<u8> {
+    let (state, count, mut reader) = match loom_abi::evolve::decode(input) {
+        Ok(x) => x,
+        Err(e) => return error(e),
+    };
+    let mut state: P = match load_state(state) {
+        Ok(s) => s,
+        Err(out) => return out,
+    };
+    for _ in 0..count {
+        let raw = match reader.event() {
+            Ok(e) => e,
+            Err(e) => return error(e),
+        };
+        match decode_event::<P::Event>(&raw) {
+            Ok(Some(data)) => state.evolve(Event::new(data, raw)),
+            Ok(None) => {}
+            Err(e) => {
+                return error(format_args!(
+                    "event at position {} (type {:?}) does not fit the event type: {e}",
+                    raw.position, raw.ty
+                ));
+            }
+        }
+    }
+    json_ok(&state)
+}
+
+/// `decide`: the events a command produces, or its rejection.
+pub fn run_decide<D: Decider>(input: &[u8]) -> Vec<u8> {
+    let input = match loom_abi::decide::decode(input) {
+        Ok(x) => x,
+        Err(e) => return error(e),
+    };
+    let state: D = match load_state(input.state) {
+        Ok(s) => s,
+        Err(out) => return out,
+    };
+    let command: D::Command = match serde_json::from_slice(input.command) {
+        Ok(c) => c,
+        Err(e) => {
+            return output(
+                Status::Rejected,
+                serde_json::json!({ "message": format!("malformed command: {e}") })
+                    .to_string()
+                    .as_bytes(),
+            );
+        }
+    };
+    match state.decide(command) {
+        Ok(events) => {
+            let out: Vec<serde_json::Value> = events
+                .iter()
+                .map(|e| {
+                    let (ty, data) = encode_event(e);
+                    serde_json::json!({ "type": ty, "data": data })
+                })
+                .collect();
+            json_ok(&out)
+        }
+        Err(rejection) => output(
+            Status::Rejected,
+            serde_json::json!({ "message": rejection.to_string() })
+                .to_string()
+                .as_bytes(),
+        ),
+    }
+}
+
+/// `react`: what to do about one event.
+pub fn run_react<R: Reactor>(input: &[u8]) -> Vec<u8> {
+    let raw = match loom_abi::react::decode(input) {
+        Ok(e) => e,
+        Err(e) => return error(e),
+    };
+    match decode_event::<R::Event>(&raw) {
+        Ok(Some(data)) => json_ok(&R::react(Event::new(data, raw))),
+        Ok(None) => json_ok(&crate::Reaction::none()),
+        Err(DecodeEventError::UnknownType) => json_ok(&crate::Reaction::none()),
+        Err(e) => error(format_args!(
+            "event at position {} (type {:?}) does not fit the event type: {e}",
+            raw.position, raw.ty
+        )),
+    }
+}
+
+/// `query`: a derived answer.
+pub fn run_query<Q: Query>(input: &[u8]) -> Vec<u8> {
+    let (state, params) = match loom_abi::query::decode(input) {
+        Ok(x) => x,
+        Err(e) => return error(e),
+    };
+    let state: Q = match load_state(state) {
+        Ok(s) => s,
+        Err(out) => return out,
+    };
+    let params: Q::Params =
+        match serde_json::from_slice(if params.is_empty() { b"null" } else { params }) {
+            Ok(p) => p,
+            Err(e) => {
+                return output(
+                    Status::Rejected,
+                    serde_json::json!({ "message": format!("malformed query parameters: {e}") })
+                        .to_string()
+                        .as_bytes(),
+                );
+            }
+        };
+    json_ok(&state.query(params))
+}
+
+/// Raw-pointer glue, used by the code [`export!`](crate::export!) generates.
+#[doc(hidden)]
+#[cfg(target_arch = "wasm32")]
+#[allow(unsafe_code)]
+pub mod raw {
+    use std::sync::Once;
+
+    static PANIC_HOOK: Once = Once::new();
+
+    /// `loom_alloc`: a buffer of `len` bytes the host fills with the input.
+    pub fn alloc(len: i32) -> i32 {
+        PANIC_HOOK.call_once(|| {
+            std::panic::set_hook(Box::new(|info| {
+                super::sys::log(&format!("panic: {info}"));
+            }))
+        });
+        let mut buf = Vec::<u8>::with_capacity(len.max(0) as usize);
+        let ptr = buf.as_mut_ptr();
+        std::mem::forget(buf);
+        ptr as i32
+    }
+
+    /// Runs an entry point on the input at `ptr..ptr+len` and returns the packed output.
+    pub fn call(ptr: i32, len: i32, f: fn(&[u8]) -> Vec<u8>) -> i64 {
+        // SAFETY: the host wrote exactly `len` bytes at `ptr`, a buffer it obtained from
+        // `alloc(len)` for this call, and nothing else aliases it while we read.
+        let input = unsafe { std::slice::from_raw_parts(ptr as *const u8, len.max(0) as usize) };
+        let out = f(input).into_boxed_slice();
+        let len = out.len() as u32;
+        // The instance is discarded after the call, so the output is never freed.
+        let ptr = Box::into_raw(out) as *mut u8 as u32;
+        loom_abi::pack(ptr, len)
+    }
+}
+
+/// Exports a type's implementations as a Loom module. Call it once per module crate:
+///
+/// ```ignore
+/// loom_guest::export!(Cart, projection, decider, query);
+/// loom_guest::export!(Notifier, reactor);
+/// ```
+///
+/// Kinds: `projection` exports `evolve` (needed by deciders too), `decider` exports `decide`,
+/// `query` exports `query`, `reactor` exports `react`. Natively (for `cargo test`) it expands
+/// to nothing but the trait checks.
+#[macro_export]
+macro_rules! export {
+    ($ty:ty $(, $kind:ident)+ $(,)?) => {
+        #[cfg(target_arch = "wasm32")]
+        #[allow(unsafe_code)]
+        #[unsafe(no_mangle)]
+        pub extern "C" fn loom_abi_version() -> i32 {
+            $crate::abi::ABI_VERSION as i32
+        }
+
+        #[cfg(target_arch = "wasm32")]
+        #[allow(unsafe_code)]
+        #[unsafe(no_mangle)]
+        pub extern "C" fn loom_alloc(len: i32) -> i32 {
+            $crate::__export::raw::alloc(len)
+        }
+
+        $( $crate::__export_kind!($kind, $ty); )+
+    };
+    ($($other:tt)*) => {
+        compile_error!("usage: loom_guest::export!(Type, projection | decider | query | reactor, ...)");
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_kind {
+    (projection, $ty:ty) => {
+        const _: fn() = || $crate::__export::assert_projection::<$ty>();
+        #[cfg(target_arch = "wasm32")]
+        #[allow(unsafe_code)]
+        #[unsafe(no_mangle)]
+        pub extern "C" fn evolve(ptr: i32, len: i32) -> i64 {
+            $crate::__export::raw::call(ptr, len, $crate::__export::run_evolve::<$ty>)
+        }
+    };
+    (decider, $ty:ty) => {
+        const _: fn() = || $crate::__export::assert_decider::<$ty>();
+        #[cfg(target_arch = "wasm32")]
+        #[allow(unsafe_code)]
+        #[unsafe(no_mangle)]
+        pub extern "C" fn decide(ptr: i32, len: i32) -> i64 {
+            $crate::__export::raw::call(ptr, len, $crate::__export::run_decide::<$ty>)
+        }
+    };
+    (query, $ty:ty) => {
+        const _: fn() = || $crate::__export::assert_query::<$ty>();
+        #[cfg(target_arch = "wasm32")]
+        #[allow(unsafe_code)]
+        #[unsafe(no_mangle)]
+        pub extern "C" fn query(ptr: i32, len: i32) -> i64 {
+            $crate::__export::raw::call(ptr, len, $crate::__export::run_query::<$ty>)
+        }
+    };
+    (reactor, $ty:ty) => {
+        const _: fn() = || $crate::__export::assert_reactor::<$ty>();
+        #[cfg(target_arch = "wasm32")]
+        #[allow(unsafe_code)]
+        #[unsafe(no_mangle)]
+        pub extern "C" fn react(ptr: i32, len: i32) -> i64 {
+            $crate::__export::raw::call(ptr, len, $crate::__export::run_react::<$ty>)
+        }
+    };
+    ($other:ident, $ty:ty) => {
+        compile_error!(concat!(
+            "unknown export kind `",
+            stringify!($other),
+            "`: use projection, decider, query or reactor"
+        ));
+    };
+}
+
+/// Trait checks for the macro: a missing impl reports the trait's `on_unimplemented` message.
+pub fn assert_projection<T: Projection>() {}
+/// See [`assert_projection`].
+pub fn assert_decider<T: Decider>() {}
+/// See [`assert_projection`].
+pub fn assert_query<T: Query>() {}
+/// See [`assert_projection`].
+pub fn assert_reactor<T: Reactor>() {}
