@@ -420,15 +420,7 @@ pub(crate) async fn events_get(
     OriginalUri(uri): OriginalUri,
 ) -> Result<Response, ApiError> {
     let params = Params::parse(&uri, &["mode"])?;
-    let binary = match params.one("mode")? {
-        None | Some("structured") => false,
-        Some("binary") => true,
-        Some(other) => {
-            return Err(ApiError::BadRequest(format!(
-                "mode {other:?} is not \"structured\" or \"binary\""
-            )));
-        }
-    };
+    let binary = binary_mode(&params)?;
     let position = parse_position(&position)?;
     let event = state.blocking(move |l| Ok(l.event_at(position)?)).await?;
     let Some(event) = event else {
@@ -437,6 +429,17 @@ pub(crate) async fn events_get(
         )));
     };
     one_event(&event, binary)
+}
+
+/// `?mode=binary` or `?mode=structured` (the default).
+fn binary_mode(params: &Params) -> Result<bool, ApiError> {
+    match params.one("mode")? {
+        None | Some("structured") => Ok(false),
+        Some("binary") => Ok(true),
+        Some(other) => Err(ApiError::BadRequest(format!(
+            "mode {other:?} is not \"structured\" or \"binary\""
+        ))),
+    }
 }
 
 pub(crate) fn one_event(event: &StoredEvent, binary: bool) -> Result<Response, ApiError> {
@@ -471,7 +474,7 @@ pub(crate) async fn events_by_id(
     OriginalUri(uri): OriginalUri,
 ) -> Result<Response, ApiError> {
     let params = Params::parse(&uri, &["source", "id", "mode"])?;
-    let binary = params.one("mode")? == Some("binary");
+    let binary = binary_mode(&params)?;
     let (Some(source), Some(id)) = (params.one("source")?, params.one("id")?) else {
         return Err(ApiError::BadRequest(
             "name the event with both query parameters source and id".into(),

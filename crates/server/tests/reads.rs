@@ -355,4 +355,13 @@ async fn single_event_by_position_and_identity() {
         .await
         .problem(404);
     get(&t.state, "/v1/events/by-id?id=e3").await.problem(400);
+    get(&t.state, "/v1/events/by-id?source=seed&id=e3&mode=raw")
+        .await
+        .problem(400);
+    let b = get(
+        &t.state,
+        "/v1/events/by-id?source=https%3A%2F%2Fshop.example%2Fcarts&id=e3&mode=binary",
+    )
+    .await;
+    assert_eq!(b.header("ce-position"), Some("3"));
 }
