@@ -1,0 +1,197 @@
+//! Loom's engine: drives the wasm runtime over the ledger.
+//!
+//! * [`ModuleStore`] — uploaded modules, content-addressed, in the ledger's database.
+//! * [`Projections`] — named projections kept current by worker threads: catch-up from a
+//!   checkpoint through the ledger's indexes, batched `evolve` calls, state and checkpoint
+//!   committed in one transaction, head notifications instead of polling, blue/green upgrades,
+//!   time travel by replay.
+//!
+//! Everything here is synchronous; the server calls it from blocking tasks. No `wasmtime`
+//! type crosses this crate's API.
+
+#![forbid(unsafe_code)]
+
+mod modules;
+mod projections;
+
+use std::sync::Arc;
+
+use loom_ledger::{Ledger, ReadError, SelectorError, StorageError};
+use loom_runtime::{CallError, ModuleError, Runtime, RuntimeConfig};
+
+pub use modules::{ModuleRecord, ModuleStore, Uploaded};
+pub use projections::{
+    At, GenerationStatus, Partition, ProjectionSpec, ProjectionStatus, Projections, PutOutcome,
+    StateView, Status,
+};
+
+/// Tuning of the engine.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Limits of every module call.
+    pub runtime: RuntimeConfig,
+    /// Most events a projection folds per transaction.
+    pub batch_events: usize,
+    /// Longest `min_position` wait a query may ask for.
+    pub max_wait: std::time::Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            runtime: RuntimeConfig::default(),
+            batch_events: 10_000,
+            max_wait: std::time::Duration::from_secs(30),
+        }
+    }
+}
+
+/// Errors of the engine's operations.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The module bytes were refused (invalid wasm, wrong ABI, forbidden import, …).
+    #[error("invalid module: {0}")]
+    InvalidModule(ModuleError),
+    /// No module with this id.
+    #[error("module {0} is not stored; upload it with POST /v1/modules")]
+    ModuleNotFound(String),
+    /// The module lacks an entry point the use needs.
+    #[error("module {module} does not export {entry}")]
+    MissingExport {
+        /// The module.
+        module: String,
+        /// The missing entry point.
+        entry: &'static str,
+    },
+    /// The module is used and cannot be deleted.
+    #[error("module {id} is in use by {}", users.join(", "))]
+    ModuleInUse {
+        /// The module.
+        id: String,
+        /// What uses it (`projection cart`, …).
+        users: Vec<String>,
+    },
+    /// No projection with this name.
+    #[error("projection {0:?} does not exist")]
+    ProjectionNotFound(String),
+    /// No state for this key.
+    #[error("projection {name:?} has no state for {key:?}")]
+    KeyNotFound {
+        /// The projection.
+        name: String,
+        /// The key.
+        key: String,
+    },
+    /// A malformed name, spec or parameter.
+    #[error("{0}")]
+    Invalid(String),
+    /// A malformed selector.
+    #[error(transparent)]
+    Selector(#[from] SelectorError),
+    /// A module call failed.
+    #[error(transparent)]
+    Call(#[from] CallError),
+    /// `min_position` was not reached in time.
+    #[error("projection {name:?} reached position {reached}, not {wanted}, within {waited_ms} ms")]
+    Timeout {
+        /// The projection.
+        name: String,
+        /// Position asked for.
+        wanted: u64,
+        /// Position reached.
+        reached: u64,
+        /// How long it waited.
+        waited_ms: u64,
+    },
+    /// Stored engine data is unreadable.
+    #[error("stored engine data is corrupt: {0}")]
+    Corrupt(String),
+    /// The storage engine failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A ledger read failed.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+}
+
+macro_rules! storage_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for EngineError {
+            fn from(e: $t) -> Self {
+                EngineError::Storage(StorageError::from(e))
+            }
+        }
+    )*};
+}
+storage_from!(
+    loom_ledger::redb::StorageError,
+    loom_ledger::redb::TableError,
+    loom_ledger::redb::TransactionError,
+    loom_ledger::redb::CommitError,
+    loom_ledger::redb::SetDurabilityError
+);
+
+/// The engine: module store and projections over one ledger.
+#[derive(Debug)]
+pub struct Engine {
+    ledger: Arc<Ledger>,
+    runtime: Arc<Runtime>,
+    modules: Arc<ModuleStore>,
+    projections: Projections,
+}
+
+impl Engine {
+    /// Opens the engine's tables, loads projection definitions and starts their workers.
+    pub fn open(ledger: Arc<Ledger>, config: EngineConfig) -> Result<Engine, EngineError> {
+        let runtime = Arc::new(Runtime::new(config.runtime.clone()));
+        let modules = Arc::new(ModuleStore::new(
+            ledger.database().clone(),
+            runtime.clone(),
+        )?);
+        let projections =
+            Projections::open(ledger.clone(), runtime.clone(), modules.clone(), &config)?;
+        Ok(Engine {
+            ledger,
+            runtime,
+            modules,
+            projections,
+        })
+    }
+
+    /// The ledger.
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.ledger
+    }
+
+    /// The wasm runtime.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// Stored modules.
+    pub fn modules(&self) -> &ModuleStore {
+        &self.modules
+    }
+
+    /// Projections.
+    pub fn projections(&self) -> &Projections {
+        &self.projections
+    }
+
+    /// Deletes a module unless a projection (or other user) still names it.
+    pub fn delete_module(&self, id: &str) -> Result<(), EngineError> {
+        let users = self.projections.users_of(id);
+        self.modules.delete(id, users)
+    }
+
+    /// Stops every worker and waits for them.
+    pub fn shutdown(&self) {
+        self.projections.shutdown();
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

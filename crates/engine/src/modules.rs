@@ -1,0 +1,185 @@
+//! The module store: wasm modules kept content-addressed (`sha256:<hex>`) in the ledger's
+//! database, validated and compiled through the runtime.
+
+use std::sync::Arc;
+
+use loom_ledger::redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use loom_runtime::{Entry, Module, ModuleError, Runtime};
+use serde::{Deserialize, Serialize};
+
+use crate::EngineError;
+
+/// id → module bytes.
+pub(crate) const MODULES: TableDefinition<&str, &[u8]> = TableDefinition::new("modules");
+/// id → [`ModuleRecord`] as JSON.
+pub(crate) const MODULE_INFO: TableDefinition<&str, &[u8]> = TableDefinition::new("module_info");
+
+/// What the API says about a stored module.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleRecord {
+    /// `sha256:<hex>` of the bytes.
+    pub id: String,
+    /// Size in bytes.
+    pub size: usize,
+    /// ABI version.
+    pub abi: u32,
+    /// Entry points exported: `evolve`, `decide`, `react`, `query`.
+    pub exports: Vec<String>,
+    /// Upload time (RFC 3339).
+    pub uploaded_at: String,
+}
+
+/// Result of an upload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Uploaded {
+    /// The module.
+    pub record: ModuleRecord,
+    /// False when the same bytes were stored already.
+    pub created: bool,
+}
+
+/// The stored modules.
+#[derive(Debug)]
+pub struct ModuleStore {
+    db: Arc<loom_ledger::redb::Database>,
+    runtime: Arc<Runtime>,
+}
+
+impl ModuleStore {
+    pub(crate) fn new(
+        db: Arc<loom_ledger::redb::Database>,
+        runtime: Arc<Runtime>,
+    ) -> Result<ModuleStore, EngineError> {
+        let txn = db.begin_write()?;
+        txn.open_table(MODULES)?;
+        txn.open_table(MODULE_INFO)?;
+        txn.commit()?;
+        Ok(ModuleStore { db, runtime })
+    }
+
+    /// Validates and stores module bytes. The same bytes give the same id (idempotent).
+    pub fn upload(&self, bytes: &[u8]) -> Result<Uploaded, EngineError> {
+        let module = self
+            .runtime
+            .compile(bytes)
+            .map_err(EngineError::InvalidModule)?;
+        let info = module.info();
+        if let Some(record) = self.get(&info.id)? {
+            return Ok(Uploaded {
+                record,
+                created: false,
+            });
+        }
+        let record = ModuleRecord {
+            id: info.id.clone(),
+            size: info.size,
+            abi: info.abi,
+            exports: info.exports.iter().map(|e| e.name().to_owned()).collect(),
+            uploaded_at: loom_ledger::format_time(chrono::Utc::now().timestamp_micros()),
+        };
+        let json = serde_json::to_vec(&record).expect("a record serializes");
+        let txn = self.db.begin_write()?;
+        {
+            let mut modules = txn.open_table(MODULES)?;
+            modules.insert(record.id.as_str(), bytes)?;
+            let mut infos = txn.open_table(MODULE_INFO)?;
+            infos.insert(record.id.as_str(), json.as_slice())?;
+        }
+        txn.commit()?;
+        Ok(Uploaded {
+            record,
+            created: true,
+        })
+    }
+
+    /// One module's record.
+    pub fn get(&self, id: &str) -> Result<Option<ModuleRecord>, EngineError> {
+        let txn = self.db.begin_read()?;
+        let infos = txn.open_table(MODULE_INFO)?;
+        let Some(v) = infos.get(id)? else {
+            return Ok(None);
+        };
+        Ok(Some(decode_record(v.value())?))
+    }
+
+    /// Every module, by id.
+    pub fn list(&self) -> Result<Vec<ModuleRecord>, EngineError> {
+        let txn = self.db.begin_read()?;
+        let infos = txn.open_table(MODULE_INFO)?;
+        let mut out = Vec::new();
+        for item in infos.iter()? {
+            let (_, v) = item?;
+            out.push(decode_record(v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// The compiled module `id` (compiling the stored bytes if not cached).
+    pub fn load(&self, id: &str) -> Result<Module, EngineError> {
+        if let Some(m) = self.runtime.cached(id) {
+            return Ok(m);
+        }
+        let bytes = {
+            let txn = self.db.begin_read()?;
+            let modules = txn.open_table(MODULES)?;
+            let Some(v) = modules.get(id)? else {
+                return Err(EngineError::ModuleNotFound(id.to_owned()));
+            };
+            v.value().to_vec()
+        };
+        self.runtime
+            .compile(&bytes)
+            .map_err(EngineError::InvalidModule)
+    }
+
+    /// Loads `id` and checks it exports `entries`.
+    pub fn load_with(&self, id: &str, entries: &[Entry]) -> Result<Module, EngineError> {
+        let m = self.load(id)?;
+        for e in entries {
+            if !m.exports(*e) {
+                return Err(EngineError::MissingExport {
+                    module: id.to_owned(),
+                    entry: e.name(),
+                });
+            }
+        }
+        Ok(m)
+    }
+
+    /// Deletes a module nobody uses. `users` names what still uses it (409 when non-empty).
+    pub(crate) fn delete(&self, id: &str, users: Vec<String>) -> Result<(), EngineError> {
+        if !users.is_empty() {
+            return Err(EngineError::ModuleInUse {
+                id: id.to_owned(),
+                users,
+            });
+        }
+        let txn = self.db.begin_write()?;
+        let existed = {
+            let mut modules = txn.open_table(MODULES)?;
+            let mut infos = txn.open_table(MODULE_INFO)?;
+            let a = modules.remove(id)?.is_some();
+            let b = infos.remove(id)?.is_some();
+            a || b
+        };
+        txn.commit()?;
+        self.runtime.evict(id);
+        if existed {
+            Ok(())
+        } else {
+            Err(EngineError::ModuleNotFound(id.to_owned()))
+        }
+    }
+}
+
+fn decode_record(bytes: &[u8]) -> Result<ModuleRecord, EngineError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| EngineError::Corrupt(format!("stored module record: {e}")))
+}
+
+/// Maps a runtime refusal to its HTTP-facing error.
+impl From<ModuleError> for EngineError {
+    fn from(e: ModuleError) -> Self {
+        EngineError::InvalidModule(e)
+    }
+}

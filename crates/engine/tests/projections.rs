@@ -1,0 +1,600 @@
+//! Projections over a real ledger with the real example modules.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use loom_engine::{
+    At, Engine, EngineConfig, EngineError, Partition, ProjectionSpec, PutOutcome, Status,
+};
+use loom_ledger::redb::{ReadableDatabase, ReadableTableMetadata, TableDefinition};
+use loom_ledger::{AppendRequest, EntitySpec, Event, Ledger, LedgerOptions, Selector};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    ledger: Arc<Ledger>,
+    engine: Engine,
+}
+
+fn config(batch: usize) -> EngineConfig {
+    EngineConfig {
+        batch_events: batch,
+        ..EngineConfig::default()
+    }
+}
+
+fn fixture(batch: usize) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Arc::new(Ledger::open(dir.path(), LedgerOptions::default()).unwrap());
+    for entity in ["cart", "account"] {
+        ledger
+            .put_entity(
+                entity,
+                EntitySpec {
+                    open: true,
+                    ..EntitySpec::default()
+                },
+            )
+            .unwrap();
+    }
+    let engine = Engine::open(ledger.clone(), config(batch)).unwrap();
+    Fixture {
+        dir,
+        ledger,
+        engine,
+    }
+}
+
+impl Fixture {
+    fn upload(&self, example: &str) -> String {
+        let bytes = loom_testkit::example_wasm(example);
+        self.engine.modules().upload(&bytes).unwrap().record.id
+    }
+
+    fn append(&self, events: Vec<Event>) -> u64 {
+        self.ledger
+            .append(AppendRequest::new(events))
+            .unwrap()
+            .last_position
+    }
+
+    fn state(&self, name: &str, key: Option<&str>, at: At) -> Value {
+        let v = self.engine.projections().state(name, key, at).unwrap();
+        serde_json::from_slice(&v.state).unwrap()
+    }
+
+    fn wait(&self, name: &str) {
+        let head = self.ledger.head();
+        self.engine
+            .projections()
+            .wait_for(name, head, WAIT)
+            .unwrap();
+    }
+}
+
+fn ev(subject: &str, id: &str, ty: &str, data: Value) -> Event {
+    Event::new("test", id, ty, subject, data)
+}
+
+/// `carts` carts with `items` items each, interleaved across carts.
+fn cart_history(carts: usize, items: usize) -> Vec<Event> {
+    let mut out = Vec::new();
+    for c in 0..carts {
+        out.push(ev(
+            &format!("cart/{c}"),
+            &format!("c{c}"),
+            "was_created",
+            json!({}),
+        ));
+    }
+    for i in 0..items {
+        for c in 0..carts {
+            out.push(ev(
+                &format!("cart/{c}"),
+                &format!("c{c}-i{i}"),
+                "had_item_added",
+                json!({"sku": format!("sku-{}", i % 3), "name": "thing", "price": 10 + i as i64, "quantity": 1}),
+            ));
+        }
+    }
+    out
+}
+
+fn cart_spec(module: &str) -> ProjectionSpec {
+    ProjectionSpec {
+        module: module.to_owned(),
+        selector: Selector {
+            entity: Some("cart".into()),
+            ..Selector::default()
+        },
+        partition: Partition::Stream,
+    }
+}
+
+/// The state a clean fold of the stream gives, computed directly through the runtime.
+fn clean_fold(f: &Fixture, module: &str, subject: &str, upto: u64) -> Value {
+    let m = f.engine.modules().load(module).unwrap();
+    let events: Vec<_> = f
+        .ledger
+        .read_stream(subject, 0, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.position <= upto)
+        .collect();
+    serde_json::from_slice(&f.engine.runtime().evolve(&m, None, &events).unwrap()).unwrap()
+}
+
+#[test]
+fn catches_up_over_history_then_follows_live_appends() {
+    let f = fixture(64);
+    let module = f.upload("cart");
+    let history = cart_history(5, 40);
+    let n = history.len() as u64;
+    for chunk in history.chunks(50) {
+        f.append(chunk.to_vec());
+    }
+    // Events of another entity are not selected.
+    f.append(vec![ev(
+        "account/1",
+        "a1",
+        "was_opened",
+        json!({"owner": "x"}),
+    )]);
+    assert_eq!(
+        f.engine
+            .projections()
+            .put("carts", cart_spec(&module))
+            .unwrap(),
+        PutOutcome::Created
+    );
+    f.wait("carts");
+    let st = f.engine.projections().status("carts").unwrap();
+    assert_eq!(st.active.status, Status::Running);
+    assert_eq!(
+        st.active.events_applied, n,
+        "every cart event folded exactly once"
+    );
+    assert_eq!(st.active.keys, 5);
+    assert_eq!(st.active.lag, 0);
+    let head = f.ledger.head();
+    for c in 0..5 {
+        let subject = format!("cart/{c}");
+        assert_eq!(
+            f.state("carts", Some(&subject), At::Now),
+            clean_fold(&f, &module, &subject, head)
+        );
+    }
+    let s0 = f.state("carts", Some("cart/0"), At::Now);
+    assert_eq!(s0["status"], "active");
+    assert_eq!(s0["items"].as_array().unwrap().len(), 3);
+
+    // Live: an append is folded promptly; min_position gives read-your-writes.
+    let p = f.append(vec![ev("cart/0", "co", "was_checked_out", json!({}))]);
+    f.engine.projections().wait_for("carts", p, WAIT).unwrap();
+    let view = f
+        .engine
+        .projections()
+        .state("carts", Some("cart/0"), At::Now)
+        .unwrap();
+    assert!(view.position >= p);
+    assert_eq!(view.events_applied, 42);
+    let s0: Value = serde_json::from_slice(&view.state).unwrap();
+    assert_eq!(s0["status"], "checked_out");
+    assert_eq!(
+        f.engine
+            .projections()
+            .status("carts")
+            .unwrap()
+            .active
+            .events_applied,
+        n + 1
+    );
+    // Putting the same definition again changes nothing.
+    assert_eq!(
+        f.engine
+            .projections()
+            .put("carts", cart_spec(&module))
+            .unwrap(),
+        PutOutcome::Unchanged
+    );
+    // Unknown keys and the wrong addressing are errors.
+    assert!(matches!(
+        f.engine
+            .projections()
+            .state("carts", Some("cart/404"), At::Now),
+        Err(EngineError::KeyNotFound { .. })
+    ));
+    assert!(matches!(
+        f.engine.projections().state("carts", None, At::Now),
+        Err(EngineError::Invalid(_))
+    ));
+    let keys = f.engine.projections().keys("carts", None, 3).unwrap();
+    assert_eq!(keys, ["cart/0", "cart/1", "cart/2"]);
+    let keys = f
+        .engine
+        .projections()
+        .keys("carts", Some("cart/2"), 10)
+        .unwrap();
+    assert_eq!(keys, ["cart/3", "cart/4"]);
+}
+
+#[test]
+fn min_position_waits_and_times_out() {
+    let f = fixture(100);
+    let module = f.upload("cart");
+    f.engine
+        .projections()
+        .put("carts", cart_spec(&module))
+        .unwrap();
+    let p = f.append(cart_history(1, 1));
+    assert!(f.engine.projections().wait_for("carts", p, WAIT).unwrap() >= p);
+    match f
+        .engine
+        .projections()
+        .wait_for("carts", p + 100, Duration::from_millis(150))
+    {
+        Err(EngineError::Timeout {
+            wanted, reached, ..
+        }) => {
+            assert_eq!(wanted, p + 100);
+            assert!(reached >= p);
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+}
+
+#[test]
+fn time_travel_equals_a_fresh_fold_up_to_that_point() {
+    let f = fixture(32);
+    let module = f.upload("cart");
+    let mut marks = Vec::new();
+    for (i, chunk) in cart_history(2, 12).chunks(5).enumerate() {
+        let p = f.append(chunk.to_vec());
+        marks.push((p, f.ledger.event_at(p).unwrap().unwrap().recorded_micros));
+        if i % 2 == 0 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    f.engine
+        .projections()
+        .put("carts", cart_spec(&module))
+        .unwrap();
+    f.wait("carts");
+    for &(p, t) in &marks {
+        for subject in ["cart/0", "cart/1"] {
+            let expected = clean_fold(&f, &module, subject, p);
+            assert_eq!(
+                f.state("carts", Some(subject), At::Position(p)),
+                expected,
+                "{subject} at {p}"
+            );
+            assert_eq!(
+                f.state("carts", Some(subject), At::Time(t)),
+                expected,
+                "{subject} at time of {p}"
+            );
+        }
+    }
+    let view = f
+        .engine
+        .projections()
+        .state("carts", Some("cart/1"), At::Position(3))
+        .unwrap();
+    assert_eq!(view.position, 3);
+    assert_eq!(view.events_applied, 1);
+    // Before the cart existed.
+    assert!(matches!(
+        f.engine
+            .projections()
+            .state("carts", Some("cart/1"), At::Position(1)),
+        Err(EngineError::KeyNotFound { .. })
+    ));
+    assert!(matches!(
+        f.engine
+            .projections()
+            .state("carts", Some("cart/1"), At::Time(0)),
+        Err(EngineError::KeyNotFound { .. })
+    ));
+}
+
+#[test]
+fn single_projection_with_query() {
+    let f = fixture(1000);
+    let module = f.upload("bank-stats");
+    let spec = ProjectionSpec {
+        module: module.clone(),
+        selector: Selector {
+            entity: Some("account".into()),
+            ..Selector::default()
+        },
+        partition: Partition::Single,
+    };
+    f.engine.projections().put("bank", spec).unwrap();
+    // Empty: the initial state.
+    f.wait("bank");
+    assert_eq!(f.state("bank", None, At::Now)["accounts"], 0);
+    f.append(vec![
+        ev("account/a", "1", "was_opened", json!({"owner": "amal"})),
+        ev("account/b", "2", "was_opened", json!({"owner": "bo"})),
+        ev("account/a", "3", "was_credited", json!({"amount": 700})),
+        ev("account/b", "4", "was_credited", json!({"amount": 300})),
+        ev("account/a", "5", "was_debited", json!({"amount": 500})),
+        ev("cart/x", "6", "was_created", json!({})),
+    ]);
+    f.wait("bank");
+    let s = f.state("bank", None, At::Now);
+    assert_eq!(s["accounts"], 2);
+    assert_eq!(s["total_deposits"], 1000);
+    assert_eq!(s["largest_balance"], 300);
+    assert_eq!(
+        f.state("bank", None, At::Position(4))["largest_balance"],
+        700
+    );
+    let top = f
+        .engine
+        .projections()
+        .query("bank", None, br#"{"n": 1}"#)
+        .unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&top).unwrap(),
+        json!([["b", 300]])
+    );
+    match f
+        .engine
+        .projections()
+        .query("bank", None, br#"{"n": "many"}"#)
+    {
+        Err(EngineError::Invalid(m)) => assert!(m.contains("malformed"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    // The module is in use: it cannot be deleted.
+    match f.engine.delete_module(&module) {
+        Err(EngineError::ModuleInUse { users, .. }) => assert_eq!(users, ["projection bank"]),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn restart_mid_catch_up_resumes_without_applying_anything_twice() {
+    let f = fixture(25);
+    let module = f.upload("cart");
+    let history = cart_history(10, 60);
+    let n = history.len() as u64;
+    for chunk in history.chunks(200) {
+        f.append(chunk.to_vec());
+    }
+    f.engine
+        .projections()
+        .put("carts", cart_spec(&module))
+        .unwrap();
+    // Stop while it is part-way.
+    loop {
+        let applied = f
+            .engine
+            .projections()
+            .status("carts")
+            .unwrap()
+            .active
+            .events_applied;
+        if applied > 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let Fixture {
+        dir,
+        ledger,
+        engine,
+    } = f;
+    engine.shutdown();
+    let partway = engine
+        .projections()
+        .status("carts")
+        .unwrap()
+        .active
+        .events_applied;
+    drop(engine);
+    assert!(
+        partway < n,
+        "the test needs to stop part-way ({partway} of {n})"
+    );
+    let engine = Engine::open(ledger.clone(), config(25)).unwrap();
+    let f = Fixture {
+        dir,
+        ledger,
+        engine,
+    };
+    f.wait("carts");
+    let st = f.engine.projections().status("carts").unwrap();
+    assert_eq!(st.active.events_applied, n, "exact count after the restart");
+    let head = f.ledger.head();
+    for c in 0..10 {
+        let subject = format!("cart/{c}");
+        assert_eq!(
+            f.state("carts", Some(&subject), At::Now),
+            clean_fold(&f, &module, &subject, head)
+        );
+        let v = f
+            .engine
+            .projections()
+            .state("carts", Some(&subject), At::Now)
+            .unwrap();
+        assert_eq!(v.events_applied, 61);
+    }
+}
+
+#[test]
+fn a_module_error_fails_the_projection_at_the_event_and_an_upgrade_recovers() {
+    let f = fixture(100);
+    let module = f.upload("bank");
+    let spec = ProjectionSpec {
+        module: module.clone(),
+        selector: Selector {
+            entity: Some("account".into()),
+            ..Selector::default()
+        },
+        partition: Partition::Stream,
+    };
+    f.append(vec![
+        ev("account/1", "1", "was_opened", json!({"owner": "amal"})),
+        ev("account/1", "2", "was_credited", json!({"amount": 100})),
+    ]);
+    let bad = f.append(vec![ev(
+        "account/1",
+        "3",
+        "was_credited",
+        json!({"amount": "lots"}),
+    )]);
+    f.append(vec![ev(
+        "account/1",
+        "4",
+        "was_credited",
+        json!({"amount": 5}),
+    )]);
+    f.engine
+        .projections()
+        .put("accounts", spec.clone())
+        .unwrap();
+    let st = wait_status(&f, "accounts", Status::Failed);
+    let err = st.active.last_error.unwrap();
+    assert_eq!(err.position, bad);
+    assert!(err.message.contains("was_credited"), "{}", err.message);
+    // Everything before the failing event is folded and served.
+    assert_eq!(st.active.position, bad - 1);
+    assert_eq!(
+        f.state("accounts", Some("account/1"), At::Now)["balance"],
+        100
+    );
+    // Resume retries — and fails again on the same event.
+    f.engine.projections().resume("accounts").unwrap();
+    let st = wait_status(&f, "accounts", Status::Failed);
+    assert_eq!(st.active.last_error.unwrap().position, bad);
+    // A new definition (here: a filter that leaves the bad event out) builds and swaps in.
+    let fixed = ProjectionSpec {
+        selector: Selector {
+            data: Some("$[?$.amount >= 0]".into()),
+            ..spec.selector.clone()
+        },
+        ..spec
+    };
+    f.engine
+        .projections()
+        .put("accounts", fixed.clone())
+        .unwrap();
+    let st = wait_status(&f, "accounts", Status::Running);
+    assert_eq!(st.spec, fixed);
+    assert!(st.next.is_none());
+    // was_opened has no amount, so the filter also drops it: owner stays null.
+    assert_eq!(
+        f.state("accounts", Some("account/1"), At::Now)["balance"],
+        105
+    );
+}
+
+fn wait_status(f: &Fixture, name: &str, want: Status) -> loom_engine::ProjectionStatus {
+    let started = std::time::Instant::now();
+    loop {
+        let st = f.engine.projections().status(name).unwrap();
+        if st.active.status == want && st.next.is_none() {
+            return st;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "status stayed {st:?}, wanted {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn blue_green_upgrade_serves_the_old_version_until_the_swap() {
+    let f = fixture(50);
+    let cart = f.upload("cart");
+    f.append(cart_history(3, 10));
+    f.engine
+        .projections()
+        .put("carts", cart_spec(&cart))
+        .unwrap();
+    f.wait("carts");
+    let before = f.state("carts", Some("cart/1"), At::Now);
+    assert_eq!(before["items"].as_array().unwrap().len(), 3);
+    // Pause so the new generation cannot catch up yet.
+    f.engine.projections().pause("carts").unwrap();
+    let upgraded = ProjectionSpec {
+        selector: Selector {
+            entity: Some("cart".into()),
+            types: vec!["was_created".into()],
+            ..Selector::default()
+        },
+        ..cart_spec(&cart)
+    };
+    assert_eq!(
+        f.engine
+            .projections()
+            .put("carts", upgraded.clone())
+            .unwrap(),
+        PutOutcome::Upgrading
+    );
+    let st = f.engine.projections().status("carts").unwrap();
+    let next = st.next.expect("the building generation is shown");
+    assert_eq!(next.spec, upgraded);
+    assert_eq!(next.progress.generation, st.active.generation + 1);
+    assert_eq!(next.progress.status, Status::Paused);
+    // The old version answers meanwhile.
+    assert_eq!(f.state("carts", Some("cart/1"), At::Now), before);
+    // Resume: the new generation catches up and takes over.
+    f.engine.projections().resume("carts").unwrap();
+    let st = wait_status(&f, "carts", Status::Running);
+    assert_eq!(st.spec, upgraded);
+    let after = f.state("carts", Some("cart/1"), At::Now);
+    assert_eq!(after, json!({"items": [], "status": "active"}));
+    // Only the new generation's state rows remain.
+    assert_eq!(state_rows(&f), 3);
+}
+
+fn state_rows(f: &Fixture) -> u64 {
+    const STATES: TableDefinition<(&str, u64, &str), &[u8]> =
+        TableDefinition::new("projection_states");
+    let txn = f.ledger.database().begin_read().unwrap();
+    txn.open_table(STATES).unwrap().len().unwrap()
+}
+
+#[test]
+fn rebuild_and_delete() {
+    let f = fixture(100);
+    let cart = f.upload("cart");
+    f.append(cart_history(4, 5));
+    f.engine
+        .projections()
+        .put("carts", cart_spec(&cart))
+        .unwrap();
+    f.wait("carts");
+    let before = f.state("carts", Some("cart/2"), At::Now);
+    f.engine.projections().rebuild("carts").unwrap();
+    f.wait("carts");
+    let st = f.engine.projections().status("carts").unwrap();
+    assert_eq!(st.active.generation, 2);
+    assert_eq!(st.active.events_applied, 24);
+    assert_eq!(f.state("carts", Some("cart/2"), At::Now), before);
+    assert_eq!(state_rows(&f), 4);
+    f.engine.projections().delete("carts").unwrap();
+    assert_eq!(state_rows(&f), 0, "deleting a projection frees its state");
+    assert!(matches!(
+        f.engine.projections().status("carts"),
+        Err(EngineError::ProjectionNotFound(_))
+    ));
+    // Now the module can go.
+    f.engine.delete_module(&cart).unwrap();
+    assert!(f.engine.modules().get(&cart).unwrap().is_none());
+    // Bad definitions are refused.
+    assert!(matches!(
+        f.engine.projections().put("x", cart_spec("sha256:nope")),
+        Err(EngineError::ModuleNotFound(_))
+    ));
+    assert!(matches!(
+        f.engine.projections().put("bad name!", cart_spec(&cart)),
+        Err(EngineError::Invalid(_))
+    ));
+}
