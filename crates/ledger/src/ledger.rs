@@ -281,6 +281,8 @@ pub struct Ledger {
     registry: Arc<RwLock<Arc<Registry>>>,
     stats: Arc<LedgerStats>,
     queue: Mutex<Option<std::sync::mpsc::SyncSender<Pending>>>,
+    /// Notified each time the writer takes a group off the queue.
+    drained: Arc<event_listener::Event>,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -327,7 +329,9 @@ impl Ledger {
         let registry = Arc::new(RwLock::new(Arc::new(registry)));
         let stats = Arc::new(LedgerStats::default());
         let (tx, rx) = std::sync::mpsc::sync_channel(options.queue_capacity.max(1));
+        let drained = Arc::new(event_listener::Event::new());
         let writer = Writer {
+            drained: drained.clone(),
             db: db.clone(),
             head: head.clone(),
             registry: registry.clone(),
@@ -350,6 +354,7 @@ impl Ledger {
             registry,
             stats,
             queue: Mutex::new(Some(tx)),
+            drained,
             writer: Mutex::new(Some(handle)),
         })
     }
@@ -466,10 +471,13 @@ impl Ledger {
             e.validate()
                 .map_err(|err| AppendError::Invalid(err.at_index(i)))?;
             if !identities.insert((e.source.as_str(), e.id.as_str())) {
-                return Err(AppendError::Invalid(InvalidEvent::new(format!(
-                    "event {i}: (source {:?}, id {:?}) appears twice in the batch",
-                    e.source, e.id
-                ))));
+                return Err(AppendError::Invalid(
+                    InvalidEvent::new(format!(
+                        "(source {:?}, id {:?}) appears twice in the batch",
+                        e.source, e.id
+                    ))
+                    .at_index(i),
+                ));
             }
             registry.check(i, e).map_err(AppendError::Rejected)?;
         }
@@ -490,12 +498,43 @@ impl Ledger {
         Ok((req, selector))
     }
 
+    fn sender(&self) -> Result<std::sync::mpsc::SyncSender<Pending>, AppendError> {
+        self.queue
+            .lock()
+            .expect("queue lock")
+            .clone()
+            .ok_or(AppendError::Closed)
+    }
+
+    /// Queues an append, blocking while the queue is full.
     fn enqueue(&self, pending: Pending) -> Result<(), AppendError> {
-        let queue = self.queue.lock().expect("queue lock").clone();
-        let Some(queue) = queue else {
-            return Err(AppendError::Closed);
-        };
-        queue.send(pending).map_err(|_| AppendError::Closed)
+        self.sender()?
+            .send(pending)
+            .map_err(|_| AppendError::Closed)
+    }
+
+    /// Queues an append; while the queue is full, waits (asynchronously) for the writer to
+    /// drain it instead of blocking the calling thread.
+    async fn enqueue_async(&self, mut pending: Pending) -> Result<(), AppendError> {
+        use std::sync::mpsc::TrySendError;
+        let queue = self.sender()?;
+        loop {
+            match queue.try_send(pending) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Disconnected(_)) => return Err(AppendError::Closed),
+                Err(TrySendError::Full(p)) => {
+                    let listener = self.drained.listen();
+                    match queue.try_send(p) {
+                        Ok(()) => return Ok(()),
+                        Err(TrySendError::Disconnected(_)) => return Err(AppendError::Closed),
+                        Err(TrySendError::Full(p)) => {
+                            pending = p;
+                            listener.await;
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Appends atomically; returns once the batch is durable (or refused). Blocking.
@@ -511,16 +550,17 @@ impl Ledger {
     }
 
     /// Appends atomically; resolves once the batch is durable (or refused). The validation
-    /// runs on the calling thread; the commit on the writer thread. Runtime-agnostic, but the
-    /// enqueue may block briefly when the queue is full (back-pressure).
+    /// runs on the calling thread; the commit on the writer thread. Runtime-agnostic; when the
+    /// queue is full (back-pressure) it waits without blocking the thread.
     pub async fn append_async(&self, req: AppendRequest) -> Result<AppendOutcome, AppendError> {
         let (req, selector) = self.prepare(req)?;
         let (tx, rx) = oneshot::async_channel();
-        self.enqueue(Pending {
+        self.enqueue_async(Pending {
             req,
             selector,
             reply: tx,
-        })?;
+        })
+        .await?;
         rx.await.unwrap_or(Err(AppendError::Closed))
     }
 

@@ -35,6 +35,7 @@ pub(crate) struct Writer {
     pub(crate) next_stream_id: u64,
     pub(crate) last_recorded: i64,
     pub(crate) max_group_events: usize,
+    pub(crate) drained: Arc<event_listener::Event>,
 }
 
 struct Tables<'t> {
@@ -87,6 +88,8 @@ impl Writer {
                     Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                 }
             }
+            // Room in the queue again: wake appenders waiting for it.
+            self.drained.notify(usize::MAX);
             self.commit_group(&mut group);
         }
     }

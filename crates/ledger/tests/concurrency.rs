@@ -184,3 +184,34 @@ fn group_commit_batches_concurrent_appends() {
         "expected fewer commits ({commits}) than appends ({appends}): group commit"
     );
 }
+
+#[test]
+fn async_appends_wait_for_room_in_a_full_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = loom_ledger::LedgerOptions {
+        queue_capacity: 1,
+        max_group_events: 1,
+        ..loom_ledger::LedgerOptions::default()
+    };
+    let ledger = Arc::new(loom_ledger::Ledger::open(dir.path(), options).unwrap());
+    common::register(&ledger);
+    let handles: Vec<_> = (0..8)
+        .map(|t| {
+            let ledger = ledger.clone();
+            std::thread::spawn(move || {
+                for i in 0..15 {
+                    let e = note(&format!("k{t}"), &format!("{t}-{i}"), "t", json!(i));
+                    pollster::block_on(ledger.append_async(AppendRequest::new(vec![e])))
+                        .expect("append_async");
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(ledger.head(), 8 * 15);
+    for t in 0..8 {
+        assert_eq!(ledger.stream_revision(&format!("note/k{t}")).unwrap(), 15);
+    }
+}
