@@ -11,19 +11,23 @@
 
 #![forbid(unsafe_code)]
 
+mod deciders;
 mod modules;
 mod projections;
+mod reactors;
 
 use std::sync::Arc;
 
 use loom_ledger::{Ledger, ReadError, SelectorError, StorageError};
 use loom_runtime::{CallError, ModuleError, Runtime, RuntimeConfig};
 
+pub use deciders::{CommandEvent, CommandOutcome, DeciderRecord, DeciderSpec, Deciders};
 pub use modules::{ModuleRecord, ModuleStore, Uploaded};
 pub use projections::{
-    At, GenerationStatus, Partition, ProjectionSpec, ProjectionStatus, Projections, PutOutcome,
-    StateView, Status,
+    At, Failure, GenerationStatus, NextStatus, Partition, ProjectionSpec, ProjectionStatus,
+    Projections, PutOutcome, StateView, Status,
 };
+pub use reactors::{ReactorSpec, ReactorStatus, Reactors, SinkPolicy};
 
 /// Tuning of the engine.
 #[derive(Clone, Debug)]
@@ -34,6 +38,8 @@ pub struct EngineConfig {
     pub batch_events: usize,
     /// Longest `min_position` wait a query may ask for.
     pub max_wait: std::time::Duration,
+    /// How reactors retry deliveries to their sinks.
+    pub sink: SinkPolicy,
 }
 
 impl Default for EngineConfig {
@@ -42,6 +48,7 @@ impl Default for EngineConfig {
             runtime: RuntimeConfig::default(),
             batch_events: 10_000,
             max_wait: std::time::Duration::from_secs(30),
+            sink: SinkPolicy::default(),
         }
     }
 }
@@ -103,6 +110,26 @@ pub enum EngineError {
         /// How long it waited.
         waited_ms: u64,
     },
+    /// No decider is bound to this entity.
+    #[error("no decider is bound to entity {0:?}; bind one with PUT /v1/deciders/{0}")]
+    DeciderNotFound(String),
+    /// No reactor with this name.
+    #[error("reactor {0:?} does not exist")]
+    ReactorNotFound(String),
+    /// The decider refused the command (a domain rejection); nothing was written.
+    #[error("{0}")]
+    Rejected(String),
+    /// The stream kept changing: every attempt to append a decision conflicted.
+    #[error("stream {subject:?} changed under the command {attempts} times; try again")]
+    Contention {
+        /// The stream.
+        subject: String,
+        /// Attempts made.
+        attempts: usize,
+    },
+    /// Appending a decision failed.
+    #[error(transparent)]
+    Append(loom_ledger::AppendError),
     /// Stored engine data is unreadable.
     #[error("stored engine data is corrupt: {0}")]
     Corrupt(String),
@@ -138,6 +165,8 @@ pub struct Engine {
     runtime: Arc<Runtime>,
     modules: Arc<ModuleStore>,
     projections: Projections,
+    deciders: Arc<Deciders>,
+    reactors: Reactors,
 }
 
 impl Engine {
@@ -150,11 +179,25 @@ impl Engine {
         )?);
         let projections =
             Projections::open(ledger.clone(), runtime.clone(), modules.clone(), &config)?;
+        let deciders = Arc::new(Deciders::open(
+            ledger.clone(),
+            runtime.clone(),
+            modules.clone(),
+        )?);
+        let reactors = Reactors::open(
+            ledger.clone(),
+            runtime.clone(),
+            modules.clone(),
+            deciders.clone(),
+            config.sink.clone(),
+        )?;
         Ok(Engine {
             ledger,
             runtime,
             modules,
             projections,
+            deciders,
+            reactors,
         })
     }
 
@@ -178,14 +221,27 @@ impl Engine {
         &self.projections
     }
 
-    /// Deletes a module unless a projection (or other user) still names it.
+    /// Deciders.
+    pub fn deciders(&self) -> &Deciders {
+        &self.deciders
+    }
+
+    /// Reactors.
+    pub fn reactors(&self) -> &Reactors {
+        &self.reactors
+    }
+
+    /// Deletes a module unless a projection, decider or reactor still names it.
     pub fn delete_module(&self, id: &str) -> Result<(), EngineError> {
-        let users = self.projections.users_of(id);
+        let mut users = self.projections.users_of(id);
+        users.extend(self.deciders.users_of(id));
+        users.extend(self.reactors.users_of(id));
         self.modules.delete(id, users)
     }
 
     /// Stops every worker and waits for them.
     pub fn shutdown(&self) {
+        self.reactors.shutdown();
         self.projections.shutdown();
     }
 }

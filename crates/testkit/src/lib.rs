@@ -8,7 +8,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 /// The example crates built for tests.
-pub const EXAMPLES: [&str; 3] = ["cart", "bank", "bank-stats"];
+pub const EXAMPLES: [&str; 4] = ["cart", "bank", "bank-stats", "checkout"];
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
@@ -65,8 +65,102 @@ pub fn build_examples() -> &'static Path {
     })
 }
 
-/// The bytes of an example module (`cart`, `bank`, `bank-stats`).
+/// The bytes of an example module (one of [`EXAMPLES`]).
 pub fn example_wasm(name: &str) -> Vec<u8> {
     let file = build_examples().join(format!("{}.wasm", name.replace('-', "_")));
     std::fs::read(&file).unwrap_or_else(|e| panic!("reading {}: {e}", file.display()))
+}
+
+/// A minimal HTTP sink on a loopback port that records the bodies POSTed to it. It can be
+/// told to refuse (answer 503) for a while, to test retries.
+#[derive(Debug)]
+pub struct Sink {
+    /// `http://127.0.0.1:<port>/`.
+    pub url: String,
+    state: std::sync::Arc<SinkState>,
+}
+
+#[derive(Debug, Default)]
+struct SinkState {
+    received: std::sync::Mutex<Vec<Vec<u8>>>,
+    refused: std::sync::atomic::AtomicU64,
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl Sink {
+    /// Starts the sink on an ephemeral loopback port.
+    pub fn start() -> Sink {
+        use std::io::{BufRead, BufReader, Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind sink");
+        let url = format!("http://{}/", listener.local_addr().expect("sink address"));
+        let state = std::sync::Arc::new(SinkState::default());
+        let st = state.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let st = st.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(conn.try_clone().expect("clone stream"));
+                    let mut conn = conn;
+                    loop {
+                        let mut len = 0usize;
+                        let mut line = String::new();
+                        // Request line, then headers.
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        loop {
+                            line.clear();
+                            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            let l = line.trim_end();
+                            if l.is_empty() {
+                                break;
+                            }
+                            if let Some((k, v)) = l.split_once(':')
+                                && k.eq_ignore_ascii_case("content-length") {
+                                    len = v.trim().parse().unwrap_or(0);
+                                }
+                        }
+                        let mut body = vec![0u8; len];
+                        if reader.read_exact(&mut body).is_err() {
+                            return;
+                        }
+                        let reply = if st.down.load(Ordering::Acquire) {
+                            st.refused.fetch_add(1, Ordering::AcqRel);
+                            "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n"
+                        } else {
+                            st.received.lock().expect("sink lock").push(body);
+                            "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
+                        };
+                        if conn.write_all(reply.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Sink { url, state }
+    }
+
+    /// Bodies accepted so far, in arrival order.
+    pub fn received(&self) -> Vec<Vec<u8>> {
+        self.state.received.lock().expect("sink lock").clone()
+    }
+
+    /// Makes the sink answer 503 (`true`) or accept again (`false`).
+    pub fn set_down(&self, down: bool) {
+        self.state
+            .down
+            .store(down, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Requests refused while down.
+    pub fn refused(&self) -> u64 {
+        self.state
+            .refused
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
 }

@@ -1,0 +1,517 @@
+//! Deciders: commands in, events out.
+//!
+//! `PUT /v1/deciders/{entity}` binds a module (exporting `evolve` and `decide`) to an entity.
+//! A command on `{entity}/{key}` folds the stream's current state (from a cache of folded
+//! states plus the stream's tail, not a full replay each time), calls `decide`, wraps the
+//! returned events as CloudEvents and appends them with the revision it read as the expected
+//! revision. On a revision conflict it reads again and decides again, a bounded number of
+//! times.
+//!
+//! Idempotency: with an `Idempotency-Key`, event ids are `{key}/{idempotency key}/{i}` under
+//! the source `loom/deciders/{entity}`; the ledger itself records that the command ran, so a
+//! repeated command (even after a crash, even concurrently) finds its events and returns them
+//! without writing anything. Without a key, ids are `{key}/~{random uuid}/{i}`, unique per
+//! invocation (deterministic ids there would make two clients' identical decisions look like
+//! one retried append).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+
+use loom_ledger::redb::{Database, ReadableTable, TableDefinition};
+use loom_ledger::{
+    AppendError, AppendRequest, Conflict, Data, Event, ExpectedRevision, Ledger, StoredEvent,
+};
+use loom_runtime::{Entry, Module, Outcome, Runtime};
+use serde::{Deserialize, Serialize};
+
+use crate::EngineError;
+use crate::modules::ModuleStore;
+
+/// entity → [`DeciderRecord`] (JSON).
+const DECIDERS: TableDefinition<&str, &[u8]> = TableDefinition::new("deciders");
+
+/// How many times a command is decided again after a revision conflict.
+pub const MAX_ATTEMPTS: usize = 16;
+/// Folded states kept in memory.
+const CACHE_ENTRIES: usize = 50_000;
+/// Number of per-stream lock stripes.
+const STRIPES: usize = 4096;
+/// Longest accepted idempotency key.
+const MAX_IDEMPOTENCY_KEY: usize = 200;
+
+/// A decider's definition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeciderSpec {
+    /// Module id, exporting `evolve` and `decide`.
+    pub module: String,
+}
+
+/// A stored decider.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeciderRecord {
+    /// The entity it decides for.
+    pub entity: String,
+    /// Its module.
+    pub module: String,
+    /// When it was (last) bound, RFC 3339.
+    pub updated_at: String,
+}
+
+/// One event a command appended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CommandEvent {
+    /// `source`.
+    pub source: String,
+    /// `id`.
+    pub id: String,
+    /// `type`.
+    #[serde(rename = "type")]
+    pub ty: String,
+    /// `subject`.
+    pub subject: String,
+    /// Global position.
+    pub position: u64,
+    /// Stream revision.
+    pub revision: u64,
+}
+
+/// The result of a command.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CommandOutcome {
+    /// The stream.
+    pub subject: String,
+    /// Events appended (none when `decide` returned none).
+    pub events: Vec<CommandEvent>,
+    /// The stream's revision after the command.
+    pub revision: u64,
+    /// True when an earlier command with the same idempotency key had already run; its
+    /// events are returned and nothing was written.
+    pub duplicate: bool,
+    /// How many times the command was decided (more than 1 after conflicts).
+    pub attempts: usize,
+}
+
+struct Bound {
+    record: DeciderRecord,
+    module: Module,
+}
+
+/// A small LRU of folded states: subject → (revision, state JSON).
+#[derive(Default)]
+struct Cache {
+    map: HashMap<String, (u64, Arc<Vec<u8>>)>,
+    order: VecDeque<String>,
+}
+
+impl Cache {
+    fn get(&self, subject: &str) -> Option<(u64, Arc<Vec<u8>>)> {
+        self.map.get(subject).cloned()
+    }
+
+    fn put(&mut self, subject: &str, revision: u64, state: Arc<Vec<u8>>) {
+        match self.map.get_mut(subject) {
+            Some(slot) => {
+                if slot.0 <= revision {
+                    *slot = (revision, state);
+                }
+            }
+            None => {
+                if self.map.len() >= CACHE_ENTRIES {
+                    while let Some(old) = self.order.pop_front() {
+                        if self.map.remove(&old).is_some() {
+                            break;
+                        }
+                    }
+                }
+                self.map.insert(subject.to_owned(), (revision, state));
+                self.order.push_back(subject.to_owned());
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.map.clear();
+        self.order.clear();
+    }
+}
+
+/// The deciders of one ledger.
+pub struct Deciders {
+    ledger: Arc<Ledger>,
+    db: Arc<Database>,
+    runtime: Arc<Runtime>,
+    modules: Arc<ModuleStore>,
+    bound: RwLock<BTreeMap<String, Arc<Bound>>>,
+    cache: Mutex<HashMap<String, Cache>>,
+    /// Striped per-stream locks: commands on one stream take turns in this process, so they
+    /// do not conflict with each other (only with other writers of the stream).
+    stripes: Vec<Mutex<()>>,
+}
+
+impl std::fmt::Debug for Deciders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deciders").finish_non_exhaustive()
+    }
+}
+
+impl Deciders {
+    pub(crate) fn open(
+        ledger: Arc<Ledger>,
+        runtime: Arc<Runtime>,
+        modules: Arc<ModuleStore>,
+    ) -> Result<Deciders, EngineError> {
+        let db = ledger.database().clone();
+        let mut bound = BTreeMap::new();
+        let txn = db.begin_write()?;
+        {
+            let t = txn.open_table(DECIDERS)?;
+            for item in t.iter()? {
+                let (_, v) = item?;
+                let record: DeciderRecord = serde_json::from_slice(v.value())
+                    .map_err(|e| EngineError::Corrupt(format!("decider record: {e}")))?;
+                let module = modules.load_with(&record.module, &[Entry::Evolve, Entry::Decide])?;
+                bound.insert(record.entity.clone(), Arc::new(Bound { record, module }));
+            }
+        }
+        txn.commit()?;
+        Ok(Deciders {
+            ledger,
+            db,
+            runtime,
+            modules,
+            bound: RwLock::new(bound),
+            cache: Mutex::new(HashMap::new()),
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+        })
+    }
+
+    /// Binds a module to an entity. Returns true when it was new or changed.
+    pub fn put(&self, entity: &str, spec: DeciderSpec) -> Result<bool, EngineError> {
+        loom_ledger::check_entity_name(entity).map_err(EngineError::Invalid)?;
+        let module = self
+            .modules
+            .load_with(&spec.module, &[Entry::Evolve, Entry::Decide])?;
+        let mut bound = self.bound.write().expect("deciders lock");
+        if bound
+            .get(entity)
+            .is_some_and(|b| b.record.module == spec.module)
+        {
+            return Ok(false);
+        }
+        let record = DeciderRecord {
+            entity: entity.to_owned(),
+            module: spec.module,
+            updated_at: loom_ledger::format_time(chrono::Utc::now().timestamp_micros()),
+        };
+        let json = serde_json::to_vec(&record).expect("a record serializes");
+        let txn = self.db.begin_write()?;
+        {
+            let mut t = txn.open_table(DECIDERS)?;
+            t.insert(entity, json.as_slice())?;
+        }
+        txn.commit()?;
+        // States folded by another module are not this module's states.
+        if let Some(c) = self.cache.lock().expect("cache lock").get_mut(entity) {
+            c.clear();
+        }
+        bound.insert(entity.to_owned(), Arc::new(Bound { record, module }));
+        Ok(true)
+    }
+
+    /// One decider.
+    pub fn get(&self, entity: &str) -> Option<DeciderRecord> {
+        let bound = self.bound.read().expect("deciders lock");
+        bound.get(entity).map(|b| b.record.clone())
+    }
+
+    /// Every decider.
+    pub fn list(&self) -> Vec<DeciderRecord> {
+        let bound = self.bound.read().expect("deciders lock");
+        bound.values().map(|b| b.record.clone()).collect()
+    }
+
+    /// Unbinds a decider.
+    pub fn delete(&self, entity: &str) -> Result<(), EngineError> {
+        let mut bound = self.bound.write().expect("deciders lock");
+        if bound.remove(entity).is_none() {
+            return Err(EngineError::DeciderNotFound(entity.to_owned()));
+        }
+        let txn = self.db.begin_write()?;
+        {
+            let mut t = txn.open_table(DECIDERS)?;
+            t.remove(entity)?;
+        }
+        txn.commit()?;
+        self.cache.lock().expect("cache lock").remove(entity);
+        Ok(())
+    }
+
+    pub(crate) fn users_of(&self, module: &str) -> Vec<String> {
+        let bound = self.bound.read().expect("deciders lock");
+        bound
+            .values()
+            .filter(|b| b.record.module == module)
+            .map(|b| format!("decider {}", b.record.entity))
+            .collect()
+    }
+
+    /// Runs a command (JSON) on stream `{entity}/{key}`.
+    pub fn execute(
+        &self,
+        entity: &str,
+        key: &str,
+        command: &[u8],
+        idempotency_key: Option<&str>,
+    ) -> Result<CommandOutcome, EngineError> {
+        let bound = {
+            let b = self.bound.read().expect("deciders lock");
+            b.get(entity)
+                .cloned()
+                .ok_or_else(|| EngineError::DeciderNotFound(entity.to_owned()))?
+        };
+        if key.is_empty() {
+            return Err(EngineError::Invalid("a command needs a stream key".into()));
+        }
+        if serde_json::from_slice::<serde::de::IgnoredAny>(command).is_err() {
+            return Err(EngineError::Invalid("the command is not valid JSON".into()));
+        }
+        if let Some(k) = idempotency_key
+            && (k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY || k.contains('/'))
+        {
+            return Err(EngineError::Invalid(format!(
+                "an Idempotency-Key is 1-{MAX_IDEMPOTENCY_KEY} characters without '/'"
+            )));
+        }
+        let subject = format!("{entity}/{key}");
+        let source = format!("loom/deciders/{entity}");
+        if let Some(k) = idempotency_key
+            && let Some(done) = self.find_done(&source, &subject, key, k)?
+        {
+            return Ok(done);
+        }
+        // Without a key, every invocation gets ids of its own: two clients deciding the same
+        // events must not look like one retried append.
+        let invocation = format!("~{}", uuid::Uuid::new_v4().simple());
+        let _turn = self.stripes[stripe(&subject)]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for attempt in 1..=MAX_ATTEMPTS {
+            let (revision, state) = self.fold(entity, &bound, &subject)?;
+            let decided =
+                self.runtime
+                    .decide(&bound.module, Some(&state), command, &subject, revision)?;
+            let emitted = match decided {
+                Outcome::Rejected(r) => {
+                    return Err(EngineError::Rejected(rejection_message(&r)));
+                }
+                Outcome::Ok(out) => parse_decided(&out)?,
+            };
+            if emitted.is_empty() {
+                return Ok(CommandOutcome {
+                    subject,
+                    events: Vec::new(),
+                    revision,
+                    duplicate: false,
+                    attempts: attempt,
+                });
+            }
+            let events: Vec<Event> = emitted
+                .into_iter()
+                .enumerate()
+                .map(|(i, (ty, data))| Event {
+                    id: match idempotency_key {
+                        Some(k) => format!("{key}/{k}/{i}"),
+                        None => format!("{key}/{invocation}/{i}"),
+                    },
+                    source: source.clone(),
+                    ty,
+                    subject: subject.clone(),
+                    time: None,
+                    datacontenttype: Some("application/json".into()),
+                    dataschema: None,
+                    data: Some(Data::json(&data)),
+                    extensions: BTreeMap::new(),
+                })
+                .collect();
+            let types: Vec<String> = events.iter().map(|e| e.ty.clone()).collect();
+            let req = AppendRequest::new(events)
+                .expect(subject.clone(), ExpectedRevision::Exact(revision));
+            match self.ledger.append(req) {
+                Ok(out) => {
+                    let last_revision = out.events.last().map_or(revision, |e| e.revision);
+                    return Ok(CommandOutcome {
+                        subject,
+                        duplicate: out.duplicate,
+                        revision: last_revision,
+                        events: out
+                            .events
+                            .into_iter()
+                            .zip(types)
+                            .map(|(e, ty)| CommandEvent {
+                                source: e.source,
+                                id: e.id,
+                                ty,
+                                subject: e.subject,
+                                position: e.position,
+                                revision: e.revision,
+                            })
+                            .collect(),
+                        attempts: attempt,
+                    });
+                }
+                Err(AppendError::Conflict(Conflict::Revision { .. })) => {
+                    // Someone else wrote the stream; back off a random while so that a steady
+                    // writer does not win every race, then decide again on the new state.
+                    let jitter = uuid::Uuid::new_v4().as_u128() as u64 % (500 * attempt as u64);
+                    std::thread::sleep(std::time::Duration::from_micros(jitter));
+                    continue;
+                }
+                Err(AppendError::Conflict(Conflict::Identity { .. }))
+                    if idempotency_key.is_some() =>
+                {
+                    // The same command ran concurrently and won: answer with its events.
+                    let k = idempotency_key.expect("checked");
+                    if let Some(done) = self.find_done(&source, &subject, key, k)? {
+                        return Ok(done);
+                    }
+                    continue;
+                }
+                Err(AppendError::Rejected(r)) => {
+                    return Err(EngineError::Invalid(format!(
+                        "the decider produced an event the registry refuses: {r}"
+                    )));
+                }
+                Err(e) => return Err(EngineError::Append(e)),
+            }
+        }
+        Err(EngineError::Contention {
+            subject,
+            attempts: MAX_ATTEMPTS,
+        })
+    }
+
+    /// The events of an earlier run of this command, if it ran.
+    fn find_done(
+        &self,
+        source: &str,
+        subject: &str,
+        key: &str,
+        idem: &str,
+    ) -> Result<Option<CommandOutcome>, EngineError> {
+        let mut events = Vec::new();
+        for i in 0.. {
+            let id = format!("{key}/{idem}/{i}");
+            match self.ledger.event_by_id(source, &id)? {
+                Some(e) => events.push(e),
+                None => break,
+            }
+        }
+        if events.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(CommandOutcome {
+            subject: subject.to_owned(),
+            revision: events.last().map_or(0, |e| e.revision),
+            events: events
+                .into_iter()
+                .map(|e| CommandEvent {
+                    source: e.event.source,
+                    id: e.event.id,
+                    ty: e.event.ty,
+                    subject: e.event.subject,
+                    position: e.position,
+                    revision: e.revision,
+                })
+                .collect(),
+            duplicate: true,
+            attempts: 0,
+        }))
+    }
+
+    /// The stream's current revision and state: the cached state plus the tail.
+    fn fold(
+        &self,
+        entity: &str,
+        bound: &Bound,
+        subject: &str,
+    ) -> Result<(u64, Vec<u8>), EngineError> {
+        let cached = self
+            .cache
+            .lock()
+            .expect("cache lock")
+            .get(entity)
+            .and_then(|c| c.get(subject));
+        let (mut revision, mut state) = match cached {
+            Some((r, s)) => (r, Some(s.as_ref().clone())),
+            None => (0, None),
+        };
+        loop {
+            let tail: Vec<StoredEvent> = self.ledger.read_stream(subject, revision, 5_000)?;
+            let Some(last) = tail.last() else { break };
+            revision = last.revision;
+            state = Some(
+                self.runtime
+                    .evolve(&bound.module, state.as_deref(), &tail)?,
+            );
+            if tail.len() < 5_000 {
+                break;
+            }
+        }
+        let state = match state {
+            Some(s) => s,
+            None => self.runtime.evolve(&bound.module, None, &[])?,
+        };
+        let shared = Arc::new(state.clone());
+        self.cache
+            .lock()
+            .expect("cache lock")
+            .entry(entity.to_owned())
+            .or_default()
+            .put(subject, revision, shared);
+        Ok((revision, state))
+    }
+}
+
+fn stripe(subject: &str) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    subject.hash(&mut h);
+    (h.finish() % STRIPES as u64) as usize
+}
+
+fn rejection_message(r: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(r)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(r).into_owned())
+}
+
+/// `decide`'s ok payload: `[{"type": …, "data": …}, …]`.
+fn parse_decided(out: &[u8]) -> Result<Vec<(String, serde_json::Value)>, EngineError> {
+    #[derive(Deserialize)]
+    struct Emitted {
+        #[serde(rename = "type")]
+        ty: String,
+        #[serde(default)]
+        data: serde_json::Value,
+    }
+    let items: Vec<Emitted> = serde_json::from_slice(out).map_err(|e| {
+        EngineError::Invalid(format!(
+            "decide returned something other than a list of events: {e}"
+        ))
+    })?;
+    items
+        .into_iter()
+        .map(|e| {
+            if e.ty.is_empty() {
+                Err(EngineError::Invalid(format!(
+                    "decide returned an event without a type (data: {})",
+                    e.data
+                )))
+            } else {
+                Ok((e.ty, e.data))
+            }
+        })
+        .collect()
+}
