@@ -20,7 +20,8 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// Builds every example to wasm (once per process) and returns the directory of the `.wasm`
-/// files. Panics with instructions when the wasm target is missing.
+/// files. Adds the wasm target with rustup when it is missing; panics with instructions if
+/// that fails.
 pub fn build_examples() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
@@ -46,23 +47,39 @@ pub fn build_examples() -> &'static Path {
         // Do not inherit flags meant for the host build (coverage, sanitizers).
         cmd.env_remove("RUSTFLAGS")
             .env_remove("CARGO_ENCODED_RUSTFLAGS");
-        let out = cmd
+        let mut out = cmd
             .output()
             .expect("running cargo to build the example modules");
+        if !out.status.success() && missing_target(&out.stderr) {
+            // A fresh machine with only Rust: add the target once (rustup is how Rust is
+            // installed there), then build again.
+            eprintln!("loom-testkit: installing the wasm32-unknown-unknown target with rustup");
+            let added = Command::new("rustup")
+                .args(["target", "add", "wasm32-unknown-unknown"])
+                .status();
+            if matches!(added, Ok(s) if s.success()) {
+                out = cmd
+                    .output()
+                    .expect("running cargo to build the example modules");
+            }
+        }
         if !out.status.success() {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            if stderr.contains("wasm32-unknown-unknown")
-                && stderr.contains("target may not be installed")
-            {
+            if missing_target(&out.stderr) {
                 panic!(
-                    "the wasm32-unknown-unknown target is not installed; run\n    \
-                     rustup target add wasm32-unknown-unknown\nthen run the tests again"
+                    "the wasm32-unknown-unknown target is not installed and could not be added; \
+                     run\n    rustup target add wasm32-unknown-unknown\nthen run the tests again"
                 );
             }
+            let stderr = String::from_utf8_lossy(&out.stderr);
             panic!("building the example modules failed:\n{stderr}");
         }
         target.join("wasm32-unknown-unknown").join("guest")
     })
+}
+
+fn missing_target(stderr: &[u8]) -> bool {
+    let stderr = String::from_utf8_lossy(stderr);
+    stderr.contains("wasm32-unknown-unknown") && stderr.contains("may not be installed")
 }
 
 /// The bytes of an example module (one of [`EXAMPLES`]).
@@ -120,9 +137,10 @@ impl Sink {
                                 break;
                             }
                             if let Some((k, v)) = l.split_once(':')
-                                && k.eq_ignore_ascii_case("content-length") {
-                                    len = v.trim().parse().unwrap_or(0);
-                                }
+                                && k.eq_ignore_ascii_case("content-length")
+                            {
+                                len = v.trim().parse().unwrap_or(0);
+                            }
                         }
                         let mut body = vec![0u8; len];
                         if reader.read_exact(&mut body).is_err() {
