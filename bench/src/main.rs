@@ -2,17 +2,23 @@
 //!
 //! ```text
 //! cargo run --release -p loom-bench -- ledger [--seconds 3] [--dir /path/on/disk]
+//! cargo run --release -p loom-bench -- wasm [--runs 7] [--seconds 0.3] [--batches 1,10,100,1000]
 //! ```
 //!
 //! `ledger`: durable appends with 1, 4, 16 and 64 concurrent writers × batches of 1, 10 and
 //! 100 events, then a full read scan; prints a markdown table of events/s, commits/s and
 //! append latency percentiles.
+//!
+//! `wasm`: batched `evolve` through the wasm `cart` and `bank` examples vs the same reducers
+//! linked natively, on the same input bytes (see [`wasm`]).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+mod wasm;
 
 use loom_ledger::{AppendRequest, EntitySpec, Event, Ledger, LedgerOptions, ReadOptions, Selector};
 
@@ -61,6 +67,20 @@ fn parse_args() -> Result<(String, Args), String> {
 }
 
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("wasm") {
+        return match wasm::parse(std::env::args().skip(2)) {
+            Ok(args) => {
+                wasm::run(&args);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!(
+                    "error: {e}\nusage: loom-bench wasm [--runs N] [--seconds S] [--batches 1,10,100,1000] [--stream-events N] [--wasm-dir DIR]"
+                );
+                ExitCode::from(2)
+            }
+        };
+    }
     let (cmd, args) = match parse_args() {
         Ok(x) => x,
         Err(e) => {
@@ -73,7 +93,7 @@ fn main() -> ExitCode {
     match cmd.as_str() {
         "ledger" => ledger_bench(&args),
         other => {
-            eprintln!("error: unknown benchmark {other:?}; try `ledger`");
+            eprintln!("error: unknown benchmark {other:?}; try `ledger` or `wasm`");
             return ExitCode::from(2);
         }
     }

@@ -198,6 +198,19 @@ impl std::fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
+// Error construction stays out of line so the inlined readers stay small.
+#[cold]
+#[inline(never)]
+fn too_short(wanted: usize, left: usize) -> DecodeError {
+    DecodeError(format!("wanted {wanted} bytes, {left} left"))
+}
+
+#[cold]
+#[inline(never)]
+fn not_utf8(e: std::str::Utf8Error) -> DecodeError {
+    DecodeError(e.to_string())
+}
+
 /// Reads ABI byte layouts.
 #[derive(Debug)]
 pub struct Reader<'a> {
@@ -206,48 +219,54 @@ pub struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     /// A reader over `buf`.
+    #[inline]
     pub fn new(buf: &'a [u8]) -> Reader<'a> {
         Reader { buf }
     }
     /// Bytes not read yet.
+    #[inline]
     pub fn rest(&self) -> &'a [u8] {
         self.buf
     }
+    #[inline]
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if self.buf.len() < n {
-            return Err(DecodeError(format!(
-                "wanted {n} bytes, {} left",
-                self.buf.len()
-            )));
+            return Err(too_short(n, self.buf.len()));
         }
         let (a, b) = self.buf.split_at(n);
         self.buf = b;
         Ok(a)
     }
     /// A `u8`.
+    #[inline]
     pub fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.take(1)?[0])
     }
     /// A `u32`.
+    #[inline]
     pub fn u32(&mut self) -> Result<u32, DecodeError> {
         let b = self.take(4)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
     /// A `u64`.
+    #[inline]
     pub fn u64(&mut self) -> Result<u64, DecodeError> {
         let mut a = [0u8; 8];
         a.copy_from_slice(self.take(8)?);
         Ok(u64::from_le_bytes(a))
     }
     /// An `i64`.
+    #[inline]
     pub fn i64(&mut self) -> Result<i64, DecodeError> {
         Ok(self.u64()? as i64)
     }
     /// A `bytes` value (absent reads as empty).
+    #[inline]
     pub fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
         Ok(self.opt_bytes()?.unwrap_or(&[]))
     }
     /// An optional `bytes` value.
+    #[inline]
     pub fn opt_bytes(&mut self) -> Result<Option<&'a [u8]>, DecodeError> {
         let n = self.u32()?;
         if n == ABSENT {
@@ -255,18 +274,19 @@ impl<'a> Reader<'a> {
         }
         self.take(n as usize).map(Some)
     }
+    #[inline]
     fn str(&mut self) -> Result<&'a str, DecodeError> {
-        std::str::from_utf8(self.bytes()?).map_err(|e| DecodeError(e.to_string()))
+        std::str::from_utf8(self.bytes()?).map_err(not_utf8)
     }
+    #[inline]
     fn opt_str(&mut self) -> Result<Option<&'a str>, DecodeError> {
         match self.opt_bytes()? {
             None => Ok(None),
-            Some(b) => std::str::from_utf8(b)
-                .map(Some)
-                .map_err(|e| DecodeError(e.to_string())),
+            Some(b) => std::str::from_utf8(b).map(Some).map_err(not_utf8),
         }
     }
     /// One event.
+    #[inline]
     pub fn event(&mut self) -> Result<EventRef<'a>, DecodeError> {
         let position = self.u64()?;
         let revision = self.u64()?;

@@ -5,10 +5,15 @@
 //! `loom_v1`, exports memory, `loom_alloc`, `loom_abi_version` (which must answer 1) and at
 //! least one entry point with the right signature. Compiled modules are cached by content hash.
 //!
-//! Every call gets a fresh `Store` with a fuel budget, a memory cap and an epoch deadline, so a
-//! module that loops, traps or exhausts memory fails that call with a clear [`CallError`] while
-//! the host and every other module carry on. Calls are synchronous: run them off the async
-//! runtime (`spawn_blocking` or a worker thread).
+//! Every call gets a fresh `Store` and a fresh instance with a fuel budget, a memory cap and an
+//! epoch deadline, so a module that loops, traps or exhausts memory fails that call with a clear
+//! [`CallError`] while the host and every other module carry on. Calls are synchronous: run them
+//! off the async runtime (`spawn_blocking` or a worker thread).
+//!
+//! Instances come from wasmtime's pooling allocator: [`RuntimeConfig::max_concurrent_calls`]
+//! slots of address space are reserved once, and a slot's memory is reset between calls (dirty
+//! pages copied back from the module image where the kernel supports `PAGEMAP_SCAN`) instead of
+//! being mapped and unmapped for every call. A call waits while every slot is in use.
 //!
 //! Nothing here exposes `wasmtime::*` types.
 
@@ -17,15 +22,16 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::Duration;
 
 use loom_abi::{DataKind, EventRef, Status};
 use loom_ledger::{Data, StoredEvent};
 use sha2::{Digest, Sha256};
 use wasmtime::{
-    Caller, Config, Engine, ExternType, InstancePre, Linker, Module as WasmModule, Store,
-    StoreLimits, StoreLimitsBuilder, Trap, ValType,
+    Caller, Config, Enabled, Engine, ExternType, InstanceAllocationStrategy, InstancePre, Linker,
+    Module as WasmModule, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder, Trap,
+    ValType,
 };
 
 /// Limits applied to every call, and to uploads.
@@ -41,6 +47,9 @@ pub struct RuntimeConfig {
     pub max_output: usize,
     /// Largest module accepted, bytes.
     pub max_module_size: usize,
+    /// Most calls (and upload validations) running at once; each holds one pre-reserved
+    /// instance slot. Further calls wait for a slot.
+    pub max_concurrent_calls: u32,
 }
 
 impl Default for RuntimeConfig {
@@ -51,6 +60,7 @@ impl Default for RuntimeConfig {
             call_timeout: Duration::from_secs(10),
             max_output: 16 * 1024 * 1024,
             max_module_size: 32 * 1024 * 1024,
+            max_concurrent_calls: 64,
         }
     }
 }
@@ -134,6 +144,10 @@ pub enum ModuleError {
     /// `loom_abi_version` itself failed.
     #[error("calling loom_abi_version failed: {0}")]
     Startup(String),
+    /// Valid WebAssembly that needs more than this host allows (initial memory over the
+    /// memory limit, too many or too large tables, too much instance state).
+    #[error("the module exceeds this server's limits: {0}")]
+    OverLimits(String),
 }
 
 /// Why a call failed. The module's state is untouched (a fresh instance served the call).
@@ -268,6 +282,40 @@ pub fn module_id(bytes: &[u8]) -> String {
 const MAX_LOG_LINES: usize = 16;
 const MAX_LOG_LINE: usize = 2048;
 const EPOCH_TICK: Duration = Duration::from_millis(5);
+/// Tables a module may have, and elements per table.
+const MAX_TABLES: u32 = 4;
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+/// Linear memory kept resident per pool slot between calls (reset by copying only the pages a
+/// call dirtied, where `PAGEMAP_SCAN` is available; otherwise released with `madvise`).
+const KEEP_RESIDENT: usize = 8 * 1024 * 1024;
+/// Largest per-instance host state (`VMContext`: globals, function references, …).
+const MAX_INSTANCE_STATE: usize = 8 * 1024 * 1024;
+
+/// Counts free instance slots; a call holds a [`SlotGuard`] for as long as its `Store` lives.
+struct Slots {
+    free: Mutex<u32>,
+    freed: Condvar,
+}
+
+impl Slots {
+    fn acquire(&self) -> SlotGuard<'_> {
+        let mut free = self.free.lock().expect("slot lock");
+        while *free == 0 {
+            free = self.freed.wait(free).expect("slot lock");
+        }
+        *free -= 1;
+        SlotGuard(self)
+    }
+}
+
+struct SlotGuard<'a>(&'a Slots);
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().expect("slot lock") += 1;
+        self.0.freed.notify_one();
+    }
+}
 
 struct HostState {
     limits: StoreLimits,
@@ -280,6 +328,7 @@ pub struct Runtime {
     linker: Linker<HostState>,
     config: RuntimeConfig,
     cache: RwLock<HashMap<String, Module>>,
+    slots: Slots,
     stop_ticker: Arc<AtomicBool>,
 }
 
@@ -303,34 +352,67 @@ impl Runtime {
         let mut wasm = Config::new();
         wasm.consume_fuel(true);
         wasm.epoch_interruption(true);
-        // Determinism: canonical NaNs (threads are not compiled in).
+        // Determinism: canonical NaNs, and the deterministic lowering of relaxed SIMD (threads
+        // are not compiled in).
         wasm.cranelift_nan_canonicalization(true);
+        wasm.relaxed_simd_deterministic(true);
+        // Instances from a pool of pre-reserved slots: no mmap/munmap per call.
+        let slots = config.max_concurrent_calls.max(1);
+        let pagemap = PoolingAllocationConfig::is_pagemap_scan_available();
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_core_instances(slots)
+            .total_memories(slots)
+            .total_tables(slots * MAX_TABLES)
+            .max_memories_per_module(1)
+            .max_tables_per_module(MAX_TABLES)
+            .table_elements(MAX_TABLE_ELEMENTS)
+            .max_memory_size(config.memory_limit.min(1 << 32))
+            .max_core_instance_size(MAX_INSTANCE_STATE)
+            .pagemap_scan(Enabled::Auto);
+        if pagemap {
+            // Only the pages a call dirtied are copied back, so keeping them is cheap; without
+            // `PAGEMAP_SCAN` the whole kept range would be memset on every call.
+            pool.linear_memory_keep_resident(KEEP_RESIDENT)
+                .table_keep_resident(MAX_TABLE_ELEMENTS * 8);
+        }
+
+        wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&wasm).expect("a valid wasmtime configuration");
         let mut linker = Linker::new(&engine);
         linker
             .func_wrap(
                 loom_abi::IMPORT_MODULE,
                 loom_abi::IMPORT_LOG,
-                |mut caller: Caller<'_, HostState>, _level: i32, ptr: i32, len: i32| {
+                |mut caller: Caller<'_, HostState>,
+                 _level: i32,
+                 ptr: i32,
+                 len: i32|
+                 -> wasmtime::Result<()> {
                     let Some(memory) = caller
                         .get_export(loom_abi::EXPORT_MEMORY)
                         .and_then(|e| e.into_memory())
                     else {
-                        return;
+                        // Unreachable for a validated module: it exports its memory.
+                        return Ok(());
                     };
-                    let (start, len) =
-                        (ptr as u32 as usize, (len as u32 as usize).min(MAX_LOG_LINE));
+                    let (start, len) = (ptr as u32 as usize, len as u32 as usize);
                     let data = memory.data(&caller);
-                    let Some(bytes) = data.get(start..start.saturating_add(len)) else {
-                        return;
+                    // A line outside the module's memory is a bug in the module: trap, as a
+                    // wasm load from there would.
+                    let Some(bytes) = data.get(start..start + len) else {
+                        wasmtime::bail!(
+                            "loom_v1.log was given bytes {start:#x}+{len} outside the module's {} bytes of linear memory",
+                            data.len()
+                        );
                     };
-                    let line = String::from_utf8_lossy(bytes).into_owned();
+                    let line = String::from_utf8_lossy(&bytes[..len.min(MAX_LOG_LINE)]).into_owned();
                     tracing::debug!(target: "loom::guest", "{line}");
                     let logs = &mut caller.data_mut().logs;
                     if logs.len() == MAX_LOG_LINES {
                         logs.remove(0);
                     }
                     logs.push(line);
+                    Ok(())
                 },
             )
             .expect("defining loom_v1.log");
@@ -353,6 +435,10 @@ impl Runtime {
             linker,
             config,
             cache: RwLock::new(HashMap::new()),
+            slots: Slots {
+                free: Mutex::new(slots),
+                freed: Condvar::new(),
+            },
             stop_ticker,
         }
     }
@@ -384,8 +470,14 @@ impl Runtime {
         if let Some(m) = self.cached(&id) {
             return Ok(m);
         }
-        let module = WasmModule::from_binary(&self.engine, bytes)
-            .map_err(|e| ModuleError::Invalid(format!("{e:#}")))?;
+        let module = WasmModule::from_binary(&self.engine, bytes).map_err(|e| {
+            if WasmModule::validate(&self.engine, bytes).is_ok() {
+                // Valid wasm the instance pool cannot hold.
+                ModuleError::OverLimits(e.root_cause().to_string())
+            } else {
+                ModuleError::Invalid(format!("{e:#}"))
+            }
+        })?;
         check_imports(&module)?;
         let exports = check_exports(&module)?;
         let pre = self
@@ -393,6 +485,7 @@ impl Runtime {
             .instantiate_pre(&module)
             .map_err(|e| ModuleError::Invalid(format!("{e:#}")))?;
         // Ask the module which ABI it speaks.
+        let _slot = self.slots.acquire();
         let mut store = self.store();
         let instance = pre
             .instantiate(&mut store)
@@ -428,8 +521,8 @@ impl Runtime {
             .memory_size(self.config.memory_limit)
             .instances(1)
             .memories(1)
-            .tables(4)
-            .table_elements(100_000)
+            .tables(MAX_TABLES as usize)
+            .table_elements(MAX_TABLE_ELEMENTS)
             .trap_on_grow_failure(true)
             .build();
         let mut store = Store::new(
@@ -454,6 +547,9 @@ impl Runtime {
         if !module.exports(entry) {
             return Err(CallError::MissingEntry(entry));
         }
+        // Declared before the store, so the slot is released after the store (and its
+        // instance) is dropped.
+        let _slot = self.slots.acquire();
         let mut store = self.store();
         let result = self.call_in(&mut store, module, entry, input);
         result.map_err(|e| self.classify(entry, e, std::mem::take(&mut store.data_mut().logs)))
@@ -546,9 +642,10 @@ impl Runtime {
                         logs,
                     };
                 }
+                // The root cause, not the wasm backtrace wrapped around it.
                 let message = match e.downcast_ref::<Trap>() {
                     Some(trap) => trap.to_string(),
-                    None => message.lines().next().unwrap_or_default().to_owned(),
+                    None => e.root_cause().to_string(),
                 };
                 CallError::Trap {
                     entry,

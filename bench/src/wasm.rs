@@ -1,0 +1,566 @@
+//! `wasm`: batched `evolve` through a wasm example module vs the same reducer compiled natively.
+//!
+//! Both paths get the *same ABI input bytes* (state JSON + encoded events, built once before
+//! timing): the wasm path through [`Runtime::call`] (fresh instance, fuel, memory cap and epoch
+//! deadline, as in production), the native path through
+//! `loom_guest::__export::run_evolve::<T>` linked into this binary from the example's rlib. So
+//! both include the same JSON decoding of the state and of every event, the fold and the JSON
+//! encoding of the new state; the difference is the wasm boundary and wasm code quality.
+//!
+//! Workloads (deterministic, generated here):
+//!
+//! * `cart`: one long-lived cart stream (`was_created`, then `had_item_added` /
+//!   `had_item_removed` over a catalogue of 12 products, so the state stays bounded at ≤ 12
+//!   lines); a batch of `B` events is the next `B` events of the stream folded into the state
+//!   the previous events produced (what a projection worker catching up does).
+//! * `cart lifecycle`: many carts of 20 events each (created, 15 adds over 8 products, 3
+//!   removes, checked out), one `evolve` call per cart from the initial state.
+//! * `bank`: one account stream (`was_opened`, then `was_credited` / `was_debited`), batched
+//!   like `cart`.
+//!
+//! Every measurement is repeated `--runs` times, wasm and native interleaved, and medians are
+//! printed. Before timing, every input's wasm output is checked to equal the native output.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use loom_ledger::{Event, StoredEvent};
+use loom_runtime::{Entry, Module, Outcome, Runtime, RuntimeConfig};
+
+/// Options of the `wasm` benchmark.
+#[derive(Debug)]
+pub struct WasmArgs {
+    /// Repetitions of every measurement (medians are reported).
+    pub runs: usize,
+    /// Minimum time of one measurement, seconds.
+    pub seconds: f64,
+    /// Batch sizes (events per `evolve` call).
+    pub batches: Vec<usize>,
+    /// Events in each generated stream.
+    pub stream_events: usize,
+    /// Directory with `cart.wasm` and `bank.wasm`; built from `examples/` when absent.
+    pub wasm_dir: Option<PathBuf>,
+    /// For profiling: run only this path (`wasm`, `encode` = wasm incl. encoding, or `native`)
+    /// on the cart stream; no report.
+    pub only: Option<String>,
+}
+
+impl Default for WasmArgs {
+    fn default() -> Self {
+        WasmArgs {
+            runs: 7,
+            seconds: 0.3,
+            batches: vec![1, 10, 100, 1000],
+            stream_events: 10_000,
+            wasm_dir: None,
+            only: None,
+        }
+    }
+}
+
+/// Parses the flags after `wasm`.
+pub fn parse(mut it: impl Iterator<Item = String>) -> Result<WasmArgs, String> {
+    let mut args = WasmArgs::default();
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--runs" => args.runs = value()?.parse().map_err(|_| "bad --runs")?,
+            "--seconds" => args.seconds = value()?.parse().map_err(|_| "bad --seconds")?,
+            "--batches" => args.batches = crate::parse_list(&value()?)?,
+            "--stream-events" => {
+                args.stream_events = value()?.parse().map_err(|_| "bad --stream-events")?
+            }
+            "--wasm-dir" => args.wasm_dir = Some(PathBuf::from(value()?)),
+            "--only" => args.only = Some(value()?),
+            other => return Err(format!("unknown flag {other}")),
+        }
+    }
+    if args.runs == 0 || args.batches.contains(&0) {
+        return Err("--runs and batch sizes must be positive".into());
+    }
+    Ok(args)
+}
+
+/// A tiny deterministic PRNG (xorshift64*), so every run sees the same events.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+const PRODUCTS: [(&str, &str, i64); 12] = [
+    ("SKU-10017", "Organic Fuji apples, 1 kg", 349),
+    ("SKU-10042", "Sourdough loaf", 425),
+    ("SKU-10077", "Whole milk, 1 l", 119),
+    ("SKU-10103", "Free-range eggs, 10", 389),
+    ("SKU-10150", "Dark roast coffee beans, 500 g", 1149),
+    ("SKU-10166", "Greek yoghurt, 500 g", 279),
+    ("SKU-10201", "Basmati rice, 2 kg", 599),
+    ("SKU-10244", "Extra virgin olive oil, 750 ml", 899),
+    ("SKU-10289", "Cherry tomatoes, 250 g", 249),
+    ("SKU-10302", "Aged cheddar, 200 g", 459),
+    ("SKU-10318", "Dishwasher tablets, 40", 1299),
+    ("SKU-10355", "Sparkling water, 6 × 1.5 l", 329),
+];
+
+/// Stored events the way the ledger hands them to the runtime: CloudEvents attributes,
+/// producer `time`, JSON data, no extensions.
+struct Stream {
+    subject: String,
+    events: Vec<StoredEvent>,
+}
+
+impl Stream {
+    fn new(subject: String) -> Stream {
+        Stream {
+            subject,
+            events: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, position: u64, ty: &str, data: serde_json::Value) {
+        let revision = self.events.len() as u64 + 1;
+        let mut event = Event::new(
+            "https://shop.example/web",
+            format!("7d3f9a2c-5b1e-4c8a-9f00-{position:012x}"),
+            ty,
+            self.subject.clone(),
+            data,
+        );
+        let seconds = position;
+        event.time = Some(format!(
+            "2025-03-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            1 + (seconds / 86_400) % 28,
+            (seconds / 3600) % 24,
+            (seconds / 60) % 60,
+            seconds % 60,
+            position % 1000
+        ));
+        self.events.push(StoredEvent {
+            position,
+            revision,
+            recorded_micros: 1_740_787_200_000_000 + position as i64 * 1_000,
+            event,
+        });
+    }
+}
+
+fn item_added(rng: &mut Rng, products: &[(&str, &str, i64)]) -> serde_json::Value {
+    let (sku, name, price) = products[rng.below(products.len() as u64) as usize];
+    serde_json::json!({
+        "sku": sku,
+        "name": name,
+        "price": price,
+        "quantity": 1 + rng.below(4),
+    })
+}
+
+/// One long cart stream with a bounded state (≤ 12 lines).
+fn cart_stream(n: usize) -> Stream {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut s = Stream::new("cart/0b6f6b8e-3a55-4c1d-a7a4-6d1f2c9e8b10".into());
+    s.push(1, "was_created", serde_json::json!({}));
+    for i in 1..n {
+        let position = i as u64 + 1;
+        if rng.below(100) < 80 {
+            s.push(position, "had_item_added", item_added(&mut rng, &PRODUCTS));
+        } else {
+            let (sku, _, _) = PRODUCTS[rng.below(PRODUCTS.len() as u64) as usize];
+            s.push(
+                position,
+                "had_item_removed",
+                serde_json::json!({ "sku": sku }),
+            );
+        }
+    }
+    s
+}
+
+/// Many carts of 20 events each: created, 15 adds over 8 products, 3 removes, checked out.
+fn cart_lifecycles(n: usize) -> Vec<Stream> {
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut position = 0u64;
+    let mut next = || {
+        position += 1;
+        position
+    };
+    (0..n.div_ceil(20))
+        .map(|c| {
+            let mut s = Stream::new(format!("cart/4a1e9c70-0d2b-4f63-b1f5-{c:012x}"));
+            let start = rng.below(PRODUCTS.len() as u64 - 8) as usize;
+            let products = &PRODUCTS[start..start + 8];
+            s.push(next(), "was_created", serde_json::json!({}));
+            for _ in 0..15 {
+                s.push(next(), "had_item_added", item_added(&mut rng, products));
+            }
+            for _ in 0..3 {
+                let (sku, _, _) = products[rng.below(8) as usize];
+                s.push(
+                    next(),
+                    "had_item_removed",
+                    serde_json::json!({ "sku": sku }),
+                );
+            }
+            s.push(next(), "was_checked_out", serde_json::json!({}));
+            s
+        })
+        .collect()
+}
+
+/// One account stream: opened, then credits and debits.
+fn bank_stream(n: usize) -> Stream {
+    let mut rng = Rng(0xd1b5_4a32_d192_ed03);
+    let mut s = Stream::new("account/DE89-3704-0044-0532-0130-00".into());
+    s.push(
+        1,
+        "was_opened",
+        serde_json::json!({ "owner": "Amal Haddad" }),
+    );
+    for i in 1..n {
+        let amount = 100 + rng.below(50_000);
+        let ty = if rng.below(100) < 60 {
+            "was_credited"
+        } else {
+            "was_debited"
+        };
+        s.push(i as u64 + 1, ty, serde_json::json!({ "amount": amount }));
+    }
+    s
+}
+
+/// One `evolve` call: the state before it and the events it folds.
+struct Call<'a> {
+    state: Option<Vec<u8>>,
+    events: &'a [StoredEvent],
+    input: Vec<u8>,
+}
+
+type Native = fn(&[u8]) -> Vec<u8>;
+
+fn encode(state: Option<&[u8]>, events: &[StoredEvent]) -> Vec<u8> {
+    let ext: Vec<String> = events.iter().map(|_| String::new()).collect();
+    loom_abi::evolve::encode(
+        state,
+        events
+            .iter()
+            .zip(&ext)
+            .map(|(e, x)| loom_runtime::event_ref(e, x)),
+    )
+}
+
+fn native_state(native: Native, input: &[u8]) -> Vec<u8> {
+    let out = native(input);
+    match loom_abi::parse_output(&out) {
+        Ok((loom_abi::Status::Ok, payload)) => payload.to_vec(),
+        other => panic!("native evolve failed: {other:?}"),
+    }
+}
+
+/// Splits one stream into consecutive batches, each starting from the state the previous
+/// batches produced (computed natively).
+fn batched_calls(native: Native, stream: &Stream, batch: usize) -> Vec<Call<'_>> {
+    let mut state: Option<Vec<u8>> = None;
+    let usable = stream.events.len() - stream.events.len() % batch;
+    stream.events[..usable]
+        .chunks(batch)
+        .map(|events| {
+            let input = encode(state.as_deref(), events);
+            let next = native_state(native, &input);
+            Call {
+                state: state.replace(next),
+                events,
+                input,
+            }
+        })
+        .collect()
+}
+
+/// Per-stream calls from the initial state.
+fn per_stream_calls(streams: &[Stream]) -> Vec<Call<'_>> {
+    streams
+        .iter()
+        .map(|s| Call {
+            state: None,
+            events: &s.events,
+            input: encode(None, &s.events),
+        })
+        .collect()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Path {
+    Wasm,
+    WasmEncode,
+    Native,
+}
+
+/// Runs `calls` round-robin for at least `seconds`; returns events per second.
+fn measure(
+    rt: &Runtime,
+    module: &Module,
+    native: Native,
+    calls: &[Call<'_>],
+    path: Path,
+    seconds: f64,
+) -> f64 {
+    let min = Duration::from_secs_f64(seconds);
+    let started = Instant::now();
+    let mut events = 0usize;
+    let mut sink = 0usize;
+    loop {
+        for call in calls {
+            match path {
+                Path::Wasm => match rt.call(module, Entry::Evolve, &call.input) {
+                    Ok(Outcome::Ok(state)) => sink ^= state.len(),
+                    other => panic!("wasm evolve failed: {other:?}"),
+                },
+                Path::WasmEncode => {
+                    let state = rt
+                        .evolve(module, call.state.as_deref(), call.events)
+                        .expect("wasm evolve");
+                    sink ^= state.len();
+                }
+                Path::Native => sink ^= std::hint::black_box(native(&call.input)).len(),
+            }
+            events += call.events.len();
+        }
+        if started.elapsed() >= min {
+            break;
+        }
+    }
+    std::hint::black_box(sink);
+    events as f64 / started.elapsed().as_secs_f64()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn min_max(v: &[f64]) -> (f64, f64) {
+    v.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &x| {
+        (lo.min(x), hi.max(x))
+    })
+}
+
+struct Row {
+    label: String,
+    wasm: Vec<f64>,
+    native: Vec<f64>,
+    wasm_encode: Vec<f64>,
+    ratios: Vec<f64>,
+}
+
+fn run_case(
+    rt: &Runtime,
+    module: &Module,
+    native: Native,
+    label: String,
+    calls: &[Call<'_>],
+    args: &WasmArgs,
+) -> Row {
+    // Identical results first: the two paths compute the same thing.
+    for call in calls {
+        let wasm = match rt.call(module, Entry::Evolve, &call.input) {
+            Ok(Outcome::Ok(state)) => state,
+            other => panic!("wasm evolve failed: {other:?}"),
+        };
+        assert_eq!(
+            wasm,
+            native_state(native, &call.input),
+            "wasm and native disagree"
+        );
+    }
+    // Warm up both paths.
+    measure(rt, module, native, calls, Path::Wasm, args.seconds / 3.0);
+    measure(rt, module, native, calls, Path::Native, args.seconds / 3.0);
+    let mut row = Row {
+        label,
+        wasm: Vec::new(),
+        native: Vec::new(),
+        wasm_encode: Vec::new(),
+        ratios: Vec::new(),
+    };
+    for run in 0..args.runs {
+        let order = if run % 2 == 0 {
+            [Path::Wasm, Path::Native, Path::WasmEncode]
+        } else {
+            [Path::Native, Path::Wasm, Path::WasmEncode]
+        };
+        let (mut w, mut n) = (0.0, 0.0);
+        for path in order {
+            let eps = measure(rt, module, native, calls, path, args.seconds);
+            match path {
+                Path::Wasm => w = eps,
+                Path::Native => n = eps,
+                Path::WasmEncode => row.wasm_encode.push(eps),
+            }
+        }
+        row.wasm.push(w);
+        row.native.push(n);
+        row.ratios.push(w / n);
+    }
+    row
+}
+
+fn us(eps: f64) -> f64 {
+    1e6 / eps
+}
+
+fn print_rows(title: &str, rows: &[Row]) {
+    println!("### {title}\n");
+    println!(
+        "| batch | wasm events/s | native events/s | wasm/native | wasm µs/event | overhead µs/event (wasm − native) | wasm incl. encode events/s | wasm/native range |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---|");
+    for r in rows {
+        let (w, n) = (median(r.wasm.clone()), median(r.native.clone()));
+        let (lo, hi) = min_max(&r.ratios);
+        println!(
+            "| {} | {:.0} | {:.0} | {:.2} | {:.3} | {:.3} | {:.0} | {:.2}–{:.2} |",
+            r.label,
+            w,
+            n,
+            median(r.ratios.clone()),
+            us(w),
+            us(w) - us(n),
+            median(r.wasm_encode.clone()),
+            lo,
+            hi
+        );
+    }
+    println!();
+}
+
+/// Fixed cost of one call: `evolve` with no events and no state, per call.
+fn empty_call_cost(rt: &Runtime, module: &Module, args: &WasmArgs) -> (f64, f64) {
+    let input = loom_abi::evolve::encode(None, std::iter::empty());
+    let mut per_call = Vec::new();
+    let mut native = Vec::new();
+    for _ in 0..args.runs {
+        let t = Instant::now();
+        let mut n = 0u32;
+        while t.elapsed().as_secs_f64() < args.seconds / 3.0 {
+            rt.call(module, Entry::Evolve, &input)
+                .expect("empty evolve");
+            n += 1;
+        }
+        per_call.push(t.elapsed().as_secs_f64() * 1e6 / f64::from(n));
+        let t = Instant::now();
+        let mut n = 0u32;
+        while t.elapsed().as_secs_f64() < args.seconds / 3.0 {
+            std::hint::black_box(loom_guest::__export::run_evolve::<cart::Cart>(
+                std::hint::black_box(&input),
+            ));
+            n += 1;
+        }
+        native.push(t.elapsed().as_secs_f64() * 1e6 / f64::from(n));
+    }
+    (median(per_call), median(native))
+}
+
+fn wasm_bytes(args: &WasmArgs, name: &str) -> Vec<u8> {
+    match &args.wasm_dir {
+        Some(dir) => {
+            let file = dir.join(format!("{name}.wasm"));
+            std::fs::read(&file).unwrap_or_else(|e| panic!("reading {}: {e}", file.display()))
+        }
+        None => loom_testkit::example_wasm(name),
+    }
+}
+
+/// Runs the benchmark and prints markdown tables.
+pub fn run(args: &WasmArgs) {
+    let rt = Runtime::new(RuntimeConfig::default());
+    let cart_wasm = wasm_bytes(args, "cart");
+    let bank_wasm = wasm_bytes(args, "bank");
+    let cart_module = rt.compile(&cart_wasm).expect("cart compiles");
+    let bank_module = rt.compile(&bank_wasm).expect("bank compiles");
+    let cart_native: Native = loom_guest::__export::run_evolve::<cart::Cart>;
+    let bank_native: Native = loom_guest::__export::run_evolve::<bank::Account>;
+    if let Some(only) = &args.only {
+        let path = match only.as_str() {
+            "wasm" => Path::Wasm,
+            "native" => Path::Native,
+            "encode" => Path::WasmEncode,
+            other => panic!("--only takes wasm, encode or native, not {other:?}"),
+        };
+        let stream = cart_stream(args.stream_events);
+        for &b in &args.batches {
+            let calls = batched_calls(cart_native, &stream, b);
+            let eps = measure(&rt, &cart_module, cart_native, &calls, path, args.seconds);
+            println!("{only} cart batch {b}: {eps:.0} events/s");
+        }
+        return;
+    }
+    let config = rt.config();
+    println!("## Wasm evolve vs native (same ABI input bytes)\n");
+    println!(
+        "limits on: fuel {} per call, memory cap {} MiB, epoch deadline {:?}; cart.wasm {} bytes, bank.wasm {} bytes; {} runs × ≥{} s per cell, medians\n",
+        config.fuel_per_call,
+        config.memory_limit / (1024 * 1024),
+        config.call_timeout,
+        cart_wasm.len(),
+        bank_wasm.len(),
+        args.runs,
+        args.seconds
+    );
+
+    let (wasm_call, native_call) = empty_call_cost(&rt, &cart_module, args);
+    println!(
+        "Fixed cost of one `evolve` call with no events (cart): wasm {wasm_call:.2} µs, native {native_call:.3} µs\n"
+    );
+
+    let stream = cart_stream(args.stream_events);
+    let mut rows = Vec::new();
+    for &b in &args.batches {
+        let calls = batched_calls(cart_native, &stream, b);
+        rows.push(run_case(
+            &rt,
+            &cart_module,
+            cart_native,
+            b.to_string(),
+            &calls,
+            args,
+        ));
+    }
+    let carts = cart_lifecycles(args.stream_events);
+    let calls = per_stream_calls(&carts);
+    rows.push(run_case(
+        &rt,
+        &cart_module,
+        cart_native,
+        "20 (one call per cart lifecycle)".into(),
+        &calls,
+        args,
+    ));
+    print_rows("cart", &rows);
+
+    let stream = bank_stream(args.stream_events);
+    let mut rows = Vec::new();
+    for &b in &args.batches {
+        let calls = batched_calls(bank_native, &stream, b);
+        rows.push(run_case(
+            &rt,
+            &bank_module,
+            bank_native,
+            b.to_string(),
+            &calls,
+            args,
+        ));
+    }
+    print_rows("bank", &rows);
+}
