@@ -15,7 +15,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 /// Characters left as they are in a path segment.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+pub(crate) const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
     .remove(b'_')
@@ -31,17 +31,17 @@ pub(crate) struct Connection {
         default_value = "http://127.0.0.1:7070",
         global = true
     )]
-    url: String,
+    pub(crate) url: String,
     /// Bearer token.
     #[arg(long, env = "LOOM_TOKEN", hide_env_values = true, global = true)]
-    token: Option<String>,
+    pub(crate) token: Option<String>,
     /// Print JSON instead of text for people.
     #[arg(long, global = true)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 impl Connection {
-    fn client(&self, timeout: Option<Duration>) -> anyhow::Result<reqwest::Client> {
+    pub(crate) fn client(&self, timeout: Option<Duration>) -> anyhow::Result<reqwest::Client> {
         let mut headers = header::HeaderMap::new();
         if let Some(token) = &self.token {
             let mut value = header::HeaderValue::from_str(&format!("Bearer {token}"))
@@ -59,13 +59,13 @@ impl Connection {
         builder.build().context("building the HTTP client")
     }
 
-    fn url(&self, path_and_query: &str) -> String {
+    pub(crate) fn url(&self, path_and_query: &str) -> String {
         format!("{}{}", self.url.trim_end_matches('/'), path_and_query)
     }
 }
 
 /// Turns a non-success response into an error that reads well, using the problem's detail.
-async fn check(response: Response) -> anyhow::Result<Response> {
+pub(crate) async fn check(response: Response) -> anyhow::Result<Response> {
     let status = response.status();
     if status.is_success() {
         return Ok(response);
@@ -87,7 +87,7 @@ async fn check(response: Response) -> anyhow::Result<Response> {
     ))
 }
 
-fn send_error(url: &str) -> String {
+pub(crate) fn send_error(url: &str) -> String {
     format!("sending the request to {url} (is the server running? see --url / LOOM_URL)")
 }
 
@@ -250,7 +250,7 @@ pub(crate) async fn append(args: AppendArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn read_stdin() -> anyhow::Result<String> {
+pub(crate) fn read_stdin() -> anyhow::Result<String> {
     let mut text = String::new();
     std::io::stdin()
         .read_to_string(&mut text)
@@ -318,7 +318,7 @@ fn print_event(
     )
 }
 
-fn query_string(pairs: &[(&str, String)]) -> String {
+pub(crate) fn query_string(pairs: &[(&str, String)]) -> String {
     let mut q = String::new();
     for (k, v) in pairs {
         q.push(if q.is_empty() { '?' } else { '&' });

@@ -1,6 +1,8 @@
 //! `loom`: the Loom server (`loom serve`) and a client for its HTTP API.
 
 mod client;
+mod modules;
+mod projections;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -11,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
+use loom_engine::{Engine, EngineConfig};
 use loom_ledger::{Ledger, LedgerOptions};
 use loom_server::{AppState, Config, Token};
 
@@ -36,6 +39,16 @@ enum Command {
     Entities {
         #[command(subcommand)]
         command: client::EntitiesCommand,
+    },
+    /// Upload and manage wasm modules (reducers).
+    Modules {
+        #[command(subcommand)]
+        command: modules::ModulesCommand,
+    },
+    /// Define, read and steer projections.
+    Projections {
+        #[command(subcommand)]
+        command: projections::ProjectionsCommand,
     },
 }
 
@@ -65,6 +78,24 @@ struct ServeArgs {
     /// Longest wait for requests in flight at shutdown, in seconds.
     #[arg(long, default_value_t = 30)]
     shutdown_grace: u64,
+    /// Largest wasm module accepted by POST /v1/modules (suffixes k, m, g).
+    #[arg(long, env = "LOOM_MAX_MODULE", default_value = "32m", value_parser = parse_size)]
+    max_module: usize,
+    /// Fuel (about one unit per wasm instruction) one module call may use.
+    #[arg(long, env = "LOOM_FUEL", default_value_t = 2_000_000_000)]
+    fuel: u64,
+    /// Largest linear memory of a module call (suffixes k, m, g).
+    #[arg(long, env = "LOOM_MEMORY_LIMIT", default_value = "64m", value_parser = parse_size)]
+    memory_limit: usize,
+    /// Wall-clock limit of one module call, in milliseconds.
+    #[arg(long, env = "LOOM_CALL_TIMEOUT_MS", default_value_t = 10_000)]
+    call_timeout_ms: u64,
+    /// Most events a projection folds per transaction.
+    #[arg(long, env = "LOOM_PROJECTION_BATCH", default_value_t = 10_000)]
+    projection_batch: usize,
+    /// Longest wait of a min_position read, in milliseconds.
+    #[arg(long, env = "LOOM_MAX_WAIT_MS", default_value_t = 10_000)]
+    max_wait_ms: u64,
 }
 
 fn parse_size(text: &str) -> Result<usize, String> {
@@ -107,6 +138,8 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Events(args) => runtime.block_on(client::events(args)),
         Command::Stream(args) => runtime.block_on(client::stream(args)),
         Command::Entities { command } => runtime.block_on(client::entities(command)),
+        Command::Modules { command } => runtime.block_on(modules::modules(command)),
+        Command::Projections { command } => runtime.block_on(projections::projections(command)),
     }
 }
 
@@ -135,14 +168,32 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .context("opening the ledger")?
         .with_context(|| format!("opening the ledger in {}", args.data.display()))?;
     let ledger = Arc::new(ledger);
+    let mut engine_config = EngineConfig {
+        batch_events: args.projection_batch.max(1),
+        ..EngineConfig::default()
+    };
+    engine_config.runtime.fuel_per_call = args.fuel.max(1);
+    engine_config.runtime.memory_limit = args.memory_limit;
+    engine_config.runtime.call_timeout = Duration::from_millis(args.call_timeout_ms.max(1));
+    engine_config.runtime.max_module_size = args.max_module;
+    let engine = {
+        let ledger = ledger.clone();
+        tokio::task::spawn_blocking(move || Engine::open(ledger, engine_config))
+            .await
+            .context("opening the engine")?
+            .context("opening the engine (modules and projections)")?
+    };
+    let engine = Arc::new(engine);
     let config = Config {
         max_body_bytes: args.max_body,
         request_timeout: Duration::from_secs(args.request_timeout.max(1)),
         tokens,
+        max_module_bytes: args.max_module,
+        max_wait: Duration::from_millis(args.max_wait_ms),
         ..Config::default()
     };
     let open = config.tokens.is_empty();
-    let state = AppState::new(ledger.clone(), config);
+    let state = AppState::new(engine.clone(), config);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
@@ -174,9 +225,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             args.shutdown_grace
         ),
     }
-    tokio::task::spawn_blocking(move || ledger.shutdown())
-        .await
-        .context("shutting the ledger down")?;
+    // Projection workers first (they read the ledger), then the ledger's writer.
+    tokio::task::spawn_blocking(move || {
+        engine.shutdown();
+        ledger.shutdown();
+    })
+    .await
+    .context("shutting the engine and the ledger down")?;
     eprintln!("loom: stopped");
     Ok(ExitCode::SUCCESS)
 }

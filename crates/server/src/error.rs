@@ -2,6 +2,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use loom_engine::EngineError;
 use loom_ledger::{
     AppendError, Conflict, InvalidEvent, ReadError, RegistryError, Rejection, SelectorError,
     StorageError,
@@ -50,6 +51,43 @@ pub enum ApiError {
     /// 422: a registration is invalid (entity name, JSON Schema).
     #[error("{0}")]
     InvalidRegistration(String),
+    /// 422: uploaded bytes are not a module Loom can run (invalid wasm, wrong ABI version,
+    /// an import outside Loom's ABI such as WASI, a bad export). The detail says which.
+    #[error("{0}")]
+    InvalidModule(String),
+    /// 422: a module lacks the entry point a use needs (`evolve` for a projection, `query`
+    /// for a query).
+    #[error("{0}")]
+    MissingExport(String),
+    /// 422: a projection definition or request is invalid (name, unknown module, a key
+    /// where the partition has none, …).
+    #[error("{0}")]
+    InvalidProjection(String),
+    /// 422: a module call failed (trap, fuel, memory, malformed data); the detail carries
+    /// the module's message.
+    #[error("{0}")]
+    ModuleFailed(String),
+    /// 422: the module's `query` refused the parameters; the detail is its message.
+    #[error("{0}")]
+    QueryRejected(String),
+    /// 409: the module is used by projections (or other users) and cannot be deleted.
+    #[error("module {id} is in use by {}; delete or redefine them first", users.join(", "))]
+    ModuleInUse {
+        /// The module.
+        id: String,
+        /// What uses it (`projection carts`, …).
+        users: Vec<String>,
+    },
+    /// 504: a `min_position` read timed out before the projection reached the position.
+    #[error("{message}")]
+    WaitTimeout {
+        /// What happened, as a sentence.
+        message: String,
+        /// The position asked for.
+        wanted: u64,
+        /// The position the projection had reached.
+        reached: u64,
+    },
     /// 503: the server is shutting down or storage is unavailable; retry later.
     #[error("{0}")]
     Unavailable(String),
@@ -76,7 +114,14 @@ impl ApiError {
             ApiError::InvalidEvent(_)
             | ApiError::Rejected(_)
             | ApiError::Selector(_)
-            | ApiError::InvalidRegistration(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            | ApiError::InvalidRegistration(_)
+            | ApiError::InvalidModule(_)
+            | ApiError::MissingExport(_)
+            | ApiError::InvalidProjection(_)
+            | ApiError::ModuleFailed(_)
+            | ApiError::QueryRejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::ModuleInUse { .. } => StatusCode::CONFLICT,
+            ApiError::WaitTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Storage(e) if e.is_disk_full() => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -102,6 +147,13 @@ impl ApiError {
             ApiError::Rejected(Rejection::Schema { .. }) => "schema-violation",
             ApiError::Selector(_) => "invalid-selector",
             ApiError::InvalidRegistration(_) => "invalid-registration",
+            ApiError::InvalidModule(_) => "invalid-module",
+            ApiError::MissingExport(_) => "missing-export",
+            ApiError::InvalidProjection(_) => "invalid-projection",
+            ApiError::ModuleFailed(_) => "module-failed",
+            ApiError::QueryRejected(_) => "query-rejected",
+            ApiError::ModuleInUse { .. } => "module-in-use",
+            ApiError::WaitTimeout { .. } => "min-position-timeout",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Storage(e) if e.is_disk_full() => "disk-full",
             ApiError::Storage(_) => "storage-error",
@@ -176,6 +228,20 @@ impl ApiError {
             ApiError::PayloadTooLarge { limit } => {
                 ext.insert("limit".into(), json!(limit));
                 self.to_string()
+            }
+            ApiError::ModuleInUse { id, users } => {
+                ext.insert("module".into(), json!(id));
+                ext.insert("users".into(), json!(users));
+                self.to_string()
+            }
+            ApiError::WaitTimeout {
+                message,
+                wanted,
+                reached,
+            } => {
+                ext.insert("wanted".into(), json!(wanted));
+                ext.insert("reached".into(), json!(reached));
+                message.clone()
             }
             other => other.to_string(),
         };
@@ -258,6 +324,41 @@ impl From<RegistryError> for ApiError {
         match e {
             RegistryError::Storage(s) => ApiError::Storage(s),
             other => ApiError::InvalidRegistration(other.to_string()),
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::InvalidModule(m) => ApiError::InvalidModule(format!(
+                "the module was refused and nothing was stored: {m}"
+            )),
+            e @ EngineError::ModuleNotFound(_) => ApiError::NotFound(e.to_string()),
+            e @ EngineError::MissingExport { .. } => ApiError::MissingExport(e.to_string()),
+            EngineError::ModuleInUse { id, users } => ApiError::ModuleInUse { id, users },
+            e @ (EngineError::ProjectionNotFound(_) | EngineError::KeyNotFound { .. }) => {
+                ApiError::NotFound(e.to_string())
+            }
+            EngineError::Invalid(m) => ApiError::InvalidProjection(m),
+            EngineError::Selector(s) => ApiError::Selector(s),
+            EngineError::Call(c) => ApiError::ModuleFailed(format!("the module failed: {c}")),
+            e @ EngineError::Timeout {
+                wanted, reached, ..
+            } => ApiError::WaitTimeout {
+                message: format!(
+                    "{e}; retry, or ask with a longer timeout_ms (the server caps it)"
+                ),
+                wanted,
+                reached,
+            },
+            EngineError::Storage(s) => ApiError::Storage(s),
+            EngineError::Read(r) => r.into(),
+            e @ EngineError::Corrupt(_) => ApiError::Internal(e.to_string()),
+            // EngineError may grow variants (deciders, reactors); until mapped, they are
+            // internal errors, logged.
+            #[allow(unreachable_patterns)]
+            other => ApiError::Internal(other.to_string()),
         }
     }
 }

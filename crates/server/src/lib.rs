@@ -1,21 +1,27 @@
 //! Loom's HTTP API: CloudEvents in, CloudEvents out.
 //!
-//! [`app`] builds the axum [`Router`] over an [`AppState`] (a [`Ledger`] plus [`Config`]);
-//! [`serve`] runs it on a listener with graceful shutdown. One module per resource:
-//! `events` (appends and reads), `streams`, `entities` (the registry), `subscribe`
-//! (Server-Sent Events) and `ops` (health, metrics, OpenAPI). Every error is an [`ApiError`],
-//! answered as RFC 9457 `application/problem+json`.
+//! [`app`] builds the axum [`Router`] over an [`AppState`] (an [`Engine`] over a [`Ledger`],
+//! plus [`Config`]); [`serve`] runs it on a listener with graceful shutdown. One module per
+//! resource: `events` (appends and reads), `streams`, `entities` (the registry), `subscribe`
+//! (Server-Sent Events), `modules` (wasm uploads), `projections` and `ops` (health, metrics,
+//! OpenAPI). Every error is an [`ApiError`], answered as RFC 9457 `application/problem+json`.
+//!
+//! The server never touches wasm itself: modules and projections go through the
+//! [`Engine`], whose calls are blocking and run on `spawn_blocking` threads.
 //!
 //! ```no_run
 //! use std::sync::Arc;
+//! use loom_engine::{Engine, EngineConfig};
 //! use loom_ledger::{Ledger, LedgerOptions};
 //! use loom_server::{AppState, Config};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let ledger = Arc::new(Ledger::open("./loom-data", LedgerOptions::default())?);
-//! let state = AppState::new(ledger.clone(), Config::default());
+//! let engine = Arc::new(Engine::open(ledger.clone(), EngineConfig::default())?);
+//! let state = AppState::new(engine.clone(), Config::default());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:7070").await?;
 //! loom_server::serve(listener, state, async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! engine.shutdown();
 //! ledger.shutdown();
 //! # Ok(()) }
 //! ```
@@ -26,9 +32,11 @@ mod entities;
 mod error;
 mod events;
 mod metrics;
+mod modules;
 mod openapi;
 mod ops;
 mod params;
+mod projections;
 mod streams;
 mod subscribe;
 
@@ -43,6 +51,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use loom_engine::{Engine, EngineError};
 use loom_ledger::Ledger;
 use tokio::sync::watch;
 use tower_http::timeout::TimeoutLayer;
@@ -69,6 +78,12 @@ pub struct Config {
     pub default_page: usize,
     /// Largest page of a JSON list read (NDJSON reads stream any number).
     pub max_page: usize,
+    /// Largest wasm module accepted by `POST /v1/modules`, in bytes (larger: 413). Separate
+    /// from [`Config::max_body_bytes`], which bounds event bodies.
+    pub max_module_bytes: usize,
+    /// Longest a `min_position` read waits for its projection (`timeout_ms` is capped to
+    /// this; without `timeout_ms` a read waits up to this). Kept below `request_timeout`.
+    pub max_wait: Duration,
 }
 
 impl Default for Config {
@@ -80,6 +95,8 @@ impl Default for Config {
             heartbeat: Duration::from_secs(15),
             default_page: 100,
             max_page: 10_000,
+            max_module_bytes: 32 * 1024 * 1024,
+            max_wait: Duration::from_secs(10),
         }
     }
 }
@@ -98,7 +115,8 @@ pub fn check_listen(addr: SocketAddr, tokens: &[Token]) -> Result<(), String> {
     Ok(())
 }
 
-/// Shared state of every handler: the ledger, the settings and the server's counters.
+/// Shared state of every handler: the engine (and its ledger), the settings and the
+/// server's counters.
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub(crate) inner: Arc<Inner>,
@@ -107,6 +125,7 @@ pub struct AppState {
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) ledger: Arc<Ledger>,
+    pub(crate) engine: Arc<Engine>,
     pub(crate) config: Config,
     pub(crate) tokens: auth::Tokens,
     pub(crate) metrics: metrics::Metrics,
@@ -114,13 +133,15 @@ pub(crate) struct Inner {
 }
 
 impl AppState {
-    /// State over an open ledger.
-    pub fn new(ledger: Arc<Ledger>, config: Config) -> AppState {
+    /// State over an open engine and its ledger. The caller shuts the engine down (then the
+    /// ledger) after [`serve`] returns.
+    pub fn new(engine: Arc<Engine>, config: Config) -> AppState {
         let tokens = auth::Tokens::new(&config.tokens);
         let (shutdown, _) = watch::channel(false);
         AppState {
             inner: Arc::new(Inner {
-                ledger,
+                ledger: engine.ledger().clone(),
+                engine,
                 config,
                 tokens,
                 metrics: metrics::Metrics::default(),
@@ -132,6 +153,11 @@ impl AppState {
     /// The ledger.
     pub fn ledger(&self) -> &Arc<Ledger> {
         &self.inner.ledger
+    }
+
+    /// The engine: modules and projections.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.inner.engine
     }
 
     /// The settings.
@@ -158,6 +184,16 @@ impl AppState {
         let ledger = self.ledger_arc();
         tokio::task::spawn_blocking(move || f(&ledger)).await?
     }
+
+    /// Runs a blocking engine call off the async runtime.
+    pub(crate) async fn engine_blocking<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Engine) -> Result<T, EngineError> + Send + 'static,
+    {
+        let engine = self.inner.engine.clone();
+        Ok(tokio::task::spawn_blocking(move || f(&engine)).await??)
+    }
 }
 
 /// The whole API as a router; call [`Router::into_make_service`] or use [`serve`].
@@ -167,6 +203,8 @@ pub fn app(state: AppState) -> Router {
         .merge(streams::router())
         .merge(entities::router())
         .merge(subscribe::router())
+        .merge(modules::router())
+        .merge(projections::router())
         .merge(ops::router())
         .fallback(fallback)
         .layer(TimeoutLayer::with_status_code(
@@ -187,7 +225,7 @@ pub fn app(state: AppState) -> Router {
 
 /// Serves `app(state)` on `listener` until `signal` resolves, then shuts down gracefully:
 /// subscriptions end, requests in flight (appends included) finish, and the call returns.
-/// Shut the ledger down after it returns.
+/// Shut the engine down, then the ledger, after it returns.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -278,7 +316,15 @@ pub(crate) async fn read_body(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Bytes, ApiError> {
-    let limit = state.inner.config.max_body_bytes;
+    read_body_limited(state.inner.config.max_body_bytes, headers, body).await
+}
+
+/// Reads a request body up to `limit` bytes (413 beyond it).
+pub(crate) async fn read_body_limited(
+    limit: usize,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())

@@ -7,9 +7,16 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
 
+use loom_engine::{ProjectionStatus, Status};
 use loom_ledger::{Ledger, LedgerStats};
+
+/// Upper bounds (µs) of the state-query latency histogram buckets.
+const QUERY_BUCKETS_MICROS: [u64; 12] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 1_000_000, 10_000_000,
+];
 
 /// Counters kept by the server.
 #[derive(Debug, Default)]
@@ -18,6 +25,12 @@ pub(crate) struct Metrics {
     http: Mutex<BTreeMap<(String, String, u16), u64>>,
     /// Open `/v1/subscribe` streams.
     pub(crate) subscriptions: AtomicI64,
+    /// Module uploads that stored new bytes / that found them stored.
+    uploads_new: AtomicU64,
+    uploads_known: AtomicU64,
+    /// Projection state answers by latency bucket (the last is +Inf), and their sum.
+    state_queries: [AtomicU64; QUERY_BUCKETS_MICROS.len() + 1],
+    state_query_micros_sum: AtomicU64,
 }
 
 impl Metrics {
@@ -28,8 +41,28 @@ impl Metrics {
             .or_default() += 1;
     }
 
+    pub(crate) fn record_upload(&self, created: bool) {
+        let c = if created {
+            &self.uploads_new
+        } else {
+            &self.uploads_known
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_state_query(&self, took: Duration) {
+        let micros = took.as_micros().min(u64::MAX as u128) as u64;
+        let i = QUERY_BUCKETS_MICROS
+            .iter()
+            .position(|b| micros <= *b)
+            .unwrap_or(QUERY_BUCKETS_MICROS.len());
+        self.state_queries[i].fetch_add(1, Ordering::Relaxed);
+        self.state_query_micros_sum
+            .fetch_add(micros, Ordering::Relaxed);
+    }
+
     /// Renders every metric in the Prometheus text exposition format (version 0.0.4).
-    pub(crate) fn render(&self, ledger: &Ledger) -> String {
+    pub(crate) fn render(&self, ledger: &Ledger, projections: &[ProjectionStatus]) -> String {
         let s = ledger.stats();
         let mut out = String::with_capacity(4096);
         let counter = |out: &mut String, name: &str, help: &str, value: u64| {
@@ -95,6 +128,46 @@ impl Metrics {
             self.subscriptions.load(Ordering::Relaxed)
         );
 
+        let name = "loom_module_uploads_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Module uploads, by whether they stored new bytes."
+        );
+        let _ = writeln!(out, "# TYPE {name} counter");
+        let _ = writeln!(
+            out,
+            "{name}{{result=\"created\"}} {}",
+            load(&self.uploads_new)
+        );
+        let _ = writeln!(
+            out,
+            "{name}{{result=\"existing\"}} {}",
+            load(&self.uploads_known)
+        );
+
+        render_projections(&mut out, projections);
+
+        let name = "loom_projection_state_query_duration_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time to answer projection state reads (min_position waits included)."
+        );
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (i, bound) in QUERY_BUCKETS_MICROS.iter().enumerate() {
+            cumulative += load(&self.state_queries[i]);
+            let le = *bound as f64 / 1e6;
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+        }
+        cumulative += load(&self.state_queries[QUERY_BUCKETS_MICROS.len()]);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+        let _ = writeln!(
+            out,
+            "{name}_sum {}",
+            load(&self.state_query_micros_sum) as f64 / 1e6
+        );
+        let _ = writeln!(out, "{name}_count {cumulative}");
+
         let name = "loom_http_requests_total";
         let _ = writeln!(
             out,
@@ -111,6 +184,69 @@ impl Metrics {
             );
         }
         out
+    }
+}
+
+/// Per-projection gauges of the serving generation.
+fn render_projections(out: &mut String, projections: &[ProjectionStatus]) {
+    type Field = fn(&ProjectionStatus) -> u64;
+    let gauges: [(&str, &str, Field); 5] = [
+        (
+            "loom_projection_position",
+            "Every selected event up to this position is folded.",
+            |p| p.active.position,
+        ),
+        (
+            "loom_projection_lag",
+            "Events between the projection's position and the head.",
+            |p| p.active.lag,
+        ),
+        (
+            "loom_projection_events_applied",
+            "Events folded by the serving generation.",
+            |p| p.active.events_applied,
+        ),
+        ("loom_projection_keys", "Partition keys with state.", |p| {
+            p.active.keys
+        }),
+        (
+            "loom_projection_generation",
+            "Generation serving queries (grows with upgrades and rebuilds).",
+            |p| p.active.generation,
+        ),
+    ];
+    for (name, help, field) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for p in projections {
+            let _ = writeln!(
+                out,
+                "{name}{{projection=\"{}\"}} {}",
+                escape_label(&p.name),
+                field(p)
+            );
+        }
+    }
+    let name = "loom_projection_status";
+    let _ = writeln!(
+        out,
+        "# HELP {name} 1 for the serving generation's status, 0 for the others."
+    );
+    let _ = writeln!(out, "# TYPE {name} gauge");
+    for p in projections {
+        for (status, label) in [
+            (Status::Running, "running"),
+            (Status::CatchingUp, "catching_up"),
+            (Status::Paused, "paused"),
+            (Status::Failed, "failed"),
+        ] {
+            let _ = writeln!(
+                out,
+                "{name}{{projection=\"{}\",status=\"{label}\"}} {}",
+                escape_label(&p.name),
+                u8::from(p.active.status == status)
+            );
+        }
     }
 }
 

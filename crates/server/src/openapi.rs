@@ -12,7 +12,7 @@ use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 /// The OpenAPI document of the whole API.
 #[derive(Debug, OpenApi)]
 #[openapi(
-    info(title = "Loom", description = "An event store that speaks CloudEvents. Errors are RFC 9457 application/problem+json."),
+    info(title = "Loom", description = "An event store that speaks CloudEvents, with WebAssembly projections. Errors are RFC 9457 application/problem+json."),
     paths(
         crate::events::events_post,
         crate::events::events_append,
@@ -26,6 +26,22 @@ use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
         crate::entities::entities_put,
         crate::entities::entities_get,
         crate::entities::entities_list,
+        crate::modules::modules_upload,
+        crate::modules::modules_list,
+        crate::modules::modules_get,
+        crate::modules::modules_delete,
+        crate::projections::projections_put,
+        crate::projections::projections_list,
+        crate::projections::projections_get,
+        crate::projections::projections_delete,
+        crate::projections::projections_state,
+        crate::projections::projections_state_key,
+        crate::projections::projections_keys,
+        crate::projections::projections_query,
+        crate::projections::projections_query_key,
+        crate::projections::projections_rebuild,
+        crate::projections::projections_pause,
+        crate::projections::projections_resume,
         crate::ops::ops_health,
         crate::ops::ops_metrics,
         crate::ops::ops_openapi,
@@ -36,6 +52,8 @@ use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
         (name = "streams", description = "One stream by revision"),
         (name = "subscribe", description = "Server-Sent Events"),
         (name = "entities", description = "The event registry"),
+        (name = "modules", description = "WebAssembly reducer modules"),
+        (name = "projections", description = "Named projections: definitions, status, state, time travel, queries"),
         (name = "ops", description = "Health, metrics, this document"),
     )
 )]
@@ -237,4 +255,112 @@ pub(crate) struct SubscribeParams {
     data: Option<String>,
     /// JSONPath over the whole event.
     meta: Option<String>,
+}
+
+/// A stored module.
+#[derive(ToSchema)]
+pub(crate) struct ModuleSchema {
+    /// `sha256:<hex>` of the bytes.
+    id: String,
+    /// Size in bytes.
+    size: u64,
+    /// Loom ABI version the module speaks.
+    abi: u32,
+    /// Entry points: `evolve`, `decide`, `react`, `query`.
+    exports: Vec<String>,
+    /// Upload time (RFC 3339).
+    uploaded_at: String,
+}
+
+/// A projection's definition.
+#[derive(ToSchema)]
+pub(crate) struct ProjectionSpecSchema {
+    /// Module id (`sha256:…`), exporting `evolve`.
+    module: String,
+    /// Which events it folds (default: all).
+    selector: Option<SelectorSchema>,
+    /// `stream` (one state per `{entity}/{key}`, default) or `single` (one state).
+    partition: Option<String>,
+}
+
+/// The error that stopped a generation.
+#[derive(ToSchema)]
+pub(crate) struct FailureSchema {
+    /// Position of the event the module failed on (0: not tied to an event).
+    position: u64,
+    /// The module's (or engine's) message.
+    message: String,
+}
+
+/// A building generation during an upgrade.
+#[derive(ToSchema)]
+pub(crate) struct NextSchema {
+    spec: ProjectionSpecSchema,
+    generation: u64,
+    module: String,
+    status: String,
+    position: u64,
+    head: u64,
+    lag: u64,
+    keys: u64,
+    events_applied: u64,
+    last_error: Option<FailureSchema>,
+}
+
+/// A projection's status (the serving generation's progress, flattened).
+#[derive(ToSchema)]
+pub(crate) struct ProjectionStatusSchema {
+    name: String,
+    /// The serving definition.
+    spec: ProjectionSpecSchema,
+    /// Creation time (RFC 3339).
+    created_at: String,
+    /// Grows with every upgrade or rebuild.
+    generation: u64,
+    module: String,
+    /// `running`, `catching_up`, `paused` or `failed`.
+    status: String,
+    /// Every selected event up to here is folded.
+    position: u64,
+    /// The ledger's head.
+    head: u64,
+    /// `head - position`.
+    lag: u64,
+    /// Partition keys with state.
+    keys: u64,
+    /// Events folded.
+    events_applied: u64,
+    /// What stopped it, when failed.
+    last_error: Option<FailureSchema>,
+    /// The generation building in the background during an upgrade.
+    next: Option<NextSchema>,
+}
+
+/// A projection state.
+#[derive(ToSchema)]
+pub(crate) struct StateSchema {
+    /// The state, as the module's `evolve` made it.
+    state: serde_json::Value,
+    /// The state includes every selected event up to this position.
+    position: u64,
+    /// Events folded into this state.
+    events_applied: u64,
+    /// Recorded time of the first event folded (null: none).
+    created_at: Option<String>,
+    /// Recorded time of the last event folded (null: none).
+    updated_at: Option<String>,
+}
+
+/// Which state to read.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct StateParams {
+    /// The state after every selected event up to this position (replayed).
+    at_position: Option<u64>,
+    /// The state at this time (RFC 3339): as of the head at that time (replayed).
+    at_time: Option<String>,
+    /// Wait until the projection has folded everything up to this position (read-your-writes).
+    min_position: Option<u64>,
+    /// Longest wait for `min_position`, ms (default and cap: the server's max wait, 10 s).
+    timeout_ms: Option<u64>,
 }

@@ -36,7 +36,8 @@ pub(crate) async fn ops_health(State(state): State<AppState>) -> Response {
 }
 
 /// Metrics in the Prometheus text format: appends, events, conflicts, commit latency
-/// histogram, open subscriptions, HTTP requests.
+/// histogram, open subscriptions, module uploads, projection progress and status, state
+/// query latency histogram, HTTP requests.
 #[utoipa::path(
     get, path = "/metrics", tag = "ops",
     responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain; version=0.0.4")),
@@ -46,7 +47,10 @@ pub(crate) async fn ops_metrics(
     State(state): State<AppState>,
     _: Reader,
 ) -> Result<Response, ApiError> {
-    let text = state.inner.metrics.render(state.ledger());
+    let projections = state
+        .engine_blocking(|e| Ok(e.projections().list()))
+        .await?;
+    let text = state.inner.metrics.render(state.ledger(), &projections);
     let mut response = (StatusCode::OK, text).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Request, StatusCode};
+use loom_engine::{Engine, EngineConfig};
 use loom_ledger::{EntitySpec, EventTypeSpec, Ledger, LedgerOptions};
 use loom_server::{AppState, Config, app};
 use serde_json::{Value, json};
@@ -46,6 +47,10 @@ pub fn cart_spec() -> EntitySpec {
 }
 
 pub fn new_state(config: Config) -> TestState {
+    new_state_with(config, EngineConfig::default())
+}
+
+pub fn new_state_with(config: Config, engine: EngineConfig) -> TestState {
     let dir = tempfile::tempdir().expect("tempdir");
     let ledger = Ledger::open(dir.path(), LedgerOptions::default()).expect("open ledger");
     ledger
@@ -60,9 +65,10 @@ pub fn new_state(config: Config) -> TestState {
             },
         )
         .expect("register log");
+    let engine = Engine::open(Arc::new(ledger), engine).expect("open engine");
     TestState {
         dir,
-        state: AppState::new(Arc::new(ledger), config),
+        state: AppState::new(Arc::new(engine), config),
     }
 }
 
@@ -193,7 +199,11 @@ pub struct Server {
 
 impl Server {
     pub async fn start(config: Config) -> Server {
-        let TestState { dir, state } = new_state(config);
+        Self::start_with(config, EngineConfig::default()).await
+    }
+
+    pub async fn start_with(config: Config, engine: EngineConfig) -> Server {
+        let TestState { dir, state } = new_state_with(config, engine);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

@@ -1,0 +1,589 @@
+//! `loom projections`: define, inspect, read and steer projections, with a live progress bar
+//! while one catches up or rebuilds (`--wait`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use percent_encoding::utf8_percent_encode;
+use reqwest::{StatusCode, header};
+use serde_json::{Value, json};
+
+use crate::client::{Connection, SEGMENT, check, query_string, send_error};
+use crate::modules::{get_json, push};
+
+/// Partition modes.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum PartitionArg {
+    /// One state per stream ({entity}/{key}).
+    Stream,
+    /// One state for everything selected.
+    Single,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PutArgs {
+    #[command(flatten)]
+    conn: Connection,
+    /// Projection name.
+    name: String,
+    /// Module id (sha256:…) to run.
+    #[arg(long, required_unless_present = "wasm", conflicts_with = "wasm")]
+    module: Option<String>,
+    /// A .wasm file: push it, then use it.
+    #[arg(long)]
+    wasm: Option<PathBuf>,
+    /// Which events to fold, as a selector in JSON:
+    /// {"entity", "keys": […], "types": […], "data": JSONPath, "meta": JSONPath}.
+    #[arg(long, conflicts_with = "entity")]
+    selector: Option<String>,
+    /// Shorthand for --selector '{"entity":"ENTITY"}'.
+    #[arg(long)]
+    entity: Option<String>,
+    /// stream: one state per stream; single: one state for everything.
+    #[arg(long, value_enum, default_value_t = PartitionArg::Stream)]
+    partition: PartitionArg,
+    /// Wait (with a progress bar on a terminal) until the projection has caught up.
+    #[arg(long)]
+    wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StateArgs {
+    #[command(flatten)]
+    conn: Connection,
+    /// Projection name.
+    name: String,
+    /// The stream's entity (stream projections).
+    entity: Option<String>,
+    /// The stream's key (may contain '/').
+    #[arg(requires = "entity")]
+    key: Option<String>,
+    /// The state after every event up to this position (replayed).
+    #[arg(long, conflicts_with_all = ["at_time", "min_position"])]
+    at_position: Option<u64>,
+    /// The state at this time (RFC 3339, replayed).
+    #[arg(long, conflicts_with = "min_position")]
+    at_time: Option<String>,
+    /// Wait until the projection has folded everything up to this position.
+    #[arg(long)]
+    min_position: Option<u64>,
+    /// Longest wait for --min-position, in milliseconds (the server caps it).
+    #[arg(long, requires = "min_position")]
+    timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct QueryArgs {
+    #[command(flatten)]
+    conn: Connection,
+    /// Projection name.
+    name: String,
+    /// The stream's entity (stream projections).
+    entity: Option<String>,
+    /// The stream's key (may contain '/').
+    #[arg(requires = "entity")]
+    key: Option<String>,
+    /// The query's parameters, JSON (default {}).
+    #[arg(long, short = 'p', default_value = "{}")]
+    params: String,
+    /// Wait until the projection has folded everything up to this position.
+    #[arg(long)]
+    min_position: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ProjectionsCommand {
+    /// Create or change a projection (a changed module or selector builds the new version in
+    /// the background; the current one serves until it has caught up).
+    Put(PutArgs),
+    /// List projections with their status.
+    List {
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Show one projection's status.
+    Get {
+        #[command(flatten)]
+        conn: Connection,
+        /// Projection name.
+        name: String,
+    },
+    /// Read a state: `state NAME` (single) or `state NAME ENTITY KEY` (per stream).
+    State(StateArgs),
+    /// List the keys (streams) with state.
+    Keys {
+        #[command(flatten)]
+        conn: Connection,
+        /// Projection name.
+        name: String,
+        /// Only keys after this one.
+        #[arg(long)]
+        after: Option<String>,
+        /// Most keys to print (default: all).
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Call the module's query export with parameters.
+    Query(QueryArgs),
+    /// Start again from position 0.
+    Rebuild {
+        #[command(flatten)]
+        conn: Connection,
+        /// Projection name.
+        name: String,
+        /// Wait (with a progress bar on a terminal) until the rebuild has caught up.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Pause a projection (its state is still served).
+    Pause {
+        #[command(flatten)]
+        conn: Connection,
+        /// Projection name.
+        name: String,
+    },
+    /// Resume a paused or failed projection (a failed one retries the failing event).
+    Resume {
+        #[command(flatten)]
+        conn: Connection,
+        /// Projection name.
+        name: String,
+        /// Wait (with a progress bar on a terminal) until it has caught up.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Delete a projection and its state.
+    Delete {
+        #[command(flatten)]
+        conn: Connection,
+        /// Projection name.
+        name: String,
+    },
+}
+
+fn path_of(name: &str) -> String {
+    format!("/v1/projections/{}", utf8_percent_encode(name, SEGMENT))
+}
+
+/// `…/{entity}/{key}` with each segment of the key encoded (its slashes kept as path
+/// separators, as the server reads the key as the rest of the path).
+fn stream_suffix(entity: &str, key: &str) -> String {
+    let key: Vec<String> = key
+        .split('/')
+        .map(|s| utf8_percent_encode(s, SEGMENT).to_string())
+        .collect();
+    format!(
+        "/{}/{}",
+        utf8_percent_encode(entity, SEGMENT),
+        key.join("/")
+    )
+}
+
+fn s<'v>(v: &'v Value, k: &str) -> &'v str {
+    v.get(k).and_then(Value::as_str).unwrap_or("")
+}
+
+fn n(v: &Value, k: &str) -> u64 {
+    v.get(k).and_then(Value::as_u64).unwrap_or(0)
+}
+
+/// A status in one or two lines, for people.
+fn describe(st: &Value) -> String {
+    let spec = &st["spec"];
+    let mut text = format!(
+        "{}  {}  position {}/{} (lag {})  {} keys  {} events  generation {}  module {}  partition {}",
+        s(st, "name"),
+        s(st, "status"),
+        n(st, "position"),
+        n(st, "head"),
+        n(st, "lag"),
+        n(st, "keys"),
+        n(st, "events_applied"),
+        n(st, "generation"),
+        s(spec, "module"),
+        s(spec, "partition"),
+    );
+    if let Some(sel) = spec
+        .get("selector")
+        .filter(|s| s.as_object().is_some_and(|o| !o.is_empty()))
+    {
+        text.push_str(&format!("  selector {sel}"));
+    }
+    if let Some(e) = st.get("last_error") {
+        text.push_str(&format!(
+            "\n  failed at position {}: {}",
+            n(e, "position"),
+            s(e, "message")
+        ));
+    }
+    if let Some(next) = st.get("next") {
+        text.push_str(&format!(
+            "\n  next: generation {} {} position {}/{}  module {}",
+            n(next, "generation"),
+            s(next, "status"),
+            n(next, "position"),
+            n(next, "head"),
+            s(&next["spec"], "module"),
+        ));
+        if let Some(e) = next.get("last_error") {
+            text.push_str(&format!(
+                "\n  next failed at position {}: {}",
+                n(e, "position"),
+                s(e, "message")
+            ));
+        }
+    }
+    text
+}
+
+async fn send(
+    conn: &Connection,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<(String, &'static str)>,
+) -> anyhow::Result<(StatusCode, Value)> {
+    let client = conn.client(Some(Duration::from_secs(120)))?;
+    let url = conn.url(path);
+    let mut req = client.request(method, &url);
+    if let Some((body, ct)) = body {
+        req = req.header(header::CONTENT_TYPE, ct).body(body);
+    }
+    let response = req.send().await.with_context(|| send_error(&url))?;
+    let status = response.status();
+    let response = check(response).await?;
+    if status == StatusCode::NO_CONTENT {
+        return Ok((status, Value::Null));
+    }
+    Ok((status, response.json().await.context("reading the answer")?))
+}
+
+pub(crate) async fn projections(command: ProjectionsCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        ProjectionsCommand::Put(args) => put(args).await,
+        ProjectionsCommand::List { conn } => {
+            let list = get_json(&conn, "/v1/projections").await?;
+            if conn.json {
+                println!("{list}");
+            } else {
+                let items = list.as_array().cloned().unwrap_or_default();
+                if items.is_empty() {
+                    println!("no projections");
+                }
+                for p in &items {
+                    println!("{}", describe(p));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ProjectionsCommand::Get { conn, name } => {
+            let st = get_json(&conn, &path_of(&name)).await?;
+            if conn.json {
+                println!("{st}");
+            } else {
+                println!("{}", describe(&st));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ProjectionsCommand::State(args) => state(args).await,
+        ProjectionsCommand::Keys {
+            conn,
+            name,
+            after,
+            limit,
+        } => keys(conn, name, after, limit).await,
+        ProjectionsCommand::Query(args) => query(args).await,
+        ProjectionsCommand::Rebuild { conn, name, wait } => {
+            let (_, st) = send(
+                &conn,
+                reqwest::Method::POST,
+                &format!("{}/rebuild", path_of(&name)),
+                None,
+            )
+            .await?;
+            finish(&conn, &name, st, wait, "rebuilding").await
+        }
+        ProjectionsCommand::Pause { conn, name } => {
+            let (_, st) = send(
+                &conn,
+                reqwest::Method::POST,
+                &format!("{}/pause", path_of(&name)),
+                None,
+            )
+            .await?;
+            finish(&conn, &name, st, false, "paused").await
+        }
+        ProjectionsCommand::Resume { conn, name, wait } => {
+            let (_, st) = send(
+                &conn,
+                reqwest::Method::POST,
+                &format!("{}/resume", path_of(&name)),
+                None,
+            )
+            .await?;
+            finish(&conn, &name, st, wait, "resumed").await
+        }
+        ProjectionsCommand::Delete { conn, name } => {
+            send(&conn, reqwest::Method::DELETE, &path_of(&name), None).await?;
+            if conn.json {
+                println!("{}", json!({ "deleted": name }));
+            } else {
+                println!("deleted projection {name} and its state");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn put(args: PutArgs) -> anyhow::Result<ExitCode> {
+    let conn = &args.conn;
+    let module = match (&args.module, &args.wasm) {
+        (Some(m), _) => m.clone(),
+        (None, Some(file)) => {
+            let (record, created) = push(conn, file).await?;
+            let id = s(&record, "id").to_owned();
+            if !conn.json {
+                eprintln!(
+                    "{} module {id}",
+                    if created { "pushed" } else { "already stored:" }
+                );
+            }
+            id
+        }
+        (None, None) => bail!("give --module ID or --wasm FILE"),
+    };
+    let selector: Value = match (&args.selector, &args.entity) {
+        (Some(text), _) => {
+            serde_json::from_str(text).map_err(|e| anyhow!("--selector is not JSON: {e}"))?
+        }
+        (None, Some(entity)) => json!({ "entity": entity }),
+        (None, None) => json!({}),
+    };
+    let partition = match args.partition {
+        PartitionArg::Stream => "stream",
+        PartitionArg::Single => "single",
+    };
+    let body = json!({ "module": module, "selector": selector, "partition": partition });
+    let (status, st) = send(
+        conn,
+        reqwest::Method::PUT,
+        &path_of(&args.name),
+        Some((body.to_string(), "application/json")),
+    )
+    .await?;
+    let what = match status {
+        StatusCode::CREATED => "created",
+        StatusCode::ACCEPTED => "upgrading",
+        _ => "unchanged",
+    };
+    finish(conn, &args.name, st, args.wait, what).await
+}
+
+/// Prints the outcome of a change; with `wait`, first follows the projection (the building
+/// generation during an upgrade) until it has caught up.
+async fn finish(
+    conn: &Connection,
+    name: &str,
+    st: Value,
+    wait: bool,
+    what: &str,
+) -> anyhow::Result<ExitCode> {
+    let st = if wait {
+        let target = st
+            .get("next")
+            .map_or_else(|| n(&st, "generation"), |next| n(next, "generation"));
+        follow(conn, name, target).await?
+    } else {
+        st
+    };
+    if conn.json {
+        println!("{st}");
+    } else {
+        println!("{what}: {}", describe(&st));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Polls the status until generation `target` serves and is running; a progress bar shows
+/// position/head on a terminal.
+async fn follow(conn: &Connection, name: &str, target: u64) -> anyhow::Result<Value> {
+    let bar = if crate::stderr_is_terminal() && !conn.json {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} {msg:<24} {bar:40} {pos}/{len} events  {per_sec}  eta {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let path = path_of(name);
+    let result = loop {
+        let st = get_json(conn, &path).await?;
+        let (gen_status, building) = if n(&st, "generation") >= target {
+            (&st, false)
+        } else if let Some(next) = st.get("next").filter(|nx| n(nx, "generation") == target) {
+            (next, true)
+        } else {
+            break Err(anyhow!(
+                "generation {target} of projection {name} was replaced by another change \
+                 before it caught up"
+            ));
+        };
+        bar.set_length(n(gen_status, "head"));
+        bar.set_position(n(gen_status, "position"));
+        let status = s(gen_status, "status");
+        bar.set_message(format!(
+            "{name}: {}{}",
+            status.replace('_', " "),
+            if building { " (next)" } else { "" }
+        ));
+        match status {
+            "running" if !building => break Ok(st),
+            "failed" => {
+                let e = &gen_status["last_error"];
+                break Err(anyhow!(
+                    "projection {name} failed at position {}: {}",
+                    n(e, "position"),
+                    s(e, "message")
+                ));
+            }
+            "paused" => {
+                break Err(anyhow!(
+                    "projection {name} is paused at position {}; resume it with `loom \
+                     projections resume {name} --wait`",
+                    n(gen_status, "position")
+                ));
+            }
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    };
+    bar.finish_and_clear();
+    result
+}
+
+async fn state(args: StateArgs) -> anyhow::Result<ExitCode> {
+    let conn = &args.conn;
+    let mut path = format!("{}/state", path_of(&args.name));
+    if let Some(entity) = &args.entity {
+        let Some(key) = &args.key else {
+            bail!("give both ENTITY and KEY, e.g. `loom projections state carts cart 42`");
+        };
+        path.push_str(&stream_suffix(entity, key));
+    }
+    let mut pairs: Vec<(&str, String)> = Vec::new();
+    if let Some(p) = args.at_position {
+        pairs.push(("at_position", p.to_string()));
+    }
+    if let Some(t) = &args.at_time {
+        pairs.push(("at_time", t.clone()));
+    }
+    if let Some(p) = args.min_position {
+        pairs.push(("min_position", p.to_string()));
+    }
+    if let Some(t) = args.timeout_ms {
+        pairs.push(("timeout_ms", t.to_string()));
+    }
+    path.push_str(&query_string(&pairs));
+    let answer = get_json(conn, &path).await?;
+    if conn.json {
+        println!("{answer}");
+    } else {
+        let subject = match (&args.entity, &args.key) {
+            (Some(e), Some(k)) => format!("{e}/{k}"),
+            _ => args.name.clone(),
+        };
+        println!(
+            "{subject} at position {}: {} events, created {}, updated {}",
+            n(&answer, "position"),
+            n(&answer, "events_applied"),
+            answer["created_at"].as_str().unwrap_or("-"),
+            answer["updated_at"].as_str().unwrap_or("-"),
+        );
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&answer["state"]).unwrap_or_default()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn keys(
+    conn: Connection,
+    name: String,
+    after: Option<String>,
+    limit: Option<usize>,
+) -> anyhow::Result<ExitCode> {
+    let mut after = after;
+    let mut printed = 0usize;
+    let mut all = Vec::new();
+    loop {
+        let page = limit.map_or(1000, |l| (l - printed).min(1000));
+        if page == 0 {
+            break;
+        }
+        let mut pairs = vec![("limit", page.to_string())];
+        if let Some(a) = &after {
+            pairs.push(("after", a.clone()));
+        }
+        let path = format!("{}/keys{}", path_of(&name), query_string(&pairs));
+        let keys = get_json(&conn, &path).await?;
+        let keys: Vec<String> = serde_json::from_value(keys).context("reading keys")?;
+        let full = keys.len() == page;
+        printed += keys.len();
+        after = keys.last().cloned().or(after);
+        if conn.json {
+            all.extend(keys);
+        } else {
+            for k in &keys {
+                println!("{k}");
+            }
+        }
+        if !full {
+            break;
+        }
+    }
+    if conn.json {
+        println!("{}", Value::from(all));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn query(args: QueryArgs) -> anyhow::Result<ExitCode> {
+    let conn = &args.conn;
+    serde_json::from_str::<Value>(&args.params)
+        .map_err(|e| anyhow!("--params is not JSON: {e}"))?;
+    let mut path = format!("{}/query", path_of(&args.name));
+    if let Some(entity) = &args.entity {
+        let Some(key) = &args.key else {
+            bail!("give both ENTITY and KEY");
+        };
+        path.push_str(&stream_suffix(entity, key));
+    }
+    if let Some(p) = args.min_position {
+        path.push_str(&query_string(&[("min_position", p.to_string())]));
+    }
+    let (_, answer) = send(
+        conn,
+        reqwest::Method::POST,
+        &path,
+        Some((args.params.clone(), "application/json")),
+    )
+    .await?;
+    if conn.json {
+        println!("{answer}");
+    } else {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&answer).unwrap_or_default()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

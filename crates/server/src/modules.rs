@@ -1,0 +1,149 @@
+//! Modules: wasm reducers uploaded as raw bytes, stored content-addressed (`sha256:<hex>`).
+//!
+//! Validation (wasm, ABI version, imports, exports) and storage are the engine's; this module
+//! reads the body under its own size limit ([`crate::Config::max_module_bytes`]) and maps the
+//! answers to HTTP.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{OriginalUri, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use crate::auth::{Admin, Reader};
+use crate::error::ApiError;
+use crate::params::Params;
+use crate::{AppState, json_response, read_body_limited};
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/modules", post(modules_upload).get(modules_list))
+        .route("/v1/modules/{id}", get(modules_get).delete(modules_delete))
+}
+
+pub(crate) fn to_json<T: serde::Serialize>(
+    status: StatusCode,
+    value: &T,
+) -> Result<Response, ApiError> {
+    let body = serde_json::to_vec(value).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(json_response(status, "application/json", body))
+}
+
+/// Upload a module: the raw wasm bytes as the body (any `Content-Type`; `application/wasm`
+/// is the proper one). The same bytes always give the same id.
+#[utoipa::path(
+    post, path = "/v1/modules", tag = "modules",
+    request_body(description = "The module's wasm bytes", content((String = "application/wasm"))),
+    responses(
+        (status = 201, description = "Stored", body = crate::openapi::ModuleSchema,
+            headers(("Location" = String, description = "/v1/modules/{id}"))),
+        (status = 200, description = "The same bytes were stored already (idempotent)", body = crate::openapi::ModuleSchema),
+        (status = 413, description = "Larger than the module size limit", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not a module Loom runs: invalid wasm, wrong ABI version, forbidden import (e.g. WASI), bad export", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["admin"]), ())
+)]
+pub(crate) async fn modules_upload(
+    State(state): State<AppState>,
+    _: Admin,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    Params::parse(&uri, &[])?;
+    let limit = state.config().max_module_bytes;
+    let bytes = read_body_limited(limit, &headers, body).await?;
+    if bytes.is_empty() {
+        return Err(ApiError::InvalidModule(
+            "the body is empty: send the module's wasm bytes (curl --data-binary @module.wasm)"
+                .into(),
+        ));
+    }
+    let uploaded = state
+        .engine_blocking(move |e| e.modules().upload(&bytes))
+        .await?;
+    state.inner.metrics.record_upload(uploaded.created);
+    let status = if uploaded.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let mut response = to_json(status, &uploaded.record)?;
+    if let Ok(v) = HeaderValue::from_str(&format!("/v1/modules/{}", uploaded.record.id)) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(response)
+}
+
+/// Every stored module, by id.
+#[utoipa::path(
+    get, path = "/v1/modules", tag = "modules",
+    responses(
+        (status = 200, description = "The modules", body = Vec<crate::openapi::ModuleSchema>),
+    ),
+    security(("bearer" = ["reader"]), ())
+)]
+pub(crate) async fn modules_list(
+    State(state): State<AppState>,
+    _: Reader,
+    OriginalUri(uri): OriginalUri,
+) -> Result<Response, ApiError> {
+    Params::parse(&uri, &[])?;
+    let list = state.engine_blocking(|e| e.modules().list()).await?;
+    to_json(StatusCode::OK, &list)
+}
+
+/// One module's record.
+#[utoipa::path(
+    get, path = "/v1/modules/{id}", tag = "modules",
+    params(("id" = String, Path, description = "Module id, sha256:<hex>")),
+    responses(
+        (status = 200, description = "The module", body = crate::openapi::ModuleSchema),
+        (status = 404, description = "No such module", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["reader"]), ())
+)]
+pub(crate) async fn modules_get(
+    State(state): State<AppState>,
+    _: Reader,
+    Path(id): Path<String>,
+    OriginalUri(uri): OriginalUri,
+) -> Result<Response, ApiError> {
+    Params::parse(&uri, &[])?;
+    let found = {
+        let id = id.clone();
+        state.engine_blocking(move |e| e.modules().get(&id)).await?
+    };
+    match found {
+        Some(record) => to_json(StatusCode::OK, &record),
+        None => Err(ApiError::NotFound(not_stored(&id))),
+    }
+}
+
+fn not_stored(id: &str) -> String {
+    format!("module {id} is not stored; upload it with POST /v1/modules")
+}
+
+/// Delete a module nobody uses. While a projection names it (active or building), the answer
+/// is a 409 whose `users` lists them.
+#[utoipa::path(
+    delete, path = "/v1/modules/{id}", tag = "modules",
+    params(("id" = String, Path, description = "Module id, sha256:<hex>")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such module", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "In use; `users` names the users", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["admin"]), ())
+)]
+pub(crate) async fn modules_delete(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+    OriginalUri(uri): OriginalUri,
+) -> Result<Response, ApiError> {
+    Params::parse(&uri, &[])?;
+    state.engine_blocking(move |e| e.delete_module(&id)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,631 @@
+//! Projections: definitions, status, state (live, at a past position or time, or after a
+//! position for read-your-writes), partition keys, the module's `query` export, life cycle.
+//!
+//! Routing: a `stream` projection's state is `…/state/{entity}/{key}` where `{key}` is the
+//! rest of the path and may contain `/` (`…/state/cart/eu/42` is stream `cart/eu/42`); a
+//! `single` projection's is `…/state`. The same goes for `…/query`.
+
+use std::io::Write as _;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{OriginalUri, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use loom_engine::{At, EngineError, Partition, ProjectionSpec, PutOutcome, StateView, Status};
+
+use crate::auth::{Admin, Reader};
+use crate::error::ApiError;
+use crate::modules::to_json;
+use crate::params::{Params, link};
+use crate::{AppState, json_response, parse_json, read_body, require_json};
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/projections", get(projections_list))
+        .route(
+            "/v1/projections/{name}",
+            put(projections_put)
+                .get(projections_get)
+                .delete(projections_delete),
+        )
+        .route("/v1/projections/{name}/state", get(projections_state))
+        .route(
+            "/v1/projections/{name}/state/{entity}/{*key}",
+            get(projections_state_key),
+        )
+        .route("/v1/projections/{name}/keys", get(projections_keys))
+        .route("/v1/projections/{name}/query", post(projections_query))
+        .route(
+            "/v1/projections/{name}/query/{entity}/{*key}",
+            post(projections_query_key),
+        )
+        .route("/v1/projections/{name}/rebuild", post(projections_rebuild))
+        .route("/v1/projections/{name}/pause", post(projections_pause))
+        .route("/v1/projections/{name}/resume", post(projections_resume))
+}
+
+fn location(name: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(&format!("/v1/projections/{name}")).ok()
+}
+
+/// Create or change a projection. A new name starts catching up (201); the same definition
+/// again changes nothing (200); a changed definition builds a new generation in the
+/// background while the current one keeps serving, and swaps when caught up (202).
+#[utoipa::path(
+    put, path = "/v1/projections/{name}", tag = "projections",
+    params(("name" = String, Path, description = "1-128 ASCII letters, digits, '_', '-', '.'")),
+    request_body(content = crate::openapi::ProjectionSpecSchema, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created; catching up", body = crate::openapi::ProjectionStatusSchema),
+        (status = 200, description = "The same definition was in place", body = crate::openapi::ProjectionStatusSchema),
+        (status = 202, description = "Upgrading: the new generation builds in the background (see `next`)", body = crate::openapi::ProjectionStatusSchema),
+        (status = 400, description = "Malformed body", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid name, unknown module, module without evolve, invalid selector", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["admin"]), ())
+)]
+pub(crate) async fn projections_put(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(name): Path<String>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    Params::parse(&uri, &[])?;
+    require_json(&headers)?;
+    let bytes = read_body(&state, &headers, body).await?;
+    let spec: ProjectionSpec = parse_json(&bytes)?;
+    let (outcome, status) = {
+        let name = name.clone();
+        state
+            .engine_blocking(move |e| {
+                let outcome = e.projections().put(&name, spec)?;
+                Ok((outcome, e.projections().status(&name)?))
+            })
+            .await
+            .map_err(|e| match e {
+                ApiError::NotFound(m) => ApiError::InvalidProjection(m),
+                other => other,
+            })?
+    };
+    let code = match outcome {
+        PutOutcome::Created => StatusCode::CREATED,
+        PutOutcome::Unchanged => StatusCode::OK,
+        PutOutcome::Upgrading => StatusCode::ACCEPTED,
+    };
+    let mut response = to_json(code, &status)?;
+    if let Some(v) = location(&name) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(response)
+}
+
+/// Every projection's status.
+#[utoipa::path(
+    get, path = "/v1/projections", tag = "projections",
+    responses((status = 200, description = "Statuses, by name", body = Vec<crate::openapi::ProjectionStatusSchema>)),
+    security(("bearer" = ["reader"]), ())
+)]
+pub(crate) async fn projections_list(
+    State(state): State<AppState>,
+    _: Reader,
+    OriginalUri(uri): OriginalUri,
+) -> Result<Response, ApiError> {
+    Params::parse(&uri, &[])?;
+    let list = state
+        .engine_blocking(|e| Ok(e.projections().list()))
+        .await?;
+    to_json(StatusCode::OK, &list)
+}
+
+/// One projection's status: `running`, `catching_up`, `paused` or `failed`, position, head,
+/// lag, keys, events applied, last error; during an upgrade `next` shows the building
+/// generation.
+#[utoipa::path(
+    get, path = "/v1/projections/{name}", tag = "projections",
+    params(("name" = String, Path, description = "Projection name")),
+    responses(
+        (status = 200, description = "Status", body = crate::openapi::ProjectionStatusSchema),
+        (status = 404, description = "No such projection", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["reader"]), ())
+)]
+pub(crate) async fn projections_get(
+    State(state): State<AppState>,
+    _: Reader,
+    Path(name): Path<String>,
+    OriginalUri(uri): OriginalUri,
+) -> Result<Response, ApiError> {
+    Params::parse(&uri, &[])?;
+    let status = state
+        .engine_blocking(move |e| e.projections().status(&name))
+        .await?;
+    to_json(StatusCode::OK, &status)
+}
+
+/// Delete a projection and all its state.
+#[utoipa::path(
+    delete, path = "/v1/projections/{name}", tag = "projections",
+    params(("name" = String, Path, description = "Projection name")),
+    responses(
+        (status = 204, description = "Deleted, state dropped"),
+        (status = 404, description = "No such projection", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["admin"]), ())
+)]
+pub(crate) async fn projections_delete(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(name): Path<String>,
+    OriginalUri(uri): OriginalUri,
+) -> Result<Response, ApiError> {
+    Params::parse(&uri, &[])?;
+    state
+        .engine_blocking(move |e| e.projections().delete(&name))
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Which state a read wants, from `at_position`, `at_time`, `min_position`, `timeout_ms`.
+#[derive(Debug)]
+struct When {
+    at: At,
+    /// Wait until the projection reached this position, at most `wait`.
+    min_position: Option<u64>,
+    wait: Duration,
+}
+
+const WHEN_PARAMS: [&str; 4] = ["at_position", "at_time", "min_position", "timeout_ms"];
+
+fn when(state: &AppState, params: &Params) -> Result<When, ApiError> {
+    let at_position = params.u64("at_position")?;
+    let at_time = params
+        .one("at_time")?
+        .map(|t| {
+            loom_ledger::parse_time(t.trim()).map_err(|e| {
+                ApiError::BadRequest(format!(
+                    "at_time {t:?} is not an RFC 3339 time such as 2025-01-31T12:00:00Z: {e}"
+                ))
+            })
+        })
+        .transpose()?;
+    let min_position = params.u64("min_position")?;
+    let timeout_ms = params.u64("timeout_ms")?;
+    let at = match (at_position, at_time) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::BadRequest(
+                "at_position and at_time both name a moment; give one of them".into(),
+            ));
+        }
+        (Some(p), None) => At::Position(p),
+        (None, Some(t)) => At::Time(t),
+        (None, None) => At::Now,
+    };
+    if min_position.is_some() && at != At::Now {
+        return Err(ApiError::BadRequest(
+            "min_position waits for the live state; at_position and at_time replay history \
+             and need no wait: give one or the other"
+                .into(),
+        ));
+    }
+    if timeout_ms.is_some() && min_position.is_none() {
+        return Err(ApiError::BadRequest(
+            "timeout_ms bounds the wait of min_position; give min_position too".into(),
+        ));
+    }
+    Ok(When {
+        at,
+        min_position,
+        wait: wait_limit(state, timeout_ms),
+    })
+}
+
+/// The wait a `min_position` read may take: `timeout_ms`, capped by `max_wait` and kept
+/// below the request timeout so that the answer is a 504 problem, not a cut connection.
+fn wait_limit(state: &AppState, timeout_ms: Option<u64>) -> Duration {
+    let config = state.config();
+    let cap = config.max_wait.min(
+        config
+            .request_timeout
+            .saturating_sub(Duration::from_millis(250)),
+    );
+    timeout_ms.map_or(cap, |ms| Duration::from_millis(ms).min(cap))
+}
+
+/// Blocks until `name` has folded everything up to `position` (bounded). A paused or failed
+/// projection will not get there: that answers at once.
+fn wait_blocking(
+    engine: &loom_engine::Engine,
+    name: &str,
+    position: u64,
+    wait: Duration,
+) -> Result<(), ApiError> {
+    let status = engine.projections().status(name)?;
+    let active = &status.active;
+    if active.position < position && matches!(active.status, Status::Paused | Status::Failed) {
+        let why = match (&active.status, &active.last_error) {
+            (Status::Failed, Some(f)) => format!(
+                "failed at position {}: {}; resume it once fixed",
+                f.position, f.message
+            ),
+            (Status::Failed, None) => "failed; resume it once fixed".to_owned(),
+            _ => "paused; resume it".to_owned(),
+        };
+        return Err(ApiError::WaitTimeout {
+            message: format!(
+                "projection {name:?} is at position {} and {why}; it will not reach \
+                 min_position {position} until then",
+                active.position
+            ),
+            wanted: position,
+            reached: active.position,
+        });
+    }
+    engine.projections().wait_for(name, position, wait)?;
+    Ok(())
+}
+
+fn push_time(out: &mut Vec<u8>, micros: Option<i64>) {
+    match micros {
+        Some(m) => {
+            out.push(b'"');
+            out.extend_from_slice(loom_ledger::format_time(m).as_bytes());
+            out.push(b'"');
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+fn check_json(bytes: &[u8], what: &str) -> Result<(), ApiError> {
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+        .map(|_| ())
+        .map_err(|e| ApiError::ModuleFailed(format!("the module's {what} is not JSON: {e}")))
+}
+
+/// `{ "state": …, "position", "events_applied", "created_at", "updated_at" }`, with the
+/// state's JSON as the module produced it.
+fn state_body(view: &StateView) -> Result<Vec<u8>, ApiError> {
+    check_json(&view.state, "state")?;
+    let mut out = Vec::with_capacity(view.state.len() + 160);
+    out.extend_from_slice(b"{\"state\":");
+    out.extend_from_slice(&view.state);
+    let _ = write!(
+        out,
+        ",\"position\":{},\"events_applied\":{},\"created_at\":",
+        view.position, view.events_applied
+    );
+    push_time(&mut out, view.created_micros);
+    out.extend_from_slice(b",\"updated_at\":");
+    push_time(&mut out, view.updated_micros);
+    out.push(b'}');
+    Ok(out)
+}
+
+async fn state_answer(
+    state: AppState,
+    uri: &Uri,
+    name: String,
+    key: Option<String>,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let params = Params::parse(uri, &WHEN_PARAMS)?;
+    let when = when(&state, &params)?;
+    let engine = state.engine().clone();
+    let view = tokio::task::spawn_blocking(move || {
+        if let Some(p) = when.min_position {
+            wait_blocking(&engine, &name, p, when.wait)?;
+        }
+        Ok::<_, ApiError>(engine.projections().state(&name, key.as_deref(), when.at)?)
+    })
+    .await??;
+    let body = state_body(&view)?;
+    state.inner.metrics.record_state_query(started.elapsed());
+    Ok(json_response(StatusCode::OK, "application/json", body))
+}
+
+/// The state of a `single` projection: live, at a past position or time (replayed, exact),
+/// or once the projection reached `min_position` (read-your-writes).
+#[utoipa::path(
+    get, path = "/v1/projections/{name}/state", tag = "projections",
+    params(("name" = String, Path, description = "Projection name"), crate::openapi::StateParams),
+    responses(
+        (status = 200, description = "The state", body = crate::openapi::StateSchema),
+        (status = 400, description = "Bad or conflicting parameters", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such projection", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The projection is partitioned by stream, or the module failed replaying", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 504, description = "min_position not reached in time", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["reader"]), ())
+)]
+pub(crate) async fn projections_state(
+    State(state): State<AppState>,
+    _: Reader,
+    Path(name): Path<String>,
+    OriginalUri(uri): OriginalUri,
+) -> Result<Response, ApiError> {
+    state_answer(state, &uri, name, None).await
+}
+
+/// The state of one stream (`{entity}/{key}`) of a `stream` projection; parameters as for
+/// the `single` state.
+#[utoipa::path(
+    get, path = "/v1/projections/{name}/state/{entity}/{key}", tag = "projections",
+    params(("name" = String, Path, description = "Projection name"),
+        ("entity" = String, Path, description = "The stream's entity"),
+        ("key" = String, Path, description = "The stream's key; may contain '/'"),
+        crate::openapi::StateParams),
+    responses(
+        (status = 200, description = "The state", body = crate::openapi::StateSchema),
+        (status = 400, description = "Bad or conflicting parameters", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such projection, or no state for this stream (at that moment)", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The projection is `single`, or the module failed replaying", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 504, description = "min_position not reached in time", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["reader"]), ())
+)]
+pub(crate) async fn projections_state_key(
+    State(state): State<AppState>,
+    _: Reader,
+    Path((name, entity, key)): Path<(String, String, String)>,
+    OriginalUri(uri): OriginalUri,
+) -> Result<Response, ApiError> {
+    state_answer(state, &uri, name, Some(format!("{entity}/{key}"))).await
+}
+
+/// The partition keys (streams) with state, in order, a page at a time: `after` a key,
+/// `limit` keys; a full page carries `Link: <…>; rel="next"`.
+#[utoipa::path(
+    get, path = "/v1/projections/{name}/keys", tag = "projections",
+    params(("name" = String, Path, description = "Projection name"),
+        ("after" = Option<String>, Query, description = "Only keys after this one"),
+        ("limit" = Option<u64>, Query, description = "Most keys (default 100, at most 10000)")),
+    responses(
+        (status = 200, description = "Keys (`{entity}/{key}`)", body = Vec<String>,
+            headers(("Link" = String, description = "rel=\"next\": the next page"))),
+        (status = 404, description = "No such projection", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A `single` projection has no keys", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["reader"]), ())
+)]
+pub(crate) async fn projections_keys(
+    State(state): State<AppState>,
+    _: Reader,
+    Path(name): Path<String>,
+    OriginalUri(uri): OriginalUri,
+) -> Result<Response, ApiError> {
+    let params = Params::parse(&uri, &["after", "limit"])?;
+    let limit = params.limit(state.config().default_page, state.config().max_page)?;
+    let after = params.one("after")?.map(str::to_owned);
+    let engine = state.engine().clone();
+    let keys = tokio::task::spawn_blocking(move || {
+        let status = engine.projections().status(&name)?;
+        if status.spec.partition == Partition::Single {
+            return Err(ApiError::InvalidProjection(format!(
+                "projection {name:?} is partitioned \"single\": it has one state, at \
+                 /v1/projections/{name}/state"
+            )));
+        }
+        Ok(engine.projections().keys(&name, after.as_deref(), limit)?)
+    })
+    .await??;
+    let mut response = to_json(StatusCode::OK, &keys)?;
+    if keys.len() == limit
+        && let Some(last) = keys.last()
+    {
+        let next = link(uri.path(), &params, &[("after", last.clone())]);
+        if let Ok(v) = HeaderValue::from_str(&format!("<{next}>; rel=\"next\"")) {
+            response.headers_mut().insert(header::LINK, v);
+        }
+    }
+    Ok(response)
+}
+
+async fn query_answer(
+    state: AppState,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+    name: String,
+    key: Option<String>,
+) -> Result<Response, ApiError> {
+    let params = Params::parse(uri, &["min_position", "timeout_ms"])?;
+    let min_position = params.u64("min_position")?;
+    let timeout_ms = params.u64("timeout_ms")?;
+    if timeout_ms.is_some() && min_position.is_none() {
+        return Err(ApiError::BadRequest(
+            "timeout_ms bounds the wait of min_position; give min_position too".into(),
+        ));
+    }
+    let wait = wait_limit(&state, timeout_ms);
+    let bytes = read_body(&state, headers, body).await?;
+    let input = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}".to_vec()
+    } else {
+        require_json(headers)?;
+        serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).map_err(|e| {
+            ApiError::BadRequest(format!("the query parameters are not valid JSON: {e}"))
+        })?;
+        bytes.to_vec()
+    };
+    let engine = state.engine().clone();
+    let out = tokio::task::spawn_blocking(move || {
+        if let Some(p) = min_position {
+            wait_blocking(&engine, &name, p, wait)?;
+        }
+        let status = engine.projections().status(&name)?;
+        if let Some(m) = engine.modules().get(&status.spec.module)?
+            && !m.exports.iter().any(|e| e == "query")
+        {
+            return Err(ApiError::MissingExport(format!(
+                "module {} of projection {name:?} does not export query",
+                m.id
+            )));
+        }
+        match (status.spec.partition, &key) {
+            (Partition::Single, Some(_)) => {
+                return Err(ApiError::InvalidProjection(format!(
+                    "projection {name:?} is partitioned \"single\": query it at \
+                     /v1/projections/{name}/query"
+                )));
+            }
+            (Partition::Stream, None) => {
+                return Err(ApiError::InvalidProjection(format!(
+                    "projection {name:?} is partitioned by stream: query a stream at \
+                     /v1/projections/{name}/query/{{entity}}/{{key}}"
+                )));
+            }
+            _ => {}
+        }
+        match engine.projections().query(&name, key.as_deref(), &input) {
+            Ok(out) => Ok(out),
+            // The key and partition were checked above: this is the module's own refusal.
+            Err(EngineError::Invalid(message)) => Err(ApiError::QueryRejected(format!(
+                "the module's query refused the parameters: {message}"
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    })
+    .await??;
+    check_json(&out, "query answer")?;
+    Ok(json_response(StatusCode::OK, "application/json", out))
+}
+
+/// Call the module's `query` export on a `single` projection's live state, with the body as
+/// its parameters (JSON; empty means `{}`). The answer is the module's output as-is.
+#[utoipa::path(
+    post, path = "/v1/projections/{name}/query", tag = "projections",
+    params(("name" = String, Path, description = "Projection name"),
+        ("min_position" = Option<u64>, Query, description = "Wait until the projection reached this position"),
+        ("timeout_ms" = Option<u64>, Query, description = "Longest wait for min_position (capped by the server)")),
+    request_body(description = "Query parameters for the module (JSON)", content((Object = "application/json"))),
+    responses(
+        (status = 200, description = "The module's answer", body = Object),
+        (status = 404, description = "No such projection", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "No query export, wrong partition, or the module refused the parameters", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["reader"]), ())
+)]
+pub(crate) async fn projections_query(
+    State(state): State<AppState>,
+    _: Reader,
+    Path(name): Path<String>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    query_answer(state, &uri, &headers, body, name, None).await
+}
+
+/// Call the module's `query` export on one stream's live state (`stream` projections).
+#[utoipa::path(
+    post, path = "/v1/projections/{name}/query/{entity}/{key}", tag = "projections",
+    params(("name" = String, Path, description = "Projection name"),
+        ("entity" = String, Path, description = "The stream's entity"),
+        ("key" = String, Path, description = "The stream's key; may contain '/'"),
+        ("min_position" = Option<u64>, Query, description = "Wait until the projection reached this position"),
+        ("timeout_ms" = Option<u64>, Query, description = "Longest wait for min_position (capped by the server)")),
+    request_body(description = "Query parameters for the module (JSON)", content((Object = "application/json"))),
+    responses(
+        (status = 200, description = "The module's answer", body = Object),
+        (status = 404, description = "No such projection or no state for the stream", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "No query export, wrong partition, or the module refused the parameters", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["reader"]), ())
+)]
+pub(crate) async fn projections_query_key(
+    State(state): State<AppState>,
+    _: Reader,
+    Path((name, entity, key)): Path<(String, String, String)>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    query_answer(
+        state,
+        &uri,
+        &headers,
+        body,
+        name,
+        Some(format!("{entity}/{key}")),
+    )
+    .await
+}
+
+/// Runs a life-cycle operation and answers the status after it.
+async fn life_cycle(
+    state: AppState,
+    uri: &Uri,
+    name: String,
+    code: StatusCode,
+    op: fn(&loom_engine::Projections, &str) -> Result<(), EngineError>,
+) -> Result<Response, ApiError> {
+    Params::parse(uri, &[])?;
+    let status = state
+        .engine_blocking(move |e| {
+            op(e.projections(), &name)?;
+            e.projections().status(&name)
+        })
+        .await?;
+    to_json(code, &status)
+}
+
+/// Start again from position 0: the state is dropped now and rebuilt in the background.
+#[utoipa::path(
+    post, path = "/v1/projections/{name}/rebuild", tag = "projections",
+    params(("name" = String, Path, description = "Projection name")),
+    responses(
+        (status = 202, description = "Rebuilding", body = crate::openapi::ProjectionStatusSchema),
+        (status = 404, description = "No such projection", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["admin"]), ())
+)]
+pub(crate) async fn projections_rebuild(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(name): Path<String>,
+    OriginalUri(uri): OriginalUri,
+) -> Result<Response, ApiError> {
+    life_cycle(state, &uri, name, StatusCode::ACCEPTED, |p, n| p.rebuild(n)).await
+}
+
+/// Pause a projection (both generations during an upgrade); its state keeps being served.
+#[utoipa::path(
+    post, path = "/v1/projections/{name}/pause", tag = "projections",
+    params(("name" = String, Path, description = "Projection name")),
+    responses(
+        (status = 200, description = "Paused", body = crate::openapi::ProjectionStatusSchema),
+        (status = 404, description = "No such projection", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["admin"]), ())
+)]
+pub(crate) async fn projections_pause(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(name): Path<String>,
+    OriginalUri(uri): OriginalUri,
+) -> Result<Response, ApiError> {
+    life_cycle(state, &uri, name, StatusCode::OK, |p, n| p.pause(n)).await
+}
+
+/// Resume a paused or failed projection; a failed one retries the event it failed on.
+#[utoipa::path(
+    post, path = "/v1/projections/{name}/resume", tag = "projections",
+    params(("name" = String, Path, description = "Projection name")),
+    responses(
+        (status = 200, description = "Resumed", body = crate::openapi::ProjectionStatusSchema),
+        (status = 404, description = "No such projection", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["admin"]), ())
+)]
+pub(crate) async fn projections_resume(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(name): Path<String>,
+    OriginalUri(uri): OriginalUri,
+) -> Result<Response, ApiError> {
+    life_cycle(state, &uri, name, StatusCode::OK, |p, n| p.resume(n)).await
+}
