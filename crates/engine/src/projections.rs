@@ -1053,11 +1053,14 @@ impl Shared {
         if events.is_empty() {
             // Nothing selected: advance in memory only; the stored checkpoint catches up with
             // the next commit (a restart re-reads a few non-matching events, harmlessly).
+            if covered >= head {
+                g.caught_up.store(true, Ordering::Release);
+            }
             g.position.store(covered, Ordering::Release);
             g.changed.notify(usize::MAX);
             return Ok(());
         }
-        match self.apply(g, &events, covered) {
+        match self.apply(g, &events, covered, head) {
             Ok(()) => Ok(()),
             Err(Fault::Engine(e)) => Err(e),
             Err(Fault::Module { position, error }) => {
@@ -1067,7 +1070,7 @@ impl Shared {
                     .filter(|e| e.position < position)
                     .collect();
                 if !before.is_empty() {
-                    match self.apply(g, &before, position - 1) {
+                    match self.apply(g, &before, position - 1, head) {
                         Ok(()) => {}
                         Err(Fault::Engine(e)) => return Err(e),
                         Err(Fault::Module { .. }) => {}
@@ -1079,7 +1082,7 @@ impl Shared {
         }
     }
 
-    fn apply(&self, g: &Gen, events: &[StoredEvent], covered: u64) -> Result<(), Fault> {
+    fn apply(&self, g: &Gen, events: &[StoredEvent], covered: u64, head: u64) -> Result<(), Fault> {
         // Group by partition key, keeping each group's order.
         let mut order: Vec<&str> = Vec::new();
         let mut groups: HashMap<&str, Vec<StoredEvent>> = HashMap::new();
@@ -1184,6 +1187,11 @@ impl Shared {
         txn.commit().map_err(EngineError::from)?;
         g.events_applied.store(applied, Ordering::Release);
         g.keys.store(keys, Ordering::Release);
+        if covered >= head {
+            // Caught up is set before the position is published, so whoever sees the
+            // position at the head also sees the status `running`.
+            g.caught_up.store(true, Ordering::Release);
+        }
         g.position.store(covered, Ordering::Release);
         g.changed.notify(usize::MAX);
         Ok(())

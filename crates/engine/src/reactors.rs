@@ -538,6 +538,9 @@ impl Shared {
             w.position.store(e.position, Ordering::Release);
         }
         if result.is_ok() && !w.stop.load(Ordering::Acquire) && !w.paused.load(Ordering::Acquire) {
+            if covered >= head {
+                w.caught_up.store(true, Ordering::Release);
+            }
             w.position.store(covered, Ordering::Release);
         }
         if w.position.load(Ordering::Acquire) != position {

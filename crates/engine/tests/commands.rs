@@ -30,22 +30,24 @@ fn engine_config() -> EngineConfig {
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let ledger = Arc::new(Ledger::open(dir.path(), LedgerOptions::default()).unwrap());
-    for entity in ["cart", "account", "order"] {
-        ledger
-            .put_entity(
-                entity,
-                EntitySpec {
-                    open: true,
-                    ..EntitySpec::default()
-                },
-            )
-            .unwrap();
-    }
+    register_examples(&ledger);
     let engine = Engine::open(ledger.clone(), engine_config()).unwrap();
     Fixture {
         _dir: dir,
         ledger,
         engine,
+    }
+}
+
+/// Registers the entities with the examples' own registration files (closed, with schemas),
+/// so every event the example deciders and reactors produce is checked against them.
+fn register_examples(ledger: &Ledger) {
+    for (entity, example) in [("cart", "cart"), ("account", "bank"), ("order", "checkout")] {
+        let path = loom_testkit::workspace_root().join(format!("examples/{example}/entity.json"));
+        let spec: EntitySpec = serde_json::from_slice(&std::fs::read(&path).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(!spec.open);
+        ledger.put_entity(entity, spec).unwrap();
     }
 }
 
@@ -371,7 +373,8 @@ fn the_checkout_reactor_places_orders_and_notifies_the_sink_in_order() {
     assert_eq!(orders(&f), expected);
     assert_eq!(delivered_orders(&sink), expected);
     wait_until("the status to settle", || {
-        f.engine.reactors().status("checkout").unwrap().lag == 0
+        let st = f.engine.reactors().status("checkout").unwrap();
+        st.lag == 0 && st.status == Status::Running
     });
     let st = f.engine.reactors().status("checkout").unwrap();
     assert_eq!((st.reacted, st.appended, st.delivered), (5, 5, 5));
@@ -421,17 +424,7 @@ fn reactions_survive_a_restart_without_duplicates_or_gaps() {
     let sink = loom_testkit::Sink::start();
     let open = || {
         let ledger = Arc::new(Ledger::open(dir.path(), LedgerOptions::default()).unwrap());
-        for entity in ["cart", "account", "order"] {
-            ledger
-                .put_entity(
-                    entity,
-                    EntitySpec {
-                        open: true,
-                        ..EntitySpec::default()
-                    },
-                )
-                .unwrap();
-        }
+        register_examples(&ledger);
         let engine = Engine::open(ledger.clone(), engine_config()).unwrap();
         Fixture {
             _dir: tempfile::tempdir().unwrap(),
