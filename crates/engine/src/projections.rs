@@ -627,6 +627,10 @@ impl Projections {
 
     fn live_state(&self, g: &Gen, key: &str) -> Result<StateView, EngineError> {
         let sh = &self.shared;
+        // The in-memory position is read *before* the snapshot: the worker publishes it only
+        // after committing, so every state it covers is in the snapshot. Read after, it could
+        // name a commit the snapshot does not hold and overstate the answer's position.
+        let in_memory = g.position.load(Ordering::Acquire);
         // The checkpoint is read in the same snapshot as the state.
         let txn = sh.db.begin_read()?;
         let states = txn.open_table(STATES)?;
@@ -635,7 +639,7 @@ impl Projections {
             .get((g.name.as_str(), g.generation))?
             .map_or(0, |v| v.value().0);
         // A generation ahead in memory (no matching events since) is as exact.
-        let position = position.max(g.position.load(Ordering::Acquire));
+        let position = position.max(in_memory);
         match states.get((g.name.as_str(), g.generation, key))? {
             Some(v) => {
                 let s = decode_state(v.value())?;
