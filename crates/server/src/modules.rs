@@ -60,6 +60,13 @@ pub(crate) async fn modules_upload(
                 .into(),
         ));
     }
+    if !bytes.starts_with(b"\0asm") {
+        return Err(ApiError::InvalidModule(
+            "the body is not a WebAssembly module: it does not start with the wasm magic bytes \
+             (\\0asm); send the bytes of the .wasm file (curl --data-binary @module.wasm)"
+                .into(),
+        ));
+    }
     let uploaded = state
         .engine_blocking(move |e| e.modules().upload(&bytes))
         .await?;

@@ -99,6 +99,11 @@ async fn refused_modules_say_why_and_store_nothing() {
         (
             "garbage",
             b"this is not wasm at all".to_vec(),
+            "not a WebAssembly module",
+        ),
+        (
+            "garbage after the magic bytes",
+            b"\0asm\x01\0\0\0 and then nonsense".to_vec(),
             "not a valid WebAssembly module",
         ),
         (
