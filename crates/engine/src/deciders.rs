@@ -17,7 +17,8 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 
-use loom_ledger::redb::{Database, ReadableTable, TableDefinition};
+use loom_ledger::Store;
+use loom_ledger::redb::{ReadableTable, TableDefinition};
 use loom_ledger::{
     AppendError, AppendRequest, Conflict, Data, Event, ExpectedRevision, Ledger, StoredEvent,
 };
@@ -139,7 +140,7 @@ impl Cache {
 /// The deciders of one ledger.
 pub struct Deciders {
     ledger: Arc<Ledger>,
-    db: Arc<Database>,
+    db: Store,
     runtime: Arc<Runtime>,
     modules: Arc<ModuleStore>,
     bound: RwLock<BTreeMap<String, Arc<Bound>>>,

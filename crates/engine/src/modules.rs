@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use loom_ledger::redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use loom_ledger::Store;
+use loom_ledger::redb::{ReadableTable, TableDefinition};
 use loom_runtime::{Entry, Module, ModuleError, Runtime};
 use serde::{Deserialize, Serialize};
 
@@ -41,15 +42,12 @@ pub struct Uploaded {
 /// The stored modules.
 #[derive(Debug)]
 pub struct ModuleStore {
-    db: Arc<loom_ledger::redb::Database>,
+    db: Store,
     runtime: Arc<Runtime>,
 }
 
 impl ModuleStore {
-    pub(crate) fn new(
-        db: Arc<loom_ledger::redb::Database>,
-        runtime: Arc<Runtime>,
-    ) -> Result<ModuleStore, EngineError> {
+    pub(crate) fn new(db: Store, runtime: Arc<Runtime>) -> Result<ModuleStore, EngineError> {
         let txn = db.begin_write()?;
         txn.open_table(MODULES)?;
         txn.open_table(MODULE_INFO)?;

@@ -15,7 +15,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use event_listener::{Event as Notify, Listener};
-use loom_ledger::redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use loom_ledger::Store;
+use loom_ledger::redb::{Durability, ReadableTable, TableDefinition};
 use loom_ledger::{CompiledSelector, Ledger, ReadOptions, Selector, StoredEvent};
 use loom_runtime::{CallError, Entry, Module, Outcome, Runtime};
 use serde::{Deserialize, Serialize};
@@ -307,7 +308,7 @@ struct Proj {
 
 struct Shared {
     ledger: Arc<Ledger>,
-    db: Arc<Database>,
+    db: Store,
     runtime: Arc<Runtime>,
     modules: Arc<ModuleStore>,
     batch_events: usize,
@@ -625,7 +626,36 @@ impl Projections {
         }
     }
 
+    /// The live state when storage alone can answer it, without calling the module:
+    /// `Ok(None)` when a `single` projection has no state yet (its initial state comes from
+    /// the module; ask [`Projections::state`]). A short point read, for callers that must not
+    /// run module code (such as an async request handler).
+    pub fn stored_state(
+        &self,
+        name: &str,
+        key: Option<&str>,
+    ) -> Result<Option<StateView>, EngineError> {
+        let g = self.active(name)?;
+        let key = check_key(&g, key)?;
+        self.read_live(&g, key)
+    }
+
     fn live_state(&self, g: &Gen, key: &str) -> Result<StateView, EngineError> {
+        match self.read_live(g, key)? {
+            Some(view) => Ok(view),
+            None => Ok(StateView {
+                state: self.shared.runtime.evolve(&g.module, None, &[])?,
+                // Nothing folded yet, as of the generation's position.
+                position: g.position.load(Ordering::Acquire),
+                events_applied: 0,
+                created_micros: None,
+                updated_micros: None,
+            }),
+        }
+    }
+
+    /// The stored live state; `None` for a `single` projection without state yet.
+    fn read_live(&self, g: &Gen, key: &str) -> Result<Option<StateView>, EngineError> {
         let sh = &self.shared;
         // The in-memory position is read *before* the snapshot: the worker publishes it only
         // after committing, so every state it covers is in the snapshot. Read after, it could
@@ -643,21 +673,15 @@ impl Projections {
         match states.get((g.name.as_str(), g.generation, key))? {
             Some(v) => {
                 let s = decode_state(v.value())?;
-                Ok(StateView {
+                Ok(Some(StateView {
                     state: s.state,
                     position,
                     events_applied: s.events,
                     created_micros: Some(s.created),
                     updated_micros: Some(s.updated),
-                })
+                }))
             }
-            None if g.spec.partition == Partition::Single => Ok(StateView {
-                state: sh.runtime.evolve(&g.module, None, &[])?,
-                position,
-                events_applied: 0,
-                created_micros: None,
-                updated_micros: None,
-            }),
+            None if g.spec.partition == Partition::Single => Ok(None),
             None => Err(EngineError::KeyNotFound {
                 name: g.name.clone(),
                 key: key.to_owned(),

@@ -22,7 +22,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use event_listener::{Event as Notify, Listener};
-use loom_ledger::redb::{Database, ReadableTable, TableDefinition};
+use loom_ledger::Store;
+use loom_ledger::redb::{ReadableTable, TableDefinition};
 use loom_ledger::{
     AppendRequest, CompiledSelector, Data, Event, Ledger, ReadOptions, Selector, StoredEvent,
 };
@@ -176,7 +177,7 @@ impl Worker {
 
 struct Shared {
     ledger: Arc<Ledger>,
-    db: Arc<Database>,
+    db: Store,
     runtime: Arc<Runtime>,
     modules: Arc<ModuleStore>,
     deciders: Arc<Deciders>,

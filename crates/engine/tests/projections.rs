@@ -6,7 +6,7 @@ use std::time::Duration;
 use loom_engine::{
     At, Engine, EngineConfig, EngineError, Partition, ProjectionSpec, PutOutcome, Status,
 };
-use loom_ledger::redb::{ReadableDatabase, ReadableTableMetadata, TableDefinition};
+use loom_ledger::redb::{ReadableTableMetadata, TableDefinition};
 use loom_ledger::{AppendRequest, EntitySpec, Event, Ledger, LedgerOptions, Selector};
 use serde_json::{Value, json};
 

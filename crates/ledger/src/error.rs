@@ -13,8 +13,35 @@ pub struct StorageError(pub(crate) Box<redb::Error>);
 impl StorageError {
     /// Whether the failure looks like the disk being full.
     pub fn is_disk_full(&self) -> bool {
+        if let redb::Error::Io(e) = &*self.0
+            && matches!(
+                e.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            )
+        {
+            return true;
+        }
         let text = self.0.to_string().to_ascii_lowercase();
         text.contains("no space left") || text.contains("disk quota")
+    }
+
+    /// Whether redb has (or may have) latched the failure, so that the database must be
+    /// closed and opened again before it can be used.
+    pub(crate) fn needs_reopen(&self) -> bool {
+        matches!(
+            &*self.0,
+            redb::Error::Io(_) | redb::Error::PreviousIo | redb::Error::DatabaseClosed
+        )
+    }
+
+    /// A copy of the error, for answering every append of a failed group: the I/O error
+    /// kind and message are kept (so a full disk is still recognised as one).
+    pub(crate) fn duplicate(&self) -> StorageError {
+        let io = match &*self.0 {
+            redb::Error::Io(e) => std::io::Error::new(e.kind(), e.to_string()),
+            other => std::io::Error::other(other.to_string()),
+        };
+        StorageError(Box::new(redb::Error::Io(io)))
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use redb::{Database, ReadTransaction, ReadableTable, ReadableTableMetadata, StorageBackend};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{AppendError, InvalidEvent, OpenError, ReadError, RegistryError, StorageError};
@@ -18,6 +18,7 @@ use crate::head::Head;
 use crate::query::{View, Window, decode};
 use crate::registry::{CompiledEntity, EntitySpec, Registry, check_entity_name};
 use crate::selector::{CompiledSelector, Selector};
+use crate::store::Store;
 use crate::tables::*;
 use crate::writer::{Pending, Writer};
 
@@ -275,7 +276,7 @@ impl ReadOptions {
 
 /// The durable event ledger. Share it with `Arc`; every method takes `&self`.
 pub struct Ledger {
-    db: Arc<Database>,
+    store: Store,
     path: PathBuf,
     head: Arc<Head>,
     registry: Arc<RwLock<Arc<Registry>>>,
@@ -307,37 +308,64 @@ impl Ledger {
             source,
         })?;
         let path = dir.join(DB_FILE);
+        let file = path.clone();
+        let cache = options.cache_bytes;
+        let store = Store::open(move || Database::builder().set_cache_size(cache).create(&file));
+        Self::start(store, path, options)
+    }
+
+    /// Opens (creating if needed) a ledger on a custom redb storage backend, for tests that
+    /// inject storage failures. Every reopen after an I/O error (see docs/design.md, "Crash
+    /// behaviour") opens the database again on a clone of `backend`, so clones must share the
+    /// underlying storage.
+    #[doc(hidden)]
+    pub fn open_with_backend<B: StorageBackend + Clone>(
+        backend: B,
+        options: LedgerOptions,
+    ) -> Result<Ledger, OpenError> {
+        let cache = options.cache_bytes;
+        let store = Store::open(move || {
+            Database::builder()
+                .set_cache_size(cache)
+                .create_with_backend(backend.clone())
+        });
+        Self::start(store, PathBuf::from("<custom storage backend>"), options)
+    }
+
+    fn start(
+        store: Result<Store, redb::DatabaseError>,
+        path: PathBuf,
+        options: LedgerOptions,
+    ) -> Result<Ledger, OpenError> {
         let shown = path.display().to_string();
         let db_err = |e: StorageError| OpenError::Database {
             path: shown.clone(),
             source: e,
         };
-        let db = Database::builder()
-            .set_cache_size(options.cache_bytes)
-            .create(&path)
-            .map_err(|e| db_err(e.into()))?;
-        let (head, registry, next_stream_id, last_recorded) =
-            Self::init(&db).map_err(|e| match e {
+        let store = store.map_err(|e| db_err(e.into()))?;
+        let loaded = Self::init(&store)
+            .and_then(|()| load(&store))
+            .map_err(|e| match e {
                 InitError::Storage(e) => db_err(e),
                 InitError::Corrupt(message) => OpenError::Corrupt {
                     path: shown.clone(),
                     message,
                 },
             })?;
-        let db = Arc::new(db);
-        let head = Arc::new(Head::new(head));
-        let registry = Arc::new(RwLock::new(Arc::new(registry)));
+        let head = Arc::new(Head::new(loaded.head));
+        let registry = Arc::new(RwLock::new(Arc::new(loaded.registry)));
         let stats = Arc::new(LedgerStats::default());
         let (tx, rx) = std::sync::mpsc::sync_channel(options.queue_capacity.max(1));
         let drained = Arc::new(event_listener::Event::new());
         let writer = Writer {
             drained: drained.clone(),
-            db: db.clone(),
+            generation: store.generation(),
+            store: store.clone(),
             head: head.clone(),
             registry: registry.clone(),
             stats: stats.clone(),
-            next_stream_id,
-            last_recorded,
+            next_stream_id: loaded.next_stream_id,
+            last_recorded: loaded.last_recorded,
             max_group_events: options.max_group_events.max(1),
         };
         let handle = std::thread::Builder::new()
@@ -348,7 +376,7 @@ impl Ledger {
                 source,
             })?;
         Ok(Ledger {
-            db,
+            store,
             path,
             head,
             registry,
@@ -359,10 +387,10 @@ impl Ledger {
         })
     }
 
-    /// Creates the tables if missing and reads head, registry and counters.
-    fn init(db: &Database) -> Result<(u64, Registry, u64, i64), InitError> {
-        let txn = db.begin_write().map_err(StorageError::from)?;
-        let out = {
+    /// Creates the tables if missing and checks the on-disk format.
+    fn init(store: &Store) -> Result<(), InitError> {
+        let txn = store.begin_write().map_err(StorageError::from)?;
+        {
             let mut meta = txn.open_table(META).map_err(StorageError::from)?;
             let format = meta
                 .get(META_FORMAT)
@@ -381,45 +409,17 @@ impl Ledger {
                     )));
                 }
             }
-            let next_stream_id = meta
-                .get(META_NEXT_STREAM_ID)
-                .map_err(StorageError::from)?
-                .map_or(1, |v| v.value());
-            let events = txn.open_table(EVENTS).map_err(StorageError::from)?;
-            let head = events
-                .last()
-                .map_err(StorageError::from)?
-                .map_or(0, |(k, _)| k.value());
-            {
-                let def = STREAMS;
-                txn.open_table(def).map_err(StorageError::from)?;
-            }
+            txn.open_table(EVENTS).map_err(StorageError::from)?;
+            txn.open_table(STREAMS).map_err(StorageError::from)?;
             txn.open_table(IDS).map_err(StorageError::from)?;
             txn.open_table(STREAM_INDEX).map_err(StorageError::from)?;
             txn.open_table(ENTITY_INDEX).map_err(StorageError::from)?;
             txn.open_table(TYPE_INDEX).map_err(StorageError::from)?;
-            let time = txn.open_table(TIME_INDEX).map_err(StorageError::from)?;
-            let last_recorded = time
-                .last()
-                .map_err(StorageError::from)?
-                .map_or(0, |(k, _)| k.value());
-            let entities = txn.open_table(ENTITIES).map_err(StorageError::from)?;
-            let mut registry = Registry::default();
-            for item in entities.iter().map_err(StorageError::from)? {
-                let (k, v) = item.map_err(StorageError::from)?;
-                let name = k.value().to_owned();
-                let spec: EntitySpec = serde_json::from_slice(v.value()).map_err(|e| {
-                    InitError::Corrupt(format!("registration of entity {name:?}: {e}"))
-                })?;
-                let compiled = CompiledEntity::compile(spec).map_err(|e| {
-                    InitError::Corrupt(format!("registration of entity {name:?}: {e}"))
-                })?;
-                registry.entities.insert(name, Arc::new(compiled));
-            }
-            (head, registry, next_stream_id, last_recorded)
-        };
+            txn.open_table(TIME_INDEX).map_err(StorageError::from)?;
+            txn.open_table(ENTITIES).map_err(StorageError::from)?;
+        }
         txn.commit().map_err(StorageError::from)?;
-        Ok(out)
+        Ok(())
     }
 
     /// The path of the database file.
@@ -428,9 +428,11 @@ impl Ledger {
     }
 
     /// The underlying database, for crates that keep their own tables beside the ledger's.
-    /// Never write to the ledger's own tables through it.
-    pub fn database(&self) -> &Arc<Database> {
-        &self.db
+    /// Never write to the ledger's own tables through it. Take transactions from the handle
+    /// when needed instead of keeping a `Database`: after an I/O error the ledger reopens the
+    /// database through this handle.
+    pub fn database(&self) -> &Store {
+        &self.store
     }
 
     /// Writer counters.
@@ -572,7 +574,7 @@ impl Ledger {
         check_entity_name(name).map_err(RegistryError::InvalidName)?;
         let compiled = Arc::new(CompiledEntity::compile(spec)?);
         let bytes = serde_json::to_vec(&compiled.spec).expect("a spec always serializes");
-        let txn = self.db.begin_write().map_err(StorageError::from)?;
+        let txn = self.store.begin_write().map_err(StorageError::from)?;
         {
             let mut t = txn.open_table(ENTITIES).map_err(StorageError::from)?;
             t.insert(name, bytes.as_slice())
@@ -611,7 +613,7 @@ impl Ledger {
     // ----- reading -----
 
     fn read_txn(&self) -> Result<ReadTransaction, StorageError> {
-        Ok(self.db.begin_read()?)
+        Ok(self.store.begin_read()?)
     }
 
     /// Runs `f` with a view of the index tables in one read transaction (one snapshot).
@@ -769,9 +771,63 @@ impl Drop for Ledger {
     }
 }
 
-enum InitError {
+pub(crate) enum InitError {
     Storage(StorageError),
     Corrupt(String),
+}
+
+impl InitError {
+    pub(crate) fn into_storage(self) -> StorageError {
+        match self {
+            InitError::Storage(e) => e,
+            InitError::Corrupt(message) => StorageError(Box::new(redb::Error::Corrupted(message))),
+        }
+    }
+}
+
+/// What the writer and the registry keep in memory, as read from the database.
+pub(crate) struct Loaded {
+    pub(crate) head: u64,
+    pub(crate) registry: Registry,
+    pub(crate) next_stream_id: u64,
+    pub(crate) last_recorded: i64,
+}
+
+/// Reads head, registry and counters in one snapshot (at open, and after a reopen).
+pub(crate) fn load(store: &Store) -> Result<Loaded, InitError> {
+    let txn = store.begin_read().map_err(StorageError::from)?;
+    let meta = txn.open_table(META).map_err(StorageError::from)?;
+    let next_stream_id = meta
+        .get(META_NEXT_STREAM_ID)
+        .map_err(StorageError::from)?
+        .map_or(1, |v| v.value());
+    let events = txn.open_table(EVENTS).map_err(StorageError::from)?;
+    let head = events
+        .last()
+        .map_err(StorageError::from)?
+        .map_or(0, |(k, _)| k.value());
+    let time = txn.open_table(TIME_INDEX).map_err(StorageError::from)?;
+    let last_recorded = time
+        .last()
+        .map_err(StorageError::from)?
+        .map_or(0, |(k, _)| k.value());
+    let entities = txn.open_table(ENTITIES).map_err(StorageError::from)?;
+    let mut registry = Registry::default();
+    for item in entities.iter().map_err(StorageError::from)? {
+        let (k, v) = item.map_err(StorageError::from)?;
+        let name = k.value().to_owned();
+        let spec: EntitySpec = serde_json::from_slice(v.value())
+            .map_err(|e| InitError::Corrupt(format!("registration of entity {name:?}: {e}")))?;
+        let compiled = CompiledEntity::compile(spec)
+            .map_err(|e| InitError::Corrupt(format!("registration of entity {name:?}: {e}")))?;
+        registry.entities.insert(name, Arc::new(compiled));
+    }
+    Ok(Loaded {
+        head,
+        registry,
+        next_stream_id,
+        last_recorded,
+    })
 }
 
 impl From<StorageError> for InitError {

@@ -25,6 +25,7 @@ mod ledger;
 mod query;
 mod registry;
 mod selector;
+mod store;
 mod tables;
 mod writer;
 
@@ -42,6 +43,7 @@ pub use ledger::{
 };
 pub use registry::{EntitySpec, EventTypeSpec, check_entity_name};
 pub use selector::{CompiledSelector, Selector};
+pub use store::Store;
 
 /// Re-exported so that crates building on the ledger (projections, modules) can keep their own
 /// tables in the same database and commit them atomically with their own data.

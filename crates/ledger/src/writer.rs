@@ -2,20 +2,25 @@
 //! pending appends, checks and applies each in order inside one transaction (a refused append
 //! does not affect its neighbours), commits once with `Durability::Immediate`, and only then
 //! answers every caller.
+//!
+//! After an I/O error (a full disk) the writer closes and reopens the database, because redb
+//! refuses every operation of a database that saw one (see [`crate::store`]), and reloads what
+//! it keeps in memory from the reopened database.
 
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
+use redb::{Durability, ReadableTable, Table, WriteTransaction};
 
 use crate::codec;
 use crate::error::{AppendError, Conflict, ReadError, StorageError};
 use crate::head::Head;
-use crate::ledger::{AppendOutcome, AppendRequest, AppendedEvent, LedgerStats};
+use crate::ledger::{AppendOutcome, AppendRequest, AppendedEvent, LedgerStats, load};
 use crate::query::{View, Window, decode};
 use crate::registry::Registry;
 use crate::selector::CompiledSelector;
+use crate::store::Store;
 use crate::tables::*;
 
 /// Most conflicting positions a DCB conflict reports.
@@ -28,7 +33,9 @@ pub(crate) struct Pending {
 }
 
 pub(crate) struct Writer {
-    pub(crate) db: Arc<Database>,
+    pub(crate) store: Store,
+    /// The store generation the in-memory state below was loaded from.
+    pub(crate) generation: u64,
     pub(crate) head: Arc<Head>,
     pub(crate) registry: Arc<RwLock<Arc<Registry>>>,
     pub(crate) stats: Arc<LedgerStats>,
@@ -96,7 +103,25 @@ impl Writer {
 
     fn commit_group(&mut self, group: &mut Vec<Pending>) {
         let started = Instant::now();
-        match self.apply_group(group) {
+        let mut result = self.ready().and_then(|()| self.apply_group(group));
+        if let Err(Failure {
+            error,
+            committing: false,
+        }) = &result
+            && error.needs_reopen()
+        {
+            // Nothing was committed: the database had failed before (another writer of it, an
+            // earlier group). Reopen it and try this group once more.
+            tracing::warn!(error = %error, "the database failed before this group; reopening it");
+            result = self
+                .recover()
+                .map_err(|error| Failure {
+                    error,
+                    committing: false,
+                })
+                .and_then(|()| self.apply_group(group));
+        }
+        match result {
             Ok((results, state)) => {
                 self.stats
                     .record_commit(started.elapsed().as_micros() as u64);
@@ -116,17 +141,72 @@ impl Writer {
                     let _ = pending.reply.send(result);
                 }
             }
-            Err(e) => {
-                tracing::error!(error = %e, appends = group.len(), "group commit failed");
-                let message = e.to_string();
+            Err(Failure { error, .. }) => {
+                tracing::error!(error = %error, appends = group.len(), "group commit failed");
+                // Reopen before answering, so that a caller who reads after its failed append
+                // finds a working database.
+                if error.needs_reopen()
+                    && let Err(e) = self.recover()
+                {
+                    tracing::error!(error = %e, "reopening the database failed; retrying with the next append");
+                }
                 for pending in group.drain(..) {
-                    let err = StorageError(Box::new(redb::Error::Io(std::io::Error::other(
-                        message.clone(),
-                    ))));
-                    let _ = pending.reply.send(Err(AppendError::Storage(err)));
+                    let _ = pending
+                        .reply
+                        .send(Err(AppendError::Storage(error.duplicate())));
                 }
             }
         }
+    }
+
+    /// Makes sure a database is open and the in-memory state was loaded from it.
+    fn ready(&mut self) -> Result<(), Failure> {
+        let fail = |error| Failure {
+            error,
+            committing: false,
+        };
+        if !self.store.is_open() {
+            self.store.reopen().map_err(fail)?;
+        }
+        if self.store.generation() != self.generation {
+            self.reload().map_err(fail)?;
+        }
+        Ok(())
+    }
+
+    /// Closes and reopens the database after an I/O error, then reloads the in-memory state.
+    fn recover(&mut self) -> Result<(), StorageError> {
+        self.store.reopen()?;
+        tracing::info!("reopened the database after a storage failure");
+        self.reload()
+    }
+
+    /// Reloads head, counters and registry from the (reopened) database. A commit that
+    /// failed may still have become durable (the error came after the commit record was
+    /// written): then the head moves on here, and its events are there for everyone to read,
+    /// although the callers were told the append failed (a retry of it is idempotent).
+    fn reload(&mut self) -> Result<(), StorageError> {
+        let loaded = load(&self.store).map_err(|e| e.into_storage())?;
+        let head = self.head.get();
+        if loaded.head < head {
+            tracing::error!(
+                acknowledged = head,
+                found = loaded.head,
+                "the reopened database ends before the acknowledged head"
+            );
+        } else if loaded.head > head {
+            tracing::warn!(
+                from = head,
+                to = loaded.head,
+                "a commit reported as failed is durable after all"
+            );
+            self.head.advance(loaded.head);
+        }
+        self.next_stream_id = loaded.next_stream_id;
+        self.last_recorded = self.last_recorded.max(loaded.last_recorded);
+        *self.registry.write().expect("registry lock") = Arc::new(loaded.registry);
+        self.generation = self.store.generation();
+        Ok(())
     }
 
     /// Applies every pending append in one transaction and commits it. Returns each append's
@@ -134,9 +214,14 @@ impl Writer {
     fn apply_group(
         &self,
         group: &[Pending],
-    ) -> Result<(Vec<Result<AppendOutcome, AppendError>>, Group), StorageError> {
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
+    ) -> Result<(Vec<Result<AppendOutcome, AppendError>>, Group), Failure> {
+        let before = |error: StorageError| Failure {
+            error,
+            committing: false,
+        };
+        let mut txn = self.store.begin_write().map_err(|e| before(e.into()))?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(|e| before(e.into()))?;
         let now = chrono::Utc::now().timestamp_micros();
         let mut state = Group {
             head: self.head.get(),
@@ -154,7 +239,7 @@ impl Writer {
                 .collect(),
         };
         let mut results = Vec::with_capacity(group.len());
-        {
+        let applied = (|| {
             let mut t = Tables::open(&txn)?;
             let start_head = state.head;
             for pending in group {
@@ -166,8 +251,13 @@ impl Writer {
             if state.next_stream_id != self.next_stream_id {
                 t.meta.insert(META_NEXT_STREAM_ID, state.next_stream_id)?;
             }
-        }
-        txn.commit()?;
+            Ok::<(), StorageError>(())
+        })();
+        applied.map_err(before)?;
+        txn.commit().map_err(|e| Failure {
+            error: e.into(),
+            committing: true,
+        })?;
         Ok((results, state))
     }
 }
@@ -261,6 +351,13 @@ fn apply_one(
         last_position: g.head,
         duplicate: false,
     }))
+}
+
+/// Why a group failed; `committing` when the failure came from the commit itself (so the
+/// group may or may not be durable), rather than before anything was committed.
+struct Failure {
+    error: StorageError,
+    committing: bool,
 }
 
 enum Refusal {

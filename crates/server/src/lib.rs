@@ -248,11 +248,10 @@ async fn fallback() -> ApiError {
 /// Counts every response for `/metrics` and turns bare error responses (from axum's own
 /// rejections, 405s and timeouts) into problem+json, so that every error has one shape.
 async fn finish_response(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let method = req.method().as_str().to_owned();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    // Cheap clones (a standard method is an enum, a matched path an `Arc<str>`): counting a
+    // request allocates nothing.
+    let method = req.method().clone();
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let started = Instant::now();
     let mut response = next.run(req).await;
     let status = response.status();
@@ -266,10 +265,11 @@ async fn finish_response(State(state): State<AppState>, req: Request, next: Next
             response = problemify(response).await;
         }
     }
-    state
-        .inner
-        .metrics
-        .record_request(&method, &route, status.as_u16());
+    state.inner.metrics.record_request(
+        method.as_str(),
+        route.as_ref().map_or("unmatched", MatchedPath::as_str),
+        status.as_u16(),
+    );
     tracing::debug!(
         status = status.as_u16(),
         elapsed_us = started.elapsed().as_micros() as u64,

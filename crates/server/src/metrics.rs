@@ -4,7 +4,7 @@
 //! request counts and the number of open subscriptions. The text exposition format is small
 //! enough to write directly, which keeps the ledger's lock-free atomics as the only source.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -18,11 +18,15 @@ const QUERY_BUCKETS_MICROS: [u64; 12] = [
     50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 1_000_000, 10_000_000,
 ];
 
+/// Request counts of one route: method → status → count.
+type ByMethod = HashMap<String, HashMap<u16, u64>>;
+
 /// Counters kept by the server.
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
-    /// Requests by (method, route, status).
-    http: Mutex<BTreeMap<(String, String, u16), u64>>,
+    /// Requests by route, method and status. Nested maps so that counting a request looks
+    /// its keys up by reference and allocates nothing once a combination was seen.
+    http: Mutex<HashMap<String, ByMethod>>,
     /// Open `/v1/subscribe` streams.
     pub(crate) subscriptions: AtomicI64,
     /// Module uploads that stored new bytes / that found them stored.
@@ -36,9 +40,15 @@ pub(crate) struct Metrics {
 impl Metrics {
     pub(crate) fn record_request(&self, method: &str, route: &str, status: u16) {
         let mut http = self.http.lock().unwrap_or_else(|p| p.into_inner());
-        *http
-            .entry((method.to_owned(), route.to_owned(), status))
-            .or_default() += 1;
+        let by_method = match http.get_mut(route) {
+            Some(m) => m,
+            None => http.entry(route.to_owned()).or_default(),
+        };
+        let by_status = match by_method.get_mut(method) {
+            Some(s) => s,
+            None => by_method.entry(method.to_owned()).or_default(),
+        };
+        *by_status.entry(status).or_default() += 1;
     }
 
     pub(crate) fn record_upload(&self, created: bool) {
@@ -174,7 +184,18 @@ impl Metrics {
             "# HELP {name} HTTP requests answered, by method, route and status."
         );
         let _ = writeln!(out, "# TYPE {name} counter");
-        let http = self.http.lock().unwrap_or_else(|p| p.into_inner());
+        let http: BTreeMap<(String, String, u16), u64> = {
+            let http = self.http.lock().unwrap_or_else(|p| p.into_inner());
+            let mut sorted = BTreeMap::new();
+            for (route, by_method) in http.iter() {
+                for (method, by_status) in by_method {
+                    for (status, n) in by_status {
+                        sorted.insert((method.clone(), route.clone(), *status), *n);
+                    }
+                }
+            }
+            sorted
+        };
         for ((method, route, status), n) in http.iter() {
             let _ = writeln!(
                 out,

@@ -599,6 +599,26 @@ async fn keys_page_with_links_and_query_exports_answer() {
     assert_eq!(v["state"]["accounts"], 2);
     assert_eq!(v["state"]["largest_balance"], 300);
     assert_eq!(v["events_applied"], 5);
+    // A single projection with nothing folded yet answers the module's initial state.
+    let a = define(
+        s,
+        "nobody",
+        json!({"module": stats, "selector": {"entity": "account", "keys": ["nobody"]}, "partition": "single"}),
+    )
+    .await;
+    assert_eq!(a.status, 201);
+    let v = state_of(
+        s,
+        &format!("/v1/projections/nobody/state?min_position={head}"),
+    )
+    .await;
+    assert_eq!(
+        v["state"],
+        json!({"total_deposits": 0, "accounts": 0, "largest_balance": 0, "balances": {}})
+    );
+    assert_eq!(v["events_applied"], 0);
+    assert_eq!(v["created_at"], Value::Null);
+    assert_eq!(v["position"], head);
     let a = post_json(s, "/v1/projections/stats/query", &json!({"n": 1})).await;
     assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
     assert_eq!(a.json(), json!([["b", 300]]));
@@ -635,7 +655,7 @@ async fn keys_page_with_links_and_query_exports_answer() {
 
 #[tokio::test]
 async fn deleting_a_projection_frees_its_state() {
-    use loom_ledger::redb::{ReadableDatabase, ReadableTable, TableDefinition};
+    use loom_ledger::redb::{ReadableTable, TableDefinition};
     const STATES: TableDefinition<(&str, u64, &str), &[u8]> =
         TableDefinition::new("projection_states");
     let rows = |s: &AppState, name: &str| {

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Projection state query latency over HTTP (issue 5): a release `loom serve` on loopback with
+# the `cart` projection over CARTS carts × EVENTS events, then wrk with 64 connections for
+# DURATION. Bounded in time, loopback only, stops the server at the end.
+#
+#   tests/interop/bench_state_query.sh            # defaults: 1000 carts, 10 events each, 20s
+#   CARTS=1000 EVENTS=10 DURATION=20s THREADS=2 tests/interop/bench_state_query.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+CARTS=${CARTS:-1000}
+EVENTS=${EVENTS:-10}
+DURATION=${DURATION:-20s}
+THREADS=${THREADS:-2}
+CONNECTIONS=${CONNECTIONS:-64}
+PORT=${PORT:-7079}
+URL=http://127.0.0.1:$PORT
+LOOM=${LOOM:-target/release/loom}
+WASM=target/wasm-guests/wasm32-unknown-unknown/guest/cart.wasm
+
+command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
+[ -x "$LOOM" ] || cargo build --release -p loom-cli
+[ -f "$WASM" ] || cargo build --target wasm32-unknown-unknown --profile guest -p cart \
+  --target-dir target/wasm-guests
+
+DATA=$(mktemp -d)
+LOOM_LOG=warn "$LOOM" serve --data "$DATA" --listen "127.0.0.1:$PORT" &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null; rm -rf "$DATA"' EXIT
+for _ in $(seq 100); do curl -sf "$URL/healthz" >/dev/null && break; sleep 0.1; done
+
+echo '{"open": true}' | "$LOOM" entities put cart - --url "$URL" >/dev/null
+python3 - "$CARTS" "$EVENTS" > "$DATA/events.ndjson" <<'PY'
+import json, sys
+carts, events = int(sys.argv[1]), int(sys.argv[2])
+for i in range(events):
+    for c in range(carts):
+        if i == 0:
+            ty, data = "was_created", {}
+        else:
+            sku = f"sku-{i % 4}"
+            ty, data = "had_item_added", {"sku": sku, "name": f"Item {sku}", "price": 100 + i, "quantity": 1}
+        print(json.dumps({"specversion": "1.0", "id": f"{c}-{i}", "source": "bench", "type": ty,
+                          "subject": f"cart/{c}", "data": data}))
+PY
+"$LOOM" append "$DATA/events.ndjson" --url "$URL" >/dev/null
+"$LOOM" projections put carts --wasm "$WASM" --entity cart --wait --url "$URL"
+curl -s "$URL/v1/projections/carts/state/cart/1"; echo
+echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency -s tests/interop/wrk_state.lua $URL"
+LOOM_BENCH_CARTS=$CARTS wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency \
+  -s tests/interop/wrk_state.lua "$URL"
