@@ -414,7 +414,7 @@ async fn follow(conn: &Connection, name: &str, target: u64) -> anyhow::Result<Va
         let bar = ProgressBar::new(0);
         bar.set_style(
             ProgressStyle::with_template(
-                "{spinner} {msg:<24} {bar:40} {pos}/{len} events  {per_sec}  eta {eta}",
+                "{spinner} {msg:<24} {bar:40} {human_pos}/{human_len} events  {elapsed}  eta {eta}",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
