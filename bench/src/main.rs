@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p loom-bench -- ledger [--seconds 3] [--dir /path/on/disk]
+//! cargo run --release -p loom-bench -- catchup [--events 1000000] [--streams 10000]
 //! cargo run --release -p loom-bench -- wasm [--runs 7] [--seconds 0.3] [--batches 1,10,100,1000]
 //! ```
 //!
@@ -18,6 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+mod catchup;
 mod wasm;
 
 use loom_ledger::{AppendRequest, EntitySpec, Event, Ledger, LedgerOptions, ReadOptions, Selector};
@@ -67,6 +69,20 @@ fn parse_args() -> Result<(String, Args), String> {
 }
 
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("catchup") {
+        return match catchup::parse(std::env::args().skip(2)) {
+            Ok(args) => {
+                catchup::run(&args);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!(
+                    "error: {e}\nusage: loom-bench catchup [--events N] [--streams N] [--batch N] [--clients N] [--commands N] [--dir DIR]"
+                );
+                ExitCode::from(2)
+            }
+        };
+    }
     if std::env::args().nth(1).as_deref() == Some("wasm") {
         return match wasm::parse(std::env::args().skip(2)) {
             Ok(args) => {
