@@ -70,6 +70,13 @@ pub enum ApiError {
     /// 422: the module's `query` refused the parameters; the detail is its message.
     #[error("{0}")]
     QueryRejected(String),
+    /// 422: the decider refused the command (a domain rejection); the detail is the
+    /// module's message and nothing was written.
+    #[error("{0}")]
+    CommandRejected(String),
+    /// 409: the stream kept changing under a command; every bounded retry conflicted.
+    #[error("{0}")]
+    Contention(String),
     /// 409: the module is used by projections (or other users) and cannot be deleted.
     #[error("module {id} is in use by {}; delete or redefine them first", users.join(", "))]
     ModuleInUse {
@@ -119,7 +126,9 @@ impl ApiError {
             | ApiError::MissingExport(_)
             | ApiError::InvalidProjection(_)
             | ApiError::ModuleFailed(_)
-            | ApiError::QueryRejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            | ApiError::QueryRejected(_)
+            | ApiError::CommandRejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Contention(_) => StatusCode::CONFLICT,
             ApiError::ModuleInUse { .. } => StatusCode::CONFLICT,
             ApiError::WaitTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -152,6 +161,8 @@ impl ApiError {
             ApiError::InvalidProjection(_) => "invalid-projection",
             ApiError::ModuleFailed(_) => "module-failed",
             ApiError::QueryRejected(_) => "query-rejected",
+            ApiError::CommandRejected(_) => "command-rejected",
+            ApiError::Contention(_) => "contention",
             ApiError::ModuleInUse { .. } => "module-in-use",
             ApiError::WaitTimeout { .. } => "min-position-timeout",
             ApiError::Unavailable(_) => "unavailable",
@@ -355,6 +366,12 @@ impl From<EngineError> for ApiError {
             EngineError::Storage(s) => ApiError::Storage(s),
             EngineError::Read(r) => r.into(),
             e @ EngineError::Corrupt(_) => ApiError::Internal(e.to_string()),
+            e @ (EngineError::DeciderNotFound(_) | EngineError::ReactorNotFound(_)) => {
+                ApiError::NotFound(e.to_string())
+            }
+            EngineError::Rejected(m) => ApiError::CommandRejected(m),
+            e @ EngineError::Contention { .. } => ApiError::Contention(e.to_string()),
+            EngineError::Append(a) => a.into(),
             // EngineError may grow variants (deciders, reactors); until mapped, they are
             // internal errors, logged.
             #[allow(unreachable_patterns)]

@@ -28,6 +28,7 @@
 
 mod auth;
 mod binding;
+mod deciders;
 mod entities;
 mod error;
 mod events;
@@ -37,6 +38,7 @@ mod openapi;
 mod ops;
 mod params;
 mod projections;
+mod reactors;
 mod streams;
 mod subscribe;
 
@@ -205,6 +207,8 @@ pub fn app(state: AppState) -> Router {
         .merge(subscribe::router())
         .merge(modules::router())
         .merge(projections::router())
+        .merge(deciders::router())
+        .merge(reactors::router())
         .merge(ops::router())
         .fallback(fallback)
         .layer(TimeoutLayer::with_status_code(

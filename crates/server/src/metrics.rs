@@ -35,7 +35,12 @@ pub(crate) struct Metrics {
     /// Projection state answers by latency bucket (the last is +Inf), and their sum.
     state_queries: [AtomicU64; QUERY_BUCKETS_MICROS.len() + 1],
     state_query_micros_sum: AtomicU64,
+    /// Commands by outcome: ok, duplicate, rejected, contention, error.
+    commands: [AtomicU64; COMMAND_OUTCOMES.len()],
 }
+
+/// Outcomes of `POST /v1/commands/…`, the label values of `loom_commands_total`.
+const COMMAND_OUTCOMES: [&str; 5] = ["ok", "duplicate", "rejected", "contention", "error"];
 
 impl Metrics {
     pub(crate) fn record_request(&self, method: &str, route: &str, status: u16) {
@@ -58,6 +63,15 @@ impl Metrics {
             &self.uploads_known
         };
         c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one command by outcome (one of [`COMMAND_OUTCOMES`]; others count as error).
+    pub(crate) fn record_command(&self, outcome: &str) {
+        let i = COMMAND_OUTCOMES
+            .iter()
+            .position(|o| *o == outcome)
+            .unwrap_or(COMMAND_OUTCOMES.len() - 1);
+        self.commands[i].fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn record_state_query(&self, took: Duration) {
@@ -105,6 +119,18 @@ impl Metrics {
             "Durable group commits.",
             load(&s.commits),
         );
+        let _ = writeln!(
+            out,
+            "# HELP loom_commands_total Commands run through deciders, by outcome."
+        );
+        let _ = writeln!(out, "# TYPE loom_commands_total counter");
+        for (i, outcome) in COMMAND_OUTCOMES.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "loom_commands_total{{outcome=\"{outcome}\"}} {}",
+                load(&self.commands[i])
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP loom_head_position Position of the last committed event."

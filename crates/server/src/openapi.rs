@@ -42,6 +42,17 @@ use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
         crate::projections::projections_rebuild,
         crate::projections::projections_pause,
         crate::projections::projections_resume,
+        crate::deciders::deciders_put,
+        crate::deciders::deciders_list,
+        crate::deciders::deciders_get,
+        crate::deciders::deciders_delete,
+        crate::deciders::commands_run,
+        crate::reactors::reactors_put,
+        crate::reactors::reactors_list,
+        crate::reactors::reactors_get,
+        crate::reactors::reactors_delete,
+        crate::reactors::reactors_pause,
+        crate::reactors::reactors_resume,
         crate::ops::ops_health,
         crate::ops::ops_metrics,
         crate::ops::ops_openapi,
@@ -54,6 +65,8 @@ use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
         (name = "entities", description = "The event registry"),
         (name = "modules", description = "WebAssembly reducer modules"),
         (name = "projections", description = "Named projections: definitions, status, state, time travel, queries"),
+        (name = "deciders", description = "Deciders and commands: decide turns a command into events"),
+        (name = "reactors", description = "Reactors: react turns events into appends, commands and sink deliveries"),
         (name = "ops", description = "Health, metrics, this document"),
     )
 )]
@@ -363,4 +376,78 @@ pub(crate) struct StateParams {
     min_position: Option<u64>,
     /// Longest wait for `min_position`, ms (default and cap: the server's max wait, 10 s).
     timeout_ms: Option<u64>,
+}
+
+/// `PUT /v1/deciders/{entity}`.
+#[derive(ToSchema)]
+pub(crate) struct DeciderSpecSchema {
+    /// Module id (`sha256:…`) exporting `evolve` and `decide`.
+    module: String,
+}
+
+/// A decider binding.
+#[derive(ToSchema)]
+pub(crate) struct DeciderSchema {
+    entity: String,
+    module: String,
+    /// When it was (last) bound, RFC 3339.
+    updated_at: String,
+}
+
+/// One event a command appended.
+#[derive(ToSchema)]
+pub(crate) struct CommandEventSchema {
+    source: String,
+    id: String,
+    #[schema(rename = "type")]
+    r#type: String,
+    subject: String,
+    position: u64,
+    revision: u64,
+}
+
+/// The result of a command.
+#[derive(ToSchema)]
+pub(crate) struct CommandOutcomeSchema {
+    /// The stream, `{entity}/{key}`.
+    subject: String,
+    /// Events appended (none when `decide` returned none).
+    events: Vec<CommandEventSchema>,
+    /// The stream's revision after the command.
+    revision: u64,
+    /// True when an earlier command with the same `Idempotency-Key` had run: its events are
+    /// returned and nothing was written.
+    duplicate: bool,
+    /// How many times the command was decided (more than 1 after conflicts).
+    attempts: u64,
+}
+
+/// `PUT /v1/reactors/{name}`.
+#[derive(ToSchema)]
+pub(crate) struct ReactorSpecSchema {
+    /// Module id (`sha256:…`) exporting `react`.
+    module: String,
+    /// Which events it reacts to (default: all).
+    selector: Option<SelectorSchema>,
+    /// Where `deliver` effects are POSTed (CloudEvents HTTP binding, structured mode).
+    sink: Option<String>,
+}
+
+/// A reactor's status.
+#[derive(ToSchema)]
+pub(crate) struct ReactorStatusSchema {
+    name: String,
+    spec: ReactorSpecSchema,
+    /// `running`, `paused` or `failed`.
+    status: String,
+    /// Every selected event up to here has been reacted to.
+    position: u64,
+    head: u64,
+    lag: u64,
+    reacted: u64,
+    appended: u64,
+    commands: u64,
+    delivered: u64,
+    /// What stopped it.
+    last_error: Option<FailureSchema>,
 }

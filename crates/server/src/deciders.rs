@@ -1,0 +1,214 @@
+//! Deciders and commands: bind a module's `decide` (and the `evolve` it folds state with) to
+//! an entity, then run commands on `{entity}/{key}` streams.
+//!
+//! Routing: `POST /v1/commands/{entity}/{key}` where `{key}` is the rest of the path and may
+//! contain `/` (`/v1/commands/cart/eu/42` runs on stream `cart/eu/42`).
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{OriginalUri, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use loom_engine::{DeciderSpec, EngineError};
+
+use crate::auth::{Admin, Reader, Writer};
+use crate::error::ApiError;
+use crate::modules::to_json;
+use crate::params::Params;
+use crate::{AppState, parse_json, read_body, require_json};
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/deciders", get(deciders_list))
+        .route(
+            "/v1/deciders/{entity}",
+            put(deciders_put).get(deciders_get).delete(deciders_delete),
+        )
+        .route("/v1/commands/{entity}/{*key}", post(commands_run))
+}
+
+/// Bind a module (exporting `evolve` and `decide`) to an entity: commands on that entity's
+/// streams run through it. 201 when new, 200 when changed or the same.
+#[utoipa::path(
+    put, path = "/v1/deciders/{entity}", tag = "deciders",
+    params(("entity" = String, Path, description = "The entity whose streams the decider decides for")),
+    request_body(content = crate::openapi::DeciderSpecSchema, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Bound", body = crate::openapi::DeciderSchema),
+        (status = 200, description = "Rebound to another module, or the same binding was in place", body = crate::openapi::DeciderSchema),
+        (status = 400, description = "Malformed body", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid entity, unknown module, module without evolve or decide", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["admin"]), ())
+)]
+pub(crate) async fn deciders_put(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(entity): Path<String>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    Params::parse(&uri, &[])?;
+    require_json(&headers)?;
+    let bytes = read_body(&state, &headers, body).await?;
+    let spec: DeciderSpec = parse_json(&bytes)?;
+    let (existed, record) = {
+        let entity = entity.clone();
+        state
+            .engine_blocking(move |e| {
+                let existed = e.deciders().get(&entity).is_some();
+                e.deciders().put(&entity, spec)?;
+                let record = e.deciders().get(&entity).ok_or_else(|| {
+                    EngineError::Invalid(format!("decider {entity:?} vanished while binding"))
+                })?;
+                Ok((existed, record))
+            })
+            .await
+            .map_err(|e| match e {
+                ApiError::NotFound(m) | ApiError::InvalidProjection(m) => {
+                    ApiError::InvalidRegistration(m)
+                }
+                other => other,
+            })?
+    };
+    let code = if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    let mut response = to_json(code, &record)?;
+    if let Ok(v) = HeaderValue::from_str(&format!("/v1/deciders/{entity}")) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(response)
+}
+
+/// Every decider binding.
+#[utoipa::path(
+    get, path = "/v1/deciders", tag = "deciders",
+    responses((status = 200, description = "Bindings, by entity", body = Vec<crate::openapi::DeciderSchema>)),
+    security(("bearer" = ["reader"]), ())
+)]
+pub(crate) async fn deciders_list(
+    State(state): State<AppState>,
+    _: Reader,
+    OriginalUri(uri): OriginalUri,
+) -> Result<Response, ApiError> {
+    Params::parse(&uri, &[])?;
+    let list = state.engine_blocking(|e| Ok(e.deciders().list())).await?;
+    to_json(StatusCode::OK, &list)
+}
+
+/// One decider binding.
+#[utoipa::path(
+    get, path = "/v1/deciders/{entity}", tag = "deciders",
+    params(("entity" = String, Path, description = "Entity")),
+    responses(
+        (status = 200, description = "The binding", body = crate::openapi::DeciderSchema),
+        (status = 404, description = "No decider for this entity", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["reader"]), ())
+)]
+pub(crate) async fn deciders_get(
+    State(state): State<AppState>,
+    _: Reader,
+    Path(entity): Path<String>,
+    OriginalUri(uri): OriginalUri,
+) -> Result<Response, ApiError> {
+    Params::parse(&uri, &[])?;
+    let record = state
+        .engine_blocking(move |e| {
+            e.deciders()
+                .get(&entity)
+                .ok_or(EngineError::DeciderNotFound(entity))
+        })
+        .await?;
+    to_json(StatusCode::OK, &record)
+}
+
+/// Unbind a decider (the events its commands wrote stay).
+#[utoipa::path(
+    delete, path = "/v1/deciders/{entity}", tag = "deciders",
+    params(("entity" = String, Path, description = "Entity")),
+    responses(
+        (status = 204, description = "Unbound"),
+        (status = 404, description = "No decider for this entity", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["admin"]), ())
+)]
+pub(crate) async fn deciders_delete(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(entity): Path<String>,
+    OriginalUri(uri): OriginalUri,
+) -> Result<Response, ApiError> {
+    Params::parse(&uri, &[])?;
+    state
+        .engine_blocking(move |e| e.deciders().delete(&entity))
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Run a command on stream `{entity}/{key}`: Loom folds the stream's state, calls the
+/// decider's `decide`, and appends the events it returns with the revision it read as the
+/// expected revision, deciding again after a conflict (bounded). With an `Idempotency-Key`
+/// header a repeated command returns the first result and writes nothing.
+#[utoipa::path(
+    post, path = "/v1/commands/{entity}/{key}", tag = "deciders",
+    params(
+        ("entity" = String, Path, description = "Entity (a decider must be bound to it)"),
+        ("key" = String, Path, description = "Stream key; may contain '/'"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1-200 characters without '/'; a repeated key returns the first result"),
+    ),
+    request_body(description = "The command, as JSON (the decider's own format)", content((Object = "application/json"))),
+    responses(
+        (status = 200, description = "Decided and appended (or a duplicate of an earlier run)", body = crate::openapi::CommandOutcomeSchema),
+        (status = 400, description = "Malformed command JSON, key or Idempotency-Key", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No decider for this entity", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The stream kept changing; every retry conflicted", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The decider rejected the command (its message is the detail; nothing was written), or its events broke the registry", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["writer"]), ())
+)]
+pub(crate) async fn commands_run(
+    State(state): State<AppState>,
+    _: Writer,
+    Path((entity, key)): Path<(String, String)>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    Params::parse(&uri, &[])?;
+    require_json(&headers)?;
+    let idempotency_key = headers
+        .get("idempotency-key")
+        .map(|v| {
+            v.to_str()
+                .map(str::to_owned)
+                .map_err(|_| ApiError::BadRequest("the Idempotency-Key header is not ASCII".into()))
+        })
+        .transpose()?;
+    let bytes = read_body(&state, &headers, body).await?;
+    let engine = state.engine().clone();
+    let result = tokio::task::spawn_blocking(move || {
+        engine
+            .deciders()
+            .execute(&entity, &key, &bytes, idempotency_key.as_deref())
+    })
+    .await?;
+    let outcome = match &result {
+        Ok(o) if o.duplicate => "duplicate",
+        Ok(_) => "ok",
+        Err(EngineError::Rejected(_)) => "rejected",
+        Err(EngineError::Contention { .. }) => "contention",
+        Err(_) => "error",
+    };
+    state.inner.metrics.record_command(outcome);
+    match result {
+        Ok(o) => to_json(StatusCode::OK, &o),
+        Err(EngineError::Invalid(m)) => Err(ApiError::BadRequest(m)),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,198 @@
+//! Reactors: for each selected event, a module's `react` returns events to append, commands
+//! to run and CloudEvents to deliver to a sink. Definitions, status, pause/resume, delete.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{OriginalUri, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use loom_engine::{EngineError, ReactorSpec, Reactors};
+
+use crate::auth::{Admin, Reader};
+use crate::error::ApiError;
+use crate::modules::to_json;
+use crate::params::Params;
+use crate::{AppState, parse_json, read_body, require_json};
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/reactors", get(reactors_list))
+        .route(
+            "/v1/reactors/{name}",
+            put(reactors_put).get(reactors_get).delete(reactors_delete),
+        )
+        .route("/v1/reactors/{name}/pause", post(reactors_pause))
+        .route("/v1/reactors/{name}/resume", post(reactors_resume))
+}
+
+/// Create or change a reactor. A new name starts at the beginning of the ledger (201); a
+/// changed definition keeps the checkpoint (200).
+#[utoipa::path(
+    put, path = "/v1/reactors/{name}", tag = "reactors",
+    params(("name" = String, Path, description = "1-128 ASCII letters, digits, '_', '-', '.'")),
+    request_body(content = crate::openapi::ReactorSpecSchema, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created; reacting", body = crate::openapi::ReactorStatusSchema),
+        (status = 200, description = "Changed, or the same definition was in place", body = crate::openapi::ReactorStatusSchema),
+        (status = 400, description = "Malformed body", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid name, unknown module, module without react, invalid selector or sink", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["admin"]), ())
+)]
+pub(crate) async fn reactors_put(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(name): Path<String>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    Params::parse(&uri, &[])?;
+    require_json(&headers)?;
+    let bytes = read_body(&state, &headers, body).await?;
+    let spec: ReactorSpec = parse_json(&bytes)?;
+    let (existed, status) = {
+        let name = name.clone();
+        state
+            .engine_blocking(move |e| {
+                let existed = e.reactors().status(&name).is_ok();
+                e.reactors().put(&name, spec)?;
+                Ok((existed, e.reactors().status(&name)?))
+            })
+            .await
+            .map_err(|e| match e {
+                ApiError::NotFound(m) | ApiError::InvalidProjection(m) => {
+                    ApiError::InvalidRegistration(m)
+                }
+                other => other,
+            })?
+    };
+    let code = if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    let mut response = to_json(code, &status)?;
+    if let Ok(v) = HeaderValue::from_str(&format!("/v1/reactors/{name}")) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(response)
+}
+
+/// Every reactor's status.
+#[utoipa::path(
+    get, path = "/v1/reactors", tag = "reactors",
+    responses((status = 200, description = "Statuses, by name", body = Vec<crate::openapi::ReactorStatusSchema>)),
+    security(("bearer" = ["reader"]), ())
+)]
+pub(crate) async fn reactors_list(
+    State(state): State<AppState>,
+    _: Reader,
+    OriginalUri(uri): OriginalUri,
+) -> Result<Response, ApiError> {
+    Params::parse(&uri, &[])?;
+    let list = state.engine_blocking(|e| Ok(e.reactors().list())).await?;
+    to_json(StatusCode::OK, &list)
+}
+
+/// One reactor's status: `running`, `paused` or `failed` (with the error, e.g. a sink that
+/// stayed down), position, head, lag and counts of reactions and their effects.
+#[utoipa::path(
+    get, path = "/v1/reactors/{name}", tag = "reactors",
+    params(("name" = String, Path, description = "Reactor name")),
+    responses(
+        (status = 200, description = "Status", body = crate::openapi::ReactorStatusSchema),
+        (status = 404, description = "No such reactor", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["reader"]), ())
+)]
+pub(crate) async fn reactors_get(
+    State(state): State<AppState>,
+    _: Reader,
+    Path(name): Path<String>,
+    OriginalUri(uri): OriginalUri,
+) -> Result<Response, ApiError> {
+    Params::parse(&uri, &[])?;
+    let status = state
+        .engine_blocking(move |e| e.reactors().status(&name))
+        .await?;
+    to_json(StatusCode::OK, &status)
+}
+
+/// Delete a reactor and its checkpoint (what it appended and delivered stays).
+#[utoipa::path(
+    delete, path = "/v1/reactors/{name}", tag = "reactors",
+    params(("name" = String, Path, description = "Reactor name")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such reactor", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["admin"]), ())
+)]
+pub(crate) async fn reactors_delete(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(name): Path<String>,
+    OriginalUri(uri): OriginalUri,
+) -> Result<Response, ApiError> {
+    Params::parse(&uri, &[])?;
+    state
+        .engine_blocking(move |e| e.reactors().delete(&name))
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Pause a reactor (its checkpoint stays).
+#[utoipa::path(
+    post, path = "/v1/reactors/{name}/pause", tag = "reactors",
+    params(("name" = String, Path, description = "Reactor name")),
+    responses(
+        (status = 200, description = "Paused; the status", body = crate::openapi::ReactorStatusSchema),
+        (status = 404, description = "No such reactor", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["admin"]), ())
+)]
+pub(crate) async fn reactors_pause(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(name): Path<String>,
+    OriginalUri(uri): OriginalUri,
+) -> Result<Response, ApiError> {
+    life_cycle(state, &uri, name, |r, n| r.pause(n)).await
+}
+
+/// Resume a paused or failed reactor; a failed one retries the event it failed on.
+#[utoipa::path(
+    post, path = "/v1/reactors/{name}/resume", tag = "reactors",
+    params(("name" = String, Path, description = "Reactor name")),
+    responses(
+        (status = 200, description = "Resumed; the status", body = crate::openapi::ReactorStatusSchema),
+        (status = 404, description = "No such reactor", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["admin"]), ())
+)]
+pub(crate) async fn reactors_resume(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(name): Path<String>,
+    OriginalUri(uri): OriginalUri,
+) -> Result<Response, ApiError> {
+    life_cycle(state, &uri, name, |r, n| r.resume(n)).await
+}
+
+async fn life_cycle(
+    state: AppState,
+    uri: &Uri,
+    name: String,
+    action: fn(&Reactors, &str) -> Result<(), EngineError>,
+) -> Result<Response, ApiError> {
+    Params::parse(uri, &[])?;
+    let status = state
+        .engine_blocking(move |e| {
+            action(e.reactors(), &name)?;
+            e.reactors().status(&name)
+        })
+        .await?;
+    to_json(StatusCode::OK, &status)
+}
