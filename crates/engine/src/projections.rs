@@ -1141,12 +1141,15 @@ impl Shared {
                 })
                 .collect::<Result<_, EngineError>>()?
         };
+        // Fold every group; many groups are folded on all cores (each call has its own
+        // instance, so calls are independent).
+        let folded = self.fold_groups(g, &order, &groups, &previous);
         let mut written = Vec::with_capacity(order.len());
         let mut new_keys = 0u64;
-        for (key, prev) in order.iter().zip(&previous) {
+        for ((key, prev), result) in order.iter().zip(&previous).zip(folded) {
             let batch = &groups[key];
             let state = prev.as_ref().map(|p| p.state.as_slice());
-            let next = match self.runtime.evolve(&g.module, state, batch) {
+            let next = match result {
                 Ok(s) => s,
                 Err(error) => return Err(self.locate(g, state, batch, error)),
             };
@@ -1223,6 +1226,41 @@ impl Shared {
         g.position.store(covered, Ordering::Release);
         g.changed.notify(usize::MAX);
         Ok(())
+    }
+
+    /// `evolve` for each group, in `order`; in parallel when there are many groups.
+    fn fold_groups(
+        &self,
+        g: &Gen,
+        order: &[&str],
+        groups: &HashMap<&str, Vec<StoredEvent>>,
+        previous: &[Option<KeyState>],
+    ) -> Vec<Result<Vec<u8>, CallError>> {
+        let fold = |i: usize| {
+            let state = previous[i].as_ref().map(|p| p.state.as_slice());
+            self.runtime.evolve(&g.module, state, &groups[order[i]])
+        };
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(8);
+        if threads < 2 || order.len() < 16 {
+            return (0..order.len()).map(fold).collect();
+        }
+        let chunk = order.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..order.len())
+                .step_by(chunk)
+                .map(|start| {
+                    let end = (start + chunk).min(order.len());
+                    let fold = &fold;
+                    scope.spawn(move || (start..end).map(fold).collect::<Vec<_>>())
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("a fold thread panicked"))
+                .collect()
+        })
     }
 
     /// Finds the event a failing batch fails on by folding it one event at a time.
