@@ -1,6 +1,7 @@
 //! `loom`: the Loom server (`loom serve`) and a client for its HTTP API.
 
 mod client;
+mod deciders;
 mod modules;
 mod projections;
 
@@ -49,6 +50,18 @@ enum Command {
     Projections {
         #[command(subcommand)]
         command: projections::ProjectionsCommand,
+    },
+    /// Bind deciders (modules with decide) to entities.
+    Deciders {
+        #[command(subcommand)]
+        command: deciders::DecidersCommand,
+    },
+    /// Run a command on stream ENTITY/KEY through the entity's decider.
+    Command(deciders::CommandArgs),
+    /// Define and steer reactors (modules with react).
+    Reactors {
+        #[command(subcommand)]
+        command: deciders::ReactorsCommand,
     },
 }
 
@@ -140,6 +153,9 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Entities { command } => runtime.block_on(client::entities(command)),
         Command::Modules { command } => runtime.block_on(modules::modules(command)),
         Command::Projections { command } => runtime.block_on(projections::projections(command)),
+        Command::Deciders { command } => runtime.block_on(deciders::deciders(command)),
+        Command::Command(args) => runtime.block_on(deciders::command(args)),
+        Command::Reactors { command } => runtime.block_on(deciders::reactors(command)),
     }
 }
 
