@@ -1,0 +1,218 @@
+//! The real `loom` binary with the real bank, cart and checkout modules: `loom deciders`,
+//! `loom command` (with an idempotency key and a domain rejection) and `loom reactors`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const LOOM: &str = env!("CARGO_BIN_EXE_loom");
+
+struct Serve {
+    child: Child,
+    url: String,
+}
+
+impl Serve {
+    fn start(data: &Path) -> Serve {
+        let mut child = Command::new(LOOM)
+            .args(["serve", "--data"])
+            .arg(data)
+            .args(["--listen", "127.0.0.1:0"])
+            .env_remove("LOOM_TOKENS")
+            .env("LOOM_LOG", "warn")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start loom serve");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let url = loop {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("loom serve prints its address");
+            if let Some(rest) = line.strip_prefix("loom listening on ") {
+                break rest.split_whitespace().next().unwrap().to_owned();
+            }
+        };
+        Serve { child, url }
+    }
+
+    fn loom(&self, args: &[&str]) -> Output {
+        Command::new(LOOM)
+            .args(args)
+            .args(["--url", &self.url])
+            .env_remove("LOOM_TOKEN")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let out = ok(&self.loom(&all));
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "loom failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn wasm(example: &str) -> PathBuf {
+    loom_testkit::build_examples().join(format!("{example}.wasm"))
+}
+
+fn entity_file(example: &str) -> String {
+    loom_testkit::workspace_root()
+        .join(format!("examples/{example}/entity.json"))
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[test]
+fn deciders_commands_and_reactors_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Serve::start(&dir.path().join("data"));
+    for (entity, example) in [("account", "bank"), ("cart", "cart"), ("order", "checkout")] {
+        ok(&server.loom(&["entities", "put", entity, &entity_file(example)]));
+    }
+    let bank = wasm("bank");
+    let out = ok(&server.loom(&[
+        "deciders",
+        "put",
+        "account",
+        "--wasm",
+        bank.to_str().unwrap(),
+    ]));
+    assert!(out.starts_with("bound: account  module sha256:"), "{out}");
+    let list = server.json(&["deciders", "list"]);
+    assert_eq!(list[0]["entity"], "account");
+    let id = list[0]["module"].as_str().unwrap().to_owned();
+    let out = ok(&server.loom(&["deciders", "put", "account", "--module", &id]));
+    assert!(out.starts_with("rebound: account"), "{out}");
+    assert_eq!(
+        server.json(&["deciders", "get", "account"])["module"],
+        id.as_str()
+    );
+
+    let out = ok(&server.loom(&[
+        "command",
+        "account",
+        "eu/7",
+        r#"{"type":"open","owner":"amal"}"#,
+    ]));
+    assert!(
+        out.starts_with("account/eu/7 at revision 1: 1 event\n  was_opened "),
+        "{out}"
+    );
+    let deposit = [
+        "command",
+        "account",
+        "eu/7",
+        r#"{"type":"deposit","amount":40}"#,
+        "--idempotency-key",
+        "d1",
+    ];
+    let first = server.json(&deposit);
+    assert_eq!(first["revision"], 2);
+    assert_eq!(first["duplicate"], false);
+    let again = server.json(&deposit);
+    assert_eq!(again["duplicate"], true);
+    assert_eq!(again["events"], first["events"]);
+    let out = ok(&server.loom(&deposit));
+    assert!(out.contains("(a repeat: nothing written)"), "{out}");
+    // A domain rejection fails with the module's message.
+    let out = server.loom(&[
+        "command",
+        "account",
+        "eu/7",
+        r#"{"type":"withdraw","amount":41}"#,
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("422") && err.contains("insufficient"), "{err}");
+    let out = server.loom(&["command", "account", "eu/7", "{nope"]);
+    assert!(!out.status.success());
+    let text = ok(&server.loom(&["stream", "account", "eu/7", "--json"]));
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert_eq!(text.matches("was_credited").count(), 1, "{text}");
+    assert!(!text.contains("was_debited"), "{text}");
+
+    // Reactors.
+    let cart = wasm("cart");
+    ok(&server.loom(&["deciders", "put", "cart", "--wasm", cart.to_str().unwrap()]));
+    let sink = loom_testkit::Sink::start();
+    let checkout = wasm("checkout");
+    let out = ok(&server.loom(&[
+        "reactors",
+        "put",
+        "checkout",
+        "--wasm",
+        checkout.to_str().unwrap(),
+        "--selector",
+        r#"{"entity":"cart","types":["was_checked_out"]}"#,
+        "--sink",
+        &sink.url,
+    ]));
+    assert!(out.starts_with("created: checkout  "), "{out}");
+    assert!(out.contains("sink http://127.0.0.1:"), "{out}");
+    for cmd in [
+        r#"{"type":"create"}"#,
+        r#"{"type":"add_item","sku":"s","name":"S","price":2,"quantity":1}"#,
+        r#"{"type":"check_out"}"#,
+    ] {
+        ok(&server.loom(&["command", "cart", "c1", cmd]));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sink.received().is_empty() {
+        assert!(Instant::now() < deadline, "the sink got the order");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let delivered: Value = serde_json::from_slice(&sink.received()[0]).unwrap();
+    assert_eq!(delivered["data"]["order"], "order/c1");
+    let st = server.json(&["reactors", "get", "checkout"]);
+    assert_eq!(st["spec"]["sink"], sink.url.as_str());
+    assert_eq!(
+        server.json(&["reactors", "list"]).as_array().unwrap().len(),
+        1
+    );
+    let out = ok(&server.loom(&["reactors", "pause", "checkout"]));
+    assert!(out.starts_with("paused: checkout  paused"), "{out}");
+    let out = ok(&server.loom(&["reactors", "resume", "checkout"]));
+    assert!(out.starts_with("resumed: checkout"), "{out}");
+    let out = ok(&server.loom(&["reactors", "delete", "checkout"]));
+    assert!(out.contains("deleted reactor checkout"), "{out}");
+    let out = server.loom(&["reactors", "get", "checkout"]);
+    assert!(!out.status.success());
+    ok(&server.loom(&["deciders", "delete", "account"]));
+    let out = server.loom(&[
+        "command",
+        "account",
+        "eu/7",
+        r#"{"type":"open","owner":"x"}"#,
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("404"));
+}
