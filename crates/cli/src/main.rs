@@ -57,7 +57,8 @@ enum Command {
         command: deciders::DecidersCommand,
     },
     /// Run a command on stream ENTITY/KEY through the entity's decider.
-    Command(deciders::CommandArgs),
+    #[command(name = "command")]
+    Decide(deciders::CommandArgs),
     /// Define and steer reactors (modules with react).
     Reactors {
         #[command(subcommand)]
@@ -154,7 +155,7 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Modules { command } => runtime.block_on(modules::modules(command)),
         Command::Projections { command } => runtime.block_on(projections::projections(command)),
         Command::Deciders { command } => runtime.block_on(deciders::deciders(command)),
-        Command::Command(args) => runtime.block_on(deciders::command(args)),
+        Command::Decide(args) => runtime.block_on(deciders::command(args)),
         Command::Reactors { command } => runtime.block_on(deciders::reactors(command)),
     }
 }
