@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release -p loom-bench -- ledger [--seconds 3] [--dir /path/on/disk]
 //! cargo run --release -p loom-bench -- catchup [--events 1000000] [--streams 10000]
+//! cargo run --release -p loom-bench -- peers [--seconds 2] [--events 1000000]
 //! cargo run --release -p loom-bench -- wasm [--runs 7] [--seconds 0.3] [--batches 1,10,100,1000]
 //! ```
 //!
@@ -20,6 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 mod catchup;
+mod peers;
 mod wasm;
 
 use loom_ledger::{AppendRequest, EntitySpec, Event, Ledger, LedgerOptions, ReadOptions, Selector};
@@ -78,6 +80,20 @@ fn main() -> ExitCode {
             Err(e) => {
                 eprintln!(
                     "error: {e}\nusage: loom-bench catchup [--events N] [--streams N] [--batch N] [--clients N] [--commands N] [--dir DIR]"
+                );
+                ExitCode::from(2)
+            }
+        };
+    }
+    if std::env::args().nth(1).as_deref() == Some("peers") {
+        return match peers::parse(std::env::args().skip(2)) {
+            Ok(args) => {
+                peers::run(&args);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!(
+                    "error: {e}\nusage: loom-bench peers [--seconds S] [--events N] [--dir DIR] [--pg-bin DIR] [--writers 1,4,16,64] [--batches 1,10,100,1000]"
                 );
                 ExitCode::from(2)
             }

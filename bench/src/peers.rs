@@ -1,0 +1,853 @@
+//! `peers`: Loom's ledger (in-process) side by side with PostgreSQL
+//! in the same run, on the same disk, with the same durability (fsync on commit).
+//!
+//! * **W1** durable floor: 1 writer, 1 event per append, ~256 bytes of JSON data.
+//! * **W2** concurrency sweep: 1, 4, 16, 64 writers, 1 event per append, across 10k streams.
+//! * **W3** batch sweep: 1, 10, 100, 1000 events per append, 1 writer.
+//! * **W4** conditional appends under contention: 4 writers, each attempt reads the stream's
+//!   revision and appends with that expected revision, streams drawn Zipf(s = 1.1) from 100.
+//! * **W5** catch-up over 1M stored events: (a) count, (b) decode the JSON data and sum a field.
+//!
+//! PostgreSQL: the subcommand starts its own cluster (`initdb` + `pg_ctl`, as the `postgres`
+//! user when run as root) in a temp dir on loopback with `fsync=on`, `synchronous_commit=on`,
+//! and stops it at the end. Table: `position bigserial primary key, stream text, revision
+//! bigint, type text, data jsonb, unique (stream, revision)`; one `tokio-postgres` connection
+//! per writer. Unconditional appends (W1–W3) insert the next revision tracked by the writer
+//! (each writer owns its streams, so no read is needed); conditional appends (W4) read
+//! `max(revision)` and insert `revision + 1` — a unique violation is a conflict.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use loom_ledger::{
+    AppendError, AppendRequest, Data, ExpectedRevision, Ledger, ReadOptions, Selector,
+};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, NoTls};
+
+use super::{event, ms, open, percentile};
+
+const STREAMS: usize = 10_000;
+const ZIPF_STREAMS: usize = 100;
+const ZIPF_S: f64 = 1.1;
+
+/// `peers` options.
+#[derive(Debug)]
+pub struct Args {
+    seconds: f64,
+    events: u64,
+    dir: Option<PathBuf>,
+    pg_bin: PathBuf,
+    writers: Vec<usize>,
+    batches: Vec<usize>,
+}
+
+/// Parses `peers` flags.
+pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
+    let mut args = Args {
+        seconds: 2.0,
+        events: 1_000_000,
+        dir: None,
+        pg_bin: PathBuf::from("/usr/lib/postgresql/15/bin"),
+        writers: vec![1, 4, 16, 64],
+        batches: vec![1, 10, 100, 1000],
+    };
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--seconds" => args.seconds = value()?.parse().map_err(|_| "bad --seconds")?,
+            "--events" => args.events = value()?.parse().map_err(|_| "bad --events")?,
+            "--dir" => args.dir = Some(PathBuf::from(value()?)),
+            "--pg-bin" => args.pg_bin = PathBuf::from(value()?),
+            "--writers" => args.writers = super::parse_list(&value()?)?,
+            "--batches" => args.batches = super::parse_list(&value()?)?,
+            other => return Err(format!("unknown flag {other}")),
+        }
+    }
+    Ok(args)
+}
+
+/// One measured line of the table.
+struct Row {
+    workload: String,
+    system: String,
+    eps: f64,
+    p50: Option<Duration>,
+    p99: Option<Duration>,
+    note: String,
+}
+
+impl Row {
+    fn from_latencies(
+        workload: &str,
+        system: &str,
+        events: u64,
+        elapsed: Duration,
+        mut lat: Vec<Duration>,
+        note: String,
+    ) -> Row {
+        lat.sort_unstable();
+        Row {
+            workload: workload.into(),
+            system: system.into(),
+            eps: events as f64 / elapsed.as_secs_f64(),
+            p50: Some(percentile(&lat, 0.5)),
+            p99: Some(percentile(&lat, 0.99)),
+            note,
+        }
+    }
+}
+
+fn temp_in(dir: &Option<PathBuf>) -> tempfile::TempDir {
+    match dir {
+        Some(d) => {
+            std::fs::create_dir_all(d).expect("create --dir");
+            tempfile::tempdir_in(d).expect("temp dir in --dir")
+        }
+        None => tempfile::tempdir().expect("temp dir"),
+    }
+}
+
+/// The ~256-byte JSON data every system stores (the same as [`super::event`]'s).
+fn data_text(stream: usize) -> String {
+    serde_json::json!({
+        "account": format!("acct-{stream:06}"),
+        "amount": 1234,
+        "currency": "EUR",
+        "memo": "x".repeat(180),
+    })
+    .to_string()
+}
+
+/// Writer `w` of `writers` owns the streams `s % writers == w`; its `i`-th append's stream.
+fn owned_stream(w: usize, writers: usize, i: usize) -> usize {
+    w + writers * (i % (STREAMS / writers))
+}
+
+#[derive(serde::Deserialize)]
+struct Amount {
+    amount: i64,
+}
+
+/// Zipf(s) over `0..n` by inverse CDF, with a small xorshift generator (no dependency).
+struct Zipf {
+    cdf: Vec<f64>,
+    state: u64,
+}
+
+impl Zipf {
+    fn new(n: usize, s: f64, seed: u64) -> Zipf {
+        let weights: Vec<f64> = (1..=n).map(|k| 1.0 / (k as f64).powf(s)).collect();
+        let total: f64 = weights.iter().sum();
+        let mut acc = 0.0;
+        let cdf = weights
+            .iter()
+            .map(|w| {
+                acc += w / total;
+                acc
+            })
+            .collect();
+        Zipf {
+            cdf,
+            state: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+        }
+    }
+    fn sample(&mut self) -> usize {
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        let u = (self.state >> 11) as f64 / (1u64 << 53) as f64;
+        self.cdf.partition_point(|&c| c < u).min(self.cdf.len() - 1)
+    }
+}
+
+// ---------------------------------------------------------------- Loom
+
+fn loom_appends(args: &Args, workload: &str, writers: usize, batch: usize) -> Row {
+    let dir = temp_in(&args.dir);
+    let ledger = Arc::new(open(dir.path()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let handles: Vec<_> = (0..writers)
+        .map(|w| {
+            let ledger = ledger.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut lat = Vec::new();
+                let mut i = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    let events = (0..batch)
+                        .map(|b| {
+                            let s = owned_stream(w, writers, i * batch + b);
+                            event(s, &format!("{w}-{i}-{b}"))
+                        })
+                        .collect();
+                    let t = Instant::now();
+                    ledger.append(AppendRequest::new(events)).expect("append");
+                    lat.push(t.elapsed());
+                    i += 1;
+                }
+                lat
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs_f64(args.seconds));
+    stop.store(true, Ordering::Relaxed);
+    let lat: Vec<Duration> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    let elapsed = started.elapsed();
+    let events = lat.len() as u64 * batch as u64;
+    Row::from_latencies(
+        workload,
+        "Loom (ledger lib)",
+        events,
+        elapsed,
+        lat,
+        String::new(),
+    )
+}
+
+fn loom_conditional(args: &Args, writers: usize) -> Row {
+    let dir = temp_in(&args.dir);
+    let ledger = Arc::new(open(dir.path()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let handles: Vec<_> = (0..writers)
+        .map(|w| {
+            let ledger = ledger.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut zipf = Zipf::new(ZIPF_STREAMS, ZIPF_S, w as u64 + 1);
+                let (mut lat, mut ok, mut conflicts) = (Vec::new(), 0u64, 0u64);
+                let mut i = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    let k = zipf.sample();
+                    let subject = format!("bench/{k}");
+                    let t = Instant::now();
+                    let rev = ledger.stream_revision(&subject).expect("revision");
+                    let req = AppendRequest::new(vec![event(k, &format!("{w}-{i}"))])
+                        .expect(subject, ExpectedRevision::Exact(rev));
+                    match ledger.append(req) {
+                        Ok(_) => ok += 1,
+                        Err(AppendError::Conflict(_)) => conflicts += 1,
+                        Err(e) => panic!("append: {e}"),
+                    }
+                    lat.push(t.elapsed());
+                    i += 1;
+                }
+                (lat, ok, conflicts)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs_f64(args.seconds));
+    stop.store(true, Ordering::Relaxed);
+    let (mut lat, mut ok, mut conflicts) = (Vec::new(), 0, 0);
+    for h in handles {
+        let (l, o, c) = h.join().unwrap();
+        lat.extend(l);
+        ok += o;
+        conflicts += c;
+    }
+    let elapsed = started.elapsed();
+    let note = conflict_note(ok, conflicts, elapsed);
+    Row::from_latencies(
+        "W4 conditional, 4 writers, Zipf",
+        "Loom (ledger lib)",
+        ok,
+        elapsed,
+        lat,
+        note,
+    )
+}
+
+fn conflict_note(ok: u64, conflicts: u64, elapsed: Duration) -> String {
+    let attempts = ok + conflicts;
+    format!(
+        "conflicts {:.1}% of {:.0} attempts/s; latency = read revision + append",
+        100.0 * conflicts as f64 / attempts.max(1) as f64,
+        attempts as f64 / elapsed.as_secs_f64()
+    )
+}
+
+/// Fills a ledger with `n` events (batches of 1000) and returns it with load time.
+fn loom_load(args: &Args) -> (tempfile::TempDir, Ledger, Duration) {
+    let dir = temp_in(&args.dir);
+    let ledger = open(dir.path());
+    let t = Instant::now();
+    let mut written = 0u64;
+    while written < args.events {
+        let n = (args.events - written).min(1000);
+        let events = (0..n)
+            .map(|b| {
+                let p = written + b;
+                event((p % STREAMS as u64) as usize, &format!("s-{p}"))
+            })
+            .collect();
+        ledger.append(AppendRequest::new(events)).expect("append");
+        written += n;
+    }
+    (dir, ledger, t.elapsed())
+}
+
+/// Best of three runs of `f`, which returns (events seen, a checksum).
+fn best_of_3(mut f: impl FnMut() -> (u64, i64)) -> (Duration, u64, i64) {
+    let mut best = (Duration::MAX, 0, 0);
+    for _ in 0..3 {
+        let t = Instant::now();
+        let (n, sum) = f();
+        let d = t.elapsed();
+        if d < best.0 {
+            best = (d, n, sum);
+        }
+    }
+    best
+}
+
+fn catchup_row(workload: &str, system: &str, (d, n, sum): (Duration, u64, i64), what: &str) -> Row {
+    Row {
+        workload: workload.into(),
+        system: system.into(),
+        eps: n as f64 / d.as_secs_f64(),
+        p50: None,
+        p99: None,
+        note: format!(
+            "{n} events in {:.3} s (best of 3), result {sum}; {what}",
+            d.as_secs_f64()
+        ),
+    }
+}
+
+fn loom_catchup(args: &Args, rows: &mut Vec<Row>) {
+    let (_dir, ledger, load) = loom_load(args);
+    eprintln!(
+        "loom: loaded {} events in {:.1} s ({:.0} events/s, batches of 1000)",
+        args.events,
+        load.as_secs_f64(),
+        args.events as f64 / load.as_secs_f64()
+    );
+    let all = Selector::all().compile().unwrap();
+    let count = best_of_3(|| {
+        let mut n = 0u64;
+        ledger
+            .scan(&all, ReadOptions::after(0, usize::MAX), |_| {
+                n += 1;
+                true
+            })
+            .expect("scan");
+        (n, n as i64)
+    });
+    rows.push(catchup_row(
+        "W5a catch-up: count 1M",
+        "Loom (ledger lib)",
+        count,
+        "scan + native count",
+    ));
+    let sum = best_of_3(|| {
+        let (mut n, mut sum) = (0u64, 0i64);
+        ledger
+            .scan(&all, ReadOptions::after(0, usize::MAX), |e| {
+                n += 1;
+                if let Some(Data::Json(raw)) = &e.event.data {
+                    sum += serde_json::from_str::<Amount>(raw.get())
+                        .expect("amount")
+                        .amount;
+                }
+                true
+            })
+            .expect("scan");
+        (n, sum)
+    });
+    rows.push(catchup_row(
+        "W5b catch-up: decode JSON, sum amount",
+        "Loom (ledger lib)",
+        sum,
+        "scan + serde_json decode + sum",
+    ));
+}
+
+// ---------------------------------------------------------------- PostgreSQL
+
+/// A PostgreSQL cluster in a temp dir, stopped on drop.
+struct Pg {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    port: u16,
+}
+
+fn as_postgres(bin: &Path, prog: &str) -> Command {
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false);
+    if is_root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(bin.join(prog));
+        c
+    } else {
+        Command::new(bin.join(prog))
+    }
+}
+
+fn run_checked(mut c: Command) -> Result<(), String> {
+    let out = c.output().map_err(|e| format!("{c:?}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{c:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+impl Pg {
+    fn start(args: &Args) -> Result<Pg, String> {
+        let dir = temp_in(&args.dir);
+        let _ = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(dir.path())
+            .status();
+        let data = dir.path().join("data");
+        let mut c = as_postgres(&args.pg_bin, "initdb");
+        c.args([
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "-D",
+        ])
+        .arg(&data);
+        run_checked(c)?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let opts = format!(
+            "-c port={port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} \
+             -c fsync=on -c synchronous_commit=on -c full_page_writes=on -c max_connections=200 \
+             -c shared_buffers=512MB",
+            dir.path().display()
+        );
+        let mut c = as_postgres(&args.pg_bin, "pg_ctl");
+        c.arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(dir.path().join("log"))
+            .args(["-w", "-o", &opts, "start"]);
+        run_checked(c)?;
+        Ok(Pg {
+            dir,
+            bin: args.pg_bin.clone(),
+            port,
+        })
+    }
+
+    fn url(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            self.port
+        )
+    }
+
+    async fn connect(&self) -> Client {
+        let (client, conn) = tokio_postgres::connect(&self.url(), NoTls)
+            .await
+            .expect("connect to postgres");
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        client
+    }
+
+    async fn fresh_table(&self) {
+        let c = self.connect().await;
+        c.batch_execute(
+            "DROP TABLE IF EXISTS events;
+             CREATE TABLE events (
+                 position bigserial PRIMARY KEY,
+                 stream text NOT NULL,
+                 revision bigint NOT NULL,
+                 type text NOT NULL,
+                 data jsonb NOT NULL,
+                 UNIQUE (stream, revision));
+             CHECKPOINT;",
+        )
+        .await
+        .expect("create table");
+    }
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        let mut c = as_postgres(&self.bin, "pg_ctl");
+        c.arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "fast", "-w", "stop"]);
+        if let Err(e) = run_checked(c) {
+            eprintln!("stopping postgres: {e}");
+        }
+    }
+}
+
+const INSERT_ONE: &str =
+    "INSERT INTO events (stream, revision, type, data) VALUES ($1, $2, $3, $4::text::jsonb)";
+const INSERT_MANY: &str = "INSERT INTO events (stream, revision, type, data) \
+     SELECT s, r, t, d::jsonb FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[]) AS u(s, r, t, d)";
+
+async fn pg_appends(pg: &Pg, seconds: f64, workload: &str, writers: usize, batch: usize) -> Row {
+    pg.fresh_table().await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..writers {
+        clients.push(pg.connect().await);
+    }
+    let started = Instant::now();
+    let handles: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(w, client)| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let one = client.prepare(INSERT_ONE).await.expect("prepare");
+                let many = client.prepare(INSERT_MANY).await.expect("prepare");
+                let mut revs = vec![0i64; STREAMS];
+                let mut lat = Vec::new();
+                let mut i = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    let streams: Vec<usize> = (0..batch)
+                        .map(|b| owned_stream(w, writers, i * batch + b))
+                        .collect();
+                    let t = Instant::now();
+                    if batch == 1 {
+                        let s = streams[0];
+                        revs[s] += 1;
+                        client
+                            .execute(
+                                &one,
+                                &[
+                                    &format!("bench/{s}"),
+                                    &revs[s],
+                                    &"was_credited",
+                                    &data_text(s),
+                                ],
+                            )
+                            .await
+                            .expect("insert");
+                    } else {
+                        let names: Vec<String> =
+                            streams.iter().map(|s| format!("bench/{s}")).collect();
+                        let rs: Vec<i64> = streams
+                            .iter()
+                            .map(|&s| {
+                                revs[s] += 1;
+                                revs[s]
+                            })
+                            .collect();
+                        let types = vec!["was_credited"; batch];
+                        let datas: Vec<String> = streams.iter().map(|&s| data_text(s)).collect();
+                        client
+                            .execute(&many, &[&names, &rs, &types, &datas])
+                            .await
+                            .expect("insert batch");
+                    }
+                    lat.push(t.elapsed());
+                    i += 1;
+                }
+                lat
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut lat = Vec::new();
+    for h in handles {
+        lat.extend(h.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    let events = lat.len() as u64 * batch as u64;
+    Row::from_latencies(
+        workload,
+        "PostgreSQL 15",
+        events,
+        elapsed,
+        lat,
+        String::new(),
+    )
+}
+
+async fn pg_conditional(pg: &Pg, seconds: f64, writers: usize) -> Row {
+    pg.fresh_table().await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..writers {
+        clients.push(pg.connect().await);
+    }
+    let started = Instant::now();
+    let handles: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(w, client)| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let read = client
+                    .prepare("SELECT coalesce(max(revision), 0) FROM events WHERE stream = $1")
+                    .await
+                    .expect("prepare");
+                let insert = client.prepare(INSERT_ONE).await.expect("prepare");
+                let mut zipf = Zipf::new(ZIPF_STREAMS, ZIPF_S, w as u64 + 1);
+                let (mut lat, mut ok, mut conflicts) = (Vec::new(), 0u64, 0u64);
+                while !stop.load(Ordering::Relaxed) {
+                    let k = zipf.sample();
+                    let stream = format!("bench/{k}");
+                    let t = Instant::now();
+                    let rev: i64 = client
+                        .query_one(&read, &[&stream])
+                        .await
+                        .expect("read")
+                        .get(0);
+                    let r = client
+                        .execute(
+                            &insert,
+                            &[&stream, &(rev + 1), &"was_credited", &data_text(k)],
+                        )
+                        .await;
+                    match r {
+                        Ok(_) => ok += 1,
+                        Err(e)
+                            if e.code()
+                                == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) =>
+                        {
+                            conflicts += 1
+                        }
+                        Err(e) => panic!("insert: {e}"),
+                    }
+                    lat.push(t.elapsed());
+                }
+                (lat, ok, conflicts)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut lat, mut ok, mut conflicts) = (Vec::new(), 0, 0);
+    for h in handles {
+        let (l, o, c) = h.await.unwrap();
+        lat.extend(l);
+        ok += o;
+        conflicts += c;
+    }
+    let elapsed = started.elapsed();
+    let note = conflict_note(ok, conflicts, elapsed);
+    Row::from_latencies(
+        "W4 conditional, 4 writers, Zipf",
+        "PostgreSQL 15",
+        ok,
+        elapsed,
+        lat,
+        note,
+    )
+}
+
+async fn pg_catchup(pg: &Pg, events: u64, rows: &mut Vec<Row>) {
+    pg.fresh_table().await;
+    let c = pg.connect().await;
+    let many = c.prepare(INSERT_MANY).await.expect("prepare");
+    let t = Instant::now();
+    let mut written = 0u64;
+    while written < events {
+        let n = (events - written).min(1000);
+        let streams: Vec<usize> = (0..n)
+            .map(|b| ((written + b) % STREAMS as u64) as usize)
+            .collect();
+        let names: Vec<String> = streams.iter().map(|s| format!("bench/{s}")).collect();
+        let revs: Vec<i64> = (0..n)
+            .map(|b| ((written + b) / STREAMS as u64 + 1) as i64)
+            .collect();
+        let types = vec!["was_credited"; n as usize];
+        let datas: Vec<String> = streams.iter().map(|&s| data_text(s)).collect();
+        c.execute(&many, &[&names, &revs, &types, &datas])
+            .await
+            .expect("load");
+        written += n;
+    }
+    let load = t.elapsed();
+    c.batch_execute("VACUUM ANALYZE events")
+        .await
+        .expect("vacuum");
+    eprintln!(
+        "postgres: loaded {events} events in {:.1} s ({:.0} events/s, batches of 1000)",
+        load.as_secs_f64(),
+        events as f64 / load.as_secs_f64()
+    );
+    let no_params: [&(dyn ToSql + Sync); 0] = [];
+
+    // SQL aggregates (the server folds; parallel workers as configured by default).
+    let mut best = (Duration::MAX, 0i64);
+    for _ in 0..3 {
+        let t = Instant::now();
+        let n: i64 = c
+            .query_one("SELECT count(*) FROM events", &no_params)
+            .await
+            .unwrap()
+            .get(0);
+        best = best.min((t.elapsed(), n));
+    }
+    rows.push(catchup_row(
+        "W5a catch-up: count 1M",
+        "PostgreSQL 15",
+        (best.0, best.1 as u64, best.1),
+        "SQL `SELECT count(*)`",
+    ));
+    let mut best = (Duration::MAX, 0i64);
+    for _ in 0..3 {
+        let t = Instant::now();
+        let s: i64 = c
+            .query_one(
+                "SELECT sum((data->>'amount')::bigint)::bigint FROM events",
+                &no_params,
+            )
+            .await
+            .unwrap()
+            .get(0);
+        best = best.min((t.elapsed(), s));
+    }
+    rows.push(catchup_row(
+        "W5b catch-up: decode JSON, sum amount",
+        "PostgreSQL 15",
+        (best.0, events, best.1),
+        "SQL `SELECT sum((data->>'amount')::bigint)`",
+    ));
+
+    // Every row through the client, folded in Rust.
+    let stmt = c
+        .prepare(
+            "SELECT position, stream, revision, type, data::text FROM events ORDER BY position",
+        )
+        .await
+        .unwrap();
+    let client_fold = async |decode: bool| {
+        let mut best = (Duration::MAX, 0u64, 0i64);
+        for _ in 0..3 {
+            let t = Instant::now();
+            let stream = c
+                .query_raw(&stmt, no_params.iter().copied())
+                .await
+                .expect("query");
+            let mut stream = std::pin::pin!(stream);
+            let (mut n, mut sum) = (0u64, 0i64);
+            use futures_util::TryStreamExt;
+            while let Some(row) = stream.try_next().await.expect("row") {
+                n += 1;
+                if decode {
+                    let data: &str = row.get(4);
+                    sum += serde_json::from_str::<Amount>(data).expect("amount").amount;
+                } else {
+                    let _: i64 = row.get(0);
+                }
+            }
+            let d = t.elapsed();
+            if d < best.0 {
+                best = (d, n, if decode { sum } else { n as i64 });
+            }
+        }
+        best
+    };
+    let count = client_fold(false).await;
+    let sum = client_fold(true).await;
+    rows.push(catchup_row(
+        "W5a catch-up: count 1M",
+        "PostgreSQL 15, rows to client",
+        count,
+        "all rows (position, stream, revision, type, data) read through tokio-postgres, counted",
+    ));
+    rows.push(catchup_row(
+        "W5b catch-up: decode JSON, sum amount",
+        "PostgreSQL 15, rows to client",
+        sum,
+        "all rows read through tokio-postgres, data decoded with serde_json, summed",
+    ));
+}
+
+// ---------------------------------------------------------------- the run
+
+/// Runs every workload for Loom and the peers and prints one markdown table.
+pub fn run(args: &Args) {
+    let mut rows: Vec<Row> = Vec::new();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let pg = match Pg::start(args) {
+        Ok(pg) => Some(pg),
+        Err(e) => {
+            eprintln!("PostgreSQL not started, its rows are left out: {e}");
+            None
+        }
+    };
+
+    let mut plans: Vec<(String, usize, usize)> =
+        vec![("W1 durable floor, 1 writer × 1 event".into(), 1, 1)];
+    for &w in &args.writers {
+        plans.push((format!("W2 {w} writers × 1 event, 10k streams"), w, 1));
+    }
+    for &b in &args.batches {
+        plans.push((format!("W3 1 writer × {b} events/append"), 1, b));
+    }
+    for (name, writers, batch) in &plans {
+        eprintln!("{name}");
+        rows.push(loom_appends(args, name, *writers, *batch));
+        if let Some(pg) = &pg {
+            rows.push(rt.block_on(pg_appends(pg, args.seconds, name, *writers, *batch)));
+        }
+    }
+    eprintln!("W4");
+    rows.push(loom_conditional(args, 4));
+    if let Some(pg) = &pg {
+        rows.push(rt.block_on(pg_conditional(pg, args.seconds, 4)));
+    }
+    eprintln!("W5");
+    loom_catchup(args, &mut rows);
+    if let Some(pg) = &pg {
+        rt.block_on(pg_catchup(pg, args.events, &mut rows));
+    }
+    drop(pg);
+
+    print_table(&rows);
+}
+
+fn print_table(rows: &[Row]) {
+    println!("| workload | system | events/s | p50 ms | p99 ms | Loom / peer | notes |");
+    println!("|---|---|---:|---:|---:|---:|---|");
+    for r in rows {
+        let loom = rows
+            .iter()
+            .find(|l| l.workload == r.workload && l.system.starts_with("Loom"))
+            .map(|l| l.eps);
+        let ratio = match loom {
+            Some(l) if !r.system.starts_with("Loom") && r.eps > 0.0 => format!("{:.2}×", l / r.eps),
+            _ => String::new(),
+        };
+        let lat = |d: Option<Duration>| d.map(ms).unwrap_or_else(|| "—".into());
+        println!(
+            "| {} | {} | {:.0} | {} | {} | {} | {} |",
+            r.workload,
+            r.system,
+            r.eps,
+            lat(r.p50),
+            lat(r.p99),
+            ratio,
+            r.note
+        );
+    }
+}
