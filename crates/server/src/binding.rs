@@ -256,6 +256,11 @@ fn put_attr(headers: &mut HeaderMap, name: &str, value: &str) {
 
 /// A stored event in binary mode: attributes as `ce-*` headers, data as the body.
 pub(crate) fn binary_response(stored: &StoredEvent) -> (HeaderMap, axum::body::Body) {
+    let (headers, body) = binary_parts(stored);
+    (headers, axum::body::Body::from(body))
+}
+
+fn binary_parts(stored: &StoredEvent) -> (HeaderMap, Vec<u8>) {
     let e = &stored.event;
     let mut headers = HeaderMap::new();
     put_attr(&mut headers, "specversion", loom_ledger::SPEC_VERSION);
@@ -292,5 +297,50 @@ pub(crate) fn binary_response(stored: &StoredEvent) -> (HeaderMap, axum::body::B
         Some(Data::Text(t)) => t.as_bytes().to_vec(),
         Some(Data::Binary(b)) => b.clone(),
     };
-    (headers, axum::body::Body::from(body))
+    (headers, body)
+}
+
+/// Entry points for the fuzz targets in `fuzz/`; not part of the API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::*;
+
+    /// Parses the events of a `POST /v1/events` request given as header pairs and a body,
+    /// in whichever content mode it uses. Pairs that are not valid HTTP headers are skipped
+    /// (no client can send them).
+    pub fn events_from_parts(headers: &[(&str, &[u8])], body: &[u8]) -> Result<Vec<Event>, String> {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_bytes(value),
+            ) {
+                map.append(name, value);
+            }
+        }
+        events_from_request(&map, &Bytes::copy_from_slice(body)).map_err(|e| e.to_string())
+    }
+
+    /// An event as a binary-mode read answers it (header pairs and body), without the
+    /// store-set attributes.
+    pub fn binary_parts(event: &Event) -> (Vec<(String, Vec<u8>)>, Vec<u8>) {
+        let stored = StoredEvent {
+            position: 1,
+            revision: 1,
+            recorded_micros: 0,
+            event: event.clone(),
+        };
+        let (headers, body) = super::binary_parts(&stored);
+        let pairs = headers
+            .iter()
+            .filter(|(name, _)| {
+                !matches!(
+                    name.as_str(),
+                    "ce-position" | "ce-revision" | "ce-recordedtime"
+                )
+            })
+            .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
+            .collect();
+        (pairs, body)
+    }
 }

@@ -60,6 +60,8 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 pub use auth::{Admin, Reader, Role, Token, Writer};
+#[doc(hidden)]
+pub use binding::fuzzing;
 pub use error::{ApiError, PROBLEM_JSON};
 pub use openapi::ApiDoc;
 
