@@ -210,10 +210,11 @@ impl Event {
                 InvalidEvent::new(format!("time {time:?} is not an RFC 3339 timestamp: {e}"))
             })?;
         }
-        if let Some(ct) = &self.datacontenttype
-            && ct.trim().is_empty()
-        {
-            return Err(InvalidEvent::new("datacontenttype must not be empty"));
+        if let Some(ct) = &self.datacontenttype {
+            if ct.trim().is_empty() {
+                return Err(InvalidEvent::new("datacontenttype must not be empty"));
+            }
+            check_media_type(ct)?;
         }
         if let Some(ds) = &self.dataschema
             && ds.trim().is_empty()
@@ -410,6 +411,31 @@ pub fn format_time(micros: i64) -> String {
     chrono::DateTime::from_timestamp_micros(micros)
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// `datacontenttype` must be a media type (RFC 2046, as in HTTP's `Content-Type`): the binary
+/// content mode carries it in the `Content-Type` header, which holds only visible ASCII. So:
+/// `type/subtype` of token characters, then optional `; name=value` parameters, all in
+/// printable ASCII.
+fn check_media_type(ct: &str) -> Result<(), InvalidEvent> {
+    let is_token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    };
+    let printable = ct.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b));
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    let well_formed = essence
+        .split_once('/')
+        .is_some_and(|(t, sub)| is_token(t) && is_token(sub));
+    if printable && well_formed {
+        Ok(())
+    } else {
+        Err(InvalidEvent::new(format!(
+            "datacontenttype {ct:?} is not a media type: expected \"type/subtype\" with \
+             optional parameters, in printable ASCII (e.g. \"application/json\")"
+        )))
+    }
 }
 
 fn check_required(name: &str, value: &str) -> Result<(), InvalidEvent> {
