@@ -191,21 +191,26 @@ pub(crate) async fn commands_run(
         })
         .transpose()?;
     let bytes = read_body(&state, &headers, body).await?;
-    let engine = state.engine().clone();
+    // Counted on the blocking thread: a command whose client went away still ran to the end
+    // (its events are stored), and the counter must say so.
+    let counted = state.clone();
     let result = tokio::task::spawn_blocking(move || {
-        engine
-            .deciders()
-            .execute(&entity, &key, &bytes, idempotency_key.as_deref())
+        let result =
+            counted
+                .engine()
+                .deciders()
+                .execute(&entity, &key, &bytes, idempotency_key.as_deref());
+        let outcome = match &result {
+            Ok(o) if o.duplicate => "duplicate",
+            Ok(_) => "ok",
+            Err(EngineError::Rejected(_)) => "rejected",
+            Err(EngineError::Contention { .. }) => "contention",
+            Err(_) => "error",
+        };
+        counted.inner.metrics.record_command(outcome);
+        result
     })
     .await?;
-    let outcome = match &result {
-        Ok(o) if o.duplicate => "duplicate",
-        Ok(_) => "ok",
-        Err(EngineError::Rejected(_)) => "rejected",
-        Err(EngineError::Contention { .. }) => "contention",
-        Err(_) => "error",
-    };
-    state.inner.metrics.record_command(outcome);
     match result {
         Ok(o) => to_json(StatusCode::OK, &o),
         Err(EngineError::Invalid(m)) => Err(ApiError::BadRequest(m)),
