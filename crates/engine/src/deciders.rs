@@ -32,7 +32,7 @@ use crate::modules::ModuleStore;
 const DECIDERS: TableDefinition<&str, &[u8]> = TableDefinition::new("deciders");
 
 /// How many times a command is decided again after a revision conflict.
-pub const MAX_ATTEMPTS: usize = 16;
+pub const MAX_ATTEMPTS: usize = 32;
 /// Folded states kept in memory.
 const CACHE_ENTRIES: usize = 50_000;
 /// Number of per-stream lock stripes.
@@ -364,7 +364,8 @@ impl Deciders {
                 Err(AppendError::Conflict(Conflict::Revision { .. })) => {
                     // Someone else wrote the stream; back off a random while so that a steady
                     // writer does not win every race, then decide again on the new state.
-                    let jitter = uuid::Uuid::new_v4().as_u128() as u64 % (500 * attempt as u64);
+                    let jitter =
+                        uuid::Uuid::new_v4().as_u128() as u64 % (1_000 * attempt.min(10) as u64);
                     std::thread::sleep(std::time::Duration::from_micros(jitter));
                     continue;
                 }
