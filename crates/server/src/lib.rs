@@ -3,11 +3,12 @@
 //! [`app`] builds the axum [`Router`] over an [`AppState`] (an [`Engine`] over a [`Ledger`],
 //! plus [`Config`]); [`serve`] runs it on a listener with graceful shutdown. One module per
 //! resource: `events` (appends and reads), `streams`, `entities` (the registry), `subscribe`
-//! (Server-Sent Events), `modules` (wasm uploads), `projections` and `ops` (health, metrics,
-//! OpenAPI). Every error is an [`ApiError`], answered as RFC 9457 `application/problem+json`.
+//! (Server-Sent Events), `modules` (wasm uploads), `projections`, `deciders` (deciders and
+//! commands), `reactors` and `ops` (health, metrics, OpenAPI). Every error is an
+//! [`ApiError`], answered as RFC 9457 `application/problem+json`.
 //!
-//! The server never touches wasm itself: modules and projections go through the
-//! [`Engine`], whose calls are blocking and run on `spawn_blocking` threads.
+//! The server never touches wasm itself: modules, projections, deciders and reactors go
+//! through the [`Engine`], whose calls are blocking and run on `spawn_blocking` threads.
 //!
 //! ```no_run
 //! use std::sync::Arc;
