@@ -38,9 +38,11 @@ fn start(data: &std::path::Path) -> (Child, String) {
     });
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("loom serve prints its address");
+        let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("loom serve did not print its address");
+        };
         if let Some(rest) = line.strip_prefix("loom listening on ") {
             return (child, rest.split_whitespace().next().unwrap().to_owned());
         }

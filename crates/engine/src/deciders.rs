@@ -189,6 +189,7 @@ impl Deciders {
 
     /// Binds a module to an entity. Returns true when it was new or changed.
     pub fn put(&self, entity: &str, spec: DeciderSpec) -> Result<bool, EngineError> {
+        let _pin = self.modules.pin();
         loom_ledger::check_entity_name(entity).map_err(EngineError::Invalid)?;
         let module = self
             .modules

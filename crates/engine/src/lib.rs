@@ -233,6 +233,7 @@ impl Engine {
 
     /// Deletes a module unless a projection, decider or reactor still names it.
     pub fn delete_module(&self, id: &str) -> Result<(), EngineError> {
+        let _exclusive = self.modules.lock_for_delete();
         let mut users = self.projections.users_of(id);
         users.extend(self.deciders.users_of(id));
         users.extend(self.reactors.users_of(id));

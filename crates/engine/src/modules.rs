@@ -44,6 +44,10 @@ pub struct Uploaded {
 pub struct ModuleStore {
     db: Store,
     runtime: Arc<Runtime>,
+    /// Definitions that name a module hold this shared while they check and record it;
+    /// deleting a module holds it exclusively while it checks users and deletes, so a module
+    /// cannot vanish between a definition's check and its commit.
+    pins: std::sync::RwLock<()>,
 }
 
 impl ModuleStore {
@@ -52,7 +56,11 @@ impl ModuleStore {
         txn.open_table(MODULES)?;
         txn.open_table(MODULE_INFO)?;
         txn.commit()?;
-        Ok(ModuleStore { db, runtime })
+        Ok(ModuleStore {
+            db,
+            runtime,
+            pins: std::sync::RwLock::new(()),
+        })
     }
 
     /// Validates and stores module bytes. The same bytes give the same id (idempotent).
@@ -88,6 +96,20 @@ impl ModuleStore {
             record,
             created: true,
         })
+    }
+
+    /// Held (shared) while a definition that names a module is checked and recorded.
+    pub(crate) fn pin(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.pins
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Held (exclusive) while a module's users are checked and it is deleted.
+    pub(crate) fn lock_for_delete(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
+        self.pins
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// One module's record.

@@ -416,6 +416,7 @@ impl Projections {
 
     /// Creates or changes a projection.
     pub fn put(&self, name: &str, spec: ProjectionSpec) -> Result<PutOutcome, EngineError> {
+        let _pin = self.shared.modules.pin();
         check_name(name)?;
         let sh = &self.shared;
         // Validate before touching anything.

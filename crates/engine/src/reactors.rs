@@ -289,6 +289,7 @@ impl Reactors {
     /// Creates or replaces a reactor. A changed definition keeps the checkpoint (it reacts
     /// to what comes next); delete and re-create it to react to history again.
     pub fn put(&self, name: &str, spec: ReactorSpec) -> Result<bool, EngineError> {
+        let _pin = self.shared.modules.pin();
         check_name(name)?;
         check_sink(&spec.sink)?;
         let sh = &self.shared;
