@@ -251,6 +251,11 @@ struct Gen {
     failure: Mutex<Option<Failure>>,
     changed: Notify,
     handle: Mutex<Option<JoinHandle<()>>>,
+    /// The database generation (`Store::generation`) that `position`, `events_applied` and
+    /// `keys` agree with. After an I/O error the ledger reopens the database, which drops the
+    /// projection commits that were not durable yet; the worker then reloads its progress
+    /// from the stored checkpoint.
+    db_generation: AtomicU64,
 }
 
 impl std::fmt::Debug for Gen {
@@ -945,6 +950,7 @@ impl Shared {
             failure: Mutex::new(None),
             changed: Notify::new(),
             handle: Mutex::new(None),
+            db_generation: AtomicU64::new(self.db.generation()),
         }))
     }
 
@@ -1005,6 +1011,7 @@ impl Shared {
 
     fn run(&self, g: &Arc<Gen>) {
         tracing::debug!(projection = %g.name, generation = g.generation, "worker started");
+        let mut backoff = Duration::from_millis(100);
         while !g.stop.load(Ordering::Acquire) {
             let idle = g.paused.load(Ordering::Acquire)
                 || g.failure.lock().expect("failure lock").is_some();
@@ -1014,6 +1021,12 @@ impl Shared {
                     break;
                 }
                 let _ = l.wait_timeout(Duration::from_millis(500));
+                continue;
+            }
+            if let Err(e) = self.resync(g) {
+                tracing::warn!(projection = %g.name, error = %e, "reloading the checkpoint failed; retrying");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(MAX_STORAGE_BACKOFF);
                 continue;
             }
             let head = self.ledger.head();
@@ -1033,9 +1046,19 @@ impl Shared {
                     .wait_for(position + 1, Duration::from_millis(250));
                 continue;
             }
-            if let Err(e) = self.step(g, head) {
-                tracing::error!(projection = %g.name, error = %e, "projection step failed");
-                self.fail(g, 0, e.to_string());
+            match self.step(g, head) {
+                Ok(()) => backoff = Duration::from_millis(100),
+                Err(e) if is_io(&e) => {
+                    // A full disk or another I/O error: the ledger reopens the database; try
+                    // again later (from the stored checkpoint if it was reopened).
+                    tracing::warn!(projection = %g.name, error = %e, "projection step failed; retrying");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(MAX_STORAGE_BACKOFF);
+                }
+                Err(e) => {
+                    tracing::error!(projection = %g.name, error = %e, "projection step failed");
+                    self.fail(g, 0, e.to_string());
+                }
             }
         }
         tracing::debug!(projection = %g.name, generation = g.generation, "worker stopped");
@@ -1064,6 +1087,33 @@ impl Shared {
                 proj.record = record;
             }
         }
+    }
+
+    /// After the database was reopened (it drops the commits that were not durable yet),
+    /// reloads the generation's progress from its stored checkpoint.
+    fn resync(&self, g: &Gen) -> Result<(), EngineError> {
+        let current = self.db.generation();
+        if g.db_generation.load(Ordering::Acquire) == current {
+            return Ok(());
+        }
+        let txn = self.db.begin_read()?;
+        let checkpoints = txn.open_table(CHECKPOINTS)?;
+        let (position, events, keys) = checkpoints
+            .get((g.name.as_str(), g.generation))?
+            .map_or((0, 0, 0), |v| v.value());
+        tracing::warn!(
+            projection = %g.name,
+            from = g.position.load(Ordering::Acquire),
+            to = position,
+            "the database was reopened; continuing from the stored checkpoint"
+        );
+        g.caught_up.store(false, Ordering::Release);
+        g.events_applied.store(events, Ordering::Release);
+        g.keys.store(keys, Ordering::Release);
+        g.position.store(position, Ordering::Release);
+        g.db_generation.store(current, Ordering::Release);
+        g.changed.notify(usize::MAX);
+        Ok(())
     }
 
     /// Folds the next batch of matching events.
@@ -1187,6 +1237,11 @@ impl Shared {
         let mut txn = self.db.begin_write().map_err(EngineError::from)?;
         if g.stop.load(Ordering::Acquire) {
             // Swapped out, rebuilt or deleted meanwhile: its rows are gone; write nothing.
+            return Ok(());
+        }
+        if self.db.generation() != g.db_generation.load(Ordering::Acquire) {
+            // The database was reopened after the states above were read: they may include
+            // commits it no longer has. Write nothing; the worker reloads its checkpoint.
             return Ok(());
         }
         let durable = {
@@ -1337,6 +1392,19 @@ impl Shared {
         old.changed.notify(usize::MAX);
         tracing::info!(projection = %g.name, generation = g.generation, "new generation swapped in");
         Ok(())
+    }
+}
+
+/// Longest pause between retries of a projection step that failed with an I/O error.
+const MAX_STORAGE_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Whether an error is an I/O error of the database (a full disk, …), which may pass.
+fn is_io(e: &EngineError) -> bool {
+    match e {
+        EngineError::Storage(s) | EngineError::Read(loom_ledger::ReadError::Storage(s)) => {
+            s.is_io()
+        }
+        _ => false,
     }
 }
 

@@ -25,13 +25,21 @@ impl StorageError {
         text.contains("no space left") || text.contains("disk quota")
     }
 
-    /// Whether redb has (or may have) latched the failure, so that the database must be
-    /// closed and opened again before it can be used.
-    pub(crate) fn needs_reopen(&self) -> bool {
+    /// Whether the failure is an I/O error (a full disk, a failed write or sync, or the
+    /// database being reopened after one). redb refuses every operation of a database after
+    /// its first I/O error; the ledger then reopens the database (docs/design.md, "Crash
+    /// behaviour"), so the same operation may succeed when retried later.
+    pub fn is_io(&self) -> bool {
         matches!(
             &*self.0,
             redb::Error::Io(_) | redb::Error::PreviousIo | redb::Error::DatabaseClosed
         )
+    }
+
+    /// Whether redb has (or may have) latched the failure, so that the database must be
+    /// closed and opened again before it can be used.
+    pub(crate) fn needs_reopen(&self) -> bool {
+        self.is_io()
     }
 
     /// A copy of the error, for answering every append of a failed group: the I/O error

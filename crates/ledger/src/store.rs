@@ -10,7 +10,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use redb::{Database, ReadTransaction, ReadableDatabase, TransactionError, WriteTransaction};
@@ -20,6 +20,9 @@ use crate::error::StorageError;
 /// How long a reopen waits for calls in progress (`begin_read`, `begin_write`) to let go of
 /// the old database.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// While no database is open (a reopen failed), how often a transaction may try to open it.
+const RETRY_OPEN_EVERY: Duration = Duration::from_millis(50);
 
 type Opener = dyn Fn() -> Result<Database, redb::DatabaseError> + Send + Sync;
 
@@ -36,6 +39,8 @@ struct Inner {
     open: Box<Opener>,
     /// Successful reopens so far.
     generation: AtomicU64,
+    /// When a transaction last tried to open the database while none was open.
+    last_try: Mutex<Option<Instant>>,
 }
 
 impl fmt::Debug for Store {
@@ -50,7 +55,7 @@ impl fmt::Debug for Store {
 fn unavailable() -> redb::StorageError {
     redb::StorageError::Io(std::io::Error::other(
         "the ledger database is closed after a storage failure and could not be opened again \
-         yet; it is retried with the next append",
+         yet; it is retried shortly",
     ))
 }
 
@@ -65,17 +70,49 @@ impl Store {
                 slot: RwLock::new(Some(Arc::new(db))),
                 open: Box::new(open),
                 generation: AtomicU64::new(0),
+                last_try: Mutex::new(None),
             }),
         })
     }
 
     fn current(&self) -> Result<Arc<Database>, redb::StorageError> {
-        self.inner
+        if let Some(db) = self
+            .inner
             .slot
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
-            .ok_or_else(unavailable)
+        {
+            return Ok(db);
+        }
+        // A reopen failed (e.g. a write transaction still held the old database): try to
+        // open it now, at most every RETRY_OPEN_EVERY, so that reads recover without waiting
+        // for the next append.
+        {
+            let mut last = self
+                .inner
+                .last_try
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if last.is_some_and(|t| t.elapsed() < RETRY_OPEN_EVERY) {
+                return Err(unavailable());
+            }
+            *last = Some(Instant::now());
+        }
+        let mut slot = self
+            .inner
+            .slot
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if slot.is_none() {
+            let db = (self.inner.open)().map_err(|e| {
+                tracing::warn!(error = %e, "opening the database again failed");
+                unavailable()
+            })?;
+            *slot = Some(Arc::new(db));
+            self.inner.generation.fetch_add(1, Ordering::AcqRel);
+        }
+        slot.clone().ok_or_else(unavailable)
     }
 
     /// Begins a read transaction (a snapshot).
@@ -88,7 +125,8 @@ impl Store {
         self.current()?.begin_write()
     }
 
-    /// Whether a database is open (false after a reopen that failed).
+    /// Whether a database is open (false after a reopen that failed, until a transaction or
+    /// the writer opens it again).
     pub fn is_open(&self) -> bool {
         self.inner
             .slot
@@ -97,7 +135,9 @@ impl Store {
             .is_some()
     }
 
-    /// How many times the database was reopened.
+    /// How many times the database was reopened. Whoever keeps state derived from it in
+    /// memory reloads that state when this changes: a reopen drops the commits that were not
+    /// durable yet (`Durability::None`).
     pub fn generation(&self) -> u64 {
         self.inner.generation.load(Ordering::Acquire)
     }
@@ -144,5 +184,85 @@ impl Store {
         *slot = Some(Arc::new(db));
         self.inner.generation.fetch_add(1, Ordering::AcqRel);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use redb::{StorageBackend, TableDefinition};
+
+    use super::*;
+
+    /// In-memory storage shared by every database opened on a clone.
+    #[derive(Clone, Debug, Default)]
+    struct Shared(Arc<RwLock<Vec<u8>>>);
+
+    impl StorageBackend for Shared {
+        fn len(&self) -> Result<u64, std::io::Error> {
+            Ok(self.0.read().unwrap().len() as u64)
+        }
+        fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+            let data = self.0.read().unwrap();
+            let start = offset as usize;
+            out.copy_from_slice(&data[start..start + out.len()]);
+            Ok(())
+        }
+        fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+            self.0.write().unwrap().resize(len as usize, 0);
+            Ok(())
+        }
+        fn sync_data(&self) -> Result<(), std::io::Error> {
+            Ok(())
+        }
+        fn write(&self, offset: u64, src: &[u8]) -> Result<(), std::io::Error> {
+            let start = offset as usize;
+            self.0.write().unwrap()[start..start + src.len()].copy_from_slice(src);
+            Ok(())
+        }
+    }
+
+    const T: TableDefinition<u64, u64> = TableDefinition::new("t");
+
+    #[test]
+    fn a_failed_reopen_is_retried_by_the_next_transaction() {
+        let storage = Shared::default();
+        let refuse = Arc::new(AtomicBool::new(false));
+        let store = {
+            let (storage, refuse) = (storage.clone(), refuse.clone());
+            Store::open(move || {
+                if refuse.load(Ordering::Acquire) {
+                    return Err(redb::DatabaseError::DatabaseAlreadyOpen);
+                }
+                Database::builder().create_with_backend(storage.clone())
+            })
+            .unwrap()
+        };
+        let txn = store.begin_write().unwrap();
+        txn.open_table(T).unwrap().insert(1, 10).unwrap();
+        txn.commit().unwrap();
+
+        // The reopen fails: no database, transactions fail with a clear error.
+        refuse.store(true, Ordering::Release);
+        assert!(store.reopen().is_err());
+        assert!(!store.is_open());
+        let err = store.begin_read().unwrap_err().to_string();
+        assert!(err.contains("could not be opened again"), "{err}");
+        assert_eq!(store.generation(), 0);
+
+        // Once the database can be opened, the next transaction (after the retry interval)
+        // opens it, and the data is there.
+        refuse.store(false, Ordering::Release);
+        std::thread::sleep(RETRY_OPEN_EVERY + Duration::from_millis(10));
+        let txn = store.begin_read().unwrap();
+        let value = txn.open_table(T).unwrap().get(1).unwrap().unwrap().value();
+        assert_eq!(value, 10);
+        assert!(store.is_open());
+        assert_eq!(store.generation(), 1);
+
+        // A reopen that works bumps the generation.
+        store.reopen().unwrap();
+        assert_eq!(store.generation(), 2);
     }
 }
