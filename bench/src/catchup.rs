@@ -48,7 +48,7 @@ impl Default for CatchupArgs {
         CatchupArgs {
             events: 1_000_000,
             streams: 10_000,
-            batch: 10_000,
+            batch: 100_000,
             clients: 32,
             commands: 200,
             dir: None,

@@ -105,7 +105,7 @@ struct ServeArgs {
     #[arg(long, env = "LOOM_CALL_TIMEOUT_MS", default_value_t = 10_000)]
     call_timeout_ms: u64,
     /// Most events a projection folds per transaction.
-    #[arg(long, env = "LOOM_PROJECTION_BATCH", default_value_t = 10_000)]
+    #[arg(long, env = "LOOM_PROJECTION_BATCH", default_value_t = 100_000)]
     projection_batch: usize,
     /// Longest wait of a min_position read, in milliseconds.
     #[arg(long, env = "LOOM_MAX_WAIT_MS", default_value_t = 10_000)]

@@ -195,6 +195,9 @@ struct PendingRecord {
     generation: u64,
 }
 
+/// Most events one `evolve` call folds (a larger group is folded in several calls).
+const MAX_CALL_EVENTS: usize = 5_000;
+
 /// State record: position u64, events u64, created i64, updated i64 (LE), then the state JSON.
 const HEADER: usize = 32;
 
@@ -718,7 +721,7 @@ impl Projections {
             let opts = ReadOptions {
                 after,
                 before: Some(position.saturating_add(1)),
-                limit: sh.batch_events,
+                limit: MAX_CALL_EVENTS,
                 backwards: false,
             };
             let events = sh.ledger.read(&selector, opts)?;
@@ -728,7 +731,7 @@ impl Projections {
             updated = Some(last.recorded_micros);
             applied += events.len() as u64;
             state = Some(sh.runtime.evolve(&g.module, state.as_deref(), &events)?);
-            if events.len() < sh.batch_events {
+            if events.len() < MAX_CALL_EVENTS {
                 break;
             }
         }
@@ -1293,8 +1296,17 @@ impl Shared {
         previous: &[Option<KeyState>],
     ) -> Vec<Result<Vec<u8>, CallError>> {
         let fold = |i: usize| {
-            let state = previous[i].as_ref().map(|p| p.state.as_slice());
-            self.runtime.evolve(&g.module, state, &groups[order[i]])
+            // A group folds in calls of at most `MAX_CALL_EVENTS`, threading the state
+            // through, so one call stays well inside its fuel, memory and time limits.
+            let mut state: Option<Vec<u8>> = None;
+            for chunk in groups[order[i]].chunks(MAX_CALL_EVENTS) {
+                let current = match &state {
+                    Some(s) => Some(s.as_slice()),
+                    None => previous[i].as_ref().map(|p| p.state.as_slice()),
+                };
+                state = Some(self.runtime.evolve(&g.module, current, chunk)?);
+            }
+            Ok(state.expect("groups are not empty"))
         };
         let threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
