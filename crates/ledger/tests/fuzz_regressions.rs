@@ -41,3 +41,39 @@ fn datacontenttype_must_be_a_media_type() {
         with_content_type(good).unwrap_or_else(|e| panic!("{good:?}: {e}"));
     }
 }
+
+/// selector: serde_json_path 0.7.2 panics ("entered unreachable code: we do not use streaming
+/// parsers") on a JSONPath that ends in a string's `\u` escape. Compiling such a selector —
+/// what a query, a subscription, a projection definition or a DCB condition does with a
+/// client's text — must give a selector error, not a panic.
+#[test]
+fn a_jsonpath_ending_in_an_escape_is_an_error_not_a_panic() {
+    use loom_ledger::{Selector, SelectorError};
+    for text in [
+        "$['\\u",
+        "$[?'\\u",
+        "$[\"\\u",
+        "$.a[?@ == '\\u",
+        "$[?'\\\\\\\\\\u",
+    ] {
+        for (data, meta) in [(Some(text.to_owned()), None), (None, Some(text.to_owned()))] {
+            let selector = Selector {
+                data,
+                meta,
+                ..Selector::default()
+            };
+            match selector.compile() {
+                Err(SelectorError::JsonPath { message, .. }) => {
+                    assert!(message.contains("malformed"), "{text:?}: {message}")
+                }
+                other => panic!("{text:?}: expected a JSONPath error, got {other:?}"),
+            }
+        }
+    }
+    // Well-formed escapes still parse.
+    let ok = Selector {
+        data: Some("$['\\u00e9']".into()),
+        ..Selector::default()
+    };
+    ok.compile().unwrap();
+}
