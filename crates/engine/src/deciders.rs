@@ -305,7 +305,7 @@ impl Deciders {
                     .decide(&bound.module, Some(&state), command, &subject, revision)?;
             let emitted = match decided {
                 Outcome::Rejected(r) => {
-                    return Err(EngineError::Rejected(rejection_message(&r)));
+                    return Err(EngineError::Rejected(crate::rejection_message(&r)));
                 }
                 Outcome::Ok(out) => parse_decided(&out)?,
             };
@@ -481,13 +481,6 @@ fn stripe(subject: &str) -> usize {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     subject.hash(&mut h);
     (h.finish() % STRIPES as u64) as usize
-}
-
-fn rejection_message(r: &[u8]) -> String {
-    serde_json::from_slice::<serde_json::Value>(r)
-        .ok()
-        .and_then(|v| v["message"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| String::from_utf8_lossy(r).into_owned())
 }
 
 /// `decide`'s ok payload: `[{"type": …, "data": …}, …]`.

@@ -161,6 +161,24 @@ storage_from!(
     loom_ledger::redb::SetDurabilityError
 );
 
+/// Checks the name of a projection or reactor: the same rule as entity names (1-128 ASCII
+/// letters, digits, `_`, `-` or `.`), so every name is safe in a URL path segment.
+pub(crate) fn check_name(kind: &str, name: &str) -> Result<(), EngineError> {
+    loom_ledger::check_entity_name(name).map_err(|_| {
+        EngineError::Invalid(format!(
+            "{name:?} is not a valid {kind} name: use 1-128 ASCII letters, digits, '_', '-' or '.'"
+        ))
+    })
+}
+
+/// The message of a module's rejection payload (`{"message": …}`), or its raw text.
+pub(crate) fn rejection_message(payload: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(payload)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(payload).into_owned())
+}
+
 /// The engine: module store and projections over one ledger.
 #[derive(Debug)]
 pub struct Engine {

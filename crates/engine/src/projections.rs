@@ -336,23 +336,6 @@ impl std::fmt::Debug for Projections {
     }
 }
 
-/// Checks a projection name: 1-128 ASCII letters, digits, `_`, `-`, `.`.
-fn check_name(name: &str) -> Result<(), EngineError> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(EngineError::Invalid(format!(
-            "{name:?} is not a valid projection name: use 1-128 ASCII letters, digits, '_', '-' \
-             or '.'"
-        )))
-    }
-}
-
 fn now_micros() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }
@@ -425,7 +408,7 @@ impl Projections {
     /// Creates or changes a projection.
     pub fn put(&self, name: &str, spec: ProjectionSpec) -> Result<PutOutcome, EngineError> {
         let _pin = self.shared.modules.pin();
-        check_name(name)?;
+        crate::check_name("projection", name)?;
         let sh = &self.shared;
         // Validate before touching anything.
         sh.modules.load_with(&spec.module, &[Entry::Evolve])?;
@@ -777,13 +760,7 @@ impl Projections {
             .query(&g.module, Some(&view.state), params)?
         {
             Outcome::Ok(out) => Ok(out),
-            Outcome::Rejected(r) => {
-                let message = serde_json::from_slice::<serde_json::Value>(&r)
-                    .ok()
-                    .and_then(|v| v["message"].as_str().map(str::to_owned))
-                    .unwrap_or_else(|| String::from_utf8_lossy(&r).into_owned());
-                Err(EngineError::Invalid(message))
-            }
+            Outcome::Rejected(r) => Err(EngineError::Invalid(crate::rejection_message(&r))),
         }
     }
 

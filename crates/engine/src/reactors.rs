@@ -197,21 +197,6 @@ impl std::fmt::Debug for Reactors {
     }
 }
 
-fn check_name(name: &str) -> Result<(), EngineError> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(EngineError::Invalid(format!(
-            "{name:?} is not a valid reactor name: use 1-128 ASCII letters, digits, '_', '-' or '.'"
-        )))
-    }
-}
-
 fn check_sink(sink: &Option<String>) -> Result<(), EngineError> {
     if let Some(url) = sink {
         let ok = (url.starts_with("http://") || url.starts_with("https://"))
@@ -290,7 +275,7 @@ impl Reactors {
     /// to what comes next); delete and re-create it to react to history again.
     pub fn put(&self, name: &str, spec: ReactorSpec) -> Result<bool, EngineError> {
         let _pin = self.shared.modules.pin();
-        check_name(name)?;
+        crate::check_name("reactor", name)?;
         check_sink(&spec.sink)?;
         let sh = &self.shared;
         let w = sh.worker(name, &spec)?;
