@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use loom_engine::{DeciderSpec, Engine, EngineConfig, Partition, ProjectionSpec};
 use loom_ledger::{
-    AppendRequest, EntitySpec, Event, Ledger, LedgerOptions, ReadOptions, Selector, StoredEvent,
+    AppendRequest, EntitySpec, Event, EventView, Ledger, LedgerOptions, ReadOptions, Selector,
 };
 use loom_runtime::{Runtime, RuntimeConfig};
 
@@ -137,11 +137,18 @@ fn rate(n: u64, d: Duration) -> String {
     format!("{:.0}", n as f64 / d.as_secs_f64())
 }
 
-/// Runs the read → group → fold loop without storing states; returns the elapsed time.
+/// Events per `evolve_groups` call, as the engine packs them.
+const CALL_EVENTS: usize = 5_000;
+
+/// Groups folded in one call: `(state, events)` each.
+type Groups<'a, 'e> = [(Option<&'a [u8]>, &'a [EventView<'e>])];
+
+/// Runs the read → group by stream → fold loop without storing states, packing groups into
+/// calls of up to `CALL_EVENTS` events as the engine does; returns the elapsed time.
 fn pipeline(
     ledger: &Ledger,
     batch: usize,
-    mut fold: impl FnMut(Option<&[u8]>, &[StoredEvent]) -> Vec<u8>,
+    mut fold: impl FnMut(&Groups<'_, '_>) -> Vec<Vec<u8>>,
 ) -> (Duration, u64) {
     let selector = Selector {
         entity: Some("account".into()),
@@ -155,18 +162,41 @@ fn pipeline(
     let mut folded = 0u64;
     loop {
         let events = ledger
-            .read(&selector, ReadOptions::after(after, batch))
+            .read_batch(&selector, ReadOptions::after(after, batch))
             .expect("read");
-        let Some(last) = events.last() else { break };
-        after = last.position;
+        let Some(last) = events.last_position() else {
+            break;
+        };
+        after = last;
         folded += events.len() as u64;
-        let mut groups: HashMap<String, Vec<StoredEvent>> = HashMap::new();
-        for e in events {
-            groups.entry(e.event.subject.clone()).or_default().push(e);
+        let mut order: Vec<&str> = Vec::new();
+        let mut groups: HashMap<&str, Vec<EventView<'_>>> = HashMap::new();
+        for e in events.iter() {
+            groups
+                .entry(e.subject)
+                .or_insert_with(|| {
+                    order.push(e.subject);
+                    Vec::new()
+                })
+                .push(e);
         }
-        for (key, evs) in groups {
-            let next = fold(states.get(&key).map(Vec::as_slice), &evs);
-            states.insert(key, next);
+        let mut next: Vec<Vec<u8>> = Vec::with_capacity(order.len());
+        let mut call: Vec<(Option<&[u8]>, &[EventView<'_>])> = Vec::new();
+        let mut in_call = 0;
+        for key in &order {
+            let evs = groups[key].as_slice();
+            if in_call > 0 && in_call + evs.len() > CALL_EVENTS {
+                next.extend(fold(&call));
+                call.clear();
+                in_call = 0;
+            }
+            call.push((states.get(*key).map(Vec::as_slice), evs));
+            in_call += evs.len();
+        }
+        next.extend(fold(&call));
+        drop(call);
+        for (key, state) in order.iter().zip(next) {
+            states.insert((*key).to_owned(), state);
         }
     }
     (started.elapsed(), folded)
@@ -192,24 +222,39 @@ pub fn run(args: &CatchupArgs) {
     // The pipeline, wasm vs native, on the same reads.
     let rt = Runtime::new(RuntimeConfig::default());
     let module = rt.compile(&bank).expect("bank compiles");
-    let (wasm_time, n) = pipeline(&ledger, args.batch, |state, evs| {
-        rt.evolve(&module, state, evs).expect("wasm evolve")
+    let (wasm_time, n) = pipeline(&ledger, args.batch, |groups| {
+        rt.evolve_groups(&module, groups)
+            .expect("wasm evolve_groups")
     });
     println!(
         "| pipeline, wasm (bank, per stream, no state writes) | {:.2} | {} |",
         wasm_time.as_secs_f64(),
         rate(n, wasm_time)
     );
-    let (native_time, n2) = pipeline(&ledger, args.batch, |state, evs| {
-        let ext: Vec<String> = evs.iter().map(|_| String::new()).collect();
-        let input = loom_abi::evolve::encode(
-            state,
-            evs.iter()
-                .zip(&ext)
-                .map(|(e, x)| loom_runtime::event_ref(e, x)),
-        );
-        let out = loom_guest::__export::run_evolve::<bank::Account>(&input);
-        out[1..].to_vec()
+    let (native_time, n2) = pipeline(&ledger, args.batch, |groups| {
+        let ext: Vec<Vec<String>> = groups
+            .iter()
+            .map(|(_, evs)| evs.iter().map(loom_runtime::view_extensions_json).collect())
+            .collect();
+        let refs: Vec<_> = groups
+            .iter()
+            .zip(&ext)
+            .map(|((state, evs), ext)| {
+                (
+                    *state,
+                    evs.iter()
+                        .zip(ext)
+                        .map(|(e, x)| loom_runtime::view_ref(e, x)),
+                )
+            })
+            .collect();
+        let input = loom_abi::evolve_groups::encode(&refs);
+        let out = loom_guest::__export::run_evolve_groups::<bank::Account>(&input);
+        loom_abi::evolve_groups::decode_states(&out[1..], groups.len())
+            .expect("native states")
+            .into_iter()
+            .map(<[u8]>::to_vec)
+            .collect()
     });
     assert_eq!(n, n2);
     println!(

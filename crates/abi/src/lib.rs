@@ -26,6 +26,10 @@ pub const EXPORT_ALLOC: &str = "loom_alloc";
 /// Entry points; each is `(ptr: i32, len: i32) -> i64` returning `(out_ptr << 32) | out_len`.
 pub const ENTRY_POINTS: [&str; 4] = ["evolve", "decide", "react", "query"];
 
+/// Optional entry point: [`evolve`] over many independent groups in one call (see
+/// [`evolve_groups`]). A module that exports it must also export `evolve`.
+pub const EXPORT_EVOLVE_GROUPS: &str = "evolve_groups";
+
 /// Length marking an absent `bytes` value.
 pub const ABSENT: u32 = u32::MAX;
 
@@ -351,6 +355,71 @@ pub mod evolve {
         let state = r.opt_bytes()?;
         let count = r.u32()?;
         Ok((state, count, r))
+    }
+
+    /// Reads one group's head (`state`, `count`) from a reader; the events follow.
+    pub fn decode_group<'a>(r: &mut Reader<'a>) -> Result<(Option<&'a [u8]>, u32), DecodeError> {
+        let state = r.opt_bytes()?;
+        let count = r.u32()?;
+        Ok((state, count))
+    }
+}
+
+/// `evolve_groups` input: `groups: u32`, then `groups` × an `evolve` input (`state: opt
+/// bytes`, `count: u32`, `count` × event). Ok payload: `groups` × `state: bytes` (JSON), in
+/// input order; each group's state is exactly what `evolve` gives for that group alone.
+pub mod evolve_groups {
+    use super::*;
+
+    /// Encodes an `evolve_groups` input from `(state, events)` per group.
+    pub fn encode<'e, E>(groups: &[(Option<&[u8]>, E)]) -> Vec<u8>
+    where
+        E: Clone + ExactSizeIterator<Item = EventRef<'e>>,
+    {
+        let events: usize = groups.iter().map(|(_, e)| e.len()).sum();
+        let mut w = Writer::with_capacity(64 + groups.len() * 64 + events * 160);
+        w.u32(groups.len() as u32);
+        for (state, evs) in groups {
+            w.opt_bytes(*state);
+            w.u32(evs.len() as u32);
+            for e in evs.clone() {
+                w.event(&e);
+            }
+        }
+        w.finish()
+    }
+
+    /// Decodes the group count; the reader then stands at the first group, which
+    /// [`evolve::decode_group`] reads.
+    pub fn decode(input: &[u8]) -> Result<(u32, Reader<'_>), DecodeError> {
+        let mut r = Reader::new(input);
+        let groups = r.u32()?;
+        Ok((groups, r))
+    }
+
+    /// Encodes the whole ok output: the status byte, then the states.
+    pub fn ok_output<'s>(states: impl IntoIterator<Item = &'s [u8]>) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.u8(Status::Ok as u8);
+        for s in states {
+            w.bytes(s);
+        }
+        w.finish()
+    }
+
+    /// Splits an ok payload into exactly `groups` states.
+    pub fn decode_states(payload: &[u8], groups: usize) -> Result<Vec<&[u8]>, DecodeError> {
+        let mut r = Reader::new(payload);
+        let states = (0..groups)
+            .map(|_| r.bytes())
+            .collect::<Result<Vec<_>, _>>()?;
+        if !r.rest().is_empty() {
+            return Err(DecodeError(format!(
+                "{} bytes after the {groups} states",
+                r.rest().len()
+            )));
+        }
+        Ok(states)
     }
 }
 

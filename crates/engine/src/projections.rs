@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use event_listener::{Event as Notify, Listener};
 use loom_ledger::Store;
 use loom_ledger::redb::{Durability, ReadableTable, TableDefinition};
-use loom_ledger::{CompiledSelector, Ledger, ReadOptions, Selector, StoredEvent};
+use loom_ledger::{CompiledSelector, EventView, Ledger, ReadOptions, Selector};
 use loom_runtime::{CallError, Entry, Module, Outcome, Runtime};
 use serde::{Deserialize, Serialize};
 
@@ -707,13 +707,17 @@ impl Projections {
                 limit: MAX_CALL_EVENTS,
                 backwards: false,
             };
-            let events = sh.ledger.read(&selector, opts)?;
+            let batch = sh.ledger.read_batch(&selector, opts)?;
+            let events: Vec<EventView<'_>> = batch.iter().collect();
             let Some(last) = events.last() else { break };
             after = last.position;
             created.get_or_insert(events[0].recorded_micros);
             updated = Some(last.recorded_micros);
             applied += events.len() as u64;
-            state = Some(sh.runtime.evolve(&g.module, state.as_deref(), &events)?);
+            state = Some(
+                sh.runtime
+                    .evolve_views(&g.module, state.as_deref(), &events)?,
+            );
             if events.len() < MAX_CALL_EVENTS {
                 break;
             }
@@ -1099,17 +1103,17 @@ impl Shared {
     /// Folds the next batch of matching events.
     fn step(&self, g: &Gen, head: u64) -> Result<(), EngineError> {
         let position = g.position.load(Ordering::Acquire);
-        let events = self
+        let mut batch = self
             .ledger
-            .read(&g.selector, ReadOptions::after(position, self.batch_events))?;
+            .read_batch(&g.selector, ReadOptions::after(position, self.batch_events))?;
         // Fewer than a full batch: every matching event up to `head` (read before the
         // snapshot was taken) is in hand.
-        let covered = match events.last() {
-            Some(last) if events.len() >= self.batch_events => last.position,
-            Some(last) => last.position.max(head),
+        let covered = match batch.last_position() {
+            Some(last) if batch.len() >= self.batch_events => last,
+            Some(last) => last.max(head),
             None => head,
         };
-        if events.is_empty() {
+        if batch.is_empty() {
             // Nothing selected: advance in memory only; the stored checkpoint catches up with
             // the next commit (a restart re-reads a few non-matching events, harmlessly).
             if covered >= head {
@@ -1119,35 +1123,44 @@ impl Shared {
             g.changed.notify(usize::MAX);
             return Ok(());
         }
-        match self.apply(g, &events, covered, head) {
-            Ok(()) => Ok(()),
-            Err(Fault::Engine(e)) => Err(e),
-            Err(Fault::Module { position, error }) => {
-                // Keep what folds cleanly: every event before the failing one.
-                let before: Vec<StoredEvent> = events
-                    .into_iter()
-                    .filter(|e| e.position < position)
-                    .collect();
-                if !before.is_empty() {
-                    match self.apply(g, &before, position - 1, head) {
-                        Ok(()) => {}
-                        Err(Fault::Engine(e)) => return Err(e),
-                        Err(Fault::Module { .. }) => {}
-                    }
-                }
-                self.fail(g, position, error.to_string());
-                Ok(())
+        let views: Vec<EventView<'_>> = batch.iter().collect();
+        let failed = match self.apply(g, &views, covered, head) {
+            Ok(()) => return Ok(()),
+            Err(Fault::Engine(e)) => return Err(e),
+            Err(Fault::Module { position, error }) => (position, error),
+        };
+        drop(views);
+        // Keep what folds cleanly: every event before the failing one.
+        let (position, error) = failed;
+        let before = (0..batch.len())
+            .take_while(|&i| batch.position(i) < position)
+            .count();
+        batch.truncate(before);
+        if !batch.is_empty() {
+            let views: Vec<EventView<'_>> = batch.iter().collect();
+            match self.apply(g, &views, position - 1, head) {
+                Ok(()) => {}
+                Err(Fault::Engine(e)) => return Err(e),
+                Err(Fault::Module { .. }) => {}
             }
         }
+        self.fail(g, position, error.to_string());
+        Ok(())
     }
 
-    fn apply(&self, g: &Gen, events: &[StoredEvent], covered: u64, head: u64) -> Result<(), Fault> {
+    fn apply(
+        &self,
+        g: &Gen,
+        events: &[EventView<'_>],
+        covered: u64,
+        head: u64,
+    ) -> Result<(), Fault> {
         // Group by partition key, keeping each group's order.
         let mut order: Vec<&str> = Vec::new();
-        let mut groups: HashMap<&str, Vec<StoredEvent>> = HashMap::new();
+        let mut groups: HashMap<&str, Vec<EventView<'_>>> = HashMap::new();
         for e in events {
             let key = match g.spec.partition {
-                Partition::Stream => e.event.subject.as_str(),
+                Partition::Stream => e.subject,
                 Partition::Single => "",
             };
             groups
@@ -1156,7 +1169,7 @@ impl Shared {
                     order.push(key);
                     Vec::new()
                 })
-                .push(e.clone());
+                .push(*e);
         }
         let previous: Vec<Option<KeyState>> = {
             let txn = self.db.begin_read().map_err(EngineError::from)?;
@@ -1265,40 +1278,76 @@ impl Shared {
     }
 
     /// `evolve` for each group, in `order`; in parallel when there are many groups.
+    ///
+    /// Small groups are packed into `evolve_groups` calls of up to `MAX_CALL_EVENTS` events
+    /// (a per-stream catch-up of 10 000 streams would otherwise pay a call's fixed cost for
+    /// every few events); a group larger than that folds alone in calls of at most
+    /// `MAX_CALL_EVENTS` events, threading its state through, so that one call stays well
+    /// inside its fuel, memory and time limits.
     fn fold_groups(
         &self,
         g: &Gen,
         order: &[&str],
-        groups: &HashMap<&str, Vec<StoredEvent>>,
+        groups: &HashMap<&str, Vec<EventView<'_>>>,
         previous: &[Option<KeyState>],
     ) -> Vec<Result<Vec<u8>, CallError>> {
-        let fold = |i: usize| {
-            // A group folds in calls of at most `MAX_CALL_EVENTS`, threading the state
-            // through, so one call stays well inside its fuel, memory and time limits.
+        let prev = |i: usize| previous[i].as_ref().map(|p| p.state.as_slice());
+        // Units of work: ranges of `order`, each one call (or one chained group).
+        let mut units: Vec<std::ops::Range<usize>> = Vec::new();
+        let mut start = 0;
+        let mut events = 0;
+        for (i, key) in order.iter().enumerate() {
+            let n = groups[key].len();
+            if events > 0 && events + n > MAX_CALL_EVENTS {
+                units.push(start..i);
+                start = i;
+                events = 0;
+            }
+            events += n;
+        }
+        if start < order.len() {
+            units.push(start..order.len());
+        }
+        let fold_one = |i: usize| -> Result<Vec<u8>, CallError> {
             let mut state: Option<Vec<u8>> = None;
             for chunk in groups[order[i]].chunks(MAX_CALL_EVENTS) {
-                let current = match &state {
-                    Some(s) => Some(s.as_slice()),
-                    None => previous[i].as_ref().map(|p| p.state.as_slice()),
-                };
-                state = Some(self.runtime.evolve(&g.module, current, chunk)?);
+                let current = state.as_deref().or_else(|| prev(i));
+                state = Some(self.runtime.evolve_views(&g.module, current, chunk)?);
             }
             Ok(state.expect("groups are not empty"))
         };
+        let fold_unit = |unit: std::ops::Range<usize>| -> Vec<Result<Vec<u8>, CallError>> {
+            if unit.len() == 1 {
+                return vec![fold_one(unit.start)];
+            }
+            let input: Vec<(Option<&[u8]>, &[EventView<'_>])> = unit
+                .clone()
+                .map(|i| (prev(i), groups[order[i]].as_slice()))
+                .collect();
+            match self.runtime.evolve_groups(&g.module, &input) {
+                Ok(states) => states.into_iter().map(Ok).collect(),
+                // Which group failed: fold each alone (the others still succeed).
+                Err(_) => unit.map(fold_one).collect(),
+            }
+        };
         let threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
-            .min(8);
-        if threads < 2 || order.len() < 16 {
-            return (0..order.len()).map(fold).collect();
+            .min(8)
+            .min(units.len());
+        if threads < 2 {
+            return units.into_iter().flat_map(fold_unit).collect();
         }
-        let chunk = order.len().div_ceil(threads);
+        let per_thread = units.len().div_ceil(threads);
         std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..order.len())
-                .step_by(chunk)
-                .map(|start| {
-                    let end = (start + chunk).min(order.len());
-                    let fold = &fold;
-                    scope.spawn(move || (start..end).map(fold).collect::<Vec<_>>())
+            let handles: Vec<_> = units
+                .chunks(per_thread)
+                .map(|mine| {
+                    let fold_unit = &fold_unit;
+                    scope.spawn(move || {
+                        mine.iter()
+                            .flat_map(|u| fold_unit(u.clone()))
+                            .collect::<Vec<_>>()
+                    })
                 })
                 .collect();
             handles
@@ -1313,14 +1362,14 @@ impl Shared {
         &self,
         g: &Gen,
         state: Option<&[u8]>,
-        batch: &[StoredEvent],
+        batch: &[EventView<'_>],
         error: CallError,
     ) -> Fault {
         let mut current = state.map(<[u8]>::to_vec);
         for e in batch {
             match self
                 .runtime
-                .evolve(&g.module, current.as_deref(), std::slice::from_ref(e))
+                .evolve_views(&g.module, current.as_deref(), std::slice::from_ref(e))
             {
                 Ok(s) => current = Some(s),
                 Err(error) => {

@@ -493,6 +493,59 @@ fn a_module_error_fails_the_projection_at_the_event_and_an_upgrade_recovers() {
     );
 }
 
+#[test]
+fn a_failing_event_among_many_streams_is_located_and_the_rest_before_it_is_kept() {
+    // One batch of 40 accounts folds in one `evolve_groups` call; the bad event is in the
+    // middle of it.
+    let f = fixture(10_000);
+    let module = f.upload("bank");
+    let mut events = Vec::new();
+    for round in 0..3 {
+        for a in 0..40 {
+            let (ty, data) = match round {
+                0 => ("was_opened", json!({"owner": format!("o{a}")})),
+                _ => ("was_credited", json!({"amount": 10 * round})),
+            };
+            events.push(ev(
+                &format!("account/{a}"),
+                &format!("{round}-{a}"),
+                ty,
+                data,
+            ));
+        }
+    }
+    // Account 17's second credit is malformed: position 40 + 40 + 18 = 98.
+    events[97].data = Some(loom_ledger::Data::json(&json!({"amount": "lots"})));
+    let last = f.append(events);
+    assert_eq!(last, 120);
+    f.engine
+        .projections()
+        .put(
+            "accounts",
+            ProjectionSpec {
+                module,
+                selector: Selector {
+                    entity: Some("account".into()),
+                    ..Selector::default()
+                },
+                partition: Partition::Stream,
+            },
+        )
+        .unwrap();
+    let st = wait_status(&f, "accounts", Status::Failed);
+    let err = st.active.last_error.unwrap();
+    assert_eq!(err.position, 98, "{}", err.message);
+    assert_eq!(st.active.position, 97);
+    assert_eq!(st.active.events_applied, 97);
+    let balance =
+        |a: u32| f.state("accounts", Some(&format!("account/{a}")), At::Now)["balance"].clone();
+    // Accounts 0..17 got both credits (positions up to 97), the rest only the first.
+    assert_eq!(balance(0), 30);
+    assert_eq!(balance(16), 30);
+    assert_eq!(balance(17), 10);
+    assert_eq!(balance(39), 10);
+}
+
 fn wait_status(f: &Fixture, name: &str, want: Status) -> loom_engine::ProjectionStatus {
     let started = std::time::Instant::now();
     loop {

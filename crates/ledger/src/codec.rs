@@ -12,11 +12,8 @@
 //! `str` is a u32 little-endian length and UTF-8 bytes; `ostr` uses length `u32::MAX` for
 //! "absent".
 
-use std::collections::BTreeMap;
-
-use serde_json::value::RawValue;
-
-use crate::event::{Data, Event, ExtensionValue, StoredEvent};
+use crate::event::{Data, Event, ExtensionValue};
+use crate::view::{DataRef, EventView, ExtensionRef, Extensions};
 
 const FORMAT_V1: u8 = 1;
 const ABSENT: u32 = u32::MAX;
@@ -84,11 +81,14 @@ fn put_opt(out: &mut Vec<u8>, s: Option<&str>) {
     }
 }
 
-struct Reader<'a> {
+pub(crate) struct Reader<'a> {
     buf: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
+    pub(crate) fn new(buf: &'a [u8]) -> Reader<'a> {
+        Reader { buf }
+    }
     fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
         if self.buf.len() < n {
             return Err(format!(
@@ -125,17 +125,14 @@ impl<'a> Reader<'a> {
     fn str(&mut self) -> Result<&'a str, String> {
         std::str::from_utf8(self.bytes()?).map_err(|e| format!("invalid UTF-8: {e}"))
     }
-    fn string(&mut self) -> Result<String, String> {
-        self.str().map(str::to_owned)
-    }
-    fn opt(&mut self) -> Result<Option<String>, String> {
+    fn opt(&mut self) -> Result<Option<&'a str>, String> {
         let n = self.u32()?;
         if n == ABSENT {
             return Ok(None);
         }
         let b = self.take(n as usize)?;
         std::str::from_utf8(b)
-            .map(|s| Some(s.to_owned()))
+            .map(Some)
             .map_err(|e| format!("invalid UTF-8: {e}"))
     }
 }
@@ -159,7 +156,9 @@ pub(crate) fn decode_header(buf: &[u8]) -> Result<Header<'_>, String> {
     Ok(Header { ty, subject })
 }
 
-pub(crate) fn decode(position: u64, buf: &[u8]) -> Result<StoredEvent, String> {
+/// A zero-copy view of a record; every field is checked, so iterating the view's extensions
+/// later cannot fail.
+pub(crate) fn decode_view(position: u64, buf: &[u8]) -> Result<EventView<'_>, String> {
     let mut r = Reader { buf };
     let version = r.u8()?;
     if version != FORMAT_V1 {
@@ -167,51 +166,49 @@ pub(crate) fn decode(position: u64, buf: &[u8]) -> Result<StoredEvent, String> {
     }
     let revision = r.u64()?;
     let recorded_micros = r.i64()?;
-    let id = r.string()?;
-    let source = r.string()?;
-    let ty = r.string()?;
-    let subject = r.string()?;
+    let id = r.str()?;
+    let source = r.str()?;
+    let ty = r.str()?;
+    let subject = r.str()?;
     let time = r.opt()?;
     let datacontenttype = r.opt()?;
     let dataschema = r.opt()?;
     let data = match r.u8()? {
-        0 => None,
-        1 => {
-            let text = r.string()?;
-            Some(Data::Json(
-                RawValue::from_string(text).map_err(|e| format!("stored JSON data: {e}"))?,
-            ))
-        }
-        2 => Some(Data::Text(r.string()?)),
-        3 => Some(Data::Binary(r.bytes()?.to_vec())),
+        0 => DataRef::None,
+        1 => DataRef::Json(r.str()?),
+        2 => DataRef::Text(r.str()?),
+        3 => DataRef::Binary(r.bytes()?),
         k => return Err(format!("unknown data kind {k}")),
     };
-    let n = r.u32()?;
-    let mut extensions = BTreeMap::new();
-    for _ in 0..n {
-        let name = r.string()?;
-        let value = match r.u8()? {
-            0 => ExtensionValue::String(r.string()?),
-            1 => ExtensionValue::Bool(r.u8()? != 0),
-            2 => ExtensionValue::Integer(r.i64()?),
-            k => return Err(format!("unknown extension kind {k}")),
-        };
-        extensions.insert(name, value);
+    let count = r.u32()?;
+    let bytes = r.buf;
+    for _ in 0..count {
+        extension(&mut r)?;
     }
-    Ok(StoredEvent {
+    Ok(EventView {
         position,
         revision,
         recorded_micros,
-        event: Event {
-            id,
-            source,
-            ty,
-            subject,
-            time,
-            datacontenttype,
-            dataschema,
-            data,
-            extensions,
-        },
+        id,
+        source,
+        ty,
+        subject,
+        time,
+        datacontenttype,
+        dataschema,
+        data,
+        extensions: Extensions { count, bytes },
     })
+}
+
+/// One extension attribute: name and value.
+pub(crate) fn extension<'a>(r: &mut Reader<'a>) -> Result<(&'a str, ExtensionRef<'a>), String> {
+    let name = r.str()?;
+    let value = match r.u8()? {
+        0 => ExtensionRef::String(r.str()?),
+        1 => ExtensionRef::Bool(r.u8()? != 0),
+        2 => ExtensionRef::Integer(r.i64()?),
+        k => return Err(format!("unknown extension kind {k}")),
+    };
+    Ok((name, value))
 }

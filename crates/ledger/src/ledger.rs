@@ -20,6 +20,7 @@ use crate::registry::{CompiledEntity, EntitySpec, Registry, check_entity_name};
 use crate::selector::{CompiledSelector, Selector};
 use crate::store::Store;
 use crate::tables::*;
+use crate::view::EventBatch;
 use crate::writer::{Pending, Writer};
 
 /// What an append expects of a stream's revision.
@@ -659,6 +660,17 @@ impl Ledger {
     ) -> Result<Vec<StoredEvent>, ReadError> {
         let entities = self.entity_names();
         self.with_view(|v| v.select(selector, opts.window(), &entities))
+    }
+
+    /// Like [`Ledger::read`], but the events come as raw records in one buffer, viewed
+    /// without allocating per event: the fast path for long reads (catch-up, replays).
+    pub fn read_batch(
+        &self,
+        selector: &CompiledSelector,
+        opts: ReadOptions,
+    ) -> Result<EventBatch, ReadError> {
+        let entities = self.entity_names();
+        self.with_view(|v| v.select_batch(selector, opts.window(), &entities))
     }
 
     /// Calls `f` on each event matching `selector` in `opts`' window, in one snapshot, until

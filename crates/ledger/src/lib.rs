@@ -27,6 +27,7 @@ mod registry;
 mod selector;
 mod store;
 mod tables;
+mod view;
 mod writer;
 
 pub use error::{
@@ -44,6 +45,7 @@ pub use ledger::{
 pub use registry::{EntitySpec, EventTypeSpec, check_entity_name};
 pub use selector::{CompiledSelector, Selector};
 pub use store::Store;
+pub use view::{DataRef, EventBatch, EventView, ExtensionRef, Extensions};
 
 /// Re-exported so that crates building on the ledger (projections, modules) can keep their own
 /// tables in the same database and commit them atomically with their own data.

@@ -2,12 +2,13 @@
 
 use std::iter::Peekable;
 
-use redb::{ReadableTable, StorageError as RedbStorageError};
+use redb::{AccessGuard, ReadableTable, StorageError as RedbStorageError};
 
 use crate::codec;
 use crate::error::{ReadError, StorageError};
 use crate::event::StoredEvent;
 use crate::selector::CompiledSelector;
+use crate::view::{EventBatch, EventView};
 
 type PosIter<'a> = Box<dyn Iterator<Item = Result<u64, RedbStorageError>> + 'a>;
 
@@ -73,10 +74,57 @@ where
         entities: &[String],
         mut f: impl FnMut(StoredEvent) -> bool,
     ) -> Result<(), ReadError> {
+        self.select_records(sel, w, entities, |position, bytes, decoded| {
+            let e = match decoded {
+                Some(e) => e,
+                None => decode(position, bytes)?,
+            };
+            Ok(f(e))
+        })
+    }
+
+    /// The matching events' raw records, copied into one [`EventBatch`].
+    pub(crate) fn select_batch(
+        &self,
+        sel: &CompiledSelector,
+        w: Window,
+        entities: &[String],
+    ) -> Result<EventBatch, ReadError> {
+        let mut batch = EventBatch::default();
+        self.select_records(sel, w, entities, |position, bytes, decoded| {
+            if decoded.is_none() {
+                // Check the record now, so that views of the batch cannot fail later.
+                decode_view(position, bytes)?;
+            }
+            batch.push(position, bytes);
+            Ok(true)
+        })?;
+        Ok(batch)
+    }
+
+    /// The core of every selector read: calls `f(position, record, decoded)` for each match
+    /// (`decoded` is the event when a filter had to decode it anyway) until `f` returns
+    /// `false` or the window is done.
+    fn select_records(
+        &self,
+        sel: &CompiledSelector,
+        w: Window,
+        entities: &[String],
+        mut f: impl FnMut(u64, &[u8], Option<StoredEvent>) -> Result<bool, ReadError>,
+    ) -> Result<(), ReadError> {
         if w.is_empty() {
             return Ok(());
         }
         let mut taken = 0;
+        // Filters (JSONPath) need the decoded event; `None` means "matches, not decoded".
+        let filter =
+            |position: u64, bytes: &[u8]| -> Result<Option<Option<StoredEvent>>, ReadError> {
+                if !sel.has_filters() {
+                    return Ok(Some(None));
+                }
+                let e = decode(position, bytes)?;
+                Ok(sel.matches_filters(&e).then_some(Some(e)))
+            };
         let plain = sel.entity().is_none() && sel.types.is_empty();
         if plain {
             // Every event: walk the events table itself.
@@ -89,10 +137,10 @@ where
             for item in iter {
                 let (k, v) = item?;
                 let position = k.value();
-                let e = decode(position, v.value())?;
-                if !sel.has_filters() || sel.matches_filters(&e) {
+                let bytes = v.value();
+                if let Some(decoded) = filter(position, bytes)? {
                     taken += 1;
-                    if !f(e) || taken >= w.limit {
+                    if !f(position, bytes, decoded)? || taken >= w.limit {
                         break;
                     }
                 }
@@ -100,9 +148,10 @@ where
             return Ok(());
         }
         let positions = self.positions(sel, w, entities)?;
+        let mut cursor = Cursor::new(self.events, w.hi(), w.backwards);
         for p in positions {
             let position = p?;
-            let Some(v) = self.events.get(position)? else {
+            let Some(v) = cursor.get(position)? else {
                 return Err(ReadError::Corrupt {
                     position,
                     message: "an index names a position with no event".into(),
@@ -115,10 +164,9 @@ where
             if !sel.matches_header(header.ty, header.subject) {
                 continue;
             }
-            let e = decode(position, bytes)?;
-            if !sel.has_filters() || sel.matches_filters(&e) {
+            if let Some(decoded) = filter(position, bytes)? {
                 taken += 1;
-                if !f(e) || taken >= w.limit {
+                if !f(position, bytes, decoded)? || taken >= w.limit {
                     break;
                 }
             }
@@ -208,7 +256,72 @@ where
 }
 
 pub(crate) fn decode(position: u64, bytes: &[u8]) -> Result<StoredEvent, ReadError> {
-    codec::decode(position, bytes).map_err(|message| ReadError::Corrupt { position, message })
+    decode_view(position, bytes)?.to_stored()
+}
+
+pub(crate) fn decode_view(position: u64, bytes: &[u8]) -> Result<EventView<'_>, ReadError> {
+    codec::decode_view(position, bytes).map_err(|message| ReadError::Corrupt { position, message })
+}
+
+/// Looks events up by increasing position. An index walk of a busy entity or type names
+/// positions that are close together; stepping one range iterator forward over the few
+/// records in between costs much less than a B-tree descent (`get`) for each.
+struct Cursor<'t, Ev> {
+    events: &'t Ev,
+    hi: u64,
+    backwards: bool,
+    range: Option<redb::Range<'t, u64, &'static [u8]>>,
+    /// The entry the range stands on.
+    current: Option<(u64, AccessGuard<'t, &'static [u8]>)>,
+}
+
+/// How many records the cursor steps over before it seeks instead.
+const MAX_STEPS: usize = 16;
+
+impl<'t, Ev: ReadableTable<u64, &'static [u8]>> Cursor<'t, Ev> {
+    fn new(events: &'t Ev, hi: u64, backwards: bool) -> Self {
+        Cursor {
+            events,
+            hi,
+            backwards,
+            range: None,
+            current: None,
+        }
+    }
+
+    fn get(
+        &mut self,
+        position: u64,
+    ) -> Result<Option<AccessGuard<'t, &'static [u8]>>, RedbStorageError> {
+        if self.backwards {
+            return self.events.get(position);
+        }
+        let mut steps = 0;
+        loop {
+            match &self.current {
+                Some((p, _)) if *p == position => return Ok(self.current.take().map(|(_, v)| v)),
+                // Already past it (positions asked for out of order): look it up.
+                Some((p, _)) if *p > position => return self.events.get(position),
+                _ => {}
+            }
+            if self.range.is_none() || steps >= MAX_STEPS {
+                self.range = Some(self.events.range(position..=self.hi)?);
+                steps = 0;
+            }
+            match self.range.as_mut().and_then(Iterator::next) {
+                None => {
+                    self.range = None;
+                    self.current = None;
+                    return Ok(None);
+                }
+                Some(item) => {
+                    let (k, v) = item?;
+                    self.current = Some((k.value(), v));
+                    steps += 1;
+                }
+            }
+        }
+    }
 }
 
 /// Merges position iterators that are each sorted in the same direction.

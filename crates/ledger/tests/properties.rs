@@ -729,6 +729,11 @@ fn check_reads(ledger: &Ledger, model: &Model, selectors: &[SelSpec]) {
             check_paged(&format!("{sel:?}"), limit, &want, |o| {
                 ledger.read(&compiled, o).unwrap()
             });
+            // The raw batch path (catch-up) reads the same events.
+            check_paged(&format!("batch {sel:?}"), limit, &want, |o| {
+                let batch = ledger.read_batch(&compiled, o).unwrap();
+                batch.iter().map(|v| v.to_stored().unwrap()).collect()
+            });
         }
     }
 }

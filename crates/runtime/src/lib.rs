@@ -26,7 +26,7 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::Duration;
 
 use loom_abi::{DataKind, EventRef, Status};
-use loom_ledger::{Data, StoredEvent};
+use loom_ledger::{Data, DataRef, EventView, StoredEvent};
 use sha2::{Digest, Sha256};
 use wasmtime::{
     Caller, Config, Enabled, Engine, ExternType, InstanceAllocationStrategy, InstancePre, Linker,
@@ -76,6 +76,8 @@ pub enum Entry {
     React,
     /// `query`: state + params → answer.
     Query,
+    /// `evolve_groups`: `evolve` over many independent groups in one call (optional).
+    EvolveGroups,
 }
 
 impl Entry {
@@ -86,10 +88,17 @@ impl Entry {
             Entry::Decide => "decide",
             Entry::React => "react",
             Entry::Query => "query",
+            Entry::EvolveGroups => loom_abi::EXPORT_EVOLVE_GROUPS,
         }
     }
 
-    const ALL: [Entry; 4] = [Entry::Evolve, Entry::Decide, Entry::React, Entry::Query];
+    const ALL: [Entry; 5] = [
+        Entry::Evolve,
+        Entry::Decide,
+        Entry::React,
+        Entry::Query,
+        Entry::EvolveGroups,
+    ];
 }
 
 impl fmt::Display for Entry {
@@ -671,7 +680,65 @@ impl Runtime {
         }
         let input =
             loom_abi::evolve::encode(state, events.iter().zip(&ext).map(|(e, x)| event_ref(e, x)));
-        match self.call(module, Entry::Evolve, &input)? {
+        self.evolve_input(module, &input)
+    }
+
+    /// [`Runtime::evolve`] over borrowed views of stored records (the catch-up path).
+    pub fn evolve_views(
+        &self,
+        module: &Module,
+        state: Option<&[u8]>,
+        events: &[EventView<'_>],
+    ) -> Result<Vec<u8>, CallError> {
+        let ext: Vec<String> = events.iter().map(view_extensions_json).collect();
+        let input =
+            loom_abi::evolve::encode(state, events.iter().zip(&ext).map(|(e, x)| view_ref(e, x)));
+        self.evolve_input(module, &input)
+    }
+
+    /// Folds many independent groups, `(state, events)` each, returning each group's new
+    /// state in order. One `evolve_groups` call when the module exports it (a call's fixed
+    /// cost is paid once, not per group), else one `evolve` call per group. An error fails
+    /// the whole call; [`Runtime::evolve_views`] per group tells which group it was.
+    pub fn evolve_groups(
+        &self,
+        module: &Module,
+        groups: &[(Option<&[u8]>, &[EventView<'_>])],
+    ) -> Result<Vec<Vec<u8>>, CallError> {
+        if !module.exports(Entry::EvolveGroups) || groups.len() < 2 {
+            return groups
+                .iter()
+                .map(|(state, events)| self.evolve_views(module, *state, events))
+                .collect();
+        }
+        let ext: Vec<Vec<String>> = groups
+            .iter()
+            .map(|(_, events)| events.iter().map(view_extensions_json).collect())
+            .collect();
+        let refs: Vec<_> = groups
+            .iter()
+            .zip(&ext)
+            .map(|((state, events), ext)| {
+                (*state, events.iter().zip(ext).map(|(e, x)| view_ref(e, x)))
+            })
+            .collect();
+        let input = loom_abi::evolve_groups::encode(&refs);
+        let bad = |message: String| CallError::BadOutput {
+            entry: Entry::EvolveGroups,
+            message,
+        };
+        match self.call(module, Entry::EvolveGroups, &input)? {
+            Outcome::Ok(payload) => {
+                let states = loom_abi::evolve_groups::decode_states(&payload, groups.len())
+                    .map_err(|e| bad(format!("malformed states: {}", e.0)))?;
+                Ok(states.into_iter().map(<[u8]>::to_vec).collect())
+            }
+            Outcome::Rejected(_) => Err(bad("evolve_groups may not reject".into())),
+        }
+    }
+
+    fn evolve_input(&self, module: &Module, input: &[u8]) -> Result<Vec<u8>, CallError> {
+        match self.call(module, Entry::Evolve, input)? {
             Outcome::Ok(state) => Ok(state),
             Outcome::Rejected(_) => Err(CallError::BadOutput {
                 entry: Entry::Evolve,
@@ -736,6 +803,39 @@ fn extensions_json(e: &StoredEvent) -> String {
             })
             .collect();
         serde_json::Value::Object(map).to_string()
+    }
+}
+
+/// The extensions of a view as the ABI carries them (empty text when there are none).
+pub fn view_extensions_json(e: &EventView<'_>) -> String {
+    if e.extensions.is_empty() {
+        String::new()
+    } else {
+        e.extensions.to_json()
+    }
+}
+
+/// The ABI view of a stored record; `extensions` from [`view_extensions_json`].
+pub fn view_ref<'a>(e: &EventView<'a>, extensions: &'a str) -> EventRef<'a> {
+    let (data_kind, data): (DataKind, &[u8]) = match e.data {
+        DataRef::None => (DataKind::None, &[]),
+        DataRef::Json(j) => (DataKind::Json, j.as_bytes()),
+        DataRef::Text(t) => (DataKind::Text, t.as_bytes()),
+        DataRef::Binary(b) => (DataKind::Binary, b),
+    };
+    EventRef {
+        position: e.position,
+        revision: e.revision,
+        recorded_micros: e.recorded_micros,
+        ty: e.ty,
+        subject: e.subject,
+        id: e.id,
+        source: e.source,
+        time: e.time,
+        datacontenttype: e.datacontenttype,
+        data_kind,
+        data,
+        extensions,
     }
 }
 
@@ -833,8 +933,14 @@ fn check_exports(module: &WasmModule) -> Result<Vec<Entry>, ModuleError> {
             entries.push(entry);
         }
     }
-    if entries.is_empty() {
+    if entries.is_empty() || entries == [Entry::EvolveGroups] {
         return Err(ModuleError::NoEntryPoints);
+    }
+    if entries.contains(&Entry::EvolveGroups) && !entries.contains(&Entry::Evolve) {
+        return Err(bad(
+            loom_abi::EXPORT_EVOLVE_GROUPS,
+            "needs `evolve` exported too",
+        ));
     }
     Ok(entries)
 }

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use loom_ledger::{Event, StoredEvent};
+use loom_ledger::{Event, EventBatch, EventView, StoredEvent};
 use loom_runtime::{CallError, Entry, ModuleError, Outcome, Runtime, RuntimeConfig, module_id};
 use serde_json::{Value, json};
 
@@ -62,7 +62,15 @@ fn example_module_validates_folds_decides_and_queries() {
     assert_eq!(info.id, module_id(&bytes));
     assert!(info.id.starts_with("sha256:") && info.id.len() == 7 + 64);
     assert_eq!(info.abi, 1);
-    assert_eq!(info.exports, [Entry::Evolve, Entry::Decide, Entry::Query]);
+    assert_eq!(
+        info.exports,
+        [
+            Entry::Evolve,
+            Entry::Decide,
+            Entry::Query,
+            Entry::EvolveGroups
+        ]
+    );
     // Compiling the same bytes again is served from the cache.
     let t = Instant::now();
     assert_eq!(rt.compile(&bytes).unwrap().info(), info);
@@ -130,6 +138,133 @@ fn example_module_validates_folds_decides_and_queries() {
     assert_eq!(
         rt.react(&cart, &events[0]),
         Err(CallError::MissingEntry(Entry::React))
+    );
+}
+
+#[test]
+fn evolve_groups_gives_each_group_what_evolve_gives_it_alone() {
+    let rt = Runtime::new(RuntimeConfig::default());
+    let cart = rt.compile(&loom_testkit::example_wasm("cart")).unwrap();
+    let events = cart_events();
+    let other: Vec<StoredEvent> = events
+        .iter()
+        .map(|e| {
+            let mut e = e.clone();
+            e.position += 100;
+            e.event.subject = "cart/2".into();
+            e
+        })
+        .collect();
+    let (a, b) = (
+        EventBatch::from_stored(&events),
+        EventBatch::from_stored(&other),
+    );
+    let a: Vec<EventView<'_>> = a.iter().collect();
+    let b: Vec<EventView<'_>> = b.iter().collect();
+    let prior = rt.evolve(&cart, None, &events[..2]).unwrap();
+    let groups: Vec<(Option<&[u8]>, &[EventView<'_>])> = vec![
+        (None, &a[..]),
+        (Some(&prior), &a[2..]),
+        (None, &b[..1]),
+        (None, &b[..]),
+    ];
+    let together = rt.evolve_groups(&cart, &groups).unwrap();
+    let alone: Vec<Vec<u8>> = groups
+        .iter()
+        .map(|(state, evs)| rt.evolve_views(&cart, *state, evs).unwrap())
+        .collect();
+    assert_eq!(together, alone);
+    assert_eq!(together[0], together[1], "same events, batched differently");
+    assert_eq!(
+        together[0],
+        rt.evolve(&cart, None, &events).unwrap(),
+        "views and owned events encode alike"
+    );
+
+    // A failing event fails the whole call (the engine then folds the groups alone).
+    let bad = vec![stored(7, "cart/3", "had_item_added", json!({"sku": 5}))];
+    let bad = EventBatch::from_stored(&bad);
+    let bad: Vec<EventView<'_>> = bad.iter().collect();
+    let err = rt
+        .evolve_groups(&cart, &[(None, &a[..]), (None, &bad[..])])
+        .unwrap_err();
+    assert!(
+        matches!(&err, CallError::Guest { entry: Entry::EvolveGroups, message } if message.contains("position 7")),
+        "{err:?}"
+    );
+
+    // A module without `evolve_groups` is called once per group.
+    let constant = wat::parse_str(
+        r#"(module
+            (memory (export "memory") 1)
+            (data (i32.const 16) "\00[]")
+            (func (export "loom_abi_version") (result i32) i32.const 1)
+            (func (export "loom_alloc") (param i32) (result i32) i32.const 1024)
+            (func (export "evolve") (param i32 i32) (result i64) i64.const 68719476739))"#,
+    )
+    .unwrap();
+    let constant = rt.compile(&constant).unwrap();
+    assert_eq!(constant.info().exports, [Entry::Evolve]);
+    let states = rt
+        .evolve_groups(
+            &constant,
+            &[(None, &a[..]), (None, &b[..]), (None, &b[..1])],
+        )
+        .unwrap();
+    assert_eq!(states, vec![b"[]".to_vec(); 3]);
+}
+
+#[test]
+fn evolve_groups_is_checked_like_the_other_entry_points() {
+    let rt = Runtime::new(RuntimeConfig::default());
+    let module = |exports: &str| {
+        wat::parse_str(format!(
+            r#"(module
+                (memory (export "memory") 1)
+                (data (i32.const 16) "\00")
+                (func (export "loom_abi_version") (result i32) i32.const 1)
+                (func (export "loom_alloc") (param i32) (result i32) i32.const 1024)
+                {exports})"#
+        ))
+        .unwrap()
+    };
+    // Status ok with no states: (16 << 32) | 1.
+    let ok_without_states = "(param i32 i32) (result i64) i64.const 68719476737";
+    let alone = module(&format!(
+        r#"(func (export "evolve_groups") {ok_without_states})"#
+    ));
+    assert_eq!(rt.compile(&alone).unwrap_err(), ModuleError::NoEntryPoints);
+    let with_query = module(&format!(
+        r#"(func (export "query") {ok_without_states})
+           (func (export "evolve_groups") {ok_without_states})"#
+    ));
+    assert!(matches!(
+        rt.compile(&with_query).unwrap_err(),
+        ModuleError::BadExport { name, .. } if name == "evolve_groups"
+    ));
+    let wrong_type = module(
+        r#"(func (export "evolve") (param i32 i32) (result i64) i64.const 0)
+           (func (export "evolve_groups") (param i32) (result i64) i64.const 0)"#,
+    );
+    assert!(matches!(
+        rt.compile(&wrong_type).unwrap_err(),
+        ModuleError::BadExport { name, .. } if name == "evolve_groups"
+    ));
+    // The host checks the answer has exactly one state per group.
+    let lying = rt
+        .compile(&module(&format!(
+            r#"(func (export "evolve") {ok_without_states})
+               (func (export "evolve_groups") {ok_without_states})"#
+        )))
+        .unwrap();
+    let events = EventBatch::from_stored(&cart_events());
+    let views: Vec<EventView<'_>> = events.iter().collect();
+    let err = rt
+        .evolve_groups(&lying, &[(None, &views[..1]), (None, &views[1..])])
+        .unwrap_err();
+    assert!(
+        matches!(&err, CallError::BadOutput { entry: Entry::EvolveGroups, message } if message.contains("malformed states")),
+        "{err:?}"
     );
 }
 

@@ -63,7 +63,10 @@ async fn upload_is_content_addressed_and_idempotent() {
     );
     assert_eq!(first["size"], bytes.len());
     assert_eq!(first["abi"], 1);
-    assert_eq!(first["exports"], json!(["evolve", "decide", "query"]));
+    assert_eq!(
+        first["exports"],
+        json!(["evolve", "decide", "query", "evolve_groups"])
+    );
     assert!(first["uploaded_at"].as_str().unwrap().ends_with('Z'));
 
     // The same bytes again: 200, the same record (including the first upload time).

@@ -57,8 +57,13 @@ impl Projection for BankStats {
             }
             AccountEvent::WasDebited { amount } => {
                 let b = self.balances.entry(key).or_insert(0);
+                let before = *b;
                 *b -= amount;
-                self.largest_balance = self.balances.values().copied().max().unwrap_or(0);
+                // Only a debit of the (or a) richest account can lower the largest balance;
+                // rescanning every account on every debit made the fold O(accounts).
+                if amount < 0 || before == self.largest_balance {
+                    self.largest_balance = self.balances.values().copied().max().unwrap_or(0);
+                }
             }
         }
     }
@@ -106,5 +111,28 @@ mod tests {
         assert_eq!(stats.total_deposits, 700);
         assert_eq!(stats.largest_balance, 500);
         assert_eq!(stats.query(TopParams { n: 5 }), [("1".to_string(), 500)]);
+    }
+
+    #[test]
+    fn debiting_the_richest_account_finds_the_next_largest() {
+        use AccountEvent::*;
+        let opened = || WasOpened { owner: "o".into() };
+        let before = [
+            ("account/a", opened()),
+            ("account/b", opened()),
+            ("account/a", WasCredited { amount: 900 }),
+            ("account/b", WasCredited { amount: 400 }),
+            ("account/b", WasDebited { amount: 100 }),
+        ];
+        let stats = loom_guest::testing::fold_streams::<BankStats>(before.clone());
+        assert_eq!(
+            stats.largest_balance, 900,
+            "a debit elsewhere keeps the largest"
+        );
+        let after = before
+            .into_iter()
+            .chain([("account/a", WasDebited { amount: 800 })]);
+        let stats = loom_guest::testing::fold_streams::<BankStats>(after);
+        assert_eq!(stats.largest_balance, 300, "then b is the richest");
     }
 }

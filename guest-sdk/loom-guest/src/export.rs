@@ -61,27 +61,57 @@ pub fn run_evolve<P: Projection>(input: &[u8]) -> Vec<u8> {
         Ok(x) => x,
         Err(e) => return error(e),
     };
-    let mut state: P = match load_state(state) {
-        Ok(s) => s,
-        Err(out) => return out,
+    match fold::<P>(state, count, &mut reader) {
+        Ok(state) => json_ok(&state),
+        Err(out) => out,
+    }
+}
+
+/// `evolve_groups`: [`run_evolve`] for each of many independent groups in one call.
+pub fn run_evolve_groups<P: Projection>(input: &[u8]) -> Vec<u8> {
+    let (groups, mut reader) = match loom_abi::evolve_groups::decode(input) {
+        Ok(x) => x,
+        Err(e) => return error(e),
     };
-    for _ in 0..count {
-        let raw = match reader.event() {
-            Ok(e) => e,
+    let mut states = Vec::with_capacity(groups as usize);
+    for _ in 0..groups {
+        let (state, count) = match loom_abi::evolve::decode_group(&mut reader) {
+            Ok(x) => x,
             Err(e) => return error(e),
         };
+        let state = match fold::<P>(state, count, &mut reader) {
+            Ok(s) => s,
+            Err(out) => return out,
+        };
+        match serde_json::to_vec(&state) {
+            Ok(bytes) => states.push(bytes),
+            Err(e) => return error(format_args!("could not serialize the result: {e}")),
+        }
+    }
+    loom_abi::evolve_groups::ok_output(states.iter().map(Vec::as_slice))
+}
+
+/// Folds `count` events from `reader` into `state`; an error is the whole error output.
+fn fold<P: Projection>(
+    state: Option<&[u8]>,
+    count: u32,
+    reader: &mut loom_abi::Reader<'_>,
+) -> Result<P, Vec<u8>> {
+    let mut state: P = load_state(state)?;
+    for _ in 0..count {
+        let raw = reader.event().map_err(error)?;
         match decode_event::<P::Event>(&raw) {
             Ok(Some(data)) => state.evolve(Event::new(data, raw)),
             Ok(None) => {}
             Err(e) => {
-                return error(format_args!(
+                return Err(error(format_args!(
                     "event at position {} (type {:?}) does not fit the event type: {e}",
                     raw.position, raw.ty
-                ));
+                )));
             }
         }
     }
-    json_ok(&state)
+    Ok(state)
 }
 
 /// `decide`: the events a command produces, or its rejection.
@@ -209,7 +239,7 @@ pub mod raw {
 /// loom_guest::export!(Notifier, reactor);
 /// ```
 ///
-/// Kinds: `projection` exports `evolve` (needed by deciders too), `decider` exports `decide`,
+/// Kinds: `projection` exports `evolve` and `evolve_groups` (needed by deciders too), `decider` exports `decide`,
 /// `query` exports `query`, `reactor` exports `react`. Natively (for `cargo test`) it expands
 /// to nothing but the trait checks.
 #[macro_export]
@@ -246,6 +276,12 @@ macro_rules! __export_kind {
         #[unsafe(no_mangle)]
         pub extern "C" fn evolve(ptr: i32, len: i32) -> i64 {
             $crate::__export::raw::call(ptr, len, $crate::__export::run_evolve::<$ty>)
+        }
+        #[cfg(target_arch = "wasm32")]
+        #[allow(unsafe_code)]
+        #[unsafe(no_mangle)]
+        pub extern "C" fn evolve_groups(ptr: i32, len: i32) -> i64 {
+            $crate::__export::raw::call(ptr, len, $crate::__export::run_evolve_groups::<$ty>)
         }
     };
     (decider, $ty:ty) => {

@@ -14,16 +14,26 @@ use crate::{Decider, Projection, Reaction, Reactor};
 /// Subject used for the harness's events.
 pub const TEST_SUBJECT: &str = "test/1";
 
-/// Folds `events` (typed) into a fresh state, exactly as the host's `evolve` would.
+/// Folds `events` (typed) into a fresh state, exactly as the host's `evolve` would. Every
+/// event is about [`TEST_SUBJECT`].
 pub fn fold<P: Projection>(events: impl IntoIterator<Item = P::Event>) -> P
 where
     P::Event: serde::Serialize,
 {
+    fold_streams(events.into_iter().map(|e| (TEST_SUBJECT, e)))
+}
+
+/// Like [`fold`], with each event's subject (`{entity}/{key}`) given: for projections that
+/// span streams (a `single` partition).
+pub fn fold_streams<'s, P: Projection>(events: impl IntoIterator<Item = (&'s str, P::Event)>) -> P
+where
+    P::Event: serde::Serialize,
+{
     let mut state = P::default();
-    for (i, e) in events.into_iter().enumerate() {
+    for (i, (subject, e)) in events.into_iter().enumerate() {
         let (ty, data) = encode_event(&e);
         let bytes = serde_json::to_vec(&data).expect("JSON");
-        let raw = raw_event(i as u64 + 1, &ty, TEST_SUBJECT, &bytes);
+        let raw = raw_event(i as u64 + 1, &ty, subject, &bytes);
         let typed = decode_event::<P::Event>(&raw)
             .unwrap_or_else(|err| panic!("event {ty:?} does not read back: {err}"))
             .unwrap_or_else(|| panic!("event type {ty:?} is not a variant of the event enum"));
