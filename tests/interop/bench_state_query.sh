@@ -8,6 +8,9 @@
 #   NICE=-10 tests/interop/bench_state_query.sh   # server and wrk ahead of background jobs
 #   RT=1 tests/interop/bench_state_query.sh        # server and wrk as SCHED_FIFO (root), so that
 #                                                  # other jobs on a shared machine cannot preempt
+#   PIN=1 tests/interop/bench_state_query.sh       # server on CPU 0 (one async worker), wrk with
+#                                                  # one thread on CPU 1: the load generator no
+#                                                  # longer competes with the server for a core
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 CARTS=${CARTS:-1000}
@@ -22,6 +25,14 @@ WASM=target/wasm-guests/wasm32-unknown-unknown/guest/cart.wasm
 NICE=${NICE:-0}
 RUN=(nice -n "$NICE")
 if [ "${RT:-0}" = 1 ]; then RUN=(chrt -f 10); NICE="SCHED_FIFO 10"; fi
+SERVE_RUN=("${RUN[@]}")
+WRK_RUN=("${RUN[@]}")
+if [ "${PIN:-0}" = 1 ]; then
+  SERVE_RUN=(taskset -c 0 "${RUN[@]}")
+  WRK_RUN=(taskset -c 1 "${RUN[@]}")
+  THREADS=1
+  NICE="$NICE, server pinned to CPU 0, wrk to CPU 1"
+fi
 
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
 [ -x "$LOOM" ] || cargo build --release -p loom-cli
@@ -29,7 +40,7 @@ command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; ex
   --target-dir target/wasm-guests
 
 DATA=$(mktemp -d)
-LOOM_LOG=${LOOM_LOG:-info} "${RUN[@]}" "$LOOM" serve --data "$DATA" --listen "127.0.0.1:$PORT" &
+LOOM_LOG=${LOOM_LOG:-info} "${SERVE_RUN[@]}" "$LOOM" serve --data "$DATA" --listen "127.0.0.1:$PORT" &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null; rm -rf "$DATA"' EXIT
 for _ in $(seq 100); do curl -sf "$URL/healthz" >/dev/null && break; sleep 0.1; done
@@ -52,7 +63,7 @@ PY
 "$LOOM" projections put carts --wasm "$WASM" --entity cart --wait --url "$URL"
 curl -s "$URL/v1/projections/carts/state/cart/1"; echo
 echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency -s tests/interop/wrk_state.lua $URL (priority: $NICE)"
-LOOM_BENCH_CARTS=$CARTS "${RUN[@]}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency \
+LOOM_BENCH_CARTS=$CARTS "${WRK_RUN[@]}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency \
   -s tests/interop/wrk_state.lua "$URL"
 # Server-side time per state read (handler only, no queueing or network), from /metrics.
 echo "server-side state read time (loom_projection_state_query_duration_seconds):"
