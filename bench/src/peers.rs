@@ -31,6 +31,8 @@ use tokio_postgres::{Client, NoTls};
 
 use super::{event, ms, open, percentile};
 
+mod w6;
+
 const STREAMS: usize = 10_000;
 const ZIPF_STREAMS: usize = 100;
 const ZIPF_S: f64 = 1.1;
@@ -936,6 +938,11 @@ pub fn run(args: &Args) {
     loom_catchup(args, &mut rows);
     if let Some(pg) = &pg {
         rt.block_on(pg_catchup(pg, args.events, &mut rows));
+    }
+    eprintln!("W6");
+    w6::loom(args.seconds, &mut rows);
+    if let Some(pg) = &pg {
+        rt.block_on(w6::pg(pg, args.seconds, &mut rows));
     }
     drop(pg);
 

@@ -59,6 +59,9 @@ run "$KEYS" "distinct keys ($KEYS accounts)"
 run 1 "one shared key (account/0)"
 
 # Every deposit acknowledged is in the ledger once: the credited total equals the ok count.
+# A command whose client wrk dropped at the end of a run still runs to its end on the server
+# (and is counted then); give those a moment, so that the count and the ledger are read at rest.
+sleep 1
 OK=$(curl -s "$URL/metrics" | awk '/^loom_commands_total\{outcome="ok"\}/ {print $2}')
 CREDITS=$("$LOOM" events --url "$URL" --json 2>/dev/null \
   | python3 -c 'import json,sys
@@ -70,5 +73,7 @@ for line in sys.stdin:
     for e in (v if isinstance(v,list) else [v]):
         if e.get("type")=="was_credited": n+=e["data"]["amount"]
 print(n)')
+OK_AFTER=$(curl -s "$URL/metrics" | awk '/^loom_commands_total\{outcome="ok"\}/ {print $2}')
 echo "acknowledged deposits (metrics ok count): $OK; credited in the ledger: $CREDITS"
+[ "$OK" = "$OK_AFTER" ] || { echo "commands still running while checking ($OK, then $OK_AFTER)" >&2; exit 1; }
 [ "$OK" = "$CREDITS" ] || { echo "MISMATCH" >&2; exit 1; }
