@@ -95,7 +95,20 @@ pub struct CommandOutcome {
 
 struct Bound {
     record: DeciderRecord,
-    module: Module,
+    /// `None` when the module could not be loaded when the server started; each command
+    /// tries again (and fails with the reason) until it loads.
+    module: RwLock<Option<Module>>,
+}
+
+impl Bound {
+    fn module(&self, modules: &ModuleStore) -> Result<Module, EngineError> {
+        if let Some(m) = self.module.read().expect("module lock").as_ref() {
+            return Ok(m.clone());
+        }
+        let m = modules.load_with(&self.record.module, &[Entry::Evolve, Entry::Decide])?;
+        *self.module.write().expect("module lock") = Some(m.clone());
+        Ok(m)
+    }
 }
 
 /// A small LRU of folded states: subject → (revision, state JSON).
@@ -171,8 +184,23 @@ impl Deciders {
                 let (_, v) = item?;
                 let record: DeciderRecord = serde_json::from_slice(v.value())
                     .map_err(|e| EngineError::Corrupt(format!("decider record: {e}")))?;
-                let module = modules.load_with(&record.module, &[Entry::Evolve, Entry::Decide])?;
-                bound.insert(record.entity.clone(), Arc::new(Bound { record, module }));
+                // A module that cannot be loaded now must not keep the server from starting.
+                let module = match modules
+                    .load_with(&record.module, &[Entry::Evolve, Entry::Decide])
+                {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        tracing::error!(entity = %record.entity, module = %record.module, error = %e, "decider module could not be loaded");
+                        None
+                    }
+                };
+                bound.insert(
+                    record.entity.clone(),
+                    Arc::new(Bound {
+                        record,
+                        module: RwLock::new(module),
+                    }),
+                );
             }
         }
         txn.commit()?;
@@ -217,7 +245,13 @@ impl Deciders {
         if let Some(c) = self.cache.lock().expect("cache lock").get_mut(entity) {
             c.clear();
         }
-        bound.insert(entity.to_owned(), Arc::new(Bound { record, module }));
+        bound.insert(
+            entity.to_owned(),
+            Arc::new(Bound {
+                record,
+                module: RwLock::new(Some(module)),
+            }),
+        );
         Ok(true)
     }
 
@@ -300,9 +334,10 @@ impl Deciders {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         for attempt in 1..=MAX_ATTEMPTS {
             let (revision, state) = self.fold(entity, &bound, &subject)?;
+            let module = bound.module(&self.modules)?;
             let decided =
                 self.runtime
-                    .decide(&bound.module, Some(&state), command, &subject, revision)?;
+                    .decide(&module, Some(&state), command, &subject, revision)?;
             let emitted = match decided {
                 Outcome::Rejected(r) => {
                     return Err(EngineError::Rejected(crate::rejection_message(&r)));
@@ -449,21 +484,19 @@ impl Deciders {
             Some((r, s)) => (r, Some(s.as_ref().clone())),
             None => (0, None),
         };
+        let module = bound.module(&self.modules)?;
         loop {
             let tail: Vec<StoredEvent> = self.ledger.read_stream(subject, revision, 5_000)?;
             let Some(last) = tail.last() else { break };
             revision = last.revision;
-            state = Some(
-                self.runtime
-                    .evolve(&bound.module, state.as_deref(), &tail)?,
-            );
+            state = Some(self.runtime.evolve(&module, state.as_deref(), &tail)?);
             if tail.len() < 5_000 {
                 break;
             }
         }
         let state = match state {
             Some(s) => s,
-            None => self.runtime.evolve(&bound.module, None, &[])?,
+            None => self.runtime.evolve(&module, None, &[])?,
         };
         let shared = Arc::new(state.clone());
         self.cache

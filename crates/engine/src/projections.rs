@@ -243,7 +243,9 @@ struct Gen {
     generation: u64,
     spec: ProjectionSpec,
     selector: CompiledSelector,
-    module: Module,
+    /// The compiled module; `None` when it could not be loaded when the server started (the
+    /// generation is then failed; `resume` tries again).
+    module: RwLock<Option<Module>>,
     pending: AtomicBool,
     position: AtomicU64,
     events_applied: AtomicU64,
@@ -379,12 +381,16 @@ impl Projections {
         for (name, record) in records {
             let active = shared.load_gen(&name, record.generation, &record.spec, false)?;
             active.paused.store(record.paused, Ordering::Release);
-            *active.failure.lock().expect("failure lock") = record.failure.clone();
+            if record.failure.is_some() {
+                *active.failure.lock().expect("failure lock") = record.failure.clone();
+            }
             let pending = match &record.pending {
                 Some(p) => {
                     let g = shared.load_gen(&name, p.generation, &p.spec, true)?;
                     g.paused.store(record.paused, Ordering::Release);
-                    *g.failure.lock().expect("failure lock") = record.pending_failure.clone();
+                    if record.pending_failure.is_some() {
+                        *g.failure.lock().expect("failure lock") = record.pending_failure.clone();
+                    }
                     Some(g)
                 }
                 None => None,
@@ -636,7 +642,10 @@ impl Projections {
         match self.read_live(g, key)? {
             Some(view) => Ok(view),
             None => Ok(StateView {
-                state: self.shared.runtime.evolve(&g.module, None, &[])?,
+                state: self
+                    .shared
+                    .runtime
+                    .evolve(&self.shared.module_of(g)?, None, &[])?,
                 // Nothing folded yet, as of the generation's position.
                 position: g.position.load(Ordering::Acquire),
                 events_applied: 0,
@@ -683,6 +692,7 @@ impl Projections {
 
     fn replay(&self, g: &Gen, key: &str, position: u64) -> Result<StateView, EngineError> {
         let sh = &self.shared;
+        let module = sh.module_of(g)?;
         let position = position.min(sh.ledger.head());
         let selector = match g.spec.partition {
             Partition::Single => g.selector.clone(),
@@ -716,7 +726,7 @@ impl Projections {
             applied += events.len() as u64;
             state = Some(
                 sh.runtime
-                    .evolve_views(&g.module, state.as_deref(), &events)?,
+                    .evolve_views(&module, state.as_deref(), &events)?,
             );
             if events.len() < MAX_CALL_EVENTS {
                 break;
@@ -725,7 +735,7 @@ impl Projections {
         let state = match state {
             Some(s) => s,
             None if g.spec.partition == Partition::Single => {
-                sh.runtime.evolve(&g.module, None, &[])?
+                sh.runtime.evolve(&module, None, &[])?
             }
             None => {
                 return Err(EngineError::KeyNotFound {
@@ -751,7 +761,8 @@ impl Projections {
         params: &[u8],
     ) -> Result<Vec<u8>, EngineError> {
         let g = self.active(name)?;
-        if !g.module.exports(Entry::Query) {
+        let module = self.shared.module_of(&g)?;
+        if !module.exports(Entry::Query) {
             return Err(EngineError::MissingExport {
                 module: g.spec.module.clone(),
                 entry: "query",
@@ -761,7 +772,7 @@ impl Projections {
         match self
             .shared
             .runtime
-            .query(&g.module, Some(&view.state), params)?
+            .query(&module, Some(&view.state), params)?
         {
             Outcome::Ok(out) => Ok(out),
             Outcome::Rejected(r) => Err(EngineError::Invalid(crate::rejection_message(&r))),
@@ -909,6 +920,16 @@ fn delete_generation(
 }
 
 impl Shared {
+    /// The generation's module, loaded again if it could not be loaded at startup.
+    fn module_of(&self, g: &Gen) -> Result<Module, EngineError> {
+        if let Some(m) = g.module.read().expect("module lock").as_ref() {
+            return Ok(m.clone());
+        }
+        let m = self.modules.load_with(&g.spec.module, &[Entry::Evolve])?;
+        *g.module.write().expect("module lock") = Some(m.clone());
+        Ok(m)
+    }
+
     fn new_gen(
         &self,
         name: &str,
@@ -917,13 +938,24 @@ impl Shared {
         pending: bool,
     ) -> Result<Arc<Gen>, EngineError> {
         let module = self.modules.load_with(&spec.module, &[Entry::Evolve])?;
+        self.gen_with(name, generation, spec, pending, Some(module))
+    }
+
+    fn gen_with(
+        &self,
+        name: &str,
+        generation: u64,
+        spec: &ProjectionSpec,
+        pending: bool,
+        module: Option<Module>,
+    ) -> Result<Arc<Gen>, EngineError> {
         let selector = spec.selector.compile()?;
         Ok(Arc::new(Gen {
             name: name.to_owned(),
             generation,
             spec: spec.clone(),
             selector,
-            module,
+            module: RwLock::new(module),
             pending: AtomicBool::new(pending),
             position: AtomicU64::new(0),
             events_applied: AtomicU64::new(0),
@@ -946,10 +978,26 @@ impl Shared {
         spec: &ProjectionSpec,
         pending: bool,
     ) -> Result<Arc<Gen>, EngineError> {
-        let g = match self.new_gen(name, generation, spec, pending) {
+        // A module that cannot be loaded now (e.g. the server's limits changed) must not keep
+        // the server from starting: the generation starts failed, and `resume` tries again.
+        let (module, failure) = match self.modules.load_with(&spec.module, &[Entry::Evolve]) {
+            Ok(m) => (Some(m), None),
+            Err(e) => {
+                tracing::error!(projection = %name, module = %spec.module, error = %e, "module could not be loaded");
+                (
+                    None,
+                    Some(Failure {
+                        position: 0,
+                        message: format!("module {} could not be loaded: {e}", spec.module),
+                    }),
+                )
+            }
+        };
+        let g = match self.gen_with(name, generation, spec, pending, module) {
             Ok(g) => g,
             Err(e) => return Err(EngineError::Corrupt(format!("projection {name:?}: {e}"))),
         };
+        *g.failure.lock().expect("failure lock") = failure;
         let txn = self.db.begin_read()?;
         let checkpoints = txn.open_table(CHECKPOINTS)?;
         if let Some(v) = checkpoints.get((name, generation))? {
@@ -1187,7 +1235,8 @@ impl Shared {
         };
         // Fold every group; many groups are folded on all cores (each call has its own
         // instance, so calls are independent).
-        let folded = self.fold_groups(g, &order, &groups, &previous);
+        let module = self.module_of(g).map_err(Fault::Engine)?;
+        let folded = self.fold_groups(&module, &order, &groups, &previous);
         let mut written = Vec::with_capacity(order.len());
         let mut new_keys = 0u64;
         for ((key, prev), result) in order.iter().zip(&previous).zip(folded) {
@@ -1195,7 +1244,7 @@ impl Shared {
             let state = prev.as_ref().map(|p| p.state.as_slice());
             let next = match result {
                 Ok(s) => s,
-                Err(error) => return Err(self.locate(g, state, batch, error)),
+                Err(error) => return Err(self.locate(&module, state, batch, error)),
             };
             if serde_json::from_slice::<serde::de::IgnoredAny>(&next).is_err() {
                 return Err(Fault::Module {
@@ -1286,7 +1335,7 @@ impl Shared {
     /// inside its fuel, memory and time limits.
     fn fold_groups(
         &self,
-        g: &Gen,
+        module: &Module,
         order: &[&str],
         groups: &HashMap<&str, Vec<EventView<'_>>>,
         previous: &[Option<KeyState>],
@@ -1312,7 +1361,7 @@ impl Shared {
             let mut state: Option<Vec<u8>> = None;
             for chunk in groups[order[i]].chunks(MAX_CALL_EVENTS) {
                 let current = state.as_deref().or_else(|| prev(i));
-                state = Some(self.runtime.evolve_views(&g.module, current, chunk)?);
+                state = Some(self.runtime.evolve_views(module, current, chunk)?);
             }
             Ok(state.expect("groups are not empty"))
         };
@@ -1324,7 +1373,7 @@ impl Shared {
                 .clone()
                 .map(|i| (prev(i), groups[order[i]].as_slice()))
                 .collect();
-            match self.runtime.evolve_groups(&g.module, &input) {
+            match self.runtime.evolve_groups(module, &input) {
                 Ok(states) => states.into_iter().map(Ok).collect(),
                 // Which group failed: fold each alone (the others still succeed).
                 Err(_) => unit.map(fold_one).collect(),
@@ -1360,7 +1409,7 @@ impl Shared {
     /// Finds the event a failing batch fails on by folding it one event at a time.
     fn locate(
         &self,
-        g: &Gen,
+        module: &Module,
         state: Option<&[u8]>,
         batch: &[EventView<'_>],
         error: CallError,
@@ -1369,7 +1418,7 @@ impl Shared {
         for e in batch {
             match self
                 .runtime
-                .evolve_views(&g.module, current.as_deref(), std::slice::from_ref(e))
+                .evolve_views(module, current.as_deref(), std::slice::from_ref(e))
             {
                 Ok(s) => current = Some(s),
                 Err(error) => {

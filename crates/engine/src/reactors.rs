@@ -123,7 +123,9 @@ struct Worker {
     name: String,
     spec: ReactorSpec,
     selector: CompiledSelector,
-    module: Module,
+    /// `None` when the module could not be loaded when the server started (the reactor is
+    /// then failed; `resume` tries again).
+    module: RwLock<Option<Module>>,
     position: AtomicU64,
     counters: [AtomicU64; 4],
     caught_up: AtomicBool,
@@ -252,7 +254,20 @@ impl Reactors {
             txn.commit()?;
         }
         for (name, record, cp) in loaded {
-            let w = shared.worker(&name, &record.spec)?;
+            // A module that cannot be loaded now must not keep the server from starting: the
+            // reactor starts failed, and `resume` tries again.
+            let (module, load_failure) = match shared
+                .modules
+                .load_with(&record.spec.module, &[Entry::React])
+            {
+                Ok(m) => (Some(m), None),
+                Err(e) => {
+                    tracing::error!(reactor = %name, module = %record.spec.module, error = %e, "reactor module could not be loaded");
+                    let message = format!("module {} could not be loaded: {e}", record.spec.module);
+                    (None, Some(message))
+                }
+            };
+            let w = shared.worker_with(&name, &record.spec, module)?;
             if let Some((position, a, b, c, d)) = cp {
                 w.position.store(position, Ordering::Release);
                 for (i, v) in [a, b, c, d].into_iter().enumerate() {
@@ -260,7 +275,11 @@ impl Reactors {
                 }
             }
             w.paused.store(record.paused, Ordering::Release);
-            *w.failure.lock().expect("failure lock") = record.failure;
+            *w.failure.lock().expect("failure lock") =
+                record.failure.or(load_failure.map(|message| Failure {
+                    position: 0,
+                    message,
+                }));
             Shared::start(&shared, &w);
             shared
                 .workers
@@ -416,12 +435,21 @@ struct CommandRequest {
 impl Shared {
     fn worker(&self, name: &str, spec: &ReactorSpec) -> Result<Arc<Worker>, EngineError> {
         let module = self.modules.load_with(&spec.module, &[Entry::React])?;
+        self.worker_with(name, spec, Some(module))
+    }
+
+    fn worker_with(
+        &self,
+        name: &str,
+        spec: &ReactorSpec,
+        module: Option<Module>,
+    ) -> Result<Arc<Worker>, EngineError> {
         let selector = spec.selector.compile()?;
         Ok(Arc::new(Worker {
             name: name.to_owned(),
             spec: spec.clone(),
             selector,
-            module,
+            module: RwLock::new(module),
             position: AtomicU64::new(0),
             counters: Default::default(),
             caught_up: AtomicBool::new(false),
@@ -537,6 +565,16 @@ impl Shared {
         result
     }
 
+    /// The worker's module, loaded again if it could not be loaded at startup.
+    fn module_of(&self, w: &Worker) -> Result<Module, EngineError> {
+        if let Some(m) = w.module.read().expect("module lock").as_ref() {
+            return Ok(m.clone());
+        }
+        let m = self.modules.load_with(&w.spec.module, &[Entry::React])?;
+        *w.module.write().expect("module lock") = Some(m.clone());
+        Ok(m)
+    }
+
     fn save_checkpoint(&self, w: &Worker) -> Result<(), EngineError> {
         let txn = self.db.begin_write()?;
         txn.open_table(REACTOR_CHECKPOINTS)?
@@ -547,9 +585,10 @@ impl Shared {
 
     /// All effects of one event.
     fn react(&self, w: &Worker, e: &StoredEvent) -> Result<(), String> {
+        let module = self.module_of(w).map_err(|err| err.to_string())?;
         let out = match self
             .runtime
-            .react(&w.module, e)
+            .react(&module, e)
             .map_err(|err| err.to_string())?
         {
             Outcome::Ok(out) => out,

@@ -468,3 +468,54 @@ fn reactions_survive_a_restart_without_duplicates_or_gaps() {
     }
     assert_eq!(seen, expected);
 }
+
+#[test]
+fn modules_that_cannot_be_loaded_at_startup_fail_deciders_and_reactors_not_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = loom_testkit::Sink::start();
+    let open = |config: EngineConfig| {
+        let ledger = Arc::new(Ledger::open(dir.path(), LedgerOptions::default()).unwrap());
+        let engine = Engine::open(ledger.clone(), config).expect("the engine opens");
+        Fixture {
+            _dir: tempfile::tempdir().unwrap(),
+            ledger,
+            engine,
+        }
+    };
+    {
+        let f = open(engine_config());
+        register_examples(&f.ledger);
+        f.bind("cart", "cart");
+        f.engine
+            .reactors()
+            .put("checkout", checkout_spec(&f, &sink))
+            .unwrap();
+        check_out_carts(&f, 0, 1);
+        wait_until("one order", || orders(&f).len() == 1);
+        f.engine.shutdown();
+    }
+    {
+        // Limits the stored modules no longer fit.
+        let mut strict = engine_config();
+        strict.runtime.max_module_size = 1000;
+        let f = open(strict);
+        let err = f
+            .run("cart", "9", json!({"type": "create"}))
+            .expect_err("the decider's module cannot be loaded");
+        assert!(err.to_string().contains("the limit is 1000"), "{err}");
+        let st = f.engine.reactors().status("checkout").unwrap();
+        assert_eq!(st.status, Status::Failed);
+        let message = st.last_error.unwrap().message;
+        assert!(message.contains("could not be loaded"), "{message}");
+        f.engine.shutdown();
+    }
+    // With limits they fit, everything works again (the reactor starts clean: its failure
+    // was about this process's limits, not about an event).
+    let f = open(engine_config());
+    check_out_carts(&f, 1, 3);
+    wait_until("three orders", || orders(&f).len() == 3);
+    assert_eq!(
+        f.engine.reactors().status("checkout").unwrap().status,
+        Status::Running
+    );
+}

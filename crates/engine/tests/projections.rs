@@ -546,6 +546,111 @@ fn a_failing_event_among_many_streams_is_located_and_the_rest_before_it_is_kept(
     assert_eq!(balance(39), 10);
 }
 
+#[test]
+fn a_module_that_cannot_be_loaded_at_startup_fails_its_projection_not_the_server() {
+    let f = fixture(100);
+    let module = f.upload("bank");
+    f.append(vec![
+        ev("account/1", "1", "was_opened", json!({"owner": "amal"})),
+        ev("account/1", "2", "was_credited", json!({"amount": 100})),
+    ]);
+    let spec = ProjectionSpec {
+        module,
+        selector: Selector {
+            entity: Some("account".into()),
+            ..Selector::default()
+        },
+        partition: Partition::Stream,
+    };
+    f.engine.projections().put("accounts", spec).unwrap();
+    f.wait("accounts");
+    let Fixture {
+        dir,
+        ledger,
+        engine,
+    } = f;
+    engine.shutdown();
+    drop(engine);
+    // Restart with limits the stored module no longer fits.
+    let strict = EngineConfig {
+        runtime: loom_runtime::RuntimeConfig {
+            max_module_size: 1000,
+            ..loom_runtime::RuntimeConfig::default()
+        },
+        ..config(100)
+    };
+    let engine = Engine::open(ledger.clone(), strict.clone()).expect("the engine still opens");
+    let st = engine.projections().status("accounts").unwrap();
+    assert_eq!(st.active.status, Status::Failed);
+    let err = st.active.last_error.unwrap();
+    assert!(
+        err.message.contains("could not be loaded"),
+        "{}",
+        err.message
+    );
+    // What was folded before is still served.
+    let v = engine
+        .projections()
+        .state("accounts", Some("account/1"), At::Now)
+        .unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&v.state).unwrap()["balance"],
+        100
+    );
+    // Resume tries again: caught up, it runs until an event needs the module, then fails
+    // again under the same limits.
+    engine.projections().resume("accounts").unwrap();
+    ledger
+        .append(loom_ledger::AppendRequest::new(vec![ev(
+            "account/1",
+            "3",
+            "was_credited",
+            json!({"amount": 5}),
+        )]))
+        .unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let st = engine.projections().status("accounts").unwrap().active;
+        if st.status == Status::Failed {
+            let message = st.last_error.unwrap().message;
+            assert!(message.contains("the limit is 1000"), "{message}");
+            break;
+        }
+        assert!(started.elapsed() < WAIT, "{st:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    engine.shutdown();
+    drop(engine);
+    // With limits it fits again, a resume brings the projection back and it follows on.
+    let engine = Engine::open(ledger.clone(), config(100)).unwrap();
+    engine.projections().resume("accounts").unwrap();
+    let f = Fixture {
+        dir,
+        ledger,
+        engine,
+    };
+    f.append(vec![ev(
+        "account/1",
+        "3",
+        "was_credited",
+        json!({"amount": 5}),
+    )]);
+    f.wait("accounts");
+    assert_eq!(
+        f.state("accounts", Some("account/1"), At::Now)["balance"],
+        105
+    );
+    assert_eq!(
+        f.engine
+            .projections()
+            .status("accounts")
+            .unwrap()
+            .active
+            .status,
+        Status::Running
+    );
+}
+
 fn wait_status(f: &Fixture, name: &str, want: Status) -> loom_engine::ProjectionStatus {
     let started = std::time::Instant::now();
     loop {

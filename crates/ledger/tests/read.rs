@@ -317,7 +317,8 @@ fn index_reads_over_dense_and_sparse_entities_match_a_filtered_log() {
         ledger.append(AppendRequest::new(chunk.to_vec())).unwrap();
     }
     let log = ledger.read_all(ReadOptions::after(0, 1000)).unwrap();
-    let cases: Vec<(Selector, Box<dyn Fn(&StoredEvent) -> bool>)> = vec![
+    type Matches = Box<dyn Fn(&StoredEvent) -> bool>;
+    let cases: Vec<(Selector, Matches)> = vec![
         (
             Selector {
                 entity: Some("note".into()),
