@@ -212,6 +212,8 @@ pub struct LedgerStats {
     pub commit_micros: [AtomicU64; 13],
     /// Sum of commit latencies, microseconds.
     pub commit_micros_sum: AtomicU64,
+    /// Times an async append found the queue full and waited for room (back-pressure).
+    pub queue_full_waits: AtomicU64,
 }
 
 impl LedgerStats {
@@ -511,9 +513,16 @@ impl Ledger {
 
     /// Queues an append, blocking while the queue is full.
     fn enqueue(&self, pending: Pending) -> Result<(), AppendError> {
-        self.sender()?
-            .send(pending)
-            .map_err(|_| AppendError::Closed)
+        use std::sync::mpsc::TrySendError;
+        let queue = self.sender()?;
+        match queue.try_send(pending) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Disconnected(_)) => Err(AppendError::Closed),
+            Err(TrySendError::Full(p)) => {
+                self.stats.queue_full_waits.fetch_add(1, Ordering::Relaxed);
+                queue.send(p).map_err(|_| AppendError::Closed)
+            }
+        }
     }
 
     /// Queues an append; while the queue is full, waits (asynchronously) for the writer to
@@ -532,6 +541,7 @@ impl Ledger {
                         Err(TrySendError::Disconnected(_)) => return Err(AppendError::Closed),
                         Err(TrySendError::Full(p)) => {
                             pending = p;
+                            self.stats.queue_full_waits.fetch_add(1, Ordering::Relaxed);
                             listener.await;
                         }
                     }

@@ -214,4 +214,12 @@ fn async_appends_wait_for_room_in_a_full_queue() {
     for t in 0..8 {
         assert_eq!(ledger.stream_revision(&format!("note/k{t}")).unwrap(), 15);
     }
+    assert!(
+        ledger
+            .stats()
+            .queue_full_waits
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0,
+        "the queue was never full: the test did not exercise waiting for room"
+    );
 }

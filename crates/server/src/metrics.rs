@@ -119,6 +119,12 @@ impl Metrics {
             "Durable group commits.",
             load(&s.commits),
         );
+        counter(
+            &mut out,
+            "loom_append_queue_full_waits_total",
+            "Times an append found the writer's queue full and waited for room (back-pressure).",
+            load(&s.queue_full_waits),
+        );
         let _ = writeln!(
             out,
             "# HELP loom_commands_total Commands run through deciders, by outcome."
