@@ -199,7 +199,7 @@ fn concurrent_withdrawals_never_overdraw_and_never_lose_a_deposit() {
         .map(|c| {
             let f = f.clone();
             std::thread::spawn(move || {
-                let (mut ok, mut deposits) = (0, 0);
+                let (mut ok, mut deposits, mut redecided) = (0, 0, 0);
                 for i in 0..6 {
                     let deposit = (c + i) % 4 == 0;
                     let cmd = if deposit {
@@ -212,25 +212,29 @@ fn concurrent_withdrawals_never_overdraw_and_never_lose_a_deposit() {
                             assert_eq!(out.events.len(), 1);
                             ok += 1;
                             deposits += usize::from(deposit);
+                            redecided += usize::from(out.attempts > 1);
                         }
                         Err(EngineError::Rejected(m)) => {
                             assert!(m.contains("insufficient"), "{m}");
                         }
                         // Retries ran out against the other writer: refused, nothing written.
-                        Err(EngineError::Contention { .. }) => {}
+                        Err(EngineError::Contention { .. }) => redecided += 1,
                         Err(e) => panic!("{e}"),
                     }
                 }
-                (ok, deposits)
+                (ok, deposits, redecided)
             })
         })
         .collect();
-    // Another writer appends to the same stream directly meanwhile, so decisions conflict
-    // and must be re-decided on the new state.
+    // Another writer appends to the same stream directly meanwhile (until the clients are
+    // done), so decisions conflict and must be re-decided on the new state.
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let outside = {
-        let f = f.clone();
+        let (f, done) = (f.clone(), done.clone());
         std::thread::spawn(move || {
-            for i in 0..50 {
+            let mut i = 0;
+            while !done.load(std::sync::atomic::Ordering::Acquire) && i < 2_000 {
+                i += 1;
                 f.ledger
                     .append(loom_ledger::AppendRequest::new(vec![
                         loom_ledger::Event::new(
@@ -243,15 +247,22 @@ fn concurrent_withdrawals_never_overdraw_and_never_lose_a_deposit() {
                     ]))
                     .unwrap();
             }
+            i
         })
     };
-    let (mut accepted, mut accepted_deposits) = (0, 0);
+    let (mut accepted, mut accepted_deposits, mut redecided) = (0, 0, 0);
     for h in handles {
-        let (ok, deposits) = h.join().unwrap();
+        let (ok, deposits, r) = h.join().unwrap();
         accepted += ok;
         accepted_deposits += deposits;
+        redecided += r;
     }
-    outside.join().unwrap();
+    done.store(true, std::sync::atomic::Ordering::Release);
+    let outside_credits = outside.join().unwrap();
+    assert!(
+        redecided > 0,
+        "no command had to be decided again: the test did not exercise contention"
+    );
     // The final balance is the fold of what was accepted, and it never went below zero.
     let mut balance = 0i64;
     let mut credits = 0;
@@ -273,10 +284,14 @@ fn concurrent_withdrawals_never_overdraw_and_never_lose_a_deposit() {
     }
     assert_eq!(
         credits + debits,
-        accepted + 1 + 50,
+        accepted + 1 + outside_credits,
         "every accepted command wrote one event"
     );
-    assert_eq!(credits, accepted_deposits + 1 + 50, "no deposit is lost");
+    assert_eq!(
+        credits,
+        accepted_deposits + 1 + outside_credits,
+        "no deposit is lost"
+    );
     // What the decider sees is what the ledger holds.
     match f.run(
         "account",
