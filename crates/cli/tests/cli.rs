@@ -1,105 +1,13 @@
 //! Runs the real `loom` binary: serve, then the client subcommands against it.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-const LOOM: &str = env!("CARGO_BIN_EXE_loom");
+mod common;
 
-struct Serve {
-    child: Child,
-    url: String,
-}
-
-impl Serve {
-    fn start(data: &std::path::Path, extra: &[&str]) -> Serve {
-        let mut child = Command::new(LOOM)
-            .args(["serve", "--data"])
-            .arg(data)
-            .args(["--listen", "127.0.0.1:0"])
-            .args(extra)
-            .env_remove("LOOM_TOKENS")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start loom serve");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let url = loop {
-            let line = rx
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .expect("loom serve prints its address");
-            if let Some(rest) = line.strip_prefix("loom listening on ") {
-                break rest.split_whitespace().next().unwrap().to_owned();
-            }
-        };
-        Serve { child, url }
-    }
-
-    fn loom(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut child = Command::new(LOOM)
-            .args(args)
-            .args(["--url", &self.url])
-            .env_remove("LOOM_TOKEN")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut input = child.stdin.take().unwrap();
-        if let Some(text) = stdin {
-            input.write_all(text.as_bytes()).unwrap();
-        }
-        drop(input);
-        child.wait_with_output().unwrap()
-    }
-
-    /// Stops the server with SIGTERM and checks it shuts down cleanly.
-    fn stop(mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(
-                    status.success(),
-                    "loom serve exits 0 after SIGTERM: {status}"
-                );
-                return;
-            }
-            assert!(Instant::now() < deadline, "loom serve stops within 20 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "loom failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
+use common::{LOOM, Serve, ok};
 
 fn event(id: usize, key: &str, ty: &str, data: Value) -> Value {
     json!({"specversion": "1.0", "id": format!("e{id}"), "source": "cli-test", "type": ty,
@@ -113,9 +21,9 @@ fn serve_append_events_stream_follow() {
 
     let spec = dir.path().join("cart.json");
     std::fs::write(&spec, json!({"events": {"was_created": {}, "had_item_added": {"schema": {"type": "object", "required": ["sku"]}}}}).to_string()).unwrap();
-    let out = ok(&server.loom(&["entities", "put", "cart", spec.to_str().unwrap()], None));
+    let out = ok(&server.loom_with(&["entities", "put", "cart", spec.to_str().unwrap()], None));
     assert!(out.contains("registered entity cart"), "{out}");
-    let out = ok(&server.loom(&["entities", "get", "--json"], None));
+    let out = ok(&server.loom_with(&["entities", "get", "--json"], None));
     let all: Value = serde_json::from_str(&out).unwrap();
     assert!(all["cart"]["events"]["had_item_added"].is_object());
 
@@ -135,7 +43,7 @@ fn serve_append_events_stream_follow() {
         ndjson.push_str(&e.to_string().replace("\"n\":1.5", "\"n\":1.50"));
         ndjson.push('\n');
     }
-    let out = ok(&server.loom(&["append", "--batch-size", "1000", "-"], Some(&ndjson)));
+    let out = ok(&server.loom_with(&["append", "--batch-size", "1000", "-"], Some(&ndjson)));
     assert!(
         out.contains("appended 2500 events at positions 1..2500"),
         "{out}"
@@ -148,12 +56,12 @@ fn serve_append_events_stream_follow() {
         json!([event(3000, "x/y", "was_created", json!({}))]).to_string(),
     )
     .unwrap();
-    let out = ok(&server.loom(&["append", file.to_str().unwrap(), "--json"], None));
+    let out = ok(&server.loom_with(&["append", file.to_str().unwrap(), "--json"], None));
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["last_position"], 2501);
 
     // Read everything back (paging through Link headers), exactly.
-    let out = ok(&server.loom(&["events", "--json"], None));
+    let out = ok(&server.loom_with(&["events", "--json"], None));
     let lines: Vec<Value> = out
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -161,7 +69,7 @@ fn serve_append_events_stream_follow() {
     assert_eq!(lines.len(), 2501);
     assert_eq!(lines[1]["data"]["sku"], "s2");
     assert!(out.contains("\"n\":1.50"), "numbers come back as sent");
-    let out = ok(&server.loom(
+    let out = ok(&server.loom_with(
         &[
             "events",
             "--after",
@@ -184,7 +92,7 @@ fn serve_append_events_stream_follow() {
     );
 
     // One stream, key with a slash.
-    let out = ok(&server.loom(&["stream", "cart", "x/y", "--json"], None));
+    let out = ok(&server.loom_with(&["stream", "cart", "x/y", "--json"], None));
     let e: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
     assert_eq!(
         (e["subject"].as_str(), e["revision"].as_u64()),
@@ -209,7 +117,7 @@ fn serve_append_events_stream_follow() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    ok(&server.loom(
+    ok(&server.loom_with(
         &["append"],
         Some(&event(4000, "9", "was_created", json!({})).to_string()),
     ));
@@ -233,7 +141,7 @@ fn serve_append_events_stream_follow() {
     assert_eq!(positions, vec![2500, 2501, 2502]);
 
     // Errors: the problem's detail, a non-zero exit, no panic.
-    let bad = server.loom(
+    let bad = server.loom_with(
         &["append"],
         Some(&event(5000, "1", "had_item_added", json!({})).to_string()),
     );
@@ -244,9 +152,9 @@ fn serve_append_events_stream_follow() {
         "{err}"
     );
     assert!(!err.contains("panicked"));
-    let bad = server.loom(&["append"], Some("{not json"));
+    let bad = server.loom_with(&["append"], Some("{not json"));
     assert!(!bad.status.success());
-    let bad = server.loom(&["stream", "cart", "missing"], None);
+    let bad = server.loom_with(&["stream", "cart", "missing"], None);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("404"));
 
@@ -275,16 +183,16 @@ fn serve_refuses_public_address_without_tokens() {
 fn tokens_from_flags_protect_the_server() {
     let dir = tempfile::tempdir().unwrap();
     let server = Serve::start(dir.path(), &["--token", "reader:r1", "--token", "admin:a1"]);
-    let denied = server.loom(&["entities", "get"], None);
+    let denied = server.loom_with(&["entities", "get"], None);
     assert!(!denied.status.success());
     assert!(String::from_utf8_lossy(&denied.stderr).contains("401"));
-    ok(&server.loom(&["entities", "get", "--token", "r1"], None));
-    let forbidden = server.loom(
+    ok(&server.loom_with(&["entities", "get", "--token", "r1"], None));
+    let forbidden = server.loom_with(
         &["entities", "put", "cart", "-", "--token", "r1"],
         Some("{}"),
     );
     assert!(String::from_utf8_lossy(&forbidden.stderr).contains("403"));
-    ok(&server.loom(
+    ok(&server.loom_with(
         &["entities", "put", "cart", "-", "--token", "a1"],
         Some("{}"),
     ));

@@ -1,89 +1,13 @@
 //! The real `loom` binary with the real bank, cart and checkout modules: `loom deciders`,
 //! `loom command` (with an idempotency key and a domain rejection) and `loom reactors`.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const LOOM: &str = env!("CARGO_BIN_EXE_loom");
+mod common;
 
-struct Serve {
-    child: Child,
-    url: String,
-}
-
-impl Serve {
-    fn start(data: &Path) -> Serve {
-        let mut child = Command::new(LOOM)
-            .args(["serve", "--data"])
-            .arg(data)
-            .args(["--listen", "127.0.0.1:0"])
-            .env_remove("LOOM_TOKENS")
-            .env("LOOM_LOG", "warn")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start loom serve");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let url = loop {
-            let line = rx
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .expect("loom serve prints its address");
-            if let Some(rest) = line.strip_prefix("loom listening on ") {
-                break rest.split_whitespace().next().unwrap().to_owned();
-            }
-        };
-        Serve { child, url }
-    }
-
-    fn loom(&self, args: &[&str]) -> Output {
-        Command::new(LOOM)
-            .args(args)
-            .args(["--url", &self.url])
-            .env_remove("LOOM_TOKEN")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut all = args.to_vec();
-        all.push("--json");
-        let out = ok(&self.loom(&all));
-        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "loom failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-fn wasm(example: &str) -> PathBuf {
-    loom_testkit::build_examples().join(format!("{example}.wasm"))
-}
+use common::{Serve, ok, wasm};
 
 fn entity_file(example: &str) -> String {
     loom_testkit::workspace_root()
@@ -95,7 +19,7 @@ fn entity_file(example: &str) -> String {
 #[test]
 fn deciders_commands_and_reactors_through_the_cli() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Serve::start(&dir.path().join("data"));
+    let server = Serve::start(&dir.path().join("data"), &[]);
     for (entity, example) in [("account", "bank"), ("cart", "cart"), ("order", "checkout")] {
         ok(&server.loom(&["entities", "put", entity, &entity_file(example)]));
     }
@@ -225,7 +149,7 @@ fn deciders_commands_and_reactors_through_the_cli() {
 fn the_checkout_reactor_survives_kill_9_without_duplicates_or_gaps() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let server = Serve::start(&data);
+    let server = Serve::start(&data, &[]);
     for (entity, example) in [("cart", "cart"), ("order", "checkout")] {
         ok(&server.loom(&["entities", "put", entity, &entity_file(example)]));
     }
@@ -264,7 +188,7 @@ fn the_checkout_reactor_survives_kill_9_without_duplicates_or_gaps() {
     }
     drop(server); // SIGKILL
     sink.set_down(false);
-    let server = Serve::start(&data);
+    let server = Serve::start(&data, &[]);
     let st = server.json(&["reactors", "get", "checkout"]);
     if st["status"] != "running" {
         ok(&server.loom(&["reactors", "resume", "checkout"]));

@@ -2,117 +2,14 @@
 //! and a `kill -9` of the server in the middle of a projection's catch-up, after which the
 //! restarted server's state equals a clean fold with no event applied twice.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-const LOOM: &str = env!("CARGO_BIN_EXE_loom");
+mod common;
 
-struct Serve {
-    child: Child,
-    url: String,
-}
-
-impl Serve {
-    fn start(data: &Path, extra: &[&str]) -> Serve {
-        let mut child = Command::new(LOOM)
-            .args(["serve", "--data"])
-            .arg(data)
-            .args(["--listen", "127.0.0.1:0"])
-            .args(extra)
-            .env_remove("LOOM_TOKENS")
-            .env("LOOM_LOG", "warn")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start loom serve");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let url = loop {
-            let line = rx
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .expect("loom serve prints its address");
-            if let Some(rest) = line.strip_prefix("loom listening on ") {
-                break rest.split_whitespace().next().unwrap().to_owned();
-            }
-        };
-        Serve { child, url }
-    }
-
-    fn loom(&self, args: &[&str]) -> Output {
-        Command::new(LOOM)
-            .args(args)
-            .args(["--url", &self.url])
-            .env_remove("LOOM_TOKEN")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut all = args.to_vec();
-        all.push("--json");
-        let out = ok(&self.loom(&all));
-        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
-    }
-
-    /// SIGKILL: no graceful anything.
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    /// SIGTERM, and a clean exit.
-    fn stop(mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(
-                    status.success(),
-                    "loom serve exits 0 after SIGTERM: {status}"
-                );
-                return;
-            }
-            assert!(Instant::now() < deadline, "loom serve stops within 30 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "loom failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-fn wasm(example: &str) -> PathBuf {
-    loom_testkit::build_examples().join(format!("{example}.wasm"))
-}
+use common::{Serve, ok, wasm};
 
 /// The cart reducer, written again: the state a clean fold of `events` gives.
 fn fold_cart<'a>(events: impl IntoIterator<Item = &'a Value>) -> Value {
