@@ -65,7 +65,8 @@ impl Drop for Server {
 
 fn find_bin() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("UMADB_BIN") {
-        return Some(PathBuf::from(p));
+        let p = PathBuf::from(p);
+        return p.is_file().then_some(p);
     }
     let on_path = std::env::var_os("PATH")
         .map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
