@@ -33,6 +33,10 @@ use super::{event, ms, open, percentile};
 
 mod w6;
 
+#[cfg(feature = "umadb")]
+#[path = "umadb.rs"]
+mod umadb;
+
 const STREAMS: usize = 10_000;
 const ZIPF_STREAMS: usize = 100;
 const ZIPF_S: f64 = 1.1;
@@ -913,6 +917,8 @@ pub fn run(args: &Args) {
             None
         }
     };
+    #[cfg(feature = "umadb")]
+    let uma = umadb::Peer::find(args);
 
     let mut plans: Vec<(String, usize, usize)> =
         vec![("W1 durable floor, 1 writer × 1 event".into(), 1, 1)];
@@ -928,16 +934,28 @@ pub fn run(args: &Args) {
         if let Some(pg) = &pg {
             rows.push(rt.block_on(pg_appends(pg, args.seconds, name, *writers, *batch)));
         }
+        #[cfg(feature = "umadb")]
+        if let Some(u) = &uma {
+            rows.push(rt.block_on(u.appends(name, *writers, *batch)));
+        }
     }
     eprintln!("W4");
     rows.push(loom_conditional(args, 4));
     if let Some(pg) = &pg {
         rows.push(rt.block_on(pg_conditional(pg, args.seconds, 4)));
     }
+    #[cfg(feature = "umadb")]
+    if let Some(u) = &uma {
+        rows.push(rt.block_on(u.conditional(4)));
+    }
     eprintln!("W5");
     loom_catchup(args, &mut rows);
     if let Some(pg) = &pg {
         rt.block_on(pg_catchup(pg, args.events, &mut rows));
+    }
+    #[cfg(feature = "umadb")]
+    if let Some(u) = &uma {
+        u.catchup(&rt, &mut rows);
     }
     eprintln!("W6");
     w6::loom(args.seconds, &mut rows);
