@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 
 use loom_engine::{DeciderSpec, Engine, EngineConfig, Partition, ProjectionSpec};
 use loom_ledger::{
-    AppendRequest, EntitySpec, Event, EventView, Ledger, LedgerOptions, ReadOptions, Selector,
+    AppendRequest, EntitySpec, Event, EventBatch, EventView, Ledger, LedgerOptions, ReadOptions,
+    Selector,
 };
 use loom_runtime::{Runtime, RuntimeConfig};
 
@@ -160,9 +161,10 @@ fn pipeline(
     let mut states: HashMap<String, Vec<u8>> = HashMap::new();
     let mut after = 0;
     let mut folded = 0u64;
+    let mut events = EventBatch::default();
     loop {
-        let events = ledger
-            .read_batch(&selector, ReadOptions::after(after, batch))
+        ledger
+            .read_batch_into(&selector, ReadOptions::after(after, batch), &mut events)
             .expect("read");
         let Some(last) = events.last_position() else {
             break;

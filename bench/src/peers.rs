@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 
 use loom_engine::{At, Engine, EngineConfig, Partition, ProjectionSpec};
 use loom_ledger::{
-    AppendError, AppendRequest, DataRef, EventView, ExpectedRevision, Ledger, ReadOptions, Selector,
+    AppendError, AppendRequest, DataRef, EventBatch, EventView, ExpectedRevision, Ledger,
+    ReadOptions, Selector,
 };
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls};
@@ -354,6 +355,7 @@ fn parallel_fold(ledger: &Ledger, f: impl Fn(&EventView<'_>) -> i64 + Sync) -> (
                 scope.spawn(move || {
                     let (mut after, end) = (t * per, ((t + 1) * per).min(head));
                     let (mut n, mut sum) = (0u64, 0i64);
+                    let mut batch = EventBatch::default();
                     while after < end {
                         let opts = ReadOptions {
                             after,
@@ -361,7 +363,7 @@ fn parallel_fold(ledger: &Ledger, f: impl Fn(&EventView<'_>) -> i64 + Sync) -> (
                             limit: 100_000,
                             backwards: false,
                         };
-                        let batch = ledger.read_batch(all, opts).expect("read");
+                        ledger.read_batch_into(all, opts, &mut batch).expect("read");
                         let Some(last) = batch.last_position() else {
                             break;
                         };

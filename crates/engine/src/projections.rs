@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use event_listener::{Event as Notify, Listener};
 use loom_ledger::Store;
 use loom_ledger::redb::{Durability, ReadableTable, TableDefinition};
-use loom_ledger::{CompiledSelector, EventView, Ledger, ReadOptions, Selector};
+use loom_ledger::{CompiledSelector, EventBatch, EventView, Ledger, ReadOptions, Selector};
 use loom_runtime::{CallError, Entry, Module, Outcome, Runtime};
 use serde::{Deserialize, Serialize};
 
@@ -1044,6 +1044,9 @@ impl Shared {
     fn run(&self, g: &Arc<Gen>) {
         tracing::debug!(projection = %g.name, generation = g.generation, "worker started");
         let mut backoff = Duration::from_millis(100);
+        // Refilled by every step; its buffers are kept while catching up and let go once
+        // caught up, so an idle projection does not hold a catch-up batch's memory.
+        let mut batch = EventBatch::default();
         while !g.stop.load(Ordering::Acquire) {
             let idle = g.paused.load(Ordering::Acquire)
                 || g.failure.lock().expect("failure lock").is_some();
@@ -1064,6 +1067,7 @@ impl Shared {
             let head = self.ledger.head();
             let position = g.position.load(Ordering::Acquire);
             if position >= head {
+                batch = EventBatch::default();
                 if !g.caught_up.swap(true, Ordering::AcqRel) {
                     g.changed.notify(usize::MAX);
                 }
@@ -1078,7 +1082,7 @@ impl Shared {
                     .wait_for(position + 1, Duration::from_millis(250));
                 continue;
             }
-            match self.step(g, head) {
+            match self.step(g, head, &mut batch) {
                 Ok(()) => backoff = Duration::from_millis(100),
                 Err(e) if is_io(&e) => {
                     // A full disk or another I/O error: the ledger reopens the database; try
@@ -1149,11 +1153,13 @@ impl Shared {
     }
 
     /// Folds the next batch of matching events.
-    fn step(&self, g: &Gen, head: u64) -> Result<(), EngineError> {
+    fn step(&self, g: &Gen, head: u64, batch: &mut EventBatch) -> Result<(), EngineError> {
         let position = g.position.load(Ordering::Acquire);
-        let mut batch = self
-            .ledger
-            .read_batch(&g.selector, ReadOptions::after(position, self.batch_events))?;
+        self.ledger.read_batch_into(
+            &g.selector,
+            ReadOptions::after(position, self.batch_events),
+            batch,
+        )?;
         // Fewer than a full batch: every matching event up to `head` (read before the
         // snapshot was taken) is in hand.
         let covered = match batch.last_position() {

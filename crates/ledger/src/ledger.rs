@@ -679,8 +679,21 @@ impl Ledger {
         selector: &CompiledSelector,
         opts: ReadOptions,
     ) -> Result<EventBatch, ReadError> {
+        let mut batch = EventBatch::default();
+        self.read_batch_into(selector, opts, &mut batch)?;
+        Ok(batch)
+    }
+
+    /// [`Ledger::read_batch`] into `batch`, which is emptied first and keeps its buffers: a
+    /// loop reading batch after batch (catch-up) allocates once.
+    pub fn read_batch_into(
+        &self,
+        selector: &CompiledSelector,
+        opts: ReadOptions,
+        batch: &mut EventBatch,
+    ) -> Result<(), ReadError> {
         let entities = self.entity_names();
-        self.with_view(|v| v.select_batch(selector, opts.window(), &entities))
+        self.with_view(|v| v.select_batch(selector, opts.window(), &entities, &mut *batch))
     }
 
     /// Calls `f` on each event matching `selector` in `opts`' window, in one snapshot, until

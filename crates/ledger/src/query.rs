@@ -83,23 +83,20 @@ where
         })
     }
 
-    /// The matching events' raw records, copied into one [`EventBatch`].
+    /// The matching events, checked and copied into `batch` (emptied first).
     pub(crate) fn select_batch(
         &self,
         sel: &CompiledSelector,
         w: Window,
         entities: &[String],
-    ) -> Result<EventBatch, ReadError> {
-        let mut batch = EventBatch::default();
-        self.select_records(sel, w, entities, |position, bytes, decoded| {
-            if decoded.is_none() {
-                // Check the record now, so that views of the batch cannot fail later.
-                decode_view(position, bytes)?;
-            }
-            batch.push(position, bytes);
+        batch: &mut EventBatch,
+    ) -> Result<(), ReadError> {
+        batch.clear();
+        self.select_records(sel, w, entities, |position, bytes, _| {
+            // Checked here, so that views of the batch cannot fail later.
+            batch.push(position, bytes)?;
             Ok(true)
-        })?;
-        Ok(batch)
+        })
     }
 
     /// The core of every selector read: calls `f(position, record, decoded)` for each match

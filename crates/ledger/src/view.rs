@@ -1,8 +1,8 @@
-//! Stored events read without materialising them: a batch keeps the raw records in one
-//! buffer and decodes a borrowed [`EventView`] on access. Catch-up reads hundreds of
-//! thousands of events to hand their bytes on (to a wasm reducer); building an owned
-//! [`StoredEvent`] for each — a dozen allocations and a JSON re-validation — cost more than
-//! everything else in that loop.
+//! Stored events read without materialising them: a batch checks each record once, keeps
+//! its fields in two shared buffers and hands out borrowed [`EventView`]s. Catch-up reads
+//! hundreds of thousands of events to hand their bytes on (to a wasm reducer); building an
+//! owned [`StoredEvent`] for each — a dozen allocations and a JSON re-validation — cost more
+//! than everything else in that loop.
 
 use std::collections::BTreeMap;
 
@@ -156,12 +156,49 @@ impl EventView<'_> {
     }
 }
 
-/// Events read as raw records into one buffer (see the module docs).
+/// Events read as raw records, checked once and kept in two buffers (see the module docs):
+/// every text field in one `String`, binary data and encoded extensions in one byte buffer,
+/// and per event the spans of its fields. Views are rebuilt from the spans without checking
+/// the text again; [`Ledger::read_batch_into`](crate::Ledger::read_batch_into) refills a batch
+/// without allocating again.
 #[derive(Debug, Default)]
 pub struct EventBatch {
-    buf: Vec<u8>,
-    /// `(position, end offset in buf)`; an item starts where the previous one ends.
-    items: Vec<(u64, usize)>,
+    text: String,
+    bin: Vec<u8>,
+    items: Vec<Item>,
+}
+
+/// `start..end` in one of the batch's buffers.
+#[derive(Clone, Copy, Debug, Default)]
+struct Span {
+    start: u32,
+    end: u32,
+}
+
+/// An absent optional attribute.
+const NO_SPAN: Span = Span {
+    start: u32::MAX,
+    end: u32::MAX,
+};
+
+#[derive(Clone, Copy, Debug)]
+struct Item {
+    position: u64,
+    revision: u64,
+    recorded_micros: i64,
+    id: Span,
+    source: Span,
+    ty: Span,
+    subject: Span,
+    time: Span,
+    datacontenttype: Span,
+    dataschema: Span,
+    /// 0 none, 1 JSON, 2 text (both in `text`), 3 binary (in `bin`).
+    data_kind: u8,
+    data: Span,
+    extension_count: u32,
+    /// Encoded extensions, in `bin`.
+    extensions: Span,
 }
 
 impl EventBatch {
@@ -170,15 +207,74 @@ impl EventBatch {
         let mut batch = EventBatch::default();
         let mut record = Vec::new();
         for e in events {
+            record.clear();
             codec::encode(e.revision, e.recorded_micros, &e.event, &mut record);
-            batch.push(e.position, &record);
+            batch
+                .push(e.position, &record)
+                .expect("a record just encoded decodes");
         }
         batch
     }
 
-    pub(crate) fn push(&mut self, position: u64, record: &[u8]) {
-        self.buf.extend_from_slice(record);
-        self.items.push((position, self.buf.len()));
+    /// Empties the batch, keeping its buffers for the next read.
+    pub fn clear(&mut self) {
+        self.text.clear();
+        self.bin.clear();
+        self.items.clear();
+    }
+
+    /// Checks `record` (the stored encoding of the event at `position`) and appends it.
+    pub(crate) fn push(&mut self, position: u64, record: &[u8]) -> Result<(), ReadError> {
+        let v = codec::decode_view(position, record)
+            .map_err(|message| ReadError::Corrupt { position, message })?;
+        self.push_view(&v);
+        Ok(())
+    }
+
+    /// Appends a copy of `v`.
+    pub(crate) fn push_view(&mut self, v: &EventView<'_>) {
+        let text = &mut self.text;
+        let mut put = |s: &str| {
+            let start = text.len();
+            text.push_str(s);
+            span(start, text.len())
+        };
+        let id = put(v.id);
+        let source = put(v.source);
+        let ty = put(v.ty);
+        let subject = put(v.subject);
+        let time = v.time.map_or(NO_SPAN, &mut put);
+        let datacontenttype = v.datacontenttype.map_or(NO_SPAN, &mut put);
+        let dataschema = v.dataschema.map_or(NO_SPAN, &mut put);
+        let (data_kind, data) = match v.data {
+            DataRef::None => (0, Span::default()),
+            DataRef::Json(t) => (1, put(t)),
+            DataRef::Text(t) => (2, put(t)),
+            DataRef::Binary(b) => {
+                let start = self.bin.len();
+                self.bin.extend_from_slice(b);
+                (3, span(start, self.bin.len()))
+            }
+        };
+        let start = self.bin.len();
+        self.bin.extend_from_slice(v.extensions.bytes);
+        let extensions = span(start, self.bin.len());
+        self.items.push(Item {
+            position: v.position,
+            revision: v.revision,
+            recorded_micros: v.recorded_micros,
+            id,
+            source,
+            ty,
+            subject,
+            time,
+            datacontenttype,
+            dataschema,
+            data_kind,
+            data,
+            extension_count: v.extensions.count,
+            extensions,
+        });
     }
 
     /// How many events.
@@ -193,20 +289,42 @@ impl EventBatch {
 
     /// The position of the `i`th event.
     pub fn position(&self, i: usize) -> u64 {
-        self.items[i].0
+        self.items[i].position
     }
 
     /// The last event's position.
     pub fn last_position(&self) -> Option<u64> {
-        self.items.last().map(|&(p, _)| p)
+        self.items.last().map(|item| item.position)
     }
 
     /// The `i`th event (records were checked when read, so this does not fail).
     pub fn get(&self, i: usize) -> EventView<'_> {
-        let start = if i == 0 { 0 } else { self.items[i - 1].1 };
-        let (position, end) = self.items[i];
-        codec::decode_view(position, &self.buf[start..end])
-            .expect("records are checked when the batch is read")
+        let item = &self.items[i];
+        let text = |s: Span| &self.text[s.start as usize..s.end as usize];
+        let opt = |s: Span| (s.start != u32::MAX).then(|| text(s));
+        let bin = |s: Span| &self.bin[s.start as usize..s.end as usize];
+        EventView {
+            position: item.position,
+            revision: item.revision,
+            recorded_micros: item.recorded_micros,
+            id: text(item.id),
+            source: text(item.source),
+            ty: text(item.ty),
+            subject: text(item.subject),
+            time: opt(item.time),
+            datacontenttype: opt(item.datacontenttype),
+            dataschema: opt(item.dataschema),
+            data: match item.data_kind {
+                0 => DataRef::None,
+                1 => DataRef::Json(text(item.data)),
+                2 => DataRef::Text(text(item.data)),
+                _ => DataRef::Binary(bin(item.data)),
+            },
+            extensions: Extensions {
+                count: item.extension_count,
+                bytes: bin(item.extensions),
+            },
+        }
     }
 
     /// Every event, in order.
@@ -216,10 +334,26 @@ impl EventBatch {
 
     /// Keeps the first `n` events.
     pub fn truncate(&mut self, n: usize) {
-        if n < self.items.len() {
-            let end = if n == 0 { 0 } else { self.items[n - 1].1 };
-            self.items.truncate(n);
-            self.buf.truncate(end);
+        if n >= self.items.len() {
+            return;
         }
+        // Buffers hold the events in order, so the first dropped event's first field marks
+        // where each buffer's kept part ends.
+        let first = self.items[n];
+        self.text.truncate(first.id.start as usize);
+        self.bin.truncate(if first.data_kind == 3 {
+            first.data.start
+        } else {
+            first.extensions.start
+        } as usize);
+        self.items.truncate(n);
+    }
+}
+
+fn span(start: usize, end: usize) -> Span {
+    // A batch is bounded by the read's limit; 4 GiB of text in one batch is a caller's error.
+    Span {
+        start: u32::try_from(start).expect("an event batch holds less than 4 GiB"),
+        end: u32::try_from(end).expect("an event batch holds less than 4 GiB"),
     }
 }

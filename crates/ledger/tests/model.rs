@@ -115,6 +115,53 @@ fn text_and_binary_data_round_trip() {
 }
 
 #[test]
+fn batches_carry_every_attribute_and_data_kind_and_can_be_refilled_and_cut() {
+    let (_dir, ledger) = common::ledger();
+    let texts = [
+        r#"{"specversion":"1.0","id":"t","source":"s","type":"x","subject":"note/1",
+            "time":"2026-11-27T10:00:00Z","datacontenttype":"text/plain",
+            "dataschema":"https://example.com/s","data":"héllo\nworld","traceparent":"00-1"}"#,
+        r#"{"specversion":"1.0","id":"b","source":"s","type":"x","subject":"note/1",
+            "datacontenttype":"application/octet-stream","data_base64":"AAEC/w==","n":7,"flag":true}"#,
+        r#"{"specversion":"1.0","id":"n","source":"s","type":"x","subject":"note/2"}"#,
+        r#"{"specversion":"1.0","id":"j","source":"s","type":"x","subject":"note/2",
+            "data":{"ünï":"cödé","n":[1,2.50]},"zeta":"last"}"#,
+    ];
+    for t in texts {
+        append_json(&ledger, t).unwrap();
+    }
+    let owned = ledger.read_all(ReadOptions::after(0, 100)).unwrap();
+    assert_eq!(owned.len(), 4);
+    let all = loom_ledger::Selector::all().compile().unwrap();
+    let mut batch = loom_ledger::EventBatch::default();
+    // Refilled: each read replaces what the batch held.
+    for (after, limit) in [(0, 100), (1, 2), (0, 100)] {
+        ledger
+            .read_batch_into(&all, ReadOptions::after(after, limit), &mut batch)
+            .unwrap();
+        let got: Vec<_> = batch.iter().map(|v| v.to_stored().unwrap()).collect();
+        assert_eq!(got, owned[after as usize..(after as usize + limit).min(4)]);
+    }
+    assert_eq!(
+        batch.get(1).data,
+        loom_ledger::DataRef::Binary(&[0, 1, 2, 255])
+    );
+    assert_eq!(batch.get(2).time, None);
+    assert_eq!(batch.get(0).dataschema, Some("https://example.com/s"));
+    // Cut after each count: what is kept is unchanged, and the batch can grow again.
+    for keep in (0..4).rev() {
+        batch.truncate(keep);
+        let got: Vec<_> = batch.iter().map(|v| v.to_stored().unwrap()).collect();
+        assert_eq!(got, owned[..keep]);
+    }
+    ledger
+        .read_batch_into(&all, ReadOptions::after(2, 100), &mut batch)
+        .unwrap();
+    assert_eq!(batch.last_position(), Some(owned[3].position));
+    assert_eq!(batch.get(1).to_stored().unwrap(), owned[3]);
+}
+
+#[test]
 fn malformed_events_are_refused_with_a_reason_and_nothing_is_written() {
     let (_dir, ledger) = common::ledger();
     let cases: &[(&str, &str)] = &[
