@@ -7,7 +7,7 @@
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{OriginalUri, Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use loom_engine::{DeciderSpec, EngineError};
@@ -16,7 +16,7 @@ use crate::auth::{Admin, Reader, Writer};
 use crate::error::ApiError;
 use crate::modules::to_json;
 use crate::params::Params;
-use crate::{AppState, parse_json, read_body, require_json};
+use crate::{AppState, created_or_ok, json_at, json_body, read_body, require_json};
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -50,10 +50,7 @@ pub(crate) async fn deciders_put(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    Params::parse(&uri, &[])?;
-    require_json(&headers)?;
-    let bytes = read_body(&state, &headers, body).await?;
-    let spec: DeciderSpec = parse_json(&bytes)?;
+    let spec: DeciderSpec = json_body(&state, &uri, &headers, body).await?;
     let (existed, record) = {
         let entity = entity.clone();
         state
@@ -73,16 +70,11 @@ pub(crate) async fn deciders_put(
                 other => other,
             })?
     };
-    let code = if existed {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
-    let mut response = to_json(code, &record)?;
-    if let Ok(v) = HeaderValue::from_str(&format!("/v1/deciders/{entity}")) {
-        response.headers_mut().insert(header::LOCATION, v);
-    }
-    Ok(response)
+    json_at(
+        created_or_ok(existed),
+        &record,
+        &format!("/v1/deciders/{entity}"),
+    )
 }
 
 /// Every decider binding.

@@ -10,18 +10,14 @@ use loom_ledger::{EntitySpec, check_entity_name};
 
 use crate::auth::{Admin, Reader};
 use crate::error::ApiError;
+use crate::modules::to_json;
 use crate::params::Params;
-use crate::{AppState, json_response, parse_json, read_body, require_json};
+use crate::{AppState, created_or_ok, json_body};
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/entities", get(entities_list))
         .route("/v1/entities/{entity}", get(entities_get).put(entities_put))
-}
-
-fn to_json<T: serde::Serialize>(status: StatusCode, value: &T) -> Result<Response, ApiError> {
-    let body = serde_json::to_vec(value).map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(json_response(status, "application/json", body))
 }
 
 /// Register or replace an entity: its event types, their schemas, and whether it is open.
@@ -47,20 +43,13 @@ pub(crate) async fn entities_put(
 ) -> Result<Response, ApiError> {
     Params::parse(&uri, &[])?;
     check_entity_name(&entity).map_err(ApiError::InvalidRegistration)?;
-    require_json(&headers)?;
-    let bytes = read_body(&state, &headers, body).await?;
-    let spec: EntitySpec = parse_json(&bytes)?;
+    let spec: EntitySpec = json_body(&state, &uri, &headers, body).await?;
     let existed = state.ledger().entity(&entity).is_some();
     let stored = spec.clone();
     state
         .blocking(move |l| Ok(l.put_entity(&entity, spec)?))
         .await?;
-    let status = if existed {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
-    to_json(status, &stored)
+    to_json(created_or_ok(existed), &stored)
 }
 
 /// One entity's registration.

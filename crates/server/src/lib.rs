@@ -401,6 +401,43 @@ pub(crate) fn charset_is_utf8(params: &[(String, String)]) -> bool {
         .all(|(_, v)| v.eq_ignore_ascii_case("utf-8") || v.eq_ignore_ascii_case("utf8"))
 }
 
+/// The JSON body of a definition request (`PUT` of an entity, projection, decider or
+/// reactor): no query parameters, a JSON content type, the body limit, then `T` from the
+/// body — each failure its own problem (400, 413, 415).
+pub(crate) async fn json_body<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<T, ApiError> {
+    params::Params::parse(uri, &[])?;
+    require_json(headers)?;
+    let bytes = read_body(state, headers, body).await?;
+    parse_json(&bytes)
+}
+
+/// `200 OK` when the thing was there before, else `201 Created`.
+pub(crate) fn created_or_ok(existed: bool) -> StatusCode {
+    if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    }
+}
+
+/// `value` as JSON with `status` and a `Location` header naming where it lives.
+pub(crate) fn json_at<T: serde::Serialize>(
+    status: StatusCode,
+    value: &T,
+    location: &str,
+) -> Result<Response, ApiError> {
+    let mut response = modules::to_json(status, value)?;
+    if let Ok(v) = header::HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(response)
+}
+
 /// Parses a JSON body into `T`, answering 400 with serde's message on failure.
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| {

@@ -20,7 +20,7 @@ use crate::auth::{Admin, Reader};
 use crate::error::ApiError;
 use crate::modules::to_json;
 use crate::params::{Params, link};
-use crate::{AppState, json_response, parse_json, read_body, require_json};
+use crate::{AppState, json_at, json_body, json_response, read_body, require_json};
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -47,10 +47,6 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/v1/projections/{name}/resume", post(projections_resume))
 }
 
-fn location(name: &str) -> Option<HeaderValue> {
-    HeaderValue::from_str(&format!("/v1/projections/{name}")).ok()
-}
-
 /// Create or change a projection. A new name starts catching up (201); the same definition
 /// again changes nothing (200); a changed definition builds a new generation in the
 /// background while the current one keeps serving, and swaps when caught up (202).
@@ -75,10 +71,7 @@ pub(crate) async fn projections_put(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    Params::parse(&uri, &[])?;
-    require_json(&headers)?;
-    let bytes = read_body(&state, &headers, body).await?;
-    let spec: ProjectionSpec = parse_json(&bytes)?;
+    let spec: ProjectionSpec = json_body(&state, &uri, &headers, body).await?;
     let (outcome, status) = {
         let name = name.clone();
         state
@@ -97,11 +90,7 @@ pub(crate) async fn projections_put(
         PutOutcome::Unchanged => StatusCode::OK,
         PutOutcome::Upgrading => StatusCode::ACCEPTED,
     };
-    let mut response = to_json(code, &status)?;
-    if let Some(v) = location(&name) {
-        response.headers_mut().insert(header::LOCATION, v);
-    }
-    Ok(response)
+    json_at(code, &status, &format!("/v1/projections/{name}"))
 }
 
 /// Every projection's status.

@@ -4,7 +4,7 @@
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{OriginalUri, Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use loom_engine::{EngineError, ReactorSpec, Reactors};
@@ -13,7 +13,7 @@ use crate::auth::{Admin, Reader};
 use crate::error::ApiError;
 use crate::modules::to_json;
 use crate::params::Params;
-use crate::{AppState, parse_json, read_body, require_json};
+use crate::{AppState, created_or_ok, json_at, json_body};
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -48,10 +48,7 @@ pub(crate) async fn reactors_put(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    Params::parse(&uri, &[])?;
-    require_json(&headers)?;
-    let bytes = read_body(&state, &headers, body).await?;
-    let spec: ReactorSpec = parse_json(&bytes)?;
+    let spec: ReactorSpec = json_body(&state, &uri, &headers, body).await?;
     let (existed, status) = {
         let name = name.clone();
         state
@@ -68,16 +65,11 @@ pub(crate) async fn reactors_put(
                 other => other,
             })?
     };
-    let code = if existed {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
-    let mut response = to_json(code, &status)?;
-    if let Ok(v) = HeaderValue::from_str(&format!("/v1/reactors/{name}")) {
-        response.headers_mut().insert(header::LOCATION, v);
-    }
-    Ok(response)
+    json_at(
+        created_or_ok(existed),
+        &status,
+        &format!("/v1/reactors/{name}"),
+    )
 }
 
 /// Every reactor's status.
