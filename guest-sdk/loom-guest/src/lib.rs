@@ -82,6 +82,7 @@ pub use serde_json;
 #[path = "export.rs"]
 pub mod __export;
 mod event;
+mod mem;
 pub mod testing;
 
 pub use event::{DecodeEventError, Event, decode_event, encode_event};
