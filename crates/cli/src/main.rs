@@ -86,6 +86,11 @@ struct ServeArgs {
     /// Largest request body, in bytes (suffixes k, m, g: 1024-based).
     #[arg(long, default_value = "8m", value_parser = parse_size)]
     max_body: usize,
+    /// The ledger's page cache (suffixes k, m, g). A projection catching up over a history
+    /// larger than this reads every page from the file again; memory is used as pages are
+    /// read, up to this size.
+    #[arg(long, env = "LOOM_CACHE", default_value = "256m", value_parser = parse_size)]
+    cache: usize,
     /// Longest time a request may take to answer, in seconds.
     #[arg(long, default_value_t = 30)]
     request_timeout: u64,
@@ -180,7 +185,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         bail!(why);
     }
     let data = args.data.clone();
-    let ledger = tokio::task::spawn_blocking(move || Ledger::open(&data, LedgerOptions::default()))
+    let options = LedgerOptions {
+        cache_bytes: args.cache,
+        ..LedgerOptions::default()
+    };
+    let ledger = tokio::task::spawn_blocking(move || Ledger::open(&data, options))
         .await
         .context("opening the ledger")?
         .with_context(|| format!("opening the ledger in {}", args.data.display()))?;

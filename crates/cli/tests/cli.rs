@@ -162,6 +162,54 @@ fn serve_append_events_stream_follow() {
 }
 
 #[test]
+fn serve_takes_a_cache_size_and_refuses_a_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    // A 1 MiB cache under ~3 MiB of events: reads go back to the file, and stay exact.
+    let server = Serve::start(&dir.path().join("data"), &["--cache", "1m"]);
+    let spec = dir.path().join("cart.json");
+    std::fs::write(&spec, json!({"open": true}).to_string()).unwrap();
+    ok(&server.loom_with(&["entities", "put", "cart", spec.to_str().unwrap()], None));
+    let memo = "m".repeat(1000);
+    let ndjson: String = (1..=3000)
+        .map(|i| {
+            let e = event(
+                i,
+                &(i % 7).to_string(),
+                "was_noted",
+                json!({"i": i, "memo": memo}),
+            );
+            format!("{e}\n")
+        })
+        .collect();
+    let out = ok(&server.loom_with(&["append", "--batch-size", "500", "-"], Some(&ndjson)));
+    assert!(out.contains("appended 3000 events"), "{out}");
+    let out = ok(&server.loom_with(&["events", "--json"], None));
+    let read: Vec<u64> = out
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["data"]["i"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(read, (1..=3000).collect::<Vec<u64>>());
+    server.stop();
+
+    let out = Command::new(LOOM)
+        .args(["serve", "--data"])
+        .arg(dir.path().join("data"))
+        .args(["--listen", "127.0.0.1:0", "--cache", "lots"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--cache") && err.contains("is not a size"),
+        "{err}"
+    );
+}
+
+#[test]
 fn serve_refuses_public_address_without_tokens() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(LOOM)
