@@ -360,6 +360,11 @@ impl Runtime {
     pub fn new(config: RuntimeConfig) -> Runtime {
         let mut wasm = Config::new();
         wasm.consume_fuel(true);
+        // Cranelift inlines small functions within a module (off by default in wasmtime): a
+        // wasm call costs more than a native one (fuel and epoch bookkeeping), and guest code
+        // is full of small functions. +5–8 % on the `cart` fold; compiling a module takes
+        // longer (docs/benchmarks.md, "Wasm reducers").
+        wasm.compiler_inlining(wasmtime::Inlining::Yes);
         wasm.epoch_interruption(true);
         // Determinism: canonical NaNs, and the deterministic lowering of relaxed SIMD (threads
         // are not compiled in).
