@@ -227,12 +227,6 @@ impl EventBatch {
     pub(crate) fn push(&mut self, position: u64, record: &[u8]) -> Result<(), ReadError> {
         let v = codec::decode_view(position, record)
             .map_err(|message| ReadError::Corrupt { position, message })?;
-        self.push_view(&v);
-        Ok(())
-    }
-
-    /// Appends a copy of `v`.
-    pub(crate) fn push_view(&mut self, v: &EventView<'_>) {
         let text = &mut self.text;
         let mut put = |s: &str| {
             let start = text.len();
@@ -275,6 +269,7 @@ impl EventBatch {
             extension_count: v.extensions.count,
             extensions,
         });
+        Ok(())
     }
 
     /// How many events.

@@ -14,9 +14,8 @@ use loom_engine::{DeciderSpec, EngineError};
 
 use crate::auth::{Admin, Reader, Writer};
 use crate::error::ApiError;
-use crate::modules::to_json;
 use crate::params::Params;
-use crate::{AppState, created_or_ok, json_at, json_body, read_body, require_json};
+use crate::{AppState, created_or_ok, json_at, json_body, read_body, require_json, to_json};
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()

@@ -10,9 +10,7 @@ use loom_ledger::{EntitySpec, check_entity_name};
 
 use crate::auth::{Admin, Reader};
 use crate::error::ApiError;
-use crate::modules::to_json;
-use crate::params::Params;
-use crate::{AppState, created_or_ok, json_body};
+use crate::{AppState, created_or_ok, json_body, to_json};
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -41,7 +39,6 @@ pub(crate) async fn entities_put(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    Params::parse(&uri, &[])?;
     check_entity_name(&entity).map_err(ApiError::InvalidRegistration)?;
     let spec: EntitySpec = json_body(&state, &uri, &headers, body).await?;
     let existed = state.ledger().entity(&entity).is_some();

@@ -425,13 +425,22 @@ pub(crate) fn created_or_ok(existed: bool) -> StatusCode {
     }
 }
 
+/// `value` as an `application/json` response with `status`.
+pub(crate) fn to_json<T: serde::Serialize>(
+    status: StatusCode,
+    value: &T,
+) -> Result<Response, ApiError> {
+    let body = serde_json::to_vec(value).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(json_response(status, "application/json", body))
+}
+
 /// `value` as JSON with `status` and a `Location` header naming where it lives.
 pub(crate) fn json_at<T: serde::Serialize>(
     status: StatusCode,
     value: &T,
     location: &str,
 ) -> Result<Response, ApiError> {
-    let mut response = modules::to_json(status, value)?;
+    let mut response = to_json(status, value)?;
     if let Ok(v) = header::HeaderValue::from_str(location) {
         response.headers_mut().insert(header::LOCATION, v);
     }

@@ -7,27 +7,19 @@
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{OriginalUri, Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use crate::auth::{Admin, Reader};
 use crate::error::ApiError;
 use crate::params::Params;
-use crate::{AppState, json_response, read_body_limited};
+use crate::{AppState, created_or_ok, json_at, read_body_limited, to_json};
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/modules", post(modules_upload).get(modules_list))
         .route("/v1/modules/{id}", get(modules_get).delete(modules_delete))
-}
-
-pub(crate) fn to_json<T: serde::Serialize>(
-    status: StatusCode,
-    value: &T,
-) -> Result<Response, ApiError> {
-    let body = serde_json::to_vec(value).map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(json_response(status, "application/json", body))
 }
 
 /// Upload a module: the raw wasm bytes as the body (any `Content-Type`; `application/wasm`
@@ -71,16 +63,11 @@ pub(crate) async fn modules_upload(
         .engine_blocking(move |e| e.modules().upload(&bytes))
         .await?;
     state.inner.metrics.record_upload(uploaded.created);
-    let status = if uploaded.created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    let mut response = to_json(status, &uploaded.record)?;
-    if let Ok(v) = HeaderValue::from_str(&format!("/v1/modules/{}", uploaded.record.id)) {
-        response.headers_mut().insert(header::LOCATION, v);
-    }
-    Ok(response)
+    json_at(
+        created_or_ok(!uploaded.created),
+        &uploaded.record,
+        &format!("/v1/modules/{}", uploaded.record.id),
+    )
 }
 
 /// Every stored module, by id.

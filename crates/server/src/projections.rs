@@ -18,9 +18,8 @@ use loom_engine::{At, EngineError, Partition, ProjectionSpec, PutOutcome, StateV
 
 use crate::auth::{Admin, Reader};
 use crate::error::ApiError;
-use crate::modules::to_json;
 use crate::params::{Params, link};
-use crate::{AppState, json_at, json_body, json_response, read_body, require_json};
+use crate::{AppState, json_at, json_body, json_response, read_body, require_json, to_json};
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()

@@ -11,9 +11,8 @@ use loom_engine::{EngineError, ReactorSpec, Reactors};
 
 use crate::auth::{Admin, Reader};
 use crate::error::ApiError;
-use crate::modules::to_json;
 use crate::params::Params;
-use crate::{AppState, created_or_ok, json_at, json_body};
+use crate::{AppState, created_or_ok, json_at, json_body, to_json};
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
