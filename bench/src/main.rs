@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release -p loom-bench -- ledger [--seconds 3] [--dir /path/on/disk]
 //! cargo run --release -p loom-bench -- catchup [--events 1000000] [--streams 10000]
-//! cargo run --release -p loom-bench -- peers [--seconds 2] [--events 1000000]
+//! cargo run --release -p loom-bench -- peers [--seconds 2] [--events 1000000] [--only W5] [--cache 2048]
 //! cargo run --release -p loom-bench -- wasm [--runs 7] [--seconds 0.3] [--batches 1,10,100,1000]
 //! ```
 //!
@@ -24,7 +24,9 @@ mod catchup;
 mod peers;
 mod wasm;
 
-use loom_ledger::{AppendRequest, EntitySpec, Event, Ledger, LedgerOptions, ReadOptions, Selector};
+use loom_ledger::{
+    AppendRequest, EntitySpec, Event, EventBatch, Ledger, LedgerOptions, ReadOptions, Selector,
+};
 
 struct Args {
     seconds: f64,
@@ -93,7 +95,7 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!(
-                    "error: {e}\nusage: loom-bench peers [--seconds S] [--events N] [--dir DIR] [--pg-bin DIR] [--writers 1,4,16,64] [--batches 1,10,100,1000]"
+                    "error: {e}\nusage: loom-bench peers [--seconds S] [--events N] [--dir DIR] [--pg-bin DIR] [--writers 1,4,16,64] [--batches 1,10,100,1000] [--only W1,…,W6] [--cache MiB]"
                 );
                 ExitCode::from(2)
             }
@@ -143,7 +145,11 @@ fn temp_dir(args: &Args) -> tempfile::TempDir {
 }
 
 fn open(dir: &std::path::Path) -> Ledger {
-    let ledger = Ledger::open(dir, LedgerOptions::default()).expect("open ledger");
+    open_with(dir, LedgerOptions::default())
+}
+
+fn open_with(dir: &std::path::Path, options: LedgerOptions) -> Ledger {
+    let ledger = Ledger::open(dir, options).expect("open ledger");
     ledger
         .put_entity(
             "bench",
@@ -283,4 +289,75 @@ fn ledger_bench(args: &Args) {
             round + 1
         );
     }
+    for round in 0..3 {
+        let t = Instant::now();
+        let mut seen = 0u64;
+        let mut bytes = 0usize;
+        let mut batch = EventBatch::default();
+        let mut after = 0;
+        loop {
+            ledger
+                .read_batch_into(&all, ReadOptions::after(after, 10_000), &mut batch)
+                .expect("read");
+            let Some(last) = batch.last_position() else {
+                break;
+            };
+            for e in batch.iter() {
+                seen += 1;
+                bytes += e.id.len();
+            }
+            after = last;
+        }
+        let s = t.elapsed().as_secs_f64();
+        assert_eq!(seen, total, "batches saw every event");
+        assert!(bytes > 0);
+        println!(
+            "| {seen} | {s:.3} | {:.0} | batches of 10 000 checked views (run {}) |",
+            seen as f64 / s,
+            round + 1
+        );
+    }
+    drop(ledger);
+    replay_bench(args);
+}
+
+/// Opening after a crash: the redb file as of its last durable commit plus a write-ahead log
+/// of almost one checkpoint interval (copied while the ledger runs), replayed at open.
+fn replay_bench(args: &Args) {
+    println!("\n## Ledger: opening after a crash (write-ahead log replay)\n");
+    let dir = temp_dir(args);
+    let ledger = open(dir.path());
+    let limit = LedgerOptions::default().wal_checkpoint_bytes;
+    let log = dir.path().join(loom_ledger::WAL_FILE);
+    let mut written = 0u64;
+    // Stop one batch short of the checkpoint, so that all of it is in the log only.
+    while std::fs::metadata(&log).map_or(0, |m| m.len()) + 64 * 1024 < limit {
+        let events = (0..100)
+            .map(|b| {
+                let p = written + b;
+                event((p % 10_000) as usize, &format!("r-{p}"))
+            })
+            .collect();
+        ledger.append(AppendRequest::new(events)).expect("append");
+        written += 100;
+    }
+    let image = temp_dir(args);
+    for file in ["ledger.redb", loom_ledger::WAL_FILE] {
+        std::fs::copy(dir.path().join(file), image.path().join(file)).expect("copy");
+    }
+    let log_bytes = std::fs::metadata(image.path().join(loom_ledger::WAL_FILE))
+        .expect("log")
+        .len();
+    drop(ledger);
+    let t = Instant::now();
+    let restored = Ledger::open(image.path(), LedgerOptions::default()).expect("reopen");
+    let s = t.elapsed().as_secs_f64();
+    assert_eq!(restored.head(), written, "every event after the replay");
+    println!("| events | log MiB | open s | replayed events/s |");
+    println!("|---:|---:|---:|---:|");
+    println!(
+        "| {written} | {:.1} | {s:.3} | {:.0} |",
+        log_bytes as f64 / (1 << 20) as f64,
+        written as f64 / s
+    );
 }

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use loom_engine::{At, Engine, EngineConfig, Partition, ProjectionSpec};
 use loom_ledger::{
     AppendError, AppendRequest, DataRef, EventBatch, EventView, ExpectedRevision, Ledger,
-    ReadOptions, Selector,
+    LedgerOptions, ReadOptions, Selector,
 };
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls};
@@ -51,6 +51,16 @@ pub struct Args {
     pg_bin: PathBuf,
     writers: Vec<usize>,
     batches: Vec<usize>,
+    /// Workloads to run (`W1`…`W6`); all when empty.
+    only: Vec<String>,
+    /// Loom's page cache for W5 (bytes); the ledger default when `None`.
+    cache: Option<usize>,
+}
+
+impl Args {
+    fn runs(&self, workload: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|w| w.eq_ignore_ascii_case(workload))
+    }
 }
 
 /// Parses `peers` flags.
@@ -62,6 +72,8 @@ pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         pg_bin: PathBuf::from("/usr/lib/postgresql/15/bin"),
         writers: vec![1, 4, 16, 64],
         batches: vec![1, 10, 100, 1000],
+        only: Vec::new(),
+        cache: None,
     };
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -72,6 +84,18 @@ pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--pg-bin" => args.pg_bin = PathBuf::from(value()?),
             "--writers" => args.writers = super::parse_list(&value()?)?,
             "--batches" => args.batches = super::parse_list(&value()?)?,
+            "--only" => {
+                args.only = value()?.split(',').map(|w| w.trim().to_string()).collect();
+                if let Some(bad) = args.only.iter().find(|w| {
+                    !["w1", "w2", "w3", "w4", "w5", "w6"].contains(&w.to_lowercase().as_str())
+                }) {
+                    return Err(format!("--only: unknown workload {bad} (W1 … W6)"));
+                }
+            }
+            "--cache" => {
+                let mib: usize = value()?.parse().map_err(|_| "bad --cache (MiB)")?;
+                args.cache = Some(mib << 20);
+            }
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -285,7 +309,16 @@ fn conflict_note(ok: u64, conflicts: u64, elapsed: Duration) -> String {
 /// Fills a ledger with `n` events (batches of 1000) and returns it with load time.
 fn loom_load(args: &Args) -> (tempfile::TempDir, Ledger, Duration) {
     let dir = temp_in(&args.dir);
-    let ledger = open(dir.path());
+    let ledger = match args.cache {
+        Some(cache_bytes) => super::open_with(
+            dir.path(),
+            LedgerOptions {
+                cache_bytes,
+                ..LedgerOptions::default()
+            },
+        ),
+        None => open(dir.path()),
+    };
     let t = Instant::now();
     let mut written = 0u64;
     while written < args.events {
@@ -782,6 +815,27 @@ async fn pg_conditional(pg: &Pg, seconds: f64, writers: usize) -> Row {
     )
 }
 
+/// PostgreSQL's plan for `sql`, one node after the other ("Finalize Aggregate → Gather → …").
+async fn plan(c: &Client, sql: &str) -> String {
+    let no_params: [&(dyn ToSql + Sync); 0] = [];
+    match c
+        .query(&format!("EXPLAIN (COSTS OFF) {sql}"), &no_params)
+        .await
+    {
+        Ok(rows) => rows
+            .iter()
+            .map(|r| {
+                r.get::<_, String>(0)
+                    .trim()
+                    .trim_start_matches("-> ")
+                    .to_owned()
+            })
+            .collect::<Vec<_>>()
+            .join(" → "),
+        Err(e) => format!("(EXPLAIN failed: {e})"),
+    }
+}
+
 async fn pg_catchup(pg: &Pg, events: u64, rows: &mut Vec<Row>) {
     pg.fresh_table().await;
     let c = pg.connect().await;
@@ -826,11 +880,12 @@ async fn pg_catchup(pg: &Pg, events: u64, rows: &mut Vec<Row>) {
             .get(0);
         best = best.min((t.elapsed(), n));
     }
+    let count_plan = plan(&c, "SELECT count(*) FROM events").await;
     rows.push(catchup_row(
         "W5a catch-up: count 1M",
         "PostgreSQL 15",
         (best.0, best.1 as u64, best.1),
-        "SQL `SELECT count(*)`",
+        &format!("SQL `SELECT count(*)`; plan: {count_plan}"),
     ));
     let mut best = (Duration::MAX, 0i64);
     for _ in 0..3 {
@@ -845,11 +900,16 @@ async fn pg_catchup(pg: &Pg, events: u64, rows: &mut Vec<Row>) {
             .get(0);
         best = best.min((t.elapsed(), s));
     }
+    let sum_plan = plan(
+        &c,
+        "SELECT sum((data->>'amount')::bigint)::bigint FROM events",
+    )
+    .await;
     rows.push(catchup_row(
         "W5b catch-up: decode JSON, sum amount",
         "PostgreSQL 15",
         (best.0, events, best.1),
-        "SQL `SELECT sum((data->>'amount')::bigint)`",
+        &format!("SQL `SELECT sum((data->>'amount')::bigint)`; plan: {sum_plan}"),
     ));
 
     // Every row through the client, folded in Rust.
@@ -922,13 +982,19 @@ pub fn run(args: &Args) {
     #[cfg(feature = "umadb")]
     let uma = umadb::Peer::find(args);
 
-    let mut plans: Vec<(String, usize, usize)> =
-        vec![("W1 durable floor, 1 writer × 1 event".into(), 1, 1)];
-    for &w in &args.writers {
-        plans.push((format!("W2 {w} writers × 1 event, 10k streams"), w, 1));
+    let mut plans: Vec<(String, usize, usize)> = Vec::new();
+    if args.runs("W1") {
+        plans.push(("W1 durable floor, 1 writer × 1 event".into(), 1, 1));
     }
-    for &b in &args.batches {
-        plans.push((format!("W3 1 writer × {b} events/append"), 1, b));
+    if args.runs("W2") {
+        for &w in &args.writers {
+            plans.push((format!("W2 {w} writers × 1 event, 10k streams"), w, 1));
+        }
+    }
+    if args.runs("W3") {
+        for &b in &args.batches {
+            plans.push((format!("W3 1 writer × {b} events/append"), 1, b));
+        }
     }
     for (name, writers, batch) in &plans {
         eprintln!("{name}");
@@ -941,28 +1007,34 @@ pub fn run(args: &Args) {
             rows.push(rt.block_on(u.appends(name, *writers, *batch)));
         }
     }
-    eprintln!("W4");
-    rows.push(loom_conditional(args, 4));
-    if let Some(pg) = &pg {
-        rows.push(rt.block_on(pg_conditional(pg, args.seconds, 4)));
+    if args.runs("W4") {
+        eprintln!("W4");
+        rows.push(loom_conditional(args, 4));
+        if let Some(pg) = &pg {
+            rows.push(rt.block_on(pg_conditional(pg, args.seconds, 4)));
+        }
+        #[cfg(feature = "umadb")]
+        if let Some(u) = &uma {
+            rows.push(rt.block_on(u.conditional(4)));
+        }
     }
-    #[cfg(feature = "umadb")]
-    if let Some(u) = &uma {
-        rows.push(rt.block_on(u.conditional(4)));
+    if args.runs("W5") {
+        eprintln!("W5");
+        loom_catchup(args, &mut rows);
+        if let Some(pg) = &pg {
+            rt.block_on(pg_catchup(pg, args.events, &mut rows));
+        }
+        #[cfg(feature = "umadb")]
+        if let Some(u) = &uma {
+            u.catchup(&rt, &mut rows);
+        }
     }
-    eprintln!("W5");
-    loom_catchup(args, &mut rows);
-    if let Some(pg) = &pg {
-        rt.block_on(pg_catchup(pg, args.events, &mut rows));
-    }
-    #[cfg(feature = "umadb")]
-    if let Some(u) = &uma {
-        u.catchup(&rt, &mut rows);
-    }
-    eprintln!("W6");
-    w6::loom(args.seconds, &mut rows);
-    if let Some(pg) = &pg {
-        rt.block_on(w6::pg(pg, args.seconds, &mut rows));
+    if args.runs("W6") {
+        eprintln!("W6");
+        w6::loom(args.seconds, &mut rows);
+        if let Some(pg) = &pg {
+            rt.block_on(w6::pg(pg, args.seconds, &mut rows));
+        }
     }
     drop(pg);
 

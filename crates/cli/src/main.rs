@@ -91,6 +91,11 @@ struct ServeArgs {
     /// read, up to this size.
     #[arg(long, env = "LOOM_CACHE", default_value = "256m", value_parser = parse_size)]
     cache: usize,
+    /// Write-ahead log written between checkpoints (suffixes k, m, g): each checkpoint
+    /// commits to the database file durably and the log starts over. Four times this much
+    /// disk is set aside (ledger.reserve) so that the log can be replayed on a full disk.
+    #[arg(long, env = "LOOM_WAL_CHECKPOINT", default_value = "16m", value_parser = parse_size)]
+    wal_checkpoint: usize,
     /// Longest time a request may take to answer, in seconds.
     #[arg(long, default_value_t = 30)]
     request_timeout: u64,
@@ -187,6 +192,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let data = args.data.clone();
     let options = LedgerOptions {
         cache_bytes: args.cache,
+        wal_checkpoint_bytes: args.wal_checkpoint as u64,
         ..LedgerOptions::default()
     };
     let ledger = tokio::task::spawn_blocking(move || Ledger::open(&data, options))

@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -21,7 +21,8 @@ use crate::selector::{CompiledSelector, Selector};
 use crate::store::Store;
 use crate::tables::*;
 use crate::view::EventBatch;
-use crate::writer::{Pending, Writer};
+use crate::wal::{RESERVE_FILE, Reserve, WAL_FILE, Wal};
+use crate::writer::{self, Pending, Writer};
 
 /// What an append expects of a stream's revision.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -184,6 +185,19 @@ pub struct LedgerOptions {
     pub queue_capacity: usize,
     /// redb page cache size in bytes.
     pub cache_bytes: usize,
+    /// How much write-ahead log (bytes) is written before a group commits durably to the redb
+    /// file itself and the log starts over (docs/design.md, "Write-ahead log"). Larger means
+    /// fewer checkpoints and a longer replay after a crash.
+    pub wal_checkpoint_bytes: u64,
+}
+
+impl LedgerOptions {
+    /// Disk space kept allocated beside the log (`ledger.reserve`) so that replaying the log
+    /// finds room in the redb file even on a full disk: four times the checkpoint interval,
+    /// at least 256 KiB.
+    pub fn wal_reserve_bytes(&self) -> u64 {
+        self.wal_checkpoint_bytes.saturating_mul(4).max(256 << 10)
+    }
 }
 
 impl Default for LedgerOptions {
@@ -192,6 +206,7 @@ impl Default for LedgerOptions {
             max_group_events: 20_000,
             queue_capacity: 8_192,
             cache_bytes: 256 * 1024 * 1024,
+            wal_checkpoint_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -312,9 +327,58 @@ impl Ledger {
         })?;
         let path = dir.join(DB_FILE);
         let file = path.clone();
+        let wal = dir.join(WAL_FILE);
+        let log = wal.clone();
         let cache = options.cache_bytes;
-        let store = Store::open(move || Database::builder().set_cache_size(cache).create(&file));
-        Self::start(store, path, options)
+        // Every open (this one, and reopens after an I/O error) replays the write-ahead log
+        // before the database is used; the first one says where the log goes on.
+        let first = Arc::new(Mutex::new(None));
+        let replayed = first.clone();
+        let reserve = Arc::new(Reserve::new(
+            dir.join(RESERVE_FILE),
+            options.wal_reserve_bytes(),
+        ));
+        let spare = reserve.clone();
+        let store = Store::open(move || {
+            let open = || Database::builder().set_cache_size(cache).create(&file);
+            let mut db = open()?;
+            let mut result = writer::replay(&db, &log);
+            if let Err(e) = &result
+                && e.is_disk_full()
+                && spare.release()
+            {
+                // What the reserve is for. The failed database must be opened again first.
+                tracing::warn!(
+                    "the disk is full: replaying the write-ahead log into the reserved space"
+                );
+                drop(db);
+                db = open()?;
+                result = writer::replay(&db, &log);
+            }
+            match result {
+                Ok(r) => {
+                    if r.events > 0 {
+                        tracing::info!(events = r.events, "replayed from the write-ahead log");
+                    }
+                    let mut first = replayed.lock().unwrap_or_else(PoisonError::into_inner);
+                    if first.is_none() {
+                        *first = Some(r.end);
+                    }
+                }
+                Err(e) => {
+                    return Err(redb::DatabaseError::Storage(match *e.0 {
+                        redb::Error::Io(io) => redb::StorageError::Io(io),
+                        other => redb::StorageError::Corrupted(other.to_string()),
+                    }));
+                }
+            }
+            Ok(db)
+        });
+        let end = first
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .unwrap_or(0);
+        Self::start(store, path, Some((wal, end, reserve)), options)
     }
 
     /// Opens (creating if needed) a ledger on a custom redb storage backend, for tests that
@@ -332,12 +396,19 @@ impl Ledger {
                 .set_cache_size(cache)
                 .create_with_backend(backend.clone())
         });
-        Self::start(store, PathBuf::from("<custom storage backend>"), options)
+        // No write-ahead log here: every group commits durably to the backend itself.
+        Self::start(
+            store,
+            PathBuf::from("<custom storage backend>"),
+            None,
+            options,
+        )
     }
 
     fn start(
         store: Result<Store, redb::DatabaseError>,
         path: PathBuf,
+        wal: Option<(PathBuf, u64, Arc<Reserve>)>,
         options: LedgerOptions,
     ) -> Result<Ledger, OpenError> {
         let shown = path.display().to_string();
@@ -360,7 +431,19 @@ impl Ledger {
         let stats = Arc::new(LedgerStats::default());
         let (tx, rx) = std::sync::mpsc::sync_channel(options.queue_capacity.max(1));
         let drained = Arc::new(event_listener::Event::new());
+        let wal = match wal {
+            Some((p, end, reserve)) => Some(
+                Wal::open(&p, end, options.wal_checkpoint_bytes, reserve).map_err(|source| {
+                    OpenError::Io {
+                        path: p.display().to_string(),
+                        source,
+                    }
+                })?,
+            ),
+            None => None,
+        };
         let writer = Writer {
+            wal,
             drained: drained.clone(),
             generation: store.generation(),
             store: store.clone(),

@@ -28,6 +28,7 @@ mod selector;
 mod store;
 mod tables;
 mod view;
+mod wal;
 mod writer;
 
 pub use error::{
@@ -46,6 +47,7 @@ pub use registry::{EntitySpec, EventTypeSpec, check_entity_name};
 pub use selector::{CompiledSelector, Selector};
 pub use store::Store;
 pub use view::{DataRef, EventBatch, EventView, ExtensionRef, Extensions};
+pub use wal::{RESERVE_FILE, WAL_FILE};
 
 /// Re-exported so that crates building on the ledger (projections, modules) can keep their own
 /// tables in the same database and commit them atomically with their own data.

@@ -7,14 +7,16 @@
 //! refuses every operation of a database that saw one (see [`crate::store`]), and reloads what
 //! it keeps in memory from the reopened database.
 
+use std::path::Path;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use redb::{Durability, ReadableTable, Table, WriteTransaction};
+use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
 
 use crate::codec;
 use crate::error::{AppendError, Conflict, ReadError, StorageError};
+use crate::event::split_subject;
 use crate::head::Head;
 use crate::ledger::{AppendOutcome, AppendRequest, AppendedEvent, LedgerStats, load};
 use crate::query::{View, Window, decode};
@@ -22,6 +24,7 @@ use crate::registry::Registry;
 use crate::selector::CompiledSelector;
 use crate::store::Store;
 use crate::tables::*;
+use crate::wal::{self, GroupRecord, Wal};
 
 /// Most conflicting positions a DCB conflict reports.
 const MAX_REPORTED_MATCHES: usize = 10;
@@ -43,6 +46,9 @@ pub(crate) struct Writer {
     pub(crate) last_recorded: i64,
     pub(crate) max_group_events: usize,
     pub(crate) drained: Arc<event_listener::Event>,
+    /// The write-ahead log; `None` when every group commits durably to redb itself (a ledger
+    /// on a custom storage backend).
+    pub(crate) wal: Option<Wal>,
 }
 
 struct Tables<'t> {
@@ -78,6 +84,8 @@ struct Group {
     recorded: i64,
     buf: Vec<u8>,
     entities: Vec<String>,
+    /// The group's log record, when it commits through the log.
+    log: Option<GroupRecord>,
 }
 
 impl Writer {
@@ -99,6 +107,25 @@ impl Writer {
             self.drained.notify(usize::MAX);
             self.commit_group(&mut group);
         }
+        self.checkpoint_on_close();
+    }
+
+    /// On a clean close, carries the logged groups into the redb file, so that the next open
+    /// has nothing to replay. If it fails, the next open replays them.
+    fn checkpoint_on_close(&mut self) {
+        let Some(wal) = self.wal.as_mut().filter(|w| w.has_records()) else {
+            return;
+        };
+        let done = (|| -> Result<(), StorageError> {
+            self.store.begin_write()?.commit()?;
+            Ok(())
+        })();
+        match done {
+            Ok(()) => wal.restart(),
+            Err(e) => {
+                tracing::warn!(error = %e, "the closing checkpoint failed; the next open replays the log")
+            }
+        }
     }
 
     fn commit_group(&mut self, group: &mut Vec<Pending>) {
@@ -107,6 +134,7 @@ impl Writer {
         if let Err(Failure {
             error,
             committing: false,
+            logging: false,
         }) = &result
             && error.needs_reopen()
         {
@@ -118,6 +146,7 @@ impl Writer {
                 .map_err(|error| Failure {
                     error,
                     committing: false,
+                    logging: false,
                 })
                 .and_then(|()| self.apply_group(group));
         }
@@ -141,11 +170,13 @@ impl Writer {
                     let _ = pending.reply.send(result);
                 }
             }
-            Err(Failure { error, .. }) => {
+            Err(Failure { error, logging, .. }) => {
                 tracing::error!(error = %error, appends = group.len(), "group commit failed");
                 // Reopen before answering, so that a caller who reads after its failed append
-                // finds a working database.
+                // finds a working database. (A failed log write left the database as it was:
+                // the group's transaction is dropped uncommitted.)
                 if error.needs_reopen()
+                    && !logging
                     && let Err(e) = self.recover()
                 {
                     tracing::error!(error = %e, "reopening the database failed; retrying with the next append");
@@ -164,6 +195,7 @@ impl Writer {
         let fail = |error| Failure {
             error,
             committing: false,
+            logging: false,
         };
         if !self.store.is_open() {
             self.store.reopen().map_err(fail)?;
@@ -212,16 +244,30 @@ impl Writer {
     /// Applies every pending append in one transaction and commits it. Returns each append's
     /// result and the new writer state; on error nothing was committed.
     fn apply_group(
-        &self,
+        &mut self,
         group: &[Pending],
     ) -> Result<(Vec<Result<AppendOutcome, AppendError>>, Group), Failure> {
         let before = |error: StorageError| Failure {
             error,
             committing: false,
+            logging: false,
         };
+        if let Some(wal) = &self.wal {
+            wal.ready().map_err(|e| Failure {
+                error: StorageError(Box::new(redb::Error::Io(e))),
+                committing: false,
+                logging: true,
+            })?;
+        }
         let mut txn = self.store.begin_write().map_err(|e| before(e.into()))?;
-        txn.set_durability(Durability::Immediate)
-            .map_err(|e| before(e.into()))?;
+        // Through the log unless it is time for a checkpoint (or there is no log).
+        let checkpoint = self.wal.as_ref().is_none_or(Wal::wants_checkpoint);
+        txn.set_durability(if checkpoint {
+            Durability::Immediate
+        } else {
+            Durability::None
+        })
+        .map_err(|e| before(e.into()))?;
         let now = chrono::Utc::now().timestamp_micros();
         let mut state = Group {
             head: self.head.get(),
@@ -237,7 +283,11 @@ impl Writer {
                 .keys()
                 .cloned()
                 .collect(),
+            log: None,
         };
+        if !checkpoint {
+            state.log = Some(GroupRecord::new(state.head + 1, state.recorded));
+        }
         let mut results = Vec::with_capacity(group.len());
         let applied = (|| {
             let mut t = Tables::open(&txn)?;
@@ -254,10 +304,25 @@ impl Writer {
             Ok::<(), StorageError>(())
         })();
         applied.map_err(before)?;
+        if let (Some(log), Some(wal)) = (state.log.as_mut(), self.wal.as_mut())
+            && !log.is_empty()
+        {
+            log.finish(state.next_stream_id);
+            // Durable from here on: a crash before the commit below replays the record.
+            wal.append(log).map_err(|e| Failure {
+                error: StorageError(Box::new(redb::Error::Io(e))),
+                committing: false,
+                logging: true,
+            })?;
+        }
         txn.commit().map_err(|e| Failure {
             error: e.into(),
             committing: true,
+            logging: false,
         })?;
+        if checkpoint && let Some(wal) = self.wal.as_mut() {
+            wal.restart();
+        }
         Ok((results, state))
     }
 }
@@ -329,14 +394,16 @@ fn apply_one(
             }
         };
         codec::encode(revision, g.recorded, e, &mut g.buf);
-        t.events.insert(position, g.buf.as_slice())?;
-        t.ids.insert((e.source.as_str(), e.id.as_str()), position)?;
-        t.streams
-            .insert(e.subject.as_str(), (stream_id, revision))?;
-        t.stream_index.insert((stream_id, revision), position)?;
-        let entity = e.entity();
-        t.entity_index.insert((entity, position), ())?;
-        t.type_index.insert((entity, e.ty.as_str(), position), ())?;
+        let keys = Keys {
+            source: &e.source,
+            id: &e.id,
+            subject: &e.subject,
+            ty: &e.ty,
+        };
+        index(t, position, stream_id, revision, keys, &g.buf)?;
+        if let Some(log) = &mut g.log {
+            log.push(stream_id, &g.buf);
+        }
         g.head = position;
         appended.push(AppendedEvent {
             source: e.source.clone(),
@@ -353,11 +420,103 @@ fn apply_one(
     }))
 }
 
+/// The attributes an event is indexed by.
+struct Keys<'a> {
+    source: &'a str,
+    id: &'a str,
+    subject: &'a str,
+    ty: &'a str,
+}
+
+/// Writes one event (`record`, its stored encoding) and its index entries.
+fn index(
+    t: &mut Tables<'_>,
+    position: u64,
+    stream_id: u64,
+    revision: u64,
+    keys: Keys<'_>,
+    record: &[u8],
+) -> Result<(), redb::StorageError> {
+    t.events.insert(position, record)?;
+    t.ids.insert((keys.source, keys.id), position)?;
+    t.streams.insert(keys.subject, (stream_id, revision))?;
+    t.stream_index.insert((stream_id, revision), position)?;
+    let entity = split_subject(keys.subject).map_or("", |(entity, _)| entity);
+    t.entity_index.insert((entity, position), ())?;
+    t.type_index.insert((entity, keys.ty, position), ())?;
+    Ok(())
+}
+
+/// What a replay did.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Replayed {
+    /// Events applied again.
+    pub(crate) events: u64,
+    /// Where the log's next record goes: after the last record applied, 0 if none was.
+    pub(crate) end: u64,
+}
+
+/// Applies the records of the write-ahead log at `path` that `db` does not hold yet and
+/// commits them durably. Runs every time the database is opened, before anyone else uses it
+/// (see [`crate::wal`]).
+pub(crate) fn replay(db: &Database, path: &Path) -> Result<Replayed, StorageError> {
+    let log = match std::fs::read(path) {
+        Ok(log) => log,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Replayed::default()),
+        Err(e) => return Err(StorageError(Box::new(redb::Error::Io(e)))),
+    };
+    if wal::records(&log).is_empty() {
+        return Ok(Replayed::default());
+    }
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)?;
+    let mut replayed = Replayed::default();
+    {
+        let mut t = Tables::open(&txn)?;
+        let head = t.events.last()?.map_or(0, |(k, _)| k.value());
+        let records = wal::after(&log, head)
+            .map_err(|message| StorageError(Box::new(redb::Error::Corrupted(message))))?;
+        let Some(last) = records.last() else {
+            return Ok(Replayed::default());
+        };
+        replayed.end = last.end;
+        let mut next_stream_id = t.meta.get(META_NEXT_STREAM_ID)?.map_or(1, |v| v.value());
+        let mut last_recorded = t.time_index.last()?.map_or(i64::MIN, |(k, _)| k.value());
+        for record in &records {
+            for (i, (stream_id, bytes)) in record.events.iter().enumerate() {
+                let position = record.first + i as u64;
+                let e = codec::decode_view(position, bytes).map_err(|message| {
+                    StorageError(Box::new(redb::Error::Corrupted(format!(
+                        "the write-ahead log's event at position {position}: {message}"
+                    ))))
+                })?;
+                let keys = Keys {
+                    source: e.source,
+                    id: e.id,
+                    subject: e.subject,
+                    ty: e.ty,
+                };
+                index(&mut t, position, *stream_id, e.revision, keys, bytes)?;
+                replayed.events += 1;
+            }
+            last_recorded = last_recorded.max(record.recorded);
+            t.time_index.insert(last_recorded, record.last())?;
+            next_stream_id = next_stream_id.max(record.next_stream_id);
+        }
+        t.meta.insert(META_NEXT_STREAM_ID, next_stream_id)?;
+    }
+    txn.commit()?;
+    Ok(replayed)
+}
+
 /// Why a group failed; `committing` when the failure came from the commit itself (so the
-/// group may or may not be durable), rather than before anything was committed.
+/// group may or may not be durable), rather than before anything was committed; `logging`
+/// when writing the log or allocating its reserve failed (nothing was committed, the database
+/// is fine).
 struct Failure {
     error: StorageError,
     committing: bool,
+    logging: bool,
 }
 
 enum Refusal {

@@ -28,6 +28,9 @@ const MAX_APPENDS: usize = 5_000;
 fn options() -> LedgerOptions {
     LedgerOptions {
         cache_bytes: 1 << 20,
+        // Checkpoints often, so that the scenario crosses several (and the log's reserve
+        // stays small next to the 2 MiB disk).
+        wal_checkpoint_bytes: 32 << 10,
         ..LedgerOptions::default()
     }
 }

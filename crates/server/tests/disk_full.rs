@@ -89,6 +89,8 @@ async fn a_full_disk_answers_507_and_the_server_recovers() {
     };
     let options = LedgerOptions {
         cache_bytes: 1 << 20,
+        // A small log (and so a small reserve beside it) for a 3 MiB disk.
+        wal_checkpoint_bytes: 32 << 10,
         ..LedgerOptions::default()
     };
     let ledger = Arc::new(Ledger::open(mount.path.join("data"), options).unwrap());

@@ -1,0 +1,421 @@
+//! The write-ahead log: what makes a group commit durable (docs/design.md, "Write-ahead log").
+//!
+//! The writer applies a group to redb in a transaction that commits with `Durability::None`
+//! (visible, not yet on disk), and before that commit appends the group's accepted events to
+//! this file as one record and `fdatasync`s it: one sequential write instead of the
+//! ~100 scattered pages a durable redb commit of the same group writes. Every
+//! [`CHECKPOINT_BYTES`](crate::LedgerOptions::wal_checkpoint_bytes) or so of log, one group
+//! commits with `Durability::Immediate` instead (a checkpoint: everything before it is in the
+//! redb file), and the log starts again at offset 0, overwriting itself.
+//!
+//! Whenever the database is opened (at start and after an I/O error) the records that redb
+//! does not hold yet are applied again and committed durably (`writer::replay`) before anyone
+//! reads. That needs room in the redb file, also when the disk is full (a full disk is what
+//! makes redb fail and the ledger reopen it): a [`Reserve`] file of allocated space sits
+//! beside the log, is given back for such a replay, and while it cannot be allocated again
+//! appends are refused as "disk full" before they touch anything.
+//!
+//! ```text
+//! record  := u32 magic | u32 payload length | u32 CRC-32 of payload | payload
+//! payload := u64 first position | u32 count | i64 recorded µs | u64 next stream id
+//!            | count × (u64 stream id | u32 length | stored record, see `codec`)
+//! ```
+//!
+//! Positions are gapless, so a record holds positions `first .. first + count`. After a
+//! restart at offset 0 the file still holds older records further on; they are told apart by
+//! their positions, which are all below the checkpoint's, and a torn or overwritten record by
+//! its checksum.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+const MAGIC: u32 = 0x4C4F_4F4D; // "LOOM"
+const HEADER: usize = 12;
+
+/// File name of the log inside the data directory.
+pub const WAL_FILE: &str = "ledger.wal";
+/// File name of the space reserved for replaying the log on a full disk.
+pub const RESERVE_FILE: &str = "ledger.reserve";
+
+/// Allocated disk space, given back to the file system when a replay on a full disk needs it.
+#[derive(Debug)]
+pub(crate) struct Reserve {
+    path: PathBuf,
+    bytes: u64,
+    present: AtomicBool,
+}
+
+impl Reserve {
+    /// The reserve at `path`, of `bytes`; [`ensure`](Self::ensure) allocates it.
+    pub(crate) fn new(path: PathBuf, bytes: u64) -> Reserve {
+        Reserve {
+            path,
+            bytes,
+            present: AtomicBool::new(false),
+        }
+    }
+
+    /// Makes sure the space is allocated; an error (the disk is full) when it cannot be.
+    pub(crate) fn ensure(&self) -> std::io::Result<()> {
+        if self.present.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let allocate = || -> std::io::Result<()> {
+            let file = File::options()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&self.path)?;
+            rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, self.bytes)?;
+            file.sync_all()
+        };
+        match allocate() {
+            Ok(()) => {
+                self.present.store(true, Ordering::Release);
+                Ok(())
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&self.path);
+                // Same kind (a full disk stays recognisable), and the reason.
+                Err(std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot set aside {} KiB for replaying the write-ahead log ({}): {e}",
+                        self.bytes >> 10,
+                        self.path.display()
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// Gives the space back; whether there was any to give.
+    pub(crate) fn release(&self) -> bool {
+        self.present.store(false, Ordering::Release);
+        std::fs::remove_file(&self.path).is_ok()
+    }
+}
+
+/// The open log and where the next record goes.
+pub(crate) struct Wal {
+    file: File,
+    reserve: Arc<Reserve>,
+    offset: u64,
+    checkpoint_bytes: u64,
+    buf: Vec<u8>,
+}
+
+impl Wal {
+    /// Opens (creating if needed) the log at `path`; the next record goes to `offset`: right
+    /// after the last record that opening the database replayed, or 0 if it replayed none.
+    pub(crate) fn open(
+        path: &Path,
+        offset: u64,
+        checkpoint_bytes: u64,
+        reserve: Arc<Reserve>,
+    ) -> std::io::Result<Wal> {
+        let existed = path.exists();
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        if !existed {
+            // The new name must survive a crash too.
+            if let Some(dir) = path.parent() {
+                File::open(dir)?.sync_all()?;
+            }
+        }
+        Ok(Wal {
+            file,
+            reserve,
+            offset,
+            checkpoint_bytes,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Whether the next group should commit durably to redb (and restart the log).
+    pub(crate) fn wants_checkpoint(&self) -> bool {
+        self.offset >= self.checkpoint_bytes
+    }
+
+    /// Before a group touches the database: an error (the disk is full) when the reserve for a
+    /// replay is not there and cannot be allocated again.
+    pub(crate) fn ready(&self) -> std::io::Result<()> {
+        self.reserve.ensure()
+    }
+
+    /// Appends one group's record and waits until it is on disk. On error the offset does not
+    /// move, so the next record overwrites whatever part of this one was written.
+    pub(crate) fn append(&mut self, group: &GroupRecord) -> std::io::Result<()> {
+        self.buf.clear();
+        self.buf.extend_from_slice(&MAGIC.to_le_bytes());
+        self.buf
+            .extend_from_slice(&(group.payload.len() as u32).to_le_bytes());
+        self.buf
+            .extend_from_slice(&crc32fast::hash(&group.payload).to_le_bytes());
+        self.buf.extend_from_slice(&group.payload);
+        self.file.write_all_at(&self.buf, self.offset)?;
+        self.file.sync_data()?;
+        self.offset += self.buf.len() as u64;
+        Ok(())
+    }
+
+    /// After a durable redb commit that holds everything logged so far.
+    pub(crate) fn restart(&mut self) {
+        self.offset = 0;
+    }
+
+    /// Whether records were appended since the last restart.
+    pub(crate) fn has_records(&self) -> bool {
+        self.offset > 0
+    }
+}
+
+/// One group's accepted events, built by the writer while it applies them.
+pub(crate) struct GroupRecord {
+    payload: Vec<u8>,
+    count: u32,
+}
+
+impl GroupRecord {
+    pub(crate) fn new(first: u64, recorded: i64) -> GroupRecord {
+        let mut payload = Vec::with_capacity(4096);
+        payload.extend_from_slice(&first.to_le_bytes());
+        payload.extend_from_slice(&0u32.to_le_bytes());
+        payload.extend_from_slice(&recorded.to_le_bytes());
+        payload.extend_from_slice(&0u64.to_le_bytes());
+        GroupRecord { payload, count: 0 }
+    }
+
+    /// Adds the next position's event.
+    pub(crate) fn push(&mut self, stream_id: u64, record: &[u8]) {
+        self.payload.extend_from_slice(&stream_id.to_le_bytes());
+        self.payload
+            .extend_from_slice(&(record.len() as u32).to_le_bytes());
+        self.payload.extend_from_slice(record);
+        self.count += 1;
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Fills in the count and the stream-id counter after the group.
+    pub(crate) fn finish(&mut self, next_stream_id: u64) {
+        self.payload[8..12].copy_from_slice(&self.count.to_le_bytes());
+        self.payload[20..28].copy_from_slice(&next_stream_id.to_le_bytes());
+    }
+}
+
+/// A record read back.
+pub(crate) struct Record<'a> {
+    pub(crate) first: u64,
+    pub(crate) recorded: i64,
+    pub(crate) next_stream_id: u64,
+    /// (stream id, stored record) per position from `first` on.
+    pub(crate) events: Vec<(u64, &'a [u8])>,
+    /// The offset in the log right after this record.
+    pub(crate) end: u64,
+}
+
+impl Record<'_> {
+    pub(crate) fn last(&self) -> u64 {
+        self.first + self.events.len() as u64 - 1
+    }
+}
+
+/// The records from the start of `log` up to the first one that is torn, overwritten or not a
+/// record at all.
+pub(crate) fn records(log: &[u8]) -> Vec<Record<'_>> {
+    let mut out = Vec::new();
+    let mut rest = log;
+    while rest.len() >= HEADER {
+        let word = |i: usize| u32::from_le_bytes(rest[i..i + 4].try_into().expect("4 bytes"));
+        let (magic, len, crc) = (word(0), word(4) as usize, word(8));
+        if magic != MAGIC || rest.len() - HEADER < len {
+            break;
+        }
+        let payload = &rest[HEADER..HEADER + len];
+        if crc32fast::hash(payload) != crc {
+            break;
+        }
+        let Some(mut record) = parse(payload) else {
+            break;
+        };
+        rest = &rest[HEADER + len..];
+        record.end = (log.len() - rest.len()) as u64;
+        out.push(record);
+    }
+    out
+}
+
+fn parse(payload: &[u8]) -> Option<Record<'_>> {
+    fn take<const N: usize>(b: &mut &[u8]) -> Option<[u8; N]> {
+        let (head, tail) = b.split_first_chunk::<N>()?;
+        *b = tail;
+        Some(*head)
+    }
+    let mut b = payload;
+    let first = u64::from_le_bytes(take(&mut b)?);
+    let count = u32::from_le_bytes(take(&mut b)?);
+    let recorded = i64::from_le_bytes(take(&mut b)?);
+    let next_stream_id = u64::from_le_bytes(take(&mut b)?);
+    if count == 0 || first == 0 {
+        return None;
+    }
+    let mut events = Vec::with_capacity((count as usize).min(b.len() / 12));
+    for _ in 0..count {
+        let stream_id = u64::from_le_bytes(take(&mut b)?);
+        let len = u32::from_le_bytes(take(&mut b)?) as usize;
+        let record = b.get(..len)?;
+        b = &b[len..];
+        events.push((stream_id, record));
+    }
+    b.is_empty().then_some(Record {
+        first,
+        recorded,
+        next_stream_id,
+        events,
+        end: 0,
+    })
+}
+
+/// The records of `log` that come after `head` (the last position redb holds), in order.
+/// Records at or below `head` are skipped: older ones the log was overwriting, or ones a
+/// durable commit of someone else already carried into redb. A record that starts beyond the
+/// next position means a gap — events that were acknowledged and are nowhere — and is an
+/// error rather than something to skip.
+pub(crate) fn after(log: &[u8], head: u64) -> Result<Vec<Record<'_>>, String> {
+    let mut next = head + 1;
+    let mut out = Vec::new();
+    for record in records(log) {
+        if record.last() < next {
+            continue;
+        }
+        if record.first != next {
+            return Err(format!(
+                "the write-ahead log holds positions {}..={} but the database ends at {}",
+                record.first,
+                record.last(),
+                next - 1
+            ));
+        }
+        next = record.last() + 1;
+        out.push(record);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(first: u64, n: usize) -> Vec<u8> {
+        let mut g = GroupRecord::new(first, 42);
+        for i in 0..n {
+            g.push(
+                i as u64 + 1,
+                format!("event {}", first + i as u64).as_bytes(),
+            );
+        }
+        g.finish(9);
+        let mut out = MAGIC.to_le_bytes().to_vec();
+        out.extend_from_slice(&(g.payload.len() as u32).to_le_bytes());
+        out.extend_from_slice(&crc32fast::hash(&g.payload).to_le_bytes());
+        out.extend_from_slice(&g.payload);
+        out
+    }
+
+    fn spans(records: &[Record<'_>]) -> Vec<(u64, u64)> {
+        records.iter().map(|r| (r.first, r.last())).collect()
+    }
+
+    #[test]
+    fn records_read_back_with_their_events() {
+        let log = [record(1, 2), record(3, 1)].concat();
+        let read = records(&log);
+        assert_eq!(spans(&read), [(1, 2), (3, 3)]);
+        assert_eq!(read[1].end as usize, log.len());
+        assert_eq!(read[0].events, [(1, &b"event 1"[..]), (2, &b"event 2"[..])]);
+        assert_eq!((read[1].recorded, read[1].next_stream_id), (42, 9));
+    }
+
+    #[test]
+    fn a_torn_or_corrupt_record_ends_the_log() {
+        let whole = [record(1, 2), record(3, 2)].concat();
+        for cut in 1..record(3, 2).len() {
+            let torn = &whole[..whole.len() - cut];
+            assert_eq!(spans(&records(torn)), [(1, 2)], "cut {cut}");
+        }
+        let mut flipped = whole.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        assert_eq!(spans(&records(&flipped)), [(1, 2)]);
+        assert!(records(&[0u8; 64]).is_empty());
+    }
+
+    #[test]
+    fn replay_skips_what_redb_holds_and_stale_records_after_a_restart() {
+        // A restarted log: new records 11..=13 at the start, then the tail of the older
+        // cycle (positions 5..=10) that they did not overwrite.
+        let log = [record(11, 2), record(13, 1), record(5, 3), record(8, 3)].concat();
+        assert_eq!(spans(&after(&log, 10).unwrap()), [(11, 12), (13, 13)]);
+        assert_eq!(spans(&after(&log, 12).unwrap()), [(13, 13)]);
+        assert!(after(&log, 13).unwrap().is_empty());
+        let err = after(&log, 9).map(|_| ()).unwrap_err();
+        assert!(
+            err.contains("11..=12") && err.contains("ends at 9"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_reserve_is_allocated_and_given_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(RESERVE_FILE);
+        let reserve = Reserve::new(path.clone(), 1 << 20);
+        reserve.ensure().unwrap();
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.len(), 1 << 20);
+        assert!(meta.blocks() * 512 >= 1 << 20, "allocated, not sparse");
+        assert!(reserve.release());
+        assert!(!path.exists());
+        assert!(!reserve.release(), "nothing left to give");
+        reserve.ensure().unwrap();
+        assert!(path.exists());
+    }
+
+    #[test]
+    fn appends_land_at_the_offset_and_restart_overwrites() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(WAL_FILE);
+        let reserve = Arc::new(Reserve::new(dir.path().join(RESERVE_FILE), 4096));
+        let mut wal = Wal::open(&path, 0, 1, reserve).unwrap();
+        wal.ready().unwrap();
+        assert!(!wal.wants_checkpoint());
+        for first in [1, 3] {
+            let mut g = GroupRecord::new(first, 7);
+            g.push(1, b"a");
+            g.push(2, b"b");
+            g.finish(3);
+            wal.append(&g).unwrap();
+        }
+        assert!(wal.wants_checkpoint());
+        let log = std::fs::read(&path).unwrap();
+        assert_eq!(spans(&after(&log, 0).unwrap()), [(1, 2), (3, 4)]);
+        wal.restart();
+        let mut g = GroupRecord::new(5, 7);
+        g.push(1, b"c");
+        g.finish(3);
+        wal.append(&g).unwrap();
+        let log = std::fs::read(&path).unwrap();
+        assert_eq!(spans(&after(&log, 4).unwrap()), [(5, 5)]);
+    }
+}

@@ -1,0 +1,225 @@
+//! The write-ahead log: what a crash leaves behind (the redb file as of its last durable
+//! commit, plus the log) opens with every acknowledged event, and with a torn last record
+//! it opens with everything before it.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use loom_ledger::{
+    AppendRequest, ExpectedRevision, Ledger, LedgerOptions, ReadOptions, StoredEvent, WAL_FILE,
+};
+use serde_json::json;
+
+use common::note;
+
+/// Copies the ledger's files as they are on disk right now: what a power cut would leave.
+fn crash_image(from: &Path, to: &Path, with_log: bool) {
+    std::fs::create_dir_all(to).unwrap();
+    std::fs::copy(from.join("ledger.redb"), to.join("ledger.redb")).unwrap();
+    if with_log {
+        std::fs::copy(from.join(WAL_FILE), to.join(WAL_FILE)).unwrap();
+    }
+}
+
+fn all(ledger: &Ledger) -> Vec<StoredEvent> {
+    ledger.read_all(ReadOptions::after(0, usize::MAX)).unwrap()
+}
+
+/// Appends from several threads (one event or a few per append), returns how many events.
+fn load(ledger: &Arc<Ledger>) -> u64 {
+    let handles: Vec<_> = (0..4)
+        .map(|t| {
+            let ledger = ledger.clone();
+            std::thread::spawn(move || {
+                let mut n = 0;
+                for i in 0..50 {
+                    let events: Vec<_> = (0..1 + i % 3)
+                        .map(|b| {
+                            note(
+                                &format!("s{}", i % 7),
+                                &format!("{t}-{i}-{b}"),
+                                "t",
+                                json!({"t": t, "i": i, "pad": "x".repeat(100)}),
+                            )
+                        })
+                        .collect();
+                    n += events.len() as u64;
+                    ledger.append(AppendRequest::new(events)).unwrap();
+                }
+                n
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).sum()
+}
+
+#[test]
+fn a_crash_image_opens_with_every_acknowledged_event() {
+    let (dir, ledger) = common::ledger();
+    let ledger = Arc::new(ledger);
+    let n = load(&ledger);
+    assert_eq!(ledger.head(), n);
+    let live = all(&ledger);
+    let revision = ledger.stream_revision("note/s3").unwrap();
+
+    let images = tempfile::tempdir().unwrap();
+    let (with_log, without) = (images.path().join("a"), images.path().join("b"));
+    crash_image(dir.path(), &with_log, true);
+    crash_image(dir.path(), &without, false);
+
+    // Without its log the redb file alone is behind: the log is what made the groups durable.
+    let bare = Ledger::open(&without, LedgerOptions::default()).unwrap();
+    assert!(
+        bare.head() < n,
+        "redb alone holds {} of {n} events",
+        bare.head()
+    );
+    drop(bare);
+
+    let restored = Ledger::open(&with_log, LedgerOptions::default()).unwrap();
+    assert_eq!(restored.head(), n);
+    assert_eq!(all(&restored), live, "every event, byte for byte");
+    assert_eq!(restored.stream_revision("note/s3").unwrap(), revision);
+    let some = &live[live.len() / 2];
+    assert_eq!(
+        restored
+            .event_by_id(&some.event.source, &some.event.id)
+            .unwrap()
+            .as_ref(),
+        Some(some)
+    );
+    // The indexes were rebuilt too: the stream goes on at the next revision, and a condition
+    // on the old revision is refused.
+    let next = restored
+        .append(
+            AppendRequest::new(vec![note("s3", "after", "t", json!({}))])
+                .expect("note/s3", ExpectedRevision::Exact(revision)),
+        )
+        .unwrap();
+    assert_eq!(next.events[0].position, n + 1);
+    assert_eq!(next.events[0].revision, revision + 1);
+    assert!(
+        restored
+            .append(
+                AppendRequest::new(vec![note("s3", "late", "t", json!({}))])
+                    .expect("note/s3", ExpectedRevision::Exact(revision)),
+            )
+            .is_err()
+    );
+    drop(restored);
+    let again = Ledger::open(&with_log, LedgerOptions::default()).unwrap();
+    assert_eq!(again.head(), n + 1);
+
+    // A clean close carries the log into the redb file: then the file alone has everything.
+    drop(Arc::into_inner(ledger).expect("the only reference"));
+    let closed = images.path().join("closed");
+    crash_image(dir.path(), &closed, false);
+    let bare = Ledger::open(&closed, LedgerOptions::default()).unwrap();
+    assert_eq!(bare.head(), n);
+    assert_eq!(all(&bare), live);
+}
+
+#[test]
+fn a_torn_last_record_is_left_out_and_the_rest_opens() {
+    let (dir, ledger) = common::ledger();
+    let ledger = Arc::new(ledger);
+    let n = load(&ledger);
+    let live = all(&ledger);
+    let images = tempfile::tempdir().unwrap();
+    let image = images.path().join("torn");
+    crash_image(dir.path(), &image, true);
+    // One more group after the image, written to the image's log only partly.
+    let last = ledger
+        .append(AppendRequest::new(vec![note(
+            "torn",
+            "torn-1",
+            "t",
+            json!({"pad": "y".repeat(500)}),
+        )]))
+        .unwrap();
+    assert_eq!(last.last_position, n + 1);
+    let log = std::fs::read(dir.path().join(WAL_FILE)).unwrap();
+    let image_log = std::fs::read(image.join(WAL_FILE)).unwrap();
+    let new_record = find_new_tail(&image_log, &log);
+    let mut torn = log[..new_record.start + (new_record.end - new_record.start) / 2].to_vec();
+    torn.extend_from_slice(&image_log[torn.len().min(image_log.len())..]);
+    std::fs::write(image.join(WAL_FILE), &torn).unwrap();
+
+    let restored = Ledger::open(&image, LedgerOptions::default()).unwrap();
+    assert_eq!(
+        restored.head(),
+        n,
+        "the torn group is not there, the rest is"
+    );
+    assert_eq!(all(&restored), live);
+    // The log goes on where the good records end.
+    let out = restored
+        .append(AppendRequest::new(vec![note(
+            "torn",
+            "torn-2",
+            "t",
+            json!({}),
+        )]))
+        .unwrap();
+    assert_eq!(out.last_position, n + 1);
+    drop(restored);
+    assert_eq!(
+        Ledger::open(&image, LedgerOptions::default())
+            .unwrap()
+            .head(),
+        n + 1
+    );
+}
+
+/// The byte range `log` has beyond `before` (the record appended after the image).
+fn find_new_tail(before: &[u8], log: &[u8]) -> std::ops::Range<usize> {
+    let start = before
+        .iter()
+        .zip(log)
+        .position(|(a, b)| a != b)
+        .unwrap_or(before.len().min(log.len()));
+    start..log.len()
+}
+
+#[test]
+fn a_log_that_restarted_many_times_still_replays_exactly_its_tail() {
+    // A checkpoint every 8 KiB: the load below restarts the log dozens of times, each time
+    // overwriting the start of the file and leaving older records after the new ones.
+    let dir = tempfile::tempdir().unwrap();
+    let options = || LedgerOptions {
+        wal_checkpoint_bytes: 8 << 10,
+        ..LedgerOptions::default()
+    };
+    let ledger = Arc::new(Ledger::open(dir.path(), options()).unwrap());
+    common::register(&ledger);
+    let mut n = load(&ledger);
+    // Three small groups: at most the first is a checkpoint, so the last is in the log only.
+    for i in 0..3 {
+        ledger
+            .append(AppendRequest::new(vec![note(
+                "tail",
+                &format!("tail-{i}"),
+                "t",
+                json!({}),
+            )]))
+            .unwrap();
+        n += 1;
+    }
+    let live = all(&ledger);
+    let log_len = std::fs::metadata(dir.path().join(WAL_FILE)).unwrap().len();
+    assert!(
+        log_len < 64 << 10,
+        "the log stays near its checkpoint size: {log_len}"
+    );
+
+    let images = tempfile::tempdir().unwrap();
+    let (image, bare) = (images.path().join("cycled"), images.path().join("bare"));
+    crash_image(dir.path(), &image, true);
+    crash_image(dir.path(), &bare, false);
+    assert!(Ledger::open(&bare, options()).unwrap().head() < n);
+    let restored = Ledger::open(&image, options()).unwrap();
+    assert_eq!(restored.head(), n);
+    assert_eq!(all(&restored), live);
+}
