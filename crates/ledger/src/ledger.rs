@@ -20,7 +20,7 @@ use crate::registry::{CompiledEntity, EntitySpec, Registry, check_entity_name};
 use crate::selector::{CompiledSelector, Selector};
 use crate::store::Store;
 use crate::tables::*;
-use crate::view::EventBatch;
+use crate::view::{EventBatch, EventView};
 use crate::wal::{RESERVE_FILE, Reserve, WAL_FILE, Wal};
 use crate::writer::{self, Pending, Writer};
 
@@ -789,6 +789,21 @@ impl Ledger {
     ) -> Result<(), ReadError> {
         let entities = self.entity_names();
         self.with_view(|v| v.select_each(selector, opts.window(), &entities, f))
+    }
+
+    /// Calls `f` with a view of each event matching `selector` in `opts`' window, in one
+    /// snapshot, until `f` returns `false`. The views borrow the stored records (nothing is
+    /// copied or allocated per event; every record is checked before `f` sees it), so `f`
+    /// must not keep them: the fastest way to fold over a long history in Rust. Keep `f`
+    /// short — the read transaction stays open while it runs.
+    pub fn scan_views(
+        &self,
+        selector: &CompiledSelector,
+        opts: ReadOptions,
+        f: impl FnMut(&EventView<'_>) -> bool,
+    ) -> Result<(), ReadError> {
+        let entities = self.entity_names();
+        self.with_view(|v| v.select_views(selector, opts.window(), &entities, f))
     }
 
     /// One stream's events by revision: revisions greater than `after_revision`, at most

@@ -83,6 +83,21 @@ where
         })
     }
 
+    /// Calls `f` with a view of each matching event, borrowed from the stored record (no copy).
+    pub(crate) fn select_views(
+        &self,
+        sel: &CompiledSelector,
+        w: Window,
+        entities: &[String],
+        mut f: impl FnMut(&EventView<'_>) -> bool,
+    ) -> Result<(), ReadError> {
+        self.select_records(sel, w, entities, |position, bytes, _| {
+            let view = codec::decode_view(position, bytes)
+                .map_err(|message| ReadError::Corrupt { position, message })?;
+            Ok(f(&view))
+        })
+    }
+
     /// The matching events, checked and copied into `batch` (emptied first).
     pub(crate) fn select_batch(
         &self,

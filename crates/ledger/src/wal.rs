@@ -69,7 +69,20 @@ impl Reserve {
                 .create(true)
                 .truncate(false)
                 .open(&self.path)?;
-            rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, self.bytes)?;
+            match rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, self.bytes) {
+                Ok(()) => {}
+                // A file system without fallocate: write the space out instead.
+                Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => {
+                    let zeros = vec![0u8; 1 << 20];
+                    let mut at = 0;
+                    while at < self.bytes {
+                        let n = (self.bytes - at).min(zeros.len() as u64) as usize;
+                        file.write_all_at(&zeros[..n], at)?;
+                        at += n as u64;
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
             file.sync_all()
         };
         match allocate() {

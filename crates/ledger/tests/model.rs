@@ -159,6 +159,48 @@ fn batches_carry_every_attribute_and_data_kind_and_can_be_refilled_and_cut() {
         .unwrap();
     assert_eq!(batch.last_position(), Some(owned[3].position));
     assert_eq!(batch.get(1).to_stored().unwrap(), owned[3]);
+
+    // The same events as views borrowed from the stored records: equal, in order, within the
+    // window, for a narrower selector, and stopping when the callback says so.
+    let mut seen = Vec::new();
+    ledger
+        .scan_views(&all, ReadOptions::after(0, 100), |v| {
+            seen.push(v.to_stored().unwrap());
+            true
+        })
+        .unwrap();
+    assert_eq!(seen, owned);
+    seen.clear();
+    ledger
+        .scan_views(&all, ReadOptions::after(1, 2), |v| {
+            seen.push(v.to_stored().unwrap());
+            true
+        })
+        .unwrap();
+    assert_eq!(seen, owned[1..3]);
+    let stream_2 = loom_ledger::Selector {
+        entity: Some("note".into()),
+        keys: vec!["2".into()],
+        ..loom_ledger::Selector::default()
+    }
+    .compile()
+    .unwrap();
+    seen.clear();
+    ledger
+        .scan_views(&stream_2, ReadOptions::after(0, 100), |v| {
+            seen.push(v.to_stored().unwrap());
+            true
+        })
+        .unwrap();
+    assert_eq!(seen, owned[2..]);
+    let mut calls = 0;
+    ledger
+        .scan_views(&all, ReadOptions::after(0, 100), |_| {
+            calls += 1;
+            calls < 2
+        })
+        .unwrap();
+    assert_eq!(calls, 2, "stopped when told");
 }
 
 #[test]
