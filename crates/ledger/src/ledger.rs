@@ -483,7 +483,7 @@ impl Ledger {
                 .map_err(StorageError::from)?
                 .map(|v| v.value());
             match format {
-                None => {
+                None | Some(FORMAT_BEFORE_WAL) => {
                     meta.insert(META_FORMAT, FORMAT_VERSION)
                         .map_err(StorageError::from)?;
                 }

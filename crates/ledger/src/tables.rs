@@ -26,5 +26,9 @@ pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta")
 
 pub(crate) const META_FORMAT: &str = "format";
 pub(crate) const META_NEXT_STREAM_ID: &str = "next_stream_id";
-/// The on-disk format this build writes and reads.
-pub(crate) const FORMAT_VERSION: u64 = 1;
+/// The on-disk format this build writes and reads: 2 since the write-ahead log (a data
+/// directory of format 2 may hold acknowledged events only in `ledger.wal`, which a build of
+/// format 1 would not read).
+pub(crate) const FORMAT_VERSION: u64 = 2;
+/// The format before the write-ahead log: read, and upgraded to 2 when opened.
+pub(crate) const FORMAT_BEFORE_WAL: u64 = 1;

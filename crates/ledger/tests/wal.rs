@@ -223,3 +223,40 @@ fn a_log_that_restarted_many_times_still_replays_exactly_its_tail() {
     assert_eq!(restored.head(), n);
     assert_eq!(all(&restored), live);
 }
+
+#[test]
+fn a_directory_from_before_the_log_is_upgraded_and_a_newer_format_is_refused() {
+    const META: loom_ledger::redb::TableDefinition<&str, u64> =
+        loom_ledger::redb::TableDefinition::new("meta");
+    let set_format = |dir: &Path, format: u64| {
+        let db = loom_ledger::redb::Database::create(dir.join("ledger.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert("format", format)
+            .unwrap();
+        txn.commit().unwrap();
+    };
+    let format_of = |dir: &Path| {
+        let db = loom_ledger::redb::Database::create(dir.join("ledger.redb")).unwrap();
+        let txn = loom_ledger::redb::ReadableDatabase::begin_read(&db).unwrap();
+        let meta = txn.open_table(META).unwrap();
+        meta.get("format").unwrap().unwrap().value()
+    };
+    let (dir, ledger) = common::ledger();
+    ledger
+        .append(AppendRequest::new(vec![note("old", "o-1", "t", json!({}))]))
+        .unwrap();
+    drop(ledger);
+    assert_eq!(format_of(dir.path()), 2);
+
+    set_format(dir.path(), 1);
+    let ledger = Ledger::open(dir.path(), LedgerOptions::default()).unwrap();
+    assert_eq!(ledger.head(), 1);
+    drop(ledger);
+    assert_eq!(format_of(dir.path()), 2, "upgraded when opened");
+
+    set_format(dir.path(), 3);
+    let err = Ledger::open(dir.path(), LedgerOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("format 3"), "{err}");
+}
