@@ -214,7 +214,8 @@ impl Default for LedgerOptions {
 /// Counters of the writer, for metrics.
 #[derive(Debug, Default)]
 pub struct LedgerStats {
-    /// Durable commits done.
+    /// Group commits done (each durable: in the write-ahead log, or in the database file at a
+    /// checkpoint).
     pub commits: AtomicU64,
     /// Appends acknowledged (including idempotent duplicates).
     pub appends: AtomicU64,
@@ -229,6 +230,9 @@ pub struct LedgerStats {
     pub commit_micros_sum: AtomicU64,
     /// Times an async append found the queue full and waited for room (back-pressure).
     pub queue_full_waits: AtomicU64,
+    /// Write-ahead log checkpoints: group commits made durable in the database file itself,
+    /// after which the log started over.
+    pub checkpoints: AtomicU64,
 }
 
 impl LedgerStats {

@@ -121,7 +121,12 @@ impl Writer {
             Ok(())
         })();
         match done {
-            Ok(()) => wal.restart(),
+            Ok(()) => {
+                wal.restart();
+                self.stats
+                    .checkpoints
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "the closing checkpoint failed; the next open replays the log")
             }
@@ -322,6 +327,9 @@ impl Writer {
         })?;
         if checkpoint && let Some(wal) = self.wal.as_mut() {
             wal.restart();
+            self.stats
+                .checkpoints
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         Ok((results, state))
     }

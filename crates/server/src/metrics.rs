@@ -116,8 +116,14 @@ impl Metrics {
         counter(
             &mut out,
             "loom_commits_total",
-            "Durable group commits.",
+            "Durable group commits (in the write-ahead log, or in the database file at a checkpoint).",
             load(&s.commits),
+        );
+        counter(
+            &mut out,
+            "loom_wal_checkpoints_total",
+            "Write-ahead log checkpoints: groups committed durably to the database file, after which the log started over.",
+            load(&s.checkpoints),
         );
         counter(
             &mut out,
