@@ -162,22 +162,18 @@ fn batches_carry_every_attribute_and_data_kind_and_can_be_refilled_and_cut() {
 
     // The same events as views borrowed from the stored records: equal, in order, within the
     // window, for a narrower selector, and stopping when the callback says so.
-    let mut seen = Vec::new();
-    ledger
-        .scan_views(&all, ReadOptions::after(0, 100), |v| {
-            seen.push(v.to_stored().unwrap());
-            true
-        })
-        .unwrap();
-    assert_eq!(seen, owned);
-    seen.clear();
-    ledger
-        .scan_views(&all, ReadOptions::after(1, 2), |v| {
-            seen.push(v.to_stored().unwrap());
-            true
-        })
-        .unwrap();
-    assert_eq!(seen, owned[1..3]);
+    let views = |selector: &loom_ledger::CompiledSelector, opts| {
+        let mut seen = Vec::new();
+        ledger
+            .scan_views(selector, opts, |v| {
+                seen.push(v.to_stored().unwrap());
+                true
+            })
+            .unwrap();
+        seen
+    };
+    assert_eq!(views(&all, ReadOptions::after(0, 100)), owned);
+    assert_eq!(views(&all, ReadOptions::after(1, 2)), owned[1..3]);
     let stream_2 = loom_ledger::Selector {
         entity: Some("note".into()),
         keys: vec!["2".into()],
@@ -185,14 +181,7 @@ fn batches_carry_every_attribute_and_data_kind_and_can_be_refilled_and_cut() {
     }
     .compile()
     .unwrap();
-    seen.clear();
-    ledger
-        .scan_views(&stream_2, ReadOptions::after(0, 100), |v| {
-            seen.push(v.to_stored().unwrap());
-            true
-        })
-        .unwrap();
-    assert_eq!(seen, owned[2..]);
+    assert_eq!(views(&stream_2, ReadOptions::after(0, 100)), owned[2..]);
     let mut calls = 0;
     ledger
         .scan_views(&all, ReadOptions::after(0, 100), |_| {
