@@ -4,7 +4,7 @@
 //! (visible, not yet on disk), and before that commit appends the group's accepted events to
 //! this file as one record and `fdatasync`s it: one sequential write instead of the
 //! ~100 scattered pages a durable redb commit of the same group writes. Every
-//! [`CHECKPOINT_BYTES`](crate::LedgerOptions::wal_checkpoint_bytes) or so of log, one group
+//! [`wal_checkpoint_bytes`](crate::LedgerOptions::wal_checkpoint_bytes) or so of log, one group
 //! commits with `Durability::Immediate` instead (a checkpoint: everything before it is in the
 //! redb file), and the log starts again at offset 0, overwriting itself.
 //!
