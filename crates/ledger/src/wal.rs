@@ -119,6 +119,11 @@ pub(crate) struct Wal {
     offset: u64,
     checkpoint_bytes: u64,
     buf: Vec<u8>,
+    /// The last append failed, so the bytes at `offset` may hold a whole record of a group
+    /// that was refused (the write can have completed before its fsync failed). Until an
+    /// append overwrites them the log must not start over: after a restart they could be
+    /// read back behind newer records, with positions those records reuse.
+    tail_dirty: bool,
 }
 
 impl Wal {
@@ -149,12 +154,13 @@ impl Wal {
             offset,
             checkpoint_bytes,
             buf: Vec::new(),
+            tail_dirty: false,
         })
     }
 
     /// Whether the next group should commit durably to redb (and restart the log).
     pub(crate) fn wants_checkpoint(&self) -> bool {
-        self.offset >= self.checkpoint_bytes
+        self.offset >= self.checkpoint_bytes && !self.tail_dirty
     }
 
     /// Before a group touches the database: an error (the disk is full) when the reserve for a
@@ -173,15 +179,22 @@ impl Wal {
         self.buf
             .extend_from_slice(&crc32fast::hash(&group.payload).to_le_bytes());
         self.buf.extend_from_slice(&group.payload);
-        self.file.write_all_at(&self.buf, self.offset)?;
-        self.file.sync_data()?;
+        let written = self
+            .file
+            .write_all_at(&self.buf, self.offset)
+            .and_then(|()| self.file.sync_data());
+        self.tail_dirty = written.is_err();
+        written?;
         self.offset += self.buf.len() as u64;
         Ok(())
     }
 
-    /// After a durable redb commit that holds everything logged so far.
+    /// After a durable redb commit that holds everything logged so far: the next record goes
+    /// to offset 0 (not while a failed append's bytes are still at the offset).
     pub(crate) fn restart(&mut self) {
-        self.offset = 0;
+        if !self.tail_dirty {
+            self.offset = 0;
+        }
     }
 
     /// Whether records were appended since the last restart.
@@ -430,5 +443,34 @@ mod tests {
         wal.append(&g).unwrap();
         let log = std::fs::read(&path).unwrap();
         assert_eq!(spans(&after(&log, 4).unwrap()), [(5, 5)]);
+    }
+
+    #[test]
+    fn after_a_failed_append_the_log_does_not_start_over_until_it_is_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(WAL_FILE);
+        let reserve = Arc::new(Reserve::new(dir.path().join(RESERVE_FILE), 4096));
+        let mut wal = Wal::open(&path, 0, 1, reserve).unwrap();
+        let group = |first: u64| {
+            let mut g = GroupRecord::new(first, 7);
+            g.push(1, b"event");
+            g.finish(2);
+            g
+        };
+        wal.append(&group(1)).unwrap();
+        // The file goes read-only under the log: the next append fails.
+        let writable = std::mem::replace(&mut wal.file, File::open(&path).unwrap());
+        assert!(wal.append(&group(2)).is_err());
+        assert!(!wal.wants_checkpoint(), "no checkpoint over a dirty tail");
+        wal.restart();
+        assert!(wal.has_records(), "no restart over a dirty tail");
+        // The next append goes to the same offset and cleans the tail.
+        wal.file = writable;
+        wal.append(&group(2)).unwrap();
+        assert!(wal.wants_checkpoint());
+        wal.restart();
+        assert!(!wal.has_records());
+        let log = std::fs::read(&path).unwrap();
+        assert_eq!(spans(&after(&log, 0).unwrap()), [(1, 1), (2, 2)]);
     }
 }
