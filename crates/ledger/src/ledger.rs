@@ -344,38 +344,9 @@ impl Ledger {
         ));
         let spare = reserve.clone();
         let store = Store::open(move || {
-            let open = || Database::builder().set_cache_size(cache).create(&file);
-            let mut db = open()?;
-            let mut result = writer::replay(&db, &log);
-            if let Err(e) = &result
-                && e.is_disk_full()
-                && spare.release()
-            {
-                // What the reserve is for. The failed database must be opened again first.
-                tracing::warn!(
-                    "the disk is full: replaying the write-ahead log into the reserved space"
-                );
-                drop(db);
-                db = open()?;
-                result = writer::replay(&db, &log);
-            }
-            match result {
-                Ok(r) => {
-                    if r.events > 0 {
-                        tracing::info!(events = r.events, "replayed from the write-ahead log");
-                    }
-                    let mut first = replayed.lock().unwrap_or_else(PoisonError::into_inner);
-                    if first.is_none() {
-                        *first = Some(r.end);
-                    }
-                }
-                Err(e) => {
-                    return Err(redb::DatabaseError::Storage(match *e.0 {
-                        redb::Error::Io(io) => redb::StorageError::Io(io),
-                        other => redb::StorageError::Corrupted(other.to_string()),
-                    }));
-                }
-            }
+            let (db, end) = open_replayed(cache, &file, &log, &spare)?;
+            let mut first = replayed.lock().unwrap_or_else(PoisonError::into_inner);
+            first.get_or_insert(end);
             Ok(db)
         });
         let end = first
@@ -905,6 +876,41 @@ impl Ledger {
 impl Drop for Ledger {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// Opens the database file and replays the write-ahead log into it — into the reserved space
+/// if the disk is full (see `wal`). Returns the database and where the log goes on.
+fn open_replayed(
+    cache: usize,
+    file: &Path,
+    log: &Path,
+    reserve: &Reserve,
+) -> Result<(Database, u64), redb::DatabaseError> {
+    let open = || Database::builder().set_cache_size(cache).create(file);
+    let mut db = open()?;
+    let mut result = writer::replay(&db, log);
+    if let Err(e) = &result
+        && e.is_disk_full()
+        && reserve.release()
+    {
+        // What the reserve is for. The failed database must be opened again first.
+        tracing::warn!("the disk is full: replaying the write-ahead log into the reserved space");
+        drop(db);
+        db = open()?;
+        result = writer::replay(&db, log);
+    }
+    match result {
+        Ok(r) => {
+            if r.events > 0 {
+                tracing::info!(events = r.events, "replayed from the write-ahead log");
+            }
+            Ok((db, r.end))
+        }
+        Err(e) => Err(redb::DatabaseError::Storage(match *e.0 {
+            redb::Error::Io(io) => redb::StorageError::Io(io),
+            other => redb::StorageError::Corrupted(other.to_string()),
+        })),
     }
 }
 

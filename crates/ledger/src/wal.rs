@@ -312,15 +312,15 @@ fn parse(payload: &[u8]) -> Option<Record<'_>> {
     })
 }
 
-/// The records of `log` that come after `head` (the last position redb holds), in order.
+/// The `records` (of a log, in order) that come after `head` (the last position redb holds), in order.
 /// Records at or below `head` are skipped: older ones the log was overwriting, or ones a
 /// durable commit of someone else already carried into redb. A record that starts beyond the
 /// next position means a gap — events that were acknowledged and are nowhere — and is an
 /// error rather than something to skip.
-pub(crate) fn after(log: &[u8], head: u64) -> Result<Vec<Record<'_>>, String> {
+pub(crate) fn after(records: Vec<Record<'_>>, head: u64) -> Result<Vec<Record<'_>>, String> {
     let mut next = head + 1;
     let mut out = Vec::new();
-    for record in records(log) {
+    for record in records {
         if record.last() < next {
             continue;
         }
@@ -391,10 +391,13 @@ mod tests {
         // A restarted log: new records 11..=13 at the start, then the tail of the older
         // cycle (positions 5..=10) that they did not overwrite.
         let log = [record(11, 2), record(13, 1), record(5, 3), record(8, 3)].concat();
-        assert_eq!(spans(&after(&log, 10).unwrap()), [(11, 12), (13, 13)]);
-        assert_eq!(spans(&after(&log, 12).unwrap()), [(13, 13)]);
-        assert!(after(&log, 13).unwrap().is_empty());
-        let err = after(&log, 9).map(|_| ()).unwrap_err();
+        assert_eq!(
+            spans(&after(records(&log), 10).unwrap()),
+            [(11, 12), (13, 13)]
+        );
+        assert_eq!(spans(&after(records(&log), 12).unwrap()), [(13, 13)]);
+        assert!(after(records(&log), 13).unwrap().is_empty());
+        let err = after(records(&log), 9).map(|_| ()).unwrap_err();
         assert!(
             err.contains("11..=12") && err.contains("ends at 9"),
             "{err}"
@@ -435,14 +438,14 @@ mod tests {
         }
         assert!(wal.wants_checkpoint());
         let log = std::fs::read(&path).unwrap();
-        assert_eq!(spans(&after(&log, 0).unwrap()), [(1, 2), (3, 4)]);
+        assert_eq!(spans(&after(records(&log), 0).unwrap()), [(1, 2), (3, 4)]);
         wal.restart();
         let mut g = GroupRecord::new(5, 7);
         g.push(1, b"c");
         g.finish(3);
         wal.append(&g).unwrap();
         let log = std::fs::read(&path).unwrap();
-        assert_eq!(spans(&after(&log, 4).unwrap()), [(5, 5)]);
+        assert_eq!(spans(&after(records(&log), 4).unwrap()), [(5, 5)]);
     }
 
     #[test]
@@ -471,6 +474,6 @@ mod tests {
         wal.restart();
         assert!(!wal.has_records());
         let log = std::fs::read(&path).unwrap();
-        assert_eq!(spans(&after(&log, 0).unwrap()), [(1, 1), (2, 2)]);
+        assert_eq!(spans(&after(records(&log), 0).unwrap()), [(1, 1), (2, 2)]);
     }
 }

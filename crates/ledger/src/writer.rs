@@ -473,7 +473,8 @@ pub(crate) fn replay(db: &Database, path: &Path) -> Result<Replayed, StorageErro
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Replayed::default()),
         Err(e) => return Err(StorageError(Box::new(redb::Error::Io(e)))),
     };
-    if wal::records(&log).is_empty() {
+    let records = wal::records(&log);
+    if records.is_empty() {
         return Ok(Replayed::default());
     }
     let mut txn = db.begin_write()?;
@@ -482,7 +483,7 @@ pub(crate) fn replay(db: &Database, path: &Path) -> Result<Replayed, StorageErro
     {
         let mut t = Tables::open(&txn)?;
         let head = t.events.last()?.map_or(0, |(k, _)| k.value());
-        let records = wal::after(&log, head)
+        let records = wal::after(records, head)
             .map_err(|message| StorageError(Box::new(redb::Error::Corrupted(message))))?;
         let Some(last) = records.last() else {
             return Ok(Replayed::default());
