@@ -56,7 +56,7 @@ pub struct Args {
     /// Loom's page cache for W5 (bytes): 1 GiB unless `--cache` says otherwise, so that the
     /// 1M-event history (~570 MB) is read from memory, as PostgreSQL's (shared_buffers
     /// 512 MB plus the OS page cache) is.
-    cache: Option<usize>,
+    cache: usize,
 }
 
 impl Args {
@@ -75,7 +75,7 @@ pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         writers: vec![1, 4, 16, 64],
         batches: vec![1, 10, 100, 1000],
         only: Vec::new(),
-        cache: Some(1 << 30),
+        cache: 1 << 30,
     };
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -96,7 +96,7 @@ pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             }
             "--cache" => {
                 let mib: usize = value()?.parse().map_err(|_| "bad --cache (MiB)")?;
-                args.cache = Some(mib << 20);
+                args.cache = mib << 20;
             }
             other => return Err(format!("unknown flag {other}")),
         }
@@ -311,16 +311,13 @@ fn conflict_note(ok: u64, conflicts: u64, elapsed: Duration) -> String {
 /// Fills a ledger with `n` events (batches of 1000) and returns it with load time.
 fn loom_load(args: &Args) -> (tempfile::TempDir, Ledger, Duration) {
     let dir = temp_in(&args.dir);
-    let ledger = match args.cache {
-        Some(cache_bytes) => super::open_with(
-            dir.path(),
-            LedgerOptions {
-                cache_bytes,
-                ..LedgerOptions::default()
-            },
-        ),
-        None => open(dir.path()),
-    };
+    let ledger = super::open_with(
+        dir.path(),
+        LedgerOptions {
+            cache_bytes: args.cache,
+            ..LedgerOptions::default()
+        },
+    );
     let t = Instant::now();
     let mut written = 0u64;
     while written < args.events {
