@@ -1,11 +1,13 @@
 //! The group-commit writer: one thread owns the write transaction. It drains the queue of
 //! pending appends, checks and applies each in order inside one transaction (a refused append
-//! does not affect its neighbours), commits once with `Durability::Immediate`, and only then
-//! answers every caller.
+//! does not affect its neighbours), makes the group durable — one record in the write-ahead
+//! log ([`crate::wal`]) and a redb commit with `Durability::None`, or at a checkpoint a redb
+//! commit with `Durability::Immediate` — and only then answers every caller.
 //!
 //! After an I/O error (a full disk) the writer closes and reopens the database, because redb
-//! refuses every operation of a database that saw one (see [`crate::store`]), and reloads what
-//! it keeps in memory from the reopened database.
+//! refuses every operation of a database that saw one (see [`crate::store`]); opening replays
+//! the log ([`replay`]), and the writer reloads what it keeps in memory from the reopened
+//! database.
 
 use std::path::Path;
 use std::sync::mpsc::{Receiver, TryRecvError};
