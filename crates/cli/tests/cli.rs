@@ -162,10 +162,14 @@ fn serve_append_events_stream_follow() {
 }
 
 #[test]
-fn serve_takes_a_cache_size_and_refuses_a_bad_one() {
+fn serve_takes_cache_and_log_sizes_and_refuses_bad_ones() {
     let dir = tempfile::tempdir().unwrap();
-    // A 1 MiB cache under ~3 MiB of events: reads go back to the file, and stay exact.
-    let server = Serve::start(&dir.path().join("data"), &["--cache", "1m"]);
+    // A 1 MiB cache under ~3 MiB of events: reads go back to the file, and stay exact. A
+    // 256 KiB log checkpoint: the log starts over about ten times, its reserve is 1 MiB.
+    let server = Serve::start(
+        &dir.path().join("data"),
+        &["--cache", "1m", "--wal-checkpoint", "256k"],
+    );
     let spec = dir.path().join("cart.json");
     std::fs::write(&spec, json!({"open": true}).to_string()).unwrap();
     ok(&server.loom_with(&["entities", "put", "cart", spec.to_str().unwrap()], None));
@@ -194,19 +198,30 @@ fn serve_takes_a_cache_size_and_refuses_a_bad_one() {
         .collect();
     assert_eq!(read, (1..=3000).collect::<Vec<u64>>());
     server.stop();
-
-    let out = Command::new(LOOM)
-        .args(["serve", "--data"])
-        .arg(dir.path().join("data"))
-        .args(["--listen", "127.0.0.1:0", "--cache", "lots"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let size = |name: &str| {
+        std::fs::metadata(dir.path().join("data").join(name))
+            .unwrap()
+            .len()
+    };
+    assert_eq!(size("ledger.reserve"), 1 << 20);
+    // At most one checkpoint interval plus one group (a 500-event batch of ~1 KiB events).
     assert!(
-        err.contains("--cache") && err.contains("is not a size"),
-        "{err}"
+        size("ledger.wal") < (256 << 10) + (600 << 10),
+        "{}",
+        size("ledger.wal")
     );
+
+    for (flag, value) in [("--cache", "lots"), ("--wal-checkpoint", "0")] {
+        let out = Command::new(LOOM)
+            .args(["serve", "--data"])
+            .arg(dir.path().join("data"))
+            .args(["--listen", "127.0.0.1:0", flag, value])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(flag) && err.contains("is not a size"), "{err}");
+    }
 }
 
 #[test]
