@@ -206,7 +206,7 @@ impl Default for LedgerOptions {
             max_group_events: 20_000,
             queue_capacity: 8_192,
             cache_bytes: 256 * 1024 * 1024,
-            wal_checkpoint_bytes: 16 * 1024 * 1024,
+            wal_checkpoint_bytes: 4 * 1024 * 1024,
         }
     }
 }
