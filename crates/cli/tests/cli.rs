@@ -204,12 +204,9 @@ fn serve_takes_cache_and_log_sizes_and_refuses_bad_ones() {
             .len()
     };
     assert_eq!(size("ledger.reserve"), 1 << 20);
-    // At most one checkpoint interval plus one group (a 500-event batch of ~1 KiB events).
-    assert!(
-        size("ledger.wal") < (256 << 10) + (600 << 10),
-        "{}",
-        size("ledger.wal")
-    );
+    // At most one checkpoint interval plus one group (a 500-event batch of ~1 KiB events,
+    // ~0.55 MiB); without checkpoints the log would hold all ~3.3 MB.
+    assert!(size("ledger.wal") < 2 << 20, "{}", size("ledger.wal"));
 
     for (flag, value) in [("--cache", "lots"), ("--wal-checkpoint", "0")] {
         let out = Command::new(LOOM)
