@@ -96,7 +96,9 @@ impl Reserve {
                 Err(std::io::Error::new(
                     e.kind(),
                     format!(
-                        "cannot set aside {} KiB for replaying the write-ahead log ({}): {e}",
+                        "cannot set aside {} KiB for replaying the write-ahead log ({}): {e}; \
+                         appends are refused until there is room (free disk space, or lower \
+                         the checkpoint interval, `loom serve --wal-checkpoint`)",
                         self.bytes >> 10,
                         self.path.display()
                     ),
@@ -118,7 +120,6 @@ pub(crate) struct Wal {
     reserve: Arc<Reserve>,
     offset: u64,
     checkpoint_bytes: u64,
-    buf: Vec<u8>,
     /// The last append failed, so the bytes at `offset` may hold a whole record of a group
     /// that was refused (the write can have completed before its fsync failed). Until an
     /// append overwrites them the log must not start over: after a restart they could be
@@ -153,7 +154,6 @@ impl Wal {
             reserve,
             offset,
             checkpoint_bytes,
-            buf: Vec::new(),
             tail_dirty: false,
         })
     }
@@ -171,21 +171,15 @@ impl Wal {
 
     /// Appends one group's record and waits until it is on disk. On error the offset does not
     /// move, so the next record overwrites whatever part of this one was written.
+    /// `group` must be [`finish`](GroupRecord::finish)ed.
     pub(crate) fn append(&mut self, group: &GroupRecord) -> std::io::Result<()> {
-        self.buf.clear();
-        self.buf.extend_from_slice(&MAGIC.to_le_bytes());
-        self.buf
-            .extend_from_slice(&(group.payload.len() as u32).to_le_bytes());
-        self.buf
-            .extend_from_slice(&crc32fast::hash(&group.payload).to_le_bytes());
-        self.buf.extend_from_slice(&group.payload);
         let written = self
             .file
-            .write_all_at(&self.buf, self.offset)
+            .write_all_at(&group.bytes, self.offset)
             .and_then(|()| self.file.sync_data());
         self.tail_dirty = written.is_err();
         written?;
-        self.offset += self.buf.len() as u64;
+        self.offset += group.bytes.len() as u64;
         Ok(())
     }
 
@@ -203,28 +197,34 @@ impl Wal {
     }
 }
 
-/// One group's accepted events, built by the writer while it applies them.
+/// One group's accepted events, built by the writer while it applies them: the whole record,
+/// header included, so that it is written as it stands.
 pub(crate) struct GroupRecord {
-    payload: Vec<u8>,
+    bytes: Vec<u8>,
     count: u32,
 }
 
+/// Where the payload's count and next stream id sit in a [`GroupRecord`]'s bytes.
+const COUNT_AT: usize = HEADER + 8;
+const NEXT_STREAM_ID_AT: usize = HEADER + 20;
+
 impl GroupRecord {
     pub(crate) fn new(first: u64, recorded: i64) -> GroupRecord {
-        let mut payload = Vec::with_capacity(4096);
-        payload.extend_from_slice(&first.to_le_bytes());
-        payload.extend_from_slice(&0u32.to_le_bytes());
-        payload.extend_from_slice(&recorded.to_le_bytes());
-        payload.extend_from_slice(&0u64.to_le_bytes());
-        GroupRecord { payload, count: 0 }
+        let mut bytes = Vec::with_capacity(4096);
+        bytes.extend_from_slice(&[0; HEADER]); // magic, length, checksum: `finish`
+        bytes.extend_from_slice(&first.to_le_bytes());
+        bytes.extend_from_slice(&0u32.to_le_bytes());
+        bytes.extend_from_slice(&recorded.to_le_bytes());
+        bytes.extend_from_slice(&0u64.to_le_bytes());
+        GroupRecord { bytes, count: 0 }
     }
 
     /// Adds the next position's event.
     pub(crate) fn push(&mut self, stream_id: u64, record: &[u8]) {
-        self.payload.extend_from_slice(&stream_id.to_le_bytes());
-        self.payload
+        self.bytes.extend_from_slice(&stream_id.to_le_bytes());
+        self.bytes
             .extend_from_slice(&(record.len() as u32).to_le_bytes());
-        self.payload.extend_from_slice(record);
+        self.bytes.extend_from_slice(record);
         self.count += 1;
     }
 
@@ -232,10 +232,15 @@ impl GroupRecord {
         self.count == 0
     }
 
-    /// Fills in the count and the stream-id counter after the group.
+    /// Fills in the count and the stream-id counter after the group, then the header.
     pub(crate) fn finish(&mut self, next_stream_id: u64) {
-        self.payload[8..12].copy_from_slice(&self.count.to_le_bytes());
-        self.payload[20..28].copy_from_slice(&next_stream_id.to_le_bytes());
+        self.bytes[COUNT_AT..COUNT_AT + 4].copy_from_slice(&self.count.to_le_bytes());
+        self.bytes[NEXT_STREAM_ID_AT..NEXT_STREAM_ID_AT + 8]
+            .copy_from_slice(&next_stream_id.to_le_bytes());
+        let (header, payload) = self.bytes.split_at_mut(HEADER);
+        header[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+        header[4..8].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        header[8..12].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
     }
 }
 
@@ -271,17 +276,17 @@ pub(crate) fn records(log: &[u8]) -> Vec<Record<'_>> {
         if crc32fast::hash(payload) != crc {
             break;
         }
-        let Some(mut record) = parse(payload) else {
+        rest = &rest[HEADER + len..];
+        let Some(record) = parse(payload, (log.len() - rest.len()) as u64) else {
             break;
         };
-        rest = &rest[HEADER + len..];
-        record.end = (log.len() - rest.len()) as u64;
         out.push(record);
     }
     out
 }
 
-fn parse(payload: &[u8]) -> Option<Record<'_>> {
+/// A record's payload; `end` is the offset right after the record.
+fn parse(payload: &[u8], end: u64) -> Option<Record<'_>> {
     fn take<const N: usize>(b: &mut &[u8]) -> Option<[u8; N]> {
         let (head, tail) = b.split_first_chunk::<N>()?;
         *b = tail;
@@ -308,7 +313,7 @@ fn parse(payload: &[u8]) -> Option<Record<'_>> {
         recorded,
         next_stream_id,
         events,
-        end: 0,
+        end,
     })
 }
 
@@ -326,7 +331,10 @@ pub(crate) fn after(records: Vec<Record<'_>>, head: u64) -> Result<Vec<Record<'_
         }
         if record.first != next {
             return Err(format!(
-                "the write-ahead log holds positions {}..={} but the database ends at {}",
+                "the write-ahead log holds positions {}..={} but the database ends at {}: \
+                 acknowledged events between them are missing from both. Restore the data \
+                 directory from a backup; or, to open what the database holds and lose the \
+                 log's events, move {WAL_FILE} out of the directory",
                 record.first,
                 record.last(),
                 next - 1
@@ -342,7 +350,8 @@ pub(crate) fn after(records: Vec<Record<'_>>, head: u64) -> Result<Vec<Record<'_
 mod tests {
     use super::*;
 
-    fn record(first: u64, n: usize) -> Vec<u8> {
+    /// A finished group of `n` events from position `first`.
+    fn group(first: u64, n: usize) -> GroupRecord {
         let mut g = GroupRecord::new(first, 42);
         for i in 0..n {
             g.push(
@@ -351,11 +360,12 @@ mod tests {
             );
         }
         g.finish(9);
-        let mut out = MAGIC.to_le_bytes().to_vec();
-        out.extend_from_slice(&(g.payload.len() as u32).to_le_bytes());
-        out.extend_from_slice(&crc32fast::hash(&g.payload).to_le_bytes());
-        out.extend_from_slice(&g.payload);
-        out
+        g
+    }
+
+    /// Its bytes, as the log holds them.
+    fn record(first: u64, n: usize) -> Vec<u8> {
+        group(first, n).bytes
     }
 
     fn spans(records: &[Record<'_>]) -> Vec<(u64, u64)> {
@@ -399,7 +409,7 @@ mod tests {
         assert!(after(records(&log), 13).unwrap().is_empty());
         let err = after(records(&log), 9).map(|_| ()).unwrap_err();
         assert!(
-            err.contains("11..=12") && err.contains("ends at 9"),
+            err.contains("11..=12") && err.contains("ends at 9") && err.contains(WAL_FILE),
             "{err}"
         );
     }
@@ -430,20 +440,13 @@ mod tests {
         wal.ready().unwrap();
         assert!(!wal.wants_checkpoint());
         for first in [1, 3] {
-            let mut g = GroupRecord::new(first, 7);
-            g.push(1, b"a");
-            g.push(2, b"b");
-            g.finish(3);
-            wal.append(&g).unwrap();
+            wal.append(&group(first, 2)).unwrap();
         }
         assert!(wal.wants_checkpoint());
         let log = std::fs::read(&path).unwrap();
         assert_eq!(spans(&after(records(&log), 0).unwrap()), [(1, 2), (3, 4)]);
         wal.restart();
-        let mut g = GroupRecord::new(5, 7);
-        g.push(1, b"c");
-        g.finish(3);
-        wal.append(&g).unwrap();
+        wal.append(&group(5, 1)).unwrap();
         let log = std::fs::read(&path).unwrap();
         assert_eq!(spans(&after(records(&log), 4).unwrap()), [(5, 5)]);
     }
@@ -454,22 +457,16 @@ mod tests {
         let path = dir.path().join(WAL_FILE);
         let reserve = Arc::new(Reserve::new(dir.path().join(RESERVE_FILE), 4096));
         let mut wal = Wal::open(&path, 0, 1, reserve).unwrap();
-        let group = |first: u64| {
-            let mut g = GroupRecord::new(first, 7);
-            g.push(1, b"event");
-            g.finish(2);
-            g
-        };
-        wal.append(&group(1)).unwrap();
+        wal.append(&group(1, 1)).unwrap();
         // The file goes read-only under the log: the next append fails.
         let writable = std::mem::replace(&mut wal.file, File::open(&path).unwrap());
-        assert!(wal.append(&group(2)).is_err());
+        assert!(wal.append(&group(2, 1)).is_err());
         assert!(!wal.wants_checkpoint(), "no checkpoint over a dirty tail");
         wal.restart();
         assert!(wal.has_records(), "no restart over a dirty tail");
         // The next append goes to the same offset and cleans the tail.
         wal.file = writable;
-        wal.append(&group(2)).unwrap();
+        wal.append(&group(2, 1)).unwrap();
         assert!(wal.wants_checkpoint());
         wal.restart();
         assert!(!wal.has_records());
