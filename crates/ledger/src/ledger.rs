@@ -16,11 +16,12 @@ use crate::error::{AppendError, InvalidEvent, OpenError, ReadError, RegistryErro
 use crate::event::{Event, StoredEvent};
 use crate::head::Head;
 use crate::query::{View, Window, decode};
+use crate::records::{self, Events};
 use crate::registry::{CompiledEntity, EntitySpec, Registry, check_entity_name};
 use crate::selector::{CompiledSelector, Selector};
 use crate::store::Store;
 use crate::tables::*;
-use crate::view::{EventBatch, EventView};
+use crate::view::{EventBatch, EventRecord, EventView};
 use crate::wal::{RESERVE_FILE, Reserve, WAL_FILE, Wal};
 use crate::writer::{self, Pending, Writer};
 
@@ -189,6 +190,10 @@ pub struct LedgerOptions {
     /// file itself and the log starts over (docs/design.md, "Write-ahead log"). Larger means
     /// fewer checkpoints and a longer replay after a crash.
     pub wal_checkpoint_bytes: u64,
+    /// Most events packed into one segment of the stored history (docs/design.md,
+    /// "Segments"); a segment also ends before it would pass 16 KiB. Lower values make scans
+    /// slower and exist for tests of segment boundaries.
+    pub segment_events: usize,
 }
 
 impl LedgerOptions {
@@ -197,6 +202,11 @@ impl LedgerOptions {
     /// at least 256 KiB.
     pub fn wal_reserve_bytes(&self) -> u64 {
         self.wal_checkpoint_bytes.saturating_mul(4).max(256 << 10)
+    }
+
+    /// [`LedgerOptions::segment_events`], at least 1.
+    fn segment_events(&self) -> usize {
+        self.segment_events.clamp(1, records::SEGMENT_EVENTS_MAX)
     }
 }
 
@@ -207,6 +217,7 @@ impl Default for LedgerOptions {
             queue_capacity: 8_192,
             cache_bytes: 256 * 1024 * 1024,
             wal_checkpoint_bytes: 4 * 1024 * 1024,
+            segment_events: records::SEGMENT_EVENTS,
         }
     }
 }
@@ -334,6 +345,7 @@ impl Ledger {
         let wal = dir.join(WAL_FILE);
         let log = wal.clone();
         let cache = options.cache_bytes;
+        let segment_events = options.segment_events();
         // Every open (this one, and reopens after an I/O error) replays the write-ahead log
         // before the database is used; the first one says where the log goes on.
         let first = Arc::new(Mutex::new(None));
@@ -344,7 +356,7 @@ impl Ledger {
         ));
         let spare = reserve.clone();
         let store = Store::open(move || {
-            let (db, end) = open_replayed(cache, &file, &log, &spare)?;
+            let (db, end) = open_replayed(cache, segment_events, &file, &log, &spare)?;
             let mut first = replayed.lock().unwrap_or_else(PoisonError::into_inner);
             first.get_or_insert(end);
             Ok(db)
@@ -392,7 +404,7 @@ impl Ledger {
             source: e,
         };
         let store = store.map_err(|e| db_err(e.into()))?;
-        let loaded = Self::init(&store)
+        let loaded = Self::init(&store, options.segment_events())
             .and_then(|()| load(&store))
             .map_err(|e| match e {
                 InitError::Storage(e) => db_err(e),
@@ -428,6 +440,7 @@ impl Ledger {
             next_stream_id: loaded.next_stream_id,
             last_recorded: loaded.last_recorded,
             max_group_events: options.max_group_events.max(1),
+            segment_events: options.segment_events(),
         };
         let handle = std::thread::Builder::new()
             .name("loom-ledger-writer".into())
@@ -449,8 +462,9 @@ impl Ledger {
     }
 
     /// Creates the tables if missing and checks the on-disk format.
-    fn init(store: &Store) -> Result<(), InitError> {
+    fn init(store: &Store, segment_events: usize) -> Result<(), InitError> {
         let txn = store.begin_write().map_err(StorageError::from)?;
+        let mut upgrade = false;
         {
             let mut meta = txn.open_table(META).map_err(StorageError::from)?;
             let format = meta
@@ -458,7 +472,12 @@ impl Ledger {
                 .map_err(StorageError::from)?
                 .map(|v| v.value());
             match format {
-                None | Some(FORMAT_BEFORE_WAL) => {
+                None => {
+                    meta.insert(META_FORMAT, FORMAT_VERSION)
+                        .map_err(StorageError::from)?;
+                }
+                Some(old) if FORMATS_BEFORE.contains(&old) => {
+                    upgrade = true;
                     meta.insert(META_FORMAT, FORMAT_VERSION)
                         .map_err(StorageError::from)?;
                 }
@@ -471,6 +490,7 @@ impl Ledger {
                 }
             }
             txn.open_table(EVENTS).map_err(StorageError::from)?;
+            txn.open_table(SEGMENTS).map_err(StorageError::from)?;
             txn.open_table(STREAMS).map_err(StorageError::from)?;
             txn.open_table(IDS).map_err(StorageError::from)?;
             txn.open_table(STREAM_INDEX).map_err(StorageError::from)?;
@@ -480,6 +500,33 @@ impl Ledger {
             txn.open_table(ENTITIES).map_err(StorageError::from)?;
         }
         txn.commit().map_err(StorageError::from)?;
+        if upgrade {
+            // Formats before 3 keep every event in the tail: pack them into segments now, a
+            // bounded transaction at a time (the format says 3 already, so a build that would
+            // not read segments refuses this file even if the packing is cut short; the rest
+            // is packed on the next open, or by the writer as it goes).
+            let started = std::time::Instant::now();
+            let mut moved = 0;
+            loop {
+                let txn = store.begin_write().map_err(StorageError::from)?;
+                let n = {
+                    let mut tail = txn.open_table(EVENTS).map_err(StorageError::from)?;
+                    let mut segments = txn.open_table(SEGMENTS).map_err(StorageError::from)?;
+                    records::seal(&mut tail, &mut segments, 1024, segment_events)
+                        .map_err(InitError::from_read)?
+                };
+                txn.commit().map_err(StorageError::from)?;
+                moved += n;
+                if n == 0 {
+                    break;
+                }
+            }
+            tracing::info!(
+                events = moved,
+                seconds = started.elapsed().as_secs_f64(),
+                "upgraded the on-disk format: packed the stored events into segments"
+            );
+        }
         Ok(())
     }
 
@@ -692,6 +739,7 @@ impl Ledger {
             &View<
                 '_,
                 redb::ReadOnlyTable<u64, &'static [u8]>,
+                redb::ReadOnlyTable<u64, &'static [u8]>,
                 redb::ReadOnlyTable<&'static str, (u64, u64)>,
                 redb::ReadOnlyTable<(u64, u64), u64>,
                 redb::ReadOnlyTable<(&'static str, u64), ()>,
@@ -700,13 +748,17 @@ impl Ledger {
         ) -> Result<R, ReadError>,
     ) -> Result<R, ReadError> {
         let txn = self.read_txn()?;
-        let events = txn.open_table(EVENTS)?;
+        let tail = txn.open_table(EVENTS)?;
+        let segments = txn.open_table(SEGMENTS)?;
         let streams = txn.open_table(STREAMS)?;
         let stream_index = txn.open_table(STREAM_INDEX)?;
         let entity_index = txn.open_table(ENTITY_INDEX)?;
         let type_index = txn.open_table(TYPE_INDEX)?;
         f(&View {
-            events: &events,
+            events: Events {
+                tail: &tail,
+                segments: &segments,
+            },
             streams: &streams,
             stream_index: &stream_index,
             entity_index: &entity_index,
@@ -781,6 +833,19 @@ impl Ledger {
         self.with_view(|v| v.select_views(selector, opts.window(), &entities, f))
     }
 
+    /// Like [`Ledger::scan_views`], with each event's record read lazily: an attribute is
+    /// checked only when `f` asks for it (see [`EventRecord`]). For folds that read a few
+    /// attributes of many events, such as counts and sums over the data.
+    pub fn scan_records(
+        &self,
+        selector: &CompiledSelector,
+        opts: ReadOptions,
+        f: impl FnMut(&EventRecord<'_>) -> bool,
+    ) -> Result<(), ReadError> {
+        let entities = self.entity_names();
+        self.with_view(|v| v.select_lazy(selector, opts.window(), &entities, f))
+    }
+
     /// One stream's events by revision: revisions greater than `after_revision`, at most
     /// `limit`.
     pub fn read_stream(
@@ -796,19 +861,23 @@ impl Ledger {
         };
         let (id, _) = stream.value();
         let index = txn.open_table(STREAM_INDEX)?;
-        let events = txn.open_table(EVENTS)?;
+        let (tail, segments) = (txn.open_table(EVENTS)?, txn.open_table(SEGMENTS)?);
+        let events = Events {
+            tail: &tail,
+            segments: &segments,
+        };
         let mut out = Vec::new();
         let start = after_revision.saturating_add(1);
         for item in index.range((id, start)..=(id, u64::MAX))?.take(limit) {
             let (_, p) = item?;
             let position = p.value();
-            let Some(bytes) = events.get(position)? else {
+            let Some(e) = events.with(position, |bytes| decode(position, bytes))? else {
                 return Err(ReadError::Corrupt {
                     position,
                     message: "the stream index names a position with no event".into(),
                 });
             };
-            out.push(decode(position, bytes.value())?);
+            out.push(e);
         }
         Ok(out)
     }
@@ -823,11 +892,12 @@ impl Ledger {
     /// The event at `position`.
     pub fn event_at(&self, position: u64) -> Result<Option<StoredEvent>, ReadError> {
         let txn = self.read_txn()?;
-        let events = txn.open_table(EVENTS)?;
-        match events.get(position)? {
-            None => Ok(None),
-            Some(v) => Ok(Some(decode(position, v.value())?)),
+        let (tail, segments) = (txn.open_table(EVENTS)?, txn.open_table(SEGMENTS)?);
+        Events {
+            tail: &tail,
+            segments: &segments,
         }
+        .with(position, |bytes| decode(position, bytes))
     }
 
     /// The event with identity `(source, id)`.
@@ -838,13 +908,17 @@ impl Ledger {
             return Ok(None);
         };
         let position = p.value();
-        let events = txn.open_table(EVENTS)?;
-        match events.get(position)? {
+        let (tail, segments) = (txn.open_table(EVENTS)?, txn.open_table(SEGMENTS)?);
+        let events = Events {
+            tail: &tail,
+            segments: &segments,
+        };
+        match events.with(position, |bytes| decode(position, bytes))? {
             None => Err(ReadError::Corrupt {
                 position,
                 message: "the identity index names a position with no event".into(),
             }),
-            Some(v) => Ok(Some(decode(position, v.value())?)),
+            Some(e) => Ok(Some(e)),
         }
     }
 
@@ -860,7 +934,13 @@ impl Ledger {
     pub fn counts(&self) -> Result<(u64, u64), ReadError> {
         let txn = self.read_txn()?;
         let streams = txn.open_table(STREAMS)?.len()?;
-        let events = txn.open_table(EVENTS)?.len()?;
+        // Positions are gapless from 1: the last one is the number of events.
+        let (tail, segments) = (txn.open_table(EVENTS)?, txn.open_table(SEGMENTS)?);
+        let events = Events {
+            tail: &tail,
+            segments: &segments,
+        }
+        .head()?;
         Ok((streams, events))
     }
 
@@ -883,13 +963,14 @@ impl Drop for Ledger {
 /// if the disk is full (see `wal`). Returns the database and where the log goes on.
 fn open_replayed(
     cache: usize,
+    segment_events: usize,
     file: &Path,
     log: &Path,
     reserve: &Reserve,
 ) -> Result<(Database, u64), redb::DatabaseError> {
     let open = || Database::builder().set_cache_size(cache).create(file);
     let mut db = open()?;
-    let mut result = writer::replay(&db, log);
+    let mut result = writer::replay(&db, log, segment_events);
     if let Err(e) = &result
         && e.is_disk_full()
         && reserve.release()
@@ -898,7 +979,7 @@ fn open_replayed(
         tracing::warn!("the disk is full: replaying the write-ahead log into the reserved space");
         drop(db);
         db = open()?;
-        result = writer::replay(&db, log);
+        result = writer::replay(&db, log, segment_events);
     }
     match result {
         Ok(r) => {
@@ -920,6 +1001,13 @@ pub(crate) enum InitError {
 }
 
 impl InitError {
+    pub(crate) fn from_read(e: ReadError) -> InitError {
+        match e {
+            ReadError::Storage(e) => InitError::Storage(e),
+            other => InitError::Corrupt(other.to_string()),
+        }
+    }
+
     pub(crate) fn into_storage(self) -> StorageError {
         match self {
             InitError::Storage(e) => e,
@@ -944,11 +1032,14 @@ pub(crate) fn load(store: &Store) -> Result<Loaded, InitError> {
         .get(META_NEXT_STREAM_ID)
         .map_err(StorageError::from)?
         .map_or(1, |v| v.value());
-    let events = txn.open_table(EVENTS).map_err(StorageError::from)?;
-    let head = events
-        .last()
-        .map_err(StorageError::from)?
-        .map_or(0, |(k, _)| k.value());
+    let tail = txn.open_table(EVENTS).map_err(StorageError::from)?;
+    let segments = txn.open_table(SEGMENTS).map_err(StorageError::from)?;
+    let head = Events {
+        tail: &tail,
+        segments: &segments,
+    }
+    .head()
+    .map_err(InitError::from_read)?;
     let time = txn.open_table(TIME_INDEX).map_err(StorageError::from)?;
     let last_recorded = time
         .last()

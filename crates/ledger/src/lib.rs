@@ -23,6 +23,7 @@ mod event;
 mod head;
 mod ledger;
 mod query;
+mod records;
 mod registry;
 mod selector;
 mod store;
@@ -46,7 +47,7 @@ pub use ledger::{
 pub use registry::{EntitySpec, EventTypeSpec, check_entity_name};
 pub use selector::{CompiledSelector, Selector};
 pub use store::Store;
-pub use view::{DataRef, EventBatch, EventView, ExtensionRef, Extensions};
+pub use view::{DataRef, EventBatch, EventRecord, EventView, ExtensionRef, Extensions};
 pub use wal::{RESERVE_FILE, WAL_FILE};
 
 /// Re-exported so that crates building on the ledger (projections, modules) can keep their own

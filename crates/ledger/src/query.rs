@@ -2,13 +2,14 @@
 
 use std::iter::Peekable;
 
-use redb::{AccessGuard, ReadableTable, StorageError as RedbStorageError};
+use redb::{ReadableTable, StorageError as RedbStorageError};
 
 use crate::codec;
 use crate::error::{ReadError, StorageError};
 use crate::event::StoredEvent;
+use crate::records::{Cursor, Events};
 use crate::selector::CompiledSelector;
-use crate::view::{EventBatch, EventView};
+use crate::view::{EventBatch, EventRecord, EventView};
 
 type PosIter<'a> = Box<dyn Iterator<Item = Result<u64, RedbStorageError>> + 'a>;
 
@@ -33,18 +34,29 @@ impl Window {
     }
 }
 
+/// How much of each record a read looks at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reading {
+    /// Every byte (decoding or checking it).
+    Whole,
+    /// A few attributes ([`EventRecord`]): a scan loads the records' memory ahead of time
+    /// (see `records::Events::scan`).
+    Sparse,
+}
+
 /// The tables a selector reads, borrowed from a read or write transaction.
-pub(crate) struct View<'t, Ev, St, Si, En, Ty> {
-    pub(crate) events: &'t Ev,
+pub(crate) struct View<'t, Ev, Sg, St, Si, En, Ty> {
+    pub(crate) events: Events<'t, Ev, Sg>,
     pub(crate) streams: &'t St,
     pub(crate) stream_index: &'t Si,
     pub(crate) entity_index: &'t En,
     pub(crate) type_index: &'t Ty,
 }
 
-impl<'t, Ev, St, Si, En, Ty> View<'t, Ev, St, Si, En, Ty>
+impl<'t, Ev, Sg, St, Si, En, Ty> View<'t, Ev, Sg, St, Si, En, Ty>
 where
     Ev: ReadableTable<u64, &'static [u8]>,
+    Sg: ReadableTable<u64, &'static [u8]>,
     St: ReadableTable<&'static str, (u64, u64)>,
     Si: ReadableTable<(u64, u64), u64>,
     En: ReadableTable<(&'static str, u64), ()>,
@@ -74,13 +86,19 @@ where
         entities: &[String],
         mut f: impl FnMut(StoredEvent) -> bool,
     ) -> Result<(), ReadError> {
-        self.select_records(sel, w, entities, |position, bytes, decoded| {
-            let e = match decoded {
-                Some(e) => e,
-                None => decode(position, bytes)?,
-            };
-            Ok(f(e))
-        })
+        self.select_records(
+            sel,
+            w,
+            entities,
+            Reading::Whole,
+            |position, bytes, decoded| {
+                let e = match decoded {
+                    Some(e) => e,
+                    None => decode(position, bytes)?,
+                };
+                Ok(f(e))
+            },
+        )
     }
 
     /// Calls `f` with a view of each matching event, borrowed from the stored record (no copy).
@@ -91,10 +109,23 @@ where
         entities: &[String],
         mut f: impl FnMut(&EventView<'_>) -> bool,
     ) -> Result<(), ReadError> {
-        self.select_records(sel, w, entities, |position, bytes, _| {
+        self.select_records(sel, w, entities, Reading::Whole, |position, bytes, _| {
             let view = codec::decode_view(position, bytes)
                 .map_err(|message| ReadError::Corrupt { position, message })?;
             Ok(f(&view))
+        })
+    }
+
+    /// Calls `f` with each matching event's record, read lazily (see [`EventRecord`]).
+    pub(crate) fn select_lazy(
+        &self,
+        sel: &CompiledSelector,
+        w: Window,
+        entities: &[String],
+        mut f: impl FnMut(&EventRecord<'_>) -> bool,
+    ) -> Result<(), ReadError> {
+        self.select_records(sel, w, entities, Reading::Sparse, |position, bytes, _| {
+            Ok(f(&EventRecord::new(position, bytes)?))
         })
     }
 
@@ -107,7 +138,7 @@ where
         batch: &mut EventBatch,
     ) -> Result<(), ReadError> {
         batch.clear();
-        self.select_records(sel, w, entities, |position, bytes, _| {
+        self.select_records(sel, w, entities, Reading::Whole, |position, bytes, _| {
             // Checked here, so that views of the batch cannot fail later.
             batch.push(position, bytes)?;
             Ok(true)
@@ -122,6 +153,7 @@ where
         sel: &CompiledSelector,
         w: Window,
         entities: &[String],
+        reading: Reading,
         mut f: impl FnMut(u64, &[u8], Option<StoredEvent>) -> Result<bool, ReadError>,
     ) -> Result<(), ReadError> {
         if w.is_empty() {
@@ -139,37 +171,28 @@ where
             };
         let plain = sel.entity().is_none() && sel.types.is_empty();
         if plain {
-            // Every event: walk the events table itself.
-            let range = self.events.range(w.lo()..=w.hi())?;
-            let iter: Box<dyn Iterator<Item = _>> = if w.backwards {
-                Box::new(range.rev())
-            } else {
-                Box::new(range)
-            };
-            for item in iter {
-                let (k, v) = item?;
-                let position = k.value();
-                let bytes = v.value();
-                if let Some(decoded) = filter(position, bytes)? {
+            // Every event: walk the records themselves.
+            let ahead = reading == Reading::Sparse;
+            return self
+                .events
+                .scan(w.lo(), w.hi(), w.backwards, ahead, |position, bytes| {
+                    let Some(decoded) = filter(position, bytes)? else {
+                        return Ok(true);
+                    };
                     taken += 1;
-                    if !f(position, bytes, decoded)? || taken >= w.limit {
-                        break;
-                    }
-                }
-            }
-            return Ok(());
+                    Ok(f(position, bytes, decoded)? && taken < w.limit)
+                });
         }
         let positions = self.positions(sel, w, entities)?;
-        let mut cursor = Cursor::new(self.events, w.hi(), w.backwards);
+        let mut cursor = Cursor::new(self.events, w.hi(), w.backwards)?;
         for p in positions {
             let position = p?;
-            let Some(v) = cursor.get(position)? else {
+            let Some(bytes) = cursor.get(position)? else {
                 return Err(ReadError::Corrupt {
                     position,
                     message: "an index names a position with no event".into(),
                 });
             };
-            let bytes = v.value();
             // Keys and types not covered by the index are checked on the header alone.
             let header = codec::decode_header(bytes)
                 .map_err(|message| ReadError::Corrupt { position, message })?;
@@ -273,67 +296,6 @@ pub(crate) fn decode(position: u64, bytes: &[u8]) -> Result<StoredEvent, ReadErr
 
 pub(crate) fn decode_view(position: u64, bytes: &[u8]) -> Result<EventView<'_>, ReadError> {
     codec::decode_view(position, bytes).map_err(|message| ReadError::Corrupt { position, message })
-}
-
-/// Looks events up by increasing position. An index walk of a busy entity or type names
-/// positions that are close together; stepping one range iterator forward over the few
-/// records in between costs much less than a B-tree descent (`get`) for each.
-struct Cursor<'t, Ev> {
-    events: &'t Ev,
-    hi: u64,
-    backwards: bool,
-    range: Option<redb::Range<'t, u64, &'static [u8]>>,
-    /// The entry the range stands on.
-    current: Option<(u64, AccessGuard<'t, &'static [u8]>)>,
-}
-
-/// How many records the cursor steps over before it seeks instead.
-const MAX_STEPS: usize = 16;
-
-impl<'t, Ev: ReadableTable<u64, &'static [u8]>> Cursor<'t, Ev> {
-    fn new(events: &'t Ev, hi: u64, backwards: bool) -> Self {
-        Cursor {
-            events,
-            hi,
-            backwards,
-            range: None,
-            current: None,
-        }
-    }
-
-    fn get(
-        &mut self,
-        position: u64,
-    ) -> Result<Option<AccessGuard<'t, &'static [u8]>>, RedbStorageError> {
-        if self.backwards {
-            return self.events.get(position);
-        }
-        let mut steps = 0;
-        loop {
-            match &self.current {
-                Some((p, _)) if *p == position => return Ok(self.current.take().map(|(_, v)| v)),
-                // Already past it (positions asked for out of order): look it up.
-                Some((p, _)) if *p > position => return self.events.get(position),
-                _ => {}
-            }
-            if self.range.is_none() || steps >= MAX_STEPS {
-                self.range = Some(self.events.range(position..=self.hi)?);
-                steps = 0;
-            }
-            match self.range.as_mut().and_then(Iterator::next) {
-                None => {
-                    self.range = None;
-                    self.current = None;
-                    return Ok(None);
-                }
-                Some(item) => {
-                    let (k, v) = item?;
-                    self.current = Some((k.value(), v));
-                    steps += 1;
-                }
-            }
-        }
-    }
 }
 
 /// Merges position iterators that are each sorted in the same direction.

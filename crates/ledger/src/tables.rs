@@ -2,8 +2,11 @@
 
 use redb::TableDefinition;
 
-/// position → encoded event (see `codec`).
+/// position → encoded event (see `codec`): the tail, events not yet packed into a segment
+/// (see `records`).
 pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// first position → a segment of consecutive encoded events (see `records`).
+pub(crate) const SEGMENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("segments");
 /// (source, id) → position: identity and idempotency.
 pub(crate) const IDS: TableDefinition<(&str, &str), u64> = TableDefinition::new("ids");
 /// subject → (stream id, current revision): O(1) revision lookup.
@@ -28,7 +31,9 @@ pub(crate) const META_FORMAT: &str = "format";
 pub(crate) const META_NEXT_STREAM_ID: &str = "next_stream_id";
 /// The on-disk format this build writes and reads: 2 since the write-ahead log (a data
 /// directory of format 2 may hold acknowledged events only in `ledger.wal`, which a build of
-/// format 1 would not read).
-pub(crate) const FORMAT_VERSION: u64 = 2;
-/// The format before the write-ahead log: read, and upgraded to 2 when opened.
-pub(crate) const FORMAT_BEFORE_WAL: u64 = 1;
+/// format 1 would not read); 3 since segments (a build of format 2 would not read the events
+/// packed into segments).
+pub(crate) const FORMAT_VERSION: u64 = 3;
+/// The formats before: read, and upgraded to 3 when opened (1 had no write-ahead log, 2 no
+/// segments; both keep every event in the tail).
+pub(crate) const FORMATS_BEFORE: [u64; 2] = [1, 2];

@@ -156,6 +156,95 @@ impl EventView<'_> {
     }
 }
 
+/// A stored event read lazily, for folds that look at a few attributes of many events: only
+/// the record's header is read when it is made, and each attribute is checked when it is
+/// asked for (a count checks nothing, a sum over the data checks the data). Records stored
+/// before format 2 of the record encoding are checked in full when made.
+#[derive(Clone, Copy, Debug)]
+pub struct EventRecord<'a> {
+    position: u64,
+    inner: Inner<'a>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Inner<'a> {
+    Lazy(codec::Layout<'a>),
+    Checked(EventView<'a>),
+}
+
+impl<'a> EventRecord<'a> {
+    /// Reads the header of `record`, the stored encoding of the event at `position`.
+    pub(crate) fn new(position: u64, record: &'a [u8]) -> Result<EventRecord<'a>, ReadError> {
+        let corrupt = |message| ReadError::Corrupt { position, message };
+        let inner = if codec::is_v2(record) {
+            Inner::Lazy(codec::Layout::of(record).map_err(corrupt)?)
+        } else {
+            Inner::Checked(codec::decode_view(position, record).map_err(corrupt)?)
+        };
+        Ok(EventRecord { position, inner })
+    }
+
+    fn corrupt(&self, message: String) -> ReadError {
+        ReadError::Corrupt {
+            position: self.position,
+            message,
+        }
+    }
+
+    /// Global position.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// Revision in its stream.
+    pub fn revision(&self) -> u64 {
+        match &self.inner {
+            Inner::Lazy(l) => l.revision,
+            Inner::Checked(v) => v.revision,
+        }
+    }
+
+    /// Commit time, microseconds since the Unix epoch.
+    pub fn recorded_micros(&self) -> i64 {
+        match &self.inner {
+            Inner::Lazy(l) => l.recorded_micros,
+            Inner::Checked(v) => v.recorded_micros,
+        }
+    }
+
+    /// `type`.
+    pub fn ty(&self) -> Result<&'a str, ReadError> {
+        match &self.inner {
+            Inner::Lazy(l) => l.attribute(2).map_err(|m| self.corrupt(m)),
+            Inner::Checked(v) => Ok(v.ty),
+        }
+    }
+
+    /// `subject`.
+    pub fn subject(&self) -> Result<&'a str, ReadError> {
+        match &self.inner {
+            Inner::Lazy(l) => l.attribute(3).map_err(|m| self.corrupt(m)),
+            Inner::Checked(v) => Ok(v.subject),
+        }
+    }
+
+    /// The payload.
+    pub fn data(&self) -> Result<DataRef<'a>, ReadError> {
+        match &self.inner {
+            Inner::Lazy(l) => l.data().map_err(|m| self.corrupt(m)),
+            Inner::Checked(v) => Ok(v.data),
+        }
+    }
+
+    /// Every attribute, checked.
+    pub fn view(&self) -> Result<EventView<'a>, ReadError> {
+        match &self.inner {
+            Inner::Lazy(l) => l.view(self.position).map_err(|m| self.corrupt(m)),
+            Inner::Checked(v) => Ok(*v),
+        }
+    }
+}
+
 /// Events read as raw records, checked once and kept in two buffers (see the module docs):
 /// every text field in one `String`, binary data and encoded extensions in one byte buffer,
 /// and per event the spans of its fields. Views are rebuilt from the spans without checking

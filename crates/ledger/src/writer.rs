@@ -22,6 +22,7 @@ use crate::event::split_subject;
 use crate::head::Head;
 use crate::ledger::{AppendOutcome, AppendRequest, AppendedEvent, LedgerStats, load};
 use crate::query::{View, Window, decode};
+use crate::records::{self, Events};
 use crate::registry::Registry;
 use crate::selector::CompiledSelector;
 use crate::store::Store;
@@ -47,14 +48,20 @@ pub(crate) struct Writer {
     pub(crate) next_stream_id: u64,
     pub(crate) last_recorded: i64,
     pub(crate) max_group_events: usize,
+    /// Most events in one segment.
+    pub(crate) segment_events: usize,
     pub(crate) drained: Arc<event_listener::Event>,
     /// The write-ahead log; `None` when every group commits durably to redb itself (a ledger
     /// on a custom storage backend).
     pub(crate) wal: Option<Wal>,
 }
 
+/// The tail or the segments, open for writing.
+type RecordTable<'t> = Table<'t, u64, &'static [u8]>;
+
 struct Tables<'t> {
-    events: Table<'t, u64, &'static [u8]>,
+    events: RecordTable<'t>,
+    segments: RecordTable<'t>,
     ids: Table<'t, (&'static str, &'static str), u64>,
     streams: Table<'t, &'static str, (u64, u64)>,
     stream_index: Table<'t, (u64, u64), u64>,
@@ -65,9 +72,29 @@ struct Tables<'t> {
 }
 
 impl<'t> Tables<'t> {
+    fn records(&self) -> Events<'_, RecordTable<'t>, RecordTable<'t>> {
+        Events {
+            tail: &self.events,
+            segments: &self.segments,
+        }
+    }
+
+    /// Packs what the group made full into segments (see [`crate::records`]): the tail held
+    /// less than one segment before, so this is at most one more segment than `events`
+    /// fill.
+    fn seal(&mut self, events: u64, segment_events: usize) -> Result<(), StorageError> {
+        let max = usize::try_from(events)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1);
+        records::seal(&mut self.events, &mut self.segments, max, segment_events)
+            .map_err(corrupt)?;
+        Ok(())
+    }
+
     fn open(txn: &'t WriteTransaction) -> Result<Tables<'t>, StorageError> {
         Ok(Tables {
             events: txn.open_table(EVENTS)?,
+            segments: txn.open_table(SEGMENTS)?,
             ids: txn.open_table(IDS)?,
             streams: txn.open_table(STREAMS)?,
             stream_index: txn.open_table(STREAM_INDEX)?,
@@ -304,6 +331,7 @@ impl Writer {
             }
             if state.head > start_head {
                 t.time_index.insert(state.recorded, state.head)?;
+                t.seal(state.head - start_head, self.segment_events)?;
             }
             if state.next_stream_id != self.next_stream_id {
                 t.meta.insert(META_NEXT_STREAM_ID, state.next_stream_id)?;
@@ -366,7 +394,7 @@ fn apply_one(
     }
     if let Some(selector) = &p.selector {
         let view = View {
-            events: &t.events,
+            events: t.records(),
             streams: &t.streams,
             stream_index: &t.stream_index,
             entity_index: &t.entity_index,
@@ -469,7 +497,11 @@ pub(crate) struct Replayed {
 /// Applies the records of the write-ahead log at `path` that `db` does not hold yet and
 /// commits them durably. Runs every time the database is opened, before anyone else uses it
 /// (see [`crate::wal`]).
-pub(crate) fn replay(db: &Database, path: &Path) -> Result<Replayed, StorageError> {
+pub(crate) fn replay(
+    db: &Database,
+    path: &Path,
+    segment_events: usize,
+) -> Result<Replayed, StorageError> {
     let log = match std::fs::read(path) {
         Ok(log) => log,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Replayed::default()),
@@ -484,7 +516,7 @@ pub(crate) fn replay(db: &Database, path: &Path) -> Result<Replayed, StorageErro
     let mut replayed = Replayed::default();
     {
         let mut t = Tables::open(&txn)?;
-        let head = t.events.last()?.map_or(0, |(k, _)| k.value());
+        let head = t.records().head().map_err(corrupt)?;
         let records = wal::after(records, head)
             .map_err(|message| StorageError(Box::new(redb::Error::Corrupted(message))))?;
         let Some(last) = records.last() else {
@@ -515,6 +547,7 @@ pub(crate) fn replay(db: &Database, path: &Path) -> Result<Replayed, StorageErro
             next_stream_id = next_stream_id.max(record.next_stream_id);
         }
         t.meta.insert(META_NEXT_STREAM_ID, next_stream_id)?;
+        t.seal(replayed.events, segment_events)?;
     }
     txn.commit()?;
     Ok(replayed)
@@ -539,6 +572,15 @@ enum Refusal {
 impl From<redb::StorageError> for Refusal {
     fn from(e: redb::StorageError) -> Self {
         Refusal::Storage(e.into())
+    }
+}
+
+/// A read error met while writing, as a storage error (a record that does not decode is
+/// corruption).
+fn corrupt(e: ReadError) -> StorageError {
+    match e {
+        ReadError::Storage(e) => e,
+        other => StorageError(Box::new(redb::Error::Corrupted(other.to_string()))),
     }
 }
 
@@ -586,13 +628,16 @@ fn check_identity(t: &Tables<'_>, req: &AppendRequest) -> Result<Option<AppendOu
                     .into(),
             }));
         };
-        let Some(bytes) = t.events.get(position)? else {
+        let Some(existing) = t
+            .records()
+            .with(position, |bytes| decode(position, bytes))
+            .map_err(Refusal::Read)?
+        else {
             return Err(Refusal::Read(ReadError::Corrupt {
                 position,
                 message: "the identity index names a position with no event".into(),
             }));
         };
-        let existing = decode(position, bytes.value()).map_err(Refusal::Read)?;
         if !existing.event.same_content(e) {
             return Err(Refusal::Conflict(Conflict::Identity {
                 event_source: e.source.clone(),

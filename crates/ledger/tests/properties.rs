@@ -580,6 +580,8 @@ fn open(dir: &std::path::Path) -> Ledger {
     let options = LedgerOptions {
         cache_bytes: 4 << 20,
         wal_checkpoint_bytes: 2 << 10,
+        // Segments of three events: every case reads across segment boundaries and the tail.
+        segment_events: 3,
         ..LedgerOptions::default()
     };
     Ledger::open(dir, options).expect("open ledger")
