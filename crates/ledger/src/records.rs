@@ -271,6 +271,17 @@ where
             let (k, v) = item?;
             let s = Segment::parse(k.value(), v.value())?;
             let (from, to) = (s.first().max(lo), s.last().min(hi));
+            if from > to {
+                // Only a damaged table has a segment here that misses the window.
+                return Err(ReadError::Corrupt {
+                    position: s.first(),
+                    message: format!(
+                        "the segment starting at position {} ends at {}, before position {from}",
+                        s.first(),
+                        s.last()
+                    ),
+                });
+            }
             // While this segment's records are read, its successor's bytes are loaded a
             // slice per record (see `touch`).
             let ahead = match iter.peek() {
@@ -296,10 +307,10 @@ where
 /// segment's bytes, a slice per record of the current one: then those lines are loaded while
 /// the current records are read, instead of the scan waiting for memory at each record it
 /// comes to. A fold that reads only a few attributes of each record (a count, say) otherwise
-/// waits once per record, and was 1.4× slower than a fold that checks every byte (whose
-/// check walks each record's lines in order, which the hardware prefetcher follows). For that
-/// fold the loads cost more than they save — they are plain loads, which hold up the
-/// instructions behind them until they are done — so it goes without.
+/// waits once per record, and was 1.4× slower than a fold that checks every byte (whose check
+/// walks each record's lines in order, which the hardware prefetcher follows). A full read
+/// goes without: these are plain loads, which hold up the instructions behind them until they
+/// are done, and they made it slower (docs/design.md, "Sparse reads").
 fn touch(bytes: &[u8]) {
     let x = bytes.iter().step_by(64).fold(0u8, |x, b| x ^ b);
     std::hint::black_box(x);
@@ -404,9 +415,9 @@ where
 }
 
 /// Moves full segments out of the tail: starting after the last sealed position, records
-/// are packed until a segment is full (`max_events` records, or the next record would
-/// take it past [`SEGMENT_BYTES`]); records that do not fill one yet stay in the tail. Seals at most `max_segments`, and
-/// returns how many events it moved.
+/// are packed until a segment is full (`max_events` records, or the next record would take
+/// it past [`SEGMENT_BYTES`]); records that do not fill one yet stay in the tail. Seals at
+/// most `max_segments`, and returns how many events it moved.
 pub(crate) fn seal(
     tail: &mut Table<'_, u64, &'static [u8]>,
     segments: &mut Table<'_, u64, &'static [u8]>,

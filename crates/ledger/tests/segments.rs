@@ -10,8 +10,8 @@ use std::path::Path;
 
 use loom_ledger::redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use loom_ledger::{
-    AppendRequest, Data, EntitySpec, Event, ExtensionValue, Ledger, LedgerOptions, ReadOptions,
-    Selector, StoredEvent,
+    AppendRequest, Data, Event, ExtensionValue, Ledger, LedgerOptions, ReadOptions, Selector,
+    StoredEvent,
 };
 
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
@@ -111,15 +111,7 @@ fn open(dir: &Path, segment_events: usize) -> Ledger {
         },
     )
     .unwrap();
-    ledger
-        .put_entity(
-            "note",
-            EntitySpec {
-                open: true,
-                ..EntitySpec::default()
-            },
-        )
-        .unwrap();
+    common::register(&ledger);
     ledger
 }
 
