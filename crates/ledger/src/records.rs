@@ -467,9 +467,8 @@ pub(crate) fn seal(
         };
         let count = u32::from_le_bytes(value[..4].try_into().expect("4 bytes")) as u64;
         segments.insert(sealed + 1, value.as_slice())?;
-        for p in sealed + 1..=sealed + count {
-            tail.remove(p)?;
-        }
+        // One pass of a cursor over the range, not a descent per key.
+        tail.retain_in(sealed + 1..=sealed + count, |_, _| false)?;
         sealed += count;
         moved += count;
     }
