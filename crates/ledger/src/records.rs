@@ -325,12 +325,16 @@ pub(crate) struct Cursor<'t, Tl, Sg> {
     sealed: u64,
     hi: u64,
     backwards: bool,
-    /// The segment looked at last.
+    /// The segment looked at last, and the positions it holds.
     segment: Option<Held<'t>>,
+    span: std::ops::RangeInclusive<u64>,
     range: Option<redb::Range<'t, u64, &'static [u8]>>,
     /// The tail entry the range stands on.
     current: Option<Held<'t>>,
 }
+
+/// The span of no segment: position 0, which no event has.
+const NO_SPAN: std::ops::RangeInclusive<u64> = 0..=0;
 
 /// How many tail records the cursor steps over before it seeks instead.
 const MAX_STEPS: usize = 16;
@@ -351,6 +355,7 @@ where
             hi,
             backwards,
             segment: None,
+            span: NO_SPAN,
             range: None,
             current: None,
         })
@@ -359,12 +364,13 @@ where
     /// The record at `position`, if there is one.
     pub(crate) fn get(&mut self, position: u64) -> Result<Option<&[u8]>, ReadError> {
         if position <= self.sealed {
-            let held = match &self.segment {
-                Some((first, v)) => Segment::parse(*first, v.value())?.covers(position),
-                None => false,
-            };
-            if !held {
+            // The held segment's bounds were read when it was taken: no parse to test them.
+            if !self.span.contains(&position) {
                 self.segment = self.events.segment_of(position)?;
+                self.span = match &self.segment {
+                    Some((first, v)) => *first..=Segment::parse(*first, v.value())?.last(),
+                    None => NO_SPAN,
+                };
             }
             return match &self.segment {
                 None => Ok(None),

@@ -431,12 +431,17 @@ mod tests {
         assert!(path.exists());
     }
 
+    /// A log in `dir` that wants a checkpoint after every byte, with a small reserve.
+    fn small_log(dir: &Path) -> Wal {
+        let reserve = Arc::new(Reserve::new(dir.join(RESERVE_FILE), 4096));
+        Wal::open(&dir.join(WAL_FILE), 0, 1, reserve).unwrap()
+    }
+
     #[test]
     fn appends_land_at_the_offset_and_restart_overwrites() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(WAL_FILE);
-        let reserve = Arc::new(Reserve::new(dir.path().join(RESERVE_FILE), 4096));
-        let mut wal = Wal::open(&path, 0, 1, reserve).unwrap();
+        let mut wal = small_log(dir.path());
         wal.ready().unwrap();
         assert!(!wal.wants_checkpoint());
         for first in [1, 3] {
@@ -455,8 +460,7 @@ mod tests {
     fn after_a_failed_append_the_log_does_not_start_over_until_it_is_overwritten() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(WAL_FILE);
-        let reserve = Arc::new(Reserve::new(dir.path().join(RESERVE_FILE), 4096));
-        let mut wal = Wal::open(&path, 0, 1, reserve).unwrap();
+        let mut wal = small_log(dir.path());
         wal.append(&group(1, 1)).unwrap();
         // The file goes read-only under the log: the next append fails.
         let writable = std::mem::replace(&mut wal.file, File::open(&path).unwrap());
