@@ -17,19 +17,15 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 
-use loom_ledger::Store;
-use loom_ledger::redb::{ReadableTable, TableDefinition};
 use loom_ledger::{
     AppendError, AppendRequest, Conflict, Data, Event, ExpectedRevision, Ledger, StoredEvent,
 };
+use loom_ledger::{Catalog, CatalogTable, Durability};
 use loom_runtime::{Entry, Module, Outcome, Runtime};
 use serde::{Deserialize, Serialize};
 
 use crate::EngineError;
 use crate::modules::ModuleStore;
-
-/// entity → [`DeciderRecord`] (JSON).
-const DECIDERS: TableDefinition<&str, &[u8]> = TableDefinition::new("deciders");
 
 /// How many times a command is decided again after a revision conflict.
 pub const MAX_ATTEMPTS: usize = 32;
@@ -153,7 +149,7 @@ impl Cache {
 /// The deciders of one ledger.
 pub struct Deciders {
     ledger: Arc<Ledger>,
-    db: Store,
+    db: Catalog,
     runtime: Arc<Runtime>,
     modules: Arc<ModuleStore>,
     bound: RwLock<BTreeMap<String, Arc<Bound>>>,
@@ -175,14 +171,11 @@ impl Deciders {
         runtime: Arc<Runtime>,
         modules: Arc<ModuleStore>,
     ) -> Result<Deciders, EngineError> {
-        let db = ledger.database().clone();
+        let db = ledger.catalog();
         let mut bound = BTreeMap::new();
-        let txn = db.begin_write()?;
         {
-            let t = txn.open_table(DECIDERS)?;
-            for item in t.iter()? {
-                let (_, v) = item?;
-                let record: DeciderRecord = serde_json::from_slice(v.value())
+            for (_, v) in db.read()?.list(CatalogTable::Deciders)? {
+                let record: DeciderRecord = serde_json::from_slice(&v)
                     .map_err(|e| EngineError::Corrupt(format!("decider record: {e}")))?;
                 // A module that cannot be loaded now must not keep the server from starting.
                 let module = match modules
@@ -203,7 +196,6 @@ impl Deciders {
                 );
             }
         }
-        txn.commit()?;
         Ok(Deciders {
             ledger,
             db,
@@ -235,11 +227,8 @@ impl Deciders {
             updated_at: loom_ledger::format_time(chrono::Utc::now().timestamp_micros()),
         };
         let json = serde_json::to_vec(&record).expect("a record serializes");
-        let txn = self.db.begin_write()?;
-        {
-            let mut t = txn.open_table(DECIDERS)?;
-            t.insert(entity, json.as_slice())?;
-        }
+        let mut txn = self.db.write(Durability::Immediate)?;
+        txn.put(CatalogTable::Deciders, entity, &json)?;
         txn.commit()?;
         // States folded by another module are not this module's states.
         if let Some(c) = self.cache.lock().expect("cache lock").get_mut(entity) {
@@ -273,11 +262,8 @@ impl Deciders {
         if bound.remove(entity).is_none() {
             return Err(EngineError::DeciderNotFound(entity.to_owned()));
         }
-        let txn = self.db.begin_write()?;
-        {
-            let mut t = txn.open_table(DECIDERS)?;
-            t.remove(entity)?;
-        }
+        let mut txn = self.db.write(Durability::Immediate)?;
+        txn.remove(CatalogTable::Deciders, entity)?;
         txn.commit()?;
         self.cache.lock().expect("cache lock").remove(entity);
         Ok(())

@@ -144,23 +144,6 @@ pub enum EngineError {
     Read(#[from] ReadError),
 }
 
-macro_rules! storage_from {
-    ($($t:ty),*) => {$(
-        impl From<$t> for EngineError {
-            fn from(e: $t) -> Self {
-                EngineError::Storage(StorageError::from(e))
-            }
-        }
-    )*};
-}
-storage_from!(
-    loom_ledger::redb::StorageError,
-    loom_ledger::redb::TableError,
-    loom_ledger::redb::TransactionError,
-    loom_ledger::redb::CommitError,
-    loom_ledger::redb::SetDurabilityError
-);
-
 /// Checks the name of a projection or reactor: the same rule as entity names (1-128 ASCII
 /// letters, digits, `_`, `-` or `.`), so every name is safe in a URL path segment.
 pub(crate) fn check_name(kind: &str, name: &str) -> Result<(), EngineError> {
@@ -194,10 +177,7 @@ impl Engine {
     /// Opens the engine's tables, loads projection definitions and starts their workers.
     pub fn open(ledger: Arc<Ledger>, config: EngineConfig) -> Result<Engine, EngineError> {
         let runtime = Arc::new(Runtime::new(config.runtime.clone()));
-        let modules = Arc::new(ModuleStore::new(
-            ledger.database().clone(),
-            runtime.clone(),
-        )?);
+        let modules = Arc::new(ModuleStore::new(ledger.catalog(), runtime.clone())?);
         let projections =
             Projections::open(ledger.clone(), runtime.clone(), modules.clone(), &config)?;
         let deciders = Arc::new(Deciders::open(

@@ -3,17 +3,11 @@
 
 use std::sync::Arc;
 
-use loom_ledger::Store;
-use loom_ledger::redb::{ReadableTable, TableDefinition};
+use loom_ledger::{Catalog, CatalogTable, Durability};
 use loom_runtime::{Entry, Module, ModuleError, Runtime};
 use serde::{Deserialize, Serialize};
 
 use crate::EngineError;
-
-/// id → module bytes.
-pub(crate) const MODULES: TableDefinition<&str, &[u8]> = TableDefinition::new("modules");
-/// id → [`ModuleRecord`] as JSON.
-pub(crate) const MODULE_INFO: TableDefinition<&str, &[u8]> = TableDefinition::new("module_info");
 
 /// What the API says about a stored module.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,7 +36,7 @@ pub struct Uploaded {
 /// The stored modules.
 #[derive(Debug)]
 pub struct ModuleStore {
-    db: Store,
+    db: Catalog,
     runtime: Arc<Runtime>,
     /// Definitions that name a module hold this shared while they check and record it;
     /// deleting a module holds it exclusively while it checks users and deletes, so a module
@@ -51,11 +45,7 @@ pub struct ModuleStore {
 }
 
 impl ModuleStore {
-    pub(crate) fn new(db: Store, runtime: Arc<Runtime>) -> Result<ModuleStore, EngineError> {
-        let txn = db.begin_write()?;
-        txn.open_table(MODULES)?;
-        txn.open_table(MODULE_INFO)?;
-        txn.commit()?;
+    pub(crate) fn new(db: Catalog, runtime: Arc<Runtime>) -> Result<ModuleStore, EngineError> {
         Ok(ModuleStore {
             db,
             runtime,
@@ -84,13 +74,9 @@ impl ModuleStore {
             uploaded_at: loom_ledger::format_time(chrono::Utc::now().timestamp_micros()),
         };
         let json = serde_json::to_vec(&record).expect("a record serializes");
-        let txn = self.db.begin_write()?;
-        {
-            let mut modules = txn.open_table(MODULES)?;
-            modules.insert(record.id.as_str(), bytes)?;
-            let mut infos = txn.open_table(MODULE_INFO)?;
-            infos.insert(record.id.as_str(), json.as_slice())?;
-        }
+        let mut txn = self.db.write(Durability::Immediate)?;
+        txn.put(CatalogTable::ModuleBytes, &record.id, bytes)?;
+        txn.put(CatalogTable::Modules, &record.id, &json)?;
         txn.commit()?;
         Ok(Uploaded {
             record,
@@ -114,24 +100,16 @@ impl ModuleStore {
 
     /// One module's record.
     pub fn get(&self, id: &str) -> Result<Option<ModuleRecord>, EngineError> {
-        let txn = self.db.begin_read()?;
-        let infos = txn.open_table(MODULE_INFO)?;
-        let Some(v) = infos.get(id)? else {
-            return Ok(None);
-        };
-        Ok(Some(decode_record(v.value())?))
+        match self.db.read()?.get(CatalogTable::Modules, id)? {
+            Some(v) => Ok(Some(decode_record(&v)?)),
+            None => Ok(None),
+        }
     }
 
     /// Every module, by id.
     pub fn list(&self) -> Result<Vec<ModuleRecord>, EngineError> {
-        let txn = self.db.begin_read()?;
-        let infos = txn.open_table(MODULE_INFO)?;
-        let mut out = Vec::new();
-        for item in infos.iter()? {
-            let (_, v) = item?;
-            out.push(decode_record(v.value())?);
-        }
-        Ok(out)
+        let rows = self.db.read()?.list(CatalogTable::Modules)?;
+        rows.iter().map(|(_, v)| decode_record(v)).collect()
     }
 
     /// The compiled module `id` (compiling the stored bytes if not cached).
@@ -139,13 +117,8 @@ impl ModuleStore {
         if let Some(m) = self.runtime.cached(id) {
             return Ok(m);
         }
-        let bytes = {
-            let txn = self.db.begin_read()?;
-            let modules = txn.open_table(MODULES)?;
-            let Some(v) = modules.get(id)? else {
-                return Err(EngineError::ModuleNotFound(id.to_owned()));
-            };
-            v.value().to_vec()
+        let Some(bytes) = self.db.read()?.get(CatalogTable::ModuleBytes, id)? else {
+            return Err(EngineError::ModuleNotFound(id.to_owned()));
         };
         self.runtime
             .compile(&bytes)
@@ -174,14 +147,10 @@ impl ModuleStore {
                 users,
             });
         }
-        let txn = self.db.begin_write()?;
-        let existed = {
-            let mut modules = txn.open_table(MODULES)?;
-            let mut infos = txn.open_table(MODULE_INFO)?;
-            let a = modules.remove(id)?.is_some();
-            let b = infos.remove(id)?.is_some();
-            a || b
-        };
+        let mut txn = self.db.write(Durability::Immediate)?;
+        let bytes = txn.remove(CatalogTable::ModuleBytes, id)?;
+        let record = txn.remove(CatalogTable::Modules, id)?;
+        let existed = bytes || record;
         txn.commit()?;
         self.runtime.evict(id);
         if existed {

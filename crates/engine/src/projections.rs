@@ -4,7 +4,7 @@
 //! *pending* one building from position 0 in the background. A generation's worker thread
 //! reads matching events after its checkpoint through the ledger's indexes, groups them by
 //! partition key, folds each group with one batched `evolve` call, and commits the new states
-//! together with the new checkpoint in one redb transaction. It then sleeps on the ledger's
+//! together with the new checkpoint in one catalog transaction. It then sleeps on the ledger's
 //! head notification. When a pending generation has caught up with the head, it replaces the
 //! active one atomically and the old states are deleted in the same transaction.
 
@@ -15,22 +15,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use event_listener::{Event as Notify, Listener};
-use loom_ledger::Store;
-use loom_ledger::redb::{Durability, ReadableTable, TableDefinition};
+use loom_ledger::{Catalog, CatalogTable, Durability, Epoch, ProjectionCheckpoint};
 use loom_ledger::{CompiledSelector, EventBatch, EventView, Ledger, ReadOptions, Selector};
 use loom_runtime::{CallError, Entry, Module, Outcome, Runtime};
 use serde::{Deserialize, Serialize};
 
 use crate::modules::ModuleStore;
 use crate::{EngineConfig, EngineError};
-
-/// name → [`Record`] (JSON).
-const PROJECTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("projections");
-/// (name, generation, key) → state record (header + state JSON).
-const STATES: TableDefinition<(&str, u64, &str), &[u8]> = TableDefinition::new("projection_states");
-/// (name, generation) → (position, events applied, keys).
-const CHECKPOINTS: TableDefinition<(&str, u64), (u64, u64, u64)> =
-    TableDefinition::new("projection_checkpoints");
 
 /// Longest gap between durable projection commits. In between, projection commits skip the
 /// fsync: state and checkpoint still commit atomically together, so a crash only rolls a
@@ -256,11 +247,11 @@ struct Gen {
     failure: Mutex<Option<Failure>>,
     changed: Notify,
     handle: Mutex<Option<JoinHandle<()>>>,
-    /// The database generation (`Store::generation`) that `position`, `events_applied` and
-    /// `keys` agree with. After an I/O error the ledger reopens the database, which drops the
-    /// projection commits that were not durable yet; the worker then reloads its progress
-    /// from the stored checkpoint.
-    db_generation: AtomicU64,
+    /// The opening of the database that `position`, `events_applied` and `keys` agree
+    /// with. After an I/O error the ledger reopens the database, which drops the projection
+    /// commits that were not durable yet; the worker then reloads its progress from the
+    /// stored checkpoint.
+    epoch: Mutex<Epoch>,
 }
 
 impl std::fmt::Debug for Gen {
@@ -318,7 +309,7 @@ struct Proj {
 
 struct Shared {
     ledger: Arc<Ledger>,
-    db: Store,
+    db: Catalog,
     runtime: Arc<Runtime>,
     modules: Arc<ModuleStore>,
     batch_events: usize,
@@ -349,25 +340,13 @@ impl Projections {
         modules: Arc<ModuleStore>,
         config: &EngineConfig,
     ) -> Result<Projections, EngineError> {
-        let db = ledger.database().clone();
-        let records = {
-            let txn = db.begin_write()?;
-            let mut records = Vec::new();
-            {
-                let t = txn.open_table(PROJECTIONS)?;
-                txn.open_table(STATES)?;
-                txn.open_table(CHECKPOINTS)?;
-                for item in t.iter()? {
-                    let (k, v) = item?;
-                    let record: Record = serde_json::from_slice(v.value()).map_err(|e| {
-                        EngineError::Corrupt(format!("projection {:?}: {e}", k.value()))
-                    })?;
-                    records.push((k.value().to_owned(), record));
-                }
-            }
-            txn.commit()?;
-            records
-        };
+        let db = ledger.catalog();
+        let mut records = Vec::new();
+        for (name, v) in db.read()?.list(CatalogTable::Projections)? {
+            let record: Record = serde_json::from_slice(&v)
+                .map_err(|e| EngineError::Corrupt(format!("projection {name:?}: {e}")))?;
+            records.push((name, record));
+        }
         let shared = Arc::new(Shared {
             ledger,
             db,
@@ -592,15 +571,10 @@ impl Projections {
         for g in &gens {
             g.halt();
         }
-        let txn = sh.db.begin_write()?;
-        {
-            let mut t = txn.open_table(PROJECTIONS)?;
-            t.remove(name)?;
-            let mut states = txn.open_table(STATES)?;
-            let mut checkpoints = txn.open_table(CHECKPOINTS)?;
-            for g in &gens {
-                delete_generation(&mut states, &mut checkpoints, name, g.generation)?;
-            }
+        let mut txn = sh.db.write(Durability::Immediate)?;
+        txn.remove(CatalogTable::Projections, name)?;
+        for g in &gens {
+            txn.remove_projection_generation(name, g.generation)?;
         }
         txn.commit()?;
         for g in &gens {
@@ -663,17 +637,15 @@ impl Projections {
         // name a commit the snapshot does not hold and overstate the answer's position.
         let in_memory = g.position.load(Ordering::Acquire);
         // The checkpoint is read in the same snapshot as the state.
-        let txn = sh.db.begin_read()?;
-        let states = txn.open_table(STATES)?;
-        let checkpoints = txn.open_table(CHECKPOINTS)?;
-        let position = checkpoints
-            .get((g.name.as_str(), g.generation))?
-            .map_or(0, |v| v.value().0);
+        let snapshot = sh.db.read()?;
+        let position = snapshot
+            .projection_checkpoint(&g.name, g.generation)?
+            .map_or(0, |c| c.position);
         // A generation ahead in memory (no matching events since) is as exact.
         let position = position.max(in_memory);
-        match states.get((g.name.as_str(), g.generation, key))? {
+        match snapshot.state(&g.name, g.generation, key)? {
             Some(v) => {
-                let s = decode_state(v.value())?;
+                let s = decode_state(&v)?;
                 Ok(Some(StateView {
                     state: s.state,
                     position,
@@ -787,25 +759,18 @@ impl Projections {
         limit: usize,
     ) -> Result<Vec<String>, EngineError> {
         let g = self.active(name)?;
-        let txn = self.shared.db.begin_read()?;
-        let states = txn.open_table(STATES)?;
-        let start = after.unwrap_or("");
-        let range = states.range(
-            (g.name.as_str(), g.generation, start)..(g.name.as_str(), g.generation + 1, ""),
+        // `after` itself is in the range when it has a state: ask for one more.
+        let mut keys = self.shared.db.read()?.state_keys(
+            &g.name,
+            g.generation,
+            after.unwrap_or(""),
+            limit.saturating_add(1),
         )?;
-        let mut out = Vec::new();
-        for item in range {
-            let (k, _) = item?;
-            let key = k.value().2;
-            if after.is_some_and(|a| a == key) {
-                continue;
-            }
-            out.push(key.to_owned());
-            if out.len() >= limit {
-                break;
-            }
+        if after.is_some_and(|a| keys.first().is_some_and(|k| k == a)) {
+            keys.remove(0);
         }
-        Ok(out)
+        keys.truncate(limit);
+        Ok(keys)
     }
 
     /// Blocks until the projection's serving generation has folded everything up to
@@ -905,20 +870,6 @@ fn narrow_to_stream(sel: &Selector, subject: &str) -> Option<Selector> {
     })
 }
 
-fn delete_generation(
-    states: &mut loom_ledger::redb::Table<'_, (&'static str, u64, &'static str), &'static [u8]>,
-    checkpoints: &mut loom_ledger::redb::Table<'_, (&'static str, u64), (u64, u64, u64)>,
-    name: &str,
-    generation: u64,
-) -> Result<(), EngineError> {
-    states.retain_in(
-        (name, generation, "")..(name, generation + 1, ""),
-        |_, _| false,
-    )?;
-    checkpoints.remove((name, generation))?;
-    Ok(())
-}
-
 impl Shared {
     /// The generation's module, loaded again if it could not be loaded at startup.
     fn module_of(&self, g: &Gen) -> Result<Module, EngineError> {
@@ -966,7 +917,7 @@ impl Shared {
             failure: Mutex::new(None),
             changed: Notify::new(),
             handle: Mutex::new(None),
-            db_generation: AtomicU64::new(self.db.generation()),
+            epoch: Mutex::new(self.db.epoch()),
         }))
     }
 
@@ -998,13 +949,10 @@ impl Shared {
             Err(e) => return Err(EngineError::Corrupt(format!("projection {name:?}: {e}"))),
         };
         *g.failure.lock().expect("failure lock") = failure;
-        let txn = self.db.begin_read()?;
-        let checkpoints = txn.open_table(CHECKPOINTS)?;
-        if let Some(v) = checkpoints.get((name, generation))? {
-            let (position, events, keys) = v.value();
-            g.position.store(position, Ordering::Release);
-            g.events_applied.store(events, Ordering::Release);
-            g.keys.store(keys, Ordering::Release);
+        if let Some(c) = self.db.read()?.projection_checkpoint(name, generation)? {
+            g.position.store(c.position, Ordering::Release);
+            g.events_applied.store(c.events_applied, Ordering::Release);
+            g.keys.store(c.keys, Ordering::Release);
         }
         Ok(g)
     }
@@ -1017,15 +965,10 @@ impl Shared {
         drop_generation: Option<u64>,
     ) -> Result<(), EngineError> {
         let json = serde_json::to_vec(record).expect("a record serializes");
-        let txn = self.db.begin_write()?;
-        {
-            let mut t = txn.open_table(PROJECTIONS)?;
-            t.insert(name, json.as_slice())?;
-            if let Some(old) = drop_generation {
-                let mut states = txn.open_table(STATES)?;
-                let mut checkpoints = txn.open_table(CHECKPOINTS)?;
-                delete_generation(&mut states, &mut checkpoints, name, old)?;
-            }
+        let mut txn = self.db.write(Durability::Immediate)?;
+        txn.put(CatalogTable::Projections, name, &json)?;
+        if let Some(old) = drop_generation {
+            txn.remove_projection_generation(name, old)?;
         }
         txn.commit()?;
         Ok(())
@@ -1128,15 +1071,20 @@ impl Shared {
     /// After the database was reopened (it drops the commits that were not durable yet),
     /// reloads the generation's progress from its stored checkpoint.
     fn resync(&self, g: &Gen) -> Result<(), EngineError> {
-        let current = self.db.generation();
-        if g.db_generation.load(Ordering::Acquire) == current {
+        let epoch = *g.epoch.lock().expect("epoch lock");
+        if !self.db.reopened_since(epoch) {
             return Ok(());
         }
-        let txn = self.db.begin_read()?;
-        let checkpoints = txn.open_table(CHECKPOINTS)?;
-        let (position, events, keys) = checkpoints
-            .get((g.name.as_str(), g.generation))?
-            .map_or((0, 0, 0), |v| v.value());
+        let current = self.db.epoch();
+        let ProjectionCheckpoint {
+            position,
+            events_applied: events,
+            keys,
+        } = self
+            .db
+            .read()?
+            .projection_checkpoint(&g.name, g.generation)?
+            .unwrap_or_default();
         tracing::warn!(
             projection = %g.name,
             from = g.position.load(Ordering::Acquire),
@@ -1147,7 +1095,7 @@ impl Shared {
         g.events_applied.store(events, Ordering::Release);
         g.keys.store(keys, Ordering::Release);
         g.position.store(position, Ordering::Release);
-        g.db_generation.store(current, Ordering::Release);
+        *g.epoch.lock().expect("epoch lock") = current;
         g.changed.notify(usize::MAX);
         Ok(())
     }
@@ -1225,20 +1173,16 @@ impl Shared {
                 })
                 .push(*e);
         }
-        let previous: Vec<Option<KeyState>> = {
-            let txn = self.db.begin_read().map_err(EngineError::from)?;
-            let states = txn.open_table(STATES).map_err(EngineError::from)?;
-            order
-                .iter()
-                .map(|k| {
-                    states
-                        .get((g.name.as_str(), g.generation, *k))
-                        .map_err(EngineError::from)?
-                        .map(|v| decode_state(v.value()))
-                        .transpose()
-                })
-                .collect::<Result<_, EngineError>>()?
-        };
+        let previous: Vec<Option<KeyState>> = self
+            .db
+            .read()
+            .map_err(EngineError::from)?
+            .states_of(&g.name, g.generation, order.iter().copied(), |_, v| {
+                v.map(decode_state).transpose()
+            })
+            .map_err(EngineError::from)?
+            .into_iter()
+            .collect::<Result<_, EngineError>>()?;
         // Fold every group; many groups are folded on all cores (each call has its own
         // instance, so calls are independent).
         let module = self.module_of(g).map_err(Fault::Engine)?;
@@ -1282,43 +1226,45 @@ impl Shared {
         }
         let applied = g.events_applied.load(Ordering::Acquire) + events.len() as u64;
         let keys = g.keys.load(Ordering::Acquire) + new_keys;
-        let mut txn = self.db.begin_write().map_err(EngineError::from)?;
+        let durability = {
+            let mut last = self.last_durable.lock().expect("durable lock");
+            if last.elapsed() >= DURABLE_EVERY {
+                *last = Instant::now();
+                Durability::Immediate
+            } else {
+                Durability::Deferred
+            }
+        };
+        let epoch = *g.epoch.lock().expect("epoch lock");
+        let Some(mut txn) = self
+            .db
+            .write_since(epoch, durability)
+            .map_err(EngineError::from)?
+        else {
+            // The database was reopened after the states above were read: they may include
+            // commits it no longer has. Write nothing; the worker reloads its checkpoint.
+            return Ok(());
+        };
         if g.stop.load(Ordering::Acquire) {
             // Swapped out, rebuilt or deleted meanwhile: its rows are gone; write nothing.
             return Ok(());
         }
-        if self.db.generation() != g.db_generation.load(Ordering::Acquire) {
-            // The database was reopened after the states above were read: they may include
-            // commits it no longer has. Write nothing; the worker reloads its checkpoint.
-            return Ok(());
-        }
-        let durable = {
-            let mut last = self.last_durable.lock().expect("durable lock");
-            if last.elapsed() >= DURABLE_EVERY {
-                *last = Instant::now();
-                true
-            } else {
-                false
-            }
-        };
-        txn.set_durability(if durable {
-            Durability::Immediate
-        } else {
-            Durability::None
-        })
+        txn.put_states(
+            &g.name,
+            g.generation,
+            written.iter().map(|(key, bytes)| (*key, bytes.as_slice())),
+        )
         .map_err(EngineError::from)?;
-        {
-            let mut states = txn.open_table(STATES).map_err(EngineError::from)?;
-            for (key, bytes) in &written {
-                states
-                    .insert((g.name.as_str(), g.generation, *key), bytes.as_slice())
-                    .map_err(EngineError::from)?;
-            }
-            let mut checkpoints = txn.open_table(CHECKPOINTS).map_err(EngineError::from)?;
-            checkpoints
-                .insert((g.name.as_str(), g.generation), (covered, applied, keys))
-                .map_err(EngineError::from)?;
-        }
+        txn.put_projection_checkpoint(
+            &g.name,
+            g.generation,
+            ProjectionCheckpoint {
+                position: covered,
+                events_applied: applied,
+                keys,
+            },
+        )
+        .map_err(EngineError::from)?;
         txn.commit().map_err(EngineError::from)?;
         g.events_applied.store(applied, Ordering::Release);
         g.keys.store(keys, Ordering::Release);
@@ -1460,22 +1406,18 @@ impl Shared {
         record.pending = None;
         record.failure = record.pending_failure.take();
         let json = serde_json::to_vec(&record).expect("a record serializes");
-        let txn = self.db.begin_write()?;
-        {
-            let mut t = txn.open_table(PROJECTIONS)?;
-            t.insert(g.name.as_str(), json.as_slice())?;
-            let mut states = txn.open_table(STATES)?;
-            let mut checkpoints = txn.open_table(CHECKPOINTS)?;
-            delete_generation(&mut states, &mut checkpoints, &g.name, old.generation)?;
-            checkpoints.insert(
-                (g.name.as_str(), g.generation),
-                (
-                    g.position.load(Ordering::Acquire),
-                    g.events_applied.load(Ordering::Acquire),
-                    g.keys.load(Ordering::Acquire),
-                ),
-            )?;
-        }
+        let mut txn = self.db.write(Durability::Immediate)?;
+        txn.put(CatalogTable::Projections, &g.name, &json)?;
+        txn.remove_projection_generation(&g.name, old.generation)?;
+        txn.put_projection_checkpoint(
+            &g.name,
+            g.generation,
+            ProjectionCheckpoint {
+                position: g.position.load(Ordering::Acquire),
+                events_applied: g.events_applied.load(Ordering::Acquire),
+                keys: g.keys.load(Ordering::Acquire),
+            },
+        )?;
         txn.commit()?;
         g.pending.store(false, Ordering::Release);
         proj.record = record;

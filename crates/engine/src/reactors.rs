@@ -22,11 +22,10 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use event_listener::{Event as Notify, Listener};
-use loom_ledger::Store;
-use loom_ledger::redb::{ReadableTable, TableDefinition};
 use loom_ledger::{
     AppendRequest, CompiledSelector, Data, Event, Ledger, ReadOptions, Selector, StoredEvent,
 };
+use loom_ledger::{Catalog, CatalogTable, Durability, ReactorCheckpoint};
 use loom_runtime::{Entry, Module, Outcome, Runtime};
 use serde::{Deserialize, Serialize};
 
@@ -34,12 +33,6 @@ use crate::EngineError;
 use crate::deciders::Deciders;
 use crate::modules::ModuleStore;
 use crate::projections::{Failure, Status};
-
-/// name → [`Record`] (JSON).
-const REACTORS: TableDefinition<&str, &[u8]> = TableDefinition::new("reactors");
-/// name → (position, reacted, appended, commands, delivered).
-const REACTOR_CHECKPOINTS: TableDefinition<&str, (u64, u64, u64, u64, u64)> =
-    TableDefinition::new("reactor_checkpoints");
 
 /// Events read per batch.
 const BATCH: usize = 256;
@@ -127,7 +120,7 @@ struct Worker {
     /// then failed; `resume` tries again).
     module: RwLock<Option<Module>>,
     position: AtomicU64,
-    counters: [AtomicU64; 4],
+    counters: Counters,
     caught_up: AtomicBool,
     paused: AtomicBool,
     stop: AtomicBool,
@@ -136,7 +129,38 @@ struct Worker {
     handle: Mutex<Option<JoinHandle<()>>>,
 }
 
+/// What a reactor has done so far (kept in its checkpoint).
+#[derive(Debug, Default)]
+struct Counters {
+    reacted: AtomicU64,
+    appended: AtomicU64,
+    commands: AtomicU64,
+    delivered: AtomicU64,
+}
+
 impl Worker {
+    /// Position and counters, as the checkpoint stores them.
+    fn checkpoint(&self) -> ReactorCheckpoint {
+        let c = &self.counters;
+        ReactorCheckpoint {
+            position: self.position.load(Ordering::Acquire),
+            reacted: c.reacted.load(Ordering::Acquire),
+            appended: c.appended.load(Ordering::Acquire),
+            commands: c.commands.load(Ordering::Acquire),
+            delivered: c.delivered.load(Ordering::Acquire),
+        }
+    }
+
+    /// Continues from a checkpoint.
+    fn restore(&self, cp: ReactorCheckpoint) {
+        let c = &self.counters;
+        self.position.store(cp.position, Ordering::Release);
+        c.reacted.store(cp.reacted, Ordering::Release);
+        c.appended.store(cp.appended, Ordering::Release);
+        c.commands.store(cp.commands, Ordering::Release);
+        c.delivered.store(cp.delivered, Ordering::Release);
+    }
+
     fn halt(&self) {
         self.stop.store(true, Ordering::Release);
         self.changed.notify(usize::MAX);
@@ -160,7 +184,7 @@ impl Worker {
         } else {
             Status::CatchingUp
         };
-        let c = |i: usize| self.counters[i].load(Ordering::Acquire);
+        let c = self.checkpoint();
         ReactorStatus {
             name: self.name.clone(),
             spec: self.spec.clone(),
@@ -168,10 +192,10 @@ impl Worker {
             position,
             head,
             lag: head.saturating_sub(position),
-            reacted: c(0),
-            appended: c(1),
-            commands: c(2),
-            delivered: c(3),
+            reacted: c.reacted,
+            appended: c.appended,
+            commands: c.commands,
+            delivered: c.delivered,
             last_error: failure,
         }
     }
@@ -179,7 +203,7 @@ impl Worker {
 
 struct Shared {
     ledger: Arc<Ledger>,
-    db: Store,
+    db: Catalog,
     runtime: Arc<Runtime>,
     modules: Arc<ModuleStore>,
     deciders: Arc<Deciders>,
@@ -221,7 +245,7 @@ impl Reactors {
         deciders: Arc<Deciders>,
         policy: SinkPolicy,
     ) -> Result<Reactors, EngineError> {
-        let db = ledger.database().clone();
+        let db = ledger.catalog();
         let http: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(policy.timeout))
             .http_status_as_error(false)
@@ -239,19 +263,13 @@ impl Reactors {
         });
         let mut loaded = Vec::new();
         {
-            let txn = shared.db.begin_write()?;
-            {
-                let t = txn.open_table(REACTORS)?;
-                let checkpoints = txn.open_table(REACTOR_CHECKPOINTS)?;
-                for item in t.iter()? {
-                    let (k, v) = item?;
-                    let record: Record = serde_json::from_slice(v.value())
-                        .map_err(|e| EngineError::Corrupt(format!("reactor record: {e}")))?;
-                    let cp = checkpoints.get(k.value())?.map(|c| c.value());
-                    loaded.push((k.value().to_owned(), record, cp));
-                }
+            let snapshot = shared.db.read()?;
+            for (name, v) in snapshot.list(CatalogTable::Reactors)? {
+                let record: Record = serde_json::from_slice(&v)
+                    .map_err(|e| EngineError::Corrupt(format!("reactor record: {e}")))?;
+                let cp = snapshot.reactor_checkpoint(&name)?;
+                loaded.push((name, record, cp));
             }
-            txn.commit()?;
         }
         for (name, record, cp) in loaded {
             // A module that cannot be loaded now must not keep the server from starting: the
@@ -268,11 +286,8 @@ impl Reactors {
                 }
             };
             let w = shared.worker_with(&name, &record.spec, module)?;
-            if let Some((position, a, b, c, d)) = cp {
-                w.position.store(position, Ordering::Release);
-                for (i, v) in [a, b, c, d].into_iter().enumerate() {
-                    w.counters[i].store(v, Ordering::Release);
-                }
+            if let Some(cp) = cp {
+                w.restore(cp);
             }
             w.paused.store(record.paused, Ordering::Release);
             *w.failure.lock().expect("failure lock") =
@@ -305,11 +320,7 @@ impl Reactors {
             }
             old.halt();
             old.join();
-            w.position
-                .store(old.position.load(Ordering::Acquire), Ordering::Release);
-            for i in 0..4 {
-                w.counters[i].store(old.counters[i].load(Ordering::Acquire), Ordering::Release);
-            }
+            w.restore(old.checkpoint());
             w.paused
                 .store(old.paused.load(Ordering::Acquire), Ordering::Release);
         }
@@ -368,11 +379,9 @@ impl Reactors {
         };
         w.halt();
         w.join();
-        let txn = self.shared.db.begin_write()?;
-        {
-            txn.open_table(REACTORS)?.remove(name)?;
-            txn.open_table(REACTOR_CHECKPOINTS)?.remove(name)?;
-        }
+        let mut txn = self.shared.db.write(Durability::Immediate)?;
+        txn.remove(CatalogTable::Reactors, name)?;
+        txn.remove_reactor_checkpoint(name)?;
         txn.commit()?;
         Ok(())
     }
@@ -469,12 +478,9 @@ impl Shared {
             failure: w.failure.lock().expect("failure lock").clone(),
         };
         let json = serde_json::to_vec(&record).expect("a record serializes");
-        let txn = self.db.begin_write()?;
-        {
-            txn.open_table(REACTORS)?.insert(name, json.as_slice())?;
-            txn.open_table(REACTOR_CHECKPOINTS)?
-                .insert(name, checkpoint_of(w))?;
-        }
+        let mut txn = self.db.write(Durability::Immediate)?;
+        txn.put(CatalogTable::Reactors, name, &json)?;
+        txn.put_reactor_checkpoint(name, w.checkpoint())?;
         txn.commit()?;
         Ok(())
     }
@@ -576,9 +582,8 @@ impl Shared {
     }
 
     fn save_checkpoint(&self, w: &Worker) -> Result<(), EngineError> {
-        let txn = self.db.begin_write()?;
-        txn.open_table(REACTOR_CHECKPOINTS)?
-            .insert(w.name.as_str(), checkpoint_of(w))?;
+        let mut txn = self.db.write(Durability::Immediate)?;
+        txn.put_reactor_checkpoint(&w.name, w.checkpoint())?;
         txn.commit()?;
         Ok(())
     }
@@ -624,7 +629,9 @@ impl Shared {
                 .append(AppendRequest::new(events))
                 .map_err(|err| format!("appending the reaction's events failed: {err}"))?;
             if !out.duplicate {
-                w.counters[1].fetch_add(out.events.len() as u64, Ordering::AcqRel);
+                w.counters
+                    .appended
+                    .fetch_add(out.events.len() as u64, Ordering::AcqRel);
             }
         }
         for (i, c) in reaction.commands.iter().enumerate() {
@@ -636,13 +643,13 @@ impl Shared {
             {
                 Ok(outcome) => {
                     if !outcome.duplicate {
-                        w.counters[2].fetch_add(1, Ordering::AcqRel);
+                        w.counters.commands.fetch_add(1, Ordering::AcqRel);
                     }
                 }
                 // A domain rejection is an answer, not a failure: the command was decided.
                 Err(EngineError::Rejected(message)) => {
                     tracing::info!(reactor = %w.name, position = e.position, %message, "command rejected");
-                    w.counters[2].fetch_add(1, Ordering::AcqRel);
+                    w.counters.commands.fetch_add(1, Ordering::AcqRel);
                 }
                 Err(err) => {
                     return Err(format!("command on {}/{} failed: {err}", c.entity, c.key));
@@ -665,10 +672,10 @@ impl Shared {
                     "data": d.data,
                 });
                 self.deliver(w, sink, &body)?;
-                w.counters[3].fetch_add(1, Ordering::AcqRel);
+                w.counters.delivered.fetch_add(1, Ordering::AcqRel);
             }
         }
-        w.counters[0].fetch_add(1, Ordering::AcqRel);
+        w.counters.reacted.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
 
@@ -709,9 +716,4 @@ impl Shared {
             self.policy.attempts
         ))
     }
-}
-
-fn checkpoint_of(w: &Worker) -> (u64, u64, u64, u64, u64) {
-    let c = |i: usize| w.counters[i].load(Ordering::Acquire);
-    (w.position.load(Ordering::Acquire), c(0), c(1), c(2), c(3))
 }

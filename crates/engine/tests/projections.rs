@@ -6,7 +6,6 @@ use std::time::Duration;
 use loom_engine::{
     At, Engine, EngineConfig, EngineError, Partition, ProjectionSpec, PutOutcome, Status,
 };
-use loom_ledger::redb::{ReadableTableMetadata, TableDefinition};
 use loom_ledger::{AppendRequest, EntitySpec, Event, Ledger, LedgerOptions, Selector};
 use serde_json::{Value, json};
 
@@ -713,10 +712,12 @@ fn blue_green_upgrade_serves_the_old_version_until_the_swap() {
 }
 
 fn state_rows(f: &Fixture) -> u64 {
-    const STATES: TableDefinition<(&str, u64, &str), &[u8]> =
-        TableDefinition::new("projection_states");
-    let txn = f.ledger.database().begin_read().unwrap();
-    txn.open_table(STATES).unwrap().len().unwrap()
+    f.ledger
+        .catalog()
+        .read()
+        .unwrap()
+        .state_count("carts")
+        .unwrap()
 }
 
 #[test]

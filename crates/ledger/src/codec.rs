@@ -30,12 +30,12 @@
 //! `str` is a u32 little-endian length and UTF-8 bytes; `ostr` uses length `u32::MAX` for
 //! "absent".
 
-use crate::event::{Data, Event, ExtensionValue};
-use crate::view::{DataRef, EventView, ExtensionRef, Extensions};
+use loom_core::wire::{ABSENT, Reader, extension, put_extensions};
+use loom_core::{Data, Event};
+use loom_core::{DataRef, EventView, Extensions};
 
 const FORMAT_V1: u8 = 1;
 const FORMAT_V2: u8 = 2;
-const ABSENT: u32 = u32::MAX;
 
 pub(crate) fn encode(revision: u64, recorded_micros: i64, e: &Event, out: &mut Vec<u8>) {
     out.clear();
@@ -72,89 +72,7 @@ pub(crate) fn encode(revision: u64, recorded_micros: i64, e: &Event, out: &mut V
         out.extend_from_slice(s.as_bytes());
     }
     out.extend_from_slice(data);
-    out.extend_from_slice(&(e.extensions.len() as u32).to_le_bytes());
-    for (name, value) in &e.extensions {
-        put_str(out, name);
-        match value {
-            ExtensionValue::String(s) => {
-                out.push(0);
-                put_str(out, s);
-            }
-            ExtensionValue::Bool(b) => {
-                out.push(1);
-                out.push(u8::from(*b));
-            }
-            ExtensionValue::Integer(i) => {
-                out.push(2);
-                out.extend_from_slice(&i.to_le_bytes());
-            }
-        }
-    }
-}
-
-fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
-    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
-    out.extend_from_slice(b);
-}
-
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    put_bytes(out, s.as_bytes());
-}
-
-pub(crate) struct Reader<'a> {
-    buf: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    pub(crate) fn new(buf: &'a [u8]) -> Reader<'a> {
-        Reader { buf }
-    }
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        if self.buf.len() < n {
-            return Err(format!(
-                "record truncated: wanted {n} bytes, {} left",
-                self.buf.len()
-            ));
-        }
-        let (head, tail) = self.buf.split_at(n);
-        self.buf = tail;
-        Ok(head)
-    }
-    fn u8(&mut self) -> Result<u8, String> {
-        Ok(self.take(1)?[0])
-    }
-    fn u32(&mut self) -> Result<u32, String> {
-        Ok(u32::from_le_bytes(
-            self.take(4)?.try_into().expect("4 bytes"),
-        ))
-    }
-    fn u64(&mut self) -> Result<u64, String> {
-        Ok(u64::from_le_bytes(
-            self.take(8)?.try_into().expect("8 bytes"),
-        ))
-    }
-    fn i64(&mut self) -> Result<i64, String> {
-        Ok(i64::from_le_bytes(
-            self.take(8)?.try_into().expect("8 bytes"),
-        ))
-    }
-    fn bytes(&mut self) -> Result<&'a [u8], String> {
-        let n = self.u32()? as usize;
-        self.take(n)
-    }
-    fn str(&mut self) -> Result<&'a str, String> {
-        std::str::from_utf8(self.bytes()?).map_err(|e| format!("invalid UTF-8: {e}"))
-    }
-    fn opt(&mut self) -> Result<Option<&'a str>, String> {
-        let n = self.u32()?;
-        if n == ABSENT {
-            return Ok(None);
-        }
-        let b = self.take(n as usize)?;
-        std::str::from_utf8(b)
-            .map(Some)
-            .map_err(|e| format!("invalid UTF-8: {e}"))
-    }
+    put_extensions(out, &e.extensions);
 }
 
 /// The attributes a selector needs, read without decoding the rest of the record.
@@ -164,7 +82,7 @@ pub(crate) struct Header<'a> {
 }
 
 pub(crate) fn decode_header(buf: &[u8]) -> Result<Header<'_>, String> {
-    let mut r = Reader { buf };
+    let mut r = Reader::new(buf);
     match r.u8()? {
         FORMAT_V2 => {
             let layout = Layout::of(buf)?;
@@ -188,7 +106,7 @@ pub(crate) fn decode_header(buf: &[u8]) -> Result<Header<'_>, String> {
 /// A zero-copy view of a record; every field is checked, so iterating the view's extensions
 /// later cannot fail.
 pub(crate) fn decode_view(position: u64, buf: &[u8]) -> Result<EventView<'_>, String> {
-    let mut r = Reader { buf };
+    let mut r = Reader::new(buf);
     match r.u8()? {
         FORMAT_V2 => Layout::of(buf)?.view(position),
         FORMAT_V1 => decode_v1(position, r),
@@ -298,7 +216,7 @@ impl<'a> Layout<'a> {
                 .unwrap_or("")
         };
         let opt = |i: usize| (self.lens[i] != ABSENT).then(|| cut(i));
-        let mut r = Reader { buf: self.rest };
+        let mut r = Reader::new(self.rest);
         let data = match self.kind {
             1 => DataRef::Json(cut(7)),
             2 => DataRef::Text(cut(7)),
@@ -365,29 +283,18 @@ fn decode_v1(position: u64, mut r: Reader<'_>) -> Result<EventView<'_>, String> 
 /// cannot fail.
 fn extensions<'a>(r: &mut Reader<'a>) -> Result<Extensions<'a>, String> {
     let count = r.u32()?;
-    let bytes = r.buf;
+    let bytes = r.rest();
     for _ in 0..count {
         extension(r)?;
     }
-    Ok(Extensions { count, bytes })
-}
-
-/// One extension attribute: name and value.
-pub(crate) fn extension<'a>(r: &mut Reader<'a>) -> Result<(&'a str, ExtensionRef<'a>), String> {
-    let name = r.str()?;
-    let value = match r.u8()? {
-        0 => ExtensionRef::String(r.str()?),
-        1 => ExtensionRef::Bool(r.u8()? != 0),
-        2 => ExtensionRef::Integer(r.i64()?),
-        k => return Err(format!("unknown extension kind {k}")),
-    };
-    Ok((name, value))
+    Ok(Extensions::encoded(count, bytes))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::view::EventRecord;
+    use loom_core::ExtensionValue;
 
     fn sample() -> Event {
         let mut e = Event::new(

@@ -1,8 +1,6 @@
 //! Typed errors, one per kind of operation.
 
-use std::fmt;
-
-use crate::ExpectedRevision;
+pub use loom_core::{Conflict, InvalidEvent, Rejection, SelectorError};
 
 /// The storage engine failed (I/O error, corruption, full disk). Nothing of the failed
 /// operation was written.
@@ -72,114 +70,6 @@ storage_from!(
     redb::SetDurabilityError
 );
 
-/// An event breaks the event model (missing or malformed attribute, bad subject, …).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct InvalidEvent {
-    /// Index of the offending event in its batch, when known.
-    pub index: Option<usize>,
-    /// What is wrong, as a sentence.
-    pub message: String,
-}
-
-impl InvalidEvent {
-    pub(crate) fn new(message: impl Into<String>) -> Self {
-        InvalidEvent {
-            index: None,
-            message: message.into(),
-        }
-    }
-
-    /// The same error, naming the event's index in its batch.
-    pub fn at_index(mut self, index: usize) -> Self {
-        self.index.get_or_insert(index);
-        self
-    }
-}
-
-impl fmt::Display for InvalidEvent {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.index {
-            Some(i) => write!(f, "event {i}: {}", self.message),
-            None => f.write_str(&self.message),
-        }
-    }
-}
-
-impl std::error::Error for InvalidEvent {}
-
-/// The registry refuses an event: unknown entity or type, or data failing its schema.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum Rejection {
-    /// The subject's entity is not registered.
-    #[error(
-        "event {index}: entity {entity:?} is not registered; register it with PUT /v1/entities/{entity}"
-    )]
-    UnknownEntity {
-        /// Index in the batch.
-        index: usize,
-        /// The entity.
-        entity: String,
-    },
-    /// The event type is not registered for the entity (and the entity is not open).
-    #[error("event {index}: type {ty:?} is not registered for entity {entity:?}")]
-    UnknownType {
-        /// Index in the batch.
-        index: usize,
-        /// The entity.
-        entity: String,
-        /// The event type.
-        ty: String,
-    },
-    /// The data does not satisfy the type's JSON Schema.
-    #[error("event {index}: data of {entity}/{ty} fails its schema: {message}")]
-    Schema {
-        /// Index in the batch.
-        index: usize,
-        /// The entity.
-        entity: String,
-        /// The event type.
-        ty: String,
-        /// The schema errors, with their JSON pointers.
-        message: String,
-    },
-}
-
-/// An append condition failed, or an identity is already taken by different content.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum Conflict {
-    /// A stream is not at the expected revision.
-    #[error("stream {stream:?} is at revision {actual}, expected {expected}")]
-    Revision {
-        /// The stream (subject).
-        stream: String,
-        /// What the append expected.
-        expected: ExpectedRevision,
-        /// The stream's revision when the append was checked (0: no stream).
-        actual: u64,
-    },
-    /// The DCB condition: events matching `fail_if_events_match` exist after `after`.
-    #[error("events matching the append condition exist at positions {positions:?}")]
-    EventsMatched {
-        /// Positions of the first matching events.
-        positions: Vec<u64>,
-    },
-    /// `(source, id)` is stored already with different content, or only part of the batch
-    /// was stored before (a batch is idempotent only as a whole).
-    #[error(
-        "event (source {event_source:?}, id {id:?}) is already stored at position {position}: {reason}"
-    )]
-    Identity {
-        /// The event's source.
-        event_source: String,
-        /// The event's id.
-        id: String,
-        /// Where it is stored.
-        position: u64,
-        /// Why the re-append is not idempotent.
-        reason: String,
-    },
-}
-
 /// Why an append failed. Nothing of a failed append is written.
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {
@@ -203,25 +93,6 @@ pub enum AppendError {
     Closed,
 }
 
-/// A selector is malformed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum SelectorError {
-    /// A JSONPath expression does not parse.
-    #[error("{field} is not a valid RFC 9535 JSONPath expression: {message}")]
-    JsonPath {
-        /// `data` or `meta`.
-        field: &'static str,
-        /// The parser's message.
-        message: String,
-    },
-    /// `keys` without `entity`.
-    #[error("a selector with keys must name its entity")]
-    KeysWithoutEntity,
-    /// An entity name that cannot exist.
-    #[error("{0}")]
-    BadEntity(String),
-}
-
 /// Why a read failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -239,6 +110,15 @@ pub enum ReadError {
     /// The storage engine failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
+}
+
+impl From<loom_core::CorruptEvent> for ReadError {
+    fn from(e: loom_core::CorruptEvent) -> Self {
+        ReadError::Corrupt {
+            position: e.position,
+            message: e.message,
+        }
+    }
 }
 
 impl<T> From<T> for ReadError

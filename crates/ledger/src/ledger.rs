@@ -3,179 +3,29 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use redb::{Database, ReadTransaction, ReadableTable, ReadableTableMetadata, StorageBackend};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::catalog::Catalog;
 use crate::error::{AppendError, InvalidEvent, OpenError, ReadError, RegistryError, StorageError};
-use crate::event::{Event, StoredEvent};
 use crate::head::Head;
+use crate::log::DurableLog;
+use crate::log::wal::{RESERVE_FILE, Reserve, WAL_FILE, Wal, WalFile};
 use crate::query::{View, Window, decode};
 use crate::records::{self, Events};
-use crate::registry::{CompiledEntity, EntitySpec, Registry, check_entity_name};
-use crate::selector::{CompiledSelector, Selector};
+use crate::registry::{CompiledEntity, Registry};
 use crate::store::Store;
 use crate::tables::*;
-use crate::view::{EventBatch, EventRecord, EventView};
-use crate::wal::{RESERVE_FILE, Reserve, WAL_FILE, Wal};
+use crate::view::{EventBatch, EventRecord};
 use crate::writer::{self, Pending, Writer};
-
-/// What an append expects of a stream's revision.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum ExpectedRevision {
-    /// No expectation.
-    #[default]
-    Any,
-    /// The stream has no events yet.
-    NoStream,
-    /// The stream has at least one event.
-    Exists,
-    /// The stream is exactly at this revision (0 is the same as `NoStream`).
-    Exact(u64),
-}
-
-impl ExpectedRevision {
-    /// Whether a stream at revision `actual` (0: no stream) satisfies the expectation.
-    pub fn admits(self, actual: u64) -> bool {
-        match self {
-            ExpectedRevision::Any => true,
-            ExpectedRevision::NoStream => actual == 0,
-            ExpectedRevision::Exists => actual > 0,
-            ExpectedRevision::Exact(n) => actual == n,
-        }
-    }
-}
-
-impl fmt::Display for ExpectedRevision {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ExpectedRevision::Any => f.write_str("any"),
-            ExpectedRevision::NoStream => f.write_str("none"),
-            ExpectedRevision::Exists => f.write_str("exists"),
-            ExpectedRevision::Exact(n) => write!(f, "{n}"),
-        }
-    }
-}
-
-impl FromStr for ExpectedRevision {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim() {
-            "any" => Ok(ExpectedRevision::Any),
-            "none" | "no_stream" => Ok(ExpectedRevision::NoStream),
-            "exists" => Ok(ExpectedRevision::Exists),
-            n => n.parse::<u64>().map(ExpectedRevision::Exact).map_err(|_| {
-                format!(
-                    "expected revision {n:?} is not one of \"any\", \"none\", \"exists\" or a \
-                     non-negative integer"
-                )
-            }),
-        }
-    }
-}
-
-impl Serialize for ExpectedRevision {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            ExpectedRevision::Exact(n) => s.serialize_u64(*n),
-            other => s.serialize_str(&other.to_string()),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for ExpectedRevision {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            N(u64),
-            S(String),
-        }
-        match Raw::deserialize(d).map_err(|_| {
-            serde::de::Error::custom(
-                "an expected revision is \"any\", \"none\", \"exists\" or a non-negative integer",
-            )
-        })? {
-            Raw::N(n) => Ok(ExpectedRevision::Exact(n)),
-            Raw::S(s) => s.parse().map_err(serde::de::Error::custom),
-        }
-    }
-}
-
-/// Conditions of an append; all must hold or nothing is written.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Conditions {
-    /// Expected revision per stream (subject).
-    #[serde(default)]
-    pub expected_revisions: BTreeMap<String, ExpectedRevision>,
-    /// DCB-style condition: fail if any event matching this selector exists after `after`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fail_if_events_match: Option<Selector>,
-    /// Position after which `fail_if_events_match` looks (default: the whole ledger).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub after: Option<u64>,
-}
-
-/// One atomic append: events (any streams) and conditions.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct AppendRequest {
-    /// The events, appended in this order.
-    pub events: Vec<Event>,
-    /// The conditions.
-    pub conditions: Conditions,
-}
-
-impl AppendRequest {
-    /// An unconditional append.
-    pub fn new(events: Vec<Event>) -> AppendRequest {
-        AppendRequest {
-            events,
-            conditions: Conditions::default(),
-        }
-    }
-
-    /// Adds an expected revision for a stream.
-    pub fn expect(mut self, subject: impl Into<String>, expected: ExpectedRevision) -> Self {
-        self.conditions
-            .expected_revisions
-            .insert(subject.into(), expected);
-        self
-    }
-}
-
-/// Where one appended event landed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AppendedEvent {
-    /// `source`.
-    pub source: String,
-    /// `id`.
-    pub id: String,
-    /// `subject` (the stream).
-    pub subject: String,
-    /// Global position.
-    pub position: u64,
-    /// Revision in its stream.
-    pub revision: u64,
-}
-
-/// The result of a successful append.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AppendOutcome {
-    /// One entry per event, in request order.
-    pub events: Vec<AppendedEvent>,
-    /// Position of the last event of the batch.
-    pub last_position: u64,
-    /// True when every event was stored already with the same content and nothing was
-    /// written (an idempotent retry).
-    #[serde(default)]
-    pub duplicate: bool,
-}
+use loom_core::EventView;
+use loom_core::StoredEvent;
+use loom_core::{AppendOutcome, AppendRequest, EntitySpec, check_entity_name, split_subject};
+use loom_core::{CompiledSelector, Selector};
 
 /// Tuning of a ledger.
 #[derive(Clone, Debug)]
@@ -419,14 +269,14 @@ impl Ledger {
         let (tx, rx) = std::sync::mpsc::sync_channel(options.queue_capacity.max(1));
         let drained = Arc::new(event_listener::Event::new());
         let wal = match wal {
-            Some((p, end, reserve)) => Some(
+            Some((p, end, reserve)) => Some(Box::new(
                 Wal::open(&p, end, options.wal_checkpoint_bytes, reserve).map_err(|source| {
                     OpenError::Io {
                         path: p.display().to_string(),
                         source,
                     }
                 })?,
-            ),
+            ) as Box<dyn DurableLog>),
             None => None,
         };
         let writer = Writer {
@@ -498,6 +348,15 @@ impl Ledger {
             txn.open_table(TYPE_INDEX).map_err(StorageError::from)?;
             txn.open_table(TIME_INDEX).map_err(StorageError::from)?;
             txn.open_table(ENTITIES).map_err(StorageError::from)?;
+            for table in CATALOG_TABLES {
+                txn.open_table(named(table)).map_err(StorageError::from)?;
+            }
+            txn.open_table(PROJECTION_STATES)
+                .map_err(StorageError::from)?;
+            txn.open_table(PROJECTION_CHECKPOINTS)
+                .map_err(StorageError::from)?;
+            txn.open_table(REACTOR_CHECKPOINTS)
+                .map_err(StorageError::from)?;
         }
         txn.commit().map_err(StorageError::from)?;
         if upgrade {
@@ -535,12 +394,9 @@ impl Ledger {
         &self.path
     }
 
-    /// The underlying database, for crates that keep their own tables beside the ledger's.
-    /// Never write to the ledger's own tables through it. Take transactions from the handle
-    /// when needed instead of keeping a `Database`: after an I/O error the ledger reopens the
-    /// database through this handle.
-    pub fn database(&self) -> &Store {
-        &self.store
+    /// The engine's tables in the same database (see [`Catalog`]).
+    pub fn catalog(&self) -> Catalog {
+        Catalog::new(self.store.clone())
     }
 
     /// Writer counters.
@@ -592,7 +448,7 @@ impl Ledger {
             registry.check(i, e).map_err(AppendError::Rejected)?;
         }
         for subject in req.conditions.expected_revisions.keys() {
-            if crate::event::split_subject(subject).is_none() {
+            if split_subject(subject).is_none() {
                 return Err(AppendError::Invalid(InvalidEvent::new(format!(
                     "expected_revisions names {subject:?}, which is not a stream \
                      (\"{{entity}}/{{key}}\")"
@@ -970,7 +826,7 @@ fn open_replayed(
 ) -> Result<(Database, u64), redb::DatabaseError> {
     let open = || Database::builder().set_cache_size(cache).create(file);
     let mut db = open()?;
-    let mut result = writer::replay(&db, log, segment_events);
+    let mut result = writer::replay(&db, &WalFile(log), segment_events);
     if let Err(e) = &result
         && e.is_disk_full()
         && reserve.release()
@@ -979,7 +835,7 @@ fn open_replayed(
         tracing::warn!("the disk is full: replaying the write-ahead log into the reserved space");
         drop(db);
         db = open()?;
-        result = writer::replay(&db, log, segment_events);
+        result = writer::replay(&db, &WalFile(log), segment_events);
     }
     match result {
         Ok(r) => {

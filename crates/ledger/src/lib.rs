@@ -17,39 +17,34 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod catalog;
 mod codec;
 mod error;
-mod event;
 mod head;
 mod ledger;
+mod log;
 mod query;
 mod records;
 mod registry;
-mod selector;
 mod store;
 mod tables;
 mod view;
-mod wal;
 mod writer;
 
-pub use error::{
-    AppendError, Conflict, InvalidEvent, OpenError, ReadError, RegistryError, Rejection,
-    SelectorError, StorageError,
+pub use catalog::{
+    Catalog, CatalogRead, CatalogWrite, Durability, Epoch, ProjectionCheckpoint, ReactorCheckpoint,
 };
-pub use event::{
-    Data, Event, ExtensionValue, SPEC_VERSION, STORE_SET_ATTRIBUTES, StoredEvent, format_time,
+pub use error::{AppendError, OpenError, ReadError, RegistryError, StorageError};
+pub use ledger::{Ledger, LedgerOptions, LedgerStats, ReadOptions};
+pub use log::wal::{RESERVE_FILE, WAL_FILE};
+pub use tables::CatalogTable;
+pub use view::{EventBatch, EventRecord};
+
+/// The event model the ledger's API speaks, from `loom-core`.
+pub use loom_core::{
+    AppendOutcome, AppendRequest, AppendedEvent, CompiledSelector, Conditions, Conflict,
+    CorruptEvent, Data, DataRef, EntitySpec, Event, EventTypeSpec, EventView, ExpectedRevision,
+    ExtensionRef, ExtensionValue, Extensions, InvalidEvent, Rejection, SPEC_VERSION,
+    STORE_SET_ATTRIBUTES, Selector, SelectorError, StoredEvent, check_entity_name, format_time,
     is_json_content_type, parse_time, split_subject,
 };
-pub use ledger::{
-    AppendOutcome, AppendRequest, AppendedEvent, Conditions, ExpectedRevision, Ledger,
-    LedgerOptions, LedgerStats, ReadOptions,
-};
-pub use registry::{EntitySpec, EventTypeSpec, check_entity_name};
-pub use selector::{CompiledSelector, Selector};
-pub use store::Store;
-pub use view::{DataRef, EventBatch, EventRecord, EventView, ExtensionRef, Extensions};
-pub use wal::{RESERVE_FILE, WAL_FILE};
-
-/// Re-exported so that crates building on the ledger (projections, modules) can keep their own
-/// tables in the same database and commit them atomically with their own data.
-pub use redb;

@@ -6,10 +6,11 @@ use redb::{ReadableTable, StorageError as RedbStorageError};
 
 use crate::codec;
 use crate::error::{ReadError, StorageError};
-use crate::event::StoredEvent;
 use crate::records::{Cursor, Events};
-use crate::selector::CompiledSelector;
-use crate::view::{EventBatch, EventRecord, EventView};
+use crate::view::{EventBatch, EventRecord};
+use loom_core::CompiledSelector;
+use loom_core::EventView;
+use loom_core::StoredEvent;
 
 type PosIter<'a> = Box<dyn Iterator<Item = Result<u64, RedbStorageError>> + 'a>;
 
@@ -169,7 +170,7 @@ where
                 let e = decode(position, bytes)?;
                 Ok(sel.matches_filters(&e).then_some(Some(e)))
             };
-        let plain = sel.entity().is_none() && sel.types.is_empty();
+        let plain = sel.entity().is_none() && sel.types().is_empty();
         if plain {
             // Every event: walk the records themselves.
             let ahead = reading == Reading::Sparse;
@@ -219,8 +220,8 @@ where
         let (lo, hi) = (w.lo(), w.hi());
         let mut sources: Vec<PosIter<'_>> = Vec::new();
         match sel.entity() {
-            Some(entity) if !sel.keys.is_empty() => {
-                for key in &sel.keys {
+            Some(entity) if !sel.keys().is_empty() => {
+                for key in sel.keys() {
                     let subject = format!("{entity}/{key}");
                     let Some(stream) = self.streams.get(subject.as_str())? else {
                         continue;
@@ -244,8 +245,8 @@ where
                     sources.push(Box::new(it));
                 }
             }
-            Some(entity) if !sel.types.is_empty() => {
-                for ty in &sel.types {
+            Some(entity) if !sel.types().is_empty() => {
+                for ty in sel.types() {
                     sources.push(self.type_source(entity, ty, lo, hi, w.backwards)?);
                 }
             }
@@ -260,7 +261,7 @@ where
             }
             None => {
                 for entity in entities {
-                    for ty in &sel.types {
+                    for ty in sel.types() {
                         sources.push(self.type_source(entity, ty, lo, hi, w.backwards)?);
                     }
                 }
@@ -291,7 +292,7 @@ where
 }
 
 pub(crate) fn decode(position: u64, bytes: &[u8]) -> Result<StoredEvent, ReadError> {
-    decode_view(position, bytes)?.to_stored()
+    Ok(decode_view(position, bytes)?.to_stored()?)
 }
 
 pub(crate) fn decode_view(position: u64, bytes: &[u8]) -> Result<EventView<'_>, ReadError> {

@@ -3,51 +3,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-
 use crate::error::{RegistryError, Rejection};
-use crate::event::Event;
-
-/// Longest entity name, in bytes.
-pub const MAX_ENTITY_LEN: usize = 128;
-
-/// One event type of an entity.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EventTypeSpec {
-    /// JSON Schema the event's `data` must satisfy, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub schema: Option<serde_json::Value>,
-}
-
-/// An entity's registration, as `PUT /v1/entities/{entity}` takes it.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EntitySpec {
-    /// Allowed event types, by CloudEvents `type`.
-    #[serde(default)]
-    pub events: BTreeMap<String, EventTypeSpec>,
-    /// An open entity accepts any type; listed types still have their schemas checked.
-    #[serde(default)]
-    pub open: bool,
-}
-
-/// Checks that `name` can be an entity: 1-128 ASCII letters, digits, `_`, `-` or `.`.
-pub fn check_entity_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_ENTITY_LEN
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{name:?} is not a valid entity name: use 1-{MAX_ENTITY_LEN} ASCII letters, digits, \
-             '_', '-' or '.'"
-        ))
-    }
-}
+use loom_core::{EntitySpec, Event};
 
 /// An entity with its schemas compiled.
 #[derive(Debug)]

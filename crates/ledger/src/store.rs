@@ -29,7 +29,7 @@ type Opener = dyn Fn() -> Result<Database, redb::DatabaseError> + Send + Sync;
 /// A handle on the ledger's redb database that survives the database being reopened after an
 /// I/O error. Cheap to clone. Take transactions from it; do not keep them longer than needed.
 #[derive(Clone)]
-pub struct Store {
+pub(crate) struct Store {
     inner: Arc<Inner>,
 }
 
@@ -116,18 +116,18 @@ impl Store {
     }
 
     /// Begins a read transaction (a snapshot).
-    pub fn begin_read(&self) -> Result<ReadTransaction, TransactionError> {
+    pub(crate) fn begin_read(&self) -> Result<ReadTransaction, TransactionError> {
         self.current()?.begin_read()
     }
 
     /// Begins a write transaction, waiting for the current one to finish.
-    pub fn begin_write(&self) -> Result<WriteTransaction, TransactionError> {
+    pub(crate) fn begin_write(&self) -> Result<WriteTransaction, TransactionError> {
         self.current()?.begin_write()
     }
 
     /// Whether a database is open (false after a reopen that failed, until a transaction or
     /// the writer opens it again).
-    pub fn is_open(&self) -> bool {
+    pub(crate) fn is_open(&self) -> bool {
         self.inner
             .slot
             .read()
@@ -138,7 +138,7 @@ impl Store {
     /// How many times the database was reopened. Whoever keeps state derived from it in
     /// memory reloads that state when this changes: a reopen drops the commits that were not
     /// durable yet (`Durability::None`).
-    pub fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         self.inner.generation.load(Ordering::Acquire)
     }
 

@@ -37,3 +37,56 @@ pub(crate) const FORMAT_VERSION: u64 = 3;
 /// The formats before: read, and upgraded to 3 when opened (1 had no write-ahead log, 2 no
 /// segments; both keep every event in the tail).
 pub(crate) const FORMATS_BEFORE: [u64; 2] = [1, 2];
+
+// The catalog's tables (see `catalog`): the engine's, kept in the same database.
+
+/// A table of the catalog that maps a name to bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CatalogTable {
+    /// module id → the module's wasm bytes.
+    ModuleBytes,
+    /// module id → what the engine says about the module (JSON).
+    Modules,
+    /// projection name → its definition and life-cycle (JSON).
+    Projections,
+    /// entity → its decider's definition (JSON).
+    Deciders,
+    /// reactor name → its definition and life-cycle (JSON).
+    Reactors,
+}
+
+const MODULE_BYTES: TableDefinition<&str, &[u8]> = TableDefinition::new("modules");
+const MODULES: TableDefinition<&str, &[u8]> = TableDefinition::new("module_info");
+const PROJECTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("projections");
+const DECIDERS: TableDefinition<&str, &[u8]> = TableDefinition::new("deciders");
+const REACTORS: TableDefinition<&str, &[u8]> = TableDefinition::new("reactors");
+
+/// Every name → bytes table of the catalog.
+pub(crate) const CATALOG_TABLES: [CatalogTable; 5] = [
+    CatalogTable::ModuleBytes,
+    CatalogTable::Modules,
+    CatalogTable::Projections,
+    CatalogTable::Deciders,
+    CatalogTable::Reactors,
+];
+
+pub(crate) fn named(table: CatalogTable) -> TableDefinition<'static, &'static str, &'static [u8]> {
+    match table {
+        CatalogTable::ModuleBytes => MODULE_BYTES,
+        CatalogTable::Modules => MODULES,
+        CatalogTable::Projections => PROJECTIONS,
+        CatalogTable::Deciders => DECIDERS,
+        CatalogTable::Reactors => REACTORS,
+    }
+}
+
+/// (projection, generation, key) → state (the engine's state header + state JSON).
+pub(crate) const PROJECTION_STATES: TableDefinition<(&str, u64, &str), &[u8]> =
+    TableDefinition::new("projection_states");
+/// (projection, generation) → (position, events applied, keys).
+pub(crate) const PROJECTION_CHECKPOINTS: TableDefinition<(&str, u64), (u64, u64, u64)> =
+    TableDefinition::new("projection_checkpoints");
+/// reactor name → (position, reacted, appended, commands, delivered).
+pub(crate) const REACTOR_CHECKPOINTS: TableDefinition<&str, (u64, u64, u64, u64, u64)> =
+    TableDefinition::new("reactor_checkpoints");

@@ -1,160 +1,11 @@
 //! Stored events read without materialising them: a batch checks each record once, keeps
-//! its fields in two shared buffers and hands out borrowed [`EventView`]s. Catch-up reads
-//! hundreds of thousands of events to hand their bytes on (to a wasm reducer); building an
-//! owned [`StoredEvent`] for each — a dozen allocations and a JSON re-validation — cost more
-//! than everything else in that loop.
+//! its fields in two shared buffers and hands out borrowed [`EventView`]s; an
+//! [`EventRecord`] reads a record's attributes only when asked.
 
-use std::collections::BTreeMap;
-
-use serde_json::value::RawValue;
+use loom_core::{DataRef, EventView, Extensions, StoredEvent};
 
 use crate::codec;
 use crate::error::ReadError;
-use crate::event::{Data, Event, ExtensionValue, StoredEvent};
-
-/// A stored event borrowed from its record.
-#[derive(Clone, Copy, Debug)]
-pub struct EventView<'a> {
-    /// Global position.
-    pub position: u64,
-    /// Revision in its stream.
-    pub revision: u64,
-    /// Commit time, microseconds since the Unix epoch.
-    pub recorded_micros: i64,
-    /// `id`.
-    pub id: &'a str,
-    /// `source`.
-    pub source: &'a str,
-    /// `type`.
-    pub ty: &'a str,
-    /// `subject` (`{entity}/{key}`).
-    pub subject: &'a str,
-    /// `time` as sent.
-    pub time: Option<&'a str>,
-    /// `datacontenttype`.
-    pub datacontenttype: Option<&'a str>,
-    /// `dataschema`.
-    pub dataschema: Option<&'a str>,
-    /// The payload.
-    pub data: DataRef<'a>,
-    /// Extension attributes, in name order.
-    pub extensions: Extensions<'a>,
-}
-
-/// An event's payload, borrowed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DataRef<'a> {
-    /// No data.
-    None,
-    /// Compact JSON text (validated when it was appended).
-    Json(&'a str),
-    /// Text data.
-    Text(&'a str),
-    /// Binary data.
-    Binary(&'a [u8]),
-}
-
-/// One extension attribute's value, borrowed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ExtensionRef<'a> {
-    /// A string.
-    String(&'a str),
-    /// A boolean.
-    Bool(bool),
-    /// An integer.
-    Integer(i64),
-}
-
-impl ExtensionRef<'_> {
-    /// The owned value.
-    pub fn to_owned_value(self) -> ExtensionValue {
-        match self {
-            ExtensionRef::String(s) => ExtensionValue::String(s.to_owned()),
-            ExtensionRef::Bool(b) => ExtensionValue::Bool(b),
-            ExtensionRef::Integer(i) => ExtensionValue::Integer(i),
-        }
-    }
-}
-
-/// The extension attributes of an [`EventView`]: still encoded, decoded while iterating.
-#[derive(Clone, Copy, Debug)]
-pub struct Extensions<'a> {
-    pub(crate) count: u32,
-    pub(crate) bytes: &'a [u8],
-}
-
-impl<'a> Extensions<'a> {
-    /// How many there are.
-    pub fn len(&self) -> usize {
-        self.count as usize
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
-    /// `(name, value)` pairs in name order. The record was checked when the view was made,
-    /// so iterating cannot fail.
-    pub fn iter(&self) -> impl Iterator<Item = (&'a str, ExtensionRef<'a>)> + 'a {
-        let mut r = codec::Reader::new(self.bytes);
-        (0..self.count).map_while(move |_| codec::extension(&mut r).ok())
-    }
-
-    /// The extensions as one JSON object text (`{}` when there are none).
-    pub fn to_json(&self) -> String {
-        let map: serde_json::Map<String, serde_json::Value> = self
-            .iter()
-            .map(|(k, v)| {
-                let v = match v {
-                    ExtensionRef::String(s) => serde_json::Value::from(s),
-                    ExtensionRef::Bool(b) => serde_json::Value::from(b),
-                    ExtensionRef::Integer(i) => serde_json::Value::from(i),
-                };
-                (k.to_owned(), v)
-            })
-            .collect();
-        serde_json::Value::Object(map).to_string()
-    }
-}
-
-impl EventView<'_> {
-    /// The owned event.
-    pub fn to_stored(&self) -> Result<StoredEvent, ReadError> {
-        let data = match self.data {
-            DataRef::None => None,
-            DataRef::Json(text) => Some(Data::Json(
-                RawValue::from_string(text.to_owned()).map_err(|e| ReadError::Corrupt {
-                    position: self.position,
-                    message: format!("stored JSON data: {e}"),
-                })?,
-            )),
-            DataRef::Text(t) => Some(Data::Text(t.to_owned())),
-            DataRef::Binary(b) => Some(Data::Binary(b.to_vec())),
-        };
-        let extensions: BTreeMap<String, ExtensionValue> = self
-            .extensions
-            .iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned_value()))
-            .collect();
-        Ok(StoredEvent {
-            position: self.position,
-            revision: self.revision,
-            recorded_micros: self.recorded_micros,
-            event: Event {
-                id: self.id.to_owned(),
-                source: self.source.to_owned(),
-                ty: self.ty.to_owned(),
-                subject: self.subject.to_owned(),
-                time: self.time.map(str::to_owned),
-                datacontenttype: self.datacontenttype.map(str::to_owned),
-                dataschema: self.dataschema.map(str::to_owned),
-                data,
-                extensions,
-            },
-        })
-    }
-}
 
 /// A stored event read lazily, for folds that look at a few attributes of many events: only
 /// the record's header is read when it is made, and each attribute is checked when it is
@@ -340,7 +191,7 @@ impl EventBatch {
             }
         };
         let start = self.bin.len();
-        self.bin.extend_from_slice(v.extensions.bytes);
+        self.bin.extend_from_slice(v.extensions.raw().1);
         let extensions = span(start, self.bin.len());
         self.items.push(Item {
             position: v.position,
@@ -355,7 +206,7 @@ impl EventBatch {
             dataschema,
             data_kind,
             data,
-            extension_count: v.extensions.count,
+            extension_count: v.extensions.raw().0,
             extensions,
         });
         Ok(())
@@ -404,10 +255,7 @@ impl EventBatch {
                 2 => DataRef::Text(text(item.data)),
                 _ => DataRef::Binary(bin(item.data)),
             },
-            extensions: Extensions {
-                count: item.extension_count,
-                bytes: bin(item.extensions),
-            },
+            extensions: Extensions::encoded(item.extension_count, bin(item.extensions)),
         }
     }
 

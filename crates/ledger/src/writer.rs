@@ -1,15 +1,16 @@
 //! The group-commit writer: one thread owns the write transaction. It drains the queue of
 //! pending appends, checks and applies each in order inside one transaction (a refused append
-//! does not affect its neighbours), makes the group durable — one record in the write-ahead
-//! log ([`crate::wal`]) and a redb commit with `Durability::None`, or at a checkpoint a redb
-//! commit with `Durability::Immediate` — and only then answers every caller.
+//! does not affect its neighbours), makes the group durable — one record in the durable log
+//! ([`crate::log`]) and a redb commit with `Durability::None`, or at a checkpoint a redb
+//! commit with `Durability::Immediate` — and only then answers every caller. (The catalog's
+//! writers — projection commits, definitions — take redb write transactions of their own
+//! between groups; see docs/architecture.md.)
 //!
 //! After an I/O error (a full disk) the writer closes and reopens the database, because redb
 //! refuses every operation of a database that saw one (see [`crate::store`]); opening replays
 //! the log ([`replay`]), and the writer reloads what it keeps in memory from the reopened
 //! database.
 
-use std::path::Path;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
@@ -18,16 +19,17 @@ use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
 
 use crate::codec;
 use crate::error::{AppendError, Conflict, ReadError, StorageError};
-use crate::event::split_subject;
 use crate::head::Head;
-use crate::ledger::{AppendOutcome, AppendRequest, AppendedEvent, LedgerStats, load};
+use crate::ledger::{LedgerStats, load};
+use crate::log::{DurableLog, GroupRecord, LogReplay};
 use crate::query::{View, Window, decode};
 use crate::records::{self, Events};
 use crate::registry::Registry;
-use crate::selector::CompiledSelector;
 use crate::store::Store;
 use crate::tables::*;
-use crate::wal::{self, GroupRecord, Wal};
+use loom_core::CompiledSelector;
+use loom_core::split_subject;
+use loom_core::{AppendOutcome, AppendRequest, AppendedEvent};
 
 /// Most conflicting positions a DCB conflict reports.
 const MAX_REPORTED_MATCHES: usize = 10;
@@ -51,9 +53,9 @@ pub(crate) struct Writer {
     /// Most events in one segment.
     pub(crate) segment_events: usize,
     pub(crate) drained: Arc<event_listener::Event>,
-    /// The write-ahead log; `None` when every group commits durably to redb itself (a ledger
-    /// on a custom storage backend).
-    pub(crate) wal: Option<Wal>,
+    /// The durable log; `None` when every group commits durably to redb itself (a ledger on
+    /// a custom storage backend).
+    pub(crate) wal: Option<Box<dyn DurableLog>>,
 }
 
 /// The tail or the segments, open for writing.
@@ -151,7 +153,7 @@ impl Writer {
         })();
         match done {
             Ok(()) => {
-                wal.restart();
+                wal.checkpointed();
                 self.stats
                     .checkpoints
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -295,7 +297,7 @@ impl Writer {
         }
         let mut txn = self.store.begin_write().map_err(|e| before(e.into()))?;
         // Through the log unless it is time for a checkpoint (or there is no log).
-        let checkpoint = self.wal.as_ref().is_none_or(Wal::wants_checkpoint);
+        let checkpoint = self.wal.as_ref().is_none_or(|w| w.wants_checkpoint());
         txn.set_durability(if checkpoint {
             Durability::Immediate
         } else {
@@ -356,7 +358,7 @@ impl Writer {
             logging: false,
         })?;
         if checkpoint && let Some(wal) = self.wal.as_mut() {
-            wal.restart();
+            wal.checkpointed();
             self.stats
                 .checkpoints
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -494,38 +496,22 @@ pub(crate) struct Replayed {
     pub(crate) end: u64,
 }
 
-/// Applies the records of the write-ahead log at `path` that `db` does not hold yet and
-/// commits them durably. Runs every time the database is opened, before anyone else uses it
-/// (see [`crate::wal`]).
+/// Applies the groups of the durable log that `db` does not hold yet and commits them
+/// durably. Runs every time the database is opened, before anyone else uses it.
 pub(crate) fn replay(
     db: &Database,
-    path: &Path,
+    log: &dyn LogReplay,
     segment_events: usize,
 ) -> Result<Replayed, StorageError> {
-    let log = match std::fs::read(path) {
-        Ok(log) => log,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Replayed::default()),
-        Err(e) => return Err(StorageError(Box::new(redb::Error::Io(e)))),
-    };
-    let records = wal::records(&log);
-    if records.is_empty() {
-        return Ok(Replayed::default());
-    }
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)?;
     let mut replayed = Replayed::default();
     {
         let mut t = Tables::open(&txn)?;
         let head = t.records().head().map_err(corrupt)?;
-        let records = wal::after(records, head)
-            .map_err(|message| StorageError(Box::new(redb::Error::Corrupted(message))))?;
-        let Some(last) = records.last() else {
-            return Ok(Replayed::default());
-        };
-        replayed.end = last.end;
         let mut next_stream_id = t.meta.get(META_NEXT_STREAM_ID)?.map_or(1, |v| v.value());
         let mut last_recorded = t.time_index.last()?.map_or(i64::MIN, |(k, _)| k.value());
-        for record in &records {
+        let end = log.replay_after(head, &mut |record| {
             for (i, (stream_id, bytes)) in record.events.iter().enumerate() {
                 let position = record.first + i as u64;
                 let e = codec::decode_view(position, bytes).map_err(|message| {
@@ -545,7 +531,12 @@ pub(crate) fn replay(
             last_recorded = last_recorded.max(record.recorded);
             t.time_index.insert(last_recorded, record.last())?;
             next_stream_id = next_stream_id.max(record.next_stream_id);
-        }
+            Ok(())
+        })?;
+        let Some(end) = end else {
+            return Ok(Replayed::default());
+        };
+        replayed.end = end;
         t.meta.insert(META_NEXT_STREAM_ID, next_stream_id)?;
         t.seal(replayed.events, segment_events)?;
     }

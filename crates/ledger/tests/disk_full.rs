@@ -13,11 +13,11 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use loom_ledger::redb::StorageBackend;
 use loom_ledger::{
     AppendError, AppendOutcome, AppendRequest, EntitySpec, Event, Ledger, LedgerOptions,
     ReadOptions,
 };
+use redb::StorageBackend;
 use serde_json::json;
 
 const THREADS: usize = 4;

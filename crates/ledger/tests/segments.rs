@@ -8,11 +8,11 @@ mod common;
 
 use std::path::Path;
 
-use loom_ledger::redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use loom_ledger::{
     AppendRequest, Data, Event, ExtensionValue, Ledger, LedgerOptions, ReadOptions, Selector,
     StoredEvent,
 };
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const SEGMENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("segments");
@@ -67,7 +67,7 @@ fn old_events() -> Vec<Event> {
 
 /// (events in the tail, segments, largest segment value in bytes, format) of a closed ledger.
 fn layout(dir: &Path) -> (u64, u64, usize, u64) {
-    let db = loom_ledger::redb::Database::create(dir.join("ledger.redb")).unwrap();
+    let db = redb::Database::create(dir.join("ledger.redb")).unwrap();
     let txn = db.begin_read().unwrap();
     let tail = txn.open_table(EVENTS).unwrap().len().unwrap();
     let format = txn

@@ -234,10 +234,9 @@ fn a_log_that_restarted_many_times_still_replays_exactly_its_tail() {
 
 #[test]
 fn a_directory_from_before_the_log_is_upgraded_and_a_newer_format_is_refused() {
-    const META: loom_ledger::redb::TableDefinition<&str, u64> =
-        loom_ledger::redb::TableDefinition::new("meta");
+    const META: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("meta");
     let set_format = |dir: &Path, format: u64| {
-        let db = loom_ledger::redb::Database::create(dir.join("ledger.redb")).unwrap();
+        let db = redb::Database::create(dir.join("ledger.redb")).unwrap();
         let txn = db.begin_write().unwrap();
         txn.open_table(META)
             .unwrap()
@@ -246,8 +245,8 @@ fn a_directory_from_before_the_log_is_upgraded_and_a_newer_format_is_refused() {
         txn.commit().unwrap();
     };
     let format_of = |dir: &Path| {
-        let db = loom_ledger::redb::Database::create(dir.join("ledger.redb")).unwrap();
-        let txn = loom_ledger::redb::ReadableDatabase::begin_read(&db).unwrap();
+        let db = redb::Database::create(dir.join("ledger.redb")).unwrap();
+        let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
         let meta = txn.open_table(META).unwrap();
         meta.get("format").unwrap().unwrap().value()
     };

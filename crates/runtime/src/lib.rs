@@ -26,7 +26,7 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::Duration;
 
 use loom_abi::{DataKind, EventRef, Status};
-use loom_ledger::{Data, DataRef, EventView, StoredEvent};
+use loom_core::{Data, DataRef, EventView, StoredEvent};
 use sha2::{Digest, Sha256};
 use wasmtime::{
     Caller, Config, Enabled, Engine, ExternType, InstanceAllocationStrategy, InstancePre, Linker,
@@ -800,9 +800,9 @@ fn extensions_json(e: &StoredEvent) -> String {
             .iter()
             .map(|(k, v)| {
                 let v = match v {
-                    loom_ledger::ExtensionValue::String(s) => serde_json::Value::from(s.as_str()),
-                    loom_ledger::ExtensionValue::Bool(b) => serde_json::Value::from(*b),
-                    loom_ledger::ExtensionValue::Integer(i) => serde_json::Value::from(*i),
+                    loom_core::ExtensionValue::String(s) => serde_json::Value::from(s.as_str()),
+                    loom_core::ExtensionValue::Bool(b) => serde_json::Value::from(*b),
+                    loom_core::ExtensionValue::Integer(i) => serde_json::Value::from(*i),
                 };
                 (k.clone(), v)
             })

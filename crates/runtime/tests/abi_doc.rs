@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use loom_ledger::{Event, StoredEvent};
+use loom_core::{Event, StoredEvent};
 use loom_runtime::{CallError, Entry, ModuleError, Outcome, Runtime, RuntimeConfig};
 use serde_json::json;
 

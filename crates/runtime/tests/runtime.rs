@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use loom_ledger::{Event, EventBatch, EventView, StoredEvent};
+use loom_core::{Event, EventView, StoredEvent};
 use loom_runtime::{CallError, Entry, ModuleError, Outcome, Runtime, RuntimeConfig, module_id};
 use serde_json::{Value, json};
 
@@ -155,12 +155,8 @@ fn evolve_groups_gives_each_group_what_evolve_gives_it_alone() {
             e
         })
         .collect();
-    let (a, b) = (
-        EventBatch::from_stored(&events),
-        EventBatch::from_stored(&other),
-    );
-    let a: Vec<EventView<'_>> = a.iter().collect();
-    let b: Vec<EventView<'_>> = b.iter().collect();
+    let (a_ext, b_ext) = (extensions(&events), extensions(&other));
+    let (a, b) = (views(&events, &a_ext), views(&other, &b_ext));
     let prior = rt.evolve(&cart, None, &events[..2]).unwrap();
     let groups: Vec<(Option<&[u8]>, &[EventView<'_>])> = vec![
         (None, &a[..]),
@@ -183,8 +179,8 @@ fn evolve_groups_gives_each_group_what_evolve_gives_it_alone() {
 
     // A failing event fails the whole call (the engine then folds the groups alone).
     let bad = vec![stored(7, "cart/3", "had_item_added", json!({"sku": 5}))];
-    let bad = EventBatch::from_stored(&bad);
-    let bad: Vec<EventView<'_>> = bad.iter().collect();
+    let bad_ext = extensions(&bad);
+    let bad = views(&bad, &bad_ext);
     let err = rt
         .evolve_groups(&cart, &[(None, &a[..]), (None, &bad[..])])
         .unwrap_err();
@@ -257,8 +253,9 @@ fn evolve_groups_is_checked_like_the_other_entry_points() {
                (func (export "evolve_groups") {ok_without_states})"#
         )))
         .unwrap();
-    let events = EventBatch::from_stored(&cart_events());
-    let views: Vec<EventView<'_>> = events.iter().collect();
+    let events = cart_events();
+    let ext = extensions(&events);
+    let views = views(&events, &ext);
     let err = rt
         .evolve_groups(&lying, &[(None, &views[..1]), (None, &views[1..])])
         .unwrap_err();
@@ -549,4 +546,25 @@ fn state_of_the_wrong_shape_and_domain_rejections() {
         Outcome::Rejected(r) => assert!(String::from_utf8_lossy(&r).contains("insufficient funds")),
         other => panic!("{other:?}"),
     }
+}
+
+/// Each event's extensions, encoded as a stored record holds them.
+fn extensions(events: &[StoredEvent]) -> Vec<Vec<u8>> {
+    events
+        .iter()
+        .map(|e| {
+            let mut out = Vec::new();
+            loom_core::wire::put_extensions(&mut out, &e.event.extensions);
+            out
+        })
+        .collect()
+}
+
+/// Borrowed views of owned events, as the ledger hands them to the runtime.
+fn views<'a>(events: &'a [StoredEvent], extensions: &'a [Vec<u8>]) -> Vec<EventView<'a>> {
+    events
+        .iter()
+        .zip(extensions)
+        .map(|(e, x)| EventView::of(e, x))
+        .collect()
 }

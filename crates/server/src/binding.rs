@@ -144,12 +144,7 @@ fn binary(headers: &HeaderMap, body: &[u8]) -> Result<Event, ApiError> {
         }
         attrs.insert(attr.to_owned(), header_text(name, value)?);
     }
-    let invalid = |m: String| {
-        ApiError::InvalidEvent(InvalidEvent {
-            index: None,
-            message: m,
-        })
-    };
+    let invalid = |m: String| ApiError::InvalidEvent(InvalidEvent::new(m));
     match attrs.remove("specversion").as_deref() {
         Some(loom_ledger::SPEC_VERSION) => {}
         Some(v) => {

@@ -148,12 +148,14 @@ impl ApiError {
             ApiError::Conflict(Conflict::Revision { .. }) => "revision-conflict",
             ApiError::Conflict(Conflict::EventsMatched { .. }) => "condition-conflict",
             ApiError::Conflict(Conflict::Identity { .. }) => "identity-conflict",
+            ApiError::Conflict(_) => "conflict",
             ApiError::PayloadTooLarge { .. } => "payload-too-large",
             ApiError::UnsupportedMediaType(_) => "unsupported-media-type",
             ApiError::InvalidEvent(_) => "invalid-event",
             ApiError::Rejected(Rejection::UnknownEntity { .. }) => "unknown-entity",
             ApiError::Rejected(Rejection::UnknownType { .. }) => "unknown-type",
             ApiError::Rejected(Rejection::Schema { .. }) => "schema-violation",
+            ApiError::Rejected(_) => "rejected",
             ApiError::Selector(_) => "invalid-selector",
             ApiError::InvalidRegistration(_) => "invalid-registration",
             ApiError::InvalidModule(_) => "invalid-module",
@@ -212,6 +214,7 @@ impl ApiError {
                         ext.insert("id".into(), json!(id));
                         ext.insert("position".into(), json!(position));
                     }
+                    _ => {}
                 }
                 c.to_string()
             }
@@ -228,13 +231,19 @@ impl ApiError {
                     | Rejection::Schema {
                         index, entity, ty, ..
                     } => (index, entity, Some(ty)),
+                    _ => return (r.to_string(), ext),
                 };
                 ext.insert("index".into(), json!(index));
                 ext.insert("entity".into(), json!(entity));
                 if let Some(ty) = ty {
                     ext.insert("event_type".into(), json!(ty));
                 }
-                r.to_string()
+                match r {
+                    Rejection::UnknownEntity { entity, .. } => {
+                        format!("{r}; register it with PUT /v1/entities/{entity}")
+                    }
+                    _ => r.to_string(),
+                }
             }
             ApiError::PayloadTooLarge { limit } => {
                 ext.insert("limit".into(), json!(limit));

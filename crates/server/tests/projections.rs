@@ -655,16 +655,9 @@ async fn keys_page_with_links_and_query_exports_answer() {
 
 #[tokio::test]
 async fn deleting_a_projection_frees_its_state() {
-    use loom_ledger::redb::{ReadableTable, TableDefinition};
-    const STATES: TableDefinition<(&str, u64, &str), &[u8]> =
-        TableDefinition::new("projection_states");
     let rows = |s: &AppState, name: &str| {
-        let txn = s.engine().ledger().database().begin_read().unwrap();
-        let t = txn.open_table(STATES).unwrap();
-        t.iter()
-            .unwrap()
-            .filter(|r| r.as_ref().unwrap().0.value().0 == name)
-            .count()
+        let snapshot = s.engine().ledger().catalog().read().unwrap();
+        snapshot.state_count(name).unwrap() as usize
     };
     let t = state();
     let s = &t.state;

@@ -15,14 +15,7 @@
 //! beside the log, is given back for such a replay, and while it cannot be allocated again
 //! appends are refused as "disk full" before they touch anything.
 //!
-//! ```text
-//! record  := u32 magic | u32 payload length | u32 CRC-32 of payload | payload
-//! payload := u64 first position | u32 count | i64 recorded µs | u64 next stream id
-//!            | count × (u64 stream id | u32 length | stored record, see `codec`)
-//! ```
-//!
-//! Positions are gapless, so a record holds positions `first .. first + count`. After a
-//! restart at offset 0 the file still holds older records further on; they are told apart by
+//! The file is a sequence of group records ([`super::group`]). After a restart at offset 0 the file still holds older records further on; they are told apart by
 //! their positions, which are all below the checkpoint's, and a torn or overwritten record by
 //! its checksum.
 
@@ -32,8 +25,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-const MAGIC: u32 = 0x4C4F_4F4D; // "LOOM"
-const HEADER: usize = 12;
+use super::group::{GroupRecord, LoggedGroup, after, groups};
+use super::{DurableLog, LogReplay};
+use crate::error::StorageError;
 
 /// File name of the log inside the data directory.
 pub const WAL_FILE: &str = "ledger.wal";
@@ -157,262 +151,77 @@ impl Wal {
             tail_dirty: false,
         })
     }
+}
 
+impl DurableLog for Wal {
     /// Whether the next group should commit durably to redb (and restart the log).
-    pub(crate) fn wants_checkpoint(&self) -> bool {
+    fn wants_checkpoint(&self) -> bool {
         self.offset >= self.checkpoint_bytes && !self.tail_dirty
     }
 
     /// Before a group touches the database: an error (the disk is full) when the reserve for a
     /// replay is not there and cannot be allocated again.
-    pub(crate) fn ready(&self) -> std::io::Result<()> {
+    fn ready(&self) -> std::io::Result<()> {
         self.reserve.ensure()
     }
 
     /// Appends one group's record and waits until it is on disk. On error the offset does not
     /// move, so the next record overwrites whatever part of this one was written.
     /// `group` must be [`finish`](GroupRecord::finish)ed.
-    pub(crate) fn append(&mut self, group: &GroupRecord) -> std::io::Result<()> {
+    fn append(&mut self, group: &GroupRecord) -> std::io::Result<()> {
         let written = self
             .file
-            .write_all_at(&group.bytes, self.offset)
+            .write_all_at(group.bytes(), self.offset)
             .and_then(|()| self.file.sync_data());
         self.tail_dirty = written.is_err();
         written?;
-        self.offset += group.bytes.len() as u64;
+        self.offset += group.bytes().len() as u64;
         Ok(())
     }
 
     /// After a durable redb commit that holds everything logged so far: the next record goes
     /// to offset 0 (not while a failed append's bytes are still at the offset).
-    pub(crate) fn restart(&mut self) {
+    fn checkpointed(&mut self) {
         if !self.tail_dirty {
             self.offset = 0;
         }
     }
 
     /// Whether records were appended since the last restart.
-    pub(crate) fn has_records(&self) -> bool {
+    fn has_records(&self) -> bool {
         self.offset > 0
     }
 }
 
-/// One group's accepted events, built by the writer while it applies them: the whole record,
-/// header included, so that it is written as it stands.
-pub(crate) struct GroupRecord {
-    bytes: Vec<u8>,
-    count: u32,
-}
+/// The log file at `path` read back for a replay.
+#[derive(Debug)]
+pub(crate) struct WalFile<'p>(pub(crate) &'p Path);
 
-/// Where the payload's count and next stream id sit in a [`GroupRecord`]'s bytes.
-const COUNT_AT: usize = HEADER + 8;
-const NEXT_STREAM_ID_AT: usize = HEADER + 20;
-
-impl GroupRecord {
-    pub(crate) fn new(first: u64, recorded: i64) -> GroupRecord {
-        let mut bytes = Vec::with_capacity(4096);
-        bytes.extend_from_slice(&[0; HEADER]); // magic, length, checksum: `finish`
-        bytes.extend_from_slice(&first.to_le_bytes());
-        bytes.extend_from_slice(&0u32.to_le_bytes());
-        bytes.extend_from_slice(&recorded.to_le_bytes());
-        bytes.extend_from_slice(&0u64.to_le_bytes());
-        GroupRecord { bytes, count: 0 }
-    }
-
-    /// Adds the next position's event.
-    pub(crate) fn push(&mut self, stream_id: u64, record: &[u8]) {
-        self.bytes.extend_from_slice(&stream_id.to_le_bytes());
-        self.bytes
-            .extend_from_slice(&(record.len() as u32).to_le_bytes());
-        self.bytes.extend_from_slice(record);
-        self.count += 1;
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
-    /// Fills in the count and the stream-id counter after the group, then the header.
-    pub(crate) fn finish(&mut self, next_stream_id: u64) {
-        self.bytes[COUNT_AT..COUNT_AT + 4].copy_from_slice(&self.count.to_le_bytes());
-        self.bytes[NEXT_STREAM_ID_AT..NEXT_STREAM_ID_AT + 8]
-            .copy_from_slice(&next_stream_id.to_le_bytes());
-        let (header, payload) = self.bytes.split_at_mut(HEADER);
-        header[0..4].copy_from_slice(&MAGIC.to_le_bytes());
-        header[4..8].copy_from_slice(&(payload.len() as u32).to_le_bytes());
-        header[8..12].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
-    }
-}
-
-/// A record read back.
-pub(crate) struct Record<'a> {
-    pub(crate) first: u64,
-    pub(crate) recorded: i64,
-    pub(crate) next_stream_id: u64,
-    /// (stream id, stored record) per position from `first` on.
-    pub(crate) events: Vec<(u64, &'a [u8])>,
-    /// The offset in the log right after this record.
-    pub(crate) end: u64,
-}
-
-impl Record<'_> {
-    pub(crate) fn last(&self) -> u64 {
-        self.first + self.events.len() as u64 - 1
-    }
-}
-
-/// The records from the start of `log` up to the first one that is torn, overwritten or not a
-/// record at all.
-pub(crate) fn records(log: &[u8]) -> Vec<Record<'_>> {
-    let mut out = Vec::new();
-    let mut rest = log;
-    while rest.len() >= HEADER {
-        let word = |i: usize| u32::from_le_bytes(rest[i..i + 4].try_into().expect("4 bytes"));
-        let (magic, len, crc) = (word(0), word(4) as usize, word(8));
-        if magic != MAGIC || rest.len() - HEADER < len {
-            break;
-        }
-        let payload = &rest[HEADER..HEADER + len];
-        if crc32fast::hash(payload) != crc {
-            break;
-        }
-        rest = &rest[HEADER + len..];
-        let Some(record) = parse(payload, (log.len() - rest.len()) as u64) else {
-            break;
+impl LogReplay for WalFile<'_> {
+    fn replay_after(
+        &self,
+        head: u64,
+        apply: &mut dyn FnMut(&LoggedGroup<'_>) -> Result<(), StorageError>,
+    ) -> Result<Option<u64>, StorageError> {
+        let log = match std::fs::read(self.0) {
+            Ok(log) => log,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StorageError(Box::new(redb::Error::Io(e)))),
         };
-        out.push(record);
-    }
-    out
-}
-
-/// A record's payload; `end` is the offset right after the record.
-fn parse(payload: &[u8], end: u64) -> Option<Record<'_>> {
-    fn take<const N: usize>(b: &mut &[u8]) -> Option<[u8; N]> {
-        let (head, tail) = b.split_first_chunk::<N>()?;
-        *b = tail;
-        Some(*head)
-    }
-    let mut b = payload;
-    let first = u64::from_le_bytes(take(&mut b)?);
-    let count = u32::from_le_bytes(take(&mut b)?);
-    let recorded = i64::from_le_bytes(take(&mut b)?);
-    let next_stream_id = u64::from_le_bytes(take(&mut b)?);
-    if count == 0 || first == 0 {
-        return None;
-    }
-    let mut events = Vec::with_capacity((count as usize).min(b.len() / 12));
-    for _ in 0..count {
-        let stream_id = u64::from_le_bytes(take(&mut b)?);
-        let len = u32::from_le_bytes(take(&mut b)?) as usize;
-        let record = b.get(..len)?;
-        b = &b[len..];
-        events.push((stream_id, record));
-    }
-    b.is_empty().then_some(Record {
-        first,
-        recorded,
-        next_stream_id,
-        events,
-        end,
-    })
-}
-
-/// The `records` (of a log, in order) that come after `head` (the last position redb holds), in order.
-/// Records at or below `head` are skipped: older ones the log was overwriting, or ones a
-/// durable commit of someone else already carried into redb. A record that starts beyond the
-/// next position means a gap — events that were acknowledged and are nowhere — and is an
-/// error rather than something to skip.
-pub(crate) fn after(records: Vec<Record<'_>>, head: u64) -> Result<Vec<Record<'_>>, String> {
-    let mut next = head + 1;
-    let mut out = Vec::new();
-    for record in records {
-        if record.last() < next {
-            continue;
+        let found = after(groups(&log), head)
+            .map_err(|message| StorageError(Box::new(redb::Error::Corrupted(message))))?;
+        for group in &found {
+            apply(group)?;
         }
-        if record.first != next {
-            return Err(format!(
-                "the write-ahead log holds positions {}..={} but the database ends at {}: \
-                 acknowledged events between them are missing from both. Restore the data \
-                 directory from a backup; or, to open what the database holds and lose the \
-                 log's events, move {WAL_FILE} out of the directory",
-                record.first,
-                record.last(),
-                next - 1
-            ));
-        }
-        next = record.last() + 1;
-        out.push(record);
+        Ok(found.last().map(|g| g.end))
     }
-    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A finished group of `n` events from position `first`.
-    fn group(first: u64, n: usize) -> GroupRecord {
-        let mut g = GroupRecord::new(first, 42);
-        for i in 0..n {
-            g.push(
-                i as u64 + 1,
-                format!("event {}", first + i as u64).as_bytes(),
-            );
-        }
-        g.finish(9);
-        g
-    }
-
-    /// Its bytes, as the log holds them.
-    fn record(first: u64, n: usize) -> Vec<u8> {
-        group(first, n).bytes
-    }
-
-    fn spans(records: &[Record<'_>]) -> Vec<(u64, u64)> {
-        records.iter().map(|r| (r.first, r.last())).collect()
-    }
-
-    #[test]
-    fn records_read_back_with_their_events() {
-        let log = [record(1, 2), record(3, 1)].concat();
-        let read = records(&log);
-        assert_eq!(spans(&read), [(1, 2), (3, 3)]);
-        assert_eq!(read[1].end as usize, log.len());
-        assert_eq!(read[0].events, [(1, &b"event 1"[..]), (2, &b"event 2"[..])]);
-        assert_eq!((read[1].recorded, read[1].next_stream_id), (42, 9));
-    }
-
-    #[test]
-    fn a_torn_or_corrupt_record_ends_the_log() {
-        let whole = [record(1, 2), record(3, 2)].concat();
-        for cut in 1..record(3, 2).len() {
-            let torn = &whole[..whole.len() - cut];
-            assert_eq!(spans(&records(torn)), [(1, 2)], "cut {cut}");
-        }
-        let mut flipped = whole.clone();
-        let last = flipped.len() - 1;
-        flipped[last] ^= 1;
-        assert_eq!(spans(&records(&flipped)), [(1, 2)]);
-        assert!(records(&[0u8; 64]).is_empty());
-    }
-
-    #[test]
-    fn replay_skips_what_redb_holds_and_stale_records_after_a_restart() {
-        // A restarted log: new records 11..=13 at the start, then the tail of the older
-        // cycle (positions 5..=10) that they did not overwrite.
-        let log = [record(11, 2), record(13, 1), record(5, 3), record(8, 3)].concat();
-        assert_eq!(
-            spans(&after(records(&log), 10).unwrap()),
-            [(11, 12), (13, 13)]
-        );
-        assert_eq!(spans(&after(records(&log), 12).unwrap()), [(13, 13)]);
-        assert!(after(records(&log), 13).unwrap().is_empty());
-        let err = after(records(&log), 9).map(|_| ()).unwrap_err();
-        assert!(
-            err.contains("11..=12") && err.contains("ends at 9") && err.contains(WAL_FILE),
-            "{err}"
-        );
-    }
+    use crate::log::group::tests::{group, spans};
+    use crate::log::group::{after, groups};
 
     #[test]
     fn the_reserve_is_allocated_and_given_back() {
@@ -449,11 +258,11 @@ mod tests {
         }
         assert!(wal.wants_checkpoint());
         let log = std::fs::read(&path).unwrap();
-        assert_eq!(spans(&after(records(&log), 0).unwrap()), [(1, 2), (3, 4)]);
-        wal.restart();
+        assert_eq!(spans(&after(groups(&log), 0).unwrap()), [(1, 2), (3, 4)]);
+        wal.checkpointed();
         wal.append(&group(5, 1)).unwrap();
         let log = std::fs::read(&path).unwrap();
-        assert_eq!(spans(&after(records(&log), 4).unwrap()), [(5, 5)]);
+        assert_eq!(spans(&after(groups(&log), 4).unwrap()), [(5, 5)]);
     }
 
     #[test]
@@ -466,15 +275,15 @@ mod tests {
         let writable = std::mem::replace(&mut wal.file, File::open(&path).unwrap());
         assert!(wal.append(&group(2, 1)).is_err());
         assert!(!wal.wants_checkpoint(), "no checkpoint over a dirty tail");
-        wal.restart();
+        wal.checkpointed();
         assert!(wal.has_records(), "no restart over a dirty tail");
         // The next append goes to the same offset and cleans the tail.
         wal.file = writable;
         wal.append(&group(2, 1)).unwrap();
         assert!(wal.wants_checkpoint());
-        wal.restart();
+        wal.checkpointed();
         assert!(!wal.has_records());
         let log = std::fs::read(&path).unwrap();
-        assert_eq!(spans(&after(records(&log), 0).unwrap()), [(1, 1), (2, 2)]);
+        assert_eq!(spans(&after(groups(&log), 0).unwrap()), [(1, 1), (2, 2)]);
     }
 }

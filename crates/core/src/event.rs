@@ -14,6 +14,9 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::value::RawValue;
 
 use crate::error::InvalidEvent;
+use crate::names::split_subject;
+use crate::time::{format_time, parse_time};
+use crate::view::ExtensionRef;
 
 /// The only CloudEvents spec version Loom accepts.
 pub const SPEC_VERSION: &str = "1.0";
@@ -120,6 +123,17 @@ pub enum ExtensionValue {
     Bool(bool),
     /// An integer.
     Integer(i64),
+}
+
+impl ExtensionValue {
+    /// The value, borrowed.
+    pub fn as_ref(&self) -> ExtensionRef<'_> {
+        match self {
+            ExtensionValue::String(s) => ExtensionRef::String(s),
+            ExtensionValue::Bool(b) => ExtensionRef::Bool(*b),
+            ExtensionValue::Integer(i) => ExtensionRef::Integer(*i),
+        }
+    }
 }
 
 impl fmt::Display for ExtensionValue {
@@ -389,28 +403,6 @@ pub fn is_json_content_type(ct: &str) -> bool {
         .trim()
         .to_ascii_lowercase();
     essence == "application/json" || essence == "text/json" || essence.ends_with("+json")
-}
-
-/// Splits a subject into `(entity, key)` if it is a valid stream name.
-pub fn split_subject(subject: &str) -> Option<(&str, &str)> {
-    let (entity, key) = subject.split_once('/')?;
-    if crate::registry::check_entity_name(entity).is_err() || key.is_empty() {
-        return None;
-    }
-    Some((entity, key))
-}
-
-/// Parses an RFC 3339 timestamp to microseconds since the Unix epoch.
-pub fn parse_time(text: &str) -> Result<i64, chrono::ParseError> {
-    let t = chrono::DateTime::parse_from_rfc3339(text)?;
-    Ok(t.timestamp_micros())
-}
-
-/// Formats microseconds since the Unix epoch as RFC 3339 in UTC with microseconds.
-pub fn format_time(micros: i64) -> String {
-    chrono::DateTime::from_timestamp_micros(micros)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 /// `datacontenttype` must be a media type (RFC 2046, as in HTTP's `Content-Type`): the binary

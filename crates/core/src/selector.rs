@@ -9,7 +9,7 @@ use serde_json_path::JsonPath;
 
 use crate::error::SelectorError;
 use crate::event::StoredEvent;
-use crate::registry::check_entity_name;
+use crate::names::{check_entity_name, split_subject};
 
 /// A selector as clients write it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,7 +40,7 @@ impl Selector {
 
     /// One stream, from its subject `{entity}/{key}`.
     pub fn stream(subject: &str) -> Result<Selector, SelectorError> {
-        let (entity, key) = crate::event::split_subject(subject)
+        let (entity, key) = split_subject(subject)
             .ok_or_else(|| SelectorError::BadEntity(format!("{subject:?} is not a stream name")))?;
         Ok(Selector {
             entity: Some(entity.into()),
@@ -98,29 +98,40 @@ fn parse_json_path(text: &str) -> Result<JsonPath, String> {
 #[derive(Clone, Debug)]
 pub struct CompiledSelector {
     source: Selector,
-    pub(crate) keys: Vec<String>,
-    pub(crate) types: Vec<String>,
+    keys: Vec<String>,
+    types: Vec<String>,
     data: Option<JsonPath>,
     meta: Option<JsonPath>,
 }
 
 impl CompiledSelector {
+    /// The stream keys it is about (sorted, without duplicates; empty: every stream).
+    pub fn keys(&self) -> &[String] {
+        &self.keys
+    }
+
+    /// The event types it is about (sorted, without duplicates; empty: every type).
+    pub fn types(&self) -> &[String] {
+        &self.types
+    }
+
     /// The selector it was compiled from.
     pub fn selector(&self) -> &Selector {
         &self.source
     }
 
-    pub(crate) fn entity(&self) -> Option<&str> {
+    /// The entity it is about, if any.
+    pub fn entity(&self) -> Option<&str> {
         self.source.entity.as_deref()
     }
 
     /// Whether the selector has JSONPath filters (which need the whole event decoded).
-    pub(crate) fn has_filters(&self) -> bool {
+    pub fn has_filters(&self) -> bool {
         self.data.is_some() || self.meta.is_some()
     }
 
     /// Whether type and subject pass the replay part.
-    pub(crate) fn matches_header(&self, ty: &str, subject: &str) -> bool {
+    pub fn matches_header(&self, ty: &str, subject: &str) -> bool {
         if !self.types.is_empty() && self.types.binary_search_by(|t| t.as_str().cmp(ty)).is_err() {
             return false;
         }
@@ -144,7 +155,8 @@ impl CompiledSelector {
         self.matches_header(&e.event.ty, &e.event.subject) && self.matches_filters(e)
     }
 
-    pub(crate) fn matches_filters(&self, e: &StoredEvent) -> bool {
+    /// Whether a stored event passes the JSONPath filters (the replay part unchecked).
+    pub fn matches_filters(&self, e: &StoredEvent) -> bool {
         if let Some(path) = &self.data {
             let Some(value) = e.event.data.as_ref().and_then(|d| d.to_json_value()) else {
                 return false;

@@ -1,0 +1,27 @@
+//! What an entity's registration says: its event types and their JSON Schemas. The ledger
+//! compiles and enforces them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// One event type of an entity.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventTypeSpec {
+    /// JSON Schema the event's `data` must satisfy, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<serde_json::Value>,
+}
+
+/// An entity's registration, as `PUT /v1/entities/{entity}` takes it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntitySpec {
+    /// Allowed event types, by CloudEvents `type`.
+    #[serde(default)]
+    pub events: BTreeMap<String, EventTypeSpec>,
+    /// An open entity accepts any type; listed types still have their schemas checked.
+    #[serde(default)]
+    pub open: bool,
+}

@@ -1,0 +1,50 @@
+//! The durable log: where a commit group becomes durable before the writer commits it to
+//! redb without an fsync of its own (docs/architecture.md, "The write path").
+//!
+//! Group commit, conditions, identity and indexes do not know which log they run on. The
+//! writer asks a [`DurableLog`] to make each group durable and acknowledges the group's
+//! appends only after it returned; every opening of the database first replays, through a
+//! [`LogReplay`], what the log holds beyond redb's last durable commit. The local
+//! write-ahead log ([`wal`]) is the implementation a single node uses; a replicated log plugs
+//! in behind the same two traits.
+
+pub(crate) mod group;
+pub(crate) mod wal;
+
+use crate::error::StorageError;
+
+pub(crate) use group::{GroupRecord, LoggedGroup};
+
+/// Makes commit groups durable, in order.
+pub(crate) trait DurableLog: Send {
+    /// Called before a group touches the database. An error refuses the group, and nothing
+    /// is written (the local log: no room left to replay it on a full disk).
+    fn ready(&self) -> std::io::Result<()>;
+
+    /// Whether the next group should commit durably to redb instead of through the log (a
+    /// checkpoint), so that the log can drop what it holds.
+    fn wants_checkpoint(&self) -> bool;
+
+    /// Makes one [`finish`](GroupRecord::finish)ed group durable, returning once it is. On
+    /// error the group is refused and the log is as if it had not been asked.
+    fn append(&mut self, group: &GroupRecord) -> std::io::Result<()>;
+
+    /// A durable redb commit now holds everything logged so far.
+    fn checkpointed(&mut self);
+
+    /// Whether groups were logged since the last checkpoint.
+    fn has_records(&self) -> bool;
+}
+
+/// Reads back, when the database is opened, the groups a log holds.
+pub(crate) trait LogReplay {
+    /// Calls `apply` with each group after position `head` (the last one redb holds), in
+    /// order. Returns where the log goes on after the last group applied (`None`: none was);
+    /// the log is opened there. A gap between `head` and the log's first group beyond it is
+    /// an error: acknowledged events would be missing.
+    fn replay_after(
+        &self,
+        head: u64,
+        apply: &mut dyn FnMut(&LoggedGroup<'_>) -> Result<(), StorageError>,
+    ) -> Result<Option<u64>, StorageError>;
+}
