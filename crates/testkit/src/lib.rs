@@ -3,6 +3,10 @@
 
 #![forbid(unsafe_code)]
 
+mod tmpfs;
+
+pub use tmpfs::Tmpfs;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;

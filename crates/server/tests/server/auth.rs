@@ -1,6 +1,6 @@
 //! Bearer tokens and roles: each role allowed and denied where it should be.
 
-mod common;
+use crate::common;
 
 use axum::body::Body;
 use axum::http::Request;

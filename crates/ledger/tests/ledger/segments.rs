@@ -4,7 +4,7 @@
 //! before segments — written by that build, with records of the format before — opens,
 //! reads the same and is packed.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -7,57 +7,19 @@
 //! skipped with a message (the ledger's own tests/disk_full.rs also runs the scenario on an
 //! injected storage backend, always).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use loom_engine::{At, Engine, EngineConfig, Partition, ProjectionSpec, Status};
 use loom_ledger::{EntitySpec, Ledger, LedgerOptions, Selector};
 use loom_server::{AppState, Config};
+use loom_testkit::Tmpfs;
 use serde_json::{Value, json};
 
 use common::{get, post_events};
-
-struct Mount {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-}
-
-impl Mount {
-    fn tmpfs(size: &str) -> Result<Mount, String> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let path = dir.path().join("mnt");
-        std::fs::create_dir(&path).map_err(|e| e.to_string())?;
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&path)
-            .output()
-            .map_err(|e| format!("running mount: {e}"))?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
-        }
-        Ok(Mount { _dir: dir, path })
-    }
-
-    fn resize(&self, size: &str) {
-        let status = Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.path)
-            .status()
-            .unwrap();
-        assert!(status.success(), "remounting with size {size}");
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-    }
-}
 
 fn credits(n: usize) -> Value {
     let pad = "x".repeat(1000);
@@ -77,7 +39,7 @@ fn credits(n: usize) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_answers_507_and_the_server_recovers() {
-    let mount = match Mount::tmpfs("3m") {
+    let mount = match Tmpfs::mount("3m") {
         Ok(m) => m,
         Err(why) => {
             eprintln!(
@@ -93,7 +55,7 @@ async fn a_full_disk_answers_507_and_the_server_recovers() {
         wal_checkpoint_bytes: 32 << 10,
         ..LedgerOptions::default()
     };
-    let ledger = Arc::new(Ledger::open(mount.path.join("data"), options).unwrap());
+    let ledger = Arc::new(Ledger::open(mount.path().join("data"), options).unwrap());
     let open = EntitySpec {
         open: true,
         ..EntitySpec::default()

@@ -1,6 +1,6 @@
 //! The event model: parsing, validation and exact round-trips through the ledger.
 
-mod common;
+use crate::common;
 
 use loom_ledger::{
     AppendError, AppendRequest, Data, Event, ExtensionValue, Ledger, LedgerOptions, ReadOptions,

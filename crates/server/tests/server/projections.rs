@@ -6,7 +6,7 @@
 //! Expected states are computed here from the events the test appended (a model of the
 //! cart and bank reducers), not from the server's answers.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

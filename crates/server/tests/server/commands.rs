@@ -4,7 +4,7 @@
 //! Expectations come from the events the ledger holds (folded here), not from the server's
 //! own answers.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

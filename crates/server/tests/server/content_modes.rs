@@ -1,6 +1,6 @@
 //! POST /v1/events in every CloudEvents content mode, and reading events back in each form.
 
-mod common;
+use crate::common;
 
 use axum::body::Body;
 use axum::http::Request;

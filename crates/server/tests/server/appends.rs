@@ -1,6 +1,6 @@
 //! Atomicity, conditions, idempotency and registry checks of appends.
 
-mod common;
+use crate::common;
 
 use axum::body::Body;
 use axum::http::Request;

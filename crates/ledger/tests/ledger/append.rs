@@ -1,6 +1,6 @@
 //! Appends: atomic batches, optimistic conditions, idempotency and the registry.
 
-mod common;
+use crate::common;
 
 use loom_ledger::{
     AppendError, AppendRequest, Conditions, Conflict, EntitySpec, EventTypeSpec, ExpectedRevision,

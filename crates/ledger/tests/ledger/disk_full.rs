@@ -8,8 +8,6 @@
 //!   space "returns".
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -17,6 +15,7 @@ use loom_ledger::{
     AppendError, AppendOutcome, AppendRequest, EntitySpec, Event, Ledger, LedgerOptions,
     ReadOptions,
 };
+use loom_testkit::Tmpfs;
 use redb::StorageBackend;
 use serde_json::json;
 
@@ -319,51 +318,9 @@ fn full_disk_on_an_injected_backend() {
 
 // ----- variant 2: a real tmpfs -----
 
-/// A tmpfs mounted for the test; unmounted on drop.
-struct Mount {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-}
-
-impl Mount {
-    fn tmpfs(size: &str) -> Result<Mount, String> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let path = dir.path().join("mnt");
-        std::fs::create_dir(&path).map_err(|e| e.to_string())?;
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&path)
-            .output()
-            .map_err(|e| format!("running mount: {e}"))?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
-        }
-        Ok(Mount { _dir: dir, path })
-    }
-
-    fn resize(&self, size: &str) {
-        let status = Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.path)
-            .status()
-            .unwrap();
-        assert!(status.success(), "remounting with size {size}");
-    }
-
-    fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-    }
-}
-
 #[test]
 fn full_disk_on_a_small_tmpfs() {
-    let mount = match Mount::tmpfs("2m") {
+    let mount = match Tmpfs::mount("2m") {
         Ok(m) => m,
         Err(why) => {
             eprintln!(

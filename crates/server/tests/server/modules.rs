@@ -2,7 +2,7 @@
 //! content addressing, idempotency, refusals that store nothing, the size limit of its own,
 //! deletion refused while a projection uses the module, roles.
 
-mod common;
+use crate::common;
 
 use axum::body::Body;
 use axum::http::Request;

@@ -2,7 +2,7 @@
 //! commit, plus the log) opens with every acknowledged event, and with a torn last record
 //! it opens with everything before it.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::Arc;

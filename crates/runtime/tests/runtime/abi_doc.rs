@@ -8,7 +8,7 @@ use loom_core::{Event, StoredEvent};
 use loom_runtime::{CallError, Entry, ModuleError, Outcome, Runtime, RuntimeConfig};
 use serde_json::json;
 
-const ABI_MD: &str = include_str!("../../../docs/abi.md");
+const ABI_MD: &str = include_str!("../../../../docs/abi.md");
 
 /// The one ```wat block of the doc.
 fn doc_wat() -> &'static str {

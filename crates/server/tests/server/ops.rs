@@ -1,7 +1,7 @@
 //! Health, metrics, the OpenAPI document (true to the routes), the error model for routes and
 //! methods, and robustness against arbitrary input.
 
-mod common;
+use crate::common;
 
 use axum::body::Body;
 use axum::http::Request;

@@ -1,6 +1,6 @@
 //! Reads: paging by Link headers over a real server, filters, NDJSON, streams, by id.
 
-mod common;
+use crate::common;
 
 use axum::body::Body;
 use axum::http::Request;

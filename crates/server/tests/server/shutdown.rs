@@ -1,7 +1,7 @@
 //! Graceful shutdown under load: requests in flight finish, every acknowledged append is
 //! stored, and the server stops in bounded time.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Reads: by position, by stream, by identity, by selector; paging; the time index; head
 //! notifications.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

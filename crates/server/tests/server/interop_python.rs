@@ -3,7 +3,7 @@
 //! they are missing the test says so and passes, unless LOOM_REQUIRE_PYTHON_INTEROP=1 (CI),
 //! where it fails.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -1,7 +1,7 @@
 //! Server-Sent Events over a real server: catch-up then live, resume, heartbeats, slow
 //! consumers, shutdown.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Many threads appending at once: positions gapless and unique, revisions gapless per stream,
 //! conditions decided one append at a time inside a group.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! moment; reopening must find every acknowledged event, gapless positions and revisions, and a
 //! database that opens cleanly. Repeated over several kills on the same data directory.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Write};

@@ -1,0 +1,9 @@
+//! The `loom` binary, run as a process against a real server.
+//!
+//! One test binary for the crate (each links the whole stack); a module per topic.
+
+mod cli;
+mod commands;
+mod common;
+mod kill9;
+mod projections;

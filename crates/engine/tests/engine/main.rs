@@ -1,0 +1,7 @@
+//! Projections, deciders and reactors over a real ledger and real wasm modules.
+//!
+//! One test binary for the crate (each links the whole stack); a module per topic.
+
+mod commands;
+mod determinism;
+mod projections;

@@ -1,0 +1,6 @@
+//! The wasm host against real modules built from examples/ and hand-written WAT.
+//!
+//! One test binary for the crate (each links the whole stack); a module per topic.
+
+mod abi_doc;
+mod runtime;

@@ -1,0 +1,18 @@
+//! The HTTP API on a real server bound to a loopback port.
+//!
+//! One test binary for the crate (each links the whole stack); a module per topic.
+
+mod appends;
+mod auth;
+mod commands;
+mod common;
+mod content_modes;
+mod disk_full;
+mod fuzz_regressions;
+mod interop_python;
+mod modules;
+mod ops;
+mod projections;
+mod reads;
+mod shutdown;
+mod subscribe;
