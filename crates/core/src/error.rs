@@ -128,6 +128,14 @@ pub enum SelectorError {
         /// The parser's message.
         message: String,
     },
+    /// A JSONPath expression exceeds a limit on its cost (see [`crate::jsonpath`]).
+    #[error("{field} is too complex: {message}")]
+    TooComplex {
+        /// `data` or `meta`.
+        field: &'static str,
+        /// Which limit, as a sentence.
+        message: String,
+    },
     /// `keys` without `entity`.
     #[error("a selector with keys must name its entity")]
     KeysWithoutEntity,

@@ -24,6 +24,7 @@
 mod append;
 mod error;
 mod event;
+pub mod jsonpath;
 mod names;
 mod registry;
 mod selector;

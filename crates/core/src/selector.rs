@@ -59,6 +59,10 @@ impl Selector {
         let parse = |field: &'static str, p: &Option<String>| {
             p.as_deref()
                 .map(|text| {
+                    crate::jsonpath::check(text).map_err(|e| SelectorError::TooComplex {
+                        field,
+                        message: e.to_string(),
+                    })?;
                     parse_json_path(text)
                         .map_err(|message| SelectorError::JsonPath { field, message })
                 })

@@ -23,9 +23,9 @@ use crate::tables::*;
 use crate::view::{EventBatch, EventRecord};
 use crate::writer::{self, Pending, Writer};
 use loom_core::EventView;
-use loom_core::StoredEvent;
 use loom_core::{AppendOutcome, AppendRequest, EntitySpec, check_entity_name, split_subject};
 use loom_core::{CompiledSelector, Selector};
+use loom_core::{Conflict, StoredEvent};
 
 /// Tuning of a ledger.
 #[derive(Clone, Debug)]
@@ -425,7 +425,7 @@ impl Ledger {
     fn prepare(
         &self,
         req: AppendRequest,
-    ) -> Result<(AppendRequest, Option<CompiledSelector>), AppendError> {
+    ) -> Result<(AppendRequest, Option<(CompiledSelector, u64)>), AppendError> {
         if req.events.is_empty() {
             return Err(AppendError::Invalid(InvalidEvent::new(
                 "an append needs at least one event",
@@ -461,7 +461,56 @@ impl Ledger {
             .as_ref()
             .map(Selector::compile)
             .transpose()?;
-        Ok((req, selector))
+        let condition = match selector {
+            Some(selector) => {
+                let checked = self.precheck(&req, &selector)?;
+                Some((selector, checked))
+            }
+            None => None,
+        };
+        Ok((req, condition))
+    }
+
+    /// Evaluates the DCB condition (`fail_if_events_match`) against a snapshot, on the
+    /// calling thread, so that the writer — which every append waits for — only checks the
+    /// events committed after it. History does not change, so a condition that holds up to
+    /// the snapshot's head holds there for good; returns that position. A match is the
+    /// conflict, unless an event of the batch is stored already: a retry of a stored batch
+    /// is the writer's to answer (identity comes before conditions), over the whole window.
+    fn precheck(
+        &self,
+        req: &AppendRequest,
+        selector: &CompiledSelector,
+    ) -> Result<u64, AppendError> {
+        let after = req.conditions.after.unwrap_or(0);
+        let entities = self.entity_names();
+        let (head, found) = self
+            .with_view(|v| {
+                let head = v.events.head()?;
+                let window = Window {
+                    after,
+                    before: head.saturating_add(1),
+                    limit: writer::MAX_REPORTED_MATCHES,
+                    backwards: false,
+                };
+                Ok((head, v.select(selector, window, &entities)?))
+            })
+            .map_err(append_error)?;
+        if found.is_empty() {
+            return Ok(head.max(after));
+        }
+        for e in &req.events {
+            if self
+                .event_by_id(&e.source, &e.id)
+                .map_err(append_error)?
+                .is_some()
+            {
+                return Ok(after);
+            }
+        }
+        Err(AppendError::Conflict(Conflict::EventsMatched {
+            positions: found.iter().map(|e| e.position).collect(),
+        }))
     }
 
     fn sender(&self) -> Result<std::sync::mpsc::SyncSender<Pending>, AppendError> {
@@ -513,11 +562,11 @@ impl Ledger {
 
     /// Appends atomically; returns once the batch is durable (or refused). Blocking.
     pub fn append(&self, req: AppendRequest) -> Result<AppendOutcome, AppendError> {
-        let (req, selector) = self.prepare(req)?;
+        let (req, condition) = self.prepare(req)?;
         let (tx, rx) = oneshot::channel();
         self.enqueue(Pending {
             req,
-            selector,
+            condition,
             reply: tx,
         })?;
         rx.recv().unwrap_or(Err(AppendError::Closed))
@@ -525,13 +574,16 @@ impl Ledger {
 
     /// Appends atomically; resolves once the batch is durable (or refused). The validation
     /// runs on the calling thread; the commit on the writer thread. Runtime-agnostic; when the
-    /// queue is full (back-pressure) it waits without blocking the thread.
+    /// queue is full (back-pressure) it waits without blocking the thread. A
+    /// `fail_if_events_match` condition is evaluated on the calling thread against a snapshot
+    /// and may read much of the ledger: append such requests with [`Ledger::append`] from a
+    /// thread that may block.
     pub async fn append_async(&self, req: AppendRequest) -> Result<AppendOutcome, AppendError> {
-        let (req, selector) = self.prepare(req)?;
+        let (req, condition) = self.prepare(req)?;
         let (tx, rx) = oneshot::async_channel();
         self.enqueue_async(Pending {
             req,
-            selector,
+            condition,
             reply: tx,
         })
         .await?;
@@ -923,5 +975,18 @@ pub(crate) fn load(store: &Store) -> Result<Loaded, InitError> {
 impl From<StorageError> for InitError {
     fn from(e: StorageError) -> Self {
         InitError::Storage(e)
+    }
+}
+
+/// A read's failure, answering an append.
+fn append_error(e: ReadError) -> AppendError {
+    match e {
+        ReadError::Storage(e) => AppendError::Storage(e),
+        ReadError::Selector(e) => AppendError::Selector(e),
+        ReadError::Corrupt { position, message } => {
+            AppendError::Storage(StorageError(Box::new(redb::Error::Corrupted(format!(
+                "stored event at position {position} is unreadable: {message}"
+            )))))
+        }
     }
 }

@@ -32,11 +32,13 @@ use loom_core::split_subject;
 use loom_core::{AppendOutcome, AppendRequest, AppendedEvent};
 
 /// Most conflicting positions a DCB conflict reports.
-const MAX_REPORTED_MATCHES: usize = 10;
+pub(crate) const MAX_REPORTED_MATCHES: usize = 10;
 
 pub(crate) struct Pending {
     pub(crate) req: AppendRequest,
-    pub(crate) selector: Option<CompiledSelector>,
+    /// The DCB condition's selector, and the position up to which it was checked already
+    /// (against a snapshot, by the caller): the writer checks only what comes after.
+    pub(crate) condition: Option<(CompiledSelector, u64)>,
     pub(crate) reply: oneshot::Sender<Result<AppendOutcome, AppendError>>,
 }
 
@@ -394,7 +396,7 @@ fn apply_one(
             })));
         }
     }
-    if let Some(selector) = &p.selector {
+    if let Some((selector, checked)) = &p.condition {
         let view = View {
             events: t.records(),
             streams: &t.streams,
@@ -403,7 +405,7 @@ fn apply_one(
             type_index: &t.type_index,
         };
         let window = Window {
-            after: req.conditions.after.unwrap_or(0),
+            after: *checked,
             before: u64::MAX,
             limit: MAX_REPORTED_MATCHES,
             backwards: false,

@@ -156,6 +156,7 @@ impl ApiError {
             ApiError::Rejected(Rejection::UnknownType { .. }) => "unknown-type",
             ApiError::Rejected(Rejection::Schema { .. }) => "schema-violation",
             ApiError::Rejected(_) => "rejected",
+            ApiError::Selector(SelectorError::TooComplex { .. }) => "selector-too-complex",
             ApiError::Selector(_) => "invalid-selector",
             ApiError::InvalidRegistration(_) => "invalid-registration",
             ApiError::InvalidModule(_) => "invalid-module",

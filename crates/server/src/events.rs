@@ -43,7 +43,11 @@ pub(crate) fn router() -> Router<AppState> {
 
 /// Appends through the ledger and answers 201 (200 for an idempotent retry).
 async fn append(state: &AppState, req: AppendRequest) -> Result<Response, ApiError> {
-    let outcome: AppendOutcome = if req.events.len() > INLINE_APPEND_EVENTS {
+    // A DCB condition is checked against a snapshot by the appending thread, and may read
+    // much of the ledger: never on an async worker.
+    let blocking =
+        req.events.len() > INLINE_APPEND_EVENTS || req.conditions.fail_if_events_match.is_some();
+    let outcome: AppendOutcome = if blocking {
         state.blocking(move |l| Ok(l.append(req)?)).await?
     } else {
         state.ledger().append_async(req).await?

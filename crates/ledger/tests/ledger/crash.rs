@@ -72,7 +72,7 @@ fn kill_9_never_loses_an_acknowledged_event() {
             .args([
                 "--ignored",
                 "--exact",
-                "crash_child_entry",
+                "crash::crash_child_entry",
                 "--nocapture",
                 "--test-threads=1",
             ])
