@@ -21,11 +21,11 @@ use crate::registry::{CompiledEntity, Registry};
 use crate::store::Store;
 use crate::tables::*;
 use crate::view::{EventBatch, EventRecord};
-use crate::writer::{self, Pending, Writer};
+use crate::writer::{self, Pending, Precheck, Writer};
 use loom_core::EventView;
+use loom_core::StoredEvent;
 use loom_core::{AppendOutcome, AppendRequest, EntitySpec, check_entity_name, split_subject};
 use loom_core::{CompiledSelector, Selector};
-use loom_core::{Conflict, StoredEvent};
 
 /// Tuning of a ledger.
 #[derive(Clone, Debug)]
@@ -425,7 +425,7 @@ impl Ledger {
     fn prepare(
         &self,
         req: AppendRequest,
-    ) -> Result<(AppendRequest, Option<(CompiledSelector, u64)>), AppendError> {
+    ) -> Result<(AppendRequest, Option<(CompiledSelector, Precheck)>), AppendError> {
         if req.events.is_empty() {
             return Err(AppendError::Invalid(InvalidEvent::new(
                 "an append needs at least one event",
@@ -472,45 +472,32 @@ impl Ledger {
     }
 
     /// Evaluates the DCB condition (`fail_if_events_match`) against a snapshot, on the
-    /// calling thread, so that the writer — which every append waits for — only checks the
-    /// events committed after it. History does not change, so a condition that holds up to
-    /// the snapshot's head holds there for good; returns that position. A match is the
-    /// conflict, unless an event of the batch is stored already: a retry of a stored batch
-    /// is the writer's to answer (identity comes before conditions), over the whole window.
+    /// calling thread, so that the writer — which every append waits for — only looks at
+    /// the events committed after it. History does not change: what matches up to the
+    /// snapshot's head matches there for good. The writer still decides, in the usual order
+    /// (identity, expected revisions, then the condition), with these matches in hand.
     fn precheck(
         &self,
         req: &AppendRequest,
         selector: &CompiledSelector,
-    ) -> Result<u64, AppendError> {
+    ) -> Result<Precheck, AppendError> {
         let after = req.conditions.after.unwrap_or(0);
         let entities = self.entity_names();
-        let (head, found) = self
-            .with_view(|v| {
-                let head = v.events.head()?;
-                let window = Window {
-                    after,
-                    before: head.saturating_add(1),
-                    limit: writer::MAX_REPORTED_MATCHES,
-                    backwards: false,
-                };
-                Ok((head, v.select(selector, window, &entities)?))
+        self.with_view(|v| {
+            let head = v.events.head()?;
+            let window = Window {
+                after,
+                before: head.saturating_add(1),
+                limit: writer::MAX_REPORTED_MATCHES,
+                backwards: false,
+            };
+            let found = v.select(selector, window, &entities)?;
+            Ok(Precheck {
+                through: head.max(after),
+                matched: found.iter().map(|e| e.position).collect(),
             })
-            .map_err(append_error)?;
-        if found.is_empty() {
-            return Ok(head.max(after));
-        }
-        for e in &req.events {
-            if self
-                .event_by_id(&e.source, &e.id)
-                .map_err(append_error)?
-                .is_some()
-            {
-                return Ok(after);
-            }
-        }
-        Err(AppendError::Conflict(Conflict::EventsMatched {
-            positions: found.iter().map(|e| e.position).collect(),
-        }))
+        })
+        .map_err(append_error)
     }
 
     fn sender(&self) -> Result<std::sync::mpsc::SyncSender<Pending>, AppendError> {

@@ -36,10 +36,18 @@ pub(crate) const MAX_REPORTED_MATCHES: usize = 10;
 
 pub(crate) struct Pending {
     pub(crate) req: AppendRequest,
-    /// The DCB condition's selector, and the position up to which it was checked already
-    /// (against a snapshot, by the caller): the writer checks only what comes after.
-    pub(crate) condition: Option<(CompiledSelector, u64)>,
+    /// The DCB condition's selector, and what the caller found checking it against a
+    /// snapshot: the writer checks only what comes after.
+    pub(crate) condition: Option<(CompiledSelector, Precheck)>,
     pub(crate) reply: oneshot::Sender<Result<AppendOutcome, AppendError>>,
+}
+
+/// A DCB condition checked against a snapshot (`Ledger::precheck`).
+pub(crate) struct Precheck {
+    /// The snapshot covered positions up to here (and at least the condition's `after`).
+    pub(crate) through: u64,
+    /// The first matching positions up to `through` (at most `MAX_REPORTED_MATCHES`).
+    pub(crate) matched: Vec<u64>,
 }
 
 pub(crate) struct Writer {
@@ -396,27 +404,31 @@ fn apply_one(
             })));
         }
     }
-    if let Some((selector, checked)) = &p.condition {
-        let view = View {
-            events: t.records(),
-            streams: &t.streams,
-            stream_index: &t.stream_index,
-            entity_index: &t.entity_index,
-            type_index: &t.type_index,
-        };
-        let window = Window {
-            after: *checked,
-            before: u64::MAX,
-            limit: MAX_REPORTED_MATCHES,
-            backwards: false,
-        };
-        let found = match view.select(selector, window, &g.entities) {
-            Ok(found) => found,
-            Err(e) => return read_failure(e),
-        };
-        if !found.is_empty() {
+    if let Some((selector, pre)) = &p.condition {
+        let mut positions = pre.matched.clone();
+        let wanted = MAX_REPORTED_MATCHES - positions.len().min(MAX_REPORTED_MATCHES);
+        if wanted > 0 {
+            let view = View {
+                events: t.records(),
+                streams: &t.streams,
+                stream_index: &t.stream_index,
+                entity_index: &t.entity_index,
+                type_index: &t.type_index,
+            };
+            let window = Window {
+                after: pre.through,
+                before: u64::MAX,
+                limit: wanted,
+                backwards: false,
+            };
+            match view.select(selector, window, &g.entities) {
+                Ok(found) => positions.extend(found.iter().map(|e| e.position)),
+                Err(e) => return read_failure(e),
+            }
+        }
+        if !positions.is_empty() {
             return Ok(Err(AppendError::Conflict(Conflict::EventsMatched {
-                positions: found.iter().map(|e| e.position).collect(),
+                positions,
             })));
         }
     }
