@@ -1,0 +1,244 @@
+//! One step's fold: the new events grouped by partition key, each group folded by the
+//! module from its previous state, and the states and checkpoint committed together.
+
+use super::*;
+
+impl Shared {
+    pub(super) fn apply(
+        &self,
+        g: &Gen,
+        events: &[EventView<'_>],
+        covered: u64,
+        head: u64,
+    ) -> Result<(), Fault> {
+        // Group by partition key, keeping each group's order.
+        let mut order: Vec<&str> = Vec::new();
+        let mut groups: HashMap<&str, Vec<EventView<'_>>> = HashMap::new();
+        for e in events {
+            let key = match g.spec.partition {
+                Partition::Stream => e.subject,
+                Partition::Single => "",
+            };
+            groups
+                .entry(key)
+                .or_insert_with(|| {
+                    order.push(key);
+                    Vec::new()
+                })
+                .push(*e);
+        }
+        let previous: Vec<Option<KeyState>> = self
+            .db
+            .read()
+            .map_err(EngineError::from)?
+            .states_of(&g.name, g.generation, order.iter().copied(), |_, v| {
+                v.map(decode_state).transpose()
+            })
+            .map_err(EngineError::from)?
+            .into_iter()
+            .collect::<Result<_, EngineError>>()?;
+        // Fold every group; many groups are folded on all cores (each call has its own
+        // instance, so calls are independent).
+        let module = self.module_of(g).map_err(Fault::Engine)?;
+        let folded = self.fold_groups(&module, &order, &groups, &previous);
+        let mut written = Vec::with_capacity(order.len());
+        let mut new_keys = 0u64;
+        for ((key, prev), result) in order.iter().zip(&previous).zip(folded) {
+            let batch = &groups[key];
+            let state = prev.as_ref().map(|p| p.state.as_slice());
+            let next = match result {
+                Ok(s) => s,
+                Err(error) => return Err(self.locate(&module, state, batch, error)),
+            };
+            if serde_json::from_slice::<serde::de::IgnoredAny>(&next).is_err() {
+                return Err(Fault::Module {
+                    position: batch[0].position,
+                    error: CallError::BadOutput {
+                        entry: Entry::Evolve,
+                        message: "evolve returned a state that is not JSON".into(),
+                    },
+                });
+            }
+            let (events_before, created) = match prev {
+                Some(p) => (p.events, p.created),
+                None => {
+                    new_keys += 1;
+                    (0, batch[0].recorded_micros)
+                }
+            };
+            let last = batch.last().expect("non-empty group");
+            written.push((
+                *key,
+                encode_state(
+                    last.position,
+                    events_before + batch.len() as u64,
+                    created,
+                    last.recorded_micros,
+                    &next,
+                ),
+            ));
+        }
+        let applied = g.events_applied.load(Ordering::Acquire) + events.len() as u64;
+        let keys = g.keys.load(Ordering::Acquire) + new_keys;
+        let durability = {
+            let mut last = self.last_durable.lock().expect("durable lock");
+            if last.elapsed() >= DURABLE_EVERY {
+                *last = Instant::now();
+                Durability::Immediate
+            } else {
+                Durability::Deferred
+            }
+        };
+        let epoch = *g.epoch.lock().expect("epoch lock");
+        let Some(mut txn) = self
+            .db
+            .write_since(epoch, durability)
+            .map_err(EngineError::from)?
+        else {
+            // The database was reopened after the states above were read: they may include
+            // commits it no longer has. Write nothing; the worker reloads its checkpoint.
+            return Ok(());
+        };
+        if g.stop.load(Ordering::Acquire) {
+            // Swapped out, rebuilt or deleted meanwhile: its rows are gone; write nothing.
+            return Ok(());
+        }
+        txn.put_states(
+            &g.name,
+            g.generation,
+            written.iter().map(|(key, bytes)| (*key, bytes.as_slice())),
+        )
+        .map_err(EngineError::from)?;
+        txn.put_projection_checkpoint(
+            &g.name,
+            g.generation,
+            ProjectionCheckpoint {
+                position: covered,
+                events_applied: applied,
+                keys,
+            },
+        )
+        .map_err(EngineError::from)?;
+        txn.commit().map_err(EngineError::from)?;
+        g.events_applied.store(applied, Ordering::Release);
+        g.keys.store(keys, Ordering::Release);
+        if covered >= head {
+            // Caught up is set before the position is published, so whoever sees the
+            // position at the head also sees the status `running`.
+            g.caught_up.store(true, Ordering::Release);
+        }
+        g.position.store(covered, Ordering::Release);
+        g.changed.notify(usize::MAX);
+        Ok(())
+    }
+
+    /// `evolve` for each group, in `order`; in parallel when there are many groups.
+    ///
+    /// Small groups are packed into `evolve_groups` calls of up to `MAX_CALL_EVENTS` events
+    /// (a per-stream catch-up of 10 000 streams would otherwise pay a call's fixed cost for
+    /// every few events); a group larger than that folds alone in calls of at most
+    /// `MAX_CALL_EVENTS` events, threading its state through, so that one call stays well
+    /// inside its fuel, memory and time limits.
+    pub(super) fn fold_groups(
+        &self,
+        module: &Module,
+        order: &[&str],
+        groups: &HashMap<&str, Vec<EventView<'_>>>,
+        previous: &[Option<KeyState>],
+    ) -> Vec<Result<Vec<u8>, CallError>> {
+        let prev = |i: usize| previous[i].as_ref().map(|p| p.state.as_slice());
+        // Units of work: ranges of `order`, each one call (or one chained group).
+        let mut units: Vec<std::ops::Range<usize>> = Vec::new();
+        let mut start = 0;
+        let mut events = 0;
+        for (i, key) in order.iter().enumerate() {
+            let n = groups[key].len();
+            if events > 0 && events + n > MAX_CALL_EVENTS {
+                units.push(start..i);
+                start = i;
+                events = 0;
+            }
+            events += n;
+        }
+        if start < order.len() {
+            units.push(start..order.len());
+        }
+        let fold_one = |i: usize| -> Result<Vec<u8>, CallError> {
+            let mut state: Option<Vec<u8>> = None;
+            for chunk in groups[order[i]].chunks(MAX_CALL_EVENTS) {
+                let current = state.as_deref().or_else(|| prev(i));
+                state = Some(self.runtime.evolve_views(module, current, chunk)?);
+            }
+            Ok(state.expect("groups are not empty"))
+        };
+        let fold_unit = |unit: std::ops::Range<usize>| -> Vec<Result<Vec<u8>, CallError>> {
+            if unit.len() == 1 {
+                return vec![fold_one(unit.start)];
+            }
+            let input: Vec<(Option<&[u8]>, &[EventView<'_>])> = unit
+                .clone()
+                .map(|i| (prev(i), groups[order[i]].as_slice()))
+                .collect();
+            match self.runtime.evolve_groups(module, &input) {
+                Ok(states) => states.into_iter().map(Ok).collect(),
+                // Which group failed: fold each alone (the others still succeed).
+                Err(_) => unit.map(fold_one).collect(),
+            }
+        };
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(8)
+            .min(units.len());
+        if threads < 2 {
+            return units.into_iter().flat_map(fold_unit).collect();
+        }
+        let per_thread = units.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = units
+                .chunks(per_thread)
+                .map(|mine| {
+                    let fold_unit = &fold_unit;
+                    scope.spawn(move || {
+                        mine.iter()
+                            .flat_map(|u| fold_unit(u.clone()))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("a fold thread panicked"))
+                .collect()
+        })
+    }
+
+    /// Finds the event a failing batch fails on by folding it one event at a time.
+    pub(super) fn locate(
+        &self,
+        module: &Module,
+        state: Option<&[u8]>,
+        batch: &[EventView<'_>],
+        error: CallError,
+    ) -> Fault {
+        let mut current = state.map(<[u8]>::to_vec);
+        for e in batch {
+            match self
+                .runtime
+                .evolve_views(module, current.as_deref(), std::slice::from_ref(e))
+            {
+                Ok(s) => current = Some(s),
+                Err(error) => {
+                    return Fault::Module {
+                        position: e.position,
+                        error,
+                    };
+                }
+            }
+        }
+        // Folding one at a time succeeded (e.g. the batch hit a limit): blame the first event.
+        Fault::Module {
+            position: batch[0].position,
+            error,
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! What a projection is, as the API takes and shows it: definitions, statuses, states.
+
+use serde::{Deserialize, Serialize};
+
+use loom_ledger::Selector;
+
+/// How a projection partitions its state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Partition {
+    /// One state per stream (`{entity}/{key}`).
+    #[default]
+    Stream,
+    /// One state for everything selected.
+    Single,
+}
+
+/// A projection's definition, as `PUT /v1/projections/{name}` takes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectionSpec {
+    /// Module id (`sha256:…`), exporting `evolve`.
+    pub module: String,
+    /// Which events it folds (default: all).
+    #[serde(default)]
+    pub selector: Selector,
+    /// Partitioning (default: per stream).
+    #[serde(default)]
+    pub partition: Partition,
+}
+
+/// What a `put` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// A new projection; it is catching up.
+    Created,
+    /// The same definition was in place (or building) already.
+    Unchanged,
+    /// A new generation is building in the background; the current one serves until it has
+    /// caught up.
+    Upgrading,
+}
+
+/// Life-cycle status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Following the head.
+    Running,
+    /// Folding history; has not reached the head yet.
+    CatchingUp,
+    /// Paused by a user.
+    Paused,
+    /// Stopped by a module error; `resume` retries, a new module version rebuilds.
+    Failed,
+}
+
+/// The error that stopped a generation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// Position of the event the module failed on (0 when not tied to an event).
+    pub position: u64,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// One generation's progress.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GenerationStatus {
+    /// Generation number (increases with every upgrade or rebuild).
+    pub generation: u64,
+    /// Its module.
+    pub module: String,
+    /// Status.
+    pub status: Status,
+    /// Every selected event up to here is folded.
+    pub position: u64,
+    /// The ledger's head.
+    pub head: u64,
+    /// `head - position`.
+    pub lag: u64,
+    /// Partition keys with state.
+    pub keys: u64,
+    /// Events folded.
+    pub events_applied: u64,
+    /// The error that stopped it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<Failure>,
+}
+
+/// `GET /v1/projections/{name}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ProjectionStatus {
+    /// Name.
+    pub name: String,
+    /// The serving definition.
+    pub spec: ProjectionSpec,
+    /// Creation time (RFC 3339).
+    pub created_at: String,
+    /// The serving generation.
+    #[serde(flatten)]
+    pub active: GenerationStatus,
+    /// A generation building in the background, if an upgrade is under way.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<NextStatus>,
+}
+
+/// The building generation of an upgrade.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NextStatus {
+    /// Its definition.
+    pub spec: ProjectionSpec,
+    /// Its progress.
+    #[serde(flatten)]
+    pub progress: GenerationStatus,
+}
+
+/// Which moment a state query is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum At {
+    /// The live state.
+    Now,
+    /// The state after every selected event up to this position (replayed).
+    Position(u64),
+    /// The state at this time (µs since the epoch): the position the head had then.
+    Time(i64),
+}
+
+/// A state answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateView {
+    /// The state, JSON.
+    pub state: Vec<u8>,
+    /// The state includes every selected event up to this position.
+    pub position: u64,
+    /// Events folded into this state.
+    pub events_applied: u64,
+    /// Recorded time of the first event folded (µs), if any.
+    pub created_micros: Option<i64>,
+    /// Recorded time of the last event folded (µs), if any.
+    pub updated_micros: Option<i64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(super) struct Record {
+    pub(super) spec: ProjectionSpec,
+    pub(super) generation: u64,
+    #[serde(default)]
+    pub(super) pending: Option<PendingRecord>,
+    #[serde(default)]
+    pub(super) paused: bool,
+    #[serde(default)]
+    pub(super) failure: Option<Failure>,
+    #[serde(default)]
+    pub(super) pending_failure: Option<Failure>,
+    pub(super) created_micros: i64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(super) struct PendingRecord {
+    pub(super) spec: ProjectionSpec,
+    pub(super) generation: u64,
+}

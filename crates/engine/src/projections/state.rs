@@ -1,0 +1,52 @@
+//! A key's stored state: a fixed header (position, events, created, updated) and the state
+//! JSON the module returned.
+
+use crate::EngineError;
+
+/// Most events one `evolve` call folds (a larger group is folded in several calls).
+pub(super) const MAX_CALL_EVENTS: usize = 5_000;
+
+/// State record: position u64, events u64, created i64, updated i64 (LE), then the state JSON.
+pub(super) const HEADER: usize = 32;
+
+pub(super) fn encode_state(
+    position: u64,
+    events: u64,
+    created: i64,
+    updated: i64,
+    state: &[u8],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER + state.len());
+    out.extend_from_slice(&position.to_le_bytes());
+    out.extend_from_slice(&events.to_le_bytes());
+    out.extend_from_slice(&created.to_le_bytes());
+    out.extend_from_slice(&updated.to_le_bytes());
+    out.extend_from_slice(state);
+    out
+}
+
+pub(super) struct KeyState {
+    pub(super) events: u64,
+    pub(super) created: i64,
+    pub(super) updated: i64,
+    pub(super) state: Vec<u8>,
+}
+
+pub(super) fn decode_state(bytes: &[u8]) -> Result<KeyState, EngineError> {
+    if bytes.len() < HEADER {
+        return Err(EngineError::Corrupt(
+            "projection state record too short".into(),
+        ));
+    }
+    let word = |i: usize| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
+        a
+    };
+    Ok(KeyState {
+        events: u64::from_le_bytes(word(1)),
+        created: i64::from_le_bytes(word(2)),
+        updated: i64::from_le_bytes(word(3)),
+        state: bytes[HEADER..].to_vec(),
+    })
+}

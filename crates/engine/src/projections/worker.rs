@@ -1,0 +1,227 @@
+//! A generation's worker thread: catch up from the checkpoint, then follow the head.
+
+use super::*;
+
+impl Shared {
+    /// Persists a record; deletes the rows of `drop_generation` in the same transaction.
+    pub(super) fn write_record(
+        &self,
+        name: &str,
+        record: &Record,
+        drop_generation: Option<u64>,
+    ) -> Result<(), EngineError> {
+        let json = serde_json::to_vec(record).expect("a record serializes");
+        let mut txn = self.db.write(Durability::Immediate)?;
+        txn.put(CatalogTable::Projections, name, &json)?;
+        if let Some(old) = drop_generation {
+            txn.remove_projection_generation(name, old)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub(super) fn start(shared: &Arc<Shared>, g: &Arc<Gen>) {
+        let sh = shared.clone();
+        let gen_ = g.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("loom-proj-{}", g.name))
+            .spawn(move || sh.run(&gen_))
+            .expect("spawning a projection worker");
+        *g.handle.lock().expect("handle lock") = Some(handle);
+    }
+
+    pub(super) fn run(&self, g: &Arc<Gen>) {
+        tracing::debug!(projection = %g.name, generation = g.generation, "worker started");
+        let mut backoff = Duration::from_millis(100);
+        // Refilled by every step; its buffers are kept while catching up and let go once
+        // caught up, so an idle projection does not hold a catch-up batch's memory.
+        let mut batch = EventBatch::default();
+        while !g.stop.load(Ordering::Acquire) {
+            let idle = g.paused.load(Ordering::Acquire)
+                || g.failure.lock().expect("failure lock").is_some();
+            if idle {
+                let l = g.changed.listen();
+                if g.stop.load(Ordering::Acquire) {
+                    break;
+                }
+                let _ = l.wait_timeout(Duration::from_millis(500));
+                continue;
+            }
+            if let Err(e) = self.resync(g) {
+                tracing::warn!(projection = %g.name, error = %e, "reloading the checkpoint failed; retrying");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(MAX_STORAGE_BACKOFF);
+                continue;
+            }
+            let head = self.ledger.head();
+            let position = g.position.load(Ordering::Acquire);
+            if position >= head {
+                batch = EventBatch::default();
+                if !g.caught_up.swap(true, Ordering::AcqRel) {
+                    g.changed.notify(usize::MAX);
+                }
+                if g.pending.load(Ordering::Acquire) {
+                    if let Err(e) = self.swap(g) {
+                        tracing::error!(projection = %g.name, error = %e, "swapping generations failed");
+                        self.fail(g, 0, format!("swapping in the new generation failed: {e}"));
+                    }
+                    continue;
+                }
+                self.ledger
+                    .wait_for(position + 1, Duration::from_millis(250));
+                continue;
+            }
+            match self.step(g, head, &mut batch) {
+                Ok(()) => backoff = Duration::from_millis(100),
+                Err(e) if is_io(&e) => {
+                    // A full disk or another I/O error: the ledger reopens the database; try
+                    // again later (from the stored checkpoint if it was reopened).
+                    tracing::warn!(projection = %g.name, error = %e, "projection step failed; retrying");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(MAX_STORAGE_BACKOFF);
+                }
+                Err(e) => {
+                    tracing::error!(projection = %g.name, error = %e, "projection step failed");
+                    self.fail(g, 0, e.to_string());
+                }
+            }
+        }
+        tracing::debug!(projection = %g.name, generation = g.generation, "worker stopped");
+    }
+
+    /// Records a failure in memory and in the projection's record.
+    pub(super) fn fail(&self, g: &Gen, position: u64, message: String) {
+        let failure = Failure { position, message };
+        *g.failure.lock().expect("failure lock") = Some(failure.clone());
+        g.changed.notify(usize::MAX);
+        let mut map = self.map.write().expect("map lock");
+        if let Some(proj) = map.get_mut(&g.name) {
+            let mut record = proj.record.clone();
+            if proj.active.generation == g.generation {
+                record.failure = Some(failure);
+            } else if proj
+                .pending
+                .as_ref()
+                .is_some_and(|p| p.generation == g.generation)
+            {
+                record.pending_failure = Some(failure);
+            } else {
+                return;
+            }
+            if self.write_record(&g.name, &record, None).is_ok() {
+                proj.record = record;
+            }
+        }
+    }
+
+    /// After the database was reopened (it drops the commits that were not durable yet),
+    /// reloads the generation's progress from its stored checkpoint.
+    pub(super) fn resync(&self, g: &Gen) -> Result<(), EngineError> {
+        let epoch = *g.epoch.lock().expect("epoch lock");
+        if !self.db.reopened_since(epoch) {
+            return Ok(());
+        }
+        let current = self.db.epoch();
+        let ProjectionCheckpoint {
+            position,
+            events_applied: events,
+            keys,
+        } = self
+            .db
+            .read()?
+            .projection_checkpoint(&g.name, g.generation)?
+            .unwrap_or_default();
+        tracing::warn!(
+            projection = %g.name,
+            from = g.position.load(Ordering::Acquire),
+            to = position,
+            "the database was reopened; continuing from the stored checkpoint"
+        );
+        g.caught_up.store(false, Ordering::Release);
+        g.events_applied.store(events, Ordering::Release);
+        g.keys.store(keys, Ordering::Release);
+        g.position.store(position, Ordering::Release);
+        *g.epoch.lock().expect("epoch lock") = current;
+        g.changed.notify(usize::MAX);
+        Ok(())
+    }
+
+    /// Folds the next batch of matching events.
+    pub(super) fn step(
+        &self,
+        g: &Gen,
+        head: u64,
+        batch: &mut EventBatch,
+    ) -> Result<(), EngineError> {
+        let position = g.position.load(Ordering::Acquire);
+        self.ledger.read_batch_into(
+            &g.selector,
+            ReadOptions::after(position, self.batch_events),
+            batch,
+        )?;
+        // Fewer than a full batch: every matching event up to `head` (read before the
+        // snapshot was taken) is in hand.
+        let covered = match batch.last_position() {
+            Some(last) if batch.len() >= self.batch_events => last,
+            Some(last) => last.max(head),
+            None => head,
+        };
+        if batch.is_empty() {
+            // Nothing selected: advance in memory only; the stored checkpoint catches up with
+            // the next commit (a restart re-reads a few non-matching events, harmlessly).
+            if covered >= head {
+                g.caught_up.store(true, Ordering::Release);
+            }
+            g.position.store(covered, Ordering::Release);
+            g.changed.notify(usize::MAX);
+            return Ok(());
+        }
+        let views: Vec<EventView<'_>> = batch.iter().collect();
+        let failed = match self.apply(g, &views, covered, head) {
+            Ok(()) => return Ok(()),
+            Err(Fault::Engine(e)) => return Err(e),
+            Err(Fault::Module { position, error }) => (position, error),
+        };
+        drop(views);
+        // Keep what folds cleanly: every event before the failing one.
+        let (position, error) = failed;
+        let before = (0..batch.len())
+            .take_while(|&i| batch.position(i) < position)
+            .count();
+        batch.truncate(before);
+        if !batch.is_empty() {
+            let views: Vec<EventView<'_>> = batch.iter().collect();
+            match self.apply(g, &views, position - 1, head) {
+                Ok(()) => {}
+                Err(Fault::Engine(e)) => return Err(e),
+                Err(Fault::Module { .. }) => {}
+            }
+        }
+        self.fail(g, position, error.to_string());
+        Ok(())
+    }
+}
+
+/// Longest pause between retries of a projection step that failed with an I/O error.
+pub(super) const MAX_STORAGE_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Whether an error is an I/O error of the database (a full disk, …), which may pass.
+pub(super) fn is_io(e: &EngineError) -> bool {
+    match e {
+        EngineError::Storage(s) | EngineError::Read(loom_ledger::ReadError::Storage(s)) => {
+            s.is_io()
+        }
+        _ => false,
+    }
+}
+
+pub(super) enum Fault {
+    Engine(EngineError),
+    Module { position: u64, error: CallError },
+}
+
+impl From<EngineError> for Fault {
+    fn from(e: EngineError) -> Self {
+        Fault::Engine(e)
+    }
+}

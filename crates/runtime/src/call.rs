@@ -1,0 +1,266 @@
+//! Calling a module: a fresh `Store` and instance per call, with fuel, a memory cap and an
+//! epoch deadline; traps and limits classified into [`CallError`]s.
+
+use super::*;
+
+/// What a successful call returned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Status 0: the result (JSON).
+    Ok(Vec<u8>),
+    /// Status 1: a domain rejection (JSON `{"message": …}`).
+    Rejected(Vec<u8>),
+}
+
+impl Runtime {
+    pub(crate) fn store(&self) -> Store<HostState> {
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.config.memory_limit)
+            .instances(1)
+            .memories(1)
+            .tables(MAX_TABLES as usize)
+            .table_elements(MAX_TABLE_ELEMENTS)
+            .trap_on_grow_failure(true)
+            .build();
+        let mut store = Store::new(
+            &self.engine,
+            HostState {
+                limits,
+                logs: Vec::new(),
+            },
+        );
+        store.limiter(|s| &mut s.limits);
+        store
+            .set_fuel(self.config.fuel_per_call)
+            .expect("fuel is enabled");
+        let ticks = (self.config.call_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+        store
+    }
+
+    /// Calls an entry point with an ABI input buffer; returns its output.
+    pub fn call(&self, module: &Module, entry: Entry, input: &[u8]) -> Result<Outcome, CallError> {
+        if !module.exports(entry) {
+            return Err(CallError::MissingEntry(entry));
+        }
+        // Declared before the store, so the slot is released after the store (and its
+        // instance) is dropped.
+        let _slot = self.slots.acquire();
+        let mut store = self.store();
+        let result = self.call_in(&mut store, module, entry, input);
+        result.map_err(|e| self.classify(entry, e, std::mem::take(&mut store.data_mut().logs)))
+    }
+
+    pub(crate) fn call_in(
+        &self,
+        store: &mut Store<HostState>,
+        module: &Module,
+        entry: Entry,
+        input: &[u8],
+    ) -> Result<Outcome, Failure> {
+        let instance = module.pre.instantiate(&mut *store).map_err(Failure::Wasm)?;
+        let memory = instance
+            .get_memory(&mut *store, loom_abi::EXPORT_MEMORY)
+            .ok_or_else(|| Failure::Output("the module has no memory".into()))?;
+        let alloc = instance
+            .get_typed_func::<i32, i32>(&mut *store, loom_abi::EXPORT_ALLOC)
+            .map_err(Failure::Wasm)?;
+        let func = instance
+            .get_typed_func::<(i32, i32), i64>(&mut *store, entry.name())
+            .map_err(Failure::Wasm)?;
+        let len = i32::try_from(input.len())
+            .map_err(|_| Failure::Output("the input is larger than 2 GiB".into()))?;
+        let ptr = alloc.call(&mut *store, len).map_err(Failure::Wasm)?;
+        memory
+            .write(&mut *store, ptr as u32 as usize, input)
+            .map_err(|_| {
+                Failure::Output(format!(
+                    "loom_alloc({len}) returned an out-of-bounds buffer {ptr:#x}"
+                ))
+            })?;
+        let packed = func.call(&mut *store, (ptr, len)).map_err(Failure::Wasm)?;
+        let (out_ptr, out_len) = loom_abi::unpack(packed);
+        let (out_ptr, out_len) = (out_ptr as usize, out_len as usize);
+        if out_len > self.config.max_output {
+            return Err(Failure::Output(format!(
+                "the output is {out_len} bytes; the limit is {}",
+                self.config.max_output
+            )));
+        }
+        let data = memory.data(&*store);
+        let Some(out) = data.get(out_ptr..out_ptr.saturating_add(out_len)) else {
+            return Err(Failure::Output(format!(
+                "the output {out_ptr:#x}+{out_len} lies outside the module's memory ({} bytes)",
+                data.len()
+            )));
+        };
+        let (status, payload) = loom_abi::parse_output(out).map_err(|e| Failure::Output(e.0))?;
+        match status {
+            Status::Ok => Ok(Outcome::Ok(payload.to_vec())),
+            Status::Rejected => Ok(Outcome::Rejected(payload.to_vec())),
+            Status::Error => Err(Failure::Guest(
+                String::from_utf8_lossy(payload).into_owned(),
+            )),
+        }
+    }
+
+    pub(crate) fn classify(&self, entry: Entry, failure: Failure, logs: Vec<String>) -> CallError {
+        match failure {
+            Failure::Output(message) => CallError::BadOutput { entry, message },
+            Failure::Guest(message) => CallError::Guest { entry, message },
+            Failure::Wasm(e) => {
+                if let Some(trap) = e.downcast_ref::<Trap>() {
+                    match *trap {
+                        Trap::OutOfFuel => {
+                            return CallError::OutOfFuel {
+                                entry,
+                                fuel: self.config.fuel_per_call,
+                                logs,
+                            };
+                        }
+                        Trap::Interrupt => {
+                            return CallError::Timeout {
+                                entry,
+                                timeout: self.config.call_timeout,
+                                logs,
+                            };
+                        }
+                        _ => {}
+                    }
+                }
+                let message = format!("{e:#}");
+                if message.contains("memory")
+                    && (message.contains("grow") || message.contains("limit"))
+                {
+                    return CallError::MemoryLimit {
+                        entry,
+                        limit: self.config.memory_limit,
+                        logs,
+                    };
+                }
+                // The root cause, not the wasm backtrace wrapped around it.
+                let message = match e.downcast_ref::<Trap>() {
+                    Some(trap) => trap.to_string(),
+                    None => e.root_cause().to_string(),
+                };
+                CallError::Trap {
+                    entry,
+                    message,
+                    logs,
+                }
+            }
+        }
+    }
+
+    /// Folds `events` into `state` (JSON; `None` = initial); returns the new state JSON.
+    pub fn evolve(
+        &self,
+        module: &Module,
+        state: Option<&[u8]>,
+        events: &[StoredEvent],
+    ) -> Result<Vec<u8>, CallError> {
+        let mut ext = Vec::with_capacity(events.len());
+        for e in events {
+            ext.push(extensions_json(e));
+        }
+        let input =
+            loom_abi::evolve::encode(state, events.iter().zip(&ext).map(|(e, x)| event_ref(e, x)));
+        self.evolve_input(module, &input)
+    }
+
+    /// [`Runtime::evolve`] over borrowed views of stored records (the catch-up path).
+    pub fn evolve_views(
+        &self,
+        module: &Module,
+        state: Option<&[u8]>,
+        events: &[EventView<'_>],
+    ) -> Result<Vec<u8>, CallError> {
+        let ext: Vec<String> = events.iter().map(view_extensions_json).collect();
+        let input =
+            loom_abi::evolve::encode(state, events.iter().zip(&ext).map(|(e, x)| view_ref(e, x)));
+        self.evolve_input(module, &input)
+    }
+
+    /// Folds many independent groups, `(state, events)` each, returning each group's new
+    /// state in order. One `evolve_groups` call when the module exports it (a call's fixed
+    /// cost is paid once, not per group), else one `evolve` call per group. An error fails
+    /// the whole call; [`Runtime::evolve_views`] per group tells which group it was.
+    pub fn evolve_groups(
+        &self,
+        module: &Module,
+        groups: &[(Option<&[u8]>, &[EventView<'_>])],
+    ) -> Result<Vec<Vec<u8>>, CallError> {
+        if !module.exports(Entry::EvolveGroups) || groups.len() < 2 {
+            return groups
+                .iter()
+                .map(|(state, events)| self.evolve_views(module, *state, events))
+                .collect();
+        }
+        let ext: Vec<Vec<String>> = groups
+            .iter()
+            .map(|(_, events)| events.iter().map(view_extensions_json).collect())
+            .collect();
+        let refs: Vec<_> = groups
+            .iter()
+            .zip(&ext)
+            .map(|((state, events), ext)| {
+                (*state, events.iter().zip(ext).map(|(e, x)| view_ref(e, x)))
+            })
+            .collect();
+        let input = loom_abi::evolve_groups::encode(&refs);
+        let bad = |message: String| CallError::BadOutput {
+            entry: Entry::EvolveGroups,
+            message,
+        };
+        match self.call(module, Entry::EvolveGroups, &input)? {
+            Outcome::Ok(payload) => {
+                let states = loom_abi::evolve_groups::decode_states(&payload, groups.len())
+                    .map_err(|e| bad(format!("malformed states: {}", e.0)))?;
+                Ok(states.into_iter().map(<[u8]>::to_vec).collect())
+            }
+            Outcome::Rejected(_) => Err(bad("evolve_groups may not reject".into())),
+        }
+    }
+
+    pub(crate) fn evolve_input(&self, module: &Module, input: &[u8]) -> Result<Vec<u8>, CallError> {
+        match self.call(module, Entry::Evolve, input)? {
+            Outcome::Ok(state) => Ok(state),
+            Outcome::Rejected(_) => Err(CallError::BadOutput {
+                entry: Entry::Evolve,
+                message: "evolve may not reject".into(),
+            }),
+        }
+    }
+
+    /// Decides a command in a state folded to `revision` of `subject`.
+    pub fn decide(
+        &self,
+        module: &Module,
+        state: Option<&[u8]>,
+        command: &[u8],
+        subject: &str,
+        revision: u64,
+    ) -> Result<Outcome, CallError> {
+        let input = loom_abi::decide::encode(state, command, subject, revision);
+        self.call(module, Entry::Decide, &input)
+    }
+
+    /// Asks a reactor about one event.
+    pub fn react(&self, module: &Module, event: &StoredEvent) -> Result<Outcome, CallError> {
+        let ext = extensions_json(event);
+        let input = loom_abi::react::encode(&event_ref(event, &ext));
+        self.call(module, Entry::React, &input)
+    }
+
+    /// Runs `query` on a state with parameters (JSON).
+    pub fn query(
+        &self,
+        module: &Module,
+        state: Option<&[u8]>,
+        params: &[u8],
+    ) -> Result<Outcome, CallError> {
+        let input = loom_abi::query::encode(state, params);
+        self.call(module, Entry::Query, &input)
+    }
+}
