@@ -13,7 +13,7 @@ use axum::http::header;
 use axum::http::request::Parts;
 
 use crate::AppState;
-use crate::error::ApiError;
+use crate::problem::ApiError;
 
 /// What a token may do. Ordered: each role includes the ones below it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

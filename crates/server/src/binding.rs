@@ -17,7 +17,7 @@ use loom_ledger::{Data, Event, ExtensionValue, InvalidEvent, StoredEvent, is_jso
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
 use serde_json::value::RawValue;
 
-use crate::error::ApiError;
+use crate::problem::ApiError;
 use crate::{charset_is_utf8, media_type};
 
 /// Structured content mode.

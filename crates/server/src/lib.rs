@@ -29,19 +29,11 @@
 
 mod auth;
 mod binding;
-mod deciders;
-mod entities;
-mod error;
-mod events;
 mod metrics;
-mod modules;
 mod openapi;
-mod ops;
 mod params;
-mod projections;
-mod reactors;
-mod streams;
-mod subscribe;
+mod problem;
+mod routes;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -63,8 +55,8 @@ use tower_http::trace::TraceLayer;
 pub use auth::{Admin, Reader, Role, Token, Writer};
 #[doc(hidden)]
 pub use binding::fuzzing;
-pub use error::{ApiError, PROBLEM_JSON};
 pub use openapi::ApiDoc;
+pub use problem::{ApiError, PROBLEM_JSON};
 
 /// Settings of the HTTP server.
 #[derive(Clone, Debug)]
@@ -204,15 +196,15 @@ impl AppState {
 /// The whole API as a router; call [`Router::into_make_service`] or use [`serve`].
 pub fn app(state: AppState) -> Router {
     Router::new()
-        .merge(events::router())
-        .merge(streams::router())
-        .merge(entities::router())
-        .merge(subscribe::router())
-        .merge(modules::router())
-        .merge(projections::router())
-        .merge(deciders::router())
-        .merge(reactors::router())
-        .merge(ops::router())
+        .merge(routes::events::router())
+        .merge(routes::streams::router())
+        .merge(routes::entities::router())
+        .merge(routes::subscribe::router())
+        .merge(routes::modules::router())
+        .merge(routes::projections::router())
+        .merge(routes::deciders::router())
+        .merge(routes::reactors::router())
+        .merge(routes::ops::router())
         .fallback(fallback)
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -308,7 +300,7 @@ async fn problemify(response: Response) -> Response {
         s if s.is_server_error() => "internal-error",
         _ => "bad-request",
     };
-    let mut out = error::problem_response(status, slug, &detail, Default::default());
+    let mut out = problem::problem_response(status, slug, &detail, Default::default());
     for (name, value) in parts.headers.iter() {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
             out.headers_mut().insert(name.clone(), value.clone());

@@ -5,7 +5,7 @@
 use axum::http::Uri;
 use loom_ledger::{Selector, split_subject};
 
-use crate::error::ApiError;
+use crate::problem::ApiError;
 
 /// The decoded `name=value` pairs of a query string.
 #[derive(Debug, Default)]

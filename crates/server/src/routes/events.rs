@@ -19,8 +19,8 @@ use serde_json::value::RawValue;
 
 use crate::auth::{Reader, Writer};
 use crate::binding::{self, CLOUDEVENTS_BATCH_JSON};
-use crate::error::ApiError;
 use crate::params::{Params, link};
+use crate::problem::ApiError;
 use crate::{AppState, json_response, parse_json, read_body, require_json};
 
 /// Header of `POST /v1/events` naming the expected revision of the (one) stream.

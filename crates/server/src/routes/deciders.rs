@@ -13,8 +13,8 @@ use axum::routing::{get, post, put};
 use loom_engine::{DeciderSpec, EngineError};
 
 use crate::auth::{Admin, Reader, Writer};
-use crate::error::ApiError;
 use crate::params::Params;
+use crate::problem::ApiError;
 use crate::{AppState, created_or_ok, json_at, json_body, read_body, require_json, to_json};
 
 pub(crate) fn router() -> Router<AppState> {

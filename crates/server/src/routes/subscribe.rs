@@ -21,9 +21,9 @@ use tokio::sync::watch;
 
 use crate::AppState;
 use crate::auth::Reader;
-use crate::error::ApiError;
 use crate::metrics::SubscriptionGuard;
 use crate::params::Params;
+use crate::problem::ApiError;
 
 /// Events read per step while catching up.
 const PAGE: usize = 500;

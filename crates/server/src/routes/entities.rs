@@ -9,7 +9,7 @@ use axum::routing::get;
 use loom_ledger::{EntitySpec, check_entity_name};
 
 use crate::auth::{Admin, Reader};
-use crate::error::ApiError;
+use crate::problem::ApiError;
 use crate::{AppState, created_or_ok, json_body, to_json};
 
 pub(crate) fn router() -> Router<AppState> {

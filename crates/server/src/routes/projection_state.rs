@@ -1,5 +1,5 @@
-//! Projections: definitions, status, state (live, at a past position or time, or after a
-//! position for read-your-writes), partition keys, the module's `query` export, life cycle.
+//! Reading a projection over HTTP: its state (live, at a past position or time, or after a
+//! position for read-your-writes), its partition keys, and the module's `query` export.
 //!
 //! Routing: a `stream` projection's state is `…/state/{entity}/{key}` where `{key}` is the
 //! rest of the path and may contain `/` (`…/state/cart/eu/42` is stream `cart/eu/42`); a
@@ -8,157 +8,20 @@
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use loom_engine::{At, EngineError, Partition, ProjectionSpec, PutOutcome, StateView, Status};
+use axum::response::Response;
+use loom_engine::{At, EngineError, Partition, StateView, Status};
 
-use crate::auth::{Admin, Reader};
-use crate::error::ApiError;
+use crate::auth::Reader;
 use crate::params::{Params, link};
-use crate::{AppState, json_at, json_body, json_response, read_body, require_json, to_json};
-
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/projections", get(projections_list))
-        .route(
-            "/v1/projections/{name}",
-            put(projections_put)
-                .get(projections_get)
-                .delete(projections_delete),
-        )
-        .route("/v1/projections/{name}/state", get(projections_state))
-        .route(
-            "/v1/projections/{name}/state/{entity}/{*key}",
-            get(projections_state_key),
-        )
-        .route("/v1/projections/{name}/keys", get(projections_keys))
-        .route("/v1/projections/{name}/query", post(projections_query))
-        .route(
-            "/v1/projections/{name}/query/{entity}/{*key}",
-            post(projections_query_key),
-        )
-        .route("/v1/projections/{name}/rebuild", post(projections_rebuild))
-        .route("/v1/projections/{name}/pause", post(projections_pause))
-        .route("/v1/projections/{name}/resume", post(projections_resume))
-}
-
-/// Create or change a projection. A new name starts catching up (201); the same definition
-/// again changes nothing (200); a changed definition builds a new generation in the
-/// background while the current one keeps serving, and swaps when caught up (202).
-#[utoipa::path(
-    put, path = "/v1/projections/{name}", tag = "projections",
-    params(("name" = String, Path, description = "1-128 ASCII letters, digits, '_', '-', '.'")),
-    request_body(content = crate::openapi::ProjectionSpecSchema, content_type = "application/json"),
-    responses(
-        (status = 201, description = "Created; catching up", body = crate::openapi::ProjectionStatusSchema),
-        (status = 200, description = "The same definition was in place", body = crate::openapi::ProjectionStatusSchema),
-        (status = 202, description = "Upgrading: the new generation builds in the background (see `next`)", body = crate::openapi::ProjectionStatusSchema),
-        (status = 400, description = "Malformed body", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid name, unknown module, module without evolve, invalid selector", body = crate::openapi::Problem, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = ["admin"]), ())
-)]
-pub(crate) async fn projections_put(
-    State(state): State<AppState>,
-    _: Admin,
-    Path(name): Path<String>,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let spec: ProjectionSpec = json_body(&state, &uri, &headers, body).await?;
-    let (outcome, status) = {
-        let name = name.clone();
-        state
-            .engine_blocking(move |e| {
-                let outcome = e.projections().put(&name, spec)?;
-                Ok((outcome, e.projections().status(&name)?))
-            })
-            .await
-            .map_err(|e| match e {
-                ApiError::NotFound(m) => ApiError::InvalidProjection(m),
-                other => other,
-            })?
-    };
-    let code = match outcome {
-        PutOutcome::Created => StatusCode::CREATED,
-        PutOutcome::Unchanged => StatusCode::OK,
-        PutOutcome::Upgrading => StatusCode::ACCEPTED,
-    };
-    json_at(code, &status, &format!("/v1/projections/{name}"))
-}
-
-/// Every projection's status.
-#[utoipa::path(
-    get, path = "/v1/projections", tag = "projections",
-    responses((status = 200, description = "Statuses, by name", body = Vec<crate::openapi::ProjectionStatusSchema>)),
-    security(("bearer" = ["reader"]), ())
-)]
-pub(crate) async fn projections_list(
-    State(state): State<AppState>,
-    _: Reader,
-    OriginalUri(uri): OriginalUri,
-) -> Result<Response, ApiError> {
-    Params::parse(&uri, &[])?;
-    let list = state
-        .engine_blocking(|e| Ok(e.projections().list()))
-        .await?;
-    to_json(StatusCode::OK, &list)
-}
-
-/// One projection's status: `running`, `catching_up`, `paused` or `failed`, position, head,
-/// lag, keys, events applied, last error; during an upgrade `next` shows the building
-/// generation.
-#[utoipa::path(
-    get, path = "/v1/projections/{name}", tag = "projections",
-    params(("name" = String, Path, description = "Projection name")),
-    responses(
-        (status = 200, description = "Status", body = crate::openapi::ProjectionStatusSchema),
-        (status = 404, description = "No such projection", body = crate::openapi::Problem, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = ["reader"]), ())
-)]
-pub(crate) async fn projections_get(
-    State(state): State<AppState>,
-    _: Reader,
-    Path(name): Path<String>,
-    OriginalUri(uri): OriginalUri,
-) -> Result<Response, ApiError> {
-    Params::parse(&uri, &[])?;
-    let status = state
-        .engine_blocking(move |e| e.projections().status(&name))
-        .await?;
-    to_json(StatusCode::OK, &status)
-}
-
-/// Delete a projection and all its state.
-#[utoipa::path(
-    delete, path = "/v1/projections/{name}", tag = "projections",
-    params(("name" = String, Path, description = "Projection name")),
-    responses(
-        (status = 204, description = "Deleted, state dropped"),
-        (status = 404, description = "No such projection", body = crate::openapi::Problem, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = ["admin"]), ())
-)]
-pub(crate) async fn projections_delete(
-    State(state): State<AppState>,
-    _: Admin,
-    Path(name): Path<String>,
-    OriginalUri(uri): OriginalUri,
-) -> Result<Response, ApiError> {
-    Params::parse(&uri, &[])?;
-    state
-        .engine_blocking(move |e| e.projections().delete(&name))
-        .await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
+use crate::problem::ApiError;
+use crate::{AppState, json_response, read_body, require_json, to_json};
 
 /// Which state a read wants, from `at_position`, `at_time`, `min_position`, `timeout_ms`.
+const WHEN_PARAMS: [&str; 4] = ["at_position", "at_time", "min_position", "timeout_ms"];
+
 #[derive(Debug)]
 struct When {
     at: At,
@@ -166,8 +29,6 @@ struct When {
     min_position: Option<u64>,
     wait: Duration,
 }
-
-const WHEN_PARAMS: [&str; 4] = ["at_position", "at_time", "min_position", "timeout_ms"];
 
 fn when(state: &AppState, params: &Params) -> Result<When, ApiError> {
     let at_position = params.u64("at_position")?;
@@ -560,79 +421,4 @@ pub(crate) async fn projections_query_key(
         Some(format!("{entity}/{key}")),
     )
     .await
-}
-
-/// Runs a life-cycle operation and answers the status after it.
-async fn life_cycle(
-    state: AppState,
-    uri: &Uri,
-    name: String,
-    code: StatusCode,
-    op: fn(&loom_engine::Projections, &str) -> Result<(), EngineError>,
-) -> Result<Response, ApiError> {
-    Params::parse(uri, &[])?;
-    let status = state
-        .engine_blocking(move |e| {
-            op(e.projections(), &name)?;
-            e.projections().status(&name)
-        })
-        .await?;
-    to_json(code, &status)
-}
-
-/// Start again from position 0: the state is dropped now and rebuilt in the background.
-#[utoipa::path(
-    post, path = "/v1/projections/{name}/rebuild", tag = "projections",
-    params(("name" = String, Path, description = "Projection name")),
-    responses(
-        (status = 202, description = "Rebuilding", body = crate::openapi::ProjectionStatusSchema),
-        (status = 404, description = "No such projection", body = crate::openapi::Problem, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = ["admin"]), ())
-)]
-pub(crate) async fn projections_rebuild(
-    State(state): State<AppState>,
-    _: Admin,
-    Path(name): Path<String>,
-    OriginalUri(uri): OriginalUri,
-) -> Result<Response, ApiError> {
-    life_cycle(state, &uri, name, StatusCode::ACCEPTED, |p, n| p.rebuild(n)).await
-}
-
-/// Pause a projection (both generations during an upgrade); its state keeps being served.
-#[utoipa::path(
-    post, path = "/v1/projections/{name}/pause", tag = "projections",
-    params(("name" = String, Path, description = "Projection name")),
-    responses(
-        (status = 200, description = "Paused", body = crate::openapi::ProjectionStatusSchema),
-        (status = 404, description = "No such projection", body = crate::openapi::Problem, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = ["admin"]), ())
-)]
-pub(crate) async fn projections_pause(
-    State(state): State<AppState>,
-    _: Admin,
-    Path(name): Path<String>,
-    OriginalUri(uri): OriginalUri,
-) -> Result<Response, ApiError> {
-    life_cycle(state, &uri, name, StatusCode::OK, |p, n| p.pause(n)).await
-}
-
-/// Resume a paused or failed projection; a failed one retries the event it failed on.
-#[utoipa::path(
-    post, path = "/v1/projections/{name}/resume", tag = "projections",
-    params(("name" = String, Path, description = "Projection name")),
-    responses(
-        (status = 200, description = "Resumed", body = crate::openapi::ProjectionStatusSchema),
-        (status = 404, description = "No such projection", body = crate::openapi::Problem, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = ["admin"]), ())
-)]
-pub(crate) async fn projections_resume(
-    State(state): State<AppState>,
-    _: Admin,
-    Path(name): Path<String>,
-    OriginalUri(uri): OriginalUri,
-) -> Result<Response, ApiError> {
-    life_cycle(state, &uri, name, StatusCode::OK, |p, n| p.resume(n)).await
 }

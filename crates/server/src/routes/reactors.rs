@@ -10,8 +10,8 @@ use axum::routing::{get, post, put};
 use loom_engine::{EngineError, ReactorSpec, Reactors};
 
 use crate::auth::{Admin, Reader};
-use crate::error::ApiError;
 use crate::params::Params;
+use crate::problem::ApiError;
 use crate::{AppState, created_or_ok, json_at, json_body, to_json};
 
 pub(crate) fn router() -> Router<AppState> {

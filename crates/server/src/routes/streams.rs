@@ -15,8 +15,8 @@ use percent_encoding::percent_decode_str;
 
 use crate::auth::Reader;
 use crate::binding::CLOUDEVENTS_BATCH_JSON;
-use crate::error::ApiError;
 use crate::params::{Params, link};
+use crate::problem::ApiError;
 use crate::{AppState, json_response};
 
 const PREFIX: &str = "/v1/streams/";

@@ -10,8 +10,8 @@ use axum::routing::get;
 use utoipa::OpenApi;
 
 use crate::auth::Reader;
-use crate::error::ApiError;
 use crate::openapi::ApiDoc;
+use crate::problem::ApiError;
 use crate::{AppState, json_response};
 
 pub(crate) fn router() -> Router<AppState> {

@@ -12,8 +12,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use crate::auth::{Admin, Reader};
-use crate::error::ApiError;
 use crate::params::Params;
+use crate::problem::ApiError;
 use crate::{AppState, created_or_ok, json_at, read_body_limited, to_json};
 
 pub(crate) fn router() -> Router<AppState> {

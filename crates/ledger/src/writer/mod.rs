@@ -22,14 +22,20 @@ use crate::error::{AppendError, Conflict, ReadError, StorageError};
 use crate::head::Head;
 use crate::ledger::{LedgerStats, load};
 use crate::log::{DurableLog, GroupRecord, LogReplay};
+
+mod apply;
+mod replay;
+
 use crate::query::{View, Window, decode};
 use crate::records::{self, Events};
 use crate::registry::Registry;
 use crate::store::Store;
 use crate::tables::*;
+use apply::{apply_one, corrupt, index};
 use loom_core::CompiledSelector;
 use loom_core::split_subject;
 use loom_core::{AppendOutcome, AppendRequest, AppendedEvent};
+pub(crate) use replay::replay;
 
 /// Most conflicting positions a DCB conflict reports.
 pub(crate) const MAX_REPORTED_MATCHES: usize = 10;
@@ -377,185 +383,12 @@ impl Writer {
     }
 }
 
-/// Checks one append's identity and conditions against the transaction's current state and,
-/// if they hold, writes it. A refusal writes nothing; a storage error aborts the group.
-fn apply_one(
-    t: &mut Tables<'_>,
-    g: &mut Group,
-    p: &Pending,
-) -> Result<Result<AppendOutcome, AppendError>, StorageError> {
-    let req = &p.req;
-    // Identity: a batch stored before as a whole is an idempotent success.
-    if let Some(outcome) = match check_identity(t, req) {
-        Ok(o) => o,
-        Err(Refusal::Conflict(c)) => return Ok(Err(AppendError::Conflict(c))),
-        Err(Refusal::Read(e)) => return read_failure(e),
-        Err(Refusal::Storage(e)) => return Err(e),
-    } {
-        return Ok(Ok(outcome));
-    }
-    for (subject, expected) in &req.conditions.expected_revisions {
-        let actual = t.streams.get(subject.as_str())?.map_or(0, |v| v.value().1);
-        if !expected.admits(actual) {
-            return Ok(Err(AppendError::Conflict(Conflict::Revision {
-                stream: subject.clone(),
-                expected: *expected,
-                actual,
-            })));
-        }
-    }
-    if let Some((selector, pre)) = &p.condition {
-        let mut positions = pre.matched.clone();
-        let wanted = MAX_REPORTED_MATCHES - positions.len().min(MAX_REPORTED_MATCHES);
-        if wanted > 0 {
-            let view = View {
-                events: t.records(),
-                streams: &t.streams,
-                stream_index: &t.stream_index,
-                entity_index: &t.entity_index,
-                type_index: &t.type_index,
-            };
-            let window = Window {
-                after: pre.through,
-                before: u64::MAX,
-                limit: wanted,
-                backwards: false,
-            };
-            match view.select(selector, window, &g.entities) {
-                Ok(found) => positions.extend(found.iter().map(|e| e.position)),
-                Err(e) => return read_failure(e),
-            }
-        }
-        if !positions.is_empty() {
-            return Ok(Err(AppendError::Conflict(Conflict::EventsMatched {
-                positions,
-            })));
-        }
-    }
-    // Every check passed: write.
-    let mut appended = Vec::with_capacity(req.events.len());
-    for e in &req.events {
-        let position = g.head + 1;
-        let (stream_id, revision) = match t.streams.get(e.subject.as_str())? {
-            Some(v) => {
-                let (id, rev) = v.value();
-                (id, rev + 1)
-            }
-            None => {
-                let id = g.next_stream_id;
-                g.next_stream_id += 1;
-                (id, 1)
-            }
-        };
-        codec::encode(revision, g.recorded, e, &mut g.buf);
-        let keys = Keys {
-            source: &e.source,
-            id: &e.id,
-            subject: &e.subject,
-            ty: &e.ty,
-        };
-        index(t, position, stream_id, revision, keys, &g.buf)?;
-        if let Some(log) = &mut g.log {
-            log.push(stream_id, &g.buf);
-        }
-        g.head = position;
-        appended.push(AppendedEvent {
-            source: e.source.clone(),
-            id: e.id.clone(),
-            subject: e.subject.clone(),
-            position,
-            revision,
-        });
-    }
-    Ok(Ok(AppendOutcome {
-        events: appended,
-        last_position: g.head,
-        duplicate: false,
-    }))
-}
-
 /// The attributes an event is indexed by.
 struct Keys<'a> {
     source: &'a str,
     id: &'a str,
     subject: &'a str,
     ty: &'a str,
-}
-
-/// Writes one event (`record`, its stored encoding) and its index entries.
-fn index(
-    t: &mut Tables<'_>,
-    position: u64,
-    stream_id: u64,
-    revision: u64,
-    keys: Keys<'_>,
-    record: &[u8],
-) -> Result<(), redb::StorageError> {
-    t.events.insert(position, record)?;
-    t.ids.insert((keys.source, keys.id), position)?;
-    t.streams.insert(keys.subject, (stream_id, revision))?;
-    t.stream_index.insert((stream_id, revision), position)?;
-    let entity = split_subject(keys.subject).map_or("", |(entity, _)| entity);
-    t.entity_index.insert((entity, position), ())?;
-    t.type_index.insert((entity, keys.ty, position), ())?;
-    Ok(())
-}
-
-/// What a replay did.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct Replayed {
-    /// Events applied again.
-    pub(crate) events: u64,
-    /// Where the log's next record goes: after the last record applied, 0 if none was.
-    pub(crate) end: u64,
-}
-
-/// Applies the groups of the durable log that `db` does not hold yet and commits them
-/// durably. Runs every time the database is opened, before anyone else uses it.
-pub(crate) fn replay(
-    db: &Database,
-    log: &dyn LogReplay,
-    segment_events: usize,
-) -> Result<Replayed, StorageError> {
-    let mut txn = db.begin_write()?;
-    txn.set_durability(Durability::Immediate)?;
-    let mut replayed = Replayed::default();
-    {
-        let mut t = Tables::open(&txn)?;
-        let head = t.records().head().map_err(corrupt)?;
-        let mut next_stream_id = t.meta.get(META_NEXT_STREAM_ID)?.map_or(1, |v| v.value());
-        let mut last_recorded = t.time_index.last()?.map_or(i64::MIN, |(k, _)| k.value());
-        let end = log.replay_after(head, &mut |record| {
-            for (i, (stream_id, bytes)) in record.events.iter().enumerate() {
-                let position = record.first + i as u64;
-                let e = codec::decode_view(position, bytes).map_err(|message| {
-                    StorageError(Box::new(redb::Error::Corrupted(format!(
-                        "the write-ahead log's event at position {position}: {message}"
-                    ))))
-                })?;
-                let keys = Keys {
-                    source: e.source,
-                    id: e.id,
-                    subject: e.subject,
-                    ty: e.ty,
-                };
-                index(&mut t, position, *stream_id, e.revision, keys, bytes)?;
-                replayed.events += 1;
-            }
-            last_recorded = last_recorded.max(record.recorded);
-            t.time_index.insert(last_recorded, record.last())?;
-            next_stream_id = next_stream_id.max(record.next_stream_id);
-            Ok(())
-        })?;
-        let Some(end) = end else {
-            return Ok(Replayed::default());
-        };
-        replayed.end = end;
-        t.meta.insert(META_NEXT_STREAM_ID, next_stream_id)?;
-        t.seal(replayed.events, segment_events)?;
-    }
-    txn.commit()?;
-    Ok(replayed)
 }
 
 /// Why a group failed; `committing` when the failure came from the commit itself (so the
@@ -578,91 +411,4 @@ impl From<redb::StorageError> for Refusal {
     fn from(e: redb::StorageError) -> Self {
         Refusal::Storage(e.into())
     }
-}
-
-/// A read error met while writing, as a storage error (a record that does not decode is
-/// corruption).
-fn corrupt(e: ReadError) -> StorageError {
-    match e {
-        ReadError::Storage(e) => e,
-        other => StorageError(Box::new(redb::Error::Corrupted(other.to_string()))),
-    }
-}
-
-/// A stored record that does not decode is reported as a storage failure of the group.
-fn read_failure<T>(e: ReadError) -> Result<T, StorageError> {
-    match e {
-        ReadError::Storage(s) => Err(s),
-        other => Err(StorageError(Box::new(redb::Error::Io(
-            std::io::Error::other(other.to_string()),
-        )))),
-    }
-}
-
-/// `Ok(Some(outcome))` when the whole batch is stored already with the same content;
-/// `Ok(None)` when none of it is; a conflict otherwise.
-fn check_identity(t: &Tables<'_>, req: &AppendRequest) -> Result<Option<AppendOutcome>, Refusal> {
-    let mut found = Vec::new();
-    for e in &req.events {
-        if let Some(p) = t.ids.get((e.source.as_str(), e.id.as_str()))? {
-            found.push(Some(p.value()));
-        } else {
-            found.push(None);
-        }
-    }
-    let stored = found.iter().filter(|f| f.is_some()).count();
-    if stored == 0 {
-        return Ok(None);
-    }
-    let mut appended = Vec::with_capacity(req.events.len());
-    for (e, position) in req.events.iter().zip(&found) {
-        let Some(position) = *position else {
-            // Part of the batch is new: the batch as a whole was not stored before.
-            let (i, p) = found
-                .iter()
-                .enumerate()
-                .find_map(|(i, f)| f.map(|p| (i, p)))
-                .expect("at least one stored");
-            let other = &req.events[i];
-            return Err(Refusal::Conflict(Conflict::Identity {
-                event_source: other.source.clone(),
-                id: other.id.clone(),
-                position: p,
-                reason: "the rest of this batch is not stored, so it is not a retry of the \
-                         same append"
-                    .into(),
-            }));
-        };
-        let Some(existing) = t
-            .records()
-            .with(position, |bytes| decode(position, bytes))
-            .map_err(Refusal::Read)?
-        else {
-            return Err(Refusal::Read(ReadError::Corrupt {
-                position,
-                message: "the identity index names a position with no event".into(),
-            }));
-        };
-        if !existing.event.same_content(e) {
-            return Err(Refusal::Conflict(Conflict::Identity {
-                event_source: e.source.clone(),
-                id: e.id.clone(),
-                position,
-                reason: "the stored event has different content".into(),
-            }));
-        }
-        appended.push(AppendedEvent {
-            source: e.source.clone(),
-            id: e.id.clone(),
-            subject: e.subject.clone(),
-            position,
-            revision: existing.revision,
-        });
-    }
-    let last_position = appended.iter().map(|a| a.position).max().unwrap_or(0);
-    Ok(Some(AppendOutcome {
-        events: appended,
-        last_position,
-        duplicate: true,
-    }))
 }

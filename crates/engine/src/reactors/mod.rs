@@ -1,0 +1,357 @@
+//! Reactors: events in, further work out.
+//!
+//! A reactor's worker thread reads the events its selector matches after its checkpoint and,
+//! one event at a time in ledger order, calls the module's `react`. The reaction may ask to
+//! append events, run commands through deciders, and deliver CloudEvents to the reactor's sink.
+//! Every effect is idempotent on replay:
+//!
+//! * appended events get the source `loom/reactors/{name}` and the id `{position}/{i}`
+//!   (derived from the reacting event), so appending them again is an idempotent no-op;
+//! * commands run with the idempotency key `r-{name}-{position}-{i}`;
+//! * deliveries carry the id `{name}/{position}/{i}` (sinks can de-duplicate on it).
+//!
+//! The checkpoint advances only after all effects of an event are durable (appends and
+//! commands acknowledged, deliveries answered 2xx), so delivery is at-least-once across crashes.
+//! A sink that stays down is retried with exponential backoff and then fails the reactor with
+//! a clear status; nothing is skipped, and `resume` retries.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use event_listener::{Event as Notify, Listener};
+use loom_ledger::{
+    AppendRequest, CompiledSelector, Data, Event, Ledger, ReadOptions, Selector, StoredEvent,
+};
+use loom_ledger::{Catalog, CatalogTable, Durability, ReactorCheckpoint};
+use loom_runtime::{Entry, Module, Outcome, Runtime};
+use serde::{Deserialize, Serialize};
+
+use crate::EngineError;
+use crate::deciders::Deciders;
+use crate::modules::ModuleStore;
+use crate::projections::{Failure, Status};
+
+mod effects;
+mod spec;
+mod worker;
+
+pub use spec::{ReactorSpec, ReactorStatus, SinkPolicy};
+
+/// Events read per batch.
+const BATCH: usize = 256;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Record {
+    spec: ReactorSpec,
+    #[serde(default)]
+    paused: bool,
+    #[serde(default)]
+    failure: Option<Failure>,
+}
+
+struct Worker {
+    name: String,
+    spec: ReactorSpec,
+    selector: CompiledSelector,
+    /// `None` when the module could not be loaded when the server started (the reactor is
+    /// then failed; `resume` tries again).
+    module: RwLock<Option<Module>>,
+    position: AtomicU64,
+    counters: Counters,
+    caught_up: AtomicBool,
+    paused: AtomicBool,
+    stop: AtomicBool,
+    failure: Mutex<Option<Failure>>,
+    changed: Notify,
+    handle: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// What a reactor has done so far (kept in its checkpoint).
+#[derive(Debug, Default)]
+struct Counters {
+    reacted: AtomicU64,
+    appended: AtomicU64,
+    commands: AtomicU64,
+    delivered: AtomicU64,
+}
+
+impl Worker {
+    /// Position and counters, as the checkpoint stores them.
+    fn checkpoint(&self) -> ReactorCheckpoint {
+        let c = &self.counters;
+        ReactorCheckpoint {
+            position: self.position.load(Ordering::Acquire),
+            reacted: c.reacted.load(Ordering::Acquire),
+            appended: c.appended.load(Ordering::Acquire),
+            commands: c.commands.load(Ordering::Acquire),
+            delivered: c.delivered.load(Ordering::Acquire),
+        }
+    }
+
+    /// Continues from a checkpoint.
+    fn restore(&self, cp: ReactorCheckpoint) {
+        let c = &self.counters;
+        self.position.store(cp.position, Ordering::Release);
+        c.reacted.store(cp.reacted, Ordering::Release);
+        c.appended.store(cp.appended, Ordering::Release);
+        c.commands.store(cp.commands, Ordering::Release);
+        c.delivered.store(cp.delivered, Ordering::Release);
+    }
+
+    fn halt(&self) {
+        self.stop.store(true, Ordering::Release);
+        self.changed.notify(usize::MAX);
+    }
+
+    fn join(&self) {
+        if let Some(h) = self.handle.lock().expect("handle lock").take() {
+            let _ = h.join();
+        }
+    }
+
+    fn status(&self, head: u64) -> ReactorStatus {
+        let position = self.position.load(Ordering::Acquire);
+        let failure = self.failure.lock().expect("failure lock").clone();
+        let status = if failure.is_some() {
+            Status::Failed
+        } else if self.paused.load(Ordering::Acquire) {
+            Status::Paused
+        } else if self.caught_up.load(Ordering::Acquire) {
+            Status::Running
+        } else {
+            Status::CatchingUp
+        };
+        let c = self.checkpoint();
+        ReactorStatus {
+            name: self.name.clone(),
+            spec: self.spec.clone(),
+            status,
+            position,
+            head,
+            lag: head.saturating_sub(position),
+            reacted: c.reacted,
+            appended: c.appended,
+            commands: c.commands,
+            delivered: c.delivered,
+            last_error: failure,
+        }
+    }
+}
+
+struct Shared {
+    ledger: Arc<Ledger>,
+    db: Catalog,
+    runtime: Arc<Runtime>,
+    modules: Arc<ModuleStore>,
+    deciders: Arc<Deciders>,
+    policy: SinkPolicy,
+    http: ureq::Agent,
+    workers: RwLock<BTreeMap<String, Arc<Worker>>>,
+}
+
+/// The reactors of one ledger.
+pub struct Reactors {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Reactors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reactors").finish_non_exhaustive()
+    }
+}
+
+fn check_sink(sink: &Option<String>) -> Result<(), EngineError> {
+    if let Some(url) = sink {
+        let ok = (url.starts_with("http://") || url.starts_with("https://"))
+            && url.len() > "http://".len()
+            && url.parse::<ureq::http::Uri>().is_ok();
+        if !ok {
+            return Err(EngineError::Invalid(format!(
+                "sink {url:?} is not an http:// or https:// URL"
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl Reactors {
+    pub(crate) fn open(
+        ledger: Arc<Ledger>,
+        runtime: Arc<Runtime>,
+        modules: Arc<ModuleStore>,
+        deciders: Arc<Deciders>,
+        policy: SinkPolicy,
+    ) -> Result<Reactors, EngineError> {
+        let db = ledger.catalog();
+        let http: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(policy.timeout))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let shared = Arc::new(Shared {
+            ledger,
+            db,
+            runtime,
+            modules,
+            deciders,
+            policy,
+            http,
+            workers: RwLock::new(BTreeMap::new()),
+        });
+        let mut loaded = Vec::new();
+        {
+            let snapshot = shared.db.read()?;
+            for (name, v) in snapshot.list(CatalogTable::Reactors)? {
+                let record: Record = serde_json::from_slice(&v)
+                    .map_err(|e| EngineError::Corrupt(format!("reactor record: {e}")))?;
+                let cp = snapshot.reactor_checkpoint(&name)?;
+                loaded.push((name, record, cp));
+            }
+        }
+        for (name, record, cp) in loaded {
+            // A module that cannot be loaded now must not keep the server from starting: the
+            // reactor starts failed, and `resume` tries again.
+            let (module, load_failure) = match shared
+                .modules
+                .load_with(&record.spec.module, &[Entry::React])
+            {
+                Ok(m) => (Some(m), None),
+                Err(e) => {
+                    tracing::error!(reactor = %name, module = %record.spec.module, error = %e, "reactor module could not be loaded");
+                    let message = format!("module {} could not be loaded: {e}", record.spec.module);
+                    (None, Some(message))
+                }
+            };
+            let w = shared.worker_with(&name, &record.spec, module)?;
+            if let Some(cp) = cp {
+                w.restore(cp);
+            }
+            w.paused.store(record.paused, Ordering::Release);
+            *w.failure.lock().expect("failure lock") =
+                record.failure.or(load_failure.map(|message| Failure {
+                    position: 0,
+                    message,
+                }));
+            Shared::start(&shared, &w);
+            shared
+                .workers
+                .write()
+                .expect("workers lock")
+                .insert(name, w);
+        }
+        Ok(Reactors { shared })
+    }
+
+    /// Creates or replaces a reactor. A changed definition keeps the checkpoint (it reacts
+    /// to what comes next); delete and re-create it to react to history again.
+    pub fn put(&self, name: &str, spec: ReactorSpec) -> Result<bool, EngineError> {
+        let _pin = self.shared.modules.pin();
+        crate::check_name("reactor", name)?;
+        check_sink(&spec.sink)?;
+        let sh = &self.shared;
+        let w = sh.worker(name, &spec)?;
+        let mut workers = sh.workers.write().expect("workers lock");
+        if let Some(old) = workers.get(name) {
+            if old.spec == spec {
+                return Ok(false);
+            }
+            old.halt();
+            old.join();
+            w.restore(old.checkpoint());
+            w.paused
+                .store(old.paused.load(Ordering::Acquire), Ordering::Release);
+        }
+        sh.save(name, &w)?;
+        Shared::start(sh, &w);
+        workers.insert(name.to_owned(), w);
+        Ok(true)
+    }
+
+    /// Every reactor's status.
+    pub fn list(&self) -> Vec<ReactorStatus> {
+        let head = self.shared.ledger.head();
+        let workers = self.shared.workers.read().expect("workers lock");
+        workers.values().map(|w| w.status(head)).collect()
+    }
+
+    /// One reactor's status.
+    pub fn status(&self, name: &str) -> Result<ReactorStatus, EngineError> {
+        Ok(self.get(name)?.status(self.shared.ledger.head()))
+    }
+
+    fn get(&self, name: &str) -> Result<Arc<Worker>, EngineError> {
+        let workers = self.shared.workers.read().expect("workers lock");
+        workers
+            .get(name)
+            .cloned()
+            .ok_or_else(|| EngineError::ReactorNotFound(name.to_owned()))
+    }
+
+    /// Pauses a reactor.
+    pub fn pause(&self, name: &str) -> Result<(), EngineError> {
+        let w = self.get(name)?;
+        w.paused.store(true, Ordering::Release);
+        self.shared.save(name, &w)?;
+        w.changed.notify(usize::MAX);
+        Ok(())
+    }
+
+    /// Resumes a paused or failed reactor (a failed one retries the event it failed on).
+    pub fn resume(&self, name: &str) -> Result<(), EngineError> {
+        let w = self.get(name)?;
+        w.paused.store(false, Ordering::Release);
+        *w.failure.lock().expect("failure lock") = None;
+        self.shared.save(name, &w)?;
+        w.changed.notify(usize::MAX);
+        Ok(())
+    }
+
+    /// Deletes a reactor and its checkpoint.
+    pub fn delete(&self, name: &str) -> Result<(), EngineError> {
+        let w = {
+            let mut workers = self.shared.workers.write().expect("workers lock");
+            workers
+                .remove(name)
+                .ok_or_else(|| EngineError::ReactorNotFound(name.to_owned()))?
+        };
+        w.halt();
+        w.join();
+        let mut txn = self.shared.db.write(Durability::Immediate)?;
+        txn.remove(CatalogTable::Reactors, name)?;
+        txn.remove_reactor_checkpoint(name)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub(crate) fn users_of(&self, module: &str) -> Vec<String> {
+        let workers = self.shared.workers.read().expect("workers lock");
+        workers
+            .values()
+            .filter(|w| w.spec.module == module)
+            .map(|w| format!("reactor {}", w.name))
+            .collect()
+    }
+
+    /// Stops every worker.
+    pub fn shutdown(&self) {
+        let workers: Vec<_> = self
+            .shared
+            .workers
+            .read()
+            .expect("workers lock")
+            .values()
+            .cloned()
+            .collect();
+        for w in &workers {
+            w.halt();
+        }
+        for w in &workers {
+            w.join();
+        }
+    }
+}
+
+impl Shared {}

@@ -1,0 +1,69 @@
+//! What a reactor is, as the API takes and shows it.
+
+use super::*;
+
+/// A reactor's definition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReactorSpec {
+    /// Module id, exporting `react`.
+    pub module: String,
+    /// Which events it reacts to.
+    #[serde(default)]
+    pub selector: Selector,
+    /// Where `deliver` effects are POSTed (CloudEvents HTTP binding, structured mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sink: Option<String>,
+}
+
+/// Delivery retry policy.
+#[derive(Clone, Debug)]
+pub struct SinkPolicy {
+    /// Attempts before the reactor fails.
+    pub attempts: u32,
+    /// First backoff.
+    pub initial_backoff: Duration,
+    /// Longest backoff.
+    pub max_backoff: Duration,
+    /// Per-request timeout.
+    pub timeout: Duration,
+}
+
+impl Default for SinkPolicy {
+    fn default() -> Self {
+        SinkPolicy {
+            attempts: 10,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `GET /v1/reactors/{name}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ReactorStatus {
+    /// Name.
+    pub name: String,
+    /// Definition.
+    pub spec: ReactorSpec,
+    /// Status.
+    pub status: Status,
+    /// Every selected event up to here has been reacted to.
+    pub position: u64,
+    /// The ledger's head.
+    pub head: u64,
+    /// `head - position`.
+    pub lag: u64,
+    /// Events reacted to.
+    pub reacted: u64,
+    /// Events appended.
+    pub appended: u64,
+    /// Commands run.
+    pub commands: u64,
+    /// CloudEvents delivered to the sink.
+    pub delivered: u64,
+    /// What stopped it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<Failure>,
+}

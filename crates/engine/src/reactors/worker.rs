@@ -1,0 +1,155 @@
+//! A reactor's worker thread: read after the checkpoint, react to each event, save.
+
+use super::*;
+
+impl Shared {
+    pub(crate) fn worker(
+        &self,
+        name: &str,
+        spec: &ReactorSpec,
+    ) -> Result<Arc<Worker>, EngineError> {
+        let module = self.modules.load_with(&spec.module, &[Entry::React])?;
+        self.worker_with(name, spec, Some(module))
+    }
+
+    pub(crate) fn worker_with(
+        &self,
+        name: &str,
+        spec: &ReactorSpec,
+        module: Option<Module>,
+    ) -> Result<Arc<Worker>, EngineError> {
+        let selector = spec.selector.compile()?;
+        Ok(Arc::new(Worker {
+            name: name.to_owned(),
+            spec: spec.clone(),
+            selector,
+            module: RwLock::new(module),
+            position: AtomicU64::new(0),
+            counters: Default::default(),
+            caught_up: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            failure: Mutex::new(None),
+            changed: Notify::new(),
+            handle: Mutex::new(None),
+        }))
+    }
+
+    /// Persists definition, flags and checkpoint.
+    pub(crate) fn save(&self, name: &str, w: &Worker) -> Result<(), EngineError> {
+        let record = Record {
+            spec: w.spec.clone(),
+            paused: w.paused.load(Ordering::Acquire),
+            failure: w.failure.lock().expect("failure lock").clone(),
+        };
+        let json = serde_json::to_vec(&record).expect("a record serializes");
+        let mut txn = self.db.write(Durability::Immediate)?;
+        txn.put(CatalogTable::Reactors, name, &json)?;
+        txn.put_reactor_checkpoint(name, w.checkpoint())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub(crate) fn start(shared: &Arc<Shared>, w: &Arc<Worker>) {
+        let sh = shared.clone();
+        let worker = w.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("loom-reactor-{}", w.name))
+            .spawn(move || sh.run(&worker))
+            .expect("spawning a reactor worker");
+        *w.handle.lock().expect("handle lock") = Some(handle);
+    }
+
+    pub(crate) fn run(&self, w: &Worker) {
+        while !w.stop.load(Ordering::Acquire) {
+            let idle = w.paused.load(Ordering::Acquire)
+                || w.failure.lock().expect("failure lock").is_some();
+            if idle {
+                let l = w.changed.listen();
+                if w.stop.load(Ordering::Acquire) {
+                    break;
+                }
+                let _ = l.wait_timeout(Duration::from_millis(500));
+                continue;
+            }
+            let head = self.ledger.head();
+            let position = w.position.load(Ordering::Acquire);
+            if position >= head {
+                w.caught_up.store(true, Ordering::Release);
+                self.ledger
+                    .wait_for(position + 1, Duration::from_millis(250));
+                continue;
+            }
+            if let Err((at, message)) = self.step(w, head) {
+                if w.stop.load(Ordering::Acquire) {
+                    // Interrupted by a shutdown, not a failure: the event is retried next time.
+                    break;
+                }
+                tracing::warn!(reactor = %w.name, position = at, %message, "reactor failed");
+                *w.failure.lock().expect("failure lock") = Some(Failure {
+                    position: at,
+                    message,
+                });
+                if let Err(e) = self.save(&w.name, w) {
+                    tracing::error!(reactor = %w.name, error = %e, "saving reactor status failed");
+                }
+                w.changed.notify(usize::MAX);
+            }
+        }
+    }
+
+    /// Reacts to the next batch; the checkpoint is saved after each batch (and before a
+    /// failure is reported). Effects are idempotent, so a crash between an effect and the
+    /// checkpoint only repeats it harmlessly.
+    pub(crate) fn step(&self, w: &Worker, head: u64) -> Result<(), (u64, String)> {
+        let position = w.position.load(Ordering::Acquire);
+        let events = self
+            .ledger
+            .read(&w.selector, ReadOptions::after(position, BATCH))
+            .map_err(|e| (position + 1, e.to_string()))?;
+        let covered = match events.last() {
+            Some(last) if events.len() >= BATCH => last.position,
+            Some(last) => last.position.max(head),
+            None => head,
+        };
+        let mut result = Ok(());
+        for e in &events {
+            if w.stop.load(Ordering::Acquire) || w.paused.load(Ordering::Acquire) {
+                break;
+            }
+            if let Err(message) = self.react(w, e) {
+                result = Err((e.position, message));
+                break;
+            }
+            w.position.store(e.position, Ordering::Release);
+        }
+        if result.is_ok() && !w.stop.load(Ordering::Acquire) && !w.paused.load(Ordering::Acquire) {
+            if covered >= head {
+                w.caught_up.store(true, Ordering::Release);
+            }
+            w.position.store(covered, Ordering::Release);
+        }
+        if w.position.load(Ordering::Acquire) != position {
+            self.save_checkpoint(w)
+                .map_err(|e| (position + 1, e.to_string()))?;
+        }
+        result
+    }
+
+    /// The worker's module, loaded again if it could not be loaded at startup.
+    pub(crate) fn module_of(&self, w: &Worker) -> Result<Module, EngineError> {
+        if let Some(m) = w.module.read().expect("module lock").as_ref() {
+            return Ok(m.clone());
+        }
+        let m = self.modules.load_with(&w.spec.module, &[Entry::React])?;
+        *w.module.write().expect("module lock") = Some(m.clone());
+        Ok(m)
+    }
+
+    pub(crate) fn save_checkpoint(&self, w: &Worker) -> Result<(), EngineError> {
+        let mut txn = self.db.write(Durability::Immediate)?;
+        txn.put_reactor_checkpoint(&w.name, w.checkpoint())?;
+        txn.commit()?;
+        Ok(())
+    }
+}
