@@ -191,6 +191,7 @@ impl<'a> Layout<'a> {
         std::str::from_utf8(self.span(i)).map_err(|e| format!("invalid UTF-8: {e}"))
     }
 
+    #[cfg(feature = "bench")]
     /// The data, checked.
     pub(crate) fn data(&self) -> Result<DataRef<'a>, String> {
         Ok(match self.kind {
@@ -240,6 +241,7 @@ impl<'a> Layout<'a> {
     }
 }
 
+#[cfg(feature = "bench")]
 /// Whether `buf` is a record of format 2 (else [`decode_view`] reads it, or says why not).
 pub(crate) fn is_v2(buf: &[u8]) -> bool {
     buf.first() == Some(&FORMAT_V2)

@@ -38,7 +38,10 @@ pub use error::{AppendError, OpenError, ReadError, RegistryError, StorageError};
 pub use ledger::{Ledger, LedgerOptions, LedgerStats, ReadOptions};
 pub use log::wal::{RESERVE_FILE, WAL_FILE};
 pub use tables::CatalogTable;
-pub use view::{EventBatch, EventRecord};
+pub use view::EventBatch;
+/// Lazy records, for the bulk scans the benchmarks compare (feature `bench`).
+#[cfg(feature = "bench")]
+pub use view::EventRecord;
 
 /// The event model the ledger's API speaks, from `loom-core`.
 pub use loom_core::{

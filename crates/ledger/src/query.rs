@@ -7,7 +7,9 @@ use redb::{ReadableTable, StorageError as RedbStorageError};
 use crate::codec;
 use crate::error::{ReadError, StorageError};
 use crate::records::{Cursor, Events};
-use crate::view::{EventBatch, EventRecord};
+use crate::view::EventBatch;
+#[cfg(feature = "bench")]
+use crate::view::EventRecord;
 use loom_core::CompiledSelector;
 use loom_core::EventView;
 use loom_core::StoredEvent;
@@ -102,6 +104,7 @@ where
         )
     }
 
+    #[cfg(feature = "bench")]
     /// Calls `f` with a view of each matching event, borrowed from the stored record (no copy).
     pub(crate) fn select_views(
         &self,
@@ -117,6 +120,7 @@ where
         })
     }
 
+    #[cfg(feature = "bench")]
     /// Calls `f` with each matching event's record, read lazily (see [`EventRecord`]).
     pub(crate) fn select_lazy(
         &self,

@@ -7,6 +7,7 @@ use loom_core::{DataRef, EventView, Extensions, StoredEvent};
 use crate::codec;
 use crate::error::ReadError;
 
+#[cfg(feature = "bench")]
 /// A stored event read lazily, for folds that look at a few attributes of many events: only
 /// the record's header is read when it is made, and each attribute is checked when it is
 /// asked for (a count checks nothing, a sum over the data checks the data). Records stored
@@ -17,12 +18,14 @@ pub struct EventRecord<'a> {
     inner: Inner<'a>,
 }
 
+#[cfg(feature = "bench")]
 #[derive(Clone, Copy, Debug)]
 enum Inner<'a> {
     Lazy(codec::Layout<'a>),
     Checked(EventView<'a>),
 }
 
+#[cfg(feature = "bench")]
 impl<'a> EventRecord<'a> {
     /// Reads the header of `record`, the stored encoding of the event at `position`.
     pub(crate) fn new(position: u64, record: &'a [u8]) -> Result<EventRecord<'a>, ReadError> {

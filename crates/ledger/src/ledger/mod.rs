@@ -20,8 +20,11 @@ use crate::records::{self, Events};
 use crate::registry::{CompiledEntity, Registry};
 use crate::store::Store;
 use crate::tables::*;
-use crate::view::{EventBatch, EventRecord};
+use crate::view::EventBatch;
+#[cfg(feature = "bench")]
+use crate::view::EventRecord;
 use crate::writer::{self, Pending, Precheck, Writer};
+#[cfg(feature = "bench")]
 use loom_core::EventView;
 use loom_core::StoredEvent;
 use loom_core::{AppendOutcome, AppendRequest, EntitySpec, check_entity_name, split_subject};

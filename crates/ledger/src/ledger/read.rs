@@ -81,6 +81,7 @@ impl Ledger {
         self.with_view(|v| v.select_batch(selector, opts.window(), &entities, &mut *batch))
     }
 
+    #[cfg(feature = "bench")]
     /// Calls `f` on each event matching `selector` in `opts`' window, in one snapshot, until
     /// `f` returns `false`. For long reads (catch-up) without building a vector.
     pub fn scan(
@@ -93,6 +94,7 @@ impl Ledger {
         self.with_view(|v| v.select_each(selector, opts.window(), &entities, f))
     }
 
+    #[cfg(feature = "bench")]
     /// Calls `f` with a view of each event matching `selector` in `opts`' window, in one
     /// snapshot, until `f` returns `false`. The views borrow the stored records (nothing is
     /// copied or allocated per event; every record is checked before `f` sees it), so `f`
@@ -108,6 +110,7 @@ impl Ledger {
         self.with_view(|v| v.select_views(selector, opts.window(), &entities, f))
     }
 
+    #[cfg(feature = "bench")]
     /// Like [`Ledger::scan_views`], with each event's record read lazily: an attribute is
     /// checked only when `f` asks for it (see [`EventRecord`]). For folds that read a few
     /// attributes of many events, such as counts and sums over the data.
