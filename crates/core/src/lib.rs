@@ -38,7 +38,7 @@ pub use event::{
     Data, Event, ExtensionValue, MAX_ATTRIBUTE_LEN, SPEC_VERSION, STORE_SET_ATTRIBUTES,
     StoredEvent, is_json_content_type,
 };
-pub use names::{MAX_ENTITY_LEN, check_entity_name, split_subject};
+pub use names::{MAX_ENTITY_LEN, check_entity_name, check_new_name, split_subject};
 pub use registry::{EntitySpec, EventTypeSpec};
 pub use selector::{CompiledSelector, Selector};
 pub use time::{format_time, parse_time};

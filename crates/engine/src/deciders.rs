@@ -402,7 +402,7 @@ impl Deciders {
                     continue;
                 }
                 Err(AppendError::Rejected(r)) => {
-                    return Err(EngineError::Invalid(format!(
+                    return Err(EngineError::BadModuleOutput(format!(
                         "the decider produced an event the registry refuses: {r}"
                     )));
                 }
@@ -512,7 +512,7 @@ fn parse_decided(out: &[u8]) -> Result<Vec<(String, serde_json::Value)>, EngineE
         data: serde_json::Value,
     }
     let items: Vec<Emitted> = serde_json::from_slice(out).map_err(|e| {
-        EngineError::Invalid(format!(
+        EngineError::BadModuleOutput(format!(
             "decide returned something other than a list of events: {e}"
         ))
     })?;
@@ -520,7 +520,7 @@ fn parse_decided(out: &[u8]) -> Result<Vec<(String, serde_json::Value)>, EngineE
         .into_iter()
         .map(|e| {
             if e.ty.is_empty() {
-                Err(EngineError::Invalid(format!(
+                Err(EngineError::BadModuleOutput(format!(
                     "decide returned an event without a type (data: {})",
                     e.data
                 )))

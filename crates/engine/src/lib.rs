@@ -95,6 +95,10 @@ pub enum EngineError {
     /// A malformed name, spec or parameter.
     #[error("{0}")]
     Invalid(String),
+    /// A module answered something the host cannot use (a decider's events that are not
+    /// events, or that the registry refuses): the module's fault, not the caller's.
+    #[error("{0}")]
+    BadModuleOutput(String),
     /// A malformed selector.
     #[error(transparent)]
     Selector(#[from] SelectorError),
@@ -147,9 +151,10 @@ pub enum EngineError {
 /// Checks the name of a projection or reactor: the same rule as entity names (1-128 ASCII
 /// letters, digits, `_`, `-` or `.`), so every name is safe in a URL path segment.
 pub(crate) fn check_name(kind: &str, name: &str) -> Result<(), EngineError> {
-    loom_ledger::check_entity_name(name).map_err(|_| {
+    loom_ledger::check_new_name(name).map_err(|_| {
         EngineError::Invalid(format!(
-            "{name:?} is not a valid {kind} name: use 1-128 ASCII letters, digits, '_', '-' or '.'"
+            "{name:?} is not a valid {kind} name: use 1-128 ASCII letters, digits, '_', '-' or \
+             '.', other than '.' and '..'"
         ))
     })
 }

@@ -5,8 +5,11 @@
 //! start that way unless it listens on loopback only, see [`crate::check_listen`]).
 
 use std::collections::HashMap;
+
+use sha2::{Digest, Sha256};
 use std::fmt;
 use std::str::FromStr;
+use subtle::ConstantTimeEq;
 
 use axum::extract::FromRequestParts;
 use axum::http::header;
@@ -96,30 +99,48 @@ impl FromStr for Token {
 /// The token table.
 #[derive(Clone, Default)]
 pub(crate) struct Tokens {
-    by_secret: HashMap<String, Role>,
+    /// SHA-256 of each secret, with its role. A presented token is hashed and compared with
+    /// every entry in constant time, so the answer's timing says nothing about the secrets.
+    by_digest: Vec<([u8; 32], Role)>,
 }
 
 impl fmt::Debug for Tokens {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Tokens")
-            .field("count", &self.by_secret.len())
+            .field("count", &self.by_digest.len())
             .finish()
     }
 }
 
 impl Tokens {
     pub(crate) fn new(tokens: &[Token]) -> Tokens {
-        let mut by_secret = HashMap::new();
+        let mut by_secret: HashMap<&str, Role> = HashMap::new();
         for t in tokens {
             // The same secret listed twice keeps its highest role.
-            let role = by_secret.entry(t.secret.clone()).or_insert(t.role);
+            let role = by_secret.entry(t.secret.as_str()).or_insert(t.role);
             *role = (*role).max(t.role);
         }
-        Tokens { by_secret }
+        let by_digest = by_secret
+            .into_iter()
+            .map(|(secret, role)| (digest(secret), role))
+            .collect();
+        Tokens { by_digest }
     }
 
     pub(crate) fn is_open(&self) -> bool {
-        self.by_secret.is_empty()
+        self.by_digest.is_empty()
+    }
+
+    /// The role of a presented secret: every entry is compared, whatever matches.
+    fn role_of(&self, secret: &str) -> Option<Role> {
+        let presented = digest(secret);
+        let mut found = None;
+        for (d, role) in &self.by_digest {
+            if bool::from(d.ct_eq(&presented)) {
+                found = Some(*role);
+            }
+        }
+        found
     }
 
     /// Checks the request's token against the role `needed`.
@@ -142,10 +163,10 @@ impl Tokens {
             .ok_or_else(|| {
                 ApiError::Unauthorized("the Authorization header must be \"Bearer <token>\"".into())
             })?;
-        let Some(role) = self.by_secret.get(secret) else {
+        let Some(role) = self.role_of(secret) else {
             return Err(ApiError::Unauthorized("the token is not valid".into()));
         };
-        if *role < needed {
+        if role < needed {
             return Err(ApiError::Forbidden(format!(
                 "this needs the {needed} role; the token has the {role} role"
             )));
@@ -189,3 +210,7 @@ role_extractor!(
     Role::Admin,
     "Proof that the request may administer (an admin token, or an open server)."
 );
+
+fn digest(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}

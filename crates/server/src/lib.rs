@@ -265,7 +265,7 @@ async fn finish_response(State(state): State<AppState>, req: Request, next: Next
         }
     }
     state.inner.metrics.record_request(
-        method.as_str(),
+        metrics::method_label(&method),
         route.as_ref().map_or("unmatched", MatchedPath::as_str),
         status.as_u16(),
     );

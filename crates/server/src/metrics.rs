@@ -331,3 +331,19 @@ impl Drop for SubscriptionGuard {
         self.0.metrics.subscriptions.fetch_sub(1, Ordering::Relaxed);
     }
 }
+
+/// The `method` label of a request: the standard methods by name, anything else `other`, so
+/// that invented methods cannot add series.
+pub(crate) fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}

@@ -364,6 +364,7 @@ impl From<EngineError> for ApiError {
             EngineError::Invalid(m) => ApiError::InvalidProjection(m),
             EngineError::Selector(s) => ApiError::Selector(s),
             EngineError::Call(c) => ApiError::ModuleFailed(format!("the module failed: {c}")),
+            EngineError::BadModuleOutput(m) => ApiError::ModuleFailed(m),
             e @ EngineError::Timeout {
                 wanted, reached, ..
             } => ApiError::WaitTimeout {

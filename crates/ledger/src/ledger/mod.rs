@@ -27,7 +27,7 @@ use crate::writer::{self, Pending, Precheck, Writer};
 #[cfg(feature = "bench")]
 use loom_core::EventView;
 use loom_core::StoredEvent;
-use loom_core::{AppendOutcome, AppendRequest, EntitySpec, check_entity_name, split_subject};
+use loom_core::{AppendOutcome, AppendRequest, EntitySpec, split_subject};
 use loom_core::{CompiledSelector, Selector};
 
 mod append;

@@ -6,7 +6,7 @@ impl Ledger {
     /// Registers or replaces an entity's registration. Schemas are compiled first; an invalid
     /// one changes nothing.
     pub fn put_entity(&self, name: &str, spec: EntitySpec) -> Result<(), RegistryError> {
-        check_entity_name(name).map_err(RegistryError::InvalidName)?;
+        loom_core::check_new_name(name).map_err(RegistryError::InvalidName)?;
         let compiled = Arc::new(CompiledEntity::compile(spec)?);
         let bytes = serde_json::to_vec(&compiled.spec).expect("a spec always serializes");
         let txn = self.store.begin_write().map_err(StorageError::from)?;
