@@ -340,12 +340,10 @@ pub fn run(args: &CatchupArgs) {
             } else {
                 format!("c{c}")
             };
-            let _ = engine.deciders().execute(
-                "account",
-                &key,
-                br#"{"type":"open","owner":"bench"}"#,
-                None,
-            );
+            let _ =
+                engine
+                    .deciders()
+                    .run("account", &key, br#"{"type":"open","owner":"bench"}"#, None);
         }
         let t = Instant::now();
         let handles: Vec<_> = (0..args.clients)
@@ -363,7 +361,7 @@ pub fn run(args: &CatchupArgs) {
                         let s = Instant::now();
                         engine
                             .deciders()
-                            .execute("account", &key, br#"{"type":"deposit","amount":5}"#, None)
+                            .run("account", &key, br#"{"type":"deposit","amount":5}"#, None)
                             .expect("command");
                         lat.push(s.elapsed());
                     }

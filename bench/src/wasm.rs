@@ -264,7 +264,7 @@ fn encode(state: Option<&[u8]>, events: &[StoredEvent]) -> Vec<u8> {
 fn native_state(native: Native, input: &[u8]) -> Vec<u8> {
     let out = native(input);
     match loom_abi::parse_output(&out) {
-        Ok((loom_abi::Status::Ok, payload)) => payload.to_vec(),
+        Ok((loom_abi::CallStatus::Ok, payload)) => payload.to_vec(),
         other => panic!("native evolve failed: {other:?}"),
     }
 }

@@ -36,7 +36,7 @@ pub const ABSENT: u32 = u32::MAX;
 /// First byte of every output: what the rest is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
-pub enum Status {
+pub enum CallStatus {
     /// Success; the payload is the entry point's result (JSON).
     Ok = 0,
     /// A domain rejection (e.g. a command refused by `decide`); payload is JSON.
@@ -45,13 +45,13 @@ pub enum Status {
     Error = 2,
 }
 
-impl Status {
+impl CallStatus {
     /// The status for a byte, if it is one.
-    pub fn from_byte(b: u8) -> Option<Status> {
+    pub fn from_byte(b: u8) -> Option<CallStatus> {
         match b {
-            0 => Some(Status::Ok),
-            1 => Some(Status::Rejected),
-            2 => Some(Status::Error),
+            0 => Some(CallStatus::Ok),
+            1 => Some(CallStatus::Rejected),
+            2 => Some(CallStatus::Error),
             _ => None,
         }
     }
@@ -126,18 +126,18 @@ impl<'a> EventRef<'a> {
 
 /// Writes ABI byte layouts.
 #[derive(Debug, Default)]
-pub struct Writer {
+pub struct Encoder {
     buf: Vec<u8>,
 }
 
-impl Writer {
+impl Encoder {
     /// An empty writer.
-    pub fn new() -> Writer {
-        Writer::default()
+    pub fn new() -> Encoder {
+        Encoder::default()
     }
     /// An empty writer with room for `n` bytes.
-    pub fn with_capacity(n: usize) -> Writer {
-        Writer {
+    pub fn with_capacity(n: usize) -> Encoder {
+        Encoder {
             buf: Vec::with_capacity(n),
         }
     }
@@ -217,15 +217,15 @@ fn not_utf8(e: std::str::Utf8Error) -> DecodeError {
 
 /// Reads ABI byte layouts.
 #[derive(Debug)]
-pub struct Reader<'a> {
+pub struct Decoder<'a> {
     buf: &'a [u8],
 }
 
-impl<'a> Reader<'a> {
+impl<'a> Decoder<'a> {
     /// A reader over `buf`.
     #[inline]
-    pub fn new(buf: &'a [u8]) -> Reader<'a> {
-        Reader { buf }
+    pub fn new(buf: &'a [u8]) -> Decoder<'a> {
+        Decoder { buf }
     }
     /// Bytes not read yet.
     #[inline]
@@ -340,7 +340,7 @@ pub mod evolve {
         state: Option<&[u8]>,
         events: impl ExactSizeIterator<Item = EventRef<'e>>,
     ) -> Vec<u8> {
-        let mut w = Writer::with_capacity(256 + events.len() * 160);
+        let mut w = Encoder::with_capacity(256 + events.len() * 160);
         w.opt_bytes(state);
         w.u32(events.len() as u32);
         for e in events {
@@ -350,15 +350,15 @@ pub mod evolve {
     }
 
     /// Decodes an `evolve` input: the state and a reader positioned at the events.
-    pub fn decode(input: &[u8]) -> Result<(Option<&[u8]>, u32, Reader<'_>), DecodeError> {
-        let mut r = Reader::new(input);
+    pub fn decode(input: &[u8]) -> Result<(Option<&[u8]>, u32, Decoder<'_>), DecodeError> {
+        let mut r = Decoder::new(input);
         let state = r.opt_bytes()?;
         let count = r.u32()?;
         Ok((state, count, r))
     }
 
     /// Reads one group's head (`state`, `count`) from a reader; the events follow.
-    pub fn decode_group<'a>(r: &mut Reader<'a>) -> Result<(Option<&'a [u8]>, u32), DecodeError> {
+    pub fn decode_group<'a>(r: &mut Decoder<'a>) -> Result<(Option<&'a [u8]>, u32), DecodeError> {
         let state = r.opt_bytes()?;
         let count = r.u32()?;
         Ok((state, count))
@@ -377,7 +377,7 @@ pub mod evolve_groups {
         E: Clone + ExactSizeIterator<Item = EventRef<'e>>,
     {
         let events: usize = groups.iter().map(|(_, e)| e.len()).sum();
-        let mut w = Writer::with_capacity(64 + groups.len() * 64 + events * 160);
+        let mut w = Encoder::with_capacity(64 + groups.len() * 64 + events * 160);
         w.u32(groups.len() as u32);
         for (state, evs) in groups {
             w.opt_bytes(*state);
@@ -391,16 +391,16 @@ pub mod evolve_groups {
 
     /// Decodes the group count; the reader then stands at the first group, which
     /// [`evolve::decode_group`] reads.
-    pub fn decode(input: &[u8]) -> Result<(u32, Reader<'_>), DecodeError> {
-        let mut r = Reader::new(input);
+    pub fn decode(input: &[u8]) -> Result<(u32, Decoder<'_>), DecodeError> {
+        let mut r = Decoder::new(input);
         let groups = r.u32()?;
         Ok((groups, r))
     }
 
     /// Encodes the whole ok output: the status byte, then the states.
     pub fn ok_output<'s>(states: impl IntoIterator<Item = &'s [u8]>) -> Vec<u8> {
-        let mut w = Writer::new();
-        w.u8(Status::Ok as u8);
+        let mut w = Encoder::new();
+        w.u8(CallStatus::Ok as u8);
         for s in states {
             w.bytes(s);
         }
@@ -409,7 +409,7 @@ pub mod evolve_groups {
 
     /// Splits an ok payload into exactly `groups` states.
     pub fn decode_states(payload: &[u8], groups: usize) -> Result<Vec<&[u8]>, DecodeError> {
-        let mut r = Reader::new(payload);
+        let mut r = Decoder::new(payload);
         let states = (0..groups)
             .map(|_| r.bytes())
             .collect::<Result<Vec<_>, _>>()?;
@@ -430,7 +430,7 @@ pub mod decide {
 
     /// Encodes a `decide` input.
     pub fn encode(state: Option<&[u8]>, command: &[u8], subject: &str, revision: u64) -> Vec<u8> {
-        let mut w = Writer::with_capacity(64 + command.len() + state.map_or(0, <[u8]>::len));
+        let mut w = Encoder::with_capacity(64 + command.len() + state.map_or(0, <[u8]>::len));
         w.opt_bytes(state);
         w.bytes(command);
         w.bytes(subject.as_bytes());
@@ -453,7 +453,7 @@ pub mod decide {
 
     /// Decodes a `decide` input.
     pub fn decode(input: &[u8]) -> Result<Input<'_>, DecodeError> {
-        let mut r = Reader::new(input);
+        let mut r = Decoder::new(input);
         let state = r.opt_bytes()?;
         let command = r.bytes()?;
         let subject = std::str::from_utf8(r.bytes()?).map_err(|e| DecodeError(e.to_string()))?;
@@ -473,14 +473,14 @@ pub mod react {
 
     /// Encodes a `react` input.
     pub fn encode(event: &EventRef<'_>) -> Vec<u8> {
-        let mut w = Writer::with_capacity(256 + event.data.len());
+        let mut w = Encoder::with_capacity(256 + event.data.len());
         w.event(event);
         w.finish()
     }
 
     /// Decodes a `react` input.
     pub fn decode(input: &[u8]) -> Result<EventRef<'_>, DecodeError> {
-        Reader::new(input).event()
+        Decoder::new(input).event()
     }
 }
 
@@ -490,7 +490,7 @@ pub mod query {
 
     /// Encodes a `query` input.
     pub fn encode(state: Option<&[u8]>, params: &[u8]) -> Vec<u8> {
-        let mut w = Writer::new();
+        let mut w = Encoder::new();
         w.opt_bytes(state);
         w.bytes(params);
         w.finish()
@@ -498,13 +498,13 @@ pub mod query {
 
     /// Decodes a `query` input: state and params.
     pub fn decode(input: &[u8]) -> Result<(Option<&[u8]>, &[u8]), DecodeError> {
-        let mut r = Reader::new(input);
+        let mut r = Decoder::new(input);
         Ok((r.opt_bytes()?, r.bytes()?))
     }
 }
 
 /// Builds an output buffer: status byte then payload.
-pub fn output(status: Status, payload: &[u8]) -> Vec<u8> {
+pub fn output(status: CallStatus, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + payload.len());
     out.push(status as u8);
     out.extend_from_slice(payload);
@@ -512,14 +512,24 @@ pub fn output(status: Status, payload: &[u8]) -> Vec<u8> {
 }
 
 /// Splits an output buffer into status and payload.
-pub fn parse_output(out: &[u8]) -> Result<(Status, &[u8]), DecodeError> {
+pub fn parse_output(out: &[u8]) -> Result<(CallStatus, &[u8]), DecodeError> {
     let (&first, rest) = out
         .split_first()
         .ok_or_else(|| DecodeError("empty output".into()))?;
-    let status =
-        Status::from_byte(first).ok_or_else(|| DecodeError(format!("unknown status {first}")))?;
+    let status = CallStatus::from_byte(first)
+        .ok_or_else(|| DecodeError(format!("unknown status {first}")))?;
     Ok((status, rest))
 }
+
+/// The old name of [`Encoder`], kept for code written against it.
+#[deprecated(note = "renamed to `Encoder`")]
+pub type Writer = Encoder;
+/// The old name of [`Decoder`], kept for code written against it.
+#[deprecated(note = "renamed to `Decoder`")]
+pub type Reader<'a> = Decoder<'a>;
+/// The old name of [`CallStatus`], kept for code written against it.
+#[deprecated(note = "renamed to `CallStatus`")]
+pub type Status = CallStatus;
 
 #[cfg(test)]
 mod tests {
@@ -576,10 +586,10 @@ mod tests {
         assert_eq!(react::decode(&react::encode(&e)).unwrap(), e);
         let q = query::encode(Some(b"1"), b"{}");
         assert_eq!(query::decode(&q).unwrap(), (Some(&b"1"[..]), &b"{}"[..]));
-        let out = output(Status::Rejected, b"{\"message\":\"no\"}");
+        let out = output(CallStatus::Rejected, b"{\"message\":\"no\"}");
         assert_eq!(
             parse_output(&out).unwrap(),
-            (Status::Rejected, &b"{\"message\":\"no\"}"[..])
+            (CallStatus::Rejected, &b"{\"message\":\"no\"}"[..])
         );
         assert!(parse_output(&[]).is_err());
         assert!(parse_output(&[9]).is_err());
@@ -603,3 +613,4 @@ mod tests {
         }
     }
 }
+

@@ -57,8 +57,8 @@ enum Command {
         command: deciders::DecidersCommand,
     },
     /// Run a command on stream ENTITY/KEY through the entity's decider.
-    #[command(name = "command")]
-    Decide(deciders::CommandArgs),
+    #[command(name = "command", visible_alias = "run")]
+    Run(deciders::CommandArgs),
     /// Define and steer reactors (modules with react).
     Reactors {
         #[command(subcommand)]
@@ -165,7 +165,7 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Modules { command } => runtime.block_on(modules::modules(command)),
         Command::Projections { command } => runtime.block_on(projections::projections(command)),
         Command::Deciders { command } => runtime.block_on(deciders::deciders(command)),
-        Command::Decide(args) => runtime.block_on(deciders::command(args)),
+        Command::Run(args) => runtime.block_on(deciders::command(args)),
         Command::Reactors { command } => runtime.block_on(deciders::reactors(command)),
     }
 }

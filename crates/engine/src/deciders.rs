@@ -25,6 +25,7 @@ use loom_runtime::{Entry, Module, Outcome, Runtime};
 use serde::{Deserialize, Serialize};
 
 use crate::EngineError;
+use crate::PutOutcome;
 use crate::modules::ModuleStore;
 
 /// How many times a command is decided again after a revision conflict.
@@ -208,19 +209,18 @@ impl Deciders {
     }
 
     /// Binds a module to an entity. Returns true when it was new or changed.
-    pub fn put(&self, entity: &str, spec: DeciderSpec) -> Result<bool, EngineError> {
+    pub fn put(&self, entity: &str, spec: DeciderSpec) -> Result<PutOutcome, EngineError> {
         let _pin = self.modules.pin();
         loom_ledger::check_entity_name(entity).map_err(EngineError::Invalid)?;
         let module = self
             .modules
             .load_with(&spec.module, &[Entry::Evolve, Entry::Decide])?;
         let mut bound = self.bound.write().expect("deciders lock");
-        if bound
-            .get(entity)
-            .is_some_and(|b| b.record.module == spec.module)
-        {
-            return Ok(false);
-        }
+        let outcome = match bound.get(entity) {
+            Some(b) if b.record.module == spec.module => return Ok(PutOutcome::Unchanged),
+            Some(_) => PutOutcome::Replaced,
+            None => PutOutcome::Created,
+        };
         let record = DeciderRecord {
             entity: entity.to_owned(),
             module: spec.module,
@@ -241,7 +241,7 @@ impl Deciders {
                 module: RwLock::new(Some(module)),
             }),
         );
-        Ok(true)
+        Ok(outcome)
     }
 
     /// One decider.
@@ -279,7 +279,7 @@ impl Deciders {
     }
 
     /// Runs a command (JSON) on stream `{entity}/{key}`.
-    pub fn execute(
+    pub fn run(
         &self,
         entity: &str,
         key: &str,

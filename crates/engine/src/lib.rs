@@ -25,7 +25,7 @@ pub use deciders::{CommandEvent, CommandOutcome, DeciderRecord, DeciderSpec, Dec
 pub use modules::{ModuleRecord, ModuleStore, Uploaded};
 pub use projections::{
     At, Failure, GenerationStatus, NextStatus, Partition, ProjectionSpec, ProjectionStatus,
-    Projections, PutOutcome, StateView, Status,
+    Projections, StateView, Status,
 };
 pub use reactors::{ReactorSpec, ReactorStatus, Reactors, SinkPolicy};
 
@@ -146,6 +146,21 @@ pub enum EngineError {
     /// A ledger read failed.
     #[error(transparent)]
     Read(#[from] ReadError),
+}
+
+/// What a definition's `put` did (projections, deciders, reactors).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PutOutcome {
+    /// Nothing of that name was defined; it is now (a projection starts catching up).
+    Created,
+    /// The same definition was in place (or building) already; nothing changed.
+    Unchanged,
+    /// A different definition was in place and is replaced now (deciders, reactors).
+    Replaced,
+    /// A projection's new generation is building in the background; the current one serves
+    /// until it has caught up.
+    Upgrading,
 }
 
 /// Checks the name of a projection or reactor: the same rule as entity names (1-128 ASCII

@@ -98,13 +98,13 @@ impl Catalog {
 
     /// The current opening of the database.
     pub fn epoch(&self) -> Epoch {
-        Epoch(self.store.generation())
+        Epoch(self.store.opening())
     }
 
     /// Whether the database was reopened since `epoch` was taken: its deferred commits since
     /// the last immediate one are gone, so state loaded from it must be loaded again.
     pub fn reopened_since(&self, epoch: Epoch) -> bool {
-        self.store.generation() != epoch.0
+        self.store.opening() != epoch.0
     }
 
     /// A consistent snapshot of the catalog.

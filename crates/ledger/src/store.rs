@@ -38,7 +38,7 @@ struct Inner {
     slot: RwLock<Option<Arc<Database>>>,
     open: Box<Opener>,
     /// Successful reopens so far.
-    generation: AtomicU64,
+    openings: AtomicU64,
     /// When a transaction last tried to open the database while none was open.
     last_try: Mutex<Option<Instant>>,
 }
@@ -47,7 +47,7 @@ impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Store")
             .field("open", &self.is_open())
-            .field("generation", &self.generation())
+            .field("opening", &self.opening())
             .finish()
     }
 }
@@ -69,7 +69,7 @@ impl Store {
             inner: Arc::new(Inner {
                 slot: RwLock::new(Some(Arc::new(db))),
                 open: Box::new(open),
-                generation: AtomicU64::new(0),
+                openings: AtomicU64::new(0),
                 last_try: Mutex::new(None),
             }),
         })
@@ -110,7 +110,7 @@ impl Store {
                 unavailable()
             })?;
             *slot = Some(Arc::new(db));
-            self.inner.generation.fetch_add(1, Ordering::AcqRel);
+            self.inner.openings.fetch_add(1, Ordering::AcqRel);
         }
         slot.clone().ok_or_else(unavailable)
     }
@@ -138,8 +138,8 @@ impl Store {
     /// How many times the database was reopened. Whoever keeps state derived from it in
     /// memory reloads that state when this changes: a reopen drops the commits that were not
     /// durable yet (`Durability::None`).
-    pub(crate) fn generation(&self) -> u64 {
-        self.inner.generation.load(Ordering::Acquire)
+    pub(crate) fn opening(&self) -> u64 {
+        self.inner.openings.load(Ordering::Acquire)
     }
 
     /// Closes the database and opens it again. On error no database is open until a later
@@ -182,7 +182,7 @@ impl Store {
         }
         let db = (self.inner.open)()?;
         *slot = Some(Arc::new(db));
-        self.inner.generation.fetch_add(1, Ordering::AcqRel);
+        self.inner.openings.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
 }
@@ -249,7 +249,7 @@ mod tests {
         assert!(!store.is_open());
         let err = store.begin_read().unwrap_err().to_string();
         assert!(err.contains("could not be opened again"), "{err}");
-        assert_eq!(store.generation(), 0);
+        assert_eq!(store.opening(), 0);
 
         // Once the database can be opened, the next transaction (after the retry interval)
         // opens it, and the data is there.
@@ -259,10 +259,10 @@ mod tests {
         let value = txn.open_table(T).unwrap().get(1).unwrap().unwrap().value();
         assert_eq!(value, 10);
         assert!(store.is_open());
-        assert_eq!(store.generation(), 1);
+        assert_eq!(store.opening(), 1);
 
-        // A reopen that works bumps the generation.
+        // A reopen that works counts as an opening.
         store.reopen().unwrap();
-        assert_eq!(store.generation(), 2);
+        assert_eq!(store.opening(), 2);
     }
 }

@@ -97,9 +97,9 @@ impl Runtime {
         };
         let (status, payload) = loom_abi::parse_output(out).map_err(|e| Failure::Output(e.0))?;
         match status {
-            Status::Ok => Ok(Outcome::Ok(payload.to_vec())),
-            Status::Rejected => Ok(Outcome::Rejected(payload.to_vec())),
-            Status::Error => Err(Failure::Guest(
+            CallStatus::Ok => Ok(Outcome::Ok(payload.to_vec())),
+            CallStatus::Rejected => Ok(Outcome::Rejected(payload.to_vec())),
+            CallStatus::Error => Err(Failure::Guest(
                 String::from_utf8_lossy(payload).into_owned(),
             )),
         }

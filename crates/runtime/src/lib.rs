@@ -44,7 +44,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::Duration;
 
-use loom_abi::{DataKind, EventRef, Status};
+use loom_abi::{CallStatus, DataKind, EventRef};
 use loom_core::{Data, DataRef, EventView, StoredEvent};
 use sha2::{Digest, Sha256};
 use wasmtime::{

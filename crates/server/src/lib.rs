@@ -417,6 +417,16 @@ pub(crate) fn created_or_ok(existed: bool) -> StatusCode {
     }
 }
 
+/// The status of a definition's `put`: 201 created, 202 upgrading in the background, 200
+/// otherwise.
+pub(crate) fn put_status(outcome: loom_engine::PutOutcome) -> StatusCode {
+    match outcome {
+        loom_engine::PutOutcome::Created => StatusCode::CREATED,
+        loom_engine::PutOutcome::Upgrading => StatusCode::ACCEPTED,
+        _ => StatusCode::OK,
+    }
+}
+
 /// `value` as an `application/json` response with `status`.
 pub(crate) fn to_json<T: serde::Serialize>(
     status: StatusCode,

@@ -1,7 +1,7 @@
 //! The export shim: the raw ABI functions [`export!`](crate::export!) generates, and the typed
 //! glue they call.
 
-use loom_abi::{Status, output};
+use loom_abi::{CallStatus, output};
 
 use crate::event::{DecodeEventError, Event, decode_event, encode_event};
 use crate::{Decider, Projection, Query, Reactor};
@@ -37,12 +37,12 @@ pub(crate) mod sys {
 }
 
 fn error(message: impl std::fmt::Display) -> Vec<u8> {
-    output(Status::Error, message.to_string().as_bytes())
+    output(CallStatus::Error, message.to_string().as_bytes())
 }
 
 fn json_ok<T: serde::Serialize>(value: &T) -> Vec<u8> {
     match serde_json::to_vec(value) {
-        Ok(bytes) => output(Status::Ok, &bytes),
+        Ok(bytes) => output(CallStatus::Ok, &bytes),
         Err(e) => error(format_args!("could not serialize the result: {e}")),
     }
 }
@@ -95,7 +95,7 @@ pub fn run_evolve_groups<P: Projection>(input: &[u8]) -> Vec<u8> {
 fn fold<P: Projection>(
     state: Option<&[u8]>,
     count: u32,
-    reader: &mut loom_abi::Reader<'_>,
+    reader: &mut loom_abi::Decoder<'_>,
 ) -> Result<P, Vec<u8>> {
     let mut state: P = load_state(state)?;
     for _ in 0..count {
@@ -128,7 +128,7 @@ pub fn run_decide<D: Decider>(input: &[u8]) -> Vec<u8> {
         Ok(c) => c,
         Err(e) => {
             return output(
-                Status::Rejected,
+                CallStatus::Rejected,
                 serde_json::json!({ "message": format!("malformed command: {e}") })
                     .to_string()
                     .as_bytes(),
@@ -147,7 +147,7 @@ pub fn run_decide<D: Decider>(input: &[u8]) -> Vec<u8> {
             json_ok(&out)
         }
         Err(rejection) => output(
-            Status::Rejected,
+            CallStatus::Rejected,
             serde_json::json!({ "message": rejection.to_string() })
                 .to_string()
                 .as_bytes(),
@@ -187,7 +187,7 @@ pub fn run_query<Q: Query>(input: &[u8]) -> Vec<u8> {
             Ok(p) => p,
             Err(e) => {
                 return output(
-                    Status::Rejected,
+                    CallStatus::Rejected,
                     serde_json::json!({ "message": format!("malformed query parameters: {e}") })
                         .to_string()
                         .as_bytes(),

@@ -20,7 +20,7 @@ use loom_ledger::{CompiledSelector, EventBatch, EventView, Ledger, ReadOptions, 
 use loom_runtime::{CallError, Entry, Module, Outcome, Runtime};
 
 use crate::modules::ModuleStore;
-use crate::{EngineConfig, EngineError};
+use crate::{EngineConfig, EngineError, PutOutcome};
 
 mod fold;
 mod generation;
@@ -31,8 +31,9 @@ mod worker;
 
 pub use spec::{
     At, Failure, GenerationStatus, NextStatus, Partition, ProjectionSpec, ProjectionStatus,
-    PutOutcome, StateView, Status,
+    StateView, Status,
 };
+
 use spec::{PendingRecord, Record};
 use state::{KeyState, MAX_CALL_EVENTS, decode_state, encode_state};
 use worker::Fault;

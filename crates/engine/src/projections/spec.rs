@@ -29,18 +29,6 @@ pub struct ProjectionSpec {
     pub partition: Partition,
 }
 
-/// What a `put` did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PutOutcome {
-    /// A new projection; it is catching up.
-    Created,
-    /// The same definition was in place (or building) already.
-    Unchanged,
-    /// A new generation is building in the background; the current one serves until it has
-    /// caught up.
-    Upgrading,
-}
-
 /// Life-cycle status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -80,10 +80,7 @@ impl Shared {
         for (i, c) in reaction.commands.iter().enumerate() {
             let idem = format!("r-{}-{}-{i}", w.name, e.position);
             let command = serde_json::to_vec(&c.command).expect("a Value serializes");
-            match self
-                .deciders
-                .execute(&c.entity, &c.key, &command, Some(&idem))
-            {
+            match self.deciders.run(&c.entity, &c.key, &command, Some(&idem)) {
                 Ok(outcome) => {
                     if !outcome.duplicate {
                         w.counters.commands.fetch_add(1, Ordering::AcqRel);

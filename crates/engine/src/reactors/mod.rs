@@ -29,10 +29,10 @@ use loom_ledger::{Catalog, CatalogTable, Durability, ReactorCheckpoint};
 use loom_runtime::{Entry, Module, Outcome, Runtime};
 use serde::{Deserialize, Serialize};
 
-use crate::EngineError;
 use crate::deciders::Deciders;
 use crate::modules::ModuleStore;
 use crate::projections::{Failure, Status};
+use crate::{EngineError, PutOutcome};
 
 mod effects;
 mod spec;
@@ -247,17 +247,19 @@ impl Reactors {
 
     /// Creates or replaces a reactor. A changed definition keeps the checkpoint (it reacts
     /// to what comes next); delete and re-create it to react to history again.
-    pub fn put(&self, name: &str, spec: ReactorSpec) -> Result<bool, EngineError> {
+    pub fn put(&self, name: &str, spec: ReactorSpec) -> Result<PutOutcome, EngineError> {
         let _pin = self.shared.modules.pin();
         crate::check_name("reactor", name)?;
         check_sink(&spec.sink)?;
         let sh = &self.shared;
         let w = sh.worker(name, &spec)?;
         let mut workers = sh.workers.write().expect("workers lock");
+        let mut outcome = PutOutcome::Created;
         if let Some(old) = workers.get(name) {
             if old.spec == spec {
-                return Ok(false);
+                return Ok(PutOutcome::Unchanged);
             }
+            outcome = PutOutcome::Replaced;
             old.halt();
             old.join();
             w.restore(old.checkpoint());
@@ -267,7 +269,7 @@ impl Reactors {
         sh.save(name, &w)?;
         Shared::start(sh, &w);
         workers.insert(name.to_owned(), w);
-        Ok(true)
+        Ok(outcome)
     }
 
     /// Every reactor's status.

@@ -75,7 +75,7 @@ impl Fixture {
     ) -> Result<loom_engine::CommandOutcome, EngineError> {
         self.engine
             .deciders()
-            .execute(entity, key, command.to_string().as_bytes(), None)
+            .run(entity, key, command.to_string().as_bytes(), None)
     }
 
     fn stream(&self, subject: &str) -> Vec<(String, Value)> {
@@ -137,7 +137,7 @@ fn commands_decide_append_and_reject() {
         Err(EngineError::DeciderNotFound(_))
     ));
     assert!(matches!(
-        f.engine.deciders().execute("cart", "1", b"{nope", None),
+        f.engine.deciders().run("cart", "1", b"{nope", None),
         Err(EngineError::Invalid(_))
     ));
     // Events appended by others are folded too (the cache catches up with the tail).
@@ -159,7 +159,7 @@ fn an_idempotency_key_makes_a_retry_return_the_first_result() {
     let run = |key: &str, cmd: Value| {
         f.engine
             .deciders()
-            .execute("account", "a", cmd.to_string().as_bytes(), Some(key))
+            .run("account", "a", cmd.to_string().as_bytes(), Some(key))
     };
     let first = run("open-1", json!({"type": "open", "owner": "amal"})).unwrap();
     let deposit = run("dep-1", json!({"type": "deposit", "amount": 100})).unwrap();

@@ -23,7 +23,7 @@ use crate::tables::*;
 use crate::view::EventBatch;
 #[cfg(feature = "bench")]
 use crate::view::EventRecord;
-use crate::writer::{self, Pending, Precheck, Writer};
+use crate::writer::{self, GroupCommit, Pending, Precheck};
 #[cfg(feature = "bench")]
 use loom_core::EventView;
 use loom_core::StoredEvent;

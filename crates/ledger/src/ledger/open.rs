@@ -100,10 +100,10 @@ impl Ledger {
             ) as Box<dyn DurableLog>),
             None => None,
         };
-        let writer = Writer {
+        let writer = GroupCommit {
             wal,
             drained: drained.clone(),
-            generation: store.generation(),
+            opening: store.opening(),
             store: store.clone(),
             head: head.clone(),
             registry: registry.clone(),

@@ -56,10 +56,11 @@ pub(crate) struct Precheck {
     pub(crate) matched: Vec<u64>,
 }
 
-pub(crate) struct Writer {
+pub(crate) struct GroupCommit {
     pub(crate) store: Store,
-    /// The store generation the in-memory state below was loaded from.
-    pub(crate) generation: u64,
+    /// The opening of the database (`Store::opening`) the in-memory state below was loaded
+    /// from.
+    pub(crate) opening: u64,
     pub(crate) head: Arc<Head>,
     pub(crate) registry: Arc<RwLock<Arc<Registry>>>,
     pub(crate) stats: Arc<LedgerStats>,
@@ -135,7 +136,7 @@ struct Group {
     log: Option<GroupRecord>,
 }
 
-impl Writer {
+impl GroupCommit {
     pub(crate) fn run(mut self, rx: Receiver<Pending>) {
         let mut group: Vec<Pending> = Vec::new();
         while let Ok(first) = rx.recv() {
@@ -252,7 +253,7 @@ impl Writer {
         if !self.store.is_open() {
             self.store.reopen().map_err(fail)?;
         }
-        if self.store.generation() != self.generation {
+        if self.store.opening() != self.opening {
             self.reload().map_err(fail)?;
         }
         Ok(())
@@ -289,7 +290,7 @@ impl Writer {
         self.next_stream_id = loaded.next_stream_id;
         self.last_recorded = self.last_recorded.max(loaded.last_recorded);
         *self.registry.write().expect("registry lock") = Arc::new(loaded.registry);
-        self.generation = self.store.generation();
+        self.opening = self.store.opening();
         Ok(())
     }
 

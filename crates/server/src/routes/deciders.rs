@@ -15,7 +15,7 @@ use loom_engine::{DeciderSpec, EngineError};
 use crate::auth::{Admin, Reader, Writer};
 use crate::params::Params;
 use crate::problem::ApiError;
-use crate::{AppState, created_or_ok, json_at, json_body, read_body, require_json, to_json};
+use crate::{AppState, json_at, json_body, read_body, require_json, to_json};
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -50,16 +50,15 @@ pub(crate) async fn deciders_put(
     body: Body,
 ) -> Result<Response, ApiError> {
     let spec: DeciderSpec = json_body(&state, &uri, &headers, body).await?;
-    let (existed, record) = {
+    let (outcome, record) = {
         let entity = entity.clone();
         state
             .engine_blocking(move |e| {
-                let existed = e.deciders().get(&entity).is_some();
-                e.deciders().put(&entity, spec)?;
+                let outcome = e.deciders().put(&entity, spec)?;
                 let record = e.deciders().get(&entity).ok_or_else(|| {
                     EngineError::Invalid(format!("decider {entity:?} vanished while binding"))
                 })?;
-                Ok((existed, record))
+                Ok((outcome, record))
             })
             .await
             .map_err(|e| match e {
@@ -70,7 +69,7 @@ pub(crate) async fn deciders_put(
             })?
     };
     json_at(
-        created_or_ok(existed),
+        crate::put_status(outcome),
         &record,
         &format!("/v1/deciders/{entity}"),
     )
@@ -190,7 +189,7 @@ pub(crate) async fn commands_run(
             counted
                 .engine()
                 .deciders()
-                .execute(&entity, &key, &bytes, idempotency_key.as_deref());
+                .run(&entity, &key, &bytes, idempotency_key.as_deref());
         let outcome = match &result {
             Ok(o) if o.duplicate => "duplicate",
             Ok(_) => "ok",

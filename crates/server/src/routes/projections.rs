@@ -7,7 +7,7 @@ use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use loom_engine::{EngineError, ProjectionSpec, PutOutcome};
+use loom_engine::{EngineError, ProjectionSpec};
 
 use crate::auth::{Admin, Reader};
 use crate::params::Params;
@@ -78,11 +78,7 @@ pub(crate) async fn projections_put(
                 other => other,
             })?
     };
-    let code = match outcome {
-        PutOutcome::Created => StatusCode::CREATED,
-        PutOutcome::Unchanged => StatusCode::OK,
-        PutOutcome::Upgrading => StatusCode::ACCEPTED,
-    };
+    let code = crate::put_status(outcome);
     json_at(code, &status, &format!("/v1/projections/{name}"))
 }
 

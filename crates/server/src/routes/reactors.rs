@@ -12,7 +12,7 @@ use loom_engine::{EngineError, ReactorSpec, Reactors};
 use crate::auth::{Admin, Reader};
 use crate::params::Params;
 use crate::problem::ApiError;
-use crate::{AppState, created_or_ok, json_at, json_body, to_json};
+use crate::{AppState, json_at, json_body, to_json};
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -48,13 +48,12 @@ pub(crate) async fn reactors_put(
     body: Body,
 ) -> Result<Response, ApiError> {
     let spec: ReactorSpec = json_body(&state, &uri, &headers, body).await?;
-    let (existed, status) = {
+    let (outcome, status) = {
         let name = name.clone();
         state
             .engine_blocking(move |e| {
-                let existed = e.reactors().status(&name).is_ok();
-                e.reactors().put(&name, spec)?;
-                Ok((existed, e.reactors().status(&name)?))
+                let outcome = e.reactors().put(&name, spec)?;
+                Ok((outcome, e.reactors().status(&name)?))
             })
             .await
             .map_err(|e| match e {
@@ -65,7 +64,7 @@ pub(crate) async fn reactors_put(
             })?
     };
     json_at(
-        created_or_ok(existed),
+        crate::put_status(outcome),
         &status,
         &format!("/v1/reactors/{name}"),
     )
