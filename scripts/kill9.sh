@@ -3,4 +3,4 @@
 # load on one data directory (the test suite runs 5). Usage: scripts/kill9.sh [ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-LOOM_KILL_ROUNDS="${1:-25}" cargo test -p loom-cli --test kill9 -- --nocapture
+LOOM_KILL_ROUNDS="${1:-25}" cargo test -p loom-cli --test cli kill9 -- --nocapture
