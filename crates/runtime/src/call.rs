@@ -59,6 +59,7 @@ impl Runtime {
         entry: Entry,
         input: &[u8],
     ) -> Result<Outcome, Failure> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
         let instance = module.pre.instantiate(&mut *store).map_err(Failure::Wasm)?;
         let memory = instance
             .get_memory(&mut *store, loom_abi::EXPORT_MEMORY)

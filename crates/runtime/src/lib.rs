@@ -73,6 +73,8 @@ pub struct Runtime {
     cache: RwLock<HashMap<String, Module>>,
     slots: Slots,
     stop_ticker: Arc<AtomicBool>,
+    /// Calls made so far (every entry point, failed ones included).
+    calls: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for Runtime {
@@ -185,7 +187,14 @@ impl Runtime {
             cache: RwLock::new(HashMap::new()),
             slots: Slots::new(slots),
             stop_ticker,
+            calls: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// How many module calls this runtime has made (every entry point, failed calls
+    /// included).
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
     }
 
     /// The limits in force.

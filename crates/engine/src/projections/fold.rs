@@ -181,8 +181,9 @@ impl Shared {
                 .collect();
             match self.runtime.evolve_groups(module, &input) {
                 Ok(states) => states.into_iter().map(Ok).collect(),
-                // Which group failed: fold each alone (the others still succeed).
-                Err(_) => unit.map(fold_one).collect(),
+                Err(error) => {
+                    self.first_failing_group(module, &input, error, &fold_one, unit.start)
+                }
             }
         };
         let threads = std::thread::available_parallelism()
@@ -212,7 +213,64 @@ impl Shared {
         })
     }
 
-    /// Finds the event a failing batch fails on by folding it one event at a time.
+    /// Which group of a failing `evolve_groups` call fails first, by bisection: O(log n)
+    /// calls, not one per group (with a module that fails every call at its full fuel or
+    /// deadline, one call per group of a 10 000-stream step would take hours). The groups
+    /// before it keep the states the successful halves returned; the failing one gets the
+    /// error of folding it alone; the ones after it are not folded (the step stops at the
+    /// first failure, in order).
+    pub(super) fn first_failing_group(
+        &self,
+        module: &Module,
+        input: &[(Option<&[u8]>, &[EventView<'_>])],
+        error: CallError,
+        fold_one: &dyn Fn(usize) -> Result<Vec<u8>, CallError>,
+        first: usize,
+    ) -> Vec<Result<Vec<u8>, CallError>> {
+        let mut out: Vec<Result<Vec<u8>, CallError>> = Vec::with_capacity(input.len());
+        // `lo..hi` is known to fail as one call; everything before `lo` folded.
+        let (mut lo, mut hi) = (0, input.len());
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            match self.runtime.evolve_groups(module, &input[lo..mid]) {
+                Ok(states) => {
+                    out.extend(states.into_iter().map(Ok));
+                    lo = mid;
+                }
+                Err(_) => hi = mid,
+            }
+        }
+        // A group that fails in a call with others may fold alone (a limit of the whole
+        // call); then the rest are bisected again.
+        match fold_one(first + lo) {
+            Ok(state) => {
+                out.push(Ok(state));
+                if lo + 1 < input.len() {
+                    let rest = &input[lo + 1..];
+                    match self.runtime.evolve_groups(module, rest) {
+                        Ok(states) => out.extend(states.into_iter().map(Ok)),
+                        Err(error) => out.extend(self.first_failing_group(
+                            module,
+                            rest,
+                            error,
+                            fold_one,
+                            first + lo + 1,
+                        )),
+                    }
+                }
+            }
+            Err(e) => {
+                out.push(Err(e));
+                let skipped = input.len() - out.len();
+                out.extend((0..skipped).map(|_| Err(error.clone())));
+            }
+        }
+        out
+    }
+
+    /// Finds the event a failing batch fails on: the chunks of at most `MAX_CALL_EVENTS`
+    /// events are folded in turn, and in the chunk that fails the shortest failing prefix is
+    /// found by bisection — O(log n) calls, not one per event.
     pub(super) fn locate(
         &self,
         module: &Module,
@@ -221,21 +279,36 @@ impl Shared {
         error: CallError,
     ) -> Fault {
         let mut current = state.map(<[u8]>::to_vec);
-        for e in batch {
-            match self
-                .runtime
-                .evolve_views(module, current.as_deref(), std::slice::from_ref(e))
-            {
-                Ok(s) => current = Some(s),
-                Err(error) => {
-                    return Fault::Module {
-                        position: e.position,
-                        error,
-                    };
+        for chunk in batch.chunks(MAX_CALL_EVENTS) {
+            let mut failure = match self.runtime.evolve_views(module, current.as_deref(), chunk) {
+                Ok(s) => {
+                    current = Some(s);
+                    continue;
+                }
+                Err(e) => e,
+            };
+            // The shortest failing prefix is `chunk[..=lo]`, with every shorter one folding
+            // and `chunk[..=hi]` failing (`failure` is its error).
+            let (mut lo, mut hi) = (0, chunk.len() - 1);
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                match self
+                    .runtime
+                    .evolve_views(module, current.as_deref(), &chunk[..=mid])
+                {
+                    Ok(_) => lo = mid + 1,
+                    Err(e) => {
+                        failure = e;
+                        hi = mid;
+                    }
                 }
             }
+            return Fault::Module {
+                position: chunk[lo].position,
+                error: failure,
+            };
         }
-        // Folding one at a time succeeded (e.g. the batch hit a limit): blame the first event.
+        // Folding it again succeeded (e.g. the batch hit a limit): blame the first event.
         Fault::Module {
             position: batch[0].position,
             error,

@@ -546,6 +546,57 @@ fn a_failing_event_among_many_streams_is_located_and_the_rest_before_it_is_kept(
 }
 
 #[test]
+fn a_step_that_fails_in_every_stream_is_located_in_few_calls() {
+    // 400 accounts, each with a malformed credit: the batch's `evolve_groups` call fails,
+    // and so would every group folded alone. Bisection finds the first failing group and
+    // event in O(log n) calls (one call per group before: 400+).
+    let f = fixture(10_000);
+    let module = f.upload("bank");
+    let accounts = 400;
+    let mut events = Vec::new();
+    for a in 0..accounts {
+        events.push(ev(
+            &format!("account/{a}"),
+            &format!("o{a}"),
+            "was_opened",
+            json!({"owner": "x"}),
+        ));
+    }
+    for a in 0..accounts {
+        events.push(ev(
+            &format!("account/{a}"),
+            &format!("c{a}"),
+            "was_credited",
+            json!({"amount": "lots"}),
+        ));
+    }
+    f.append(events);
+    let before = f.engine.runtime().calls();
+    f.engine
+        .projections()
+        .put(
+            "accounts",
+            ProjectionSpec {
+                module,
+                selector: Selector {
+                    entity: Some("account".into()),
+                    ..Selector::default()
+                },
+                partition: Partition::Stream,
+            },
+        )
+        .unwrap();
+    let st = wait_status(&f, "accounts", Status::Failed);
+    let calls = f.engine.runtime().calls() - before;
+    let err = st.active.last_error.unwrap();
+    // Account 0's credit, the first failing event in position order.
+    assert_eq!(err.position, accounts + 1, "{}", err.message);
+    assert_eq!(st.active.position, accounts);
+    eprintln!("located in {calls} calls");
+    assert!(calls < 40, "{calls} calls to locate the failure");
+}
+
+#[test]
 fn a_module_that_cannot_be_loaded_at_startup_fails_its_projection_not_the_server() {
     let f = fixture(100);
     let module = f.upload("bank");
