@@ -36,7 +36,7 @@ pub use limits::RuntimeConfig;
 use limits::*;
 pub use module::{Entry, ModuleInfo, module_id};
 use pool::Slots;
-use validate::{check_exports, check_imports};
+use validate::{check_compile_cost, check_exports, check_imports};
 
 use std::collections::HashMap;
 use std::fmt;

@@ -50,3 +50,14 @@ pub(crate) const KEEP_RESIDENT: usize = 8 * 1024 * 1024;
 
 /// Largest per-instance host state (`VMContext`: globals, function references, …).
 pub(crate) const MAX_INSTANCE_STATE: usize = 8 * 1024 * 1024;
+
+/// Most functions a module may define. Compiling with inlining costs about 66 KiB per
+/// function (7 KiB without), so the count bounds what an upload can make the server
+/// allocate (docs/faults.md, "Compile bombs"); the example reducers define about 300.
+pub(crate) const MAX_FUNCTIONS: u32 = 5_000;
+/// Largest function body, in bytes (the examples' largest is about 20 KiB).
+pub(crate) const MAX_FUNCTION_BODY: usize = 1 << 20;
+/// Most locals one function may declare.
+pub(crate) const MAX_LOCALS: u32 = 50_000;
+/// Most code in a module, in bytes (all function bodies together).
+pub(crate) const MAX_CODE: usize = 16 << 20;

@@ -99,6 +99,7 @@ impl Runtime {
         if let Some(m) = self.cached(&id) {
             return Ok(m);
         }
+        check_compile_cost(bytes)?;
         let module = WasmModule::from_binary(&self.engine, bytes).map_err(|e| {
             if WasmModule::validate(&self.engine, bytes).is_ok() {
                 // Valid wasm the instance pool cannot hold.

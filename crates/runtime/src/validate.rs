@@ -84,3 +84,55 @@ pub(crate) fn check_exports(module: &WasmModule) -> Result<Vec<Entry>, ModuleErr
     }
     Ok(entries)
 }
+
+/// Checks, before anything is compiled, that the module stays within what compiling it may
+/// cost: functions, body sizes, locals, total code ([`MAX_FUNCTIONS`] and the limits beside
+/// it). Malformed input is left to the compiler, which says what is wrong.
+pub(crate) fn check_compile_cost(bytes: &[u8]) -> Result<(), ModuleError> {
+    let over = |what: String| Err(ModuleError::OverLimits(what));
+    let mut code = 0usize;
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        let Ok(payload) = payload else {
+            return Ok(());
+        };
+        match payload {
+            wasmparser::Payload::CodeSectionStart { count, .. } if count > MAX_FUNCTIONS => {
+                return over(format!(
+                    "it defines {count} functions; at most {MAX_FUNCTIONS} are allowed"
+                ));
+            }
+            wasmparser::Payload::CodeSectionEntry(body) => {
+                let size = body.range().len();
+                if size > MAX_FUNCTION_BODY {
+                    return over(format!(
+                        "a function body is {size} bytes; at most {MAX_FUNCTION_BODY} are allowed"
+                    ));
+                }
+                code += size;
+                if code > MAX_CODE {
+                    return over(format!(
+                        "its code is over {MAX_CODE} bytes; at most that is allowed"
+                    ));
+                }
+                let Ok(locals) = body.get_locals_reader() else {
+                    return Ok(());
+                };
+                let mut declared = 0u32;
+                for local in locals {
+                    let Ok((n, _)) = local else {
+                        return Ok(());
+                    };
+                    declared = declared.saturating_add(n);
+                    if declared > MAX_LOCALS {
+                        return over(format!(
+                            "a function declares more than {MAX_LOCALS} locals; at most that \
+                             many are allowed"
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}

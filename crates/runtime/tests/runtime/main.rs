@@ -3,4 +3,5 @@
 //! One test binary for the crate (each links the whole stack); a module per topic.
 
 mod abi_doc;
+mod compile_bombs;
 mod runtime;
