@@ -120,6 +120,14 @@ struct ServeArgs {
     /// Longest wait of a min_position read, in milliseconds.
     #[arg(long, env = "LOOM_MAX_WAIT_MS", default_value_t = 10_000)]
     max_wait_ms: u64,
+    /// Longest a client may take to send a request's headers, and longest a kept-alive
+    /// connection may sit idle, in milliseconds; then the connection is closed.
+    #[arg(long, env = "LOOM_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    header_timeout_ms: u64,
+    /// Most open connections, subscriptions included; more are closed as soon as they are
+    /// accepted (keep it below the process's file-descriptor limit).
+    #[arg(long, env = "LOOM_MAX_CONNECTIONS", default_value_t = 1024)]
+    max_connections: usize,
 }
 
 fn parse_size(text: &str) -> Result<usize, String> {
@@ -222,6 +230,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tokens,
         max_module_bytes: args.max_module,
         max_wait: Duration::from_millis(args.max_wait_ms),
+        header_timeout: Duration::from_millis(args.header_timeout_ms.max(1)),
+        max_connections: args.max_connections.max(1),
         ..Config::default()
     };
     let open = config.tokens.is_empty();

@@ -81,6 +81,12 @@ pub struct Config {
     /// Longest a `min_position` read waits for its projection (`timeout_ms` is capped to
     /// this; without `timeout_ms` a read waits up to this). Kept below `request_timeout`.
     pub max_wait: Duration,
+    /// Longest a client may take to send a request's headers, and longest a kept-alive
+    /// connection may sit idle before its next request; then it is closed.
+    pub header_timeout: Duration,
+    /// Most open connections (subscriptions included); a connection beyond it is closed
+    /// as soon as it is accepted.
+    pub max_connections: usize,
 }
 
 impl Default for Config {
@@ -94,6 +100,8 @@ impl Default for Config {
             max_page: 10_000,
             max_module_bytes: 32 * 1024 * 1024,
             max_wait: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            max_connections: 1024,
         }
     }
 }
@@ -230,14 +238,72 @@ pub async fn serve(
     state: AppState,
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto;
+    use hyper_util::service::TowerToHyperService;
+
     let router = app(state.clone());
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            signal.await;
-            tracing::info!("shutting down: finishing requests in flight");
-            state.begin_shutdown();
-        })
-        .await
+    let config = &state.inner.config;
+    let permits = Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1)));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // The header timeout also bounds how long a kept-alive connection may sit idle before
+    // its next request: a client that trickles headers or sends nothing is let go.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(config.header_timeout)
+        .keep_alive_timeout(config.header_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut signal = std::pin::pin!(signal);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut signal => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, or a connection reset before it was accepted:
+                // back off briefly instead of spinning.
+                tracing::warn!(error = %e, "accepting a connection failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            // Over the connection cap: closed at once, so the file descriptors stay bounded.
+            state.inner.metrics.record_refused_connection();
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let header_timeout = config.header_timeout;
+        tokio::spawn(async move {
+            // hyper's header timeout starts once it has seen which HTTP version the client
+            // speaks; a client that sends nothing at all is let go here.
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(header_timeout, stream.peek(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
+            let connection = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            let _ = watcher.watch(connection).await;
+            drop(permit);
+        });
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+    state.begin_shutdown();
+    graceful.shutdown().await;
+    Ok(())
 }
 
 async fn fallback() -> ApiError {

@@ -37,12 +37,18 @@ pub(crate) struct Metrics {
     state_query_micros_sum: AtomicU64,
     /// Commands by outcome: ok, duplicate, rejected, contention, error.
     commands: [AtomicU64; COMMAND_OUTCOMES.len()],
+    /// Connections closed at once because `max_connections` were open.
+    refused_connections: AtomicU64,
 }
 
 /// Outcomes of `POST /v1/commands/…`, the label values of `loom_commands_total`.
 const COMMAND_OUTCOMES: [&str; 5] = ["ok", "duplicate", "rejected", "contention", "error"];
 
 impl Metrics {
+    pub(crate) fn record_refused_connection(&self) {
+        self.refused_connections.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn record_request(&self, method: &str, route: &str, status: u16) {
         let mut http = self.http.lock().unwrap_or_else(|p| p.into_inner());
         let by_method = match http.get_mut(route) {
@@ -174,6 +180,18 @@ impl Metrics {
             out,
             "loom_subscriptions {}",
             self.subscriptions.load(Ordering::Relaxed)
+        );
+
+        let _ = writeln!(
+            out,
+            "# HELP loom_connections_refused_total Connections closed at once because the server \
+             had max_connections open."
+        );
+        let _ = writeln!(out, "# TYPE loom_connections_refused_total counter");
+        let _ = writeln!(
+            out,
+            "loom_connections_refused_total {}",
+            self.refused_connections.load(Ordering::Relaxed)
         );
 
         let name = "loom_module_uploads_total";

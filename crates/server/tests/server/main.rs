@@ -9,6 +9,7 @@ mod common;
 mod content_modes;
 mod disk_full;
 mod fuzz_regressions;
+mod hostile_connections;
 mod hostile_requests;
 mod hostile_selectors;
 mod interop_python;
