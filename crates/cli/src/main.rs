@@ -128,6 +128,10 @@ struct ServeArgs {
     /// accepted (keep it below the process's file-descriptor limit).
     #[arg(long, env = "LOOM_MAX_CONNECTIONS", default_value_t = 1024)]
     max_connections: usize,
+    /// Most requests waiting for a projection's min_position at a time; more are answered
+    /// 503. A wait holds no thread.
+    #[arg(long, env = "LOOM_MAX_WAITS", default_value_t = 4096)]
+    max_waits: usize,
 }
 
 fn parse_size(text: &str) -> Result<usize, String> {
@@ -232,6 +236,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         max_wait: Duration::from_millis(args.max_wait_ms),
         header_timeout: Duration::from_millis(args.header_timeout_ms.max(1)),
         max_connections: args.max_connections.max(1),
+        max_waits: args.max_waits.max(1),
         ..Config::default()
     };
     let open = config.tokens.is_empty();

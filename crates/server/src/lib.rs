@@ -87,6 +87,9 @@ pub struct Config {
     /// Most open connections (subscriptions included); a connection beyond it is closed
     /// as soon as it is accepted.
     pub max_connections: usize,
+    /// Most requests waiting for a projection's `min_position` at a time (more: 503). A
+    /// wait holds no thread, only this permit.
+    pub max_waits: usize,
 }
 
 impl Default for Config {
@@ -102,6 +105,7 @@ impl Default for Config {
             max_wait: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
             max_connections: 1024,
+            max_waits: 4096,
         }
     }
 }
@@ -135,6 +139,8 @@ pub(crate) struct Inner {
     pub(crate) tokens: auth::Tokens,
     pub(crate) metrics: metrics::Metrics,
     pub(crate) shutdown: watch::Sender<bool>,
+    /// Permits of `min_position` waits (`Config::max_waits`).
+    pub(crate) waits: tokio::sync::Semaphore,
 }
 
 impl AppState {
@@ -143,10 +149,12 @@ impl AppState {
     pub fn new(engine: Arc<Engine>, config: Config) -> AppState {
         let tokens = auth::Tokens::new(&config.tokens);
         let (shutdown, _) = watch::channel(false);
+        let waits = tokio::sync::Semaphore::new(config.max_waits.max(1));
         AppState {
             inner: Arc::new(Inner {
                 ledger: engine.ledger().clone(),
                 engine,
+                waits,
                 config,
                 tokens,
                 metrics: metrics::Metrics::default(),

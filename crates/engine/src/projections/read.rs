@@ -234,4 +234,13 @@ impl Projections {
                 listener.wait_deadline(deadline.min(Instant::now() + Duration::from_millis(100)));
         }
     }
+
+    /// The serving generation's position, and a listener that fires when it next changes
+    /// (registered before the position is read, so no change is missed). For waiting without
+    /// a thread: await the listener, with a timer, until the position is far enough.
+    pub fn watch(&self, name: &str) -> Result<(u64, event_listener::EventListener), EngineError> {
+        let g = self.active(name)?;
+        let listener = g.changed.listen();
+        Ok((g.position.load(Ordering::Acquire), listener))
+    }
 }

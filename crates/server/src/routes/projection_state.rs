@@ -85,37 +85,64 @@ fn wait_limit(state: &AppState, timeout_ms: Option<u64>) -> Duration {
     timeout_ms.map_or(cap, |ms| Duration::from_millis(ms).min(cap))
 }
 
-/// Blocks until `name` has folded everything up to `position` (bounded). A paused or failed
-/// projection will not get there: that answers at once.
-fn wait_blocking(
-    engine: &loom_engine::Engine,
+/// Waits, without holding a thread, until `name` has folded everything up to `position`
+/// (bounded by `wait`). A paused or failed projection will not get there: that answers at
+/// once. At most `Config::max_waits` requests wait at a time; more are a 503.
+async fn wait_async(
+    state: &AppState,
     name: &str,
     position: u64,
     wait: Duration,
 ) -> Result<(), ApiError> {
-    let status = engine.projections().status(name)?;
-    let active = &status.active;
-    if active.position < position && matches!(active.status, Status::Paused | Status::Failed) {
-        let why = match (&active.status, &active.last_error) {
-            (Status::Failed, Some(f)) => format!(
-                "failed at position {}: {}; resume it once fixed",
-                f.position, f.message
-            ),
-            (Status::Failed, None) => "failed; resume it once fixed".to_owned(),
-            _ => "paused; resume it".to_owned(),
-        };
-        return Err(ApiError::WaitTimeout {
-            message: format!(
-                "projection {name:?} is at position {} and {why}; it will not reach \
-                 min_position {position} until then",
-                active.position
-            ),
-            wanted: position,
-            reached: active.position,
-        });
+    let _permit = state.inner.waits.try_acquire().map_err(|_| {
+        ApiError::Unavailable(format!(
+            "{} requests are waiting for projections already; retry shortly",
+            state.inner.config.max_waits
+        ))
+    })?;
+    let projections = state.engine().projections();
+    let started = Instant::now();
+    loop {
+        let (reached, changed) = projections.watch(name)?;
+        if reached >= position {
+            return Ok(());
+        }
+        let status = projections.status(name)?;
+        let active = &status.active;
+        if matches!(active.status, Status::Paused | Status::Failed) {
+            let why = match (&active.status, &active.last_error) {
+                (Status::Failed, Some(f)) => format!(
+                    "failed at position {}: {}; resume it once fixed",
+                    f.position, f.message
+                ),
+                (Status::Failed, None) => "failed; resume it once fixed".to_owned(),
+                _ => "paused; resume it".to_owned(),
+            };
+            return Err(ApiError::WaitTimeout {
+                message: format!(
+                    "projection {name:?} is at position {reached} and {why}; it will not \
+                     reach min_position {position} until then"
+                ),
+                wanted: position,
+                reached,
+            });
+        }
+        let elapsed = started.elapsed();
+        if elapsed >= wait {
+            return Err(ApiError::WaitTimeout {
+                message: format!(
+                    "projection {name:?} reached position {reached}, not {position}, within \
+                     {} ms; retry, or ask with a longer timeout_ms (the server caps it)",
+                    elapsed.as_millis()
+                ),
+                wanted: position,
+                reached,
+            });
+        }
+        // Wake at least every 100 ms to notice a swap of generations.
+        let nap = (wait - elapsed).min(Duration::from_millis(100));
+        let _ = tokio::time::timeout(nap, changed).await;
     }
-    engine.projections().wait_for(name, position, wait)?;
-    Ok(())
 }
 
 fn push_time(out: &mut Vec<u8>, micros: Option<i64>) {
@@ -182,11 +209,11 @@ async fn state_answer(
         state.inner.metrics.record_state_query(started.elapsed());
         return Ok(json_response(StatusCode::OK, "application/json", body));
     }
+    if let Some(p) = when.min_position {
+        wait_async(&state, &name, p, when.wait).await?;
+    }
     let engine = state.engine().clone();
     let view = tokio::task::spawn_blocking(move || {
-        if let Some(p) = when.min_position {
-            wait_blocking(&engine, &name, p, when.wait)?;
-        }
         Ok::<_, ApiError>(engine.projections().state(&name, key.as_deref(), when.at)?)
     })
     .await??;
@@ -319,11 +346,11 @@ async fn query_answer(
         })?;
         bytes.to_vec()
     };
+    if let Some(p) = min_position {
+        wait_async(&state, &name, p, wait).await?;
+    }
     let engine = state.engine().clone();
     let out = tokio::task::spawn_blocking(move || {
-        if let Some(p) = min_position {
-            wait_blocking(&engine, &name, p, wait)?;
-        }
         let status = engine.projections().status(&name)?;
         if let Some(m) = engine.modules().get(&status.spec.module)?
             && !m.exports.iter().any(|e| e == "query")

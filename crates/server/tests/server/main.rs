@@ -12,6 +12,7 @@ mod fuzz_regressions;
 mod hostile_connections;
 mod hostile_requests;
 mod hostile_selectors;
+mod hostile_waits;
 mod interop_python;
 mod modules;
 mod ops;
