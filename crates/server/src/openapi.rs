@@ -431,6 +431,9 @@ pub(crate) struct ReactorSpecSchema {
     selector: Option<SelectorSchema>,
     /// Where `deliver` effects are POSTed (CloudEvents HTTP binding, structured mode).
     sink: Option<String>,
+    /// Also react to the events it appended itself (source `loom/reactors/{name}`); default
+    /// false, so that a reactor cannot feed itself.
+    react_to_own: Option<bool>,
 }
 
 /// A reactor's status.

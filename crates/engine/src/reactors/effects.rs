@@ -49,7 +49,7 @@ impl Shared {
         };
         let reaction: Reaction = serde_json::from_slice(&out)
             .map_err(|err| format!("react returned a malformed reaction: {err}"))?;
-        let source = format!("loom/reactors/{}", w.name);
+        let source = super::worker::own_source(&w.name);
         if !reaction.append.is_empty() {
             let events = reaction
                 .append

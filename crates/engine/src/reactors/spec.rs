@@ -14,6 +14,11 @@ pub struct ReactorSpec {
     /// Where `deliver` effects are POSTed (CloudEvents HTTP binding, structured mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sink: Option<String>,
+    /// Whether it also reacts to the events it appended itself (source
+    /// `loom/reactors/{name}`). Off by default: a reactor whose selector matches its own
+    /// output would otherwise feed itself forever.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub react_to_own: bool,
 }
 
 /// Delivery retry policy.

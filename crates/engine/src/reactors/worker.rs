@@ -113,9 +113,14 @@ impl Shared {
             None => head,
         };
         let mut result = Ok(());
+        let own = own_source(&w.name);
         for e in &events {
             if w.stop.load(Ordering::Acquire) || w.paused.load(Ordering::Acquire) {
                 break;
+            }
+            if !w.spec.react_to_own && e.event.source == own {
+                w.position.store(e.position, Ordering::Release);
+                continue;
             }
             if let Err(message) = self.react(w, e) {
                 result = Err((e.position, message));
@@ -152,4 +157,9 @@ impl Shared {
         txn.commit()?;
         Ok(())
     }
+}
+
+/// The `source` of the events a reactor appends.
+pub(crate) fn own_source(reactor: &str) -> String {
+    format!("loom/reactors/{reactor}")
 }

@@ -330,6 +330,7 @@ fn checkout_spec(f: &Fixture, sink: &loom_testkit::Sink) -> ReactorSpec {
             ..Selector::default()
         },
         sink: Some(sink.url.clone()),
+        react_to_own: false,
     }
 }
 

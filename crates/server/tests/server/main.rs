@@ -10,6 +10,7 @@ mod content_modes;
 mod disk_full;
 mod fuzz_regressions;
 mod hostile_connections;
+mod hostile_reactors;
 mod hostile_requests;
 mod hostile_selectors;
 mod hostile_waits;

@@ -1,0 +1,89 @@
+//! A reactor whose selector matches its own output does not feed itself: the events it
+//! appended are skipped unless its definition opts in (`react_to_own`).
+
+use crate::common;
+
+use std::time::{Duration, Instant};
+
+use loom_engine::ReactorSpec;
+use loom_ledger::{AppendRequest, Event, Selector};
+use serde_json::json;
+
+use common::*;
+
+/// A module whose `react` appends one `log/loop` event for every event it is given.
+fn echo_module() -> Vec<u8> {
+    let reaction = r#"{"append":[{"type":"noted","subject":"log/loop"}]}"#;
+    let payload = format!("\\00{}", reaction.replace('"', "\\\""));
+    let len = reaction.len() + 1;
+    wat::parse_str(format!(
+        r#"(module
+            (memory (export "memory") 1)
+            (data (i32.const 16) "{payload}")
+            (func (export "loom_abi_version") (result i32) i32.const 1)
+            (func (export "loom_alloc") (param i32) (result i32) i32.const 1024)
+            (func (export "react") (param i32 i32) (result i64) i64.const {}))"#,
+        (16u64 << 32) | len as u64
+    ))
+    .unwrap()
+}
+
+fn spec(module: &str, react_to_own: bool) -> ReactorSpec {
+    serde_json::from_value(json!({
+        "module": module,
+        "selector": {"entity": "log"},
+        "react_to_own": react_to_own,
+    }))
+    .unwrap()
+}
+
+#[test]
+fn a_reactor_does_not_react_to_its_own_events_unless_it_opts_in() {
+    let t = state();
+    let engine = t.state.engine();
+    let module = engine.modules().upload(&echo_module()).unwrap().record.id;
+    let ledger = t.ledger();
+    ledger
+        .append(AppendRequest::new(vec![Event::new(
+            "test",
+            "1",
+            "noted",
+            "log/start",
+            json!({}),
+        )]))
+        .unwrap();
+    engine.reactors().put("echo", spec(&module, false)).unwrap();
+    // It reacts to the first event once, then skips its own.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while engine.reactors().status("echo").unwrap().position < 2 {
+        assert!(Instant::now() < deadline, "the reactor did not catch up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let st = engine.reactors().status("echo").unwrap();
+    assert_eq!(ledger.head(), 2, "{st:?}");
+    assert_eq!(st.reacted, 1);
+    assert_eq!(st.appended, 1);
+    let own = ledger
+        .read(
+            &Selector::stream("log/loop").unwrap().compile().unwrap(),
+            Default::default(),
+        )
+        .unwrap();
+    assert_eq!(own[0].event.source, "loom/reactors/echo");
+
+    // Opting in: it reacts to its own events too (and so feeds itself).
+    engine.reactors().put("echo", spec(&module, true)).unwrap();
+    ledger
+        .append(AppendRequest::new(vec![Event::new(
+            "test",
+            "2",
+            "noted",
+            "log/start",
+            json!({}),
+        )]))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    engine.reactors().delete("echo").unwrap();
+    assert!(ledger.head() > 5, "head {}", ledger.head());
+}
