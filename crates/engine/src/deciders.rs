@@ -30,6 +30,13 @@ use crate::modules::ModuleStore;
 
 /// How many times a command is decided again after a revision conflict.
 pub const MAX_ATTEMPTS: usize = 32;
+
+/// Most events one command may append: a decider that answers more is failed (422), so one
+/// command cannot hold the writer or build a huge answer.
+pub const MAX_COMMAND_EVENTS: usize = 10_000;
+
+/// Most bytes of event data one command may append (the JSON of every event's data).
+pub const MAX_COMMAND_BYTES: usize = 8 << 20;
 /// Folded states kept in memory.
 const CACHE_ENTRIES: usize = 50_000;
 /// Number of per-stream lock stripes.
@@ -511,11 +518,32 @@ fn parse_decided(out: &[u8]) -> Result<Vec<(String, serde_json::Value)>, EngineE
         #[serde(default)]
         data: serde_json::Value,
     }
+    // The answer's size bounds the events' data: refuse a huge one before parsing it.
+    if out.len() > MAX_COMMAND_BYTES + MAX_COMMAND_EVENTS * 64 {
+        return Err(EngineError::BadModuleOutput(format!(
+            "decide returned {} bytes of events; a command may append at most \
+             {MAX_COMMAND_BYTES} bytes of data",
+            out.len()
+        )));
+    }
     let items: Vec<Emitted> = serde_json::from_slice(out).map_err(|e| {
         EngineError::BadModuleOutput(format!(
             "decide returned something other than a list of events: {e}"
         ))
     })?;
+    if items.len() > MAX_COMMAND_EVENTS {
+        return Err(EngineError::BadModuleOutput(format!(
+            "decide returned {} events; a command may append at most {MAX_COMMAND_EVENTS}",
+            items.len()
+        )));
+    }
+    let bytes: usize = items.iter().map(|e| e.data.to_string().len()).sum();
+    if bytes > MAX_COMMAND_BYTES {
+        return Err(EngineError::BadModuleOutput(format!(
+            "decide returned {bytes} bytes of event data; a command may append at most \
+             {MAX_COMMAND_BYTES}"
+        )));
+    }
     items
         .into_iter()
         .map(|e| {

@@ -21,7 +21,10 @@ use std::sync::Arc;
 use loom_ledger::{Ledger, ReadError, SelectorError, StorageError};
 use loom_runtime::{CallError, ModuleError, Runtime, RuntimeConfig};
 
-pub use deciders::{CommandEvent, CommandOutcome, DeciderRecord, DeciderSpec, Deciders};
+pub use deciders::{
+    CommandEvent, CommandOutcome, DeciderRecord, DeciderSpec, Deciders, MAX_COMMAND_BYTES,
+    MAX_COMMAND_EVENTS,
+};
 pub use modules::{ModuleRecord, ModuleStore, Uploaded};
 pub use projections::{
     At, Failure, GenerationStatus, NextStatus, Partition, ProjectionSpec, ProjectionStatus,

@@ -87,3 +87,50 @@ fn a_reactor_does_not_react_to_its_own_events_unless_it_opts_in() {
     engine.reactors().delete("echo").unwrap();
     assert!(ledger.head() > 5, "head {}", ledger.head());
 }
+
+/// A decider whose `decide` answers `events` events for any command.
+fn flooding_decider(events: usize) -> Vec<u8> {
+    let decided = format!("[{}]", vec![r#"{"type":"noted"}"#; events].join(","));
+    let state_at = 16u64;
+    let decided_at = 64u64;
+    let escape = |s: &str| format!("\\00{}", s.replace('"', "\\\""));
+    wat::parse_str(format!(
+        r#"(module
+            (memory (export "memory") 8)
+            (data (i32.const {state_at}) "{state}")
+            (data (i32.const {decided_at}) "{decided}")
+            (func (export "loom_abi_version") (result i32) i32.const 1)
+            (func (export "loom_alloc") (param i32) (result i32) i32.const 400000)
+            (func (export "evolve") (param i32 i32) (result i64) i64.const {evolve})
+            (func (export "decide") (param i32 i32) (result i64) i64.const {decide}))"#,
+        state = escape("{}"),
+        decided = escape(&decided),
+        evolve = (state_at << 32) | 3,
+        decide = (decided_at << 32) | (decided.len() as u64 + 1),
+    ))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_command_may_append_a_bounded_number_of_events() {
+    let t = state();
+    let s = &t.state;
+    let engine = s.engine().clone();
+    let module = engine
+        .modules()
+        .upload(&flooding_decider(loom_engine::MAX_COMMAND_EVENTS + 1))
+        .unwrap()
+        .record
+        .id;
+    let spec = serde_json::from_value(json!({ "module": module })).unwrap();
+    engine.deciders().put("log", spec).unwrap();
+    let p = post_json(s, "/v1/commands/log/k", &json!({"type": "flood"}))
+        .await
+        .problem(422);
+    assert_eq!(p["type"], "urn:loom:problem:module-failed", "{p}");
+    assert!(
+        p["detail"].as_str().unwrap().contains("at most 10000"),
+        "{p}"
+    );
+    assert_eq!(s.ledger().head(), 0, "nothing was appended");
+}
