@@ -293,13 +293,20 @@ pub async fn serve(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let header_timeout = config.header_timeout;
+        let mut stopping = state.inner.shutdown.subscribe();
         tokio::spawn(async move {
             // hyper's header timeout starts once it has seen which HTTP version the client
-            // speaks; a client that sends nothing at all is let go here.
+            // speaks; a client that sends nothing at all is let go here. So is one that has
+            // sent nothing when shutdown begins (the watcher would hold shutdown up).
             let mut first = [0u8; 1];
-            match tokio::time::timeout(header_timeout, stream.peek(&mut first)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                _ => return,
+            tokio::select! {
+                peeked = tokio::time::timeout(header_timeout, stream.peek(&mut first)) => {
+                    match peeked {
+                        Ok(Ok(n)) if n > 0 => {}
+                        _ => return,
+                    }
+                }
+                _ = stopping.wait_for(|stop| *stop) => return,
             }
             let connection = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)

@@ -57,6 +57,32 @@ impl Ledger {
         self.with_view(|v| v.select(selector, opts.window(), &entities))
     }
 
+    /// Like [`Ledger::read`], but stops once the events read hold about `max_bytes` (their
+    /// stored records' size; at least one event is returned when any matches). The flag
+    /// says whether it stopped for the bytes, so that a reader resumes after the last event
+    /// instead of assuming the window was done. Bounds the memory a page of large events
+    /// holds (subscriptions, streamed reads).
+    pub fn read_bounded(
+        &self,
+        selector: &CompiledSelector,
+        opts: ReadOptions,
+        max_bytes: usize,
+    ) -> Result<(Vec<StoredEvent>, bool), ReadError> {
+        let entities = self.entity_names();
+        self.with_view(|v| {
+            let mut out = Vec::new();
+            let mut bytes = 0usize;
+            let mut cut = false;
+            v.select_each(selector, opts.window(), &entities, |e| {
+                bytes += stored_size(&e);
+                out.push(e);
+                cut = bytes >= max_bytes;
+                !cut
+            })?;
+            Ok((out, cut))
+        })
+    }
+
     /// Like [`Ledger::read`], but the events come as raw records in one buffer, viewed
     /// without allocating per event: the fast path for long reads (catch-up, replays).
     pub fn read_batch(
@@ -221,4 +247,16 @@ impl Ledger {
         .head()?;
         Ok((streams, events))
     }
+}
+
+/// About how many bytes an event takes: its attributes and data.
+fn stored_size(e: &StoredEvent) -> usize {
+    let ev = &e.event;
+    let data = match &ev.data {
+        None => 0,
+        Some(loom_core::Data::Json(raw)) => raw.get().len(),
+        Some(loom_core::Data::Text(t)) => t.len(),
+        Some(loom_core::Data::Binary(b)) => b.len(),
+    };
+    64 + ev.id.len() + ev.source.len() + ev.ty.len() + ev.subject.len() + data
 }

@@ -31,6 +31,8 @@ pub(crate) const NDJSON: &str = "application/x-ndjson";
 const INLINE_APPEND_EVENTS: usize = 64;
 /// Events read per step of a streamed (NDJSON) read.
 const STREAM_CHUNK: usize = 1000;
+/// Most bytes of events one step of a streamed read holds (and so one stalled reader).
+const STREAM_CHUNK_BYTES: usize = 1 << 20;
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -354,8 +356,11 @@ fn ndjson_stream(
             ..c.opts
         };
         let (ledger, selector) = (c.ledger.clone(), c.selector.clone());
-        let read = tokio::task::spawn_blocking(move || ledger.read(&selector, opts)).await;
-        let page: Vec<StoredEvent> = match read {
+        let read = tokio::task::spawn_blocking(move || {
+            ledger.read_bounded(&selector, opts, STREAM_CHUNK_BYTES)
+        })
+        .await;
+        let (page, cut): (Vec<StoredEvent>, bool) = match read {
             Ok(Ok(page)) => page,
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "streamed read failed");
@@ -379,7 +384,7 @@ fn ndjson_stream(
             c.opts.after = last.position;
         }
         c.remaining -= page.len();
-        c.done = page.len() < want;
+        c.done = page.len() < want && !cut;
         let mut out = Vec::with_capacity(page.len() * 256);
         for e in &page {
             if serde_json::to_writer(&mut out, e).is_err() {

@@ -27,6 +27,8 @@ use crate::problem::ApiError;
 
 /// Events read per step while catching up.
 const PAGE: usize = 500;
+/// Most bytes of events one page holds in memory (a stalled subscriber holds one page).
+const PAGE_BYTES: usize = 1 << 20;
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new().route("/v1/subscribe", get(subscribe_events))
@@ -117,24 +119,24 @@ impl Subscription {
                     backwards: false,
                 };
                 let (ledger, selector) = (self.ledger.clone(), self.selector.clone());
-                let page =
-                    match tokio::task::spawn_blocking(move || ledger.read(&selector, opts)).await {
-                        Ok(Ok(page)) => page,
-                        Ok(Err(e)) => {
-                            tracing::error!(error = %e, "subscription read failed");
-                            let message = SseEvent::default().event("error").data(
-                                "the subscription could not read the ledger; reconnect to resume",
-                            );
-                            self.buffer.clear();
-                            self.cursor = u64::MAX;
-                            return Some((Ok(message), self));
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, "subscription read task failed");
-                            return None;
-                        }
-                    };
-                self.cursor = if page.len() < PAGE {
+                let read = move || ledger.read_bounded(&selector, opts, PAGE_BYTES);
+                let (page, cut) = match tokio::task::spawn_blocking(read).await {
+                    Ok(Ok(page)) => page,
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "subscription read failed");
+                        let message = SseEvent::default().event("error").data(
+                            "the subscription could not read the ledger; reconnect to resume",
+                        );
+                        self.buffer.clear();
+                        self.cursor = u64::MAX;
+                        return Some((Ok(message), self));
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "subscription read task failed");
+                        return None;
+                    }
+                };
+                self.cursor = if page.len() < PAGE && !cut {
                     head
                 } else {
                     page.last().map_or(head, |e| e.position)

@@ -100,3 +100,29 @@ async fn connections_over_the_cap_are_closed_at_once_and_counted() {
     assert!(refused.parse::<u64>().unwrap() >= 1, "{metrics}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_idle_and_silent_connections_at_once() {
+    let server = Server::start(Config::default()).await;
+    let client = reqwest::Client::new();
+    for _ in 0..3 {
+        assert!(
+            client
+                .get(server.url("/healthz"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .is_success()
+        );
+    }
+    // The client keeps its connection alive (idle, in its pool) while the server stops, and
+    // another has connected without sending anything yet.
+    let _silent = TcpStream::connect(server.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = Instant::now();
+    server.stop().await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
+    drop(client);
+}

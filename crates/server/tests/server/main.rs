@@ -13,6 +13,7 @@ mod hostile_connections;
 mod hostile_reactors;
 mod hostile_requests;
 mod hostile_selectors;
+mod hostile_subscribers;
 mod hostile_waits;
 mod interop_python;
 mod modules;
