@@ -24,6 +24,7 @@
 mod append;
 mod error;
 mod event;
+pub mod json;
 pub mod jsonpath;
 mod names;
 mod registry;

@@ -50,12 +50,12 @@ impl Shared {
                 Ok(s) => s,
                 Err(error) => return Err(self.locate(&module, state, batch, error)),
             };
-            if serde_json::from_slice::<serde::de::IgnoredAny>(&next).is_err() {
+            if let Err(why) = loom_core::json::check_strict(&next) {
                 return Err(Fault::Module {
                     position: batch[0].position,
                     error: CallError::BadOutput {
                         entry: Entry::Evolve,
-                        message: "evolve returned a state that is not JSON".into(),
+                        message: format!("evolve returned a state that is not strict JSON: {why}"),
                     },
                 });
             }

@@ -3,8 +3,10 @@
 
 use super::*;
 
-/// What to do with one reaction, parsed from `react`'s JSON.
+/// What to do with one reaction, parsed from `react`'s JSON. Unknown members are refused: a
+/// typo (`"apend"`) would otherwise make the reaction a silent no-op.
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct Reaction {
     #[serde(default)]
     append: Vec<Emitted>,
@@ -15,6 +17,7 @@ pub(crate) struct Reaction {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct Emitted {
     subject: String,
     #[serde(rename = "type")]
@@ -24,6 +27,7 @@ pub(crate) struct Emitted {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct CommandRequest {
     entity: String,
     key: String,

@@ -157,9 +157,8 @@ fn push_time(out: &mut Vec<u8>, micros: Option<i64>) {
 }
 
 fn check_json(bytes: &[u8], what: &str) -> Result<(), ApiError> {
-    serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
-        .map(|_| ())
-        .map_err(|e| ApiError::ModuleFailed(format!("the module's {what} is not JSON: {e}")))
+    loom_core::json::check_strict(bytes)
+        .map_err(|e| ApiError::ModuleFailed(format!("the module's {what} is not strict JSON: {e}")))
 }
 
 /// `{ "state": …, "position", "events_applied", "created_at", "updated_at" }`, with the

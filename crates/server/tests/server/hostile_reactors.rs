@@ -13,7 +13,11 @@ use common::*;
 
 /// A module whose `react` appends one `log/loop` event for every event it is given.
 fn echo_module() -> Vec<u8> {
-    let reaction = r#"{"append":[{"type":"noted","subject":"log/loop"}]}"#;
+    reacting_with(r#"{"append":[{"type":"noted","subject":"log/loop"}]}"#)
+}
+
+/// A module whose `react` answers `reaction` for every event.
+fn reacting_with(reaction: &str) -> Vec<u8> {
     let payload = format!("\\00{}", reaction.replace('"', "\\\""));
     let len = reaction.len() + 1;
     wat::parse_str(format!(
@@ -133,4 +137,98 @@ async fn a_command_may_append_a_bounded_number_of_events() {
         "{p}"
     );
     assert_eq!(s.ledger().head(), 0, "nothing was appended");
+}
+
+/// A module whose `evolve` answers `state` (JSON text) for any input.
+fn constant_projection(state: &str) -> Vec<u8> {
+    let payload = format!("\\00{}", state.replace('\\', "\\\\").replace('"', "\\\""));
+    wat::parse_str(format!(
+        r#"(module
+            (memory (export "memory") 4)
+            (data (i32.const 16) "{payload}")
+            (func (export "loom_abi_version") (result i32) i32.const 1)
+            (func (export "loom_alloc") (param i32) (result i32) i32.const 200000)
+            (func (export "evolve") (param i32 i32) (result i64) i64.const {}))"#,
+        (16u64 << 32) | (state.len() as u64 + 1)
+    ))
+    .unwrap()
+}
+
+#[test]
+fn module_output_must_be_strict_json() {
+    let t = state();
+    let engine = t.state.engine();
+    let ledger = t.ledger();
+    ledger
+        .append(AppendRequest::new(vec![Event::new(
+            "test",
+            "1",
+            "noted",
+            "log/a",
+            json!({}),
+        )]))
+        .unwrap();
+    let deep = "[".repeat(1000) + &"]".repeat(1000);
+    for (name, state, why) in [
+        (
+            "surrogate",
+            r#"{"s":"\ud800"}"#.to_owned(),
+            "lone UTF-16 surrogate",
+        ),
+        ("deep", deep, "deeper than 128"),
+    ] {
+        let module = engine
+            .modules()
+            .upload(&constant_projection(&state))
+            .unwrap()
+            .record
+            .id;
+        let spec = serde_json::from_value(json!({"module": module, "selector": {"entity": "log"}}))
+            .unwrap();
+        engine.projections().put(name, spec).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let failure = loop {
+            let st = engine.projections().status(name).unwrap();
+            if let Some(f) = st.active.last_error {
+                break f;
+            }
+            assert!(Instant::now() < deadline, "{name} did not fail");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(failure.message.contains(why), "{name}: {}", failure.message);
+        assert_eq!(failure.position, 1);
+    }
+}
+
+#[test]
+fn a_reaction_with_an_unknown_member_fails_the_reactor() {
+    let t = state();
+    let engine = t.state.engine();
+    let ledger = t.ledger();
+    ledger
+        .append(AppendRequest::new(vec![Event::new(
+            "test",
+            "1",
+            "noted",
+            "log/a",
+            json!({}),
+        )]))
+        .unwrap();
+    let typo = reacting_with(r#"{"apend":[{"type":"noted","subject":"log/x"}]}"#);
+    let module = engine.modules().upload(&typo).unwrap().record.id;
+    engine.reactors().put("typo", spec(&module, false)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let failure = loop {
+        if let Some(f) = engine.reactors().status("typo").unwrap().last_error {
+            break f;
+        }
+        assert!(Instant::now() < deadline, "the reactor did not fail");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        failure.message.contains("unknown field `apend`"),
+        "{}",
+        failure.message
+    );
+    assert_eq!(ledger.head(), 1, "nothing appended");
 }
