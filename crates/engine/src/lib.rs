@@ -61,12 +61,13 @@ impl Default for EngineConfig {
 
 /// Errors of the engine's operations.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum EngineError {
     /// The module bytes were refused (invalid wasm, wrong ABI, forbidden import, …).
     #[error("invalid module: {0}")]
     InvalidModule(ModuleError),
     /// No module with this id.
-    #[error("module {0} is not stored; upload it with POST /v1/modules")]
+    #[error("module {0} is not stored")]
     ModuleNotFound(String),
     /// The module lacks an entry point the use needs.
     #[error("module {module} does not export {entry}")]
@@ -121,7 +122,7 @@ pub enum EngineError {
         waited_ms: u64,
     },
     /// No decider is bound to this entity.
-    #[error("no decider is bound to entity {0:?}; bind one with PUT /v1/deciders/{0}")]
+    #[error("no decider is bound to entity {0:?}")]
     DeciderNotFound(String),
     /// No reactor with this name.
     #[error("reactor {0:?} does not exist")]

@@ -72,6 +72,7 @@ storage_from!(
 
 /// Why an append failed. Nothing of a failed append is written.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum AppendError {
     /// An event breaks the event model, or the request is malformed.
     #[error("invalid event: {0}")]
@@ -95,6 +96,7 @@ pub enum AppendError {
 
 /// Why a read failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ReadError {
     /// The selector is malformed.
     #[error(transparent)]
@@ -140,6 +142,7 @@ impl RedbErrorMarker for redb::TransactionError {}
 
 /// Why registering an entity failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RegistryError {
     /// The entity name is not allowed.
     #[error("{0}")]
@@ -159,6 +162,7 @@ pub enum RegistryError {
 
 /// Why the ledger could not be opened.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum OpenError {
     /// The data directory could not be created or read.
     #[error("cannot use data directory {path}: {source}")]

@@ -4,6 +4,7 @@ use super::*;
 
 /// Why a module was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ModuleError {
     /// Larger than the configured maximum.
     #[error("the module is {size} bytes; the limit is {limit}")]
@@ -56,6 +57,7 @@ pub enum ModuleError {
 
 /// Why a call failed. The module's state is untouched (a fresh instance served the call).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum CallError {
     /// The module does not export this entry point.
     #[error("the module does not export {0}")]

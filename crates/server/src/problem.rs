@@ -14,6 +14,7 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// Why a request failed. Each variant documents the status it answers with.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ApiError {
     /// 400: the request is malformed (bad JSON, bad parameter, bad header).
     #[error("{0}")]
@@ -320,6 +321,7 @@ impl From<AppendError> for ApiError {
             AppendError::Closed => {
                 ApiError::Unavailable("the server is shutting down; retry the append".into())
             }
+            other => ApiError::Internal(other.to_string()),
         }
     }
 }
@@ -329,7 +331,7 @@ impl From<ReadError> for ApiError {
         match e {
             ReadError::Selector(s) => ApiError::Selector(s),
             ReadError::Storage(s) => ApiError::Storage(s),
-            corrupt @ ReadError::Corrupt { .. } => ApiError::Internal(corrupt.to_string()),
+            other => ApiError::Internal(other.to_string()),
         }
     }
 }
@@ -355,7 +357,9 @@ impl From<EngineError> for ApiError {
             EngineError::InvalidModule(m) => ApiError::InvalidModule(format!(
                 "the module was refused and nothing was stored: {m}"
             )),
-            e @ EngineError::ModuleNotFound(_) => ApiError::NotFound(e.to_string()),
+            e @ EngineError::ModuleNotFound(_) => {
+                ApiError::NotFound(format!("{e}; upload it with POST /v1/modules"))
+            }
             e @ EngineError::MissingExport { .. } => ApiError::MissingExport(e.to_string()),
             EngineError::ModuleInUse { id, users } => ApiError::ModuleInUse { id, users },
             e @ (EngineError::ProjectionNotFound(_) | EngineError::KeyNotFound { .. }) => {
@@ -377,15 +381,15 @@ impl From<EngineError> for ApiError {
             EngineError::Storage(s) => ApiError::Storage(s),
             EngineError::Read(r) => r.into(),
             e @ EngineError::Corrupt(_) => ApiError::Internal(e.to_string()),
-            e @ (EngineError::DeciderNotFound(_) | EngineError::ReactorNotFound(_)) => {
-                ApiError::NotFound(e.to_string())
-            }
+            EngineError::DeciderNotFound(entity) => ApiError::NotFound(format!(
+                "no decider is bound to entity {entity:?}; bind one with PUT /v1/deciders/{entity}"
+            )),
+            e @ EngineError::ReactorNotFound(_) => ApiError::NotFound(e.to_string()),
             EngineError::Rejected(m) => ApiError::CommandRejected(m),
             e @ EngineError::Contention { .. } => ApiError::Contention(e.to_string()),
             EngineError::Append(a) => a.into(),
-            // EngineError may grow variants (deciders, reactors); until mapped, they are
-            // internal errors, logged.
-            #[allow(unreachable_patterns)]
+            // EngineError is non-exhaustive: a variant not mapped yet is an internal error,
+            // logged.
             other => ApiError::Internal(other.to_string()),
         }
     }
