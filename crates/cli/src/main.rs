@@ -2,6 +2,7 @@
 
 mod client;
 mod deciders;
+mod entities;
 mod modules;
 mod projections;
 
@@ -39,7 +40,7 @@ enum Command {
     /// Register and show entities (the event registry).
     Entities {
         #[command(subcommand)]
-        command: client::EntitiesCommand,
+        command: entities::EntitiesCommand,
     },
     /// Upload and manage wasm modules (reducers).
     Modules {
@@ -173,7 +174,7 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Append(args) => runtime.block_on(client::append(args)),
         Command::Events(args) => runtime.block_on(client::events(args)),
         Command::Stream(args) => runtime.block_on(client::stream(args)),
-        Command::Entities { command } => runtime.block_on(client::entities(command)),
+        Command::Entities { command } => runtime.block_on(entities::entities(command)),
         Command::Modules { command } => runtime.block_on(modules::modules(command)),
         Command::Projections { command } => runtime.block_on(projections::projections(command)),
         Command::Deciders { command } => runtime.block_on(deciders::deciders(command)),

@@ -14,7 +14,7 @@
 //! invocation (deterministic ids there would make two clients' identical decisions look like
 //! one retried append).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
 use loom_ledger::{
@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::EngineError;
 use crate::PutOutcome;
 use crate::modules::ModuleStore;
+use crate::state_cache::Cache;
 
 /// How many times a command is decided again after a revision conflict.
 pub const MAX_ATTEMPTS: usize = 32;
@@ -37,10 +38,6 @@ pub const MAX_COMMAND_EVENTS: usize = 10_000;
 
 /// Most bytes of event data one command may append (the JSON of every event's data).
 pub const MAX_COMMAND_BYTES: usize = 8 << 20;
-/// Most bytes of folded states cached per entity.
-const CACHE_BYTES: usize = 32 << 20;
-/// Most folded states cached per entity.
-const CACHE_ENTRIES: usize = 50_000;
 /// Number of per-stream lock stripes.
 const STRIPES: usize = 4096;
 /// Longest accepted idempotency key.
@@ -114,63 +111,6 @@ impl Bound {
         let m = modules.load_with(&self.record.module, &[Entry::Evolve, Entry::Decide])?;
         *self.module.write().expect("module lock") = Some(m.clone());
         Ok(m)
-    }
-}
-
-/// A small cache of folded states: subject → (revision, state JSON), bounded in entries
-/// and in bytes ([`CACHE_BYTES`]; a state larger than an eighth of it is not kept), oldest
-/// inserted evicted first.
-#[derive(Default)]
-struct Cache {
-    map: HashMap<String, (u64, Arc<Vec<u8>>)>,
-    order: VecDeque<String>,
-    bytes: usize,
-}
-
-impl Cache {
-    fn get(&self, subject: &str) -> Option<(u64, Arc<Vec<u8>>)> {
-        self.map.get(subject).cloned()
-    }
-
-    fn put(&mut self, subject: &str, revision: u64, state: Arc<Vec<u8>>) {
-        if state.len() > CACHE_BYTES / 8 {
-            // Folding it again costs less than holding it for every command.
-            if let Some((_, old)) = self.map.remove(subject) {
-                self.bytes -= old.len();
-            }
-            return;
-        }
-        match self.map.get_mut(subject) {
-            Some(slot) => {
-                if slot.0 <= revision {
-                    self.bytes = self.bytes - slot.1.len() + state.len();
-                    *slot = (revision, state);
-                }
-            }
-            None => {
-                self.bytes += state.len();
-                self.map.insert(subject.to_owned(), (revision, state));
-                self.order.push_back(subject.to_owned());
-            }
-        }
-        while self.map.len() > CACHE_ENTRIES || self.bytes > CACHE_BYTES {
-            let Some(old) = self.order.pop_front() else {
-                break;
-            };
-            if old == subject && self.map.len() == 1 {
-                self.order.push_back(old);
-                break;
-            }
-            if let Some((_, s)) = self.map.remove(&old) {
-                self.bytes -= s.len();
-            }
-        }
-    }
-
-    fn clear(&mut self) {
-        self.map.clear();
-        self.order.clear();
-        self.bytes = 0;
     }
 }
 
@@ -577,27 +517,4 @@ fn parse_decided(out: &[u8]) -> Result<Vec<(String, serde_json::Value)>, EngineE
             }
         })
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_state_cache_is_bounded_in_bytes() {
-        let mut cache = Cache::default();
-        for i in 0..20 {
-            cache.put(&format!("s/{i}"), 1, Arc::new(vec![0u8; 3 << 20]));
-            assert!(cache.bytes <= CACHE_BYTES, "{} bytes", cache.bytes);
-        }
-        assert_eq!(cache.map.len(), 10);
-        assert!(cache.get("s/19").is_some(), "the newest is kept");
-        assert!(cache.get("s/0").is_none(), "the oldest went first");
-        // A state over an eighth of the budget is not kept, and replaces nothing.
-        cache.put("s/19", 2, Arc::new(vec![0u8; 5 << 20]));
-        assert!(cache.get("s/19").is_none());
-        assert_eq!(cache.bytes, 9 * (3 << 20));
-        cache.clear();
-        assert_eq!(cache.bytes, 0);
-    }
 }

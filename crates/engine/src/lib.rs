@@ -15,6 +15,7 @@ mod deciders;
 mod modules;
 mod projections;
 mod reactors;
+mod state_cache;
 
 use std::sync::Arc;
 

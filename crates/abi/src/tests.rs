@@ -1,0 +1,79 @@
+use super::*;
+
+fn sample(i: u64) -> EventRef<'static> {
+    EventRef {
+        position: i,
+        revision: i + 1,
+        recorded_micros: -5,
+        ty: "had_item_added",
+        subject: "cart/a/b",
+        id: "id",
+        source: "src",
+        time: if i.is_multiple_of(2) {
+            Some("2024-01-01T00:00:00Z")
+        } else {
+            None
+        },
+        datacontenttype: None,
+        data_kind: DataKind::Json,
+        data: br#"{"sku":"x"}"#,
+        extensions: r#"{"trace":"t"}"#,
+    }
+}
+
+#[test]
+fn evolve_input_round_trips() {
+    let events: Vec<_> = (0..3).map(sample).collect();
+    let buf = evolve::encode(Some(b"{\"n\":1}"), events.iter().copied());
+    let (state, count, mut r) = evolve::decode(&buf).unwrap();
+    assert_eq!(state, Some(&b"{\"n\":1}"[..]));
+    assert_eq!(count, 3);
+    for e in &events {
+        assert_eq!(&r.event().unwrap(), e);
+    }
+    assert!(r.rest().is_empty());
+    assert_eq!(events[0].entity(), "cart");
+    assert_eq!(events[0].key(), "a/b");
+    let empty = evolve::encode(None, std::iter::empty());
+    let (state, count, _) = evolve::decode(&empty).unwrap();
+    assert_eq!((state, count), (None, 0));
+}
+
+#[test]
+fn other_inputs_and_outputs_round_trip() {
+    let buf = decide::encode(None, b"{\"type\":\"create\"}", "cart/1", 7);
+    let d = decide::decode(&buf).unwrap();
+    assert_eq!(
+        (d.state, d.command, d.subject, d.revision),
+        (None, &b"{\"type\":\"create\"}"[..], "cart/1", 7)
+    );
+    let e = sample(4);
+    assert_eq!(react::decode(&react::encode(&e)).unwrap(), e);
+    let q = query::encode(Some(b"1"), b"{}");
+    assert_eq!(query::decode(&q).unwrap(), (Some(&b"1"[..]), &b"{}"[..]));
+    let out = output(CallStatus::Rejected, b"{\"message\":\"no\"}");
+    assert_eq!(
+        parse_output(&out).unwrap(),
+        (CallStatus::Rejected, &b"{\"message\":\"no\"}"[..])
+    );
+    assert!(parse_output(&[]).is_err());
+    assert!(parse_output(&[9]).is_err());
+    assert_eq!(
+        unpack(pack(0x1234_5678, 0xdead_beef)),
+        (0x1234_5678, 0xdead_beef)
+    );
+}
+
+#[test]
+fn truncated_input_is_an_error_not_a_panic() {
+    let buf = evolve::encode(None, [sample(1)].into_iter());
+    for cut in 0..buf.len() {
+        let r = evolve::decode(&buf[..cut]).and_then(|(_, n, mut r)| {
+            for _ in 0..n {
+                r.event()?;
+            }
+            Ok(())
+        });
+        assert!(r.is_err(), "cut at {cut} should fail");
+    }
+}
