@@ -32,6 +32,34 @@ fn reacting_with(reaction: &str) -> Vec<u8> {
     .unwrap()
 }
 
+/// Appends one `noted` event with `id` on `subject`.
+fn note(ledger: &loom_ledger::Ledger, id: &str, subject: &str) {
+    ledger
+        .append(AppendRequest::new(vec![Event::new(
+            "test",
+            id,
+            "noted",
+            subject,
+            json!({}),
+        )]))
+        .unwrap();
+}
+
+/// Waits (bounded) until `last_error` reports a failure of `what`.
+fn failed(
+    what: &str,
+    last_error: impl Fn() -> Option<loom_engine::Failure>,
+) -> loom_engine::Failure {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(f) = last_error() {
+            return f;
+        }
+        assert!(Instant::now() < deadline, "{what} did not fail");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn spec(module: &str, react_to_own: bool) -> ReactorSpec {
     serde_json::from_value(json!({
         "module": module,
@@ -47,15 +75,7 @@ fn a_reactor_does_not_react_to_its_own_events_unless_it_opts_in() {
     let engine = t.state.engine();
     let module = engine.modules().upload(&echo_module()).unwrap().record.id;
     let ledger = t.ledger();
-    ledger
-        .append(AppendRequest::new(vec![Event::new(
-            "test",
-            "1",
-            "noted",
-            "log/start",
-            json!({}),
-        )]))
-        .unwrap();
+    note(ledger, "1", "log/start");
     engine.reactors().put("echo", spec(&module, false)).unwrap();
     // It reacts to the first event once, then skips its own.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -78,15 +98,7 @@ fn a_reactor_does_not_react_to_its_own_events_unless_it_opts_in() {
 
     // Opting in: it reacts to its own events too (and so feeds itself).
     engine.reactors().put("echo", spec(&module, true)).unwrap();
-    ledger
-        .append(AppendRequest::new(vec![Event::new(
-            "test",
-            "2",
-            "noted",
-            "log/start",
-            json!({}),
-        )]))
-        .unwrap();
+    note(ledger, "2", "log/start");
     std::thread::sleep(Duration::from_millis(300));
     engine.reactors().delete("echo").unwrap();
     assert!(ledger.head() > 5, "head {}", ledger.head());
@@ -159,15 +171,7 @@ fn module_output_must_be_strict_json() {
     let t = state();
     let engine = t.state.engine();
     let ledger = t.ledger();
-    ledger
-        .append(AppendRequest::new(vec![Event::new(
-            "test",
-            "1",
-            "noted",
-            "log/a",
-            json!({}),
-        )]))
-        .unwrap();
+    note(ledger, "1", "log/a");
     let deep = "[".repeat(1000) + &"]".repeat(1000);
     for (name, state, why) in [
         (
@@ -186,15 +190,9 @@ fn module_output_must_be_strict_json() {
         let spec = serde_json::from_value(json!({"module": module, "selector": {"entity": "log"}}))
             .unwrap();
         engine.projections().put(name, spec).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let failure = loop {
-            let st = engine.projections().status(name).unwrap();
-            if let Some(f) = st.active.last_error {
-                break f;
-            }
-            assert!(Instant::now() < deadline, "{name} did not fail");
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let failure = failed(name, || {
+            engine.projections().status(name).unwrap().active.last_error
+        });
         assert!(failure.message.contains(why), "{name}: {}", failure.message);
         assert_eq!(failure.position, 1);
     }
@@ -205,26 +203,13 @@ fn a_reaction_with_an_unknown_member_fails_the_reactor() {
     let t = state();
     let engine = t.state.engine();
     let ledger = t.ledger();
-    ledger
-        .append(AppendRequest::new(vec![Event::new(
-            "test",
-            "1",
-            "noted",
-            "log/a",
-            json!({}),
-        )]))
-        .unwrap();
+    note(ledger, "1", "log/a");
     let typo = reacting_with(r#"{"apend":[{"type":"noted","subject":"log/x"}]}"#);
     let module = engine.modules().upload(&typo).unwrap().record.id;
     engine.reactors().put("typo", spec(&module, false)).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let failure = loop {
-        if let Some(f) = engine.reactors().status("typo").unwrap().last_error {
-            break f;
-        }
-        assert!(Instant::now() < deadline, "the reactor did not fail");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let failure = failed("typo", || {
+        engine.reactors().status("typo").unwrap().last_error
+    });
     assert!(
         failure.message.contains("unknown field `apend`"),
         "{}",
