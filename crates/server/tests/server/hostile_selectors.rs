@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 
 use common::Server;
 
-/// `/healthz` and an unrelated append both answer within `bound`.
-async fn others_are_served(client: &reqwest::Client, server: &Server, id: &str, bound: Duration) {
+/// `/healthz` and an unrelated append both answer; returns how long the two took.
+async fn others_are_served(client: &reqwest::Client, server: &Server, id: &str) -> Duration {
     let started = Instant::now();
     let health = client.get(server.url("/healthz")).send().await.unwrap();
     assert!(health.status().is_success());
@@ -29,8 +29,7 @@ async fn others_are_served(client: &reqwest::Client, server: &Server, id: &str, 
         .await
         .unwrap();
     assert_eq!(append.status(), 201);
-    let took = started.elapsed();
-    assert!(took < bound, "/healthz and an append took {took:?}");
+    started.elapsed()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,7 +73,11 @@ async fn selectors_over_the_cost_limits_are_refused_at_once() {
     assert_eq!(problem["type"], "urn:loom:problem:selector-too-complex");
     // Nothing was written.
     assert_eq!(server.state.ledger().head(), 0);
-    others_are_served(&client, &server, "b1", Duration::from_millis(100)).await;
+    let took = others_are_served(&client, &server, "b1").await;
+    assert!(
+        took < Duration::from_secs(1),
+        "/healthz and an append took {took:?}"
+    );
     server.stop().await;
 }
 
@@ -120,25 +123,29 @@ async fn a_conditional_append_over_a_long_history_does_not_hold_up_other_appends
             assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
         }
     };
+    let started = Instant::now();
     let checks = tokio::spawn(futures_util::future::join_all((0..4).map(conditional)));
     // Meanwhile plain appends keep committing, for as long as the checks run: the writer
-    // never runs those scans.
+    // never runs those scans. Were it to run them, one round would wait for the scans and
+    // take about as long as all the checks; the bound is relative so that a loaded machine
+    // (the whole suite runs at once) slows both sides alike.
     let mut served = 0;
+    let mut slowest = Duration::ZERO;
     while !checks.is_finished() {
-        others_are_served(
-            &client,
-            &server,
-            &format!("p{served}"),
-            Duration::from_millis(500),
-        )
-        .await;
+        slowest = slowest.max(others_are_served(&client, &server, &format!("p{served}")).await);
         served += 1;
     }
-    assert!(
-        served > 1,
-        "the checks ended before anything else was tried"
-    );
     checks.await.unwrap();
+    let checking = started.elapsed();
+    // Served behind the scans, at most one round would fit in each of the four.
+    assert!(
+        served >= 8,
+        "only {served} rounds of /healthz and an append in {checking:?} of checks"
+    );
+    assert!(
+        slowest * 3 < checking,
+        "one round of /healthz and an append took {slowest:?}, the checks {checking:?}"
+    );
     // A condition that matches reports the matching positions.
     let r = client
         .post(server.url("/v1/append"))
