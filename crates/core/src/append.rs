@@ -94,6 +94,7 @@ impl<'de> Deserialize<'de> for ExpectedRevision {
 /// Conditions of an append; all must hold or nothing is written.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Conditions {
     /// Expected revision per stream (subject).
     #[serde(default)]
@@ -135,6 +136,7 @@ impl AppendRequest {
 
 /// Where one appended event landed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AppendedEvent {
     /// `source`.
     pub source: String,
@@ -150,6 +152,7 @@ pub struct AppendedEvent {
 
 /// The result of a successful append.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AppendOutcome {
     /// One entry per event, in request order.
     pub events: Vec<AppendedEvent>,

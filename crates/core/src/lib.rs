@@ -27,6 +27,8 @@ mod event;
 pub mod json;
 pub mod jsonpath;
 mod names;
+#[cfg(feature = "openapi")]
+mod openapi;
 mod registry;
 mod selector;
 mod time;

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 /// One event type of an entity.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventTypeSpec {
     /// JSON Schema the event's `data` must satisfy, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -17,6 +18,7 @@ pub struct EventTypeSpec {
 /// An entity's registration, as `PUT /v1/entities/{entity}` takes it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EntitySpec {
     /// Allowed event types, by CloudEvents `type`.
     #[serde(default)]

@@ -14,6 +14,7 @@ use crate::names::{check_entity_name, split_subject};
 /// A selector as clients write it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Selector {
     /// Only events of this entity.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -46,6 +46,7 @@ const MAX_IDEMPOTENCY_KEY: usize = 200;
 /// A decider's definition.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeciderSpec {
     /// Module id, exporting `evolve` and `decide`.
     pub module: String,
@@ -53,6 +54,7 @@ pub struct DeciderSpec {
 
 /// A stored decider.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeciderRecord {
     /// The entity it decides for.
     pub entity: String,
@@ -64,6 +66,7 @@ pub struct DeciderRecord {
 
 /// One event a command appended.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CommandEvent {
     /// `source`.
     pub source: String,
@@ -82,6 +85,7 @@ pub struct CommandEvent {
 
 /// The result of a command.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CommandOutcome {
     /// The stream.
     pub subject: String,

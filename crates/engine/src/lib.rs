@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 mod deciders;
+mod lifecycle;
 mod modules;
 mod projections;
 mod reactors;
@@ -26,10 +27,11 @@ pub use deciders::{
     CommandEvent, CommandOutcome, DeciderRecord, DeciderSpec, Deciders, MAX_COMMAND_BYTES,
     MAX_COMMAND_EVENTS,
 };
+pub use lifecycle::{Failure, Status};
 pub use modules::{ModuleRecord, ModuleStore, Uploaded};
 pub use projections::{
-    At, Failure, GenerationStatus, NextStatus, Partition, ProjectionSpec, ProjectionStatus,
-    Projections, StateView, Status,
+    At, GenerationStatus, NextStatus, Partition, ProjectionSpec, ProjectionStatus, Projections,
+    StateView,
 };
 pub use reactors::{ReactorSpec, ReactorStatus, Reactors, SinkPolicy};
 

@@ -11,6 +11,7 @@ use crate::EngineError;
 
 /// What the API says about a stored module.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ModuleRecord {
     /// `sha256:<hex>` of the bytes.
     pub id: String,

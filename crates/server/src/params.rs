@@ -145,3 +145,136 @@ pub(crate) fn link(path: &str, params: &Params, replace: &[(&str, String)]) -> S
     }
     format!("{path}?{}", out.finish())
 }
+
+// The query strings the handlers accept, as the OpenAPI document describes them. The fields
+// are never read: handlers read [`Params`] by name, refusing any name outside the matching
+// list below, and a test checks that each list and its parameter set name the same
+// parameters, so the document cannot drift from what the server takes.
+
+/// Names of [`PageParams`].
+pub(crate) const PAGE: &[&str] = &["after", "before", "limit", "backwards"];
+/// Names of [`ListParams`].
+pub(crate) const LIST: &[&str] = &[
+    "after",
+    "before",
+    "limit",
+    "backwards",
+    "subject",
+    "entity",
+    "type",
+    "data",
+    "meta",
+];
+/// Names of [`SubscribeParams`].
+pub(crate) const SUBSCRIBE: &[&str] = &["after", "subject", "entity", "type", "data", "meta"];
+/// Names of [`StateParams`].
+pub(crate) const STATE: &[&str] = &["at_position", "at_time", "min_position", "timeout_ms"];
+
+/// Paging parameters.
+#[allow(dead_code)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct PageParams {
+    /// Only positions after this (default 0).
+    after: Option<u64>,
+    /// Only positions before this.
+    before: Option<u64>,
+    /// Page size (default 100, at most 10000 for JSON; NDJSON takes any).
+    #[param(minimum = 1)]
+    limit: Option<u64>,
+    /// Newest first.
+    backwards: Option<bool>,
+}
+
+/// Paging and filter parameters of `GET /v1/events`.
+#[allow(dead_code)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListParams {
+    /// Only positions after this (default 0).
+    after: Option<u64>,
+    /// Only positions before this.
+    before: Option<u64>,
+    /// Page size (default 100, at most 10000 for JSON; NDJSON takes any).
+    #[param(minimum = 1)]
+    limit: Option<u64>,
+    /// Newest first.
+    backwards: Option<bool>,
+    /// Only this stream (`{entity}/{key}`); repeatable.
+    #[param(min_length = 3)]
+    subject: Option<String>,
+    /// Only this entity.
+    #[param(min_length = 1)]
+    entity: Option<String>,
+    /// Only these types: repeat the parameter or separate with commas.
+    #[param(rename = "type")]
+    r#type: Option<String>,
+    /// JSONPath over `data`.
+    #[param(min_length = 1)]
+    data: Option<String>,
+    /// JSONPath over the whole event.
+    #[param(min_length = 1)]
+    meta: Option<String>,
+}
+
+/// Selector parameters of `GET /v1/subscribe`.
+#[allow(dead_code)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct SubscribeParams {
+    /// Start after this position (default 0: from the beginning).
+    after: Option<u64>,
+    /// Only this stream; repeatable.
+    #[param(min_length = 3)]
+    subject: Option<String>,
+    /// Only this entity.
+    #[param(min_length = 1)]
+    entity: Option<String>,
+    /// Only these types (repeat or comma-separate).
+    #[param(rename = "type")]
+    r#type: Option<String>,
+    /// JSONPath over `data`.
+    #[param(min_length = 1)]
+    data: Option<String>,
+    /// JSONPath over the whole event.
+    #[param(min_length = 1)]
+    meta: Option<String>,
+}
+
+/// Which state to read.
+#[allow(dead_code)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct StateParams {
+    /// The state after every selected event up to this position (replayed).
+    at_position: Option<u64>,
+    /// The state at this time (RFC 3339): as of the head at that time (replayed).
+    #[param(format = DateTime)]
+    at_time: Option<String>,
+    /// Wait until the projection has folded everything up to this position (read-your-writes).
+    min_position: Option<u64>,
+    /// Longest wait for `min_position`, ms (default and cap: the server's max wait, 10 s).
+    timeout_ms: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use utoipa::IntoParams;
+
+    use super::*;
+
+    fn names<P: IntoParams>() -> Vec<String> {
+        P::into_params(|| None)
+            .into_iter()
+            .map(|p| p.name)
+            .collect()
+    }
+
+    #[test]
+    fn each_documented_parameter_set_is_what_its_handlers_accept() {
+        assert_eq!(names::<PageParams>(), PAGE);
+        assert_eq!(names::<ListParams>(), LIST);
+        assert_eq!(names::<SubscribeParams>(), SUBSCRIBE);
+        assert_eq!(names::<StateParams>(), STATE);
+    }
+}

@@ -271,6 +271,25 @@ impl ApiError {
     }
 }
 
+/// An RFC 9457 problem, the body of every error answer.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct Problem<'a> {
+    /// `urn:loom:problem:<kind>`: what kind of problem, for programs.
+    #[serde(rename = "type")]
+    kind: String,
+    /// The status's reason phrase.
+    title: &'a str,
+    /// The HTTP status.
+    status: u16,
+    /// What went wrong, as a sentence.
+    detail: &'a str,
+    /// Members some kinds add: `stream`, `expected`, `actual` for a revision conflict,
+    /// `positions` for a matching condition, `index` for a refused event, …
+    #[serde(flatten)]
+    #[schema(ignore)]
+    extensions: Map<String, Value>,
+}
+
 /// Builds a problem+json response.
 pub(crate) fn problem_response(
     status: StatusCode,
@@ -278,16 +297,14 @@ pub(crate) fn problem_response(
     detail: &str,
     extensions: Map<String, Value>,
 ) -> Response {
-    let mut body = Map::new();
-    body.insert("type".into(), json!(format!("urn:loom:problem:{slug}")));
-    body.insert(
-        "title".into(),
-        json!(status.canonical_reason().unwrap_or("Error")),
-    );
-    body.insert("status".into(), json!(status.as_u16()));
-    body.insert("detail".into(), json!(detail));
-    body.extend(extensions);
-    let bytes = serde_json::to_vec(&Value::Object(body)).unwrap_or_default();
+    let body = Problem {
+        kind: format!("urn:loom:problem:{slug}"),
+        title: status.canonical_reason().unwrap_or("Error"),
+        status: status.as_u16(),
+        detail,
+        extensions,
+    };
+    let bytes = serde_json::to_vec(&body).unwrap_or_default();
     let mut response = (status, bytes).into_response();
     response
         .headers_mut()

@@ -14,6 +14,24 @@ use std::sync::OnceLock;
 /// The example crates built for tests.
 pub const EXAMPLES: [&str; 4] = ["cart", "bank", "bank-stats", "checkout"];
 
+/// The entities the examples define, with the example that registers each: `cart` (cart),
+/// `account` (bank), `order` (checkout).
+pub const EXAMPLE_ENTITIES: [(&str, &str); 3] =
+    [("cart", "cart"), ("account", "bank"), ("order", "checkout")];
+
+/// The path of an example's registration file, `examples/{example}/entity.json`.
+pub fn example_entity_path(example: &str) -> PathBuf {
+    workspace_root().join(format!("examples/{example}/entity.json"))
+}
+
+/// An example's registration, read from its `entity.json`: the same file a user registers
+/// with `loom entities put`, so the tests check the examples' schemas as users meet them.
+pub fn example_entity(example: &str) -> loom_core::EntitySpec {
+    let path = example_entity_path(example);
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -10,8 +10,7 @@ use crate::common;
 use common::{Serve, ok, wasm};
 
 fn entity_file(example: &str) -> String {
-    loom_testkit::workspace_root()
-        .join(format!("examples/{example}/entity.json"))
+    loom_testkit::example_entity_path(example)
         .to_string_lossy()
         .into_owned()
 }
@@ -20,7 +19,7 @@ fn entity_file(example: &str) -> String {
 fn deciders_commands_and_reactors_through_the_cli() {
     let dir = tempfile::tempdir().unwrap();
     let server = Serve::start(&dir.path().join("data"), &[]);
-    for (entity, example) in [("account", "bank"), ("cart", "cart"), ("order", "checkout")] {
+    for (entity, example) in loom_testkit::EXAMPLE_ENTITIES {
         ok(&server.loom(&["entities", "put", entity, &entity_file(example)]));
     }
     let bank = wasm("bank");

@@ -99,7 +99,7 @@ impl Shared {
             // commits it no longer has. Write nothing; the worker reloads its checkpoint.
             return Ok(());
         };
-        if g.stop.load(Ordering::Acquire) {
+        if g.life.stopping() {
             // Swapped out, rebuilt or deleted meanwhile: its rows are gone; write nothing.
             return Ok(());
         }
@@ -125,10 +125,10 @@ impl Shared {
         if covered >= head {
             // Caught up is set before the position is published, so whoever sees the
             // position at the head also sees the status `running`.
-            g.caught_up.store(true, Ordering::Release);
+            g.life.reach_head();
         }
-        g.position.store(covered, Ordering::Release);
-        g.changed.notify(usize::MAX);
+        g.life.set_position(covered);
+        g.life.notify();
         Ok(())
     }
 

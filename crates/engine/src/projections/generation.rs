@@ -5,38 +5,17 @@ use super::*;
 
 impl Gen {
     pub(super) fn status(&self, head: u64) -> GenerationStatus {
-        let position = self.position.load(Ordering::Acquire);
-        let failure = self.failure.lock().expect("failure lock").clone();
-        let status = if failure.is_some() {
-            Status::Failed
-        } else if self.paused.load(Ordering::Acquire) {
-            Status::Paused
-        } else if self.caught_up.load(Ordering::Acquire) {
-            Status::Running
-        } else {
-            Status::CatchingUp
-        };
+        let position = self.life.position();
         GenerationStatus {
             generation: self.generation,
             module: self.spec.module.clone(),
-            status,
+            status: self.life.status(),
             position,
             head,
             lag: head.saturating_sub(position),
             keys: self.keys.load(Ordering::Acquire),
             events_applied: self.events_applied.load(Ordering::Acquire),
-            last_error: failure,
-        }
-    }
-
-    pub(super) fn halt(&self) {
-        self.stop.store(true, Ordering::Release);
-        self.changed.notify(usize::MAX);
-    }
-
-    pub(super) fn join(&self) {
-        if let Some(h) = self.handle.lock().expect("handle lock").take() {
-            let _ = h.join();
+            last_error: self.life.failure(),
         }
     }
 }
@@ -79,15 +58,9 @@ impl Shared {
             selector,
             module: RwLock::new(module),
             pending: AtomicBool::new(pending),
-            position: AtomicU64::new(0),
             events_applied: AtomicU64::new(0),
             keys: AtomicU64::new(0),
-            caught_up: AtomicBool::new(false),
-            paused: AtomicBool::new(false),
-            stop: AtomicBool::new(false),
-            failure: Mutex::new(None),
-            changed: Notify::new(),
-            handle: Mutex::new(None),
+            life: Lifecycle::default(),
             epoch: Mutex::new(self.db.epoch()),
         }))
     }
@@ -119,9 +92,9 @@ impl Shared {
             Ok(g) => g,
             Err(e) => return Err(EngineError::Corrupt(format!("projection {name:?}: {e}"))),
         };
-        *g.failure.lock().expect("failure lock") = failure;
+        g.life.restore(false, failure);
         if let Some(c) = self.db.read()?.projection_checkpoint(name, generation)? {
-            g.position.store(c.position, Ordering::Release);
+            g.life.set_position(c.position);
             g.events_applied.store(c.events_applied, Ordering::Release);
             g.keys.store(c.keys, Ordering::Release);
         }
@@ -138,7 +111,7 @@ impl Shared {
             return Ok(());
         }
         let old = proj.active.clone();
-        old.halt();
+        old.life.halt();
         // Persist the swapped generation's progress with the swap.
         let mut record = proj.record.clone();
         record.spec = g.spec.clone();
@@ -153,7 +126,7 @@ impl Shared {
             &g.name,
             g.generation,
             ProjectionCheckpoint {
-                position: g.position.load(Ordering::Acquire),
+                position: g.life.position(),
                 events_applied: g.events_applied.load(Ordering::Acquire),
                 keys: g.keys.load(Ordering::Acquire),
             },
@@ -164,7 +137,7 @@ impl Shared {
         proj.active = g.clone();
         proj.pending = None;
         // Wake waiters on the old generation: they re-read the active one.
-        old.changed.notify(usize::MAX);
+        old.life.notify();
         tracing::info!(projection = %g.name, generation = g.generation, "new generation swapped in");
         Ok(())
     }

@@ -11,14 +11,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use event_listener::{Event as Notify, Listener};
+use event_listener::Listener;
 use loom_ledger::{Catalog, CatalogTable, Durability, Epoch, ProjectionCheckpoint};
 use loom_ledger::{CompiledSelector, EventBatch, EventView, Ledger, ReadOptions, Selector};
 use loom_runtime::{CallError, Entry, Module, Outcome, Runtime};
 
+use crate::lifecycle::Lifecycle;
 use crate::modules::ModuleStore;
 use crate::{EngineConfig, EngineError, PutOutcome};
 
@@ -30,9 +30,10 @@ mod state;
 mod worker;
 
 pub use spec::{
-    At, Failure, GenerationStatus, NextStatus, Partition, ProjectionSpec, ProjectionStatus,
-    StateView, Status,
+    At, GenerationStatus, NextStatus, Partition, ProjectionSpec, ProjectionStatus, StateView,
 };
+
+use crate::lifecycle::Failure;
 
 use spec::{PendingRecord, Record};
 use state::{KeyState, MAX_CALL_EVENTS, decode_state, encode_state};
@@ -53,15 +54,10 @@ struct Gen {
     /// generation is then failed; `resume` tries again).
     module: RwLock<Option<Module>>,
     pending: AtomicBool,
-    position: AtomicU64,
     events_applied: AtomicU64,
     keys: AtomicU64,
-    caught_up: AtomicBool,
-    paused: AtomicBool,
-    stop: AtomicBool,
-    failure: Mutex<Option<Failure>>,
-    changed: Notify,
-    handle: Mutex<Option<JoinHandle<()>>>,
+    /// Position, flags and thread.
+    life: Lifecycle,
     /// The opening of the database that `position`, `events_applied` and `keys` agree
     /// with. After an I/O error the ledger reopens the database, which drops the projection
     /// commits that were not durable yet; the worker then reloads its progress from the
@@ -136,17 +132,13 @@ impl Projections {
         });
         for (name, record) in records {
             let active = shared.load_gen(&name, record.generation, &record.spec, false)?;
-            active.paused.store(record.paused, Ordering::Release);
-            if record.failure.is_some() {
-                *active.failure.lock().expect("failure lock") = record.failure.clone();
-            }
+            let failure = record.failure.clone().or_else(|| active.life.failure());
+            active.life.restore(record.paused, failure);
             let pending = match &record.pending {
                 Some(p) => {
                     let g = shared.load_gen(&name, p.generation, &p.spec, true)?;
-                    g.paused.store(record.paused, Ordering::Release);
-                    if record.pending_failure.is_some() {
-                        *g.failure.lock().expect("failure lock") = record.pending_failure.clone();
-                    }
+                    let failure = record.pending_failure.clone().or_else(|| g.life.failure());
+                    g.life.restore(record.paused, failure);
                     Some(g)
                 }
                 None => None,
@@ -215,10 +207,10 @@ impl Projections {
                     .map_or(proj.active.generation, |p| p.generation)
                     + 1;
                 let gen_ = sh.new_gen(name, generation, &spec, true)?;
-                gen_.paused.store(proj.record.paused, Ordering::Release);
+                gen_.life.restore(proj.record.paused, None);
                 let old_pending = proj.pending.take();
                 if let Some(old) = &old_pending {
-                    old.halt();
+                    old.life.halt();
                 }
                 let mut record = proj.record.clone();
                 record.pending = Some(PendingRecord {
@@ -300,11 +292,7 @@ impl Projections {
         sh.write_record(name, &record, None)?;
         proj.record = record;
         for g in std::iter::once(&proj.active).chain(proj.pending.as_ref()) {
-            g.paused.store(paused, Ordering::Release);
-            if !paused {
-                *g.failure.lock().expect("failure lock") = None;
-            }
-            g.changed.notify(usize::MAX);
+            g.life.set_paused(paused);
         }
         Ok(())
     }
@@ -323,9 +311,9 @@ impl Projections {
             + 1;
         let spec = proj.active.spec.clone();
         let gen_ = sh.new_gen(name, generation, &spec, false)?;
-        gen_.paused.store(proj.record.paused, Ordering::Release);
+        gen_.life.restore(proj.record.paused, None);
         let old = proj.active.clone();
-        old.halt();
+        old.life.halt();
         let mut record = proj.record.clone();
         record.generation = generation;
         record.failure = None;
@@ -346,7 +334,7 @@ impl Projections {
         };
         let gens: Vec<Arc<Gen>> = std::iter::once(proj.active).chain(proj.pending).collect();
         for g in &gens {
-            g.halt();
+            g.life.halt();
         }
         let mut txn = sh.db.write(Durability::Immediate)?;
         txn.remove(CatalogTable::Projections, name)?;
@@ -355,7 +343,7 @@ impl Projections {
         }
         txn.commit()?;
         for g in &gens {
-            g.join();
+            g.life.join();
         }
         Ok(())
     }
@@ -369,10 +357,10 @@ impl Projections {
                 .collect()
         };
         for g in &gens {
-            g.halt();
+            g.life.halt();
         }
         for g in &gens {
-            g.join();
+            g.life.join();
         }
     }
 }

@@ -42,7 +42,7 @@ impl Projections {
                     .runtime
                     .evolve(&self.shared.module_of(g)?, None, &[])?,
                 // Nothing folded yet, as of the generation's position.
-                position: g.position.load(Ordering::Acquire),
+                position: g.life.position(),
                 events_applied: 0,
                 created_micros: None,
                 updated_micros: None,
@@ -56,7 +56,7 @@ impl Projections {
         // The in-memory position is read *before* the snapshot: the worker publishes it only
         // after committing, so every state it covers is in the snapshot. Read after, it could
         // name a commit the snapshot does not hold and overstate the answer's position.
-        let in_memory = g.position.load(Ordering::Acquire);
+        let in_memory = g.life.position();
         // The checkpoint is read in the same snapshot as the state.
         let snapshot = sh.db.read()?;
         let position = snapshot
@@ -212,12 +212,12 @@ impl Projections {
         let deadline = started + timeout;
         loop {
             let g = self.active(name)?;
-            let reached = g.position.load(Ordering::Acquire);
+            let reached = g.life.position();
             if reached >= position {
                 return Ok(reached);
             }
-            let listener = g.changed.listen();
-            let reached = g.position.load(Ordering::Acquire);
+            let listener = g.life.listen();
+            let reached = g.life.position();
             if reached >= position {
                 return Ok(reached);
             }
@@ -240,7 +240,7 @@ impl Projections {
     /// a thread: await the listener, with a timer, until the position is far enough.
     pub fn watch(&self, name: &str) -> Result<(u64, event_listener::EventListener), EngineError> {
         let g = self.active(name)?;
-        let listener = g.changed.listen();
-        Ok((g.position.load(Ordering::Acquire), listener))
+        let listener = g.life.listen();
+        Ok((g.life.position(), listener))
     }
 }

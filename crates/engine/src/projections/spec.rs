@@ -4,9 +4,12 @@ use serde::{Deserialize, Serialize};
 
 use loom_ledger::Selector;
 
+use crate::lifecycle::{Failure, Status};
+
 /// How a projection partitions its state.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Partition {
     /// One state per stream (`{entity}/{key}`).
     #[default]
@@ -18,6 +21,7 @@ pub enum Partition {
 /// A projection's definition, as `PUT /v1/projections/{name}` takes it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProjectionSpec {
     /// Module id (`sha256:…`), exporting `evolve`.
     pub module: String,
@@ -29,31 +33,9 @@ pub struct ProjectionSpec {
     pub partition: Partition,
 }
 
-/// Life-cycle status.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    /// Following the head.
-    Running,
-    /// Folding history; has not reached the head yet.
-    CatchingUp,
-    /// Paused by a user.
-    Paused,
-    /// Stopped by a module error; `resume` retries, a new module version rebuilds.
-    Failed,
-}
-
-/// The error that stopped a generation.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Failure {
-    /// Position of the event the module failed on (0 when not tied to an event).
-    pub position: u64,
-    /// What went wrong.
-    pub message: String,
-}
-
 /// One generation's progress.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GenerationStatus {
     /// Generation number (increases with every upgrade or rebuild).
     pub generation: u64,
@@ -78,6 +60,7 @@ pub struct GenerationStatus {
 
 /// `GET /v1/projections/{name}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProjectionStatus {
     /// Name.
     pub name: String,
@@ -95,6 +78,7 @@ pub struct ProjectionStatus {
 
 /// The building generation of an upgrade.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NextStatus {
     /// Its definition.
     pub spec: ProjectionSpec,

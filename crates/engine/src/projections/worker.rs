@@ -23,11 +23,8 @@ impl Shared {
     pub(super) fn start(shared: &Arc<Shared>, g: &Arc<Gen>) {
         let sh = shared.clone();
         let gen_ = g.clone();
-        let handle = std::thread::Builder::new()
-            .name(format!("loom-proj-{}", g.name))
-            .spawn(move || sh.run(&gen_))
-            .expect("spawning a projection worker");
-        *g.handle.lock().expect("handle lock") = Some(handle);
+        g.life
+            .spawn(format!("loom-proj-{}", g.name), move || sh.run(&gen_));
     }
 
     pub(super) fn run(&self, g: &Arc<Gen>) {
@@ -36,15 +33,8 @@ impl Shared {
         // Refilled by every step; its buffers are kept while catching up and let go once
         // caught up, so an idle projection does not hold a catch-up batch's memory.
         let mut batch = EventBatch::default();
-        while !g.stop.load(Ordering::Acquire) {
-            let idle = g.paused.load(Ordering::Acquire)
-                || g.failure.lock().expect("failure lock").is_some();
-            if idle {
-                let l = g.changed.listen();
-                if g.stop.load(Ordering::Acquire) {
-                    break;
-                }
-                let _ = l.wait_timeout(Duration::from_millis(500));
+        while !g.life.stopping() {
+            if g.life.idle() {
                 continue;
             }
             if let Err(e) = self.resync(g) {
@@ -54,12 +44,10 @@ impl Shared {
                 continue;
             }
             let head = self.ledger.head();
-            let position = g.position.load(Ordering::Acquire);
+            let position = g.life.position();
             if position >= head {
                 batch = EventBatch::default();
-                if !g.caught_up.swap(true, Ordering::AcqRel) {
-                    g.changed.notify(usize::MAX);
-                }
+                g.life.reach_head();
                 if g.pending.load(Ordering::Acquire) {
                     if let Err(e) = self.swap(g) {
                         tracing::error!(projection = %g.name, error = %e, "swapping generations failed");
@@ -92,8 +80,7 @@ impl Shared {
     /// Records a failure in memory and in the projection's record.
     pub(super) fn fail(&self, g: &Gen, position: u64, message: String) {
         let failure = Failure { position, message };
-        *g.failure.lock().expect("failure lock") = Some(failure.clone());
-        g.changed.notify(usize::MAX);
+        g.life.fail(failure.clone());
         let mut map = self.map.write().expect("map lock");
         if let Some(proj) = map.get_mut(&g.name) {
             let mut record = proj.record.clone();
@@ -133,16 +120,16 @@ impl Shared {
             .unwrap_or_default();
         tracing::warn!(
             projection = %g.name,
-            from = g.position.load(Ordering::Acquire),
+            from = g.life.position(),
             to = position,
             "the database was reopened; continuing from the stored checkpoint"
         );
-        g.caught_up.store(false, Ordering::Release);
+        g.life.fall_behind();
         g.events_applied.store(events, Ordering::Release);
         g.keys.store(keys, Ordering::Release);
-        g.position.store(position, Ordering::Release);
+        g.life.set_position(position);
         *g.epoch.lock().expect("epoch lock") = current;
-        g.changed.notify(usize::MAX);
+        g.life.notify();
         Ok(())
     }
 
@@ -153,7 +140,7 @@ impl Shared {
         head: u64,
         batch: &mut EventBatch,
     ) -> Result<(), EngineError> {
-        let position = g.position.load(Ordering::Acquire);
+        let position = g.life.position();
         self.ledger.read_batch_into(
             &g.selector,
             ReadOptions::after(position, self.batch_events),
@@ -170,10 +157,10 @@ impl Shared {
             // Nothing selected: advance in memory only; the stored checkpoint catches up with
             // the next commit (a restart re-reads a few non-matching events, harmlessly).
             if covered >= head {
-                g.caught_up.store(true, Ordering::Release);
+                g.life.reach_head();
             }
-            g.position.store(covered, Ordering::Release);
-            g.changed.notify(usize::MAX);
+            g.life.set_position(covered);
+            g.life.notify();
             return Ok(());
         }
         let views: Vec<EventView<'_>> = batch.iter().collect();

@@ -134,7 +134,7 @@ impl Shared {
         let mut backoff = self.policy.initial_backoff;
         let mut last = String::new();
         for attempt in 1..=self.policy.attempts {
-            if w.stop.load(Ordering::Acquire) {
+            if w.life.stopping() {
                 return Err("stopped".into());
             }
             match self
@@ -152,8 +152,8 @@ impl Shared {
             }
             tracing::debug!(reactor = %w.name, attempt, %last, "delivery failed; retrying");
             if attempt < self.policy.attempts {
-                let l = w.changed.listen();
-                if w.stop.load(Ordering::Acquire) {
+                let l = w.life.listen();
+                if w.life.stopping() {
                     return Err("stopped".into());
                 }
                 let _ = l.wait_timeout(backoff);

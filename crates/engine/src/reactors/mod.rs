@@ -16,12 +16,11 @@
 //! a clear status; nothing is skipped, and `resume` retries.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use event_listener::{Event as Notify, Listener};
+use event_listener::Listener;
 use loom_ledger::{
     AppendRequest, CompiledSelector, Data, Event, Ledger, ReadOptions, Selector, StoredEvent,
 };
@@ -30,8 +29,8 @@ use loom_runtime::{Entry, Module, Outcome, Runtime};
 use serde::{Deserialize, Serialize};
 
 use crate::deciders::Deciders;
+use crate::lifecycle::{Failure, Lifecycle, Status};
 use crate::modules::ModuleStore;
-use crate::projections::{Failure, Status};
 use crate::{EngineError, PutOutcome};
 
 mod effects;
@@ -59,14 +58,9 @@ struct Worker {
     /// `None` when the module could not be loaded when the server started (the reactor is
     /// then failed; `resume` tries again).
     module: RwLock<Option<Module>>,
-    position: AtomicU64,
     counters: Counters,
-    caught_up: AtomicBool,
-    paused: AtomicBool,
-    stop: AtomicBool,
-    failure: Mutex<Option<Failure>>,
-    changed: Notify,
-    handle: Mutex<Option<JoinHandle<()>>>,
+    /// Position, flags and thread.
+    life: Lifecycle,
 }
 
 /// What a reactor has done so far (kept in its checkpoint).
@@ -83,7 +77,7 @@ impl Worker {
     fn checkpoint(&self) -> ReactorCheckpoint {
         let c = &self.counters;
         ReactorCheckpoint {
-            position: self.position.load(Ordering::Acquire),
+            position: self.life.position(),
             reacted: c.reacted.load(Ordering::Acquire),
             appended: c.appended.load(Ordering::Acquire),
             commands: c.commands.load(Ordering::Acquire),
@@ -94,41 +88,20 @@ impl Worker {
     /// Continues from a checkpoint.
     fn restore(&self, cp: ReactorCheckpoint) {
         let c = &self.counters;
-        self.position.store(cp.position, Ordering::Release);
+        self.life.set_position(cp.position);
         c.reacted.store(cp.reacted, Ordering::Release);
         c.appended.store(cp.appended, Ordering::Release);
         c.commands.store(cp.commands, Ordering::Release);
         c.delivered.store(cp.delivered, Ordering::Release);
     }
 
-    fn halt(&self) {
-        self.stop.store(true, Ordering::Release);
-        self.changed.notify(usize::MAX);
-    }
-
-    fn join(&self) {
-        if let Some(h) = self.handle.lock().expect("handle lock").take() {
-            let _ = h.join();
-        }
-    }
-
     fn status(&self, head: u64) -> ReactorStatus {
-        let position = self.position.load(Ordering::Acquire);
-        let failure = self.failure.lock().expect("failure lock").clone();
-        let status = if failure.is_some() {
-            Status::Failed
-        } else if self.paused.load(Ordering::Acquire) {
-            Status::Paused
-        } else if self.caught_up.load(Ordering::Acquire) {
-            Status::Running
-        } else {
-            Status::CatchingUp
-        };
+        let position = self.life.position();
         let c = self.checkpoint();
         ReactorStatus {
             name: self.name.clone(),
             spec: self.spec.clone(),
-            status,
+            status: self.life.status(),
             position,
             head,
             lag: head.saturating_sub(position),
@@ -136,7 +109,7 @@ impl Worker {
             appended: c.appended,
             commands: c.commands,
             delivered: c.delivered,
-            last_error: failure,
+            last_error: self.life.failure(),
         }
     }
 }
@@ -229,12 +202,11 @@ impl Reactors {
             if let Some(cp) = cp {
                 w.restore(cp);
             }
-            w.paused.store(record.paused, Ordering::Release);
-            *w.failure.lock().expect("failure lock") =
-                record.failure.or(load_failure.map(|message| Failure {
-                    position: 0,
-                    message,
-                }));
+            let failure = record.failure.or(load_failure.map(|message| Failure {
+                position: 0,
+                message,
+            }));
+            w.life.restore(record.paused, failure);
             Shared::start(&shared, &w);
             shared
                 .workers
@@ -260,11 +232,10 @@ impl Reactors {
                 return Ok(PutOutcome::Unchanged);
             }
             outcome = PutOutcome::Replaced;
-            old.halt();
-            old.join();
+            old.life.halt();
+            old.life.join();
             w.restore(old.checkpoint());
-            w.paused
-                .store(old.paused.load(Ordering::Acquire), Ordering::Release);
+            w.life.restore(old.life.is_paused(), None);
         }
         sh.save(name, &w)?;
         Shared::start(sh, &w);
@@ -295,19 +266,16 @@ impl Reactors {
     /// Pauses a reactor.
     pub fn pause(&self, name: &str) -> Result<(), EngineError> {
         let w = self.get(name)?;
-        w.paused.store(true, Ordering::Release);
+        w.life.set_paused(true);
         self.shared.save(name, &w)?;
-        w.changed.notify(usize::MAX);
         Ok(())
     }
 
     /// Resumes a paused or failed reactor (a failed one retries the event it failed on).
     pub fn resume(&self, name: &str) -> Result<(), EngineError> {
         let w = self.get(name)?;
-        w.paused.store(false, Ordering::Release);
-        *w.failure.lock().expect("failure lock") = None;
+        w.life.set_paused(false);
         self.shared.save(name, &w)?;
-        w.changed.notify(usize::MAX);
         Ok(())
     }
 
@@ -319,8 +287,8 @@ impl Reactors {
                 .remove(name)
                 .ok_or_else(|| EngineError::ReactorNotFound(name.to_owned()))?
         };
-        w.halt();
-        w.join();
+        w.life.halt();
+        w.life.join();
         let mut txn = self.shared.db.write(Durability::Immediate)?;
         txn.remove(CatalogTable::Reactors, name)?;
         txn.remove_reactor_checkpoint(name)?;
@@ -348,12 +316,10 @@ impl Reactors {
             .cloned()
             .collect();
         for w in &workers {
-            w.halt();
+            w.life.halt();
         }
         for w in &workers {
-            w.join();
+            w.life.join();
         }
     }
 }
-
-impl Shared {}

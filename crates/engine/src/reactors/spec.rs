@@ -5,6 +5,7 @@ use super::*;
 /// A reactor's definition.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReactorSpec {
     /// Module id, exporting `react`.
     pub module: String,
@@ -47,6 +48,7 @@ impl Default for SinkPolicy {
 
 /// `GET /v1/reactors/{name}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReactorStatus {
     /// Name.
     pub name: String,

@@ -24,14 +24,8 @@ impl Shared {
             spec: spec.clone(),
             selector,
             module: RwLock::new(module),
-            position: AtomicU64::new(0),
             counters: Default::default(),
-            caught_up: AtomicBool::new(false),
-            paused: AtomicBool::new(false),
-            stop: AtomicBool::new(false),
-            failure: Mutex::new(None),
-            changed: Notify::new(),
-            handle: Mutex::new(None),
+            life: Lifecycle::default(),
         }))
     }
 
@@ -39,8 +33,8 @@ impl Shared {
     pub(crate) fn save(&self, name: &str, w: &Worker) -> Result<(), EngineError> {
         let record = Record {
             spec: w.spec.clone(),
-            paused: w.paused.load(Ordering::Acquire),
-            failure: w.failure.lock().expect("failure lock").clone(),
+            paused: w.life.is_paused(),
+            failure: w.life.failure(),
         };
         let json = serde_json::to_vec(&record).expect("a record serializes");
         let mut txn = self.db.write(Durability::Immediate)?;
@@ -53,47 +47,37 @@ impl Shared {
     pub(crate) fn start(shared: &Arc<Shared>, w: &Arc<Worker>) {
         let sh = shared.clone();
         let worker = w.clone();
-        let handle = std::thread::Builder::new()
-            .name(format!("loom-reactor-{}", w.name))
-            .spawn(move || sh.run(&worker))
-            .expect("spawning a reactor worker");
-        *w.handle.lock().expect("handle lock") = Some(handle);
+        w.life
+            .spawn(format!("loom-reactor-{}", w.name), move || sh.run(&worker));
     }
 
     pub(crate) fn run(&self, w: &Worker) {
-        while !w.stop.load(Ordering::Acquire) {
-            let idle = w.paused.load(Ordering::Acquire)
-                || w.failure.lock().expect("failure lock").is_some();
-            if idle {
-                let l = w.changed.listen();
-                if w.stop.load(Ordering::Acquire) {
-                    break;
-                }
-                let _ = l.wait_timeout(Duration::from_millis(500));
+        while !w.life.stopping() {
+            if w.life.idle() {
                 continue;
             }
             let head = self.ledger.head();
-            let position = w.position.load(Ordering::Acquire);
+            let position = w.life.position();
             if position >= head {
-                w.caught_up.store(true, Ordering::Release);
+                w.life.reach_head();
                 self.ledger
                     .wait_for(position + 1, Duration::from_millis(250));
                 continue;
             }
             if let Err((at, message)) = self.step(w, head) {
-                if w.stop.load(Ordering::Acquire) {
+                if w.life.stopping() {
                     // Interrupted by a shutdown, not a failure: the event is retried next time.
                     break;
                 }
                 tracing::warn!(reactor = %w.name, position = at, %message, "reactor failed");
-                *w.failure.lock().expect("failure lock") = Some(Failure {
+                w.life.fail(Failure {
                     position: at,
                     message,
                 });
                 if let Err(e) = self.save(&w.name, w) {
                     tracing::error!(reactor = %w.name, error = %e, "saving reactor status failed");
                 }
-                w.changed.notify(usize::MAX);
+                w.life.notify();
             }
         }
     }
@@ -102,7 +86,7 @@ impl Shared {
     /// failure is reported). Effects are idempotent, so a crash between an effect and the
     /// checkpoint only repeats it harmlessly.
     pub(crate) fn step(&self, w: &Worker, head: u64) -> Result<(), (u64, String)> {
-        let position = w.position.load(Ordering::Acquire);
+        let position = w.life.position();
         let events = self
             .ledger
             .read(&w.selector, ReadOptions::after(position, BATCH))
@@ -115,26 +99,26 @@ impl Shared {
         let mut result = Ok(());
         let own = own_source(&w.name);
         for e in &events {
-            if w.stop.load(Ordering::Acquire) || w.paused.load(Ordering::Acquire) {
+            if w.life.interrupted() {
                 break;
             }
             if !w.spec.react_to_own && e.event.source == own {
-                w.position.store(e.position, Ordering::Release);
+                w.life.set_position(e.position);
                 continue;
             }
             if let Err(message) = self.react(w, e) {
                 result = Err((e.position, message));
                 break;
             }
-            w.position.store(e.position, Ordering::Release);
+            w.life.set_position(e.position);
         }
-        if result.is_ok() && !w.stop.load(Ordering::Acquire) && !w.paused.load(Ordering::Acquire) {
+        if result.is_ok() && !w.life.interrupted() {
             if covered >= head {
-                w.caught_up.store(true, Ordering::Release);
+                w.life.reach_head();
             }
-            w.position.store(covered, Ordering::Release);
+            w.life.set_position(covered);
         }
-        if w.position.load(Ordering::Acquire) != position {
+        if w.life.position() != position {
             self.save_checkpoint(w)
                 .map_err(|e| (position + 1, e.to_string()))?;
         }

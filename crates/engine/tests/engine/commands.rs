@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use loom_engine::{
     DeciderSpec, Engine, EngineConfig, EngineError, ReactorSpec, SinkPolicy, Status,
 };
-use loom_ledger::{EntitySpec, Ledger, LedgerOptions, ReadOptions, Selector};
+use loom_ledger::{Ledger, LedgerOptions, ReadOptions, Selector};
 use serde_json::{Value, json};
 
 struct Fixture {
@@ -42,10 +42,8 @@ fn fixture() -> Fixture {
 /// Registers the entities with the examples' own registration files (closed, with schemas),
 /// so every event the example deciders and reactors produce is checked against them.
 fn register_examples(ledger: &Ledger) {
-    for (entity, example) in [("cart", "cart"), ("account", "bank"), ("order", "checkout")] {
-        let path = loom_testkit::workspace_root().join(format!("examples/{example}/entity.json"));
-        let spec: EntitySpec = serde_json::from_slice(&std::fs::read(&path).unwrap())
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    for (entity, example) in loom_testkit::EXAMPLE_ENTITIES {
+        let spec = loom_testkit::example_entity(example);
         assert!(!spec.open);
         ledger.put_entity(entity, spec).unwrap();
     }

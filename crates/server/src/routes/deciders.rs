@@ -32,12 +32,12 @@ pub(crate) fn router() -> Router<AppState> {
 #[utoipa::path(
     put, path = "/v1/deciders/{entity}", tag = "deciders",
     params(("entity" = String, Path, description = "The entity whose streams the decider decides for")),
-    request_body(content = crate::openapi::DeciderSpecSchema, content_type = "application/json"),
+    request_body(content = loom_engine::DeciderSpec, content_type = "application/json"),
     responses(
-        (status = 201, description = "Bound", body = crate::openapi::DeciderSchema),
-        (status = 200, description = "Rebound to another module, or the same binding was in place", body = crate::openapi::DeciderSchema),
-        (status = 400, description = "Malformed body", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid entity, unknown module, module without evolve or decide", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 201, description = "Bound", body = loom_engine::DeciderRecord),
+        (status = 200, description = "Rebound to another module, or the same binding was in place", body = loom_engine::DeciderRecord),
+        (status = 400, description = "Malformed body", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid entity, unknown module, module without evolve or decide", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["admin"]), ())
 )]
@@ -78,7 +78,7 @@ pub(crate) async fn deciders_put(
 /// Every decider binding.
 #[utoipa::path(
     get, path = "/v1/deciders", tag = "deciders",
-    responses((status = 200, description = "Bindings, by entity", body = Vec<crate::openapi::DeciderSchema>)),
+    responses((status = 200, description = "Bindings, by entity", body = Vec<loom_engine::DeciderRecord>)),
     security(("bearer" = ["reader"]), ())
 )]
 pub(crate) async fn deciders_list(
@@ -96,8 +96,8 @@ pub(crate) async fn deciders_list(
     get, path = "/v1/deciders/{entity}", tag = "deciders",
     params(("entity" = String, Path, description = "Entity")),
     responses(
-        (status = 200, description = "The binding", body = crate::openapi::DeciderSchema),
-        (status = 404, description = "No decider for this entity", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The binding", body = loom_engine::DeciderRecord),
+        (status = 404, description = "No decider for this entity", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["reader"]), ())
 )]
@@ -124,7 +124,7 @@ pub(crate) async fn deciders_get(
     params(("entity" = String, Path, description = "Entity")),
     responses(
         (status = 204, description = "Unbound"),
-        (status = 404, description = "No decider for this entity", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No decider for this entity", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["admin"]), ())
 )]
@@ -154,11 +154,11 @@ pub(crate) async fn deciders_delete(
     ),
     request_body(description = "The command, as JSON (the decider's own format)", content((Object = "application/json"))),
     responses(
-        (status = 200, description = "Decided and appended (or a duplicate of an earlier run)", body = crate::openapi::CommandOutcomeSchema),
-        (status = 400, description = "Malformed command JSON, key or Idempotency-Key", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No decider for this entity", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The stream kept changing; every retry conflicted", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The decider rejected the command (its message is the detail; nothing was written), or its events broke the registry", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "Decided and appended (or a duplicate of an earlier run)", body = loom_engine::CommandOutcome),
+        (status = 400, description = "Malformed command JSON, key or Idempotency-Key", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
+        (status = 404, description = "No decider for this entity", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
+        (status = 409, description = "The stream kept changing; every retry conflicted", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
+        (status = 422, description = "The decider rejected the command (its message is the detail; nothing was written), or its events broke the registry", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["writer"]), ())
 )]

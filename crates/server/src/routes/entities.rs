@@ -22,12 +22,12 @@ pub(crate) fn router() -> Router<AppState> {
 #[utoipa::path(
     put, path = "/v1/entities/{entity}", tag = "entities",
     params(("entity" = String, Path, description = "Entity name: 1-128 ASCII letters, digits, '_', '-', '.'")),
-    request_body(content = crate::openapi::EntitySpecSchema, content_type = "application/json"),
+    request_body(content = loom_core::EntitySpec, content_type = "application/json"),
     responses(
-        (status = 201, description = "Registered", body = crate::openapi::EntitySpecSchema),
-        (status = 200, description = "Registration replaced", body = crate::openapi::EntitySpecSchema),
-        (status = 400, description = "Malformed body", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid name or JSON Schema", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 201, description = "Registered", body = loom_core::EntitySpec),
+        (status = 200, description = "Registration replaced", body = loom_core::EntitySpec),
+        (status = 400, description = "Malformed body", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid name or JSON Schema", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["admin"]), ())
 )]
@@ -54,8 +54,8 @@ pub(crate) async fn entities_put(
     get, path = "/v1/entities/{entity}", tag = "entities",
     params(("entity" = String, Path, description = "Entity name")),
     responses(
-        (status = 200, description = "The registration", body = crate::openapi::EntitySpecSchema),
-        (status = 404, description = "Not registered", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The registration", body = loom_core::EntitySpec),
+        (status = 404, description = "Not registered", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["reader"]), ())
 )]
@@ -76,7 +76,7 @@ pub(crate) async fn entities_get(
 #[utoipa::path(
     get, path = "/v1/entities", tag = "entities",
     responses(
-        (status = 200, description = "Registrations by entity name", body = std::collections::BTreeMap<String, crate::openapi::EntitySpecSchema>),
+        (status = 200, description = "Registrations by entity name", body = std::collections::BTreeMap<String, loom_core::EntitySpec>),
     ),
     security(("bearer" = ["reader"]), ())
 )]

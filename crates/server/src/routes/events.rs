@@ -80,18 +80,18 @@ async fn append(state: &AppState, req: AppendRequest) -> Result<Response, ApiErr
         description = "any | none | exists | <n>; all events must share one subject")),
     request_body(description = "One event (structured mode), an array of events (batch mode), or the data with ce-* headers (binary mode)",
         content(
-            (crate::openapi::CloudEvent = "application/cloudevents+json"),
-            (Vec<crate::openapi::CloudEvent> = "application/cloudevents-batch+json"),
+            (loom_core::Event = "application/cloudevents+json"),
+            (Vec<loom_core::Event> = "application/cloudevents-batch+json"),
             (String = "*/*"),
         )),
     responses(
-        (status = 201, description = "Appended", body = crate::openapi::AppendResponse),
-        (status = 200, description = "Every event was stored before with the same content (idempotent retry)", body = crate::openapi::AppendResponse),
-        (status = 400, description = "Malformed body or header", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Expected revision or identity conflict", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not a CloudEvents content mode", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid event, or refused by the registry", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 201, description = "Appended", body = loom_core::AppendOutcome),
+        (status = 200, description = "Every event was stored before with the same content (idempotent retry)", body = loom_core::AppendOutcome),
+        (status = 400, description = "Malformed body or header", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
+        (status = 409, description = "Expected revision or identity conflict", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
+        (status = 415, description = "Not a CloudEvents content mode", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid event, or refused by the registry", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["writer"]), ())
 )]
@@ -123,11 +123,16 @@ pub(crate) async fn events_post(
     append(&state, req).await
 }
 
-/// The body of `POST /v1/append`.
-#[derive(Debug, Deserialize)]
+/// The body of `POST /v1/append`: events (any streams) and the conditions under which they
+/// are appended, all or none.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AppendBody {
+pub(crate) struct AppendBody {
+    /// The events, appended in this order; each is parsed as a CloudEvent on its own so that
+    /// an error names its index.
+    #[schema(value_type = Vec<loom_core::Event>, min_items = 1)]
     events: Vec<Box<RawValue>>,
+    /// All must hold, or nothing is written.
     #[serde(default)]
     conditions: Conditions,
 }
@@ -136,13 +141,13 @@ struct AppendBody {
 /// `fail_if_events_match` selector (optionally only `after` a position).
 #[utoipa::path(
     post, path = "/v1/append", tag = "events",
-    request_body(content = crate::openapi::AppendBody, content_type = "application/json"),
+    request_body(content = crate::routes::events::AppendBody, content_type = "application/json"),
     responses(
-        (status = 201, description = "Appended", body = crate::openapi::AppendResponse),
-        (status = 200, description = "Idempotent retry of a stored batch", body = crate::openapi::AppendResponse),
-        (status = 400, description = "Malformed body", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "A condition failed: the problem names stream, expected and actual, or the conflicting positions", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid event, registry refusal, or invalid selector", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 201, description = "Appended", body = loom_core::AppendOutcome),
+        (status = 200, description = "Idempotent retry of a stored batch", body = loom_core::AppendOutcome),
+        (status = 400, description = "Malformed body", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
+        (status = 409, description = "A condition failed: the problem names stream, expected and actual, or the conflicting positions", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid event, registry refusal, or invalid selector", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["writer"]), ())
 )]
@@ -184,16 +189,16 @@ pub(crate) async fn events_append(
 /// `limit`, or to the head at the time of the request).
 #[utoipa::path(
     get, path = "/v1/events", tag = "events",
-    params(crate::openapi::ListParams),
+    params(crate::params::ListParams),
     responses(
         (status = 200, description = "Stored events",
             content(
-                (Vec<crate::openapi::StoredCloudEvent> = "application/cloudevents-batch+json"),
+                (Vec<loom_core::StoredEvent> = "application/cloudevents-batch+json"),
                 (String = "application/x-ndjson"),
             ),
             headers(("Link" = String, description = "rel=\"next\": the next page"))),
-        (status = 400, description = "Bad parameter", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid selector", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Bad parameter", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid selector", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["reader"]), ())
 )]
@@ -203,20 +208,7 @@ pub(crate) async fn events_list(
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let params = Params::parse(
-        &uri,
-        &[
-            "after",
-            "before",
-            "limit",
-            "backwards",
-            "subject",
-            "entity",
-            "type",
-            "data",
-            "meta",
-        ],
-    )?;
+    let params = Params::parse(&uri, crate::params::LIST)?;
     let selector = params.selector()?;
     list(&state, "/v1/events", &params, &headers, selector).await
 }
@@ -228,17 +220,17 @@ pub(crate) async fn events_list(
 /// `Link` header names the next page's query string (POST the same body to it).
 #[utoipa::path(
     post, path = "/v1/events/query", tag = "events",
-    params(crate::openapi::PageParams),
-    request_body(content = crate::openapi::SelectorSchema, content_type = "application/json"),
+    params(crate::params::PageParams),
+    request_body(content = loom_core::Selector, content_type = "application/json"),
     responses(
         (status = 200, description = "Stored events",
             content(
-                (Vec<crate::openapi::StoredCloudEvent> = "application/cloudevents-batch+json"),
+                (Vec<loom_core::StoredEvent> = "application/cloudevents-batch+json"),
                 (String = "application/x-ndjson"),
             ),
             headers(("Link" = String, description = "rel=\"next\": the next page"))),
-        (status = 400, description = "Malformed selector or parameter", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid selector (JSONPath, entity)", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed selector or parameter", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid selector (JSONPath, entity)", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["reader"]), ())
 )]
@@ -249,7 +241,7 @@ pub(crate) async fn events_query(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let params = Params::parse(&uri, &["after", "before", "limit", "backwards"])?;
+    let params = Params::parse(&uri, crate::params::PAGE)?;
     let bytes = read_body(&state, &headers, body).await?;
     let selector: Selector = if bytes.iter().all(u8::is_ascii_whitespace) {
         Selector::all()
@@ -417,8 +409,8 @@ fn parse_position(text: &str) -> Result<u64, ApiError> {
         ("mode" = Option<String>, Query, description = "structured (default) or binary")),
     responses(
         (status = 200, description = "The event (structured mode; in binary mode attributes are ce-* headers and the body is the data)",
-            body = crate::openapi::StoredCloudEvent, content_type = "application/cloudevents+json"),
-        (status = 404, description = "No event at that position", body = crate::openapi::Problem, content_type = "application/problem+json"),
+            body = loom_core::StoredEvent, content_type = "application/cloudevents+json"),
+        (status = 404, description = "No event at that position", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["reader"]), ())
 )]
@@ -471,9 +463,9 @@ pub(crate) fn one_event(event: &StoredEvent, binary: bool) -> Result<Response, A
         ("id" = String, Query, description = "The event's id"),
         ("mode" = Option<String>, Query, description = "structured (default) or binary")),
     responses(
-        (status = 200, description = "The event", body = crate::openapi::StoredCloudEvent, content_type = "application/cloudevents+json"),
-        (status = 400, description = "source or id missing", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such event", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The event", body = loom_core::StoredEvent, content_type = "application/cloudevents+json"),
+        (status = 400, description = "source or id missing", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
+        (status = 404, description = "No such event", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["reader"]), ())
 )]

@@ -28,11 +28,11 @@ pub(crate) fn router() -> Router<AppState> {
     post, path = "/v1/modules", tag = "modules",
     request_body(description = "The module's wasm bytes", content((String = "application/wasm"))),
     responses(
-        (status = 201, description = "Stored", body = crate::openapi::ModuleSchema,
+        (status = 201, description = "Stored", body = loom_engine::ModuleRecord,
             headers(("Location" = String, description = "/v1/modules/{id}"))),
-        (status = 200, description = "The same bytes were stored already (idempotent)", body = crate::openapi::ModuleSchema),
-        (status = 413, description = "Larger than the module size limit", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Not a module Loom runs: invalid wasm, wrong ABI version, forbidden import (e.g. WASI), bad export", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The same bytes were stored already (idempotent)", body = loom_engine::ModuleRecord),
+        (status = 413, description = "Larger than the module size limit", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
+        (status = 422, description = "Not a module Loom runs: invalid wasm, wrong ABI version, forbidden import (e.g. WASI), bad export", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["admin"]), ())
 )]
@@ -74,7 +74,7 @@ pub(crate) async fn modules_upload(
 #[utoipa::path(
     get, path = "/v1/modules", tag = "modules",
     responses(
-        (status = 200, description = "The modules", body = Vec<crate::openapi::ModuleSchema>),
+        (status = 200, description = "The modules", body = Vec<loom_engine::ModuleRecord>),
     ),
     security(("bearer" = ["reader"]), ())
 )]
@@ -93,8 +93,8 @@ pub(crate) async fn modules_list(
     get, path = "/v1/modules/{id}", tag = "modules",
     params(("id" = String, Path, description = "Module id, sha256:<hex>")),
     responses(
-        (status = 200, description = "The module", body = crate::openapi::ModuleSchema),
-        (status = 404, description = "No such module", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The module", body = loom_engine::ModuleRecord),
+        (status = 404, description = "No such module", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["reader"]), ())
 )]
@@ -126,8 +126,8 @@ fn not_stored(id: &str) -> String {
     params(("id" = String, Path, description = "Module id, sha256:<hex>")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 404, description = "No such module", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "In use; `users` names the users", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such module", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
+        (status = 409, description = "In use; `users` names the users", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["admin"]), ())
 )]

@@ -20,8 +20,6 @@ use crate::problem::ApiError;
 use crate::{AppState, json_response, read_body, require_json, to_json};
 
 /// Which state a read wants, from `at_position`, `at_time`, `min_position`, `timeout_ms`.
-const WHEN_PARAMS: [&str; 4] = ["at_position", "at_time", "min_position", "timeout_ms"];
-
 #[derive(Debug)]
 struct When {
     at: At,
@@ -161,9 +159,29 @@ fn check_json(bytes: &[u8], what: &str) -> Result<(), ApiError> {
         .map_err(|e| ApiError::ModuleFailed(format!("the module's {what} is not strict JSON: {e}")))
 }
 
-/// `{ "state": …, "position", "events_applied", "created_at", "updated_at" }`, with the
-/// state's JSON as the module produced it. States read from storage were checked to be JSON
-/// when they were committed; replayed ones (`validate`) are checked here.
+/// A state read's answer, as [`state_body`] writes it. The body is written by hand so that the
+/// state's JSON is copied as the module produced it, not parsed again; this type is what the
+/// OpenAPI document shows, and a test reads written bodies back into it.
+#[cfg_attr(test, derive(serde::Deserialize))]
+#[cfg_attr(test, serde(deny_unknown_fields))]
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct StateAnswer {
+    /// The state, as the module's `evolve` made it.
+    state: serde_json::Value,
+    /// The state includes every selected event up to this position.
+    position: u64,
+    /// Events folded into this state.
+    events_applied: u64,
+    /// Recorded time of the first event folded (RFC 3339; null: none).
+    created_at: Option<String>,
+    /// Recorded time of the last event folded (RFC 3339; null: none).
+    updated_at: Option<String>,
+}
+
+/// Writes a [`StateAnswer`], with the state's JSON as the module produced it. States read
+/// from storage were checked to be JSON when they were committed; replayed ones (`validate`)
+/// are checked here.
 fn state_body(view: &StateView, validate: bool) -> Result<Vec<u8>, ApiError> {
     if validate {
         check_json(&view.state, "state")?;
@@ -195,7 +213,7 @@ async fn state_answer(
     key: Option<String>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let params = Params::parse(uri, &WHEN_PARAMS)?;
+    let params = Params::parse(uri, crate::params::STATE)?;
     let when = when(&state, &params)?;
     let projections = state.engine().projections();
     let reached = match (when.at, when.min_position) {
@@ -225,13 +243,13 @@ async fn state_answer(
 /// or once the projection reached `min_position` (read-your-writes).
 #[utoipa::path(
     get, path = "/v1/projections/{name}/state", tag = "projections",
-    params(("name" = String, Path, description = "Projection name"), crate::openapi::StateParams),
+    params(("name" = String, Path, description = "Projection name"), crate::params::StateParams),
     responses(
-        (status = 200, description = "The state", body = crate::openapi::StateSchema),
-        (status = 400, description = "Bad or conflicting parameters", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such projection", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The projection is partitioned by stream, or the module failed replaying", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 504, description = "min_position not reached in time", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The state", body = crate::routes::projection_state::StateAnswer),
+        (status = 400, description = "Bad or conflicting parameters", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
+        (status = 404, description = "No such projection", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
+        (status = 422, description = "The projection is partitioned by stream, or the module failed replaying", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
+        (status = 504, description = "min_position not reached in time", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["reader"]), ())
 )]
@@ -251,13 +269,13 @@ pub(crate) async fn projections_state(
     params(("name" = String, Path, description = "Projection name"),
         ("entity" = String, Path, description = "The stream's entity"),
         ("key" = String, Path, description = "The stream's key; may contain '/'"),
-        crate::openapi::StateParams),
+        crate::params::StateParams),
     responses(
-        (status = 200, description = "The state", body = crate::openapi::StateSchema),
-        (status = 400, description = "Bad or conflicting parameters", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such projection, or no state for this stream (at that moment)", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The projection is `single`, or the module failed replaying", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 504, description = "min_position not reached in time", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The state", body = crate::routes::projection_state::StateAnswer),
+        (status = 400, description = "Bad or conflicting parameters", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
+        (status = 404, description = "No such projection, or no state for this stream (at that moment)", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
+        (status = 422, description = "The projection is `single`, or the module failed replaying", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
+        (status = 504, description = "min_position not reached in time", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["reader"]), ())
 )]
@@ -280,8 +298,8 @@ pub(crate) async fn projections_state_key(
     responses(
         (status = 200, description = "Keys (`{entity}/{key}`)", body = Vec<String>,
             headers(("Link" = String, description = "rel=\"next\": the next page"))),
-        (status = 404, description = "No such projection", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A `single` projection has no keys", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such projection", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
+        (status = 422, description = "A `single` projection has no keys", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["reader"]), ())
 )]
@@ -398,8 +416,8 @@ async fn query_answer(
     request_body(description = "Query parameters for the module (JSON)", content((Object = "application/json"))),
     responses(
         (status = 200, description = "The module's answer", body = Object),
-        (status = 404, description = "No such projection", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "No query export, wrong partition, or the module refused the parameters", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such projection", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
+        (status = 422, description = "No query export, wrong partition, or the module refused the parameters", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["reader"]), ())
 )]
@@ -425,8 +443,8 @@ pub(crate) async fn projections_query(
     request_body(description = "Query parameters for the module (JSON)", content((Object = "application/json"))),
     responses(
         (status = 200, description = "The module's answer", body = Object),
-        (status = 404, description = "No such projection or no state for the stream", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "No query export, wrong partition, or the module refused the parameters", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such projection or no state for the stream", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
+        (status = 422, description = "No query export, wrong partition, or the module refused the parameters", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["reader"]), ())
 )]
@@ -447,4 +465,31 @@ pub(crate) async fn projections_query_key(
         Some(format!("{entity}/{key}")),
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_written_state_body_is_a_state_answer() {
+        for (created, updated) in [(None, None), (Some(1), Some(1_700_000_000_123_456))] {
+            let view = StateView {
+                state: br#"{"items":[1,2],"note":"\u00e9"}"#.to_vec(),
+                position: 7,
+                events_applied: 2,
+                created_micros: created,
+                updated_micros: updated,
+            };
+            let body = state_body(&view, true).unwrap();
+            let answer: StateAnswer = serde_json::from_slice(&body).unwrap();
+            assert_eq!(
+                answer.state,
+                serde_json::json!({"items": [1, 2], "note": "é"})
+            );
+            assert_eq!((answer.position, answer.events_applied), (7, 2));
+            assert_eq!(answer.created_at.is_some(), created.is_some());
+            assert_eq!(answer.updated_at, updated.map(loom_ledger::format_time),);
+        }
+    }
 }

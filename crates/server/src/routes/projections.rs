@@ -46,13 +46,13 @@ pub(crate) fn router() -> Router<AppState> {
 #[utoipa::path(
     put, path = "/v1/projections/{name}", tag = "projections",
     params(("name" = String, Path, description = "1-128 ASCII letters, digits, '_', '-', '.'")),
-    request_body(content = crate::openapi::ProjectionSpecSchema, content_type = "application/json"),
+    request_body(content = loom_engine::ProjectionSpec, content_type = "application/json"),
     responses(
-        (status = 201, description = "Created; catching up", body = crate::openapi::ProjectionStatusSchema),
-        (status = 200, description = "The same definition was in place", body = crate::openapi::ProjectionStatusSchema),
-        (status = 202, description = "Upgrading: the new generation builds in the background (see `next`)", body = crate::openapi::ProjectionStatusSchema),
-        (status = 400, description = "Malformed body", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid name, unknown module, module without evolve, invalid selector", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 201, description = "Created; catching up", body = loom_engine::ProjectionStatus),
+        (status = 200, description = "The same definition was in place", body = loom_engine::ProjectionStatus),
+        (status = 202, description = "Upgrading: the new generation builds in the background (see `next`)", body = loom_engine::ProjectionStatus),
+        (status = 400, description = "Malformed body", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid name, unknown module, module without evolve, invalid selector", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["admin"]), ())
 )]
@@ -85,7 +85,7 @@ pub(crate) async fn projections_put(
 /// Every projection's status.
 #[utoipa::path(
     get, path = "/v1/projections", tag = "projections",
-    responses((status = 200, description = "Statuses, by name", body = Vec<crate::openapi::ProjectionStatusSchema>)),
+    responses((status = 200, description = "Statuses, by name", body = Vec<loom_engine::ProjectionStatus>)),
     security(("bearer" = ["reader"]), ())
 )]
 pub(crate) async fn projections_list(
@@ -107,8 +107,8 @@ pub(crate) async fn projections_list(
     get, path = "/v1/projections/{name}", tag = "projections",
     params(("name" = String, Path, description = "Projection name")),
     responses(
-        (status = 200, description = "Status", body = crate::openapi::ProjectionStatusSchema),
-        (status = 404, description = "No such projection", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "Status", body = loom_engine::ProjectionStatus),
+        (status = 404, description = "No such projection", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["reader"]), ())
 )]
@@ -131,7 +131,7 @@ pub(crate) async fn projections_get(
     params(("name" = String, Path, description = "Projection name")),
     responses(
         (status = 204, description = "Deleted, state dropped"),
-        (status = 404, description = "No such projection", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such projection", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["admin"]), ())
 )]
@@ -171,8 +171,8 @@ async fn life_cycle(
     post, path = "/v1/projections/{name}/rebuild", tag = "projections",
     params(("name" = String, Path, description = "Projection name")),
     responses(
-        (status = 202, description = "Rebuilding", body = crate::openapi::ProjectionStatusSchema),
-        (status = 404, description = "No such projection", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 202, description = "Rebuilding", body = loom_engine::ProjectionStatus),
+        (status = 404, description = "No such projection", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["admin"]), ())
 )]
@@ -190,8 +190,8 @@ pub(crate) async fn projections_rebuild(
     post, path = "/v1/projections/{name}/pause", tag = "projections",
     params(("name" = String, Path, description = "Projection name")),
     responses(
-        (status = 200, description = "Paused", body = crate::openapi::ProjectionStatusSchema),
-        (status = 404, description = "No such projection", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "Paused", body = loom_engine::ProjectionStatus),
+        (status = 404, description = "No such projection", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["admin"]), ())
 )]
@@ -209,8 +209,8 @@ pub(crate) async fn projections_pause(
     post, path = "/v1/projections/{name}/resume", tag = "projections",
     params(("name" = String, Path, description = "Projection name")),
     responses(
-        (status = 200, description = "Resumed", body = crate::openapi::ProjectionStatusSchema),
-        (status = 404, description = "No such projection", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "Resumed", body = loom_engine::ProjectionStatus),
+        (status = 404, description = "No such projection", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["admin"]), ())
 )]

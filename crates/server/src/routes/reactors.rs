@@ -30,12 +30,12 @@ pub(crate) fn router() -> Router<AppState> {
 #[utoipa::path(
     put, path = "/v1/reactors/{name}", tag = "reactors",
     params(("name" = String, Path, description = "1-128 ASCII letters, digits, '_', '-', '.'")),
-    request_body(content = crate::openapi::ReactorSpecSchema, content_type = "application/json"),
+    request_body(content = loom_engine::ReactorSpec, content_type = "application/json"),
     responses(
-        (status = 201, description = "Created; reacting", body = crate::openapi::ReactorStatusSchema),
-        (status = 200, description = "Changed, or the same definition was in place", body = crate::openapi::ReactorStatusSchema),
-        (status = 400, description = "Malformed body", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid name, unknown module, module without react, invalid selector or sink", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 201, description = "Created; reacting", body = loom_engine::ReactorStatus),
+        (status = 200, description = "Changed, or the same definition was in place", body = loom_engine::ReactorStatus),
+        (status = 400, description = "Malformed body", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid name, unknown module, module without react, invalid selector or sink", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["admin"]), ())
 )]
@@ -73,7 +73,7 @@ pub(crate) async fn reactors_put(
 /// Every reactor's status.
 #[utoipa::path(
     get, path = "/v1/reactors", tag = "reactors",
-    responses((status = 200, description = "Statuses, by name", body = Vec<crate::openapi::ReactorStatusSchema>)),
+    responses((status = 200, description = "Statuses, by name", body = Vec<loom_engine::ReactorStatus>)),
     security(("bearer" = ["reader"]), ())
 )]
 pub(crate) async fn reactors_list(
@@ -92,8 +92,8 @@ pub(crate) async fn reactors_list(
     get, path = "/v1/reactors/{name}", tag = "reactors",
     params(("name" = String, Path, description = "Reactor name")),
     responses(
-        (status = 200, description = "Status", body = crate::openapi::ReactorStatusSchema),
-        (status = 404, description = "No such reactor", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "Status", body = loom_engine::ReactorStatus),
+        (status = 404, description = "No such reactor", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["reader"]), ())
 )]
@@ -116,7 +116,7 @@ pub(crate) async fn reactors_get(
     params(("name" = String, Path, description = "Reactor name")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 404, description = "No such reactor", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such reactor", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["admin"]), ())
 )]
@@ -138,8 +138,8 @@ pub(crate) async fn reactors_delete(
     post, path = "/v1/reactors/{name}/pause", tag = "reactors",
     params(("name" = String, Path, description = "Reactor name")),
     responses(
-        (status = 200, description = "Paused; the status", body = crate::openapi::ReactorStatusSchema),
-        (status = 404, description = "No such reactor", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "Paused; the status", body = loom_engine::ReactorStatus),
+        (status = 404, description = "No such reactor", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["admin"]), ())
 )]
@@ -157,8 +157,8 @@ pub(crate) async fn reactors_pause(
     post, path = "/v1/reactors/{name}/resume", tag = "reactors",
     params(("name" = String, Path, description = "Reactor name")),
     responses(
-        (status = 200, description = "Resumed; the status", body = crate::openapi::ReactorStatusSchema),
-        (status = 404, description = "No such reactor", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "Resumed; the status", body = loom_engine::ReactorStatus),
+        (status = 404, description = "No such reactor", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["admin"]), ())
 )]

@@ -79,10 +79,10 @@ async fn streams_dispatch(
         ("after_revision" = Option<u64>, Query, description = "Only revisions after this (default 0)"),
         ("limit" = Option<u64>, Query, description = "Most events (default 100)")),
     responses(
-        (status = 200, description = "The stream's events", body = Vec<crate::openapi::StoredCloudEvent>,
+        (status = 200, description = "The stream's events", body = Vec<loom_core::StoredEvent>,
             content_type = "application/cloudevents-batch+json",
             headers(("Link" = String, description = "rel=\"next\": the next page"))),
-        (status = 404, description = "The stream has no events", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "The stream has no events", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["reader"]), ())
 )]
@@ -131,13 +131,22 @@ pub(crate) async fn streams_read(
     Ok(response)
 }
 
+/// The answer of `…/revision`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct StreamRevision {
+    /// The stream, `{entity}/{key}`.
+    stream: String,
+    /// Its last event's revision; 0 when it has no events.
+    revision: u64,
+}
+
 /// A stream's current revision (0: no events yet), in O(1).
 #[utoipa::path(
     get, path = "/v1/streams/{entity}/{key}/revision", tag = "streams",
     params(("entity" = String, Path, description = "The entity"),
         ("key" = String, Path, description = "The stream key; may contain '/'")),
     responses(
-        (status = 200, description = "The revision", body = crate::openapi::StreamRevision),
+        (status = 200, description = "The revision", body = crate::routes::streams::StreamRevision),
     ),
     security(("bearer" = ["reader"]), ())
 )]
@@ -154,7 +163,10 @@ pub(crate) async fn streams_revision(
             .blocking(move |l| Ok(l.stream_revision(&subject)?))
             .await?
     };
-    let body = serde_json::to_vec(&serde_json::json!({ "stream": subject, "revision": revision }))
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let body = serde_json::to_vec(&StreamRevision {
+        stream: subject,
+        revision,
+    })
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(json_response(StatusCode::OK, "application/json", body))
 }

@@ -41,12 +41,12 @@ pub(crate) fn router() -> Router<AppState> {
 /// JSON. Comments (`: heartbeat`) are sent while idle.
 #[utoipa::path(
     get, path = "/v1/subscribe", tag = "subscribe",
-    params(crate::openapi::SubscribeParams,
+    params(crate::params::SubscribeParams,
         ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this position (takes precedence over after)")),
     responses(
         (status = 200, description = "An event stream", content_type = "text/event-stream", body = String),
-        (status = 400, description = "Bad parameter", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid selector", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Bad parameter", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid selector", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["reader"]), ())
 )]
@@ -56,10 +56,7 @@ pub(crate) async fn subscribe_events(
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    let params = Params::parse(
-        &uri,
-        &["after", "subject", "entity", "type", "data", "meta"],
-    )?;
+    let params = Params::parse(&uri, crate::params::SUBSCRIBE)?;
     let selector = Arc::new(params.selector()?.compile()?);
     let mut after = params.u64("after")?.unwrap_or(0);
     if let Some(last) = headers.get("last-event-id") {

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use loom_engine::{EngineConfig, SinkPolicy};
-use loom_ledger::EntitySpec;
 use loom_server::{Config, Role, Token};
 use serde_json::{Value, json};
 
@@ -30,9 +29,8 @@ fn engine_config() -> EngineConfig {
 /// A server with `cart`, `account` and `order` registered from the examples' files.
 async fn server(config: Config) -> Server {
     let s = Server::start_with(config, engine_config()).await;
-    for (entity, example) in [("cart", "cart"), ("account", "bank"), ("order", "checkout")] {
-        let path = loom_testkit::workspace_root().join(format!("examples/{example}/entity.json"));
-        let spec: EntitySpec = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    for (entity, example) in loom_testkit::EXAMPLE_ENTITIES {
+        let spec = loom_testkit::example_entity(example);
         assert!(!spec.open, "{entity} is a closed registration");
         s.state.ledger().put_entity(entity, spec).unwrap();
     }

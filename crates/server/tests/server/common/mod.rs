@@ -25,6 +25,10 @@ impl TestState {
     }
 }
 
+/// A small `cart` registration of its own, laxer than `examples/cart/entity.json`: these
+/// tests exercise the registry and the content modes (a type without a schema takes any data),
+/// not the cart example; the tests that run the example modules register the examples' own
+/// files (`loom_testkit::example_entity`).
 pub fn cart_spec() -> EntitySpec {
     let mut spec = EntitySpec::default();
     for ty in ["was_created", "had_item_removed", "was_checked_out"] {
