@@ -24,10 +24,10 @@ use loom_ledger::{Catalog, CatalogTable, Durability};
 use loom_runtime::{Entry, Module, Outcome, Runtime};
 use serde::{Deserialize, Serialize};
 
-use crate::EngineError;
 use crate::PutOutcome;
 use crate::modules::ModuleStore;
 use crate::state_cache::Cache;
+use crate::{CommandError, DefinitionError, Kind, StoreError};
 
 /// How many times a command is decided again after a revision conflict.
 pub const MAX_ATTEMPTS: usize = 32;
@@ -108,7 +108,7 @@ struct Bound {
 }
 
 impl Bound {
-    fn module(&self, modules: &ModuleStore) -> Result<Module, EngineError> {
+    fn module(&self, modules: &ModuleStore) -> Result<Module, DefinitionError> {
         if let Some(m) = self.module.read().expect("module lock").as_ref() {
             return Ok(m.clone());
         }
@@ -142,13 +142,13 @@ impl Deciders {
         ledger: Arc<Ledger>,
         runtime: Arc<Runtime>,
         modules: Arc<ModuleStore>,
-    ) -> Result<Deciders, EngineError> {
+    ) -> Result<Deciders, StoreError> {
         let db = ledger.catalog();
         let mut bound = BTreeMap::new();
         {
             for (_, v) in db.read()?.list(CatalogTable::Deciders)? {
                 let record: DeciderRecord = serde_json::from_slice(&v)
-                    .map_err(|e| EngineError::Corrupt(format!("decider record: {e}")))?;
+                    .map_err(|e| StoreError::Corrupt(format!("decider record: {e}")))?;
                 // A module that cannot be loaded now must not keep the server from starting.
                 let module = match modules
                     .load_with(&record.module, &[Entry::Evolve, Entry::Decide])
@@ -180,9 +180,9 @@ impl Deciders {
     }
 
     /// Binds a module to an entity. Returns true when it was new or changed.
-    pub fn put(&self, entity: &str, spec: DeciderSpec) -> Result<PutOutcome, EngineError> {
+    pub fn put(&self, entity: &str, spec: DeciderSpec) -> Result<PutOutcome, DefinitionError> {
         let _pin = self.modules.pin();
-        loom_ledger::check_entity_name(entity).map_err(EngineError::Invalid)?;
+        loom_ledger::check_entity_name(entity).map_err(DefinitionError::InvalidName)?;
         let module = self
             .modules
             .load_with(&spec.module, &[Entry::Evolve, Entry::Decide])?;
@@ -228,10 +228,10 @@ impl Deciders {
     }
 
     /// Unbinds a decider.
-    pub fn delete(&self, entity: &str) -> Result<(), EngineError> {
+    pub fn delete(&self, entity: &str) -> Result<(), DefinitionError> {
         let mut bound = self.bound.write().expect("deciders lock");
         if bound.remove(entity).is_none() {
-            return Err(EngineError::DeciderNotFound(entity.to_owned()));
+            return Err(DefinitionError::not_found(Kind::Decider, entity));
         }
         let mut txn = self.db.write(Durability::Immediate)?;
         txn.remove(CatalogTable::Deciders, entity)?;
@@ -256,23 +256,25 @@ impl Deciders {
         key: &str,
         command: &[u8],
         idempotency_key: Option<&str>,
-    ) -> Result<CommandOutcome, EngineError> {
+    ) -> Result<CommandOutcome, CommandError> {
         let bound = {
             let b = self.bound.read().expect("deciders lock");
             b.get(entity)
                 .cloned()
-                .ok_or_else(|| EngineError::DeciderNotFound(entity.to_owned()))?
+                .ok_or_else(|| CommandError::NoDecider(entity.to_owned()))?
         };
         if key.is_empty() {
-            return Err(EngineError::Invalid("a command needs a stream key".into()));
+            return Err(CommandError::Invalid("a command needs a stream key".into()));
         }
         if serde_json::from_slice::<serde::de::IgnoredAny>(command).is_err() {
-            return Err(EngineError::Invalid("the command is not valid JSON".into()));
+            return Err(CommandError::Invalid(
+                "the command is not valid JSON".into(),
+            ));
         }
         if let Some(k) = idempotency_key
             && (k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY || k.contains('/'))
         {
-            return Err(EngineError::Invalid(format!(
+            return Err(CommandError::Invalid(format!(
                 "an Idempotency-Key is 1-{MAX_IDEMPOTENCY_KEY} characters without '/'"
             )));
         }
@@ -291,13 +293,13 @@ impl Deciders {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         for attempt in 1..=MAX_ATTEMPTS {
             let (revision, state) = self.fold(entity, &bound, &subject)?;
-            let module = bound.module(&self.modules)?;
+            let module = bound.module(&self.modules).map_err(CommandError::Module)?;
             let decided =
                 self.runtime
                     .decide(&module, Some(&state), command, &subject, revision)?;
             let emitted = match decided {
                 Outcome::Rejected(r) => {
-                    return Err(EngineError::Rejected(crate::rejection_message(&r)));
+                    return Err(CommandError::Rejected(crate::rejection_message(&r)));
                 }
                 Outcome::Ok(out) => parse_decided(&out)?,
             };
@@ -373,14 +375,14 @@ impl Deciders {
                     continue;
                 }
                 Err(AppendError::Rejected(r)) => {
-                    return Err(EngineError::BadModuleOutput(format!(
+                    return Err(CommandError::BadModuleOutput(format!(
                         "the decider produced an event the registry refuses: {r}"
                     )));
                 }
-                Err(e) => return Err(EngineError::Append(e)),
+                Err(e) => return Err(CommandError::Append(e)),
             }
         }
-        Err(EngineError::Contention {
+        Err(CommandError::Contention {
             subject,
             attempts: MAX_ATTEMPTS,
         })
@@ -393,7 +395,7 @@ impl Deciders {
         subject: &str,
         key: &str,
         idem: &str,
-    ) -> Result<Option<CommandOutcome>, EngineError> {
+    ) -> Result<Option<CommandOutcome>, StoreError> {
         let mut events = Vec::new();
         for i in 0.. {
             let id = format!("{key}/{idem}/{i}");
@@ -430,7 +432,7 @@ impl Deciders {
         entity: &str,
         bound: &Bound,
         subject: &str,
-    ) -> Result<(u64, Vec<u8>), EngineError> {
+    ) -> Result<(u64, Vec<u8>), CommandError> {
         let cached = self
             .cache
             .lock()
@@ -441,7 +443,7 @@ impl Deciders {
             Some((r, s)) => (r, Some(s.as_ref().clone())),
             None => (0, None),
         };
-        let module = bound.module(&self.modules)?;
+        let module = bound.module(&self.modules).map_err(CommandError::Module)?;
         loop {
             let tail: Vec<StoredEvent> = self.ledger.read_stream(subject, revision, 5_000)?;
             let Some(last) = tail.last() else { break };
@@ -474,7 +476,7 @@ fn stripe(subject: &str) -> usize {
 }
 
 /// `decide`'s ok payload: `[{"type": …, "data": …}, …]`.
-fn parse_decided(out: &[u8]) -> Result<Vec<(String, serde_json::Value)>, EngineError> {
+fn parse_decided(out: &[u8]) -> Result<Vec<(String, serde_json::Value)>, CommandError> {
     #[derive(Deserialize)]
     struct Emitted {
         #[serde(rename = "type")]
@@ -484,26 +486,26 @@ fn parse_decided(out: &[u8]) -> Result<Vec<(String, serde_json::Value)>, EngineE
     }
     // The answer's size bounds the events' data: refuse a huge one before parsing it.
     if out.len() > MAX_COMMAND_BYTES + MAX_COMMAND_EVENTS * 64 {
-        return Err(EngineError::BadModuleOutput(format!(
+        return Err(CommandError::BadModuleOutput(format!(
             "decide returned {} bytes of events; a command may append at most \
              {MAX_COMMAND_BYTES} bytes of data",
             out.len()
         )));
     }
     let items: Vec<Emitted> = serde_json::from_slice(out).map_err(|e| {
-        EngineError::BadModuleOutput(format!(
+        CommandError::BadModuleOutput(format!(
             "decide returned something other than a list of events: {e}"
         ))
     })?;
     if items.len() > MAX_COMMAND_EVENTS {
-        return Err(EngineError::BadModuleOutput(format!(
+        return Err(CommandError::BadModuleOutput(format!(
             "decide returned {} events; a command may append at most {MAX_COMMAND_EVENTS}",
             items.len()
         )));
     }
     let bytes: usize = items.iter().map(|e| e.data.to_string().len()).sum();
     if bytes > MAX_COMMAND_BYTES {
-        return Err(EngineError::BadModuleOutput(format!(
+        return Err(CommandError::BadModuleOutput(format!(
             "decide returned {bytes} bytes of event data; a command may append at most \
              {MAX_COMMAND_BYTES}"
         )));
@@ -512,7 +514,7 @@ fn parse_decided(out: &[u8]) -> Result<Vec<(String, serde_json::Value)>, EngineE
         .into_iter()
         .map(|e| {
             if e.ty.is_empty() {
-                Err(EngineError::BadModuleOutput(format!(
+                Err(CommandError::BadModuleOutput(format!(
                     "decide returned an event without a type (data: {})",
                     e.data
                 )))

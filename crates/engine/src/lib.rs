@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 mod deciders;
+mod error;
 mod lifecycle;
 mod modules;
 mod projections;
@@ -20,13 +21,14 @@ mod state_cache;
 
 use std::sync::Arc;
 
-use loom_ledger::{Ledger, ReadError, SelectorError, StorageError};
-use loom_runtime::{CallError, ModuleError, Runtime, RuntimeConfig};
+use loom_ledger::Ledger;
+use loom_runtime::{Runtime, RuntimeConfig};
 
 pub use deciders::{
     CommandEvent, CommandOutcome, DeciderRecord, DeciderSpec, Deciders, MAX_COMMAND_BYTES,
     MAX_COMMAND_EVENTS,
 };
+pub use error::{CommandError, DefinitionError, EngineError, Kind, QueryError, StoreError};
 pub use lifecycle::{Failure, Status};
 pub use modules::{ModuleRecord, ModuleStore, Uploaded};
 pub use projections::{
@@ -62,99 +64,6 @@ impl Default for EngineConfig {
     }
 }
 
-/// Errors of the engine's operations.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum EngineError {
-    /// The module bytes were refused (invalid wasm, wrong ABI, forbidden import, …).
-    #[error("invalid module: {0}")]
-    InvalidModule(ModuleError),
-    /// No module with this id.
-    #[error("module {0} is not stored")]
-    ModuleNotFound(String),
-    /// The module lacks an entry point the use needs.
-    #[error("module {module} does not export {entry}")]
-    MissingExport {
-        /// The module.
-        module: String,
-        /// The missing entry point.
-        entry: &'static str,
-    },
-    /// The module is used and cannot be deleted.
-    #[error("module {id} is in use by {}", users.join(", "))]
-    ModuleInUse {
-        /// The module.
-        id: String,
-        /// What uses it (`projection cart`, …).
-        users: Vec<String>,
-    },
-    /// No projection with this name.
-    #[error("projection {0:?} does not exist")]
-    ProjectionNotFound(String),
-    /// No state for this key.
-    #[error("projection {name:?} has no state for {key:?}")]
-    KeyNotFound {
-        /// The projection.
-        name: String,
-        /// The key.
-        key: String,
-    },
-    /// A malformed name, spec or parameter.
-    #[error("{0}")]
-    Invalid(String),
-    /// A module answered something the host cannot use (a decider's events that are not
-    /// events, or that the registry refuses): the module's fault, not the caller's.
-    #[error("{0}")]
-    BadModuleOutput(String),
-    /// A malformed selector.
-    #[error(transparent)]
-    Selector(#[from] SelectorError),
-    /// A module call failed.
-    #[error(transparent)]
-    Call(#[from] CallError),
-    /// `min_position` was not reached in time.
-    #[error("projection {name:?} reached position {reached}, not {wanted}, within {waited_ms} ms")]
-    Timeout {
-        /// The projection.
-        name: String,
-        /// Position asked for.
-        wanted: u64,
-        /// Position reached.
-        reached: u64,
-        /// How long it waited.
-        waited_ms: u64,
-    },
-    /// No decider is bound to this entity.
-    #[error("no decider is bound to entity {0:?}")]
-    DeciderNotFound(String),
-    /// No reactor with this name.
-    #[error("reactor {0:?} does not exist")]
-    ReactorNotFound(String),
-    /// The decider refused the command (a domain rejection); nothing was written.
-    #[error("{0}")]
-    Rejected(String),
-    /// The stream kept changing: every attempt to append a decision conflicted.
-    #[error("stream {subject:?} changed under the command {attempts} times; try again")]
-    Contention {
-        /// The stream.
-        subject: String,
-        /// Attempts made.
-        attempts: usize,
-    },
-    /// Appending a decision failed.
-    #[error(transparent)]
-    Append(loom_ledger::AppendError),
-    /// Stored engine data is unreadable.
-    #[error("stored engine data is corrupt: {0}")]
-    Corrupt(String),
-    /// The storage engine failed.
-    #[error(transparent)]
-    Storage(#[from] StorageError),
-    /// A ledger read failed.
-    #[error(transparent)]
-    Read(#[from] ReadError),
-}
-
 /// What a definition's `put` did (projections, deciders, reactors).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -172,9 +81,9 @@ pub enum PutOutcome {
 
 /// Checks the name of a projection or reactor: the same rule as entity names (1-128 ASCII
 /// letters, digits, `_`, `-` or `.`), so every name is safe in a URL path segment.
-pub(crate) fn check_name(kind: &str, name: &str) -> Result<(), EngineError> {
+pub(crate) fn check_name(kind: &str, name: &str) -> Result<(), DefinitionError> {
     loom_ledger::check_new_name(name).map_err(|_| {
-        EngineError::Invalid(format!(
+        DefinitionError::InvalidName(format!(
             "{name:?} is not a valid {kind} name: use 1-128 ASCII letters, digits, '_', '-' or \
              '.', other than '.' and '..'"
         ))
@@ -204,7 +113,7 @@ impl Engine {
     /// Opens the engine's tables, loads projection definitions and starts their workers.
     pub fn open(ledger: Arc<Ledger>, config: EngineConfig) -> Result<Engine, EngineError> {
         let runtime = Arc::new(Runtime::new(config.runtime.clone()));
-        let modules = Arc::new(ModuleStore::new(ledger.catalog(), runtime.clone())?);
+        let modules = Arc::new(ModuleStore::new(ledger.catalog(), runtime.clone()));
         let projections =
             Projections::open(ledger.clone(), runtime.clone(), modules.clone(), &config)?;
         let deciders = Arc::new(Deciders::open(
@@ -260,7 +169,7 @@ impl Engine {
     }
 
     /// Deletes a module unless a projection, decider or reactor still names it.
-    pub fn delete_module(&self, id: &str) -> Result<(), EngineError> {
+    pub fn delete_module(&self, id: &str) -> Result<(), DefinitionError> {
         let _exclusive = self.modules.lock_for_delete();
         let mut users = self.projections.users_of(id);
         users.extend(self.deciders.users_of(id));

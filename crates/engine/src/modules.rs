@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use loom_ledger::{Catalog, CatalogTable, Durability};
-use loom_runtime::{Entry, Module, ModuleError, Runtime};
+use loom_runtime::{Entry, Module, Runtime};
 use serde::{Deserialize, Serialize};
 
-use crate::EngineError;
+use crate::{DefinitionError, StoreError};
 
 /// What the API says about a stored module.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,20 +46,20 @@ pub struct ModuleStore {
 }
 
 impl ModuleStore {
-    pub(crate) fn new(db: Catalog, runtime: Arc<Runtime>) -> Result<ModuleStore, EngineError> {
-        Ok(ModuleStore {
+    pub(crate) fn new(db: Catalog, runtime: Arc<Runtime>) -> ModuleStore {
+        ModuleStore {
             db,
             runtime,
             pins: std::sync::RwLock::new(()),
-        })
+        }
     }
 
     /// Validates and stores module bytes. The same bytes give the same id (idempotent).
-    pub fn upload(&self, bytes: &[u8]) -> Result<Uploaded, EngineError> {
+    pub fn upload(&self, bytes: &[u8]) -> Result<Uploaded, DefinitionError> {
         let module = self
             .runtime
             .compile(bytes)
-            .map_err(EngineError::InvalidModule)?;
+            .map_err(DefinitionError::InvalidModule)?;
         let info = module.info();
         if let Some(record) = self.get(&info.id)? {
             return Ok(Uploaded {
@@ -100,7 +100,7 @@ impl ModuleStore {
     }
 
     /// One module's record.
-    pub fn get(&self, id: &str) -> Result<Option<ModuleRecord>, EngineError> {
+    pub fn get(&self, id: &str) -> Result<Option<ModuleRecord>, StoreError> {
         match self.db.read()?.get(CatalogTable::Modules, id)? {
             Some(v) => Ok(Some(decode_record(&v)?)),
             None => Ok(None),
@@ -108,30 +108,30 @@ impl ModuleStore {
     }
 
     /// Every module, by id.
-    pub fn list(&self) -> Result<Vec<ModuleRecord>, EngineError> {
+    pub fn list(&self) -> Result<Vec<ModuleRecord>, StoreError> {
         let rows = self.db.read()?.list(CatalogTable::Modules)?;
         rows.iter().map(|(_, v)| decode_record(v)).collect()
     }
 
     /// The compiled module `id` (compiling the stored bytes if not cached).
-    pub fn load(&self, id: &str) -> Result<Module, EngineError> {
+    pub fn load(&self, id: &str) -> Result<Module, DefinitionError> {
         if let Some(m) = self.runtime.cached(id) {
             return Ok(m);
         }
         let Some(bytes) = self.db.read()?.get(CatalogTable::ModuleBytes, id)? else {
-            return Err(EngineError::ModuleNotFound(id.to_owned()));
+            return Err(DefinitionError::ModuleNotFound(id.to_owned()));
         };
         self.runtime
             .compile(&bytes)
-            .map_err(EngineError::InvalidModule)
+            .map_err(DefinitionError::InvalidModule)
     }
 
     /// Loads `id` and checks it exports `entries`.
-    pub fn load_with(&self, id: &str, entries: &[Entry]) -> Result<Module, EngineError> {
+    pub fn load_with(&self, id: &str, entries: &[Entry]) -> Result<Module, DefinitionError> {
         let m = self.load(id)?;
         for e in entries {
             if !m.exports(*e) {
-                return Err(EngineError::MissingExport {
+                return Err(DefinitionError::MissingExport {
                     module: id.to_owned(),
                     entry: e.name(),
                 });
@@ -141,9 +141,9 @@ impl ModuleStore {
     }
 
     /// Deletes a module nobody uses. `users` names what still uses it (409 when non-empty).
-    pub(crate) fn delete(&self, id: &str, users: Vec<String>) -> Result<(), EngineError> {
+    pub(crate) fn delete(&self, id: &str, users: Vec<String>) -> Result<(), DefinitionError> {
         if !users.is_empty() {
-            return Err(EngineError::ModuleInUse {
+            return Err(DefinitionError::ModuleInUse {
                 id: id.to_owned(),
                 users,
             });
@@ -157,19 +157,12 @@ impl ModuleStore {
         if existed {
             Ok(())
         } else {
-            Err(EngineError::ModuleNotFound(id.to_owned()))
+            Err(DefinitionError::ModuleNotFound(id.to_owned()))
         }
     }
 }
 
-fn decode_record(bytes: &[u8]) -> Result<ModuleRecord, EngineError> {
+fn decode_record(bytes: &[u8]) -> Result<ModuleRecord, StoreError> {
     serde_json::from_slice(bytes)
-        .map_err(|e| EngineError::Corrupt(format!("stored module record: {e}")))
-}
-
-/// Maps a runtime refusal to its HTTP-facing error.
-impl From<ModuleError> for EngineError {
-    fn from(e: ModuleError) -> Self {
-        EngineError::InvalidModule(e)
-    }
+        .map_err(|e| StoreError::Corrupt(format!("stored module record: {e}")))
 }

@@ -46,7 +46,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use loom_engine::{Engine, EngineError};
+use loom_engine::Engine;
 use loom_ledger::Ledger;
 use tokio::sync::watch;
 use tower_http::timeout::TimeoutLayer;
@@ -202,10 +202,10 @@ impl AppState {
     pub(crate) async fn engine_blocking<T, F>(&self, f: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
-        F: FnOnce(&Engine) -> Result<T, EngineError> + Send + 'static,
+        F: FnOnce(&Engine) -> Result<T, ApiError> + Send + 'static,
     {
         let engine = self.inner.engine.clone();
-        Ok(tokio::task::spawn_blocking(move || f(&engine)).await??)
+        tokio::task::spawn_blocking(move || f(&engine)).await?
     }
 }
 

@@ -2,7 +2,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use loom_engine::EngineError;
+use loom_engine::{CommandError, DefinitionError, EngineError, Kind, QueryError, StoreError};
 use loom_ledger::{
     AppendError, Conflict, InvalidEvent, ReadError, RegistryError, Rejection, SelectorError,
     StorageError,
@@ -368,25 +368,64 @@ impl From<RegistryError> for ApiError {
     }
 }
 
-impl From<EngineError> for ApiError {
-    fn from(e: EngineError) -> Self {
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
         match e {
-            EngineError::InvalidModule(m) => ApiError::InvalidModule(format!(
+            StoreError::Storage(s) => ApiError::Storage(s),
+            StoreError::Read(r) => r.into(),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// The 404 of a command on an entity without a decider, with how to bind one.
+fn no_decider(entity: &str) -> ApiError {
+    ApiError::NotFound(format!(
+        "no decider is bound to entity {entity:?}; bind one with PUT /v1/deciders/{entity}"
+    ))
+}
+
+impl From<DefinitionError> for ApiError {
+    fn from(e: DefinitionError) -> Self {
+        match e {
+            DefinitionError::NotFound {
+                kind: Kind::Decider,
+                name,
+            } => no_decider(&name),
+            e @ DefinitionError::NotFound { .. } => ApiError::NotFound(e.to_string()),
+            DefinitionError::InvalidName(m) | DefinitionError::InvalidSpec(m) => {
+                ApiError::InvalidProjection(m)
+            }
+            DefinitionError::Selector(s) => ApiError::Selector(s),
+            DefinitionError::InvalidModule(m) => ApiError::InvalidModule(format!(
                 "the module was refused and nothing was stored: {m}"
             )),
-            e @ EngineError::ModuleNotFound(_) => {
+            e @ DefinitionError::ModuleNotFound(_) => {
                 ApiError::NotFound(format!("{e}; upload it with POST /v1/modules"))
             }
-            e @ EngineError::MissingExport { .. } => ApiError::MissingExport(e.to_string()),
-            EngineError::ModuleInUse { id, users } => ApiError::ModuleInUse { id, users },
-            e @ (EngineError::ProjectionNotFound(_) | EngineError::KeyNotFound { .. }) => {
+            e @ DefinitionError::MissingExport { .. } => ApiError::MissingExport(e.to_string()),
+            DefinitionError::ModuleInUse { id, users } => ApiError::ModuleInUse { id, users },
+            DefinitionError::Store(s) => s.into(),
+            // Non-exhaustive: a variant not mapped yet is an internal error, logged.
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<QueryError> for ApiError {
+    fn from(e: QueryError) -> Self {
+        match e {
+            e @ (QueryError::NotFound(_) | QueryError::KeyNotFound { .. }) => {
                 ApiError::NotFound(e.to_string())
             }
-            EngineError::Invalid(m) => ApiError::InvalidProjection(m),
-            EngineError::Selector(s) => ApiError::Selector(s),
-            EngineError::Call(c) => ApiError::ModuleFailed(format!("the module failed: {c}")),
-            EngineError::BadModuleOutput(m) => ApiError::ModuleFailed(m),
-            e @ EngineError::Timeout {
+            QueryError::WrongPartition(m) => ApiError::InvalidProjection(m),
+            QueryError::Rejected(m) => {
+                ApiError::QueryRejected(format!("the module's query refused the parameters: {m}"))
+            }
+            QueryError::Module(d) => d.into(),
+            QueryError::Call(c) => ApiError::ModuleFailed(format!("the module failed: {c}")),
+            QueryError::BadModuleOutput(m) => ApiError::ModuleFailed(m),
+            e @ QueryError::Timeout {
                 wanted, reached, ..
             } => ApiError::WaitTimeout {
                 message: format!(
@@ -395,18 +434,36 @@ impl From<EngineError> for ApiError {
                 wanted,
                 reached,
             },
-            EngineError::Storage(s) => ApiError::Storage(s),
-            EngineError::Read(r) => r.into(),
-            e @ EngineError::Corrupt(_) => ApiError::Internal(e.to_string()),
-            EngineError::DeciderNotFound(entity) => ApiError::NotFound(format!(
-                "no decider is bound to entity {entity:?}; bind one with PUT /v1/deciders/{entity}"
-            )),
-            e @ EngineError::ReactorNotFound(_) => ApiError::NotFound(e.to_string()),
-            EngineError::Rejected(m) => ApiError::CommandRejected(m),
-            e @ EngineError::Contention { .. } => ApiError::Contention(e.to_string()),
-            EngineError::Append(a) => a.into(),
-            // EngineError is non-exhaustive: a variant not mapped yet is an internal error,
-            // logged.
+            QueryError::Store(s) => s.into(),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<CommandError> for ApiError {
+    fn from(e: CommandError) -> Self {
+        match e {
+            CommandError::NoDecider(entity) => no_decider(&entity),
+            CommandError::Invalid(m) => ApiError::BadRequest(m),
+            CommandError::Rejected(m) => ApiError::CommandRejected(m),
+            e @ CommandError::Contention { .. } => ApiError::Contention(e.to_string()),
+            CommandError::Module(d) => d.into(),
+            CommandError::Call(c) => ApiError::ModuleFailed(format!("the module failed: {c}")),
+            CommandError::BadModuleOutput(m) => ApiError::ModuleFailed(m),
+            CommandError::Append(a) => a.into(),
+            CommandError::Store(s) => s.into(),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Definition(d) => d.into(),
+            EngineError::Command(c) => c.into(),
+            EngineError::Query(q) => q.into(),
+            EngineError::Store(s) => s.into(),
             other => ApiError::Internal(other.to_string()),
         }
     }

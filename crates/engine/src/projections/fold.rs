@@ -36,10 +36,11 @@ impl Shared {
             })
             .map_err(EngineError::from)?
             .into_iter()
-            .collect::<Result<_, EngineError>>()?;
+            .collect::<Result<_, StoreError>>()
+            .map_err(EngineError::from)?;
         // Fold every group; many groups are folded on all cores (each call has its own
         // instance, so calls are independent).
-        let module = self.module_of(g).map_err(Fault::Engine)?;
+        let module = self.module_of(g).map_err(|e| Fault::Engine(e.into()))?;
         let folded = self.fold_groups(&module, &order, &groups, &previous);
         let mut written = Vec::with_capacity(order.len());
         let mut new_keys = 0u64;

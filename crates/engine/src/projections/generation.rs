@@ -22,7 +22,7 @@ impl Gen {
 
 impl Shared {
     /// The generation's module, loaded again if it could not be loaded at startup.
-    pub(super) fn module_of(&self, g: &Gen) -> Result<Module, EngineError> {
+    pub(super) fn module_of(&self, g: &Gen) -> Result<Module, DefinitionError> {
         if let Some(m) = g.module.read().expect("module lock").as_ref() {
             return Ok(m.clone());
         }
@@ -37,7 +37,7 @@ impl Shared {
         generation: u64,
         spec: &ProjectionSpec,
         pending: bool,
-    ) -> Result<Arc<Gen>, EngineError> {
+    ) -> Result<Arc<Gen>, DefinitionError> {
         let module = self.modules.load_with(&spec.module, &[Entry::Evolve])?;
         self.gen_with(name, generation, spec, pending, Some(module))
     }
@@ -49,7 +49,7 @@ impl Shared {
         spec: &ProjectionSpec,
         pending: bool,
         module: Option<Module>,
-    ) -> Result<Arc<Gen>, EngineError> {
+    ) -> Result<Arc<Gen>, DefinitionError> {
         let selector = spec.selector.compile()?;
         Ok(Arc::new(Gen {
             name: name.to_owned(),
@@ -72,7 +72,7 @@ impl Shared {
         generation: u64,
         spec: &ProjectionSpec,
         pending: bool,
-    ) -> Result<Arc<Gen>, EngineError> {
+    ) -> Result<Arc<Gen>, StoreError> {
         // A module that cannot be loaded now (e.g. the server's limits changed) must not keep
         // the server from starting: the generation starts failed, and `resume` tries again.
         let (module, failure) = match self.modules.load_with(&spec.module, &[Entry::Evolve]) {
@@ -90,7 +90,7 @@ impl Shared {
         };
         let g = match self.gen_with(name, generation, spec, pending, module) {
             Ok(g) => g,
-            Err(e) => return Err(EngineError::Corrupt(format!("projection {name:?}: {e}"))),
+            Err(e) => return Err(StoreError::Corrupt(format!("projection {name:?}: {e}"))),
         };
         g.life.restore(false, failure);
         if let Some(c) = self.db.read()?.projection_checkpoint(name, generation)? {
@@ -102,7 +102,7 @@ impl Shared {
     }
 
     /// Makes a caught-up pending generation the active one.
-    pub(super) fn swap(&self, g: &Arc<Gen>) -> Result<(), EngineError> {
+    pub(super) fn swap(&self, g: &Arc<Gen>) -> Result<(), StoreError> {
         let mut map = self.map.write().expect("map lock");
         let Some(proj) = map.get_mut(&g.name) else {
             return Ok(());

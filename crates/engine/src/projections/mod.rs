@@ -20,7 +20,7 @@ use loom_runtime::{CallError, Entry, Module, Outcome, Runtime};
 
 use crate::lifecycle::Lifecycle;
 use crate::modules::ModuleStore;
-use crate::{EngineConfig, EngineError, PutOutcome};
+use crate::{DefinitionError, EngineConfig, EngineError, Kind, PutOutcome, QueryError, StoreError};
 
 mod fold;
 mod generation;
@@ -112,12 +112,12 @@ impl Projections {
         runtime: Arc<Runtime>,
         modules: Arc<ModuleStore>,
         config: &EngineConfig,
-    ) -> Result<Projections, EngineError> {
+    ) -> Result<Projections, StoreError> {
         let db = ledger.catalog();
         let mut records = Vec::new();
         for (name, v) in db.read()?.list(CatalogTable::Projections)? {
             let record: Record = serde_json::from_slice(&v)
-                .map_err(|e| EngineError::Corrupt(format!("projection {name:?}: {e}")))?;
+                .map_err(|e| StoreError::Corrupt(format!("projection {name:?}: {e}")))?;
             records.push((name, record));
         }
         let shared = Arc::new(Shared {
@@ -160,7 +160,7 @@ impl Projections {
     }
 
     /// Creates or changes a projection.
-    pub fn put(&self, name: &str, spec: ProjectionSpec) -> Result<PutOutcome, EngineError> {
+    pub fn put(&self, name: &str, spec: ProjectionSpec) -> Result<PutOutcome, DefinitionError> {
         let _pin = self.shared.modules.pin();
         crate::check_name("projection", name)?;
         let sh = &self.shared;
@@ -237,12 +237,12 @@ impl Projections {
     }
 
     /// One projection's status.
-    pub fn status(&self, name: &str) -> Result<ProjectionStatus, EngineError> {
+    pub fn status(&self, name: &str) -> Result<ProjectionStatus, QueryError> {
         let head = self.shared.ledger.head();
         let map = self.shared.map.read().expect("map lock");
         let p = map
             .get(name)
-            .ok_or_else(|| EngineError::ProjectionNotFound(name.to_owned()))?;
+            .ok_or_else(|| QueryError::NotFound(name.to_owned()))?;
         Ok(status_of(name, p, head))
     }
 
@@ -260,29 +260,29 @@ impl Projections {
         users
     }
 
-    fn active(&self, name: &str) -> Result<Arc<Gen>, EngineError> {
+    fn active(&self, name: &str) -> Result<Arc<Gen>, QueryError> {
         let map = self.shared.map.read().expect("map lock");
         map.get(name)
             .map(|p| p.active.clone())
-            .ok_or_else(|| EngineError::ProjectionNotFound(name.to_owned()))
+            .ok_or_else(|| QueryError::NotFound(name.to_owned()))
     }
 
     /// Pauses a projection (both generations during an upgrade).
-    pub fn pause(&self, name: &str) -> Result<(), EngineError> {
+    pub fn pause(&self, name: &str) -> Result<(), DefinitionError> {
         self.set_paused(name, true)
     }
 
     /// Resumes a paused or failed projection; a failed one retries the failing event.
-    pub fn resume(&self, name: &str) -> Result<(), EngineError> {
+    pub fn resume(&self, name: &str) -> Result<(), DefinitionError> {
         self.set_paused(name, false)
     }
 
-    fn set_paused(&self, name: &str, paused: bool) -> Result<(), EngineError> {
+    fn set_paused(&self, name: &str, paused: bool) -> Result<(), DefinitionError> {
         let sh = &self.shared;
         let mut map = sh.map.write().expect("map lock");
         let proj = map
             .get_mut(name)
-            .ok_or_else(|| EngineError::ProjectionNotFound(name.to_owned()))?;
+            .ok_or_else(|| DefinitionError::not_found(Kind::Projection, name))?;
         let mut record = proj.record.clone();
         record.paused = paused;
         if !paused {
@@ -298,12 +298,12 @@ impl Projections {
     }
 
     /// Starts the projection again from position 0 (its state is dropped now).
-    pub fn rebuild(&self, name: &str) -> Result<(), EngineError> {
+    pub fn rebuild(&self, name: &str) -> Result<(), DefinitionError> {
         let sh = &self.shared;
         let mut map = sh.map.write().expect("map lock");
         let proj = map
             .get_mut(name)
-            .ok_or_else(|| EngineError::ProjectionNotFound(name.to_owned()))?;
+            .ok_or_else(|| DefinitionError::not_found(Kind::Projection, name))?;
         let generation = proj
             .pending
             .as_ref()
@@ -325,12 +325,12 @@ impl Projections {
     }
 
     /// Deletes a projection and all its state.
-    pub fn delete(&self, name: &str) -> Result<(), EngineError> {
+    pub fn delete(&self, name: &str) -> Result<(), DefinitionError> {
         let sh = &self.shared;
         let proj = {
             let mut map = sh.map.write().expect("map lock");
             map.remove(name)
-                .ok_or_else(|| EngineError::ProjectionNotFound(name.to_owned()))?
+                .ok_or_else(|| DefinitionError::not_found(Kind::Projection, name))?
         };
         let gens: Vec<Arc<Gen>> = std::iter::once(proj.active).chain(proj.pending).collect();
         for g in &gens {
@@ -378,14 +378,14 @@ fn status_of(name: &str, p: &Proj, head: u64) -> ProjectionStatus {
     }
 }
 
-fn check_key<'k>(g: &Gen, key: Option<&'k str>) -> Result<&'k str, EngineError> {
+fn check_key<'k>(g: &Gen, key: Option<&'k str>) -> Result<&'k str, QueryError> {
     match (g.spec.partition, key) {
         (Partition::Single, None) => Ok(""),
-        (Partition::Single, Some(_)) => Err(EngineError::Invalid(format!(
+        (Partition::Single, Some(_)) => Err(QueryError::WrongPartition(format!(
             "projection {:?} is partitioned \"single\": ask for its state without a key",
             g.name
         ))),
-        (Partition::Stream, None) => Err(EngineError::Invalid(format!(
+        (Partition::Stream, None) => Err(QueryError::WrongPartition(format!(
             "projection {:?} is partitioned by stream: ask for …/state/{{entity}}/{{key}}",
             g.name
         ))),

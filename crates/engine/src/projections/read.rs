@@ -6,7 +6,7 @@ use super::*;
 impl Projections {
     /// A state: live, or replayed at a position or time. `key` is the stream (`entity/key`)
     /// for `stream` projections and must be `None` for `single` ones.
-    pub fn state(&self, name: &str, key: Option<&str>, at: At) -> Result<StateView, EngineError> {
+    pub fn state(&self, name: &str, key: Option<&str>, at: At) -> Result<StateView, QueryError> {
         let g = self.active(name)?;
         let key = check_key(&g, key)?;
         match at {
@@ -27,20 +27,21 @@ impl Projections {
         &self,
         name: &str,
         key: Option<&str>,
-    ) -> Result<Option<StateView>, EngineError> {
+    ) -> Result<Option<StateView>, QueryError> {
         let g = self.active(name)?;
         let key = check_key(&g, key)?;
         self.read_live(&g, key)
     }
 
-    pub(super) fn live_state(&self, g: &Gen, key: &str) -> Result<StateView, EngineError> {
+    pub(super) fn live_state(&self, g: &Gen, key: &str) -> Result<StateView, QueryError> {
         match self.read_live(g, key)? {
             Some(view) => Ok(view),
             None => Ok(StateView {
-                state: self
-                    .shared
-                    .runtime
-                    .evolve(&self.shared.module_of(g)?, None, &[])?,
+                state: self.shared.runtime.evolve(
+                    &self.shared.module_of(g).map_err(QueryError::Module)?,
+                    None,
+                    &[],
+                )?,
                 // Nothing folded yet, as of the generation's position.
                 position: g.life.position(),
                 events_applied: 0,
@@ -51,7 +52,7 @@ impl Projections {
     }
 
     /// The stored live state; `None` for a `single` projection without state yet.
-    pub(super) fn read_live(&self, g: &Gen, key: &str) -> Result<Option<StateView>, EngineError> {
+    pub(super) fn read_live(&self, g: &Gen, key: &str) -> Result<Option<StateView>, QueryError> {
         let sh = &self.shared;
         // The in-memory position is read *before* the snapshot: the worker publishes it only
         // after committing, so every state it covers is in the snapshot. Read after, it could
@@ -76,7 +77,7 @@ impl Projections {
                 }))
             }
             None if g.spec.partition == Partition::Single => Ok(None),
-            None => Err(EngineError::KeyNotFound {
+            None => Err(QueryError::KeyNotFound {
                 name: g.name.clone(),
                 key: key.to_owned(),
             }),
@@ -88,20 +89,25 @@ impl Projections {
         g: &Gen,
         key: &str,
         position: u64,
-    ) -> Result<StateView, EngineError> {
+    ) -> Result<StateView, QueryError> {
         let sh = &self.shared;
-        let module = sh.module_of(g)?;
+        let module = sh.module_of(g).map_err(QueryError::Module)?;
         let position = position.min(sh.ledger.head());
         let selector = match g.spec.partition {
             Partition::Single => g.selector.clone(),
             Partition::Stream => {
                 let Some(sel) = narrow_to_stream(&g.spec.selector, key) else {
-                    return Err(EngineError::KeyNotFound {
+                    return Err(QueryError::KeyNotFound {
                         name: g.name.clone(),
                         key: key.to_owned(),
                     });
                 };
-                sel.compile()?
+                sel.compile().map_err(|e| {
+                    QueryError::Store(StoreError::Corrupt(format!(
+                        "projection {:?}: its selector narrowed to {key:?}: {e}",
+                        g.name
+                    )))
+                })?
             }
         };
         let mut state: Option<Vec<u8>> = None;
@@ -136,7 +142,7 @@ impl Projections {
                 sh.runtime.evolve(&module, None, &[])?
             }
             None => {
-                return Err(EngineError::KeyNotFound {
+                return Err(QueryError::KeyNotFound {
                     name: g.name.clone(),
                     key: key.to_owned(),
                 });
@@ -157,14 +163,14 @@ impl Projections {
         name: &str,
         key: Option<&str>,
         params: &[u8],
-    ) -> Result<Vec<u8>, EngineError> {
+    ) -> Result<Vec<u8>, QueryError> {
         let g = self.active(name)?;
-        let module = self.shared.module_of(&g)?;
+        let module = self.shared.module_of(&g).map_err(QueryError::Module)?;
         if !module.exports(Entry::Query) {
-            return Err(EngineError::MissingExport {
+            return Err(QueryError::Module(DefinitionError::MissingExport {
                 module: g.spec.module.clone(),
                 entry: "query",
-            });
+            }));
         }
         let view = self.state(name, key, At::Now)?;
         match self
@@ -173,7 +179,7 @@ impl Projections {
             .query(&module, Some(&view.state), params)?
         {
             Outcome::Ok(out) => Ok(out),
-            Outcome::Rejected(r) => Err(EngineError::Invalid(crate::rejection_message(&r))),
+            Outcome::Rejected(r) => Err(QueryError::Rejected(crate::rejection_message(&r))),
         }
     }
 
@@ -183,7 +189,7 @@ impl Projections {
         name: &str,
         after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<String>, EngineError> {
+    ) -> Result<Vec<String>, QueryError> {
         let g = self.active(name)?;
         // `after` itself is in the range when it has a state: ask for one more.
         let mut keys = self.shared.db.read()?.state_keys(
@@ -206,7 +212,7 @@ impl Projections {
         name: &str,
         position: u64,
         timeout: Duration,
-    ) -> Result<u64, EngineError> {
+    ) -> Result<u64, QueryError> {
         let timeout = timeout.min(self.shared.max_wait);
         let started = Instant::now();
         let deadline = started + timeout;
@@ -222,7 +228,7 @@ impl Projections {
                 return Ok(reached);
             }
             if Instant::now() >= deadline {
-                return Err(EngineError::Timeout {
+                return Err(QueryError::Timeout {
                     name: name.to_owned(),
                     wanted: position,
                     reached,
@@ -238,7 +244,7 @@ impl Projections {
     /// The serving generation's position, and a listener that fires when it next changes
     /// (registered before the position is read, so no change is missed). For waiting without
     /// a thread: await the listener, with a timer, until the position is far enough.
-    pub fn watch(&self, name: &str) -> Result<(u64, event_listener::EventListener), EngineError> {
+    pub fn watch(&self, name: &str) -> Result<(u64, event_listener::EventListener), QueryError> {
         let g = self.active(name)?;
         let listener = g.life.listen();
         Ok((g.life.position(), listener))

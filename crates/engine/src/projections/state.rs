@@ -1,7 +1,7 @@
 //! A key's stored state: a fixed header (position, events, created, updated) and the state
 //! JSON the module returned.
 
-use crate::EngineError;
+use crate::StoreError;
 
 /// Most events one `evolve` call folds (a larger group is folded in several calls).
 pub(super) const MAX_CALL_EVENTS: usize = 5_000;
@@ -32,9 +32,9 @@ pub(super) struct KeyState {
     pub(super) state: Vec<u8>,
 }
 
-pub(super) fn decode_state(bytes: &[u8]) -> Result<KeyState, EngineError> {
+pub(super) fn decode_state(bytes: &[u8]) -> Result<KeyState, StoreError> {
     if bytes.len() < HEADER {
-        return Err(EngineError::Corrupt(
+        return Err(StoreError::Corrupt(
             "projection state record too short".into(),
         ));
     }

@@ -9,7 +9,7 @@ impl Shared {
         name: &str,
         record: &Record,
         drop_generation: Option<u64>,
-    ) -> Result<(), EngineError> {
+    ) -> Result<(), StoreError> {
         let json = serde_json::to_vec(record).expect("a record serializes");
         let mut txn = self.db.write(Durability::Immediate)?;
         txn.put(CatalogTable::Projections, name, &json)?;
@@ -103,7 +103,7 @@ impl Shared {
 
     /// After the database was reopened (it drops the commits that were not durable yet),
     /// reloads the generation's progress from its stored checkpoint.
-    pub(super) fn resync(&self, g: &Gen) -> Result<(), EngineError> {
+    pub(super) fn resync(&self, g: &Gen) -> Result<(), StoreError> {
         let epoch = *g.epoch.lock().expect("epoch lock");
         if !self.db.reopened_since(epoch) {
             return Ok(());
@@ -195,9 +195,7 @@ pub(super) const MAX_STORAGE_BACKOFF: Duration = Duration::from_secs(5);
 /// Whether an error is an I/O error of the database (a full disk, …), which may pass.
 pub(super) fn is_io(e: &EngineError) -> bool {
     match e {
-        EngineError::Storage(s) | EngineError::Read(loom_ledger::ReadError::Storage(s)) => {
-            s.is_io()
-        }
+        EngineError::Store(s) => s.is_io(),
         _ => false,
     }
 }

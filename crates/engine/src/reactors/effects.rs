@@ -91,7 +91,7 @@ impl Shared {
                     }
                 }
                 // A domain rejection is an answer, not a failure: the command was decided.
-                Err(EngineError::Rejected(message)) => {
+                Err(crate::CommandError::Rejected(message)) => {
                     tracing::info!(reactor = %w.name, position = e.position, %message, "command rejected");
                     w.counters.commands.fetch_add(1, Ordering::AcqRel);
                 }

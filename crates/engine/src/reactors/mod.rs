@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use crate::deciders::Deciders;
 use crate::lifecycle::{Failure, Lifecycle, Status};
 use crate::modules::ModuleStore;
-use crate::{EngineError, PutOutcome};
+use crate::{DefinitionError, Kind, PutOutcome, StoreError};
 
 mod effects;
 mod spec;
@@ -136,13 +136,13 @@ impl std::fmt::Debug for Reactors {
     }
 }
 
-fn check_sink(sink: &Option<String>) -> Result<(), EngineError> {
+fn check_sink(sink: &Option<String>) -> Result<(), DefinitionError> {
     if let Some(url) = sink {
         let ok = (url.starts_with("http://") || url.starts_with("https://"))
             && url.len() > "http://".len()
             && url.parse::<ureq::http::Uri>().is_ok();
         if !ok {
-            return Err(EngineError::Invalid(format!(
+            return Err(DefinitionError::InvalidSpec(format!(
                 "sink {url:?} is not an http:// or https:// URL"
             )));
         }
@@ -157,7 +157,7 @@ impl Reactors {
         modules: Arc<ModuleStore>,
         deciders: Arc<Deciders>,
         policy: SinkPolicy,
-    ) -> Result<Reactors, EngineError> {
+    ) -> Result<Reactors, StoreError> {
         let db = ledger.catalog();
         let http: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(policy.timeout))
@@ -179,7 +179,7 @@ impl Reactors {
             let snapshot = shared.db.read()?;
             for (name, v) in snapshot.list(CatalogTable::Reactors)? {
                 let record: Record = serde_json::from_slice(&v)
-                    .map_err(|e| EngineError::Corrupt(format!("reactor record: {e}")))?;
+                    .map_err(|e| StoreError::Corrupt(format!("reactor record: {e}")))?;
                 let cp = snapshot.reactor_checkpoint(&name)?;
                 loaded.push((name, record, cp));
             }
@@ -198,7 +198,9 @@ impl Reactors {
                     (None, Some(message))
                 }
             };
-            let w = shared.worker_with(&name, &record.spec, module)?;
+            let w = shared
+                .worker_with(&name, &record.spec, module)
+                .map_err(|e| StoreError::Corrupt(format!("reactor {name:?}: {e}")))?;
             if let Some(cp) = cp {
                 w.restore(cp);
             }
@@ -219,7 +221,7 @@ impl Reactors {
 
     /// Creates or replaces a reactor. A changed definition keeps the checkpoint (it reacts
     /// to what comes next); delete and re-create it to react to history again.
-    pub fn put(&self, name: &str, spec: ReactorSpec) -> Result<PutOutcome, EngineError> {
+    pub fn put(&self, name: &str, spec: ReactorSpec) -> Result<PutOutcome, DefinitionError> {
         let _pin = self.shared.modules.pin();
         crate::check_name("reactor", name)?;
         check_sink(&spec.sink)?;
@@ -251,20 +253,20 @@ impl Reactors {
     }
 
     /// One reactor's status.
-    pub fn status(&self, name: &str) -> Result<ReactorStatus, EngineError> {
+    pub fn status(&self, name: &str) -> Result<ReactorStatus, DefinitionError> {
         Ok(self.get(name)?.status(self.shared.ledger.head()))
     }
 
-    fn get(&self, name: &str) -> Result<Arc<Worker>, EngineError> {
+    fn get(&self, name: &str) -> Result<Arc<Worker>, DefinitionError> {
         let workers = self.shared.workers.read().expect("workers lock");
         workers
             .get(name)
             .cloned()
-            .ok_or_else(|| EngineError::ReactorNotFound(name.to_owned()))
+            .ok_or_else(|| DefinitionError::not_found(Kind::Reactor, name))
     }
 
     /// Pauses a reactor.
-    pub fn pause(&self, name: &str) -> Result<(), EngineError> {
+    pub fn pause(&self, name: &str) -> Result<(), DefinitionError> {
         let w = self.get(name)?;
         w.life.set_paused(true);
         self.shared.save(name, &w)?;
@@ -272,7 +274,7 @@ impl Reactors {
     }
 
     /// Resumes a paused or failed reactor (a failed one retries the event it failed on).
-    pub fn resume(&self, name: &str) -> Result<(), EngineError> {
+    pub fn resume(&self, name: &str) -> Result<(), DefinitionError> {
         let w = self.get(name)?;
         w.life.set_paused(false);
         self.shared.save(name, &w)?;
@@ -280,12 +282,12 @@ impl Reactors {
     }
 
     /// Deletes a reactor and its checkpoint.
-    pub fn delete(&self, name: &str) -> Result<(), EngineError> {
+    pub fn delete(&self, name: &str) -> Result<(), DefinitionError> {
         let w = {
             let mut workers = self.shared.workers.write().expect("workers lock");
             workers
                 .remove(name)
-                .ok_or_else(|| EngineError::ReactorNotFound(name.to_owned()))?
+                .ok_or_else(|| DefinitionError::not_found(Kind::Reactor, name))?
         };
         w.life.halt();
         w.life.join();

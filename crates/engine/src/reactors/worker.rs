@@ -7,7 +7,7 @@ impl Shared {
         &self,
         name: &str,
         spec: &ReactorSpec,
-    ) -> Result<Arc<Worker>, EngineError> {
+    ) -> Result<Arc<Worker>, DefinitionError> {
         let module = self.modules.load_with(&spec.module, &[Entry::React])?;
         self.worker_with(name, spec, Some(module))
     }
@@ -17,7 +17,7 @@ impl Shared {
         name: &str,
         spec: &ReactorSpec,
         module: Option<Module>,
-    ) -> Result<Arc<Worker>, EngineError> {
+    ) -> Result<Arc<Worker>, DefinitionError> {
         let selector = spec.selector.compile()?;
         Ok(Arc::new(Worker {
             name: name.to_owned(),
@@ -30,7 +30,7 @@ impl Shared {
     }
 
     /// Persists definition, flags and checkpoint.
-    pub(crate) fn save(&self, name: &str, w: &Worker) -> Result<(), EngineError> {
+    pub(crate) fn save(&self, name: &str, w: &Worker) -> Result<(), StoreError> {
         let record = Record {
             spec: w.spec.clone(),
             paused: w.life.is_paused(),
@@ -126,7 +126,7 @@ impl Shared {
     }
 
     /// The worker's module, loaded again if it could not be loaded at startup.
-    pub(crate) fn module_of(&self, w: &Worker) -> Result<Module, EngineError> {
+    pub(crate) fn module_of(&self, w: &Worker) -> Result<Module, DefinitionError> {
         if let Some(m) = w.module.read().expect("module lock").as_ref() {
             return Ok(m.clone());
         }
@@ -135,7 +135,7 @@ impl Shared {
         Ok(m)
     }
 
-    pub(crate) fn save_checkpoint(&self, w: &Worker) -> Result<(), EngineError> {
+    pub(crate) fn save_checkpoint(&self, w: &Worker) -> Result<(), StoreError> {
         let mut txn = self.db.write(Durability::Immediate)?;
         txn.put_reactor_checkpoint(&w.name, w.checkpoint())?;
         txn.commit()?;

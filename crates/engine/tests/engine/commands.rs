@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use loom_engine::{
-    DeciderSpec, Engine, EngineConfig, EngineError, ReactorSpec, SinkPolicy, Status,
+    CommandError, DeciderSpec, DefinitionError, Engine, EngineConfig, ReactorSpec, SinkPolicy,
+    Status,
 };
 use loom_ledger::{Ledger, LedgerOptions, ReadOptions, Selector};
 use serde_json::{Value, json};
@@ -70,7 +71,7 @@ impl Fixture {
         entity: &str,
         key: &str,
         command: Value,
-    ) -> Result<loom_engine::CommandOutcome, EngineError> {
+    ) -> Result<loom_engine::CommandOutcome, CommandError> {
         self.engine
             .deciders()
             .run(entity, key, command.to_string().as_bytes(), None)
@@ -117,26 +118,26 @@ fn commands_decide_append_and_reject() {
     // Domain rejections write nothing.
     let head = f.ledger.head();
     match f.run("cart", "1", json!({"type": "create"})) {
-        Err(EngineError::Rejected(m)) => assert!(m.contains("exists already"), "{m}"),
+        Err(CommandError::Rejected(m)) => assert!(m.contains("exists already"), "{m}"),
         other => panic!("{other:?}"),
     }
     match f.run("cart", "2", json!({"type": "check_out"})) {
-        Err(EngineError::Rejected(m)) => assert!(m.contains("does not exist"), "{m}"),
+        Err(CommandError::Rejected(m)) => assert!(m.contains("does not exist"), "{m}"),
         other => panic!("{other:?}"),
     }
     match f.run("cart", "1", json!({"type": "teleport"})) {
-        Err(EngineError::Rejected(m)) => assert!(m.contains("malformed command"), "{m}"),
+        Err(CommandError::Rejected(m)) => assert!(m.contains("malformed command"), "{m}"),
         other => panic!("{other:?}"),
     }
     assert_eq!(f.ledger.head(), head);
     // No decider, bad JSON.
     assert!(matches!(
         f.run("order", "1", json!({})),
-        Err(EngineError::DeciderNotFound(_))
+        Err(CommandError::NoDecider(_))
     ));
     assert!(matches!(
         f.engine.deciders().run("cart", "1", b"{nope", None),
-        Err(EngineError::Invalid(_))
+        Err(CommandError::Invalid(_))
     ));
     // Events appended by others are folded too (the cache catches up with the tail).
     f.ledger
@@ -145,7 +146,7 @@ fn commands_decide_append_and_reject() {
         ]))
         .unwrap();
     match f.run("cart", "1", json!({"type": "remove_item", "sku": "a"})) {
-        Err(EngineError::Rejected(m)) => assert!(m.contains("checked out"), "{m}"),
+        Err(CommandError::Rejected(m)) => assert!(m.contains("checked out"), "{m}"),
         other => panic!("{other:?}"),
     }
 }
@@ -172,7 +173,7 @@ fn an_idempotency_key_makes_a_retry_return_the_first_result() {
     assert_eq!(f.ledger.head(), head);
     assert!(matches!(
         run("bad/key", json!({"type": "deposit", "amount": 1})),
-        Err(EngineError::Invalid(_))
+        Err(CommandError::Invalid(_))
     ));
 }
 
@@ -212,11 +213,11 @@ fn concurrent_withdrawals_never_overdraw_and_never_lose_a_deposit() {
                             deposits += usize::from(deposit);
                             redecided += usize::from(out.attempts > 1);
                         }
-                        Err(EngineError::Rejected(m)) => {
+                        Err(CommandError::Rejected(m)) => {
                             assert!(m.contains("insufficient"), "{m}");
                         }
                         // Retries ran out against the other writer: refused, nothing written.
-                        Err(EngineError::Contention { .. }) => redecided += 1,
+                        Err(CommandError::Contention { .. }) => redecided += 1,
                         Err(e) => panic!("{e}"),
                     }
                 }
@@ -296,7 +297,7 @@ fn concurrent_withdrawals_never_overdraw_and_never_lose_a_deposit() {
         "shared",
         json!({"type": "withdraw", "amount": balance + 1}),
     ) {
-        Err(EngineError::Rejected(m)) => assert!(m.contains(&format!("balance {balance}")), "{m}"),
+        Err(CommandError::Rejected(m)) => assert!(m.contains(&format!("balance {balance}")), "{m}"),
         other => panic!("{other:?}"),
     }
 }
@@ -400,7 +401,7 @@ fn the_checkout_reactor_places_orders_and_notifies_the_sink_in_order() {
     // Its module is in use.
     assert!(matches!(
         f.engine.delete_module(&st.spec.module),
-        Err(EngineError::ModuleInUse { .. })
+        Err(DefinitionError::ModuleInUse { .. })
     ));
 }
 

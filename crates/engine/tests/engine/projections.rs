@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use loom_engine::{
-    At, Engine, EngineConfig, EngineError, Partition, ProjectionSpec, PutOutcome, Status,
+    At, DefinitionError, Engine, EngineConfig, Partition, ProjectionSpec, PutOutcome, QueryError,
+    Status,
 };
 use loom_ledger::{AppendRequest, EntitySpec, Event, Ledger, LedgerOptions, Selector};
 use serde_json::{Value, json};
@@ -203,11 +204,11 @@ fn catches_up_over_history_then_follows_live_appends() {
         f.engine
             .projections()
             .state("carts", Some("cart/404"), At::Now),
-        Err(EngineError::KeyNotFound { .. })
+        Err(QueryError::KeyNotFound { .. })
     ));
     assert!(matches!(
         f.engine.projections().state("carts", None, At::Now),
-        Err(EngineError::Invalid(_))
+        Err(QueryError::WrongPartition(_))
     ));
     let keys = f.engine.projections().keys("carts", None, 3).unwrap();
     assert_eq!(keys, ["cart/0", "cart/1", "cart/2"]);
@@ -234,7 +235,7 @@ fn min_position_waits_and_times_out() {
         .projections()
         .wait_for("carts", p + 100, Duration::from_millis(150))
     {
-        Err(EngineError::Timeout {
+        Err(QueryError::Timeout {
             wanted, reached, ..
         }) => {
             assert_eq!(wanted, p + 100);
@@ -288,13 +289,13 @@ fn time_travel_equals_a_fresh_fold_up_to_that_point() {
         f.engine
             .projections()
             .state("carts", Some("cart/1"), At::Position(1)),
-        Err(EngineError::KeyNotFound { .. })
+        Err(QueryError::KeyNotFound { .. })
     ));
     assert!(matches!(
         f.engine
             .projections()
             .state("carts", Some("cart/1"), At::Time(0)),
-        Err(EngineError::KeyNotFound { .. })
+        Err(QueryError::KeyNotFound { .. })
     ));
 }
 
@@ -345,12 +346,12 @@ fn single_projection_with_query() {
         .projections()
         .query("bank", None, br#"{"n": "many"}"#)
     {
-        Err(EngineError::Invalid(m)) => assert!(m.contains("malformed"), "{m}"),
+        Err(QueryError::Rejected(m)) => assert!(m.contains("malformed"), "{m}"),
         other => panic!("{other:?}"),
     }
     // The module is in use: it cannot be deleted.
     match f.engine.delete_module(&module) {
-        Err(EngineError::ModuleInUse { users, .. }) => assert_eq!(users, ["projection bank"]),
+        Err(DefinitionError::ModuleInUse { users, .. }) => assert_eq!(users, ["projection bank"]),
         other => panic!("{other:?}"),
     }
 }
@@ -793,7 +794,7 @@ fn rebuild_and_delete() {
     assert_eq!(state_rows(&f), 0, "deleting a projection frees its state");
     assert!(matches!(
         f.engine.projections().status("carts"),
-        Err(EngineError::ProjectionNotFound(_))
+        Err(QueryError::NotFound(_))
     ));
     // Now the module can go.
     f.engine.delete_module(&cart).unwrap();
@@ -801,10 +802,10 @@ fn rebuild_and_delete() {
     // Bad definitions are refused.
     assert!(matches!(
         f.engine.projections().put("x", cart_spec("sha256:nope")),
-        Err(EngineError::ModuleNotFound(_))
+        Err(DefinitionError::ModuleNotFound(_))
     ));
     assert!(matches!(
         f.engine.projections().put("bad name!", cart_spec(&cart)),
-        Err(EngineError::Invalid(_))
+        Err(DefinitionError::InvalidName(_))
     ));
 }

@@ -10,7 +10,7 @@ use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use loom_engine::{DeciderSpec, EngineError};
+use loom_engine::{CommandError, DeciderSpec, DefinitionError, Kind};
 
 use crate::auth::{Admin, Reader, Writer};
 use crate::params::Params;
@@ -55,8 +55,10 @@ pub(crate) async fn deciders_put(
         state
             .engine_blocking(move |e| {
                 let outcome = e.deciders().put(&entity, spec)?;
-                let record = e.deciders().get(&entity).ok_or_else(|| {
-                    EngineError::Invalid(format!("decider {entity:?} vanished while binding"))
+                // Deleted by another request right after binding.
+                let record = e.deciders().get(&entity).ok_or(DefinitionError::NotFound {
+                    kind: Kind::Decider,
+                    name: entity,
                 })?;
                 Ok((outcome, record))
             })
@@ -110,9 +112,13 @@ pub(crate) async fn deciders_get(
     Params::parse(&uri, &[])?;
     let record = state
         .engine_blocking(move |e| {
-            e.deciders()
-                .get(&entity)
-                .ok_or(EngineError::DeciderNotFound(entity))
+            e.deciders().get(&entity).ok_or_else(|| {
+                DefinitionError::NotFound {
+                    kind: Kind::Decider,
+                    name: entity,
+                }
+                .into()
+            })
         })
         .await?;
     to_json(StatusCode::OK, &record)
@@ -136,7 +142,7 @@ pub(crate) async fn deciders_delete(
 ) -> Result<Response, ApiError> {
     Params::parse(&uri, &[])?;
     state
-        .engine_blocking(move |e| e.deciders().delete(&entity))
+        .engine_blocking(move |e| Ok(e.deciders().delete(&entity)?))
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -193,17 +199,13 @@ pub(crate) async fn commands_run(
         let outcome = match &result {
             Ok(o) if o.duplicate => "duplicate",
             Ok(_) => "ok",
-            Err(EngineError::Rejected(_)) => "rejected",
-            Err(EngineError::Contention { .. }) => "contention",
+            Err(CommandError::Rejected(_)) => "rejected",
+            Err(CommandError::Contention { .. }) => "contention",
             Err(_) => "error",
         };
         counted.inner.metrics.record_command(outcome);
         result
     })
     .await?;
-    match result {
-        Ok(o) => to_json(StatusCode::OK, &o),
-        Err(EngineError::Invalid(m)) => Err(ApiError::BadRequest(m)),
-        Err(e) => Err(e.into()),
-    }
+    to_json(StatusCode::OK, &result?)
 }

@@ -60,7 +60,7 @@ pub(crate) async fn modules_upload(
         ));
     }
     let uploaded = state
-        .engine_blocking(move |e| e.modules().upload(&bytes))
+        .engine_blocking(move |e| Ok(e.modules().upload(&bytes)?))
         .await?;
     state.inner.metrics.record_upload(uploaded.created);
     json_at(
@@ -84,7 +84,7 @@ pub(crate) async fn modules_list(
     OriginalUri(uri): OriginalUri,
 ) -> Result<Response, ApiError> {
     Params::parse(&uri, &[])?;
-    let list = state.engine_blocking(|e| e.modules().list()).await?;
+    let list = state.engine_blocking(|e| Ok(e.modules().list()?)).await?;
     to_json(StatusCode::OK, &list)
 }
 
@@ -107,7 +107,9 @@ pub(crate) async fn modules_get(
     Params::parse(&uri, &[])?;
     let found = {
         let id = id.clone();
-        state.engine_blocking(move |e| e.modules().get(&id)).await?
+        state
+            .engine_blocking(move |e| Ok(e.modules().get(&id)?))
+            .await?
     };
     match found {
         Some(record) => to_json(StatusCode::OK, &record),
@@ -138,6 +140,8 @@ pub(crate) async fn modules_delete(
     OriginalUri(uri): OriginalUri,
 ) -> Result<Response, ApiError> {
     Params::parse(&uri, &[])?;
-    state.engine_blocking(move |e| e.delete_module(&id)).await?;
+    state
+        .engine_blocking(move |e| Ok(e.delete_module(&id)?))
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -12,7 +12,7 @@ use axum::body::Body;
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::Response;
-use loom_engine::{At, EngineError, Partition, StateView, Status};
+use loom_engine::{At, Partition, StateView, Status};
 
 use crate::auth::Reader;
 use crate::params::{Params, link};
@@ -392,14 +392,10 @@ async fn query_answer(
             }
             _ => {}
         }
-        match engine.projections().query(&name, key.as_deref(), &input) {
-            Ok(out) => Ok(out),
-            // The key and partition were checked above: this is the module's own refusal.
-            Err(EngineError::Invalid(message)) => Err(ApiError::QueryRejected(format!(
-                "the module's query refused the parameters: {message}"
-            ))),
-            Err(e) => Err(e.into()),
-        }
+        engine
+            .projections()
+            .query(&name, key.as_deref(), &input)
+            .map_err(ApiError::from)
     })
     .await??;
     check_json(&out, "query answer")?;

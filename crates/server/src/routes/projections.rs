@@ -7,7 +7,7 @@ use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use loom_engine::{EngineError, ProjectionSpec};
+use loom_engine::{DefinitionError, ProjectionSpec};
 
 use crate::auth::{Admin, Reader};
 use crate::params::Params;
@@ -120,7 +120,7 @@ pub(crate) async fn projections_get(
 ) -> Result<Response, ApiError> {
     Params::parse(&uri, &[])?;
     let status = state
-        .engine_blocking(move |e| e.projections().status(&name))
+        .engine_blocking(move |e| Ok(e.projections().status(&name)?))
         .await?;
     to_json(StatusCode::OK, &status)
 }
@@ -143,7 +143,7 @@ pub(crate) async fn projections_delete(
 ) -> Result<Response, ApiError> {
     Params::parse(&uri, &[])?;
     state
-        .engine_blocking(move |e| e.projections().delete(&name))
+        .engine_blocking(move |e| Ok(e.projections().delete(&name)?))
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -154,13 +154,13 @@ async fn life_cycle(
     uri: &Uri,
     name: String,
     code: StatusCode,
-    op: fn(&loom_engine::Projections, &str) -> Result<(), EngineError>,
+    op: fn(&loom_engine::Projections, &str) -> Result<(), DefinitionError>,
 ) -> Result<Response, ApiError> {
     Params::parse(uri, &[])?;
     let status = state
         .engine_blocking(move |e| {
             op(e.projections(), &name)?;
-            e.projections().status(&name)
+            Ok(e.projections().status(&name)?)
         })
         .await?;
     to_json(code, &status)

@@ -7,7 +7,7 @@ use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use loom_engine::{EngineError, ReactorSpec, Reactors};
+use loom_engine::{DefinitionError, ReactorSpec, Reactors};
 
 use crate::auth::{Admin, Reader};
 use crate::params::Params;
@@ -105,7 +105,7 @@ pub(crate) async fn reactors_get(
 ) -> Result<Response, ApiError> {
     Params::parse(&uri, &[])?;
     let status = state
-        .engine_blocking(move |e| e.reactors().status(&name))
+        .engine_blocking(move |e| Ok(e.reactors().status(&name)?))
         .await?;
     to_json(StatusCode::OK, &status)
 }
@@ -128,7 +128,7 @@ pub(crate) async fn reactors_delete(
 ) -> Result<Response, ApiError> {
     Params::parse(&uri, &[])?;
     state
-        .engine_blocking(move |e| e.reactors().delete(&name))
+        .engine_blocking(move |e| Ok(e.reactors().delete(&name)?))
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -175,13 +175,13 @@ async fn life_cycle(
     state: AppState,
     uri: &Uri,
     name: String,
-    action: fn(&Reactors, &str) -> Result<(), EngineError>,
+    action: fn(&Reactors, &str) -> Result<(), DefinitionError>,
 ) -> Result<Response, ApiError> {
     Params::parse(uri, &[])?;
     let status = state
         .engine_blocking(move |e| {
             action(e.reactors(), &name)?;
-            e.reactors().status(&name)
+            Ok(e.reactors().status(&name)?)
         })
         .await?;
     to_json(StatusCode::OK, &status)
