@@ -489,6 +489,36 @@ pub(crate) async fn json_body<T: serde::de::DeserializeOwned>(
     parse_json(&bytes)
 }
 
+/// A definition's `PUT` (projection, decider, reactor): the body as `S`, then `put` on the
+/// blocking pool, answering what it did (201 created, 202 upgrading, 200 otherwise) with the
+/// definition's status or record and a `Location`. A definition that names what is not there
+/// (a module that is not stored) or that is malformed is the caller's mistake in the body:
+/// `refused` makes it the resource's 422 instead of a 404.
+pub(crate) async fn put_definition<S, T, F>(
+    state: &AppState,
+    request: (&axum::http::Uri, &HeaderMap, Body),
+    location: String,
+    refused: fn(String) -> ApiError,
+    put: F,
+) -> Result<Response, ApiError>
+where
+    S: serde::de::DeserializeOwned + Send + 'static,
+    T: serde::Serialize + Send + 'static,
+    F: FnOnce(&Engine, S) -> Result<(loom_engine::PutOutcome, T), ApiError> + Send + 'static,
+{
+    let (uri, headers, body) = request;
+    let spec: S = json_body(state, uri, headers, body).await?;
+    let (outcome, shown) =
+        state
+            .engine_blocking(move |e| put(e, spec))
+            .await
+            .map_err(|e| match e {
+                ApiError::NotFound(m) | ApiError::InvalidProjection(m) => refused(m),
+                other => other,
+            })?;
+    json_at(put_status(outcome), &shown, &location)
+}
+
 /// `200 OK` when the thing was there before, else `201 Created`.
 pub(crate) fn created_or_ok(existed: bool) -> StatusCode {
     if existed {

@@ -15,7 +15,7 @@ use loom_engine::{CommandError, DeciderSpec, DefinitionError, Kind};
 use crate::auth::{Admin, Reader, Writer};
 use crate::params::Params;
 use crate::problem::ApiError;
-use crate::{AppState, json_at, json_body, read_body, require_json, to_json};
+use crate::{AppState, put_definition, read_body, require_json, to_json};
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -49,32 +49,23 @@ pub(crate) async fn deciders_put(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let spec: DeciderSpec = json_body(&state, &uri, &headers, body).await?;
-    let (outcome, record) = {
-        let entity = entity.clone();
-        state
-            .engine_blocking(move |e| {
-                let outcome = e.deciders().put(&entity, spec)?;
-                // Deleted by another request right after binding.
-                let record = e.deciders().get(&entity).ok_or(DefinitionError::NotFound {
-                    kind: Kind::Decider,
-                    name: entity,
-                })?;
-                Ok((outcome, record))
-            })
-            .await
-            .map_err(|e| match e {
-                ApiError::NotFound(m) | ApiError::InvalidProjection(m) => {
-                    ApiError::InvalidRegistration(m)
-                }
-                other => other,
-            })?
-    };
-    json_at(
-        crate::put_status(outcome),
-        &record,
-        &format!("/v1/deciders/{entity}"),
+    let location = format!("/v1/deciders/{entity}");
+    put_definition(
+        &state,
+        (&uri, &headers, body),
+        location,
+        ApiError::InvalidRegistration,
+        move |e, spec: DeciderSpec| {
+            let outcome = e.deciders().put(&entity, spec)?;
+            // Deleted by another request right after binding.
+            let record = e.deciders().get(&entity).ok_or(DefinitionError::NotFound {
+                kind: Kind::Decider,
+                name: entity,
+            })?;
+            Ok((outcome, record))
+        },
     )
+    .await
 }
 
 /// Every decider binding.

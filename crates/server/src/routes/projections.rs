@@ -12,7 +12,7 @@ use loom_engine::{DefinitionError, ProjectionSpec};
 use crate::auth::{Admin, Reader};
 use crate::params::Params;
 use crate::problem::ApiError;
-use crate::{AppState, json_at, json_body, to_json};
+use crate::{AppState, put_definition, to_json};
 
 pub(crate) fn router() -> Router<AppState> {
     use super::projection_state::*;
@@ -64,22 +64,18 @@ pub(crate) async fn projections_put(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let spec: ProjectionSpec = json_body(&state, &uri, &headers, body).await?;
-    let (outcome, status) = {
-        let name = name.clone();
-        state
-            .engine_blocking(move |e| {
-                let outcome = e.projections().put(&name, spec)?;
-                Ok((outcome, e.projections().status(&name)?))
-            })
-            .await
-            .map_err(|e| match e {
-                ApiError::NotFound(m) => ApiError::InvalidProjection(m),
-                other => other,
-            })?
-    };
-    let code = crate::put_status(outcome);
-    json_at(code, &status, &format!("/v1/projections/{name}"))
+    let location = format!("/v1/projections/{name}");
+    put_definition(
+        &state,
+        (&uri, &headers, body),
+        location,
+        ApiError::InvalidProjection,
+        move |e, spec: ProjectionSpec| {
+            let outcome = e.projections().put(&name, spec)?;
+            Ok((outcome, e.projections().status(&name)?))
+        },
+    )
+    .await
 }
 
 /// Every projection's status.

@@ -12,7 +12,7 @@ use loom_engine::{DefinitionError, ReactorSpec, Reactors};
 use crate::auth::{Admin, Reader};
 use crate::params::Params;
 use crate::problem::ApiError;
-use crate::{AppState, json_at, json_body, to_json};
+use crate::{AppState, put_definition, to_json};
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -47,27 +47,18 @@ pub(crate) async fn reactors_put(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let spec: ReactorSpec = json_body(&state, &uri, &headers, body).await?;
-    let (outcome, status) = {
-        let name = name.clone();
-        state
-            .engine_blocking(move |e| {
-                let outcome = e.reactors().put(&name, spec)?;
-                Ok((outcome, e.reactors().status(&name)?))
-            })
-            .await
-            .map_err(|e| match e {
-                ApiError::NotFound(m) | ApiError::InvalidProjection(m) => {
-                    ApiError::InvalidRegistration(m)
-                }
-                other => other,
-            })?
-    };
-    json_at(
-        crate::put_status(outcome),
-        &status,
-        &format!("/v1/reactors/{name}"),
+    let location = format!("/v1/reactors/{name}");
+    put_definition(
+        &state,
+        (&uri, &headers, body),
+        location,
+        ApiError::InvalidRegistration,
+        move |e, spec: ReactorSpec| {
+            let outcome = e.reactors().put(&name, spec)?;
+            Ok((outcome, e.reactors().status(&name)?))
+        },
     )
+    .await
 }
 
 /// Every reactor's status.
