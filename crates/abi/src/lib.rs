@@ -23,8 +23,16 @@ pub const EXPORT_MEMORY: &str = "memory";
 pub const EXPORT_ABI_VERSION: &str = "loom_abi_version";
 /// Export: `loom_alloc(len: i32) -> i32`, a guest buffer the host writes the input into.
 pub const EXPORT_ALLOC: &str = "loom_alloc";
+/// Entry point: fold events into a state.
+pub const EXPORT_EVOLVE: &str = "evolve";
+/// Entry point: a command and a state into events.
+pub const EXPORT_DECIDE: &str = "decide";
+/// Entry point: an event into a reaction.
+pub const EXPORT_REACT: &str = "react";
+/// Entry point: a state and parameters into an answer.
+pub const EXPORT_QUERY: &str = "query";
 /// Entry points; each is `(ptr: i32, len: i32) -> i64` returning `(out_ptr << 32) | out_len`.
-pub const ENTRY_POINTS: [&str; 4] = ["evolve", "decide", "react", "query"];
+pub const ENTRY_POINTS: [&str; 4] = [EXPORT_EVOLVE, EXPORT_DECIDE, EXPORT_REACT, EXPORT_QUERY];
 
 /// Optional entry point: [`evolve`] over many independent groups in one call (see
 /// [`evolve_groups`]). A module that exports it must also export `evolve`.

@@ -98,8 +98,8 @@ impl Runtime {
         wasm.consume_fuel(true);
         // Cranelift inlines small functions within a module (off by default in wasmtime): a
         // wasm call costs more than a native one (fuel and epoch bookkeeping), and guest code
-        // is full of small functions. +5–8 % on the `cart` fold; compiling a module takes
-        // longer (docs/benchmarks.md, "Wasm reducers").
+        // is full of small functions, so inlining pays on every fold; the price is a longer
+        // compile (and more compiled code per function, which the compile limits bound).
         wasm.compiler_inlining(wasmtime::Inlining::Yes);
         wasm.epoch_interruption(true);
         // Determinism: canonical NaNs, and the deterministic lowering of relaxed SIMD (threads

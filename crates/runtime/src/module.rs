@@ -21,10 +21,10 @@ impl Entry {
     /// The export name.
     pub fn name(self) -> &'static str {
         match self {
-            Entry::Evolve => "evolve",
-            Entry::Decide => "decide",
-            Entry::React => "react",
-            Entry::Query => "query",
+            Entry::Evolve => loom_abi::EXPORT_EVOLVE,
+            Entry::Decide => loom_abi::EXPORT_DECIDE,
+            Entry::React => loom_abi::EXPORT_REACT,
+            Entry::Query => loom_abi::EXPORT_QUERY,
             Entry::EvolveGroups => loom_abi::EXPORT_EVOLVE_GROUPS,
         }
     }

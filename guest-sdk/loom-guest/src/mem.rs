@@ -3,8 +3,7 @@
 //! The versions in Rust's `compiler_builtins` compare one byte per step, and on wasm32 LLVM
 //! calls them for every slice and string comparison (natively it expands short ones inline
 //! and the libc version is vectorised). serde matches every field and variant name with one,
-//! so a reducer decoding JSON spends a visible part of its time there (measured in
-//! docs/benchmarks.md, "Wasm reducers": the `cart` fold 7–9 % faster with these).
+//! so a reducer decoding JSON spends a visible part of its time there.
 //!
 //! Compiled on every target so that the tests below run natively, but exported under the C
 //! names only on wasm32, where they replace the byte-wise ones when the module is linked.

@@ -169,7 +169,7 @@ impl Projections {
         if !module.exports(Entry::Query) {
             return Err(QueryError::Module(DefinitionError::MissingExport {
                 module: g.spec.module.clone(),
-                entry: "query",
+                entry: Entry::Query.name(),
             }));
         }
         let view = self.state(name, key, At::Now)?;
