@@ -139,6 +139,7 @@ fn split_events(text: &str) -> anyhow::Result<Vec<Box<RawValue>>> {
     Ok(events)
 }
 
+// Long by design: one subcommand: its input modes, request and output.
 pub(crate) async fn append(args: AppendArgs) -> anyhow::Result<ExitCode> {
     let text = match args.file.as_deref() {
         None => read_stdin()?,

@@ -333,6 +333,7 @@ pub(crate) async fn command(args: CommandArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+// Long by design: one subcommand: its flags, request and output.
 pub(crate) async fn reactors(command: ReactorsCommand) -> anyhow::Result<ExitCode> {
     let (conn, method, path, what) = match command {
         ReactorsCommand::Put {

@@ -183,6 +183,8 @@ fn run() -> anyhow::Result<ExitCode> {
     }
 }
 
+// Long by design: every flag of `loom serve` mapped to its configuration, in the order `--help`
+// lists them.
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -302,6 +302,7 @@ impl Event {
         Event::from_json_slice(text.as_bytes())
     }
 
+    // Long by design: one CloudEvents attribute after another, each with its own rule.
     fn from_members(mut m: HashMap<String, Box<RawValue>>) -> Result<Event, InvalidEvent> {
         // A member whose value is `null` is the same as an absent one.
         m.retain(|_, v| v.get() != "null");

@@ -263,21 +263,7 @@ impl Deciders {
                 .cloned()
                 .ok_or_else(|| CommandError::NoDecider(entity.to_owned()))?
         };
-        if key.is_empty() {
-            return Err(CommandError::Invalid("a command needs a stream key".into()));
-        }
-        if serde_json::from_slice::<serde::de::IgnoredAny>(command).is_err() {
-            return Err(CommandError::Invalid(
-                "the command is not valid JSON".into(),
-            ));
-        }
-        if let Some(k) = idempotency_key
-            && (k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY || k.contains('/'))
-        {
-            return Err(CommandError::Invalid(format!(
-                "an Idempotency-Key is 1-{MAX_IDEMPOTENCY_KEY} characters without '/'"
-            )));
-        }
+        check_request(key, command, idempotency_key)?;
         let subject = format!("{entity}/{key}");
         let source = format!("loom/deciders/{entity}");
         if let Some(k) = idempotency_key
@@ -312,80 +298,96 @@ impl Deciders {
                     attempts: attempt,
                 });
             }
-            let events: Vec<Event> = emitted
-                .into_iter()
-                .enumerate()
-                .map(|(i, (ty, data))| Event {
-                    id: match idempotency_key {
-                        Some(k) => format!("{key}/{k}/{i}"),
-                        None => format!("{key}/{invocation}/{i}"),
-                    },
-                    source: source.clone(),
-                    ty,
-                    subject: subject.clone(),
-                    time: None,
-                    datacontenttype: Some("application/json".into()),
-                    dataschema: None,
-                    data: Some(Data::json(&data)),
-                    extensions: BTreeMap::new(),
-                })
-                .collect();
-            let types: Vec<String> = events.iter().map(|e| e.ty.clone()).collect();
-            let req = AppendRequest::new(events)
-                .expect(subject.clone(), ExpectedRevision::Exact(revision));
-            match self.ledger.append(req) {
-                Ok(out) => {
-                    let last_revision = out.events.last().map_or(revision, |e| e.revision);
-                    return Ok(CommandOutcome {
-                        subject,
-                        duplicate: out.duplicate,
-                        revision: last_revision,
-                        events: out
-                            .events
-                            .into_iter()
-                            .zip(types)
-                            .map(|(e, ty)| CommandEvent {
-                                source: e.source,
-                                id: e.id,
-                                ty,
-                                subject: e.subject,
-                                position: e.position,
-                                revision: e.revision,
-                            })
-                            .collect(),
-                        attempts: attempt,
-                    });
-                }
-                Err(AppendError::Conflict(Conflict::Revision { .. })) => {
-                    // Someone else wrote the stream; back off a random while so that a steady
-                    // writer does not win every race, then decide again on the new state.
-                    let jitter =
-                        uuid::Uuid::new_v4().as_u128() as u64 % (1_000 * attempt.min(10) as u64);
-                    std::thread::sleep(std::time::Duration::from_micros(jitter));
-                    continue;
-                }
-                Err(AppendError::Conflict(Conflict::Identity { .. }))
-                    if idempotency_key.is_some() =>
-                {
-                    // The same command ran concurrently and won: answer with its events.
-                    let k = idempotency_key.expect("checked");
-                    if let Some(done) = self.find_done(&source, &subject, key, k)? {
-                        return Ok(done);
-                    }
-                    continue;
-                }
-                Err(AppendError::Rejected(r)) => {
-                    return Err(CommandError::BadModuleOutput(format!(
-                        "the decider produced an event the registry refuses: {r}"
-                    )));
-                }
-                Err(e) => return Err(CommandError::Append(e)),
+            let decision = Decision {
+                source: &source,
+                subject: &subject,
+                key,
+                id_part: idempotency_key.unwrap_or(&invocation),
+                idempotency_key,
+                revision,
+                attempt,
+            };
+            if let Some(outcome) = self.append_decided(&decision, emitted)? {
+                return Ok(outcome);
             }
         }
         Err(CommandError::Contention {
             subject,
             attempts: MAX_ATTEMPTS,
         })
+    }
+
+    /// Appends what `decide` returned, expecting the revision it decided on. `None` when the
+    /// stream changed meanwhile (or a concurrent run of the same command is not visible yet):
+    /// decide again.
+    fn append_decided(
+        &self,
+        d: &Decision<'_>,
+        emitted: Vec<(String, serde_json::Value)>,
+    ) -> Result<Option<CommandOutcome>, CommandError> {
+        let events: Vec<Event> = emitted
+            .into_iter()
+            .enumerate()
+            .map(|(i, (ty, data))| Event {
+                id: format!("{}/{}/{i}", d.key, d.id_part),
+                source: d.source.to_owned(),
+                ty,
+                subject: d.subject.to_owned(),
+                time: None,
+                datacontenttype: Some("application/json".into()),
+                dataschema: None,
+                data: Some(Data::json(&data)),
+                extensions: BTreeMap::new(),
+            })
+            .collect();
+        let types: Vec<String> = events.iter().map(|e| e.ty.clone()).collect();
+        let req = AppendRequest::new(events).expect(d.subject, ExpectedRevision::Exact(d.revision));
+        match self.ledger.append(req) {
+            Ok(out) => {
+                let last_revision = out.events.last().map_or(d.revision, |e| e.revision);
+                Ok(Some(CommandOutcome {
+                    subject: d.subject.to_owned(),
+                    duplicate: out.duplicate,
+                    revision: last_revision,
+                    events: out
+                        .events
+                        .into_iter()
+                        .zip(types)
+                        .map(|(e, ty)| CommandEvent {
+                            source: e.source,
+                            id: e.id,
+                            ty,
+                            subject: e.subject,
+                            position: e.position,
+                            revision: e.revision,
+                        })
+                        .collect(),
+                    attempts: d.attempt,
+                }))
+            }
+            Err(AppendError::Conflict(Conflict::Revision { .. })) => {
+                // Someone else wrote the stream; back off a random while so that a steady
+                // writer does not win every race, then decide again on the new state.
+                let jitter =
+                    uuid::Uuid::new_v4().as_u128() as u64 % (1_000 * d.attempt.min(10) as u64);
+                std::thread::sleep(std::time::Duration::from_micros(jitter));
+                Ok(None)
+            }
+            Err(AppendError::Conflict(Conflict::Identity { .. }))
+                if d.idempotency_key.is_some() =>
+            {
+                // The same command ran concurrently and won: answer with its events.
+                let k = d.idempotency_key.expect("checked");
+                if let Some(done) = self.find_done(d.source, d.subject, d.key, k)? {
+                    return Ok(Some(done));
+                }
+                Ok(None)
+            }
+            Err(AppendError::Rejected(r)) => Err(CommandError::BadModuleOutput(format!(
+                "the decider produced an event the registry refuses: {r}"
+            ))),
+            Err(e) => Err(CommandError::Append(e)),
+        }
     }
 
     /// The events of an earlier run of this command, if it ran.
@@ -466,6 +468,42 @@ impl Deciders {
             .put(subject, revision, shared);
         Ok((revision, state))
     }
+}
+
+/// A command's stream key, body and idempotency key, checked before anything runs.
+fn check_request(
+    key: &str,
+    command: &[u8],
+    idempotency_key: Option<&str>,
+) -> Result<(), CommandError> {
+    if key.is_empty() {
+        return Err(CommandError::Invalid("a command needs a stream key".into()));
+    }
+    if serde_json::from_slice::<serde::de::IgnoredAny>(command).is_err() {
+        return Err(CommandError::Invalid(
+            "the command is not valid JSON".into(),
+        ));
+    }
+    if let Some(k) = idempotency_key
+        && (k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY || k.contains('/'))
+    {
+        return Err(CommandError::Invalid(format!(
+            "an Idempotency-Key is 1-{MAX_IDEMPOTENCY_KEY} characters without '/'"
+        )));
+    }
+    Ok(())
+}
+
+/// What one attempt of a command decided on.
+struct Decision<'a> {
+    source: &'a str,
+    subject: &'a str,
+    key: &'a str,
+    /// The idempotency key, or this invocation's own id: event ids are `{key}/{id_part}/{i}`.
+    id_part: &'a str,
+    idempotency_key: Option<&'a str>,
+    revision: u64,
+    attempt: usize,
 }
 
 fn stripe(subject: &str) -> usize {

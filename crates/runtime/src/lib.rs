@@ -93,6 +93,8 @@ impl Drop for Runtime {
 
 impl Runtime {
     /// A runtime with these limits. Starts the epoch ticker thread.
+    // Long by design: the wasmtime configuration, one setting after another, each with its
+    // reason.
     pub fn new(config: RuntimeConfig) -> Runtime {
         let mut wasm = Config::new();
         wasm.consume_fuel(true);

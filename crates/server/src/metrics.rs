@@ -92,6 +92,7 @@ impl Metrics {
     }
 
     /// Renders every metric in the Prometheus text exposition format (version 0.0.4).
+    // Long by design: one block per metric family, in exposition order: the list is the format.
     pub(crate) fn render(&self, ledger: &Ledger, projections: &[ProjectionStatus]) -> String {
         let s = ledger.stats();
         let mut out = String::with_capacity(4096);

@@ -177,6 +177,8 @@ impl ApiError {
     }
 
     /// The `detail` shown to the client, and extension members.
+    // Long by design: one arm per kind of problem, each adding its own members: the mapping
+    // reads best whole.
     fn detail_and_extensions(&self) -> (String, Map<String, Value>) {
         let mut ext = Map::new();
         let detail = match self {

@@ -11,22 +11,7 @@ impl Shared {
         covered: u64,
         head: u64,
     ) -> Result<(), Fault> {
-        // Group by partition key, keeping each group's order.
-        let mut order: Vec<&str> = Vec::new();
-        let mut groups: HashMap<&str, Vec<EventView<'_>>> = HashMap::new();
-        for e in events {
-            let key = match g.spec.partition {
-                Partition::Stream => e.subject,
-                Partition::Single => "",
-            };
-            groups
-                .entry(key)
-                .or_insert_with(|| {
-                    order.push(key);
-                    Vec::new()
-                })
-                .push(*e);
-        }
+        let (order, groups) = group_by_key(g.spec.partition, events);
         let previous: Vec<Option<KeyState>> = self
             .db
             .read()
@@ -79,7 +64,23 @@ impl Shared {
                 ),
             ));
         }
-        let applied = g.events_applied.load(Ordering::Acquire) + events.len() as u64;
+        self.commit(g, &written, events.len() as u64, new_keys, covered, head)?;
+        Ok(())
+    }
+
+    /// Commits a step's states with the new checkpoint in one transaction, then publishes
+    /// the progress. Durable at most every [`DURABLE_EVERY`]: in between a crash rolls the
+    /// projection back to an earlier consistent checkpoint, from which it catches up again.
+    fn commit(
+        &self,
+        g: &Gen,
+        written: &[(&str, Vec<u8>)],
+        folded: u64,
+        new_keys: u64,
+        covered: u64,
+        head: u64,
+    ) -> Result<(), EngineError> {
+        let applied = g.events_applied.load(Ordering::Acquire) + folded;
         let keys = g.keys.load(Ordering::Acquire) + new_keys;
         let durability = {
             let mut last = self.last_durable.lock().expect("durable lock");
@@ -315,4 +316,28 @@ impl Shared {
             error,
         }
     }
+}
+
+/// The events grouped by partition key (the stream, or one group for `single`), each group
+/// in ledger order, and the keys in the order of their first event.
+fn group_by_key<'e>(
+    partition: Partition,
+    events: &[EventView<'e>],
+) -> (Vec<&'e str>, HashMap<&'e str, Vec<EventView<'e>>>) {
+    let mut order: Vec<&str> = Vec::new();
+    let mut groups: HashMap<&str, Vec<EventView<'_>>> = HashMap::new();
+    for e in events {
+        let key = match partition {
+            Partition::Stream => e.subject,
+            Partition::Single => "",
+        };
+        groups
+            .entry(key)
+            .or_insert_with(|| {
+                order.push(key);
+                Vec::new()
+            })
+            .push(*e);
+    }
+    (order, groups)
 }

@@ -36,6 +36,8 @@ pub(crate) struct CommandRequest {
 
 impl Shared {
     /// All effects of one event.
+    // Long by design: the effects of one reaction in the order they must happen (appends,
+    // commands, deliveries) before the checkpoint may move.
     pub(crate) fn react(&self, w: &Worker, e: &StoredEvent) -> Result<(), String> {
         let module = self.module_of(w).map_err(|err| err.to_string())?;
         let out = match self

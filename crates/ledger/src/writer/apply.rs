@@ -5,6 +5,8 @@ use super::*;
 
 /// Checks one append's identity and conditions against the transaction's current state and,
 /// if they hold, writes it. A refusal writes nothing; a storage error aborts the group.
+// Long by design: the checks of one append in the order the docs promise (identity first),
+// then its writes, which must not start before every check passed.
 pub(crate) fn apply_one(
     t: &mut Tables<'_>,
     g: &mut Group,

@@ -296,6 +296,8 @@ impl GroupCommit {
 
     /// Applies every pending append in one transaction and commits it. Returns each append's
     /// result and the new writer state; on error nothing was committed.
+    // Long by design: the steps of one group commit in their required order (apply every
+    // append, seal segments, make the group durable in the log, commit, note a checkpoint).
     fn apply_group(
         &mut self,
         group: &[Pending],
