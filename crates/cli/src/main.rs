@@ -133,6 +133,14 @@ struct ServeArgs {
     /// 503. A wait holds no thread.
     #[arg(long, env = "LOOM_MAX_WAITS", default_value_t = 4096)]
     max_waits: usize,
+    /// Most bytes of stored events in one JSON page of a list read (`GET /v1/events`,
+    /// `POST /v1/events/query`); a page ends early with its Link to the next one.
+    #[arg(long, env = "LOOM_MAX_PAGE_BYTES", default_value = "4m", value_parser = parse_size)]
+    max_page_bytes: usize,
+    /// Longest chain of reactions: a reaction to an event this many reactions away from a
+    /// client's append fails its reactor (reactors feeding each other in a loop stop).
+    #[arg(long, env = "LOOM_MAX_REACTION_HOPS", default_value_t = 16)]
+    max_reaction_hops: u64,
 }
 
 fn parse_size(text: &str) -> Result<usize, String> {
@@ -217,6 +225,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let ledger = Arc::new(ledger);
     let mut engine_config = EngineConfig {
         batch_events: args.projection_batch.max(1),
+        max_reaction_hops: args.max_reaction_hops,
         ..EngineConfig::default()
     };
     engine_config.runtime.fuel_per_call = args.fuel.max(1);
@@ -240,6 +249,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         header_timeout: Duration::from_millis(args.header_timeout_ms.max(1)),
         max_connections: args.max_connections.max(1),
         max_waits: args.max_waits.max(1),
+        max_page_bytes: args.max_page_bytes.max(1),
         ..Config::default()
     };
     let open = config.tokens.is_empty();

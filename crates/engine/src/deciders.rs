@@ -257,6 +257,29 @@ impl Deciders {
         command: &[u8],
         idempotency_key: Option<&str>,
     ) -> Result<CommandOutcome, CommandError> {
+        self.run_with(entity, key, command, idempotency_key, None)
+    }
+
+    /// Runs a command a reaction asked for: its events carry the reaction chain's hop count.
+    pub(crate) fn run_as_reaction(
+        &self,
+        entity: &str,
+        key: &str,
+        command: &[u8],
+        idempotency_key: &str,
+        hops: u64,
+    ) -> Result<CommandOutcome, CommandError> {
+        self.run_with(entity, key, command, Some(idempotency_key), Some(hops))
+    }
+
+    fn run_with(
+        &self,
+        entity: &str,
+        key: &str,
+        command: &[u8],
+        idempotency_key: Option<&str>,
+        hops: Option<u64>,
+    ) -> Result<CommandOutcome, CommandError> {
         let bound = {
             let b = self.bound.read().expect("deciders lock");
             b.get(entity)
@@ -306,6 +329,7 @@ impl Deciders {
                 idempotency_key,
                 revision,
                 attempt,
+                hops,
             };
             if let Some(outcome) = self.append_decided(&decision, emitted)? {
                 return Ok(outcome);
@@ -337,7 +361,10 @@ impl Deciders {
                 datacontenttype: Some("application/json".into()),
                 dataschema: None,
                 data: Some(Data::json(&data)),
-                extensions: BTreeMap::new(),
+                extensions: d
+                    .hops
+                    .map(crate::reactors::hops_extension)
+                    .unwrap_or_default(),
             })
             .collect();
         let types: Vec<String> = events.iter().map(|e| e.ty.clone()).collect();
@@ -504,6 +531,8 @@ struct Decision<'a> {
     idempotency_key: Option<&'a str>,
     revision: u64,
     attempt: usize,
+    /// For a command a reaction ran: how many reactions led to it.
+    hops: Option<u64>,
 }
 
 fn stripe(subject: &str) -> usize {

@@ -48,6 +48,11 @@ pub struct EngineConfig {
     pub max_wait: std::time::Duration,
     /// How reactors retry deliveries to their sinks.
     pub sink: SinkPolicy,
+    /// Longest chain of reactions: an event a reactor appends (or a command it runs
+    /// appends) is one hop further than the event it reacted to (extension `loomhops`); a
+    /// reaction that would go past this fails its reactor instead, so reactors that feed each
+    /// other in a loop stop with a clear status rather than fill the disk.
+    pub max_reaction_hops: u64,
 }
 
 impl Default for EngineConfig {
@@ -60,6 +65,7 @@ impl Default for EngineConfig {
             batch_events: 100_000,
             max_wait: std::time::Duration::from_secs(30),
             sink: SinkPolicy::default(),
+            max_reaction_hops: 16,
         }
     }
 }
@@ -127,6 +133,7 @@ impl Engine {
             modules.clone(),
             deciders.clone(),
             config.sink.clone(),
+            config.max_reaction_hops,
         )?;
         Ok(Engine {
             ledger,

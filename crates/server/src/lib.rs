@@ -75,6 +75,10 @@ pub struct Config {
     pub default_page: usize,
     /// Largest page of a JSON list read (NDJSON reads stream any number).
     pub max_page: usize,
+    /// Most bytes of stored events in one JSON list page: a page ends early (with its `Link`
+    /// to the next) once its events hold this much, so that a page of large events cannot
+    /// hold `max_page` × the largest event in memory. A page has at least one event.
+    pub max_page_bytes: usize,
     /// Largest wasm module accepted by `POST /v1/modules`, in bytes (larger: 413). Separate
     /// from [`Config::max_body_bytes`], which bounds event bodies.
     pub max_module_bytes: usize,
@@ -101,6 +105,7 @@ impl Default for Config {
             heartbeat: Duration::from_secs(15),
             default_page: 100,
             max_page: 10_000,
+            max_page_bytes: 4 * 1024 * 1024,
             max_module_bytes: 32 * 1024 * 1024,
             max_wait: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),

@@ -55,6 +55,14 @@ impl Shared {
         };
         let reaction: Reaction = serde_json::from_slice(&out)
             .map_err(|err| format!("react returned a malformed reaction: {err}"))?;
+        let hops = hops_of(e).saturating_add(1);
+        if hops > self.max_hops && !(reaction.append.is_empty() && reaction.commands.is_empty()) {
+            return Err(format!(
+                "the reaction to event {} would be hop {hops} of a chain of reactions, more than \
+                 the {} allowed: reactors (or their commands) feed each other in a loop?",
+                e.position, self.max_hops
+            ));
+        }
         let source = super::worker::own_source(&w.name);
         if !reaction.append.is_empty() {
             let events = reaction
@@ -70,7 +78,7 @@ impl Shared {
                     datacontenttype: Some("application/json".into()),
                     dataschema: None,
                     data: Some(Data::json(&em.data)),
-                    extensions: BTreeMap::new(),
+                    extensions: hops_extension(hops),
                 })
                 .collect();
             let out = self
@@ -86,7 +94,10 @@ impl Shared {
         for (i, c) in reaction.commands.iter().enumerate() {
             let idem = format!("r-{}-{}-{i}", w.name, e.position);
             let command = serde_json::to_vec(&c.command).expect("a Value serializes");
-            match self.deciders.run(&c.entity, &c.key, &command, Some(&idem)) {
+            match self
+                .deciders
+                .run_as_reaction(&c.entity, &c.key, &command, &idem, hops)
+            {
                 Ok(outcome) => {
                     if !outcome.duplicate {
                         w.counters.commands.fetch_add(1, Ordering::AcqRel);
@@ -167,4 +178,23 @@ impl Shared {
             self.policy.attempts
         ))
     }
+}
+
+/// The extension that counts how many reactions led to an event.
+pub(crate) const HOPS_EXTENSION: &str = "loomhops";
+
+/// How many reactions led to `e` (0 for an event a client appended).
+fn hops_of(e: &StoredEvent) -> u64 {
+    match e.event.extensions.get(HOPS_EXTENSION) {
+        Some(ExtensionValue::Integer(n)) => u64::try_from(*n).unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// The extensions of an event `hops` reactions away from a client's.
+pub(crate) fn hops_extension(hops: u64) -> BTreeMap<String, ExtensionValue> {
+    BTreeMap::from([(
+        HOPS_EXTENSION.to_owned(),
+        ExtensionValue::Integer(i64::try_from(hops).unwrap_or(i64::MAX)),
+    )])
 }

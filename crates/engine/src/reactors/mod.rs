@@ -22,7 +22,8 @@ use std::time::Duration;
 
 use event_listener::Listener;
 use loom_ledger::{
-    AppendRequest, CompiledSelector, Data, Event, Ledger, ReadOptions, Selector, StoredEvent,
+    AppendRequest, CompiledSelector, Data, Event, ExtensionValue, Ledger, ReadOptions, Selector,
+    StoredEvent,
 };
 use loom_ledger::{Catalog, CatalogTable, Durability, ReactorCheckpoint};
 use loom_runtime::{Entry, Module, Outcome, Runtime};
@@ -37,6 +38,7 @@ mod effects;
 mod spec;
 mod worker;
 
+pub(crate) use effects::hops_extension;
 pub use spec::{ReactorSpec, ReactorStatus, SinkPolicy};
 
 /// Events read per batch.
@@ -121,6 +123,8 @@ struct Shared {
     modules: Arc<ModuleStore>,
     deciders: Arc<Deciders>,
     policy: SinkPolicy,
+    /// [`crate::EngineConfig::max_reaction_hops`].
+    max_hops: u64,
     http: ureq::Agent,
     workers: RwLock<BTreeMap<String, Arc<Worker>>>,
 }
@@ -157,6 +161,7 @@ impl Reactors {
         modules: Arc<ModuleStore>,
         deciders: Arc<Deciders>,
         policy: SinkPolicy,
+        max_hops: u64,
     ) -> Result<Reactors, StoreError> {
         let db = ledger.catalog();
         let http: ureq::Agent = ureq::Agent::config_builder()
@@ -171,6 +176,7 @@ impl Reactors {
             modules,
             deciders,
             policy,
+            max_hops,
             http,
             workers: RwLock::new(BTreeMap::new()),
         });

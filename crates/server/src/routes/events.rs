@@ -295,15 +295,16 @@ pub(crate) async fn list(
         limit,
         backwards,
     };
-    let page = {
+    let max_bytes = state.inner.config.max_page_bytes;
+    let (page, cut) = {
         let compiled = compiled.clone();
         state
-            .blocking(move |l| Ok(l.read(&compiled, opts)?))
+            .blocking(move |l| Ok(l.read_bounded(&compiled, opts, max_bytes)?))
             .await?
     };
     let body = serde_json::to_vec(&page).map_err(|e| ApiError::Internal(e.to_string()))?;
     let mut response = json_response(StatusCode::OK, CLOUDEVENTS_BATCH_JSON, body);
-    if page.len() == limit
+    if (page.len() == limit || cut)
         && let Some(last) = page.last()
     {
         let next = if backwards {

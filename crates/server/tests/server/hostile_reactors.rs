@@ -1,5 +1,6 @@
 //! A reactor whose selector matches its own output does not feed itself: the events it
-//! appended are skipped unless its definition opts in (`react_to_own`).
+//! appended are skipped unless its definition opts in (`react_to_own`). Reactors that feed
+//! each other stop at the longest chain of reactions allowed, with a failed status.
 
 use crate::common;
 
@@ -102,6 +103,50 @@ fn a_reactor_does_not_react_to_its_own_events_unless_it_opts_in() {
     std::thread::sleep(Duration::from_millis(300));
     engine.reactors().delete("echo").unwrap();
     assert!(ledger.head() > 5, "head {}", ledger.head());
+}
+
+#[test]
+fn reactors_feeding_each_other_stop_at_the_longest_chain() {
+    let t = state();
+    let engine = t.state.engine();
+    let ledger = t.ledger();
+    let module = engine.modules().upload(&echo_module()).unwrap().record.id;
+    // Each reacts to the other's events (not its own): ping-pong for ever, unless bounded.
+    engine.reactors().put("ping", spec(&module, false)).unwrap();
+    engine.reactors().put("pong", spec(&module, false)).unwrap();
+    note(ledger, "1", "log/start");
+    let failure = failed("ping or pong", || {
+        ["ping", "pong"]
+            .iter()
+            .find_map(|r| engine.reactors().status(r).unwrap().last_error)
+    });
+    assert!(
+        failure.message.contains("chain of reactions"),
+        "{}",
+        failure.message
+    );
+    assert!(failure.message.contains("16"), "{}", failure.message);
+    // The chain: the client's event, then one event per hop up to the limit, each one
+    // hop further than the event it reacted to; the failing reaction appended nothing.
+    std::thread::sleep(Duration::from_millis(300));
+    let all = ledger.read_all(Default::default()).unwrap();
+    let chain: Vec<_> = all
+        .iter()
+        .filter(|e| e.event.subject == "log/loop")
+        .collect();
+    assert!(chain.len() >= 16, "{} events", chain.len());
+    let hops: Vec<_> = chain
+        .iter()
+        .map(|e| match e.event.extensions.get("loomhops") {
+            Some(loom_ledger::ExtensionValue::Integer(n)) => *n,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert!(hops.iter().all(|&h| (1..=16).contains(&h)), "{hops:?}");
+    assert!(hops.contains(&16), "{hops:?}");
+    let head = ledger.head();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(ledger.head(), head, "the loop goes on");
 }
 
 /// A decider whose `decide` answers `events` events for any command.

@@ -1,5 +1,6 @@
 //! Stalled subscribers hold a bounded number of bytes: a subscription's page, and a
-//! streamed read's step, stop at about 1 MiB of events, and resume after the last one.
+//! streamed read's step, stop at about 1 MiB of events, and resume after the last one. A JSON
+//! page of a list read ends at `max_page_bytes` and links to the rest.
 
 use crate::common;
 
@@ -90,6 +91,55 @@ async fn a_subscriber_gets_every_large_event_across_byte_bounded_pages() {
         }
     }
     assert_eq!(seen, (1..=30).collect::<Vec<u64>>(), "subscription");
+    server.stop().await;
+}
+
+/// Walks `GET /v1/events` by its `Link` headers; the positions of every page.
+async fn walk_pages(server: &Server, first: &str) -> Vec<Vec<u64>> {
+    let client = reqwest::Client::new();
+    let mut pages = Vec::new();
+    let mut next = Some(server.url(first));
+    while let Some(url) = next.take() {
+        let r = client.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        next = r
+            .headers()
+            .get("link")
+            .map(|l| l.to_str().unwrap().to_owned())
+            .map(|l| server.url(l.trim_start_matches('<').split('>').next().unwrap()));
+        let page: Vec<serde_json::Value> = r.json().await.unwrap();
+        pages.push(
+            page.iter()
+                .map(|e| e["position"].as_u64().unwrap())
+                .collect(),
+        );
+        assert!(pages.len() <= 100, "the links never end");
+    }
+    pages
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_page_of_large_events_ends_at_the_byte_bound_and_links_to_the_rest() {
+    let server = Server::start(Config {
+        max_page_bytes: 1 << 20,
+        ..Config::default()
+    })
+    .await;
+    big_history(&server, 30); // 30 events of ~100 KB: ~3 MB
+    let pages = walk_pages(&server, "/v1/events?limit=1000").await;
+    assert!(pages.len() >= 3, "{pages:?}");
+    for page in &pages[..pages.len() - 1] {
+        // Cut once the page holds 1 MiB: about ten of these events, never all 30.
+        assert!((8..=12).contains(&page.len()), "{pages:?}");
+    }
+    let all: Vec<u64> = pages.concat();
+    assert_eq!(all, (1..=30).collect::<Vec<_>>());
+    // Backwards too, from the newest.
+    let back = walk_pages(&server, "/v1/events?limit=1000&backwards=true").await;
+    assert_eq!(back.concat(), (1..=30).rev().collect::<Vec<_>>());
+    // A page bound by its limit still ends there.
+    let small = walk_pages(&server, "/v1/events?limit=4").await;
+    assert_eq!(small[0], [1, 2, 3, 4]);
     server.stop().await;
 }
 
