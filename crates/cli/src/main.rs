@@ -141,6 +141,12 @@ struct ServeArgs {
     /// client's append fails its reactor (reactors feeding each other in a loop stop).
     #[arg(long, env = "LOOM_MAX_REACTION_HOPS", default_value_t = 16)]
     max_reaction_hops: u64,
+    /// Most events one command may append; a decider answering more fails the command (422).
+    #[arg(long, env = "LOOM_MAX_COMMAND_EVENTS", default_value_t = 10_000)]
+    max_command_events: usize,
+    /// Most bytes of event data one command may append.
+    #[arg(long, env = "LOOM_MAX_COMMAND_BYTES", default_value = "8m", value_parser = parse_size)]
+    max_command_bytes: usize,
 }
 
 fn parse_size(text: &str) -> Result<usize, String> {
@@ -226,6 +232,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let mut engine_config = EngineConfig {
         batch_events: args.projection_batch.max(1),
         max_reaction_hops: args.max_reaction_hops,
+        max_command_events: args.max_command_events,
+        max_command_bytes: args.max_command_bytes,
         ..EngineConfig::default()
     };
     engine_config.runtime.fuel_per_call = args.fuel.max(1);

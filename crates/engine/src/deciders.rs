@@ -32,12 +32,18 @@ use crate::{CommandError, DefinitionError, Kind, StoreError};
 /// How many times a command is decided again after a revision conflict.
 pub const MAX_ATTEMPTS: usize = 32;
 
-/// Most events one command may append: a decider that answers more is failed (422), so one
-/// command cannot hold the writer or build a huge answer.
+/// The default of [`crate::EngineConfig::max_command_events`].
 pub const MAX_COMMAND_EVENTS: usize = 10_000;
 
-/// Most bytes of event data one command may append (the JSON of every event's data).
+/// The default of [`crate::EngineConfig::max_command_bytes`].
 pub const MAX_COMMAND_BYTES: usize = 8 << 20;
+
+/// What one command may append.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CommandLimits {
+    pub(crate) events: usize,
+    pub(crate) bytes: usize,
+}
 /// Number of per-stream lock stripes.
 const STRIPES: usize = 4096;
 /// Longest accepted idempotency key.
@@ -124,6 +130,7 @@ pub struct Deciders {
     db: Catalog,
     runtime: Arc<Runtime>,
     modules: Arc<ModuleStore>,
+    limits: CommandLimits,
     bound: RwLock<BTreeMap<String, Arc<Bound>>>,
     cache: Mutex<HashMap<String, Cache>>,
     /// Striped per-stream locks: commands on one stream take turns in this process, so they
@@ -142,6 +149,7 @@ impl Deciders {
         ledger: Arc<Ledger>,
         runtime: Arc<Runtime>,
         modules: Arc<ModuleStore>,
+        limits: CommandLimits,
     ) -> Result<Deciders, StoreError> {
         let db = ledger.catalog();
         let mut bound = BTreeMap::new();
@@ -173,6 +181,7 @@ impl Deciders {
             db,
             runtime,
             modules,
+            limits,
             bound: RwLock::new(bound),
             cache: Mutex::new(HashMap::new()),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
@@ -310,7 +319,7 @@ impl Deciders {
                 Outcome::Rejected(r) => {
                     return Err(CommandError::Rejected(crate::rejection_message(&r)));
                 }
-                Outcome::Ok(out) => parse_decided(&out)?,
+                Outcome::Ok(out) => parse_decided(&out, self.limits)?,
             };
             if emitted.is_empty() {
                 return Ok(CommandOutcome {
@@ -543,7 +552,11 @@ fn stripe(subject: &str) -> usize {
 }
 
 /// `decide`'s ok payload: `[{"type": …, "data": …}, …]`.
-fn parse_decided(out: &[u8]) -> Result<Vec<(String, serde_json::Value)>, CommandError> {
+fn parse_decided(
+    out: &[u8],
+    limits: CommandLimits,
+) -> Result<Vec<(String, serde_json::Value)>, CommandError> {
+    let (max_events, max_bytes) = (limits.events, limits.bytes);
     #[derive(Deserialize)]
     struct Emitted {
         #[serde(rename = "type")]
@@ -552,10 +565,10 @@ fn parse_decided(out: &[u8]) -> Result<Vec<(String, serde_json::Value)>, Command
         data: serde_json::Value,
     }
     // The answer's size bounds the events' data: refuse a huge one before parsing it.
-    if out.len() > MAX_COMMAND_BYTES + MAX_COMMAND_EVENTS * 64 {
+    if out.len() > max_bytes + max_events * 64 {
         return Err(CommandError::BadModuleOutput(format!(
             "decide returned {} bytes of events; a command may append at most \
-             {MAX_COMMAND_BYTES} bytes of data",
+             {max_bytes} bytes of data",
             out.len()
         )));
     }
@@ -564,17 +577,17 @@ fn parse_decided(out: &[u8]) -> Result<Vec<(String, serde_json::Value)>, Command
             "decide returned something other than a list of events: {e}"
         ))
     })?;
-    if items.len() > MAX_COMMAND_EVENTS {
+    if items.len() > max_events {
         return Err(CommandError::BadModuleOutput(format!(
-            "decide returned {} events; a command may append at most {MAX_COMMAND_EVENTS}",
+            "decide returned {} events; a command may append at most {max_events}",
             items.len()
         )));
     }
     let bytes: usize = items.iter().map(|e| e.data.to_string().len()).sum();
-    if bytes > MAX_COMMAND_BYTES {
+    if bytes > max_bytes {
         return Err(CommandError::BadModuleOutput(format!(
             "decide returned {bytes} bytes of event data; a command may append at most \
-             {MAX_COMMAND_BYTES}"
+             {max_bytes}"
         )));
     }
     items

@@ -53,6 +53,11 @@ pub struct EngineConfig {
     /// reaction that would go past this fails its reactor instead, so reactors that feed each
     /// other in a loop stop with a clear status rather than fill the disk.
     pub max_reaction_hops: u64,
+    /// Most events one command may append: a decider that answers more fails the command
+    /// (422), so one command cannot hold the writer or build a huge answer.
+    pub max_command_events: usize,
+    /// Most bytes of event data (the JSON of every event's data) one command may append.
+    pub max_command_bytes: usize,
 }
 
 impl Default for EngineConfig {
@@ -66,6 +71,8 @@ impl Default for EngineConfig {
             max_wait: std::time::Duration::from_secs(30),
             sink: SinkPolicy::default(),
             max_reaction_hops: 16,
+            max_command_events: MAX_COMMAND_EVENTS,
+            max_command_bytes: MAX_COMMAND_BYTES,
         }
     }
 }
@@ -126,6 +133,10 @@ impl Engine {
             ledger.clone(),
             runtime.clone(),
             modules.clone(),
+            deciders::CommandLimits {
+                events: config.max_command_events.max(1),
+                bytes: config.max_command_bytes.max(1),
+            },
         )?);
         let reactors = Reactors::open(
             ledger.clone(),

@@ -196,6 +196,48 @@ async fn a_command_may_append_a_bounded_number_of_events() {
     assert_eq!(s.ledger().head(), 0, "nothing was appended");
 }
 
+#[tokio::test]
+async fn the_command_limits_are_configurable() {
+    let t = new_state_with(
+        loom_server::Config::default(),
+        loom_engine::EngineConfig {
+            max_command_events: 5,
+            ..loom_engine::EngineConfig::default()
+        },
+    );
+    let s = &t.state;
+    let engine = s.engine().clone();
+    for (key, events, status) in [("a", 5, 200), ("b", 6, 422)] {
+        let module = engine
+            .modules()
+            .upload(&flooding_decider(events))
+            .unwrap()
+            .record
+            .id;
+        let spec = serde_json::from_value(json!({ "module": module })).unwrap();
+        engine.deciders().put("log", spec).unwrap();
+        let r = post_json(
+            s,
+            &format!("/v1/commands/log/{key}"),
+            &json!({"type": "flood"}),
+        )
+        .await;
+        let body = r.json();
+        assert_eq!(r.status, status, "{body}");
+        if status == 422 {
+            assert!(
+                body["detail"].as_str().unwrap().contains("at most 5"),
+                "{body}"
+            );
+        }
+    }
+    assert_eq!(
+        s.ledger().head(),
+        5,
+        "only the command within the limit appended"
+    );
+}
+
 /// A module whose `evolve` answers `state` (JSON text) for any input.
 fn constant_projection(state: &str) -> Vec<u8> {
     let payload = format!("\\00{}", state.replace('\\', "\\\\").replace('"', "\\\""));
