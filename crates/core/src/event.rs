@@ -249,13 +249,14 @@ impl Event {
         Ok(())
     }
 
-    /// Same content as `other`: attributes equal, data equal as JSON values where JSON.
+    /// Same content as `other`: attributes equal (`time` as the same instant, however it is
+    /// written), data equal as JSON values where JSON.
     pub fn same_content(&self, other: &Event) -> bool {
         self.id == other.id
             && self.source == other.source
             && self.ty == other.ty
             && self.subject == other.subject
-            && self.time == other.time
+            && same_instant(self.time.as_deref(), other.time.as_deref())
             && self.datacontenttype == other.datacontenttype
             && self.dataschema == other.dataschema
             && self.extensions == other.extensions
@@ -567,4 +568,22 @@ fn serialize_event<S: Serializer>(
         )?,
     }
     map.end()
+}
+
+/// Whether two `time` attributes name the same instant: `2026-05-06T07:08:09.5Z` and
+/// `2026-05-06T09:08:09.500+02:00` do (SDKs write UTC both ways, and a retry in another
+/// content mode must stay a duplicate). The stored text is kept as the producer wrote it.
+fn same_instant(a: Option<&str>, b: Option<&str>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) if a == b => true,
+        (Some(a), Some(b)) => match (
+            chrono::DateTime::parse_from_rfc3339(a),
+            chrono::DateTime::parse_from_rfc3339(b),
+        ) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        },
+        _ => false,
+    }
 }

@@ -302,6 +302,54 @@ async fn idempotent_repost_and_identity_conflict() {
 }
 
 #[tokio::test]
+async fn a_retry_that_writes_the_same_time_another_way_is_a_duplicate() {
+    let t = state();
+    // Binary mode, time with a numeric UTC offset (as the Rust SDK writes it)…
+    let binary = |id: &str, time: &str| {
+        Request::post("/v1/events")
+            .header("ce-specversion", "1.0")
+            .header("ce-id", id)
+            .header("ce-source", "sdk")
+            .header("ce-type", "was_created")
+            .header("ce-subject", "cart/t")
+            .header("ce-time", time)
+            .header("content-type", "application/json")
+            .body(Body::from("{}"))
+            .unwrap()
+    };
+    let first = send(&t.state, binary("t-1", "2026-05-06T07:08:09.123456+00:00")).await;
+    assert_eq!(
+        first.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&first.body)
+    );
+    // …then structured, with `Z` (as the same SDK writes JSON): the same instant, a retry.
+    let mut e = cart_event("t-1", "t", "was_created", json!({}));
+    e["source"] = json!("sdk");
+    e["time"] = json!("2026-05-06T07:08:09.123456Z");
+    let again = post_events(&t.state, &e).await;
+    assert_eq!(
+        again.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&again.body)
+    );
+    assert_eq!(again.json()["duplicate"], true);
+    // In another zone, still the same instant.
+    e["time"] = json!("2026-05-06T09:08:09.123456+02:00");
+    assert_eq!(post_events(&t.state, &e).await.status, 200);
+    // A microsecond later is another event with the same identity: a conflict.
+    e["time"] = json!("2026-05-06T07:08:09.123457Z");
+    let p = post_events(&t.state, &e).await.problem(409);
+    assert_eq!(p["type"], "urn:loom:problem:identity-conflict");
+    assert_eq!(t.ledger().head(), 1);
+    // The stored text is the producer's own.
+    let stored = get(&t.state, "/v1/events/1").await.json();
+    assert_eq!(stored["time"], "2026-05-06T07:08:09.123456+00:00");
+}
+
+#[tokio::test]
 async fn registry_put_get_list() {
     let t = state();
     let spec =
