@@ -65,6 +65,10 @@ enum Command {
         #[command(subcommand)]
         command: deciders::ReactorsCommand,
     },
+    /// Compile one wasm module (bytes on stdin) to the artifact `loom serve` loads (on
+    /// stdout). The server runs this in a child process for every module it compiles.
+    #[command(name = "compile-module", hide = true)]
+    CompileModule,
 }
 
 #[derive(Debug, Args)]
@@ -129,6 +133,11 @@ struct ServeArgs {
     /// accepted (keep it below the process's file-descriptor limit).
     #[arg(long, env = "LOOM_MAX_CONNECTIONS", default_value_t = 1024)]
     max_connections: usize,
+    /// Longest compile of one module (on upload, and at start for stored modules), in
+    /// milliseconds; a longer one is stopped and the upload refused (422). Each compile runs
+    /// in a child process, so its working memory is returned when it ends.
+    #[arg(long, env = "LOOM_COMPILE_TIMEOUT_MS", default_value_t = 60_000)]
+    compile_timeout_ms: u64,
     /// Most requests waiting for a projection's min_position at a time; more are answered
     /// 503. A wait holds no thread.
     #[arg(long, env = "LOOM_MAX_WAITS", default_value_t = 4096)]
@@ -179,6 +188,9 @@ fn main() -> ExitCode {
 
 fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    if let Command::CompileModule = cli.command {
+        return compile_module();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -194,6 +206,30 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Deciders { command } => runtime.block_on(deciders::deciders(command)),
         Command::Run(args) => runtime.block_on(deciders::command(args)),
         Command::Reactors { command } => runtime.block_on(deciders::reactors(command)),
+        Command::CompileModule => unreachable!("handled before the async runtime starts"),
+    }
+}
+
+/// `loom compile-module`: stdin → artifact on stdout. A module that cannot be compiled is a
+/// message on stderr and exit status 1, which the server reports as the upload's refusal.
+fn compile_module() -> anyhow::Result<ExitCode> {
+    use std::io::{Read, Write};
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut bytes)
+        .context("reading the module from stdin")?;
+    match loom_runtime::precompile(&bytes) {
+        Ok(artifact) => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(&artifact)
+                .and_then(|()| out.flush())
+                .context("writing the compiled module")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(why) => {
+            eprintln!("{why}");
+            Ok(ExitCode::FAILURE)
+        }
     }
 }
 
@@ -240,6 +276,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     engine_config.runtime.memory_limit = args.memory_limit;
     engine_config.runtime.call_timeout = Duration::from_millis(args.call_timeout_ms.max(1));
     engine_config.runtime.max_module_size = args.max_module;
+    // Compile in a child: a compile cannot be interrupted, and the compiler's working
+    // memory, kept by the allocator afterwards, goes back to the system when the child exits.
+    // `/proc/self/exe` is this very executable even if the file was replaced since it
+    // started, so the artifact always matches this process's wasmtime.
+    engine_config.runtime.compiler =
+        loom_runtime::Compiler::Process(loom_runtime::CompilerProcess {
+            program: "/proc/self/exe".into(),
+            args: vec!["compile-module".into()],
+            deadline: Duration::from_millis(args.compile_timeout_ms.max(1)),
+        });
     let engine = {
         let ledger = ledger.clone();
         tokio::task::spawn_blocking(move || Engine::open(ledger, engine_config))

@@ -15,11 +15,14 @@
 //! pages copied back from the module image where the kernel supports `PAGEMAP_SCAN`) instead of
 //! being mapped and unmapped for every call. A call waits while every slot is in use.
 //!
+//! Compiling happens where [`RuntimeConfig::compiler`] says: in this process, or in a child
+//! process that is killed at a deadline and takes the compiler's working memory with it when
+//! it exits ([`Compiler`]; `loom serve` uses `loom compile-module`).
+//!
 //! Nothing here exposes `wasmtime::*` types.
 
-#![forbid(unsafe_code)]
-
 mod call;
+mod compiler;
 mod convert;
 mod error;
 mod limits;
@@ -28,6 +31,8 @@ mod pool;
 mod validate;
 
 pub use call::Outcome;
+use compiler::code_config;
+pub use compiler::{Compiler, CompilerProcess, precompile};
 use convert::extensions_json;
 pub use convert::{event_ref, view_extensions_json, view_ref};
 use error::Failure;
@@ -93,21 +98,10 @@ impl Drop for Runtime {
 
 impl Runtime {
     /// A runtime with these limits. Starts the epoch ticker thread.
-    // Long by design: the wasmtime configuration, one setting after another, each with its
-    // reason.
+    // Long by design: the pooling configuration, one setting after another, each with its
+    // reason, and the host function.
     pub fn new(config: RuntimeConfig) -> Runtime {
-        let mut wasm = Config::new();
-        wasm.consume_fuel(true);
-        // Cranelift inlines small functions within a module (off by default in wasmtime): a
-        // wasm call costs more than a native one (fuel and epoch bookkeeping), and guest code
-        // is full of small functions, so inlining pays on every fold; the price is a longer
-        // compile (and more compiled code per function, which the compile limits bound).
-        wasm.compiler_inlining(wasmtime::Inlining::Yes);
-        wasm.epoch_interruption(true);
-        // Determinism: canonical NaNs, and the deterministic lowering of relaxed SIMD (threads
-        // are not compiled in).
-        wasm.cranelift_nan_canonicalization(true);
-        wasm.relaxed_simd_deterministic(true);
+        let mut wasm = code_config();
         // Instances from a pool of pre-reserved slots: no mmap/munmap per call.
         let slots = config.max_concurrent_calls.max(1);
         let pagemap = PoolingAllocationConfig::is_pagemap_scan_available();

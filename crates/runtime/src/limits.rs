@@ -18,6 +18,8 @@ pub struct RuntimeConfig {
     /// Most calls (and upload validations) running at once; each holds one pre-reserved
     /// instance slot. Further calls wait for a slot.
     pub max_concurrent_calls: u32,
+    /// Where modules are compiled.
+    pub compiler: Compiler,
 }
 
 impl Default for RuntimeConfig {
@@ -29,6 +31,7 @@ impl Default for RuntimeConfig {
             max_output: 16 * 1024 * 1024,
             max_module_size: 32 * 1024 * 1024,
             max_concurrent_calls: 64,
+            compiler: Compiler::InProcess,
         }
     }
 }

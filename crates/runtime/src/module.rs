@@ -100,14 +100,7 @@ impl Runtime {
             return Ok(m);
         }
         check_compile_cost(bytes)?;
-        let module = WasmModule::from_binary(&self.engine, bytes).map_err(|e| {
-            if WasmModule::validate(&self.engine, bytes).is_ok() {
-                // Valid wasm the instance pool cannot hold.
-                ModuleError::OverLimits(e.root_cause().to_string())
-            } else {
-                ModuleError::Invalid(format!("{e:#}"))
-            }
-        })?;
+        let module = self.compile_code(bytes)?;
         check_imports(&module)?;
         let exports = check_exports(&module)?;
         let pre = self

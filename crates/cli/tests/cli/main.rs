@@ -5,5 +5,6 @@
 mod cli;
 mod commands;
 mod common;
+mod compile;
 mod kill9;
 mod projections;

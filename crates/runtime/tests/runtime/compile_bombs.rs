@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use loom_runtime::{ModuleError, Runtime, RuntimeConfig};
+use loom_runtime::{Compiler, CompilerProcess, ModuleError, Runtime, RuntimeConfig};
 
 /// A valid Loom module with `functions` trivial functions besides its entry points.
 fn module_with(functions: usize, locals: usize) -> Vec<u8> {
@@ -80,4 +80,69 @@ fn too_many_locals_are_refused_and_a_module_at_the_limits_compiles() {
         "after evicting it, RSS +{} KiB",
         rss_kib().saturating_sub(before)
     );
+}
+
+/// A runtime whose compiler process is `sh -c SCRIPT`, killed after `deadline`.
+fn with_compiler(script: &str, deadline: Duration) -> Runtime {
+    Runtime::new(RuntimeConfig {
+        compiler: Compiler::Process(CompilerProcess {
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), script.into()],
+            deadline,
+        }),
+        ..RuntimeConfig::default()
+    })
+}
+
+#[test]
+fn a_compiler_process_past_its_deadline_is_killed_and_the_module_refused() {
+    let rt = with_compiler("cat >/dev/null; sleep 30", Duration::from_millis(200));
+    let started = Instant::now();
+    let err = rt.compile(&module_with(1, 0)).unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        matches!(&err, ModuleError::OverLimits(m) if m.contains("longer than the limit of 200ms")),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
+#[test]
+fn a_compiler_process_that_fails_refuses_the_module_with_its_message() {
+    let said = with_compiler(
+        "cat >/dev/null; echo 'no room' >&2; exit 1",
+        Duration::from_secs(30),
+    );
+    let err = said.compile(&module_with(1, 0)).unwrap_err();
+    assert_eq!(err, ModuleError::OverLimits("no room".into()));
+
+    let killed = with_compiler("kill -9 $$", Duration::from_secs(30));
+    let err = killed.compile(&module_with(1, 0)).unwrap_err();
+    assert!(
+        matches!(&err, ModuleError::OverLimits(m) if m.contains("killed")),
+        "{err}"
+    );
+
+    let silent = with_compiler("exit 3", Duration::from_secs(30));
+    let err = silent.compile(&module_with(1, 0)).unwrap_err();
+    assert!(
+        matches!(&err, ModuleError::OverLimits(m) if m.contains("status 3")),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_artifact_from_precompile_loads_into_the_server_runtime() {
+    // What `loom compile-module` does, checked against the pooling engine's configuration.
+    let bytes = loom_testkit::example_wasm("cart");
+    let artifact = loom_runtime::precompile(&bytes).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("artifact");
+    std::fs::write(&path, &artifact).unwrap();
+    let rt = with_compiler(
+        &format!("cat >/dev/null; cat {}", path.display()),
+        Duration::from_secs(30),
+    );
+    let module = rt.compile(&bytes).unwrap();
+    assert!(module.exports(loom_runtime::Entry::Evolve));
 }
