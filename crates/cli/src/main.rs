@@ -1,6 +1,7 @@
 //! `loom`: the Loom server (`loom serve`) and a client for its HTTP API.
 
 mod client;
+mod cluster;
 mod deciders;
 mod entities;
 mod modules;
@@ -156,6 +157,8 @@ struct ServeArgs {
     /// Most bytes of event data one command may append.
     #[arg(long, env = "LOOM_MAX_COMMAND_BYTES", default_value = "8m", value_parser = parse_size)]
     max_command_bytes: usize,
+    #[command(flatten)]
+    cluster: cluster::ClusterArgs,
 }
 
 fn parse_size(text: &str) -> Result<usize, String> {
@@ -254,17 +257,33 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Err(why) = loom_server::check_listen(args.listen, &tokens) {
         bail!(why);
     }
-    let data = args.data.clone();
+    // Bound first: a cluster node advertises its address.
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let local = listener
+        .local_addr()
+        .context("reading the listen address")?;
     let options = LedgerOptions {
         cache_bytes: args.cache,
         wal_checkpoint_bytes: args.wal_checkpoint as u64,
         ..LedgerOptions::default()
     };
-    let ledger = tokio::task::spawn_blocking(move || Ledger::open(&data, options))
-        .await
-        .context("opening the ledger")?
-        .with_context(|| format!("opening the ledger in {}", args.data.display()))?;
-    let ledger = Arc::new(ledger);
+    let (ledger, replication) = match &args.cluster.nats {
+        Some(nats) => {
+            let (ledger, replication) =
+                cluster::open(&args.cluster, nats, local, &args.data, options).await?;
+            (ledger, Some(replication))
+        }
+        None => {
+            let data = args.data.clone();
+            let ledger = tokio::task::spawn_blocking(move || Ledger::open(&data, options))
+                .await
+                .context("opening the ledger")?
+                .with_context(|| format!("opening the ledger in {}", args.data.display()))?;
+            (Arc::new(ledger), None)
+        }
+    };
     let mut engine_config = EngineConfig {
         batch_events: args.projection_batch.max(1),
         max_reaction_hops: args.max_reaction_hops,
@@ -304,16 +323,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         max_connections: args.max_connections.max(1),
         max_waits: args.max_waits.max(1),
         max_page_bytes: args.max_page_bytes.max(1),
+        replication,
         ..Config::default()
     };
     let open = config.tokens.is_empty();
     let state = AppState::new(engine.clone(), config);
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("listening on {}", args.listen))?;
-    let local = listener
-        .local_addr()
-        .context("reading the listen address")?;
     eprintln!(
         "loom listening on http://{local} (data: {}, auth: {})",
         args.data.display(),

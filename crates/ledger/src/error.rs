@@ -40,9 +40,21 @@ impl StorageError {
         self.is_io()
     }
 
+    /// When the failure is the replicated log's (cluster mode): why it could not take the
+    /// group.
+    pub fn log_unavailable(&self) -> Option<&LogUnavailable> {
+        match &*self.0 {
+            redb::Error::Io(e) => e.get_ref()?.downcast_ref(),
+            _ => None,
+        }
+    }
+
     /// A copy of the error, for answering every append of a failed group: the I/O error
     /// kind and message are kept (so a full disk is still recognised as one).
     pub(crate) fn duplicate(&self) -> StorageError {
+        if let Some(u) = self.log_unavailable() {
+            return StorageError(Box::new(redb::Error::Io(std::io::Error::other(u.clone()))));
+        }
         let io = match &*self.0 {
             redb::Error::Io(e) => std::io::Error::new(e.kind(), e.to_string()),
             other => std::io::Error::other(other.to_string()),
@@ -50,6 +62,14 @@ impl StorageError {
         StorageError(Box::new(redb::Error::Io(io)))
     }
 }
+
+/// Cluster mode: the replicated log could not take a group (this node is not the sequencer,
+/// the cluster has none at the moment, or the log did not acknowledge it). The group's
+/// appends are refused; retrying them is safe (the same events again are duplicates). A
+/// [`GroupLog`](crate::GroupLog) reports it as an `std::io::Error` wrapping this.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct LogUnavailable(pub String);
 
 macro_rules! storage_from {
     ($($t:ty),*) => {$(

@@ -34,8 +34,9 @@ mod writer;
 pub use catalog::{
     Catalog, CatalogRead, CatalogWrite, Durability, Epoch, ProjectionCheckpoint, ReactorCheckpoint,
 };
-pub use error::{AppendError, OpenError, ReadError, RegistryError, StorageError};
+pub use error::{AppendError, LogUnavailable, OpenError, ReadError, RegistryError, StorageError};
 pub use ledger::{Ledger, LedgerOptions, LedgerStats, ReadOptions};
+pub use log::replicated::GroupLog;
 pub use log::wal::{RESERVE_FILE, WAL_FILE};
 pub use tables::CatalogTable;
 pub use view::EventBatch;

@@ -29,6 +29,8 @@ pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta")
 
 pub(crate) const META_FORMAT: &str = "format";
 pub(crate) const META_NEXT_STREAM_ID: &str = "next_stream_id";
+/// Cluster mode: the sequence number, in the replicated log, of the last group applied.
+pub(crate) const META_LOG_SEQUENCE: &str = "log_sequence";
 /// The on-disk format this build writes and reads: 2 since the write-ahead log (a data
 /// directory of format 2 may hold acknowledged events only in `ledger.wal`, which a build of
 /// format 1 would not read); 3 since segments (a build of format 2 would not read the events

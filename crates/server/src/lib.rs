@@ -29,6 +29,7 @@
 
 mod auth;
 mod binding;
+mod cluster;
 mod metrics;
 mod openapi;
 mod params;
@@ -55,6 +56,7 @@ use tower_http::trace::TraceLayer;
 pub use auth::{Admin, Reader, Role, Token, Writer};
 #[doc(hidden)]
 pub use binding::fuzzing;
+pub use cluster::Replication;
 pub use openapi::ApiDoc;
 pub use problem::{ApiError, PROBLEM_JSON};
 
@@ -94,6 +96,9 @@ pub struct Config {
     /// Most requests waiting for a projection's `min_position` at a time (more: 503). A
     /// wait holds no thread, only this permit.
     pub max_waits: usize,
+    /// Cluster mode: the node's replication (writes on a follower are forwarded to the
+    /// sequencer; `GET /v1/cluster`). `None` for a single node.
+    pub replication: Option<Arc<dyn Replication>>,
 }
 
 impl Default for Config {
@@ -111,6 +116,7 @@ impl Default for Config {
             header_timeout: Duration::from_secs(10),
             max_connections: 1024,
             max_waits: 4096,
+            replication: None,
         }
     }
 }
@@ -226,7 +232,12 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::deciders::router())
         .merge(routes::reactors::router())
         .merge(routes::ops::router())
+        .merge(cluster::router())
         .fallback(fallback)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            cluster::forward_writes,
+        ))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             state.inner.config.request_timeout,

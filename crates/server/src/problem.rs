@@ -314,6 +314,17 @@ pub(crate) fn problem_response(
     response
 }
 
+impl ApiError {
+    /// A storage failure; the cluster's log being unavailable (no sequencer, no quorum) is a
+    /// 503 that says so.
+    pub(crate) fn storage(s: StorageError) -> ApiError {
+        match s.log_unavailable() {
+            Some(why) => ApiError::Unavailable(why.to_string()),
+            None => ApiError::Storage(s),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
@@ -324,6 +335,11 @@ impl IntoResponse for ApiError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"loom\""),
             );
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }
@@ -336,7 +352,7 @@ impl From<AppendError> for ApiError {
             AppendError::Rejected(r) => ApiError::Rejected(r),
             AppendError::Conflict(c) => ApiError::Conflict(c),
             AppendError::Selector(s) => ApiError::Selector(s),
-            AppendError::Storage(s) => ApiError::Storage(s),
+            AppendError::Storage(s) => ApiError::storage(s),
             AppendError::Closed => {
                 ApiError::Unavailable("the server is shutting down; retry the append".into())
             }
@@ -364,7 +380,7 @@ impl From<SelectorError> for ApiError {
 impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> Self {
         match e {
-            RegistryError::Storage(s) => ApiError::Storage(s),
+            RegistryError::Storage(s) => ApiError::storage(s),
             other => ApiError::InvalidRegistration(other.to_string()),
         }
     }
@@ -373,7 +389,7 @@ impl From<RegistryError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Storage(s) => ApiError::Storage(s),
+            StoreError::Storage(s) => ApiError::storage(s),
             StoreError::Read(r) => r.into(),
             other => ApiError::Internal(other.to_string()),
         }

@@ -3,6 +3,7 @@
 //! One test binary for the crate (each links the whole stack); a module per topic.
 
 mod cli;
+mod cluster;
 mod commands;
 mod common;
 mod compile;

@@ -83,7 +83,7 @@ impl Ledger {
         .map_err(append_error)
     }
 
-    pub(crate) fn sender(&self) -> Result<std::sync::mpsc::SyncSender<Pending>, AppendError> {
+    pub(crate) fn sender(&self) -> Result<std::sync::mpsc::SyncSender<Work>, AppendError> {
         self.queue
             .lock()
             .expect("queue lock")
@@ -92,7 +92,7 @@ impl Ledger {
     }
 
     /// Queues an append, blocking while the queue is full.
-    pub(crate) fn enqueue(&self, pending: Pending) -> Result<(), AppendError> {
+    pub(crate) fn enqueue(&self, pending: Work) -> Result<(), AppendError> {
         use std::sync::mpsc::TrySendError;
         let queue = self.sender()?;
         match queue.try_send(pending) {
@@ -109,11 +109,11 @@ impl Ledger {
     pub fn append(&self, req: AppendRequest) -> Result<AppendOutcome, AppendError> {
         let (req, condition) = self.prepare(req)?;
         let (tx, rx) = oneshot::channel();
-        self.enqueue(Pending {
+        self.enqueue(Work::Append(Pending {
             req,
             condition,
             reply: tx,
-        })?;
+        }))?;
         rx.recv().unwrap_or(Err(AppendError::Closed))
     }
 
@@ -126,13 +126,37 @@ impl Ledger {
     pub async fn append_async(&self, req: AppendRequest) -> Result<AppendOutcome, AppendError> {
         let (req, condition) = self.prepare(req)?;
         let (tx, rx) = oneshot::async_channel();
-        self.enqueue_async(Pending {
+        self.enqueue_async(Work::Append(Pending {
             req,
             condition,
             reply: tx,
-        })
+        }))
         .await?;
         rx.await.unwrap_or(Err(AppendError::Closed))
+    }
+
+    /// Cluster mode, on a follower: applies the group the replicated log holds at
+    /// `sequence` (the record the sequencer published), after the groups before it. A group
+    /// this node holds already (it published it) only moves [`log_sequence`](Self::log_sequence)
+    /// on. Committed with the ledger's other writes, in order; durable at the next checkpoint
+    /// (after a crash, [`log_sequence`](Self::log_sequence) says where to read the log again
+    /// from).
+    pub async fn apply_replicated(
+        &self,
+        sequence: u64,
+        record: Vec<u8>,
+    ) -> Result<(), AppendError> {
+        let (tx, rx) = oneshot::async_channel();
+        self.enqueue_async(Work::Replicated(ReplicatedGroup {
+            sequence,
+            record,
+            reply: tx,
+        }))
+        .await?;
+        match rx.await {
+            Ok(result) => result.map_err(AppendError::Storage),
+            Err(_) => Err(AppendError::Closed),
+        }
     }
 }
 

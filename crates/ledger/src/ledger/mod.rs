@@ -14,6 +14,8 @@ use crate::catalog::Catalog;
 use crate::error::{AppendError, InvalidEvent, OpenError, ReadError, RegistryError, StorageError};
 use crate::head::Head;
 use crate::log::DurableLog;
+use crate::log::control::Control;
+use crate::log::replicated::{GroupLog, Replicated};
 use crate::log::wal::{RESERVE_FILE, Reserve, WAL_FILE, Wal, WalFile};
 use crate::query::{View, Window, decode};
 use crate::records::{self, Events};
@@ -23,7 +25,7 @@ use crate::tables::*;
 use crate::view::EventBatch;
 #[cfg(feature = "bench")]
 use crate::view::EventRecord;
-use crate::writer::{self, GroupCommit, Pending, Precheck};
+use crate::writer::{self, ControlWork, GroupCommit, Pending, Precheck, ReplicatedGroup, Work};
 #[cfg(feature = "bench")]
 use loom_core::EventView;
 use loom_core::StoredEvent;
@@ -46,7 +48,11 @@ pub struct Ledger {
     head: Arc<Head>,
     registry: Arc<RwLock<Arc<Registry>>>,
     stats: Arc<LedgerStats>,
-    queue: Mutex<Option<std::sync::mpsc::SyncSender<Pending>>>,
+    queue: Mutex<Option<std::sync::mpsc::SyncSender<Work>>>,
+    /// Cluster mode: the replicated log's sequence number of the last group applied.
+    log_sequence: Arc<AtomicU64>,
+    /// Cluster mode: registrations go through the replicated log.
+    replicated: bool,
     /// Notified each time the writer takes a group off the queue.
     drained: Arc<event_listener::Event>,
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -77,6 +83,12 @@ impl Ledger {
         &self.stats
     }
 
+    /// Cluster mode: the sequence number, in the replicated log, of the last group this node
+    /// applied (0: none; always 0 for a single node).
+    pub fn log_sequence(&self) -> u64 {
+        self.log_sequence.load(Ordering::Acquire)
+    }
+
     /// Position of the last committed event (0: empty ledger).
     pub fn head(&self) -> u64 {
         self.head.get()
@@ -94,7 +106,7 @@ impl Ledger {
 
     /// Queues an append; while the queue is full, waits (asynchronously) for the writer to
     /// drain it instead of blocking the calling thread.
-    async fn enqueue_async(&self, mut pending: Pending) -> Result<(), AppendError> {
+    async fn enqueue_async(&self, mut pending: Work) -> Result<(), AppendError> {
         use std::sync::mpsc::TrySendError;
         let queue = self.sender()?;
         loop {

@@ -36,7 +36,38 @@ impl Ledger {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .unwrap_or(0);
-        Self::start(store, path, Some((wal, end, reserve)), options)
+        Self::start(store, path, Log::Wal(wal, end, reserve), options)
+    }
+
+    /// Opens (creating if needed) a cluster node's ledger in `dir`: every group this node
+    /// decides is published to `log` before it is acknowledged, and groups other nodes
+    /// decided are applied with [`apply_replicated`](Self::apply_replicated). There is no
+    /// local write-ahead log: after a crash the node reads `log` again from
+    /// [`log_sequence`](Self::log_sequence). A directory a single node wrote (it has a
+    /// write-ahead log) is refused: its events are not in the replicated log.
+    pub fn open_replica(
+        dir: impl AsRef<Path>,
+        options: LedgerOptions,
+        log: Box<dyn GroupLog>,
+    ) -> Result<Ledger, OpenError> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|source| OpenError::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let path = dir.join(DB_FILE);
+        if dir.join(WAL_FILE).exists() {
+            return Err(OpenError::Corrupt {
+                path: path.display().to_string(),
+                message: format!(
+                    "this data directory was written by a single node ({WAL_FILE} is there),                      and its events are not in the cluster's log; a cluster node starts from an                      empty directory"
+                ),
+            });
+        }
+        let file = path.clone();
+        let cache = options.cache_bytes;
+        let store = Store::open(move || Database::builder().set_cache_size(cache).create(&file));
+        Self::start(store, path, Log::Replicated(log), options)
     }
 
     /// Opens (creating if needed) a ledger on a custom redb storage backend, for tests that
@@ -58,15 +89,15 @@ impl Ledger {
         Self::start(
             store,
             PathBuf::from("<custom storage backend>"),
-            None,
+            Log::None,
             options,
         )
     }
 
-    pub(crate) fn start(
+    fn start(
         store: Result<Store, redb::DatabaseError>,
         path: PathBuf,
-        wal: Option<(PathBuf, u64, Arc<Reserve>)>,
+        log: Log,
         options: LedgerOptions,
     ) -> Result<Ledger, OpenError> {
         let shown = path.display().to_string();
@@ -89,8 +120,9 @@ impl Ledger {
         let stats = Arc::new(LedgerStats::default());
         let (tx, rx) = std::sync::mpsc::sync_channel(options.queue_capacity.max(1));
         let drained = Arc::new(event_listener::Event::new());
-        let wal = match wal {
-            Some((p, end, reserve)) => Some(Box::new(
+        let replicated = matches!(log, Log::Replicated(_));
+        let wal = match log {
+            Log::Wal(p, end, reserve) => Some(Box::new(
                 Wal::open(&p, end, options.wal_checkpoint_bytes, reserve).map_err(|source| {
                     OpenError::Io {
                         path: p.display().to_string(),
@@ -98,8 +130,14 @@ impl Ledger {
                     }
                 })?,
             ) as Box<dyn DurableLog>),
-            None => None,
+            Log::Replicated(log) => Some(Box::new(Replicated {
+                log,
+                checkpoint_bytes: options.wal_checkpoint_bytes,
+                since_checkpoint: 0,
+            }) as Box<dyn DurableLog>),
+            Log::None => None,
         };
+        let log_sequence = Arc::new(AtomicU64::new(loaded.log_sequence));
         let writer = GroupCommit {
             wal,
             drained: drained.clone(),
@@ -112,6 +150,7 @@ impl Ledger {
             last_recorded: loaded.last_recorded,
             max_group_events: options.max_group_events.max(1),
             segment_events: options.segment_events(),
+            log_sequence: log_sequence.clone(),
         };
         let handle = std::thread::Builder::new()
             .name("loom-ledger-writer".into())
@@ -127,6 +166,8 @@ impl Ledger {
             registry,
             stats,
             queue: Mutex::new(Some(tx)),
+            log_sequence,
+            replicated,
             drained,
             writer: Mutex::new(Some(handle)),
         })
@@ -211,6 +252,16 @@ impl Ledger {
     }
 }
 
+/// Where the writer makes groups durable.
+enum Log {
+    /// Every group commits durably to redb itself.
+    None,
+    /// The local write-ahead log (its path, where it goes on, its disk reserve).
+    Wal(PathBuf, u64, Arc<Reserve>),
+    /// A replicated log (cluster mode).
+    Replicated(Box<dyn GroupLog>),
+}
+
 /// Name of the database file inside the data directory.
 pub const DB_FILE: &str = "ledger.redb";
 
@@ -277,6 +328,7 @@ pub(crate) struct Loaded {
     pub(crate) registry: Registry,
     pub(crate) next_stream_id: u64,
     pub(crate) last_recorded: i64,
+    pub(crate) log_sequence: u64,
 }
 
 /// Reads head, registry and counters in one snapshot (at open, and after a reopen).
@@ -287,6 +339,10 @@ pub(crate) fn load(store: &Store) -> Result<Loaded, InitError> {
         .get(META_NEXT_STREAM_ID)
         .map_err(StorageError::from)?
         .map_or(1, |v| v.value());
+    let log_sequence = meta
+        .get(META_LOG_SEQUENCE)
+        .map_err(StorageError::from)?
+        .map_or(0, |v| v.value());
     let tail = txn.open_table(EVENTS).map_err(StorageError::from)?;
     let segments = txn.open_table(SEGMENTS).map_err(StorageError::from)?;
     let head = Events {
@@ -316,6 +372,7 @@ pub(crate) fn load(store: &Store) -> Result<Loaded, InitError> {
         registry,
         next_stream_id,
         last_recorded,
+        log_sequence,
     })
 }
 

@@ -8,6 +8,22 @@ impl Ledger {
     pub fn put_entity(&self, name: &str, spec: EntitySpec) -> Result<(), RegistryError> {
         loom_core::check_new_name(name).map_err(RegistryError::InvalidName)?;
         let compiled = Arc::new(CompiledEntity::compile(spec)?);
+        if self.replicated {
+            // Through the cluster's log, in order with the commit groups.
+            let (tx, rx) = oneshot::channel();
+            self.enqueue(Work::Control(ControlWork {
+                control: Control::PutEntity {
+                    name: name.to_owned(),
+                    spec: compiled.spec.clone(),
+                },
+                reply: tx,
+            }))
+            .map_err(|_| RegistryError::Storage(closed()))?;
+            return rx
+                .recv()
+                .unwrap_or_else(|_| Err(closed()))
+                .map_err(RegistryError::Storage);
+        }
         let bytes = serde_json::to_vec(&compiled.spec).expect("a spec always serializes");
         let txn = self.store.begin_write().map_err(StorageError::from)?;
         {
@@ -44,4 +60,10 @@ impl Ledger {
         let r = self.registry.read().expect("registry lock");
         r.entities.keys().cloned().collect()
     }
+}
+
+fn closed() -> StorageError {
+    StorageError(Box::new(redb::Error::Io(std::io::Error::other(
+        "the ledger is shutting down",
+    ))))
 }

@@ -5,10 +5,13 @@
 //! writer asks a [`DurableLog`] to make each group durable and acknowledges the group's
 //! appends only after it returned; every opening of the database first replays, through a
 //! [`LogReplay`], what the log holds beyond redb's last durable commit. The local
-//! write-ahead log ([`wal`]) is the implementation a single node uses; a replicated log plugs
-//! in behind the same two traits.
+//! write-ahead log ([`wal`]) is the implementation a single node uses; a replicated log
+//! ([`replicated`], cluster mode) plugs in behind the same trait, and is read back by the
+//! cluster instead of at open.
 
+pub(crate) mod control;
 pub(crate) mod group;
+pub(crate) mod replicated;
 pub(crate) mod wal;
 
 use crate::error::StorageError;
@@ -34,6 +37,24 @@ pub(crate) trait DurableLog: Send {
 
     /// Whether groups were logged since the last checkpoint.
     fn has_records(&self) -> bool;
+
+    /// For a replicated log, the sequence number the next group gets in it: every group is
+    /// then logged (a durable redb commit does not replace the log, which other nodes read),
+    /// and the number is stored with the group.
+    fn replicated(&self) -> Option<u64> {
+        None
+    }
+
+    /// A group read from the replicated log was applied (counts towards the next checkpoint).
+    fn applied(&mut self, _bytes: usize) {}
+
+    /// Publishes a control record to a replicated log (the next sequence number is
+    /// [`replicated`](Self::replicated)'s); a local log has none.
+    fn publish_control(&mut self, _record: &[u8]) -> std::io::Result<()> {
+        Err(std::io::Error::other(
+            "control records travel only through a replicated log",
+        ))
+    }
 }
 
 /// Reads back, when the database is opened, the groups a log holds.

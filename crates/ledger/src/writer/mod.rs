@@ -11,6 +11,7 @@
 //! the log ([`replay`]), and the writer reloads what it keeps in memory from the reopened
 //! database.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
@@ -35,10 +36,23 @@ use apply::{apply_one, corrupt, index};
 use loom_core::CompiledSelector;
 use loom_core::split_subject;
 use loom_core::{AppendOutcome, AppendRequest, AppendedEvent};
-pub(crate) use replay::replay;
+pub(crate) use replay::{ControlWork, ReplicatedGroup, replay};
 
 /// Most conflicting positions a DCB conflict reports.
 pub(crate) const MAX_REPORTED_MATCHES: usize = 10;
+
+/// What the writer is asked to do.
+// Appends are nearly all of it: boxing them to shrink the rare variants would cost every
+// append an allocation.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Work {
+    /// Decide and commit an append (grouped with the others queued).
+    Append(Pending),
+    /// Apply a group read from the replicated log (cluster mode, a follower).
+    Replicated(ReplicatedGroup),
+    /// Publish a control record and apply it (cluster mode, the sequencer).
+    Control(ControlWork),
+}
 
 pub(crate) struct Pending {
     pub(crate) req: AppendRequest,
@@ -73,6 +87,8 @@ pub(crate) struct GroupCommit {
     /// The durable log; `None` when every group commits durably to redb itself (a ledger on
     /// a custom storage backend).
     pub(crate) wal: Option<Box<dyn DurableLog>>,
+    /// Cluster mode: the replicated log's sequence number of the last group applied.
+    pub(crate) log_sequence: Arc<AtomicU64>,
 }
 
 /// The tail or the segments, open for writing.
@@ -137,16 +153,34 @@ struct Group {
 }
 
 impl GroupCommit {
-    pub(crate) fn run(mut self, rx: Receiver<Pending>) {
+    pub(crate) fn run(mut self, rx: Receiver<Work>) {
         let mut group: Vec<Pending> = Vec::new();
-        while let Ok(first) = rx.recv() {
+        let mut next = None;
+        while let Some(work) = next.take().or_else(|| rx.recv().ok()) {
+            let first = match work {
+                Work::Append(first) => first,
+                Work::Replicated(replicated) => {
+                    self.drained.notify(usize::MAX);
+                    self.apply_replicated(replicated);
+                    continue;
+                }
+                Work::Control(control) => {
+                    self.drained.notify(usize::MAX);
+                    self.commit_control(control);
+                    continue;
+                }
+            };
             let mut events = first.req.events.len();
             group.push(first);
             while events < self.max_group_events {
                 match rx.try_recv() {
-                    Ok(p) => {
+                    Ok(Work::Append(p)) => {
                         events += p.req.events.len();
                         group.push(p);
+                    }
+                    Ok(other) => {
+                        next = Some(other);
+                        break;
                     }
                     Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                 }
@@ -289,6 +323,8 @@ impl GroupCommit {
         }
         self.next_stream_id = loaded.next_stream_id;
         self.last_recorded = self.last_recorded.max(loaded.last_recorded);
+        self.log_sequence
+            .store(loaded.log_sequence, std::sync::atomic::Ordering::Release);
         *self.registry.write().expect("registry lock") = Arc::new(loaded.registry);
         self.opening = self.store.opening();
         Ok(())
@@ -315,8 +351,10 @@ impl GroupCommit {
             })?;
         }
         let mut txn = self.store.begin_write().map_err(|e| before(e.into()))?;
-        // Through the log unless it is time for a checkpoint (or there is no log).
+        // Through the log unless it is time for a checkpoint (or there is no log); a
+        // replicated log takes every group.
         let checkpoint = self.wal.as_ref().is_none_or(|w| w.wants_checkpoint());
+        let replicated = self.wal.as_ref().and_then(|w| w.replicated());
         txn.set_durability(if checkpoint {
             Durability::Immediate
         } else {
@@ -340,7 +378,7 @@ impl GroupCommit {
                 .collect(),
             log: None,
         };
-        if !checkpoint {
+        if !checkpoint || replicated.is_some() {
             state.log = Some(GroupRecord::new(state.head + 1, state.recorded));
         }
         let mut results = Vec::with_capacity(group.len());
@@ -353,6 +391,9 @@ impl GroupCommit {
             if state.head > start_head {
                 t.time_index.insert(state.recorded, state.head)?;
                 t.seal(state.head - start_head, self.segment_events)?;
+                if let Some(sequence) = replicated {
+                    t.meta.insert(META_LOG_SEQUENCE, sequence)?;
+                }
             }
             if state.next_stream_id != self.next_stream_id {
                 t.meta.insert(META_NEXT_STREAM_ID, state.next_stream_id)?;
@@ -376,6 +417,12 @@ impl GroupCommit {
             committing: true,
             logging: false,
         })?;
+        if let Some(sequence) = replicated
+            && state.head > self.head.get()
+        {
+            self.log_sequence
+                .store(sequence, std::sync::atomic::Ordering::Release);
+        }
         if checkpoint && let Some(wal) = self.wal.as_mut() {
             wal.checkpointed();
             self.stats

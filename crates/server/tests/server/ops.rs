@@ -96,6 +96,7 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ("get", "/healthz", "/healthz"),
     ("get", "/metrics", "/metrics"),
     ("get", "/v1/openapi.json", "/v1/openapi.json"),
+    ("get", "/v1/cluster", "/v1/cluster"),
 ];
 
 #[tokio::test]
@@ -337,4 +338,13 @@ async fn arbitrary_input_never_panics_or_writes_partially() {
         let a = get(&t.state, &format!("/v1/events?{q}")).await;
         assert!(a.status.as_u16() < 500, "{q}: {}", a.status);
     }
+}
+
+#[tokio::test]
+async fn a_single_node_says_it_is_not_a_cluster_member() {
+    let t = state();
+    let a = get(&t.state, "/v1/cluster").await;
+    assert_eq!(a.status, 404);
+    let p = a.json();
+    assert!(p["detail"].as_str().unwrap().contains("single node"), "{p}");
 }

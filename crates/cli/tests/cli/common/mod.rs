@@ -133,3 +133,4 @@ pub fn ok(out: &Output) -> String {
 pub fn wasm(example: &str) -> PathBuf {
     loom_testkit::build_examples().join(format!("{example}.wasm"))
 }
+pub mod nats;

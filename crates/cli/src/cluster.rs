@@ -1,0 +1,90 @@
+//! `loom serve --cluster`: the node joins a Loom cluster on NATS JetStream (docs/cluster.md).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use loom_cluster::{Cluster, ClusterOptions};
+use loom_ledger::{Ledger, LedgerOptions};
+
+/// The cluster flags of `loom serve`.
+#[derive(Debug, Args)]
+pub(crate) struct ClusterArgs {
+    /// Join a cluster: the NATS servers (comma-separated URLs) whose JetStream holds the
+    /// cluster's log. Without it the server is a single node with a local write-ahead log.
+    #[arg(long = "cluster", env = "LOOM_CLUSTER", value_name = "NATS_URLS")]
+    pub(crate) nats: Option<String>,
+    /// This node's name in the cluster (default: the listen address).
+    #[arg(long, env = "LOOM_NODE", requires = "nats")]
+    pub(crate) node: Option<String>,
+    /// This node's HTTP address as the other nodes reach it (default: http:// and the
+    /// listen address).
+    #[arg(long, env = "LOOM_ADVERTISE", requires = "nats")]
+    pub(crate) advertise: Option<String>,
+    /// Replicas of the cluster's stream (3 in production; at most the NATS servers there are).
+    #[arg(long, env = "LOOM_REPLICAS", default_value_t = 3, requires = "nats")]
+    pub(crate) replicas: usize,
+    /// How long the sequencer's lease lasts without renewal, in milliseconds: a failed
+    /// sequencer is replaced within about this long.
+    #[arg(
+        long,
+        env = "LOOM_LEASE_MS",
+        default_value_t = 2_000,
+        requires = "nats"
+    )]
+    pub(crate) lease_ms: u64,
+}
+
+/// The cluster as the HTTP server sees it.
+#[derive(Debug)]
+struct Replication(Arc<Cluster>);
+
+impl loom_server::Replication for Replication {
+    fn status(&self) -> serde_json::Value {
+        serde_json::to_value(self.0.status()).expect("serializable")
+    }
+
+    fn forward_to(&self) -> Option<String> {
+        self.0.forward_to()
+    }
+
+    fn is_sequencer(&self) -> bool {
+        self.0.is_sequencer()
+    }
+}
+
+/// Opens the node's ledger on the cluster's log and starts following it.
+pub(crate) async fn open(
+    args: &ClusterArgs,
+    nats: &str,
+    listen: SocketAddr,
+    dir: &Path,
+    options: LedgerOptions,
+) -> anyhow::Result<(Arc<Ledger>, Arc<dyn loom_server::Replication>)> {
+    let mut cluster = ClusterOptions::new(
+        nats,
+        args.node.clone().unwrap_or_else(|| listen.to_string()),
+        args.advertise
+            .clone()
+            .unwrap_or_else(|| format!("http://{listen}")),
+    );
+    cluster.replicas = args.replicas.max(1);
+    cluster.lease = Duration::from_millis(args.lease_ms.max(100));
+    let cluster = Arc::new(
+        Cluster::connect(cluster)
+            .await
+            .context("joining the cluster")?,
+    );
+    let log = Box::new(cluster.log());
+    let data = dir.to_owned();
+    let ledger = tokio::task::spawn_blocking(move || Ledger::open_replica(&data, options, log))
+        .await
+        .context("opening the ledger")?
+        .with_context(|| format!("opening the ledger in {}", dir.display()))?;
+    let ledger = Arc::new(ledger);
+    cluster.start(ledger.clone());
+    Ok((ledger, Arc::new(Replication(cluster))))
+}

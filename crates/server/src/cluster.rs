@@ -1,0 +1,145 @@
+//! Cluster mode as the HTTP API sees it: `GET /v1/cluster`, and writes made on a follower
+//! forwarded to the sequencer, so that clients may use any node.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::AppState;
+use crate::auth::Reader;
+use crate::json_response;
+use crate::problem::ApiError;
+
+/// What the server needs to know of the cluster this node belongs to (implemented by the
+/// `loom` binary over `loom-cluster`).
+pub trait Replication: Send + Sync + std::fmt::Debug {
+    /// The node's view of the cluster, as `GET /v1/cluster` answers it.
+    fn status(&self) -> serde_json::Value;
+    /// Where writes go when this node is not the sequencer: the sequencer's base URL
+    /// (`None` when this node is the sequencer, or no node is).
+    fn forward_to(&self) -> Option<String>;
+    /// Whether this node decides writes itself now.
+    fn is_sequencer(&self) -> bool;
+}
+
+/// Set on a forwarded request, so that it is never forwarded twice.
+pub(crate) const FORWARDED: HeaderName = HeaderName::from_static("loom-forwarded-by");
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new().route("/v1/cluster", get(cluster_status))
+}
+
+/// This node's view of the cluster: its role, the sequencer, how far it has applied the log.
+#[utoipa::path(
+    get, path = "/v1/cluster", tag = "ops",
+    responses(
+        (status = 200, description = "This node's view of the cluster", content_type = "application/json"),
+        (status = 404, description = "Not a cluster node", body = crate::problem::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn cluster_status(State(state): State<AppState>, _: Reader) -> Response {
+    match &state.inner.config.replication {
+        Some(r) => json_response(
+            StatusCode::OK,
+            "application/json",
+            serde_json::to_vec(&r.status()).expect("JSON serializes"),
+        ),
+        None => ApiError::NotFound("this server is a single node, not a cluster member".into())
+            .into_response(),
+    }
+}
+
+/// Whether a request changes anything (and so must reach the sequencer).
+fn is_write(req: &Request) -> bool {
+    match *req.method() {
+        Method::GET | Method::HEAD | Method::OPTIONS => false,
+        // Reads with a body.
+        Method::POST => req.uri().path() != "/v1/events/query",
+        _ => true,
+    }
+}
+
+/// On a follower, sends writes to the sequencer and answers with its response.
+pub(crate) async fn forward_writes(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let Some(replication) = state.inner.config.replication.clone() else {
+        return next.run(req).await;
+    };
+    if !is_write(&req) || replication.is_sequencer() {
+        return next.run(req).await;
+    }
+    let Some(target) = replication.forward_to() else {
+        return ApiError::Unavailable(
+            "the cluster has no sequencer at the moment; retry shortly".into(),
+        )
+        .into_response();
+    };
+    if req.headers().contains_key(&FORWARDED) {
+        return ApiError::Unavailable(
+            "the node this write was forwarded to is not the sequencer (any more); retry shortly"
+                .into(),
+        )
+        .into_response();
+    }
+    match forward(&state, &target, req).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn forward(state: &AppState, target: &str, req: Request) -> Result<Response, ApiError> {
+    let config = &state.inner.config;
+    let limit = config.max_body_bytes.max(config.max_module_bytes);
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge { limit })?;
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or(parts.uri.path(), |p| p.as_str());
+    let mut outgoing = forwarder()
+        .request(parts.method.clone(), format!("{target}{path}"))
+        .body(body);
+    for (name, value) in &parts.headers {
+        if name != header::HOST && name != header::CONTENT_LENGTH && name != header::CONNECTION {
+            outgoing = outgoing.header(name, value);
+        }
+    }
+    outgoing = outgoing.header(&FORWARDED, "1");
+    let answer = outgoing.send().await.map_err(|e| {
+        ApiError::Unavailable(format!(
+            "forwarding the write to the sequencer at {target} failed ({e}); retry shortly"
+        ))
+    })?;
+    let mut response = Response::builder().status(answer.status());
+    for (name, value) in answer.headers() {
+        if name != header::CONTENT_LENGTH
+            && name != header::TRANSFER_ENCODING
+            && name != header::CONNECTION
+        {
+            response = response.header(name, value);
+        }
+    }
+    response
+        .body(Body::from_stream(answer.bytes_stream()))
+        .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+/// One HTTP client for every forwarded write (keeps connections to the sequencer alive).
+fn forwarder() -> &'static reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .build()
+            .expect("an HTTP client")
+    })
+}
