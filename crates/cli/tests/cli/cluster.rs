@@ -108,12 +108,16 @@ fn load(
                     .build()
                     .into();
                 let a: ureq::Agent = a;
-                let mut i = 0usize;
+                // A failed append (503, a timeout, a killed node) is retried with the same
+                // id, on the next node, until it is acknowledged: a retry of a group whose
+                // outcome was unknown must be a duplicate, not a second copy.
+                let (mut i, mut attempt) = (0usize, 0usize);
                 while !stop.load(Ordering::Relaxed) {
                     let url = {
                         let urls = urls.lock().unwrap();
-                        urls[(c + i) % urls.len()].clone()
+                        urls[(c + attempt) % urls.len()].clone()
                     };
+                    attempt += 1;
                     let id = format!("c{c}-{i}");
                     let event = json!({"specversion": "1.0", "id": id, "source": "cluster-test",
                         "type": "was_seen", "subject": format!("thing/c{c}"), "data": {"i": i}});
@@ -121,7 +125,6 @@ fn load(
                         .post(&format!("{url}/v1/events"))
                         .header("content-type", "application/cloudevents+json")
                         .send(event.to_string());
-                    i += 1;
                     let Ok(resp) = sent else {
                         std::thread::sleep(Duration::from_millis(20));
                         continue;
@@ -135,12 +138,12 @@ fn load(
                         201 | 200 => {
                             let position = body["events"][0]["position"]
                                 .as_u64()
-                                .or_else(|| body["position"].as_u64())
                                 .unwrap_or_else(|| panic!("no position in {body}"));
                             acked.lock().unwrap().insert(id, position);
                             *last_ack.lock().unwrap() = Instant::now();
+                            i += 1;
                         }
-                        503 => std::thread::sleep(Duration::from_millis(20)),
+                        503 | 408 => std::thread::sleep(Duration::from_millis(20)),
                         other => panic!("append answered {other}: {body}"),
                     }
                 }
@@ -222,13 +225,17 @@ fn appends_through_every_node_survive_repeated_kill_9_of_the_sequencer() {
         acked.lock().unwrap().len()
     );
 
-    let acked = acked.lock().unwrap().clone();
-    let head = *acked.values().max().unwrap();
+    check_consistent(&a, &nodes, &acked.lock().unwrap());
+}
+
+/// Every node holds the same events, gapless, without duplicates, each acknowledged event at
+/// the position it was acknowledged with.
+fn check_consistent(a: &ureq::Agent, nodes: &[Option<Serve>], acked: &HashMap<String, u64>) {
+    let head = acked.values().copied().max().unwrap_or(0);
     let mut reference: Option<Vec<Value>> = None;
     for node in nodes.iter().flatten() {
         let started = Instant::now();
-        while status(&a, &node.url)
-            .and_then(|s| get(&a, &format!("{}/healthz", node.url)).map(|h| (s, h.1)))
+        while get(a, &format!("{}/healthz", node.url))
             .is_none_or(|(_, h)| h["head"].as_u64().unwrap_or(0) < head)
         {
             assert!(
@@ -238,22 +245,15 @@ fn appends_through_every_node_survive_repeated_kill_9_of_the_sequencer() {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        let events = events(&a, &node.url);
+        let events = events(a, &node.url);
         for (i, e) in events.iter().enumerate() {
-            assert_eq!(
-                e["position"].as_u64(),
-                Some(i as u64 + 1),
-                "positions gapless"
-            );
+            assert_eq!(e["position"].as_u64(), Some(i as u64 + 1), "positions gapless");
         }
         let mut ids = std::collections::HashSet::new();
         for e in &events {
-            assert!(
-                ids.insert(e["id"].as_str().unwrap().to_owned()),
-                "duplicate {e}"
-            );
+            assert!(ids.insert(e["id"].as_str().unwrap().to_owned()), "duplicate {e}");
         }
-        for (id, position) in &acked {
+        for (id, position) in acked {
             assert_eq!(
                 events[*position as usize - 1]["id"].as_str(),
                 Some(id.as_str()),
@@ -266,4 +266,181 @@ fn appends_through_every_node_survive_repeated_kill_9_of_the_sequencer() {
             Some(r) => assert_eq!(r, &events, "nodes hold the same events"),
         }
     }
+}
+
+/// Three NATS servers, three Loom nodes with the entity `thing` registered.
+fn three_nodes(dir: &std::path::Path) -> (Nats, Vec<Option<Serve>>, ureq::Agent) {
+    let nats = Nats::start(&dir.join("nats"), 3);
+    let nodes: Vec<Option<Serve>> = (0..3).map(|i| Some(start_node(dir, &nats, i))).collect();
+    let a = agent();
+    let first = sequencer(&a, &nodes);
+    let put = a
+        .put(&format!("{}/v1/entities/thing", nodes[first].as_ref().unwrap().url))
+        .header("content-type", "application/json")
+        .send(json!({"open": true}).to_string())
+        .unwrap();
+    assert_eq!(put.status().as_u16(), 201);
+    (nats, nodes, a)
+}
+
+fn signal(node: &Serve, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([signal, &node.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn a_sequencer_paused_past_its_lease_appends_nothing_and_steps_down() {
+    if !nats::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_nats, nodes, a) = three_nodes(dir.path());
+    let urls = Arc::new(Mutex::new(
+        nodes.iter().flatten().map(|n| n.url.clone()).collect::<Vec<_>>(),
+    ));
+    let acked: Acked = Arc::default();
+    let last_ack = Arc::new(Mutex::new(Instant::now()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = load(&urls, 4, &acked, &last_ack, &stop);
+    std::thread::sleep(Duration::from_millis(500));
+
+    let old = sequencer(&a, &nodes);
+    let paused = nodes[old].as_ref().unwrap();
+    let old_status = status(&a, &paused.url).unwrap();
+    signal(paused, "-STOP");
+    let stopped = Instant::now();
+    // Another node takes the lease once it expires, and appends.
+    let new = loop {
+        let other = (0..3).filter(|i| *i != old).find(|i| {
+            status(&a, &nodes[*i].as_ref().unwrap().url).is_some_and(|s| s["role"] == "sequencer")
+        });
+        if let Some(i) = other {
+            break i;
+        }
+        assert!(stopped.elapsed() < Duration::from_secs(10), "no new sequencer");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let took_over = stopped.elapsed();
+    let before = acked.lock().unwrap().len();
+    while acked.lock().unwrap().len() < before + 20 {
+        assert!(stopped.elapsed() < Duration::from_secs(20), "no appends after the takeover");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // An append sent to the paused node waits in its socket; it is answered after SIGCONT.
+    let request = {
+        let url = paused.url.clone();
+        std::thread::spawn(move || {
+            let event = json!({"specversion": "1.0", "id": "to-the-paused-one", "source": "cluster-test",
+                "type": "was_seen", "subject": "thing/paused"});
+            let resp = agent()
+                .post(&format!("{url}/v1/events"))
+                .header("content-type", "application/cloudevents+json")
+                .send(event.to_string())
+                .unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.into_body().read_to_string().unwrap_or_default())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    signal(paused, "-CONT");
+    let (answer, body) = request.join().unwrap();
+    // Either its stale publish was refused (503), or it had stepped down already and
+    // forwarded the append to the new sequencer (201): never a group of its own.
+    assert!(answer == 503 || answer == 201, "{answer}: {body}");
+    let started = Instant::now();
+    loop {
+        let s = status(&a, &paused.url).unwrap();
+        if s["role"] == "follower" && s["sequencer"]["node"] == format!("loom{new}") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "the old sequencer did not step down: {s}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let mut acked = acked.lock().unwrap().clone();
+    if answer == 201 {
+        let body: Value = serde_json::from_str(&body).unwrap();
+        acked.insert("to-the-paused-one".into(), body["events"][0]["position"].as_u64().unwrap());
+    }
+    eprintln!(
+        "paused sequencer (at log {}) replaced after {took_over:?}; its append after SIGCONT: {answer}",
+        old_status["applied"]
+    );
+    check_consistent(&a, &nodes, &acked);
+    // The term the paused node held ended: it sequenced once.
+    assert_eq!(status(&a, &paused.url).unwrap()["terms"], 1);
+}
+
+#[test]
+fn losing_one_nats_server_of_three_is_survived_and_losing_two_stops_writes_cleanly() {
+    if !nats::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nats, nodes, a) = three_nodes(dir.path());
+    let urls = Arc::new(Mutex::new(
+        nodes.iter().flatten().map(|n| n.url.clone()).collect::<Vec<_>>(),
+    ));
+    let acked: Acked = Arc::default();
+    let last_ack = Arc::new(Mutex::new(Instant::now()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = load(&urls, 4, &acked, &last_ack, &stop);
+    let acks_within = |count: usize, within: Duration| {
+        let started = Instant::now();
+        let before = acked.lock().unwrap().len();
+        while acked.lock().unwrap().len() < before + count {
+            if started.elapsed() > within {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Some(started.elapsed())
+    };
+    acks_within(50, Duration::from_secs(20)).expect("appends before any fault");
+
+    nats.kill(0);
+    let one_down = acks_within(50, Duration::from_secs(20)).expect("appends with one NATS server down");
+
+    nats.kill(1);
+    // In-flight appends end (503 or a client timeout); then nothing is acknowledged.
+    std::thread::sleep(Duration::from_secs(6));
+    let frozen = acked.lock().unwrap().len();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(acked.lock().unwrap().len(), frozen, "acknowledged without a quorum");
+    // And a write is refused cleanly, not hung: 503 within the request bounds.
+    let started = Instant::now();
+    let resp = agent()
+        .post(&format!("{}/v1/events", nodes[0].as_ref().unwrap().url))
+        .header("content-type", "application/cloudevents+json")
+        .send(
+            json!({"specversion": "1.0", "id": "no-quorum", "source": "cluster-test",
+                   "type": "was_seen", "subject": "thing/q"})
+            .to_string(),
+        );
+    if let Ok(resp) = resp {
+        assert_eq!(resp.status().as_u16(), 503, "without a quorum");
+    }
+    let refused_in = started.elapsed();
+
+    nats.start_server(0);
+    nats.start_server(1);
+    let resumed = acks_within(50, Duration::from_secs(60)).expect("appends once the quorum is back");
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    eprintln!(
+        "one NATS server down: 50 appends in {one_down:?}; two down: refused in {refused_in:?}; \
+         quorum back: 50 appends in {resumed:?}"
+    );
+    let mut acked = acked.lock().unwrap().clone();
+    acked.remove("no-quorum");
+    check_consistent(&a, &nodes, &acked);
 }
