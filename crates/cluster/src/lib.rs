@@ -133,6 +133,8 @@ struct Shared {
     role: Mutex<Role>,
     sequencer: Mutex<Option<Sequencer>>,
     terms: AtomicU64,
+    /// The NATS server's largest message, in bytes.
+    max_payload: usize,
 }
 
 impl Shared {
@@ -179,7 +181,7 @@ impl Cluster {
             .map_err(|e| {
                 ClusterError::new(&format!("connecting to NATS at {}", options.nats), e)
             })?;
-        let js = jetstream::new(client);
+        let js = jetstream::new(client.clone());
         // A NATS cluster that has just started takes a few seconds to elect its JetStream
         // leader; until then it answers "temporarily unavailable".
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -197,6 +199,12 @@ impl Cluster {
                 Err(e) => return Err(e),
             }
         }
+        // Read only now: the server's INFO has surely arrived once JetStream has answered
+        // (right after a connect that retried, it may still be the default of 0).
+        let max_payload = match client.server_info().max_payload {
+            0 => 1024 * 1024,
+            n => n,
+        };
         Ok(Cluster {
             shared: Arc::new(Shared {
                 options,
@@ -207,6 +215,7 @@ impl Cluster {
                 role: Mutex::new(Role::Follower),
                 sequencer: Mutex::new(None),
                 terms: AtomicU64::new(0),
+                max_payload,
             }),
             js,
         })

@@ -40,6 +40,8 @@ pub struct JetStreamLog {
     js: jetstream::Context,
     subject: String,
     runtime: tokio::runtime::Handle,
+    /// The NATS servers' largest message.
+    max_payload: usize,
 }
 
 impl std::fmt::Debug for JetStreamLog {
@@ -56,7 +58,9 @@ impl JetStreamLog {
         js: jetstream::Context,
         runtime: tokio::runtime::Handle,
     ) -> JetStreamLog {
+        let max_payload = shared.max_payload;
         JetStreamLog {
+            max_payload,
             subject: shared.options.subject(),
             shared,
             js,
@@ -96,12 +100,29 @@ impl GroupLog for JetStreamLog {
         }
     }
 
+    fn max_record_bytes(&self) -> usize {
+        // The message's headers (the expected last sequence) count towards NATS's limit.
+        self.max_payload.saturating_sub(1024)
+    }
+
     fn next_sequence(&self) -> u64 {
         self.shared.applied.load(Ordering::Acquire) + 1
     }
 
     fn publish(&mut self, record: &[u8]) -> io::Result<()> {
         self.ready()?;
+        // The writer keeps groups under this bound; a larger message would make the server
+        // close the connection, so it is refused here rather than sent.
+        if record.len() > self.max_record_bytes() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "a commit group of {} bytes is over the cluster log's largest message of {} bytes",
+                    record.len(),
+                    self.max_record_bytes()
+                ),
+            ));
+        }
         let expected = self.shared.applied.load(Ordering::Acquire);
         let publish = Publish::build()
             .payload(bytes::Bytes::copy_from_slice(record))

@@ -319,6 +319,32 @@ mod tests {
     }
 
     #[test]
+    fn the_size_bound_covers_a_record_and_its_place_in_a_group() {
+        let mut many = sample();
+        for i in 0..50 {
+            let name = format!("x{i}");
+            let value = match i % 3 {
+                0 => ExtensionValue::Bool(true),
+                1 => ExtensionValue::Integer(i),
+                _ => ExtensionValue::String("v".repeat(i as usize)),
+            };
+            many.extensions.insert(name, value);
+        }
+        let mut bare = Event::new("s", "i", "t", "a/b", serde_json::Value::Null);
+        bare.data = None;
+        let mut binary = sample();
+        binary.data = Some(Data::Binary(vec![0xff; 1000]));
+        binary.datacontenttype = Some("application/octet-stream".into());
+        binary.dataschema = Some("urn:schema".into());
+        for e in [sample(), many, bare, binary] {
+            // A group adds a stream id and a length in front of each record.
+            let needed = encoded(&e).len() + 12;
+            let bound = crate::log::group::record_size_bound(&e);
+            assert!(bound >= needed, "{bound} < {needed} for {e:?}");
+        }
+    }
+
+    #[test]
     fn a_record_reads_back_whole_and_lazily() {
         let e = sample();
         let buf = encoded(&e);

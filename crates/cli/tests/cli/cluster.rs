@@ -247,11 +247,18 @@ fn check_consistent(a: &ureq::Agent, nodes: &[Option<Serve>], acked: &HashMap<St
         }
         let events = events(a, &node.url);
         for (i, e) in events.iter().enumerate() {
-            assert_eq!(e["position"].as_u64(), Some(i as u64 + 1), "positions gapless");
+            assert_eq!(
+                e["position"].as_u64(),
+                Some(i as u64 + 1),
+                "positions gapless"
+            );
         }
         let mut ids = std::collections::HashSet::new();
         for e in &events {
-            assert!(ids.insert(e["id"].as_str().unwrap().to_owned()), "duplicate {e}");
+            assert!(
+                ids.insert(e["id"].as_str().unwrap().to_owned()),
+                "duplicate {e}"
+            );
         }
         for (id, position) in acked {
             assert_eq!(
@@ -275,7 +282,10 @@ fn three_nodes(dir: &std::path::Path) -> (Nats, Vec<Option<Serve>>, ureq::Agent)
     let a = agent();
     let first = sequencer(&a, &nodes);
     let put = a
-        .put(&format!("{}/v1/entities/thing", nodes[first].as_ref().unwrap().url))
+        .put(&format!(
+            "{}/v1/entities/thing",
+            nodes[first].as_ref().unwrap().url
+        ))
         .header("content-type", "application/json")
         .send(json!({"open": true}).to_string())
         .unwrap();
@@ -299,7 +309,11 @@ fn a_sequencer_paused_past_its_lease_appends_nothing_and_steps_down() {
     let dir = tempfile::tempdir().unwrap();
     let (_nats, nodes, a) = three_nodes(dir.path());
     let urls = Arc::new(Mutex::new(
-        nodes.iter().flatten().map(|n| n.url.clone()).collect::<Vec<_>>(),
+        nodes
+            .iter()
+            .flatten()
+            .map(|n| n.url.clone())
+            .collect::<Vec<_>>(),
     ));
     let acked: Acked = Arc::default();
     let last_ack = Arc::new(Mutex::new(Instant::now()));
@@ -320,13 +334,19 @@ fn a_sequencer_paused_past_its_lease_appends_nothing_and_steps_down() {
         if let Some(i) = other {
             break i;
         }
-        assert!(stopped.elapsed() < Duration::from_secs(10), "no new sequencer");
+        assert!(
+            stopped.elapsed() < Duration::from_secs(10),
+            "no new sequencer"
+        );
         std::thread::sleep(Duration::from_millis(10));
     };
     let took_over = stopped.elapsed();
     let before = acked.lock().unwrap().len();
     while acked.lock().unwrap().len() < before + 20 {
-        assert!(stopped.elapsed() < Duration::from_secs(20), "no appends after the takeover");
+        assert!(
+            stopped.elapsed() < Duration::from_secs(20),
+            "no appends after the takeover"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     // An append sent to the paused node waits in its socket; it is answered after SIGCONT.
@@ -341,7 +361,10 @@ fn a_sequencer_paused_past_its_lease_appends_nothing_and_steps_down() {
                 .send(event.to_string())
                 .unwrap();
             let status = resp.status().as_u16();
-            (status, resp.into_body().read_to_string().unwrap_or_default())
+            (
+                status,
+                resp.into_body().read_to_string().unwrap_or_default(),
+            )
         })
     };
     std::thread::sleep(Duration::from_millis(200));
@@ -356,7 +379,10 @@ fn a_sequencer_paused_past_its_lease_appends_nothing_and_steps_down() {
         if s["role"] == "follower" && s["sequencer"]["node"] == format!("loom{new}") {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "the old sequencer did not step down: {s}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the old sequencer did not step down: {s}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     std::thread::sleep(Duration::from_millis(300));
@@ -367,7 +393,10 @@ fn a_sequencer_paused_past_its_lease_appends_nothing_and_steps_down() {
     let mut acked = acked.lock().unwrap().clone();
     if answer == 201 {
         let body: Value = serde_json::from_str(&body).unwrap();
-        acked.insert("to-the-paused-one".into(), body["events"][0]["position"].as_u64().unwrap());
+        acked.insert(
+            "to-the-paused-one".into(),
+            body["events"][0]["position"].as_u64().unwrap(),
+        );
     }
     eprintln!(
         "paused sequencer (at log {}) replaced after {took_over:?}; its append after SIGCONT: {answer}",
@@ -386,7 +415,11 @@ fn losing_one_nats_server_of_three_is_survived_and_losing_two_stops_writes_clean
     let dir = tempfile::tempdir().unwrap();
     let (mut nats, nodes, a) = three_nodes(dir.path());
     let urls = Arc::new(Mutex::new(
-        nodes.iter().flatten().map(|n| n.url.clone()).collect::<Vec<_>>(),
+        nodes
+            .iter()
+            .flatten()
+            .map(|n| n.url.clone())
+            .collect::<Vec<_>>(),
     ));
     let acked: Acked = Arc::default();
     let last_ack = Arc::new(Mutex::new(Instant::now()));
@@ -406,14 +439,19 @@ fn losing_one_nats_server_of_three_is_survived_and_losing_two_stops_writes_clean
     acks_within(50, Duration::from_secs(20)).expect("appends before any fault");
 
     nats.kill(0);
-    let one_down = acks_within(50, Duration::from_secs(20)).expect("appends with one NATS server down");
+    let one_down =
+        acks_within(50, Duration::from_secs(20)).expect("appends with one NATS server down");
 
     nats.kill(1);
     // In-flight appends end (503 or a client timeout); then nothing is acknowledged.
     std::thread::sleep(Duration::from_secs(6));
     let frozen = acked.lock().unwrap().len();
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(acked.lock().unwrap().len(), frozen, "acknowledged without a quorum");
+    assert_eq!(
+        acked.lock().unwrap().len(),
+        frozen,
+        "acknowledged without a quorum"
+    );
     // And a write is refused cleanly, not hung: 503 within the request bounds.
     let started = Instant::now();
     let resp = agent()
@@ -431,7 +469,8 @@ fn losing_one_nats_server_of_three_is_survived_and_losing_two_stops_writes_clean
 
     nats.start_server(0);
     nats.start_server(1);
-    let resumed = acks_within(50, Duration::from_secs(60)).expect("appends once the quorum is back");
+    let resumed =
+        acks_within(50, Duration::from_secs(60)).expect("appends once the quorum is back");
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         c.join().unwrap();
@@ -442,5 +481,78 @@ fn losing_one_nats_server_of_three_is_survived_and_losing_two_stops_writes_clean
     );
     let mut acked = acked.lock().unwrap().clone();
     acked.remove("no-quorum");
+    check_consistent(&a, &nodes, &acked);
+}
+
+#[test]
+fn groups_stay_under_the_largest_nats_message_and_a_larger_append_is_refused() {
+    if !nats::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(&dir.path().join("nats"), 1);
+    let node = Serve::start(
+        &dir.path().join("node"),
+        &[
+            "--cluster",
+            &nats.urls(),
+            "--replicas",
+            "1",
+            "--lease-ms",
+            LEASE_MS,
+        ],
+    );
+    let nodes = vec![Some(node)];
+    let a = agent();
+    sequencer(&a, &nodes);
+    let url = nodes[0].as_ref().unwrap().url.clone();
+    let put = a
+        .put(&format!("{url}/v1/entities/thing"))
+        .header("content-type", "application/json")
+        .send(json!({"open": true}).to_string())
+        .unwrap();
+    assert_eq!(put.status().as_u16(), 201);
+    let post = move |id: &str, bytes: usize| {
+        let event = json!({"specversion": "1.0", "id": id, "source": "cluster-test",
+            "type": "was_seen", "subject": "thing/big", "data": "x".repeat(bytes)});
+        let resp = agent()
+            .post(&format!("{url}/v1/events"))
+            .header("content-type", "application/cloudevents+json")
+            .send(event.to_string())
+            .unwrap();
+        let status = resp.status().as_u16();
+        (
+            status,
+            resp.into_body().read_to_string().unwrap_or_default(),
+        )
+    };
+    // Eight appends of 3 MB at once: together far over NATS's 8 MB, so several groups.
+    let posts: Vec<_> = (0..8)
+        .map(|i| {
+            let post = post.clone();
+            std::thread::spawn(move || post(&format!("big{i}"), 3 << 20))
+        })
+        .collect();
+    let mut acked = HashMap::new();
+    for (i, p) in posts.into_iter().enumerate() {
+        let (status, body) = p.join().unwrap();
+        assert_eq!(status, 201, "{body}");
+        let body: Value = serde_json::from_str(&body).unwrap();
+        acked.insert(
+            format!("big{i}"),
+            body["events"][0]["position"].as_u64().unwrap(),
+        );
+    }
+    // One append larger than a message alone: refused, and the node stays the sequencer.
+    let (answer, body) = post("huge", (8 << 20) - 600);
+    let url = nodes[0].as_ref().unwrap().url.clone();
+    assert_eq!(answer, 422, "{body}");
+    assert!(body.contains("largest message"), "{body}");
+    let s = status(&a, &url).unwrap();
+    assert_eq!(
+        (s["role"].as_str(), s["terms"].as_u64()),
+        (Some("sequencer"), Some(1)),
+        "{s}"
+    );
     check_consistent(&a, &nodes, &acked);
 }

@@ -30,6 +30,15 @@ impl Ledger {
             }
             registry.check(i, e).map_err(AppendError::Rejected)?;
         }
+        if let Some(max) = self.max_record_bytes {
+            let size = crate::writer::request_size_bound(&req);
+            if size > max {
+                return Err(AppendError::Invalid(InvalidEvent::new(format!(
+                    "the append takes about {size} bytes in the cluster's log, whose largest \
+                     message is {max} bytes; append fewer or smaller events at a time"
+                ))));
+            }
+        }
         for subject in req.conditions.expected_revisions.keys() {
             if split_subject(subject).is_none() {
                 return Err(AppendError::Invalid(InvalidEvent::new(format!(

@@ -53,6 +53,8 @@ pub struct Ledger {
     log_sequence: Arc<AtomicU64>,
     /// Cluster mode: registrations go through the replicated log.
     replicated: bool,
+    /// Largest group record the durable log takes, if it has a limit (cluster mode).
+    max_record_bytes: Option<usize>,
     /// Notified each time the writer takes a group off the queue.
     drained: Arc<event_listener::Event>,
     writer: Mutex<Option<JoinHandle<()>>>,

@@ -138,6 +138,7 @@ impl Ledger {
             Log::None => None,
         };
         let log_sequence = Arc::new(AtomicU64::new(loaded.log_sequence));
+        let max_record_bytes = wal.as_ref().and_then(|w| w.max_record_bytes());
         let writer = GroupCommit {
             wal,
             drained: drained.clone(),
@@ -168,6 +169,7 @@ impl Ledger {
             queue: Mutex::new(Some(tx)),
             log_sequence,
             replicated,
+            max_record_bytes,
             drained,
             writer: Mutex::new(Some(handle)),
         })

@@ -67,6 +67,42 @@ impl GroupRecord {
     }
 }
 
+/// At least the bytes `event` takes in a group record (its stored record, the stream id and
+/// length in front of it), so that a group can be kept under a log's largest message before
+/// it is built.
+pub(crate) fn record_size_bound(event: &loom_core::Event) -> usize {
+    use loom_core::{Data, ExtensionValue};
+    let optional = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    let data = match &event.data {
+        Some(Data::Json(raw)) => raw.get().len(),
+        Some(Data::Text(text)) => text.len(),
+        Some(Data::Binary(bytes)) => bytes.len(),
+        None => 0,
+    };
+    let extensions: usize = event
+        .extensions
+        .iter()
+        .map(|(name, value)| {
+            name.len()
+                + 16
+                + match value {
+                    ExtensionValue::String(s) => s.len(),
+                    _ => 8,
+                }
+        })
+        .sum();
+    // Fixed-size fields and length prefixes of the stored record, with room to spare.
+    256 + event.id.len()
+        + event.source.len()
+        + event.ty.len()
+        + event.subject.len()
+        + optional(&event.time)
+        + optional(&event.datacontenttype)
+        + optional(&event.dataschema)
+        + data
+        + extensions
+}
+
 /// A group read back from a log.
 pub(crate) struct LoggedGroup<'a> {
     pub(crate) first: u64,

@@ -45,6 +45,11 @@ pub(crate) trait DurableLog: Send {
         None
     }
 
+    /// Largest group record the log takes (a replicated log's largest message), if any.
+    fn max_record_bytes(&self) -> Option<usize> {
+        None
+    }
+
     /// A group read from the replicated log was applied (counts towards the next checkpoint).
     fn applied(&mut self, _bytes: usize) {}
 

@@ -20,6 +20,10 @@ pub trait GroupLog: Send {
     /// how far it has applied the log.
     fn next_sequence(&self) -> u64;
 
+    /// The largest record the log takes, in bytes: the writer keeps groups below it, and an
+    /// append larger than it alone is refused.
+    fn max_record_bytes(&self) -> usize;
+
     /// Publishes one group's record (the bytes followers give to `apply_replicated`),
     /// returning once the log holds it durably. An error refuses the group; the log may or
     /// may not hold it then, so the node must read the log again before it decides another.
@@ -63,6 +67,10 @@ impl DurableLog for Replicated {
 
     fn applied(&mut self, bytes: usize) {
         self.since_checkpoint += bytes as u64;
+    }
+
+    fn max_record_bytes(&self) -> Option<usize> {
+        Some(self.log.max_record_bytes())
     }
 
     fn publish_control(&mut self, record: &[u8]) -> std::io::Result<()> {

@@ -170,12 +170,24 @@ impl GroupCommit {
                     continue;
                 }
             };
+            let max_bytes = self
+                .wal
+                .as_ref()
+                .and_then(|w| w.max_record_bytes())
+                .unwrap_or(usize::MAX);
             let mut events = first.req.events.len();
+            let mut bytes = request_size_bound(&first.req);
             group.push(first);
             while events < self.max_group_events {
                 match rx.try_recv() {
+                    // A log with a largest message takes groups below it.
+                    Ok(Work::Append(p)) if bytes + request_size_bound(&p.req) > max_bytes => {
+                        next = Some(Work::Append(p));
+                        break;
+                    }
                     Ok(Work::Append(p)) => {
                         events += p.req.events.len();
+                        bytes += request_size_bound(&p.req);
                         group.push(p);
                     }
                     Ok(other) => {
@@ -431,6 +443,15 @@ impl GroupCommit {
         }
         Ok((results, state))
     }
+}
+
+/// At least the bytes a request's events take in a group record (plus the record's header).
+pub(crate) fn request_size_bound(req: &AppendRequest) -> usize {
+    64 + req
+        .events
+        .iter()
+        .map(crate::log::group::record_size_bound)
+        .sum::<usize>()
 }
 
 /// The attributes an event is indexed by.

@@ -64,15 +64,19 @@ impl Nats {
             .map(|p| format!("nats://127.0.0.1:{p}"))
             .collect();
         let store = self.dir.join(format!("n{i}"));
-        let text = format!(
+        let mut text = format!(
             "server_name: n{i}\nlisten: 127.0.0.1:{port}\nmax_payload: 8MB\n\
-             jetstream {{ store_dir: \"{store}\" }}\n\
-             cluster {{ name: loom, listen: 127.0.0.1:{route}, routes: [{routes}] }}\n",
+             jetstream {{ store_dir: \"{store}\" }}\n",
             port = self.ports[i],
-            route = self.routes[i],
             store = store.display(),
-            routes = routes.join(", "),
         );
+        if self.ports.len() > 1 {
+            text.push_str(&format!(
+                "cluster {{ name: loom, listen: 127.0.0.1:{route}, routes: [{routes}] }}\n",
+                route = self.routes[i],
+                routes = routes.join(", "),
+            ));
+        }
         let path = self.dir.join(format!("n{i}.conf"));
         std::fs::write(&path, text).unwrap();
         path
