@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -63,7 +64,7 @@ pub(crate) async fn open(
     listen: SocketAddr,
     dir: &Path,
     options: LedgerOptions,
-) -> anyhow::Result<(Arc<Ledger>, Arc<dyn loom_server::Replication>)> {
+) -> anyhow::Result<Node> {
     let mut cluster = ClusterOptions::new(
         nats,
         args.node.clone().unwrap_or_else(|| listen.to_string()),
@@ -86,5 +87,17 @@ pub(crate) async fn open(
         .with_context(|| format!("opening the ledger in {}", dir.display()))?;
     let ledger = Arc::new(ledger);
     cluster.start(ledger.clone());
-    Ok((ledger, Arc::new(Replication(cluster))))
+    Ok(Node {
+        ledger,
+        sequencing: cluster.sequencing_flag(),
+        replication: Arc::new(Replication(cluster)),
+    })
+}
+
+/// A cluster node's ledger and what the engine and the server need of the cluster.
+pub(crate) struct Node {
+    pub(crate) ledger: Arc<Ledger>,
+    /// Whether the node sequences now: it alone runs the reactors' effects.
+    pub(crate) sequencing: Arc<AtomicBool>,
+    pub(crate) replication: Arc<dyn loom_server::Replication>,
 }

@@ -269,11 +269,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         wal_checkpoint_bytes: args.wal_checkpoint as u64,
         ..LedgerOptions::default()
     };
-    let (ledger, replication) = match &args.cluster.nats {
+    let (ledger, replication, reactors_active) = match &args.cluster.nats {
         Some(nats) => {
-            let (ledger, replication) =
-                cluster::open(&args.cluster, nats, local, &args.data, options).await?;
-            (ledger, Some(replication))
+            let node = cluster::open(&args.cluster, nats, local, &args.data, options).await?;
+            (node.ledger, Some(node.replication), Some(node.sequencing))
         }
         None => {
             let data = args.data.clone();
@@ -281,7 +280,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 .await
                 .context("opening the ledger")?
                 .with_context(|| format!("opening the ledger in {}", args.data.display()))?;
-            (Arc::new(ledger), None)
+            (Arc::new(ledger), None, None)
         }
     };
     let mut engine_config = EngineConfig {
@@ -289,6 +288,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         max_reaction_hops: args.max_reaction_hops,
         max_command_events: args.max_command_events,
         max_command_bytes: args.max_command_bytes,
+        reactors_active,
         ..EngineConfig::default()
     };
     engine_config.runtime.fuel_per_call = args.fuel.max(1);

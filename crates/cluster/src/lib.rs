@@ -122,7 +122,7 @@ pub struct ClusterStatus {
 struct Shared {
     options: ClusterOptions,
     /// Whether the writer may decide and publish groups.
-    sequencing: AtomicBool,
+    sequencing: Arc<AtomicBool>,
     /// The stream sequence of the last group applied (or published) here.
     applied: AtomicU64,
     /// The stream's last sequence as last seen.
@@ -208,7 +208,7 @@ impl Cluster {
         Ok(Cluster {
             shared: Arc::new(Shared {
                 options,
-                sequencing: AtomicBool::new(false),
+                sequencing: Arc::new(AtomicBool::new(false)),
                 applied: AtomicU64::new(0),
                 log_last: AtomicU64::new(0),
                 resync: tokio::sync::Notify::new(),
@@ -269,6 +269,12 @@ impl Cluster {
             .as_ref()
             .filter(|s| s.node != self.shared.options.node)
             .map(|s| s.url.clone())
+    }
+
+    /// True while this node sequences, as a flag others can watch (the engine runs reactors
+    /// only then).
+    pub fn sequencing_flag(&self) -> Arc<AtomicBool> {
+        self.shared.sequencing.clone()
     }
 
     /// Whether this node is the sequencer now.

@@ -11,6 +11,7 @@
 
 #![forbid(unsafe_code)]
 
+mod changes;
 mod deciders;
 mod error;
 mod lifecycle;
@@ -20,10 +21,12 @@ mod reactors;
 mod state_cache;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use loom_ledger::Ledger;
 use loom_runtime::{Runtime, RuntimeConfig};
 
+pub use changes::{Change, Changed, Progress};
 pub use deciders::{
     CommandEvent, CommandOutcome, DeciderRecord, DeciderSpec, Deciders, MAX_COMMAND_BYTES,
     MAX_COMMAND_EVENTS,
@@ -58,6 +61,9 @@ pub struct EngineConfig {
     pub max_command_events: usize,
     /// Most bytes of event data (the JSON of every event's data) one command may append.
     pub max_command_bytes: usize,
+    /// Cluster mode: whether this node runs the reactors' side effects now (it holds the
+    /// sequencer's lease). `None`: always (a single node).
+    pub reactors_active: Option<Arc<AtomicBool>>,
 }
 
 impl Default for EngineConfig {
@@ -73,6 +79,7 @@ impl Default for EngineConfig {
             max_reaction_hops: 16,
             max_command_events: MAX_COMMAND_EVENTS,
             max_command_bytes: MAX_COMMAND_BYTES,
+            reactors_active: None,
         }
     }
 }
@@ -116,14 +123,24 @@ pub(crate) fn rejection_message(payload: &[u8]) -> String {
 pub struct Engine {
     ledger: Arc<Ledger>,
     runtime: Arc<Runtime>,
-    modules: Arc<ModuleStore>,
-    projections: Projections,
-    deciders: Arc<Deciders>,
-    reactors: Reactors,
+    parts: Arc<Parts>,
+    /// Cluster mode: applies the changes of the cluster's log.
+    applier: Option<changes::Applier>,
+}
+
+/// What changes apply to.
+#[derive(Debug)]
+pub(crate) struct Parts {
+    pub(crate) modules: Arc<ModuleStore>,
+    pub(crate) projections: Projections,
+    pub(crate) deciders: Arc<Deciders>,
+    pub(crate) reactors: Reactors,
 }
 
 impl Engine {
-    /// Opens the engine's tables, loads projection definitions and starts their workers.
+    /// Opens the engine's tables, loads projection definitions and starts their workers; on
+    /// a cluster node (a replicated ledger), also the thread that applies the cluster's
+    /// changes.
     pub fn open(ledger: Arc<Ledger>, config: EngineConfig) -> Result<Engine, EngineError> {
         let runtime = Arc::new(Runtime::new(config.runtime.clone()));
         let modules = Arc::new(ModuleStore::new(ledger.catalog(), runtime.clone()));
@@ -143,16 +160,33 @@ impl Engine {
             runtime.clone(),
             modules.clone(),
             deciders.clone(),
-            config.sink.clone(),
-            config.max_reaction_hops,
+            reactors::Options {
+                policy: config.sink.clone(),
+                max_hops: config.max_reaction_hops,
+                active: config.reactors_active.clone(),
+            },
         )?;
-        Ok(Engine {
-            ledger,
-            runtime,
+        let parts = Arc::new(Parts {
             modules,
             projections,
             deciders,
             reactors,
+        });
+        let applier = if ledger.is_replicated() {
+            let applier = changes::Applier::start(ledger.clone(), parts.clone()).map_err(|e| {
+                EngineError::Store(StoreError::Corrupt(format!(
+                    "starting the thread that applies the cluster's changes: {e}"
+                )))
+            })?;
+            Some(applier)
+        } else {
+            None
+        };
+        Ok(Engine {
+            ledger,
+            runtime,
+            parts,
+            applier,
         })
     }
 
@@ -168,37 +202,62 @@ impl Engine {
 
     /// Stored modules.
     pub fn modules(&self) -> &ModuleStore {
-        &self.modules
+        &self.parts.modules
     }
 
     /// Projections.
     pub fn projections(&self) -> &Projections {
-        &self.projections
+        &self.parts.projections
     }
 
     /// Deciders.
     pub fn deciders(&self) -> &Deciders {
-        &self.deciders
+        &self.parts.deciders
     }
 
     /// Reactors.
     pub fn reactors(&self) -> &Reactors {
-        &self.reactors
+        &self.parts.reactors
+    }
+
+    /// Makes a change (see [`Change`]): at once on a single node; on a cluster node through
+    /// the cluster's log, answered once this node has applied it (so the next read on this
+    /// node sees it).
+    pub fn change(&self, change: Change) -> Result<Changed, DefinitionError> {
+        let Some(applier) = &self.applier else {
+            return changes::apply(&self.parts, change);
+        };
+        let bytes = change.encode();
+        if let Some(max) = self.ledger.max_record_bytes()
+            && bytes.len() + 64 > max
+        {
+            return Err(DefinitionError::InvalidSpec(format!(
+                "the change takes {} bytes in the cluster's log, whose largest message is {max} \
+                 bytes: raise the NATS servers' max_payload (at most 64 MB), or make the module \
+                 smaller",
+                bytes.len()
+            )));
+        }
+        let sequence = self
+            .ledger
+            .publish_engine_change(bytes)
+            .map_err(|e| DefinitionError::Store(e.into()))?;
+        applier.answer(sequence)
     }
 
     /// Deletes a module unless a projection, decider or reactor still names it.
     pub fn delete_module(&self, id: &str) -> Result<(), DefinitionError> {
-        let _exclusive = self.modules.lock_for_delete();
-        let mut users = self.projections.users_of(id);
-        users.extend(self.deciders.users_of(id));
-        users.extend(self.reactors.users_of(id));
-        self.modules.delete(id, users)
+        self.change(Change::DeleteModule { id: id.to_owned() })
+            .map(|_| ())
     }
 
     /// Stops every worker and waits for them.
     pub fn shutdown(&self) {
-        self.reactors.shutdown();
-        self.projections.shutdown();
+        if let Some(applier) = &self.applier {
+            applier.stop();
+        }
+        self.parts.reactors.shutdown();
+        self.parts.projections.shutdown();
     }
 }
 

@@ -24,6 +24,9 @@ pub(crate) const TYPE_INDEX: TableDefinition<(&str, &str, u64), ()> =
 pub(crate) const TIME_INDEX: TableDefinition<i64, u64> = TableDefinition::new("time_index");
 /// entity name → registration (JSON).
 pub(crate) const ENTITIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entities");
+/// Cluster mode: log sequence → an engine change (modules, definitions, life-cycle) applied to
+/// the ledger's log position but not yet by the engine, which removes it once applied.
+pub(crate) const ENGINE_INBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("engine_inbox");
 /// named counters: `format`, `next_stream_id`.
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 

@@ -57,8 +57,17 @@ pub(crate) async fn cluster_status(State(state): State<AppState>, _: Reader) -> 
 fn is_write(req: &Request) -> bool {
     match *req.method() {
         Method::GET | Method::HEAD | Method::OPTIONS => false,
-        // Reads with a body.
-        Method::POST => req.uri().path() != "/v1/events/query",
+        // Reads with a body: event queries and projection queries
+        // (`/v1/projections/{name}/query`, `/v1/projections/{name}/query/{*key}`).
+        Method::POST => {
+            let path = req.uri().path();
+            let projection_query = path.strip_prefix("/v1/projections/").is_some_and(|rest| {
+                let mut parts = rest.splitn(3, '/');
+                parts.next();
+                parts.next() == Some("query")
+            });
+            path != "/v1/events/query" && !projection_query
+        }
         _ => true,
     }
 }

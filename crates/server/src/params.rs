@@ -152,7 +152,14 @@ pub(crate) fn link(path: &str, params: &Params, replace: &[(&str, String)]) -> S
 // parameters, so the document cannot drift from what the server takes.
 
 /// Names of [`PageParams`].
-pub(crate) const PAGE: &[&str] = &["after", "before", "limit", "backwards"];
+pub(crate) const PAGE: &[&str] = &[
+    "after",
+    "before",
+    "limit",
+    "backwards",
+    "min_position",
+    "timeout_ms",
+];
 /// Names of [`ListParams`].
 pub(crate) const LIST: &[&str] = &[
     "after",
@@ -164,6 +171,8 @@ pub(crate) const LIST: &[&str] = &[
     "type",
     "data",
     "meta",
+    "min_position",
+    "timeout_ms",
 ];
 /// Names of [`SubscribeParams`].
 pub(crate) const SUBSCRIBE: &[&str] = &["after", "subject", "entity", "type", "data", "meta"];
@@ -184,6 +193,11 @@ pub(crate) struct PageParams {
     limit: Option<u64>,
     /// Newest first.
     backwards: Option<bool>,
+    /// Wait until this node's ledger holds this position (read-your-writes on any node of a
+    /// cluster).
+    min_position: Option<u64>,
+    /// Longest wait for `min_position`, ms (default and cap: the server's max wait).
+    timeout_ms: Option<u64>,
 }
 
 /// Paging and filter parameters of `GET /v1/events`.
@@ -215,6 +229,11 @@ pub(crate) struct ListParams {
     /// JSONPath over the whole event.
     #[param(min_length = 1)]
     meta: Option<String>,
+    /// Wait until this node's ledger holds this position (read-your-writes on any node of a
+    /// cluster).
+    min_position: Option<u64>,
+    /// Longest wait for `min_position`, ms (default and cap: the server's max wait).
+    timeout_ms: Option<u64>,
 }
 
 /// Selector parameters of `GET /v1/subscribe`.

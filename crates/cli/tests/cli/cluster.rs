@@ -18,7 +18,7 @@ use crate::common::nats::{self, Nats};
 
 const LEASE_MS: &str = "1000";
 
-fn agent() -> ureq::Agent {
+pub(crate) fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(10)))
@@ -26,14 +26,14 @@ fn agent() -> ureq::Agent {
         .into()
 }
 
-fn get(a: &ureq::Agent, url: &str) -> Option<(u16, Value)> {
+pub(crate) fn get(a: &ureq::Agent, url: &str) -> Option<(u16, Value)> {
     let resp = a.get(url).call().ok()?;
     let status = resp.status().as_u16();
     let body = resp.into_body().read_to_string().unwrap_or_default();
     Some((status, serde_json::from_str(&body).unwrap_or(Value::Null)))
 }
 
-fn start_node(dir: &std::path::Path, nats: &Nats, i: usize) -> Serve {
+pub(crate) fn start_node(dir: &std::path::Path, nats: &Nats, i: usize) -> Serve {
     Serve::start(
         &dir.join(format!("node{i}")),
         &[
@@ -47,13 +47,20 @@ fn start_node(dir: &std::path::Path, nats: &Nats, i: usize) -> Serve {
     )
 }
 
+/// Three NATS servers (R3) and three Loom nodes on them, under `dir`.
+pub(crate) fn nats_and_nodes(dir: &std::path::Path) -> (Nats, Vec<Option<Serve>>) {
+    let nats = Nats::start(&dir.join("nats"), 3);
+    let nodes = (0..3).map(|i| Some(start_node(dir, &nats, i))).collect();
+    (nats, nodes)
+}
+
 /// The cluster status of a node (`None`: it does not answer).
-fn status(a: &ureq::Agent, url: &str) -> Option<Value> {
+pub(crate) fn status(a: &ureq::Agent, url: &str) -> Option<Value> {
     get(a, &format!("{url}/v1/cluster")).map(|(_, v)| v)
 }
 
 /// Waits until some node is the sequencer; returns its index.
-fn sequencer(a: &ureq::Agent, nodes: &[Option<Serve>]) -> usize {
+pub(crate) fn sequencer(a: &ureq::Agent, nodes: &[Option<Serve>]) -> usize {
     let started = Instant::now();
     loop {
         for (i, node) in nodes.iter().enumerate() {
@@ -72,7 +79,7 @@ fn sequencer(a: &ureq::Agent, nodes: &[Option<Serve>]) -> usize {
 }
 
 /// Every event a node holds, in position order.
-fn events(a: &ureq::Agent, url: &str) -> Vec<Value> {
+pub(crate) fn events(a: &ureq::Agent, url: &str) -> Vec<Value> {
     let mut all = Vec::new();
     loop {
         let after = all.len();
@@ -162,10 +169,7 @@ fn appends_through_every_node_survive_repeated_kill_9_of_the_sequencer() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
     let dir = tempfile::tempdir().unwrap();
-    let nats = Nats::start(&dir.path().join("nats"), 3);
-    let mut nodes: Vec<Option<Serve>> = (0..3)
-        .map(|i| Some(start_node(dir.path(), &nats, i)))
-        .collect();
+    let (nats, mut nodes) = nats_and_nodes(dir.path());
     let a = agent();
     let first = sequencer(&a, &nodes);
     // Registered on one node, through the log to all.
@@ -277,8 +281,7 @@ fn check_consistent(a: &ureq::Agent, nodes: &[Option<Serve>], acked: &HashMap<St
 
 /// Three NATS servers, three Loom nodes with the entity `thing` registered.
 fn three_nodes(dir: &std::path::Path) -> (Nats, Vec<Option<Serve>>, ureq::Agent) {
-    let nats = Nats::start(&dir.join("nats"), 3);
-    let nodes: Vec<Option<Serve>> = (0..3).map(|i| Some(start_node(dir, &nats, i))).collect();
+    let (nats, nodes) = nats_and_nodes(dir);
     let a = agent();
     let first = sequencer(&a, &nodes);
     let put = a

@@ -4,6 +4,7 @@
 
 mod cli;
 mod cluster;
+mod cluster_engine;
 mod commands;
 mod common;
 mod compile;

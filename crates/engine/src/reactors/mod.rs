@@ -16,7 +16,7 @@
 //! a clear status; nothing is skipped, and `resume` retries.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -61,6 +61,8 @@ struct Worker {
     /// then failed; `resume` tries again).
     module: RwLock<Option<Module>>,
     counters: Counters,
+    /// Cluster mode: when the progress was last published, and at which position.
+    published: std::sync::Mutex<(std::time::Instant, u64)>,
     /// Position, flags and thread.
     life: Lifecycle,
 }
@@ -116,8 +118,24 @@ impl Worker {
     }
 }
 
+/// How reactors run.
+pub(crate) struct Options {
+    /// Sink retries.
+    pub(crate) policy: SinkPolicy,
+    /// [`crate::EngineConfig::max_reaction_hops`].
+    pub(crate) max_hops: u64,
+    /// [`crate::EngineConfig::reactors_active`].
+    pub(crate) active: Option<Arc<AtomicBool>>,
+}
+
+/// How often the node that runs the reactors publishes their progress to the cluster's log:
+/// the node that takes over repeats at most about this much of their (idempotent) work.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
 struct Shared {
     ledger: Arc<Ledger>,
+    /// Cluster mode: whether this node runs the reactors now.
+    active: Option<Arc<AtomicBool>>,
     db: Catalog,
     runtime: Arc<Runtime>,
     modules: Arc<ModuleStore>,
@@ -160,9 +178,13 @@ impl Reactors {
         runtime: Arc<Runtime>,
         modules: Arc<ModuleStore>,
         deciders: Arc<Deciders>,
-        policy: SinkPolicy,
-        max_hops: u64,
+        options: Options,
     ) -> Result<Reactors, StoreError> {
+        let Options {
+            policy,
+            max_hops,
+            active,
+        } = options;
         let db = ledger.catalog();
         let http: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(policy.timeout))
@@ -171,6 +193,7 @@ impl Reactors {
             .into();
         let shared = Arc::new(Shared {
             ledger,
+            active,
             db,
             runtime,
             modules,
@@ -284,6 +307,25 @@ impl Reactors {
         let w = self.get(name)?;
         w.life.set_paused(false);
         self.shared.save(name, &w)?;
+        Ok(())
+    }
+
+    /// Cluster mode: the progress the node that runs the reactor published. A node that does
+    /// not run it takes it over (it goes on from there when it becomes the sequencer).
+    pub(crate) fn follow_progress(
+        &self,
+        name: &str,
+        checkpoint: ReactorCheckpoint,
+    ) -> Result<(), DefinitionError> {
+        let Ok(w) = self.get(name) else {
+            // Deleted since: nothing to follow.
+            return Ok(());
+        };
+        if self.shared.is_active() || checkpoint.position <= w.life.position() {
+            return Ok(());
+        }
+        w.restore(checkpoint);
+        self.shared.save_checkpoint(&w)?;
         Ok(())
     }
 

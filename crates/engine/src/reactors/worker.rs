@@ -25,6 +25,7 @@ impl Shared {
             selector,
             module: RwLock::new(module),
             counters: Default::default(),
+            published: std::sync::Mutex::new((std::time::Instant::now(), 0)),
             life: Lifecycle::default(),
         }))
     }
@@ -51,15 +52,30 @@ impl Shared {
             .spawn(format!("loom-reactor-{}", w.name), move || sh.run(&worker));
     }
 
+    /// Whether this node runs the reactors' effects now (always, on a single node).
+    pub(crate) fn is_active(&self) -> bool {
+        self.active
+            .as_ref()
+            .is_none_or(|a| a.load(Ordering::Acquire))
+    }
+
     pub(crate) fn run(&self, w: &Worker) {
         while !w.life.stopping() {
             if w.life.idle() {
+                continue;
+            }
+            if !self.is_active() {
+                // Another node (the sequencer) runs it; its progress arrives as changes.
+                std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
             let head = self.ledger.head();
             let position = w.life.position();
             if position >= head {
                 w.life.reach_head();
+                if self.ledger.is_replicated() {
+                    self.publish_progress(w, w.checkpoint());
+                }
                 self.ledger
                     .wait_for(position + 1, Duration::from_millis(250));
                 continue;
@@ -136,10 +152,33 @@ impl Shared {
     }
 
     pub(crate) fn save_checkpoint(&self, w: &Worker) -> Result<(), StoreError> {
+        let checkpoint = w.checkpoint();
         let mut txn = self.db.write(Durability::Immediate)?;
-        txn.put_reactor_checkpoint(&w.name, w.checkpoint())?;
+        txn.put_reactor_checkpoint(&w.name, checkpoint)?;
         txn.commit()?;
+        if self.ledger.is_replicated() && self.is_active() {
+            self.publish_progress(w, checkpoint);
+        }
         Ok(())
+    }
+
+    /// Cluster mode: tells the other nodes how far the reactor got, at most every
+    /// [`PROGRESS_EVERY`]. A failed publish is only logged: the next one carries the progress.
+    fn publish_progress(&self, w: &Worker, checkpoint: ReactorCheckpoint) {
+        let mut published = w.published.lock().expect("published lock");
+        if published.1 >= checkpoint.position || published.0.elapsed() < PROGRESS_EVERY {
+            return;
+        }
+        let change = crate::Change::ReactorProgress {
+            name: w.name.clone(),
+            checkpoint: checkpoint.into(),
+        };
+        match self.ledger.publish_engine_change(change.encode()) {
+            Ok(_) => *published = (std::time::Instant::now(), checkpoint.position),
+            Err(e) => {
+                tracing::warn!(reactor = %w.name, error = %e, "publishing reactor progress failed")
+            }
+        }
     }
 }
 

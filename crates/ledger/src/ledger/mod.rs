@@ -14,7 +14,7 @@ use crate::catalog::Catalog;
 use crate::error::{AppendError, InvalidEvent, OpenError, ReadError, RegistryError, StorageError};
 use crate::head::Head;
 use crate::log::DurableLog;
-use crate::log::control::Control;
+use crate::log::control::{Control, LedgerChange};
 use crate::log::replicated::{GroupLog, Replicated};
 use crate::log::wal::{RESERVE_FILE, Reserve, WAL_FILE, Wal, WalFile};
 use crate::query::{View, Window, decode};
@@ -33,6 +33,7 @@ use loom_core::{AppendOutcome, AppendRequest, EntitySpec, split_subject};
 use loom_core::{CompiledSelector, Selector};
 
 mod append;
+mod engine_inbox;
 mod open;
 mod options;
 mod read;
@@ -51,6 +52,8 @@ pub struct Ledger {
     queue: Mutex<Option<std::sync::mpsc::SyncSender<Work>>>,
     /// Cluster mode: the replicated log's sequence number of the last group applied.
     log_sequence: Arc<AtomicU64>,
+    /// Cluster mode: the sequence of the last engine change kept in the inbox.
+    engine_inbox: Arc<Head>,
     /// Cluster mode: registrations go through the replicated log.
     replicated: bool,
     /// Largest group record the durable log takes, if it has a limit (cluster mode).

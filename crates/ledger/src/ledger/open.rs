@@ -139,6 +139,8 @@ impl Ledger {
         };
         let log_sequence = Arc::new(AtomicU64::new(loaded.log_sequence));
         let max_record_bytes = wal.as_ref().and_then(|w| w.max_record_bytes());
+        // Changes kept before the open are in the table; the engine reads it first.
+        let engine_inbox = Arc::new(Head::new(0));
         let writer = GroupCommit {
             wal,
             drained: drained.clone(),
@@ -152,6 +154,7 @@ impl Ledger {
             max_group_events: options.max_group_events.max(1),
             segment_events: options.segment_events(),
             log_sequence: log_sequence.clone(),
+            engine_inbox: engine_inbox.clone(),
         };
         let handle = std::thread::Builder::new()
             .name("loom-ledger-writer".into())
@@ -168,6 +171,7 @@ impl Ledger {
             stats,
             queue: Mutex::new(Some(tx)),
             log_sequence,
+            engine_inbox,
             replicated,
             max_record_bytes,
             drained,
@@ -212,6 +216,7 @@ impl Ledger {
             txn.open_table(TYPE_INDEX).map_err(StorageError::from)?;
             txn.open_table(TIME_INDEX).map_err(StorageError::from)?;
             txn.open_table(ENTITIES).map_err(StorageError::from)?;
+            txn.open_table(ENGINE_INBOX).map_err(StorageError::from)?;
             for table in CATALOG_TABLES {
                 txn.open_table(named(table)).map_err(StorageError::from)?;
             }

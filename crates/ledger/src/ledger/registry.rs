@@ -12,16 +12,17 @@ impl Ledger {
             // Through the cluster's log, in order with the commit groups.
             let (tx, rx) = oneshot::channel();
             self.enqueue(Work::Control(ControlWork {
-                control: Control::PutEntity {
+                control: Control::Ledger(LedgerChange::PutEntity {
                     name: name.to_owned(),
                     spec: compiled.spec.clone(),
-                },
+                }),
                 reply: tx,
             }))
             .map_err(|_| RegistryError::Storage(closed()))?;
             return rx
                 .recv()
                 .unwrap_or_else(|_| Err(closed()))
+                .map(|_sequence| ())
                 .map_err(RegistryError::Storage);
         }
         let bytes = serde_json::to_vec(&compiled.spec).expect("a spec always serializes");
@@ -62,7 +63,7 @@ impl Ledger {
     }
 }
 
-fn closed() -> StorageError {
+pub(super) fn closed() -> StorageError {
     StorageError(Box::new(redb::Error::Io(std::io::Error::other(
         "the ledger is shutting down",
     ))))

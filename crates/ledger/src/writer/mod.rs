@@ -89,6 +89,8 @@ pub(crate) struct GroupCommit {
     pub(crate) wal: Option<Box<dyn DurableLog>>,
     /// Cluster mode: the replicated log's sequence number of the last group applied.
     pub(crate) log_sequence: Arc<AtomicU64>,
+    /// Cluster mode: the sequence of the last engine change kept for the engine.
+    pub(crate) engine_inbox: Arc<Head>,
 }
 
 /// The tail or the segments, open for writing.

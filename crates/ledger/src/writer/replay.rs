@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::log::LoggedGroup;
-use crate::log::control::Control;
+use crate::log::control::{Control, LedgerChange};
 use crate::log::group;
 use crate::registry::CompiledEntity;
 
@@ -196,7 +196,8 @@ impl GroupCommit {
 /// A control record for the sequencer's writer to publish and apply.
 pub(crate) struct ControlWork {
     pub(crate) control: Control,
-    pub(crate) reply: oneshot::Sender<Result<(), StorageError>>,
+    /// The record's sequence in the log once applied.
+    pub(crate) reply: oneshot::Sender<Result<u64, StorageError>>,
 }
 
 impl GroupCommit {
@@ -210,7 +211,7 @@ impl GroupCommit {
         let _ = work.reply.send(result);
     }
 
-    fn try_commit_control(&mut self, control: &Control) -> Result<(), StorageError> {
+    fn try_commit_control(&mut self, control: &Control) -> Result<u64, StorageError> {
         let io = |e: std::io::Error| StorageError(Box::new(redb::Error::Io(e)));
         let wal = self
             .wal
@@ -221,14 +222,28 @@ impl GroupCommit {
             .ok_or_else(|| io(std::io::Error::other("no replicated log")))?;
         wal.ready().map_err(io)?;
         wal.publish_control(&control.encode()).map_err(io)?;
-        self.apply_control(sequence, control)
+        self.apply_control(sequence, control)?;
+        Ok(sequence)
     }
 
     /// Applies a control record at `sequence` of the replicated log, durably.
     fn apply_control(&mut self, sequence: u64, control: &Control) -> Result<(), StorageError> {
         let corrupt = |message: String| StorageError(Box::new(redb::Error::Corrupted(message)));
         match control {
-            Control::PutEntity { name, spec } => {
+            Control::Engine(change) => {
+                // Kept, durably with the sequence, until the engine has applied it.
+                let mut txn = self.store.begin_write()?;
+                txn.set_durability(Durability::Immediate)?;
+                {
+                    let mut inbox = txn.open_table(ENGINE_INBOX)?;
+                    inbox.insert(sequence, change.as_slice())?;
+                    let mut meta = txn.open_table(META)?;
+                    meta.insert(META_LOG_SEQUENCE, sequence)?;
+                }
+                txn.commit()?;
+                self.engine_inbox.advance(sequence);
+            }
+            Control::Ledger(LedgerChange::PutEntity { name, spec }) => {
                 let compiled = CompiledEntity::compile(spec.clone()).map_err(|e| {
                     corrupt(format!(
                         "the replicated registration of entity {name:?} does not compile: {e}"

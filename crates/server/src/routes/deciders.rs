@@ -10,7 +10,7 @@ use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use loom_engine::{CommandError, DeciderSpec, DefinitionError, Kind};
+use loom_engine::{Change, CommandError, DeciderSpec, DefinitionError, Kind};
 
 use crate::auth::{Admin, Reader, Writer};
 use crate::params::Params;
@@ -56,7 +56,12 @@ pub(crate) async fn deciders_put(
         location,
         ApiError::InvalidRegistration,
         move |e, spec: DeciderSpec| {
-            let outcome = e.deciders().put(&entity, spec)?;
+            let outcome = e
+                .change(Change::PutDecider {
+                    entity: entity.clone(),
+                    spec,
+                })?
+                .put();
             // Deleted by another request right after binding.
             let record = e.deciders().get(&entity).ok_or(DefinitionError::NotFound {
                 kind: Kind::Decider,
@@ -133,7 +138,7 @@ pub(crate) async fn deciders_delete(
 ) -> Result<Response, ApiError> {
     Params::parse(&uri, &[])?;
     state
-        .engine_blocking(move |e| Ok(e.deciders().delete(&entity)?))
+        .engine_blocking(move |e| Ok(e.change(Change::DeleteDecider { entity }).map(|_| ())?))
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -199,6 +199,7 @@ pub(crate) async fn events_append(
             headers(("Link" = String, description = "rel=\"next\": the next page"))),
         (status = 400, description = "Bad parameter", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
         (status = 422, description = "Invalid selector", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
+        (status = 504, description = "min_position was not reached within the wait", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["reader"]), ())
 )]
@@ -231,6 +232,7 @@ pub(crate) async fn events_list(
             headers(("Link" = String, description = "rel=\"next\": the next page"))),
         (status = 400, description = "Malformed selector or parameter", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
         (status = 422, description = "Invalid selector (JSONPath, entity)", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
+        (status = 504, description = "min_position was not reached within the wait", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["reader"]), ())
 )]
@@ -269,6 +271,7 @@ pub(crate) async fn list(
     selector: Selector,
 ) -> Result<Response, ApiError> {
     let compiled = Arc::new(selector.compile()?);
+    super::wait::head_reaches(state, params).await?;
     let after = params.u64("after")?.unwrap_or(0);
     let before = params.u64("before")?;
     let backwards = params.bool("backwards")?;
@@ -407,11 +410,14 @@ fn parse_position(text: &str) -> Result<u64, ApiError> {
 #[utoipa::path(
     get, path = "/v1/events/{position}", tag = "events",
     params(("position" = u64, Path, description = "Global position"),
-        ("mode" = Option<String>, Query, description = "structured (default) or binary")),
+        ("mode" = Option<String>, Query, description = "structured (default) or binary"),
+        ("min_position" = Option<u64>, Query, description = "Wait until this node's ledger holds this position (read-your-writes on any node of a cluster)"),
+        ("timeout_ms" = Option<u64>, Query, description = "Longest wait for min_position, ms (capped by the server)")),
     responses(
         (status = 200, description = "The event (structured mode; in binary mode attributes are ce-* headers and the body is the data)",
             body = loom_core::StoredEvent, content_type = "application/cloudevents+json"),
         (status = 404, description = "No event at that position", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
+        (status = 504, description = "min_position was not reached within the wait", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["reader"]), ())
 )]
@@ -421,8 +427,9 @@ pub(crate) async fn events_get(
     Path(position): Path<String>,
     OriginalUri(uri): OriginalUri,
 ) -> Result<Response, ApiError> {
-    let params = Params::parse(&uri, &["mode"])?;
+    let params = Params::parse(&uri, &["mode", "min_position", "timeout_ms"])?;
     let binary = binary_mode(&params)?;
+    super::wait::head_reaches(&state, &params).await?;
     let position = parse_position(&position)?;
     let event = state.blocking(move |l| Ok(l.event_at(position)?)).await?;
     let Some(event) = event else {
@@ -462,11 +469,14 @@ pub(crate) fn one_event(event: &StoredEvent, binary: bool) -> Result<Response, A
     get, path = "/v1/events/by-id", tag = "events",
     params(("source" = String, Query, description = "The event's source"),
         ("id" = String, Query, description = "The event's id"),
-        ("mode" = Option<String>, Query, description = "structured (default) or binary")),
+        ("mode" = Option<String>, Query, description = "structured (default) or binary"),
+        ("min_position" = Option<u64>, Query, description = "Wait until this node's ledger holds this position (read-your-writes on any node of a cluster)"),
+        ("timeout_ms" = Option<u64>, Query, description = "Longest wait for min_position, ms (capped by the server)")),
     responses(
         (status = 200, description = "The event", body = loom_core::StoredEvent, content_type = "application/cloudevents+json"),
         (status = 400, description = "source or id missing", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
         (status = 404, description = "No such event", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
+        (status = 504, description = "min_position was not reached within the wait", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["reader"]), ())
 )]
@@ -475,7 +485,11 @@ pub(crate) async fn events_by_id(
     _: Reader,
     OriginalUri(uri): OriginalUri,
 ) -> Result<Response, ApiError> {
-    let params = Params::parse(&uri, &["source", "id", "mode"])?;
+    let params = Params::parse(
+        &uri,
+        &["source", "id", "mode", "min_position", "timeout_ms"],
+    )?;
+    super::wait::head_reaches(&state, &params).await?;
     let binary = binary_mode(&params)?;
     let (Some(source), Some(id)) = (params.one("source")?, params.one("id")?) else {
         return Err(ApiError::BadRequest(

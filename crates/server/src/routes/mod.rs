@@ -10,3 +10,4 @@ pub(crate) mod projections;
 pub(crate) mod reactors;
 pub(crate) mod streams;
 pub(crate) mod subscribe;
+pub(crate) mod wait;

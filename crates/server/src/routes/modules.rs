@@ -60,7 +60,12 @@ pub(crate) async fn modules_upload(
         ));
     }
     let uploaded = state
-        .engine_blocking(move |e| Ok(e.modules().upload(&bytes)?))
+        .engine_blocking(move |e| {
+            Ok(e.change(loom_engine::Change::UploadModule {
+                bytes: bytes.to_vec(),
+            })?
+            .uploaded())
+        })
         .await?;
     state.inner.metrics.record_upload(uploaded.created);
     json_at(

@@ -14,6 +14,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::Response;
 use loom_engine::{At, Partition, StateView, Status};
 
+use super::wait::wait_limit;
 use crate::auth::Reader;
 use crate::params::{Params, link};
 use crate::problem::ApiError;
@@ -69,18 +70,6 @@ fn when(state: &AppState, params: &Params) -> Result<When, ApiError> {
         min_position,
         wait: wait_limit(state, timeout_ms),
     })
-}
-
-/// The wait a `min_position` read may take: `timeout_ms`, capped by `max_wait` and kept
-/// below the request timeout so that the answer is a 504 problem, not a cut connection.
-fn wait_limit(state: &AppState, timeout_ms: Option<u64>) -> Duration {
-    let config = state.config();
-    let cap = config.max_wait.min(
-        config
-            .request_timeout
-            .saturating_sub(Duration::from_millis(250)),
-    );
-    timeout_ms.map_or(cap, |ms| Duration::from_millis(ms).min(cap))
 }
 
 /// Waits, without holding a thread, until `name` has folded everything up to `position`

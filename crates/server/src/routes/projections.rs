@@ -7,7 +7,7 @@ use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use loom_engine::{DefinitionError, ProjectionSpec};
+use loom_engine::{Change, ProjectionSpec};
 
 use crate::auth::{Admin, Reader};
 use crate::params::Params;
@@ -71,7 +71,12 @@ pub(crate) async fn projections_put(
         location,
         ApiError::InvalidProjection,
         move |e, spec: ProjectionSpec| {
-            let outcome = e.projections().put(&name, spec)?;
+            let outcome = e
+                .change(Change::PutProjection {
+                    name: name.clone(),
+                    spec,
+                })?
+                .put();
             Ok((outcome, e.projections().status(&name)?))
         },
     )
@@ -139,7 +144,7 @@ pub(crate) async fn projections_delete(
 ) -> Result<Response, ApiError> {
     Params::parse(&uri, &[])?;
     state
-        .engine_blocking(move |e| Ok(e.projections().delete(&name)?))
+        .engine_blocking(move |e| Ok(e.change(Change::DeleteProjection { name }).map(|_| ())?))
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -150,12 +155,12 @@ async fn life_cycle(
     uri: &Uri,
     name: String,
     code: StatusCode,
-    op: fn(&loom_engine::Projections, &str) -> Result<(), DefinitionError>,
+    change: fn(String) -> Change,
 ) -> Result<Response, ApiError> {
     Params::parse(uri, &[])?;
     let status = state
         .engine_blocking(move |e| {
-            op(e.projections(), &name)?;
+            e.change(change(name.clone()))?;
             Ok(e.projections().status(&name)?)
         })
         .await?;
@@ -178,7 +183,10 @@ pub(crate) async fn projections_rebuild(
     Path(name): Path<String>,
     OriginalUri(uri): OriginalUri,
 ) -> Result<Response, ApiError> {
-    life_cycle(state, &uri, name, StatusCode::ACCEPTED, |p, n| p.rebuild(n)).await
+    life_cycle(state, &uri, name, StatusCode::ACCEPTED, |name| {
+        Change::RebuildProjection { name }
+    })
+    .await
 }
 
 /// Pause a projection (both generations during an upgrade); its state keeps being served.
@@ -197,7 +205,10 @@ pub(crate) async fn projections_pause(
     Path(name): Path<String>,
     OriginalUri(uri): OriginalUri,
 ) -> Result<Response, ApiError> {
-    life_cycle(state, &uri, name, StatusCode::OK, |p, n| p.pause(n)).await
+    life_cycle(state, &uri, name, StatusCode::OK, |name| {
+        Change::PauseProjection { name }
+    })
+    .await
 }
 
 /// Resume a paused or failed projection; a failed one retries the event it failed on.
@@ -216,5 +227,8 @@ pub(crate) async fn projections_resume(
     Path(name): Path<String>,
     OriginalUri(uri): OriginalUri,
 ) -> Result<Response, ApiError> {
-    life_cycle(state, &uri, name, StatusCode::OK, |p, n| p.resume(n)).await
+    life_cycle(state, &uri, name, StatusCode::OK, |name| {
+        Change::ResumeProjection { name }
+    })
+    .await
 }

@@ -7,7 +7,7 @@ use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use loom_engine::{DefinitionError, ReactorSpec, Reactors};
+use loom_engine::{Change, ReactorSpec};
 
 use crate::auth::{Admin, Reader};
 use crate::params::Params;
@@ -54,7 +54,12 @@ pub(crate) async fn reactors_put(
         location,
         ApiError::InvalidRegistration,
         move |e, spec: ReactorSpec| {
-            let outcome = e.reactors().put(&name, spec)?;
+            let outcome = e
+                .change(Change::PutReactor {
+                    name: name.clone(),
+                    spec,
+                })?
+                .put();
             Ok((outcome, e.reactors().status(&name)?))
         },
     )
@@ -119,7 +124,7 @@ pub(crate) async fn reactors_delete(
 ) -> Result<Response, ApiError> {
     Params::parse(&uri, &[])?;
     state
-        .engine_blocking(move |e| Ok(e.reactors().delete(&name)?))
+        .engine_blocking(move |e| Ok(e.change(Change::DeleteReactor { name }).map(|_| ())?))
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -140,7 +145,7 @@ pub(crate) async fn reactors_pause(
     Path(name): Path<String>,
     OriginalUri(uri): OriginalUri,
 ) -> Result<Response, ApiError> {
-    life_cycle(state, &uri, name, |r, n| r.pause(n)).await
+    life_cycle(state, &uri, name, |name| Change::PauseReactor { name }).await
 }
 
 /// Resume a paused or failed reactor; a failed one retries the event it failed on.
@@ -159,19 +164,19 @@ pub(crate) async fn reactors_resume(
     Path(name): Path<String>,
     OriginalUri(uri): OriginalUri,
 ) -> Result<Response, ApiError> {
-    life_cycle(state, &uri, name, |r, n| r.resume(n)).await
+    life_cycle(state, &uri, name, |name| Change::ResumeReactor { name }).await
 }
 
 async fn life_cycle(
     state: AppState,
     uri: &Uri,
     name: String,
-    action: fn(&Reactors, &str) -> Result<(), DefinitionError>,
+    change: fn(String) -> Change,
 ) -> Result<Response, ApiError> {
     Params::parse(uri, &[])?;
     let status = state
         .engine_blocking(move |e| {
-            action(e.reactors(), &name)?;
+            e.change(change(name.clone()))?;
             Ok(e.reactors().status(&name)?)
         })
         .await?;

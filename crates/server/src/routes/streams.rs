@@ -77,12 +77,15 @@ async fn streams_dispatch(
     params(("entity" = String, Path, description = "The entity"),
         ("key" = String, Path, description = "The stream key; may contain '/' (percent-encode a key ending in /revision)"),
         ("after_revision" = Option<u64>, Query, description = "Only revisions after this (default 0)"),
-        ("limit" = Option<u64>, Query, description = "Most events (default 100)")),
+        ("limit" = Option<u64>, Query, description = "Most events (default 100)"),
+        ("min_position" = Option<u64>, Query, description = "Wait until this node's ledger holds this position (read-your-writes on any node of a cluster)"),
+        ("timeout_ms" = Option<u64>, Query, description = "Longest wait for min_position, ms (capped by the server)")),
     responses(
         (status = 200, description = "The stream's events", body = Vec<loom_core::StoredEvent>,
             content_type = "application/cloudevents-batch+json",
             headers(("Link" = String, description = "rel=\"next\": the next page"))),
         (status = 404, description = "The stream has no events", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
+        (status = 504, description = "min_position was not reached within the wait", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["reader"]), ())
 )]
@@ -92,7 +95,11 @@ pub(crate) async fn streams_read(
     uri: &axum::http::Uri,
     subject: String,
 ) -> Result<Response, ApiError> {
-    let params = Params::parse(uri, &["after_revision", "limit"])?;
+    let params = Params::parse(
+        uri,
+        &["after_revision", "limit", "min_position", "timeout_ms"],
+    )?;
+    super::wait::head_reaches(&state, &params).await?;
     let after = params.u64("after_revision")?.unwrap_or(0);
     let limit = params.limit(state.inner.config.default_page, state.inner.config.max_page)?;
     let (events, revision) = {

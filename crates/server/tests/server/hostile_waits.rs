@@ -119,3 +119,55 @@ async fn waits_past_the_cap_are_refused_with_503() {
     assert_eq!(r.status(), 200);
     server.stop().await;
 }
+
+/// Event reads take `min_position` too (read-your-writes on any node of a cluster): a read
+/// waits for the position to be appended, a wait that runs out is a 504 naming how far the
+/// ledger got, and `timeout_ms` alone is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_reads_wait_for_min_position() {
+    let (server, client) = server_with_projection(Config::default()).await;
+    let get = |path: &str| client.get(server.url(path)).send();
+    for path in [
+        "/v1/events?min_position=2&timeout_ms=150",
+        "/v1/events/2?min_position=2&timeout_ms=150",
+        "/v1/streams/cart/2?min_position=2&timeout_ms=150",
+        "/v1/events/by-id?source=t&id=2&min_position=2&timeout_ms=150",
+    ] {
+        let started = Instant::now();
+        let r = get(path).await.unwrap();
+        assert_eq!(r.status(), 504, "{path}");
+        assert!(started.elapsed() >= Duration::from_millis(150), "{path}");
+        let problem: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(
+            (problem["wanted"].as_u64(), problem["reached"].as_u64()),
+            (Some(2), Some(1))
+        );
+    }
+    let r = get("/v1/events?timeout_ms=10").await.unwrap();
+    assert_eq!(r.status(), 400);
+
+    // A read waiting for position 2 answers once it is appended, with it.
+    let waiting = {
+        let client = client.clone();
+        let url = server.url("/v1/streams/cart/2?min_position=2&timeout_ms=5000");
+        tokio::spawn(async move { client.get(url).send().await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiting.is_finished(), "answered before position 2 existed");
+    let r = client
+        .post(server.url("/v1/events"))
+        .header("content-type", "application/cloudevents+json")
+        .body(
+            json!({"specversion": "1.0", "id": "2", "source": "t", "type": "was_created",
+                   "subject": "cart/2", "data": {}})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = waiting.await.unwrap();
+    assert_eq!(r.status(), 200);
+    let events: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(events[0]["position"], 2, "{events}");
+}
