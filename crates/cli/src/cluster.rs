@@ -55,6 +55,15 @@ impl loom_server::Replication for Replication {
     fn is_sequencer(&self) -> bool {
         self.0.is_sequencer()
     }
+
+    fn progress(&self) -> loom_server::Progress {
+        let status = self.0.status();
+        loom_server::Progress {
+            applied: status.applied,
+            log_last: status.log_last,
+            terms: status.terms,
+        }
+    }
 }
 
 /// Opens the node's ledger on the cluster's log and starts following it.
@@ -100,4 +109,46 @@ pub(crate) struct Node {
     /// Whether the node sequences now: it alone runs the reactors' effects.
     pub(crate) sequencing: Arc<AtomicBool>,
     pub(crate) replication: Arc<dyn loom_server::Replication>,
+}
+
+/// `loom cluster`: the node's view of the cluster.
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    #[command(flatten)]
+    conn: crate::client::Connection,
+}
+
+pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<std::process::ExitCode> {
+    let client = args.conn.client(Some(Duration::from_secs(30)))?;
+    let url = args.conn.url("/v1/cluster");
+    let response = client
+        .get(&url)
+        .send()
+        .await
+        .with_context(|| crate::client::send_error(&url))?;
+    let status: serde_json::Value = crate::client::check(response)
+        .await?
+        .json()
+        .await
+        .context("reading the cluster status")?;
+    if args.conn.json {
+        println!("{status}");
+    } else {
+        let text = |v: &serde_json::Value| v.as_str().unwrap_or("?").to_owned();
+        let number = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+        let sequencer = match &status["sequencer"] {
+            serde_json::Value::Null => "no sequencer now".to_owned(),
+            s => format!("sequencer {} at {}", text(&s["node"]), text(&s["url"])),
+        };
+        println!(
+            "{}: {} (terms {}); applied {} of {} in stream {}; {sequencer}",
+            text(&status["node"]),
+            text(&status["role"]),
+            number(&status["terms"]),
+            number(&status["applied"]),
+            number(&status["log_last"]),
+            text(&status["stream"]),
+        );
+    }
+    Ok(std::process::ExitCode::SUCCESS)
 }

@@ -1,5 +1,6 @@
 //! `loom`: the Loom server (`loom serve`) and a client for its HTTP API.
 
+mod backup;
 mod client;
 mod cluster;
 mod deciders;
@@ -66,6 +67,16 @@ enum Command {
         #[command(subcommand)]
         command: deciders::ReactorsCommand,
     },
+    /// Show a cluster node's view of the cluster: its role, the sequencer, how far it applied.
+    Cluster(cluster::StatusArgs),
+    /// Copy a running server's database to a file (a consistent backup; the server goes on).
+    Backup(backup::BackupArgs),
+    /// Make a backup the database of a new data directory (a single node, or a new cluster
+    /// node that goes on with the cluster's log from the backup).
+    Restore(backup::RestoreArgs),
+    /// Check a data directory: every event readable, positions gapless, indexes in agreement.
+    /// The server must not be running on it.
+    Verify(backup::VerifyArgs),
     /// Compile one wasm module (bytes on stdin) to the artifact `loom serve` loads (on
     /// stdout). The server runs this in a child process for every module it compiles.
     #[command(name = "compile-module", hide = true)]
@@ -209,6 +220,10 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Deciders { command } => runtime.block_on(deciders::deciders(command)),
         Command::Run(args) => runtime.block_on(deciders::command(args)),
         Command::Reactors { command } => runtime.block_on(deciders::reactors(command)),
+        Command::Cluster(args) => runtime.block_on(cluster::status(args)),
+        Command::Backup(args) => runtime.block_on(backup::backup(args)),
+        Command::Restore(args) => backup::restore(args),
+        Command::Verify(args) => backup::verify(args),
         Command::CompileModule => unreachable!("handled before the async runtime starts"),
     }
 }

@@ -116,7 +116,10 @@ impl Node {
                     let message = message
                         .ok_or("the stream's consumer ended")?
                         .map_err(|e| e.to_string())?;
-                    let sequence = message.info().map_err(|e| e.to_string())?.stream_sequence;
+                    let info = message.info().map_err(|e| e.to_string())?;
+                    let (sequence, pending) = (info.stream_sequence, info.pending);
+                    // What the stream held when this message was delivered: the lag.
+                    self.shared.log_last.fetch_max(sequence + pending, Ordering::AcqRel);
                     self.apply(sequence, message.payload.to_vec()).await?;
                 }
                 _ = tick.tick() => {

@@ -8,6 +8,12 @@ pub use loom_core::{Conflict, InvalidEvent, Rejection, SelectorError};
 #[error("storage error: {0}")]
 pub struct StorageError(pub(crate) Box<redb::Error>);
 
+impl From<std::io::Error> for StorageError {
+    fn from(e: std::io::Error) -> StorageError {
+        StorageError(Box::new(redb::Error::Io(e)))
+    }
+}
+
 impl StorageError {
     /// Whether the failure looks like the disk being full.
     pub fn is_disk_full(&self) -> bool {

@@ -35,7 +35,7 @@ pub use catalog::{
     Catalog, CatalogRead, CatalogWrite, Durability, Epoch, ProjectionCheckpoint, ReactorCheckpoint,
 };
 pub use error::{AppendError, LogUnavailable, OpenError, ReadError, RegistryError, StorageError};
-pub use ledger::{Ledger, LedgerOptions, LedgerStats, ReadOptions};
+pub use ledger::{BackupInfo, DB_FILE, Ledger, LedgerOptions, LedgerStats, ReadOptions, Verified};
 pub use log::replicated::GroupLog;
 pub use log::wal::{RESERVE_FILE, WAL_FILE};
 pub use tables::CatalogTable;

@@ -24,6 +24,26 @@ pub trait Replication: Send + Sync + std::fmt::Debug {
     fn forward_to(&self) -> Option<String>;
     /// Whether this node decides writes itself now.
     fn is_sequencer(&self) -> bool;
+    /// How far this node has applied the cluster's log (for `/metrics` and `/healthz`).
+    fn progress(&self) -> Progress;
+}
+
+/// How far a node has applied the cluster's log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// The log sequence of the last message this node applied.
+    pub applied: u64,
+    /// The log's last sequence, as last seen.
+    pub log_last: u64,
+    /// Times this node became the sequencer since it started.
+    pub terms: u64,
+}
+
+impl Progress {
+    /// Messages in the log this node has not applied yet.
+    pub fn behind(&self) -> u64 {
+        self.log_last.saturating_sub(self.applied)
+    }
 }
 
 /// Set on a forwarded request, so that it is never forwarded twice.

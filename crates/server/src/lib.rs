@@ -56,7 +56,7 @@ use tower_http::trace::TraceLayer;
 pub use auth::{Admin, Reader, Role, Token, Writer};
 #[doc(hidden)]
 pub use binding::fuzzing;
-pub use cluster::Replication;
+pub use cluster::{Progress, Replication};
 pub use openapi::ApiDoc;
 pub use problem::{ApiError, PROBLEM_JSON};
 
@@ -232,6 +232,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::deciders::router())
         .merge(routes::reactors::router())
         .merge(routes::ops::router())
+        .merge(routes::backup::router())
         .merge(cluster::router())
         .fallback(fallback)
         .layer(axum::middleware::from_fn_with_state(

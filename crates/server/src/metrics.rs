@@ -266,6 +266,46 @@ impl Metrics {
 }
 
 /// Per-projection gauges of the serving generation.
+/// Cluster mode: leadership and how far this node has applied the cluster's log.
+pub(crate) fn render_cluster(out: &mut String, sequencer: bool, progress: crate::Progress) {
+    for (name, kind, help, value) in [
+        (
+            "loom_cluster_sequencer",
+            "gauge",
+            "1 while this node is the cluster's sequencer.",
+            u64::from(sequencer),
+        ),
+        (
+            "loom_cluster_terms_total",
+            "counter",
+            "Times this node became the sequencer since it started.",
+            progress.terms,
+        ),
+        (
+            "loom_cluster_applied_sequence",
+            "gauge",
+            "Log sequence of the last message of the cluster's log applied here.",
+            progress.applied,
+        ),
+        (
+            "loom_cluster_log_last_sequence",
+            "gauge",
+            "Last sequence of the cluster's log, as last seen.",
+            progress.log_last,
+        ),
+        (
+            "loom_cluster_behind_messages",
+            "gauge",
+            "Messages of the cluster's log not applied here yet (replication lag).",
+            progress.behind(),
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        let _ = writeln!(out, "{name} {value}");
+    }
+}
+
 fn render_projections(out: &mut String, projections: &[ProjectionStatus]) {
     type Field = fn(&ProjectionStatus) -> u64;
     let gauges: [(&str, &str, Field); 5] = [

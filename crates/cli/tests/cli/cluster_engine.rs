@@ -269,3 +269,132 @@ fn definitions_reach_every_node_and_reactors_run_once_across_a_failover() {
         assert!(status(&a, url).is_some());
     }
 }
+
+/// The body of a GET, as text.
+fn text(a: &ureq::Agent, url: &str) -> String {
+    let resp = a.get(url).call().unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "{url}");
+    resp.into_body().read_to_string().unwrap()
+}
+
+#[test]
+fn new_nodes_join_from_a_backup_or_from_nothing_and_hold_the_same_states() {
+    if !nats::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (nats, mut nodes) = nats_and_nodes(dir.path());
+    let a = agent();
+    let s = sequencer(&a, &nodes);
+    let follower = nodes[(s + 1) % 3].as_ref().unwrap().url.clone();
+    let spec = std::fs::read(loom_testkit::example_entity_path("cart")).unwrap();
+    let (code, body) = send(
+        &a,
+        "PUT",
+        &format!("{follower}/v1/entities/cart"),
+        Some(spec),
+    );
+    assert_eq!(code, 201, "{body}");
+    let bytes = std::fs::read(wasm("cart")).unwrap();
+    let (_, module) = send(&a, "POST", &format!("{follower}/v1/modules"), Some(bytes));
+    let spec = json!({"module": module["id"], "selector": {"entity": "cart"}});
+    let (code, body) = send(
+        &a,
+        "PUT",
+        &format!("{follower}/v1/deciders/cart"),
+        Some(json!({"module": module["id"]}).to_string().into_bytes()),
+    );
+    assert_eq!(code, 201, "{body}");
+    let (code, body) = send(
+        &a,
+        "PUT",
+        &format!("{follower}/v1/projections/carts"),
+        Some(spec.to_string().into_bytes()),
+    );
+    assert_eq!(code, 201, "{body}");
+    for i in 0..10 {
+        check_out(&a, &follower, i);
+    }
+    // A backup of a follower, taken while it runs; then more history after it.
+    let file = dir.path().join("follower.redb");
+    let out = std::process::Command::new(crate::common::LOOM)
+        .args(["backup", "--to", file.to_str().unwrap(), "--url", &follower])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for i in 10..20 {
+        check_out(&a, &follower, i);
+    }
+    let out = std::process::Command::new(crate::common::LOOM)
+        .args(["restore", "--from", file.to_str().unwrap(), "--data"])
+        .arg(dir.path().join("node3"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("goes on after log sequence"),
+        "{said}"
+    );
+    nodes.push(Some(crate::cluster::start_node(dir.path(), &nats, 3)));
+    nodes.push(Some(crate::cluster::start_node(dir.path(), &nats, 4)));
+
+    let head = get(&a, &format!("{follower}/healthz")).unwrap().1["head"]
+        .as_u64()
+        .unwrap();
+    on_every_node(&nodes, "the whole history and the projection", |url| {
+        get(&a, &format!("{url}/v1/projections/carts"))
+            .is_some_and(|(c, p)| c == 200 && p["position"].as_u64() >= Some(head))
+    });
+    let reference = nodes[s].as_ref().unwrap().url.clone();
+    // What operators see: health, metrics and `loom cluster` on the sequencer and a follower.
+    let (_, health) = get(&a, &format!("{reference}/healthz")).unwrap();
+    assert_eq!(
+        (&health["role"], &health["behind"]),
+        (&json!("sequencer"), &json!(0)),
+        "{health}"
+    );
+    let metrics = text(&a, &format!("{follower}/metrics"));
+    for line in ["loom_cluster_sequencer 0", "loom_cluster_behind_messages 0"] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
+    let applied = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("loom_cluster_applied_sequence "))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap();
+    assert!(applied > 20, "{metrics}");
+    assert!(
+        text(&a, &format!("{reference}/metrics"))
+            .lines()
+            .any(|l| l == "loom_cluster_sequencer 1")
+    );
+    let out = std::process::Command::new(crate::common::LOOM)
+        .args(["cluster", "--url", &follower])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success()
+            && said.contains(": follower (terms 0); applied ")
+            && said.contains("; sequencer loom"),
+        "{said}"
+    );
+    let events = |url: &str| text(&a, &format!("{url}/v1/events?limit=10000"));
+    let states = |url: &str| {
+        (0..20)
+            .map(|i| text(&a, &format!("{url}/v1/projections/carts/state/cart/c{i}")))
+            .collect::<Vec<_>>()
+    };
+    let (want_events, want_states) = (events(&reference), states(&reference));
+    for node in &nodes[3..] {
+        let url = &node.as_ref().unwrap().url;
+        assert_eq!(events(url), want_events, "{url}");
+        assert_eq!(states(url), want_states, "{url}");
+        let (_, st) = get(&a, &format!("{url}/v1/cluster")).unwrap();
+        assert_eq!(st["role"], "follower", "{st}");
+    }
+}

@@ -2,6 +2,7 @@
 //!
 //! One test binary for the crate (each links the whole stack); a module per topic.
 
+mod backup;
 mod cli;
 mod cluster;
 mod cluster_engine;

@@ -33,12 +33,15 @@ use loom_core::{AppendOutcome, AppendRequest, EntitySpec, split_subject};
 use loom_core::{CompiledSelector, Selector};
 
 mod append;
+mod backup;
 mod engine_inbox;
 mod open;
 mod options;
 mod read;
 mod registry;
 
+pub use backup::{BackupInfo, Verified};
+pub use open::DB_FILE;
 pub(crate) use open::load;
 pub use options::{LedgerOptions, LedgerStats, ReadOptions};
 

@@ -60,14 +60,50 @@ impl Ledger {
             return Err(OpenError::Corrupt {
                 path: path.display().to_string(),
                 message: format!(
-                    "this data directory was written by a single node ({WAL_FILE} is there),                      and its events are not in the cluster's log; a cluster node starts from an                      empty directory"
+                    "this data directory was written by a single node ({WAL_FILE} is there), \
+                     and its events are not in the cluster's log; a cluster node starts from an \
+                     empty directory, or from a backup of a cluster node (loom restore)"
                 ),
             });
         }
         let file = path.clone();
         let cache = options.cache_bytes;
         let store = Store::open(move || Database::builder().set_cache_size(cache).create(&file));
-        Self::start(store, path, Log::Replicated(log), options)
+        let ledger = Self::start(store, path.clone(), Log::Replicated(log), options)?;
+        if ledger.head() > 0 && ledger.log_sequence() == 0 {
+            ledger.shutdown();
+            return Err(OpenError::Corrupt {
+                path: path.display().to_string(),
+                message: "this database holds events but no position in a cluster's log (a \
+                          single node's, or a backup of one): a cluster node starts from an \
+                          empty directory, or from a backup of a cluster node"
+                    .into(),
+            });
+        }
+        Ok(ledger)
+    }
+
+    /// Opens the database in `dir` as it is, without a write-ahead log or a cluster's log:
+    /// for tools that read and check a data directory (`loom verify`, `loom restore`) without
+    /// adding a log to it. Appends through it commit durably to redb itself.
+    pub fn open_unlogged(
+        dir: impl AsRef<Path>,
+        options: LedgerOptions,
+    ) -> Result<Ledger, OpenError> {
+        let path = dir.as_ref().join(DB_FILE);
+        if !path.is_file() {
+            return Err(OpenError::Io {
+                path: path.display().to_string(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no ledger database here",
+                ),
+            });
+        }
+        let file = path.clone();
+        let cache = options.cache_bytes;
+        let store = Store::open(move || Database::builder().set_cache_size(cache).create(&file));
+        Self::start(store, path, Log::None, options)
     }
 
     /// Opens (creating if needed) a ledger on a custom redb storage backend, for tests that

@@ -3,6 +3,7 @@
 //! One test binary for the crate (each links the whole stack); a module per topic.
 
 mod append;
+mod backup;
 mod common;
 mod concurrency;
 mod crash;

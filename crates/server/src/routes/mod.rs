@@ -1,5 +1,6 @@
 //! One module per resource, each with `router()` and handlers named `<resource>_<verb>`.
 
+pub(crate) mod backup;
 pub(crate) mod deciders;
 pub(crate) mod entities;
 pub(crate) mod events;

@@ -28,6 +28,12 @@ pub(crate) struct Health {
     status: &'static str,
     /// The ledger's head position.
     head: u64,
+    /// Cluster mode: this node's role (`follower`, `candidate`, `sequencer`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<String>,
+    /// Cluster mode: messages of the cluster's log not applied here yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    behind: Option<u64>,
 }
 
 /// Liveness: answers 200 with the head position while the server runs. Needs no token.
@@ -39,6 +45,16 @@ pub(crate) async fn ops_health(State(state): State<AppState>) -> Response {
     let body = Health {
         status: "ok",
         head: state.ledger().head(),
+        role: None,
+        behind: None,
+    };
+    let body = match &state.inner.config.replication {
+        Some(r) => Health {
+            role: r.status()["role"].as_str().map(str::to_owned),
+            behind: Some(r.progress().behind()),
+            ..body
+        },
+        None => body,
     };
     json_response(
         StatusCode::OK,
@@ -62,7 +78,10 @@ pub(crate) async fn ops_metrics(
     let projections = state
         .engine_blocking(|e| Ok(e.projections().list()))
         .await?;
-    let text = state.inner.metrics.render(state.ledger(), &projections);
+    let mut text = state.inner.metrics.render(state.ledger(), &projections);
+    if let Some(r) = &state.inner.config.replication {
+        crate::metrics::render_cluster(&mut text, r.is_sequencer(), r.progress());
+    }
     let mut response = (StatusCode::OK, text).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
