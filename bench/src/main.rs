@@ -5,6 +5,7 @@
 //! cargo run --release -p loom-bench -- catchup [--events 1000000] [--streams 10000]
 //! cargo run --release -p loom-bench -- peers [--seconds 2] [--events 1000000] [--only W5] [--cache 2048]
 //! cargo run --release -p loom-bench -- wasm [--runs 7] [--seconds 0.3] [--batches 1,10,100,1000]
+//! cargo run --release -p loom-bench -- cluster-lag --sequencer URL --follower URL [--appends N]
 //! ```
 //!
 //! `ledger`: durable appends with 1, 4, 16 and 64 concurrent writers × batches of 1, 10 and
@@ -21,6 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 mod catchup;
+mod cluster;
 mod peers;
 mod wasm;
 
@@ -103,6 +105,20 @@ fn main() -> ExitCode {
             Err(e) => {
                 eprintln!(
                     "error: {e}\nusage: loom-bench peers [--seconds S] [--events N] [--dir DIR] [--pg-bin DIR] [--writers 1,4,16,64] [--batches 1,10,100,1000] [--only W1,…,W6] [--cache MiB]"
+                );
+                ExitCode::from(2)
+            }
+        };
+    }
+    if std::env::args().nth(1).as_deref() == Some("cluster-lag") {
+        return match cluster::parse(std::env::args().skip(2)) {
+            Ok(args) => {
+                cluster::run(&args);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!(
+                    "error: {e}\nusage: loom-bench cluster-lag --sequencer URL --follower URL [--appends N]"
                 );
                 ExitCode::from(2)
             }
