@@ -111,14 +111,26 @@ pub(crate) struct Node {
     pub(crate) replication: Arc<dyn loom_server::Replication>,
 }
 
-/// `loom cluster`: the node's view of the cluster.
+/// `loom cluster …`.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum ClusterCommand {
+    /// The node's role, the sequencer, and how far the node has applied the cluster's log.
+    Status(StatusArgs),
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct StatusArgs {
     #[command(flatten)]
     conn: crate::client::Connection,
 }
 
-pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<std::process::ExitCode> {
+pub(crate) async fn cluster(command: ClusterCommand) -> anyhow::Result<std::process::ExitCode> {
+    match command {
+        ClusterCommand::Status(args) => status(args).await,
+    }
+}
+
+async fn status(args: StatusArgs) -> anyhow::Result<std::process::ExitCode> {
     let client = args.conn.client(Some(Duration::from_secs(30)))?;
     let url = args.conn.url("/v1/cluster");
     let response = client

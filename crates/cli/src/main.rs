@@ -67,8 +67,11 @@ enum Command {
         #[command(subcommand)]
         command: deciders::ReactorsCommand,
     },
-    /// Show a cluster node's view of the cluster: its role, the sequencer, how far it applied.
-    Cluster(cluster::StatusArgs),
+    /// A cluster node's view of the cluster.
+    Cluster {
+        #[command(subcommand)]
+        command: cluster::ClusterCommand,
+    },
     /// Copy a running server's database to a file (a consistent backup; the server goes on).
     Backup(backup::BackupArgs),
     /// Make a backup the database of a new data directory (a single node, or a new cluster
@@ -220,7 +223,7 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Deciders { command } => runtime.block_on(deciders::deciders(command)),
         Command::Run(args) => runtime.block_on(deciders::command(args)),
         Command::Reactors { command } => runtime.block_on(deciders::reactors(command)),
-        Command::Cluster(args) => runtime.block_on(cluster::status(args)),
+        Command::Cluster { command } => runtime.block_on(cluster::cluster(command)),
         Command::Backup(args) => runtime.block_on(backup::backup(args)),
         Command::Restore(args) => backup::restore(args),
         Command::Verify(args) => backup::verify(args),

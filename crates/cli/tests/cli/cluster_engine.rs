@@ -278,7 +278,7 @@ fn text(a: &ureq::Agent, url: &str) -> String {
 }
 
 #[test]
-fn new_nodes_join_from_a_backup_or_from_nothing_and_hold_the_same_states() {
+fn restarted_and_new_nodes_catch_up_and_hold_the_same_states() {
     if !nats::available() {
         return;
     }
@@ -326,9 +326,13 @@ fn new_nodes_join_from_a_backup_or_from_nothing_and_hold_the_same_states() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The other follower is killed meanwhile, and restarted after.
+    let killed = (s + 2) % 3;
+    nodes[killed].take().unwrap().kill();
     for i in 10..20 {
         check_out(&a, &follower, i);
     }
+    nodes[killed] = Some(crate::cluster::start_node(dir.path(), &nats, killed));
     let out = std::process::Command::new(crate::common::LOOM)
         .args(["restore", "--from", file.to_str().unwrap(), "--data"])
         .arg(dir.path().join("node3"))
@@ -373,7 +377,7 @@ fn new_nodes_join_from_a_backup_or_from_nothing_and_hold_the_same_states() {
             .any(|l| l == "loom_cluster_sequencer 1")
     );
     let out = std::process::Command::new(crate::common::LOOM)
-        .args(["cluster", "--url", &follower])
+        .args(["cluster", "status", "--url", &follower])
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&out.stdout);
@@ -390,7 +394,7 @@ fn new_nodes_join_from_a_backup_or_from_nothing_and_hold_the_same_states() {
             .collect::<Vec<_>>()
     };
     let (want_events, want_states) = (events(&reference), states(&reference));
-    for node in &nodes[3..] {
+    for node in [killed, 3, 4].map(|i| &nodes[i]) {
         let url = &node.as_ref().unwrap().url;
         assert_eq!(events(url), want_events, "{url}");
         assert_eq!(states(url), want_states, "{url}");

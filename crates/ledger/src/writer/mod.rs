@@ -172,24 +172,24 @@ impl GroupCommit {
                     continue;
                 }
             };
-            let max_bytes = self
-                .wal
-                .as_ref()
-                .and_then(|w| w.max_record_bytes())
-                .unwrap_or(usize::MAX);
+            // A log with a largest message (a cluster's) takes groups below it; the local
+            // write-ahead log has no such limit, and sizes are not counted for it.
+            let max_bytes = self.wal.as_ref().and_then(|w| w.max_record_bytes());
+            let size = |req: &AppendRequest| max_bytes.map_or(0, |_| request_size_bound(req));
             let mut events = first.req.events.len();
-            let mut bytes = request_size_bound(&first.req);
+            let mut bytes = size(&first.req);
             group.push(first);
             while events < self.max_group_events {
                 match rx.try_recv() {
-                    // A log with a largest message takes groups below it.
-                    Ok(Work::Append(p)) if bytes + request_size_bound(&p.req) > max_bytes => {
+                    Ok(Work::Append(p))
+                        if max_bytes.is_some_and(|max| bytes + size(&p.req) > max) =>
+                    {
                         next = Some(Work::Append(p));
                         break;
                     }
                     Ok(Work::Append(p)) => {
                         events += p.req.events.len();
-                        bytes += request_size_bound(&p.req);
+                        bytes += size(&p.req);
                         group.push(p);
                     }
                     Ok(other) => {
