@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Interop check: the Python `cloudevents` SDK posts events to Loom in binary and structured
-mode and reads them back (structured and binary) attribute-for-attribute.
+mode, posts each again in the other mode (a retry: it must be a duplicate), and reads them back
+(structured and binary) attribute-for-attribute.
 
 Usage: python3 tests/interop/python_cloudevents.py --url http://127.0.0.1:7070 [--token T]
 Needs: pip install cloudevents requests. Exits non-zero on any mismatch and ends with a line
@@ -75,6 +76,16 @@ def main() -> int:
             failed += 1
             continue
         position = r.json()["events"][0]["position"]
+        # The same event again in the other mode is a retry: a duplicate, nothing written.
+        other = to_structured if convert in (to_binary, to_binary_text) else to_binary
+        headers, body = other(event)
+        r = session.post(f"{base}/v1/events", headers=headers, data=body)
+        if r.status_code == 200 and r.json().get("duplicate") is True:
+            print(f"ok   {name}, re-posted in the other mode: a duplicate")
+            passed += 1
+        else:
+            print(f"FAIL {name}, re-posted in the other mode: {r.status_code} {r.text}")
+            failed += 1
         for mode in ("structured", "binary"):
             r = session.get(f"{base}/v1/events/{position}", params={"mode": mode})
             back = from_http(dict(r.headers), r.content)
@@ -126,6 +137,11 @@ def compare(sent, back, binary):
         elif str(got) != str(value):
             problems.append(f"attribute {name}: sent {value!r}, got {got!r}")
     for name, value in back.get_attributes().items():
+        if (binary and name == "datacontenttype" and value == "application/json"
+                and "datacontenttype" not in sent.get_attributes()):
+            # JSON data without a datacontenttype is read back in binary mode under its
+            # default, application/json, so that SDKs parse the body as JSON.
+            continue
         if name not in sent.get_attributes() and name not in STORE_SET:
             problems.append(f"unexpected attribute {name}={value!r}")
     for name in STORE_SET:

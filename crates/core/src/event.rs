@@ -70,6 +70,11 @@ impl Data {
             }
             (Data::Text(a), Data::Text(b)) => a == b,
             (Data::Binary(a), Data::Binary(b)) => a == b,
+            // The same bytes, carried as text by one mode and as bytes by another (or stored
+            // as text before bytes stayed bytes): the same data.
+            (Data::Text(t), Data::Binary(b)) | (Data::Binary(b), Data::Text(t)) => {
+                t.as_bytes() == b.as_slice()
+            }
             _ => false,
         }
     }
@@ -257,7 +262,7 @@ impl Event {
             && self.ty == other.ty
             && self.subject == other.subject
             && same_instant(self.time.as_deref(), other.time.as_deref())
-            && self.datacontenttype == other.datacontenttype
+            && same_content_type(self, other)
             && self.dataschema == other.dataschema
             && self.extensions == other.extensions
             && match (&self.data, &other.data) {
@@ -393,6 +398,34 @@ impl Event {
         event.validate()?;
         Ok(event)
     }
+}
+
+/// Whether a media type says its content is text (not JSON): `text/*`, XML
+/// (`application/xml`, `*/*+xml`), `application/javascript`, `application/ecmascript`,
+/// `application/yaml`, `application/x-yaml`, `application/x-ndjson`,
+/// `application/x-www-form-urlencoded`, or any media type with a `charset` parameter. Any other
+/// (`application/octet-stream`, `image/png`, `application/cbor`, …) is bytes, even when the
+/// bytes happen to be valid UTF-8.
+pub fn is_text_content_type(ct: &str) -> bool {
+    let mut parts = ct.split(';');
+    let essence = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+    let has_charset = parts.any(|p| {
+        p.split_once('=')
+            .is_some_and(|(k, _)| k.trim().eq_ignore_ascii_case("charset"))
+    });
+    has_charset
+        || essence.starts_with("text/")
+        || essence.ends_with("+xml")
+        || matches!(
+            essence.as_str(),
+            "application/xml"
+                | "application/javascript"
+                | "application/ecmascript"
+                | "application/yaml"
+                | "application/x-yaml"
+                | "application/x-ndjson"
+                | "application/x-www-form-urlencoded"
+        )
 }
 
 /// Whether a media type is JSON (`application/json`, `text/json`, `*/*+json`), ignoring
@@ -568,6 +601,21 @@ fn serialize_event<S: Serializer>(
         )?,
     }
     map.end()
+}
+
+/// Whether two events' `datacontenttype`s say the same: equal, or one absent and the other
+/// `application/json` while both carry JSON data (the CloudEvents JSON format's default, which
+/// a binary-mode read writes out as `Content-Type: application/json`).
+fn same_content_type(a: &Event, b: &Event) -> bool {
+    match (a.datacontenttype.as_deref(), b.datacontenttype.as_deref()) {
+        (x, y) if x == y => true,
+        (None, Some(ct)) | (Some(ct), None) => {
+            ct.eq_ignore_ascii_case("application/json")
+                && matches!(a.data, None | Some(Data::Json(_)))
+                && matches!(b.data, None | Some(Data::Json(_)))
+        }
+        _ => false,
+    }
 }
 
 /// Whether two `time` attributes name the same instant: `2026-05-06T07:08:09.5Z` and

@@ -39,7 +39,7 @@ pub use append::{AppendOutcome, AppendRequest, AppendedEvent, Conditions, Expect
 pub use error::{Conflict, CorruptEvent, InvalidEvent, Rejection, SelectorError};
 pub use event::{
     Data, Event, ExtensionValue, MAX_ATTRIBUTE_LEN, SPEC_VERSION, STORE_SET_ATTRIBUTES,
-    StoredEvent, is_json_content_type,
+    StoredEvent, is_json_content_type, is_text_content_type,
 };
 pub use names::{MAX_ENTITY_LEN, check_entity_name, check_new_name, split_subject};
 pub use registry::{EntitySpec, EventTypeSpec};

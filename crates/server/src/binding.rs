@@ -200,7 +200,9 @@ fn binary(headers: &HeaderMap, body: &[u8]) -> Result<Event, ApiError> {
 }
 
 /// The data of a binary-mode body: JSON under a JSON media type (or under none, when the body
-/// is valid JSON), text when it is UTF-8 (and the charset allows), bytes otherwise.
+/// is valid JSON), text under a text media type (see `is_text_content_type`) when it is UTF-8
+/// and the charset allows, bytes otherwise — bytes under a non-text media type stay bytes even
+/// when they happen to be valid UTF-8, as structured mode's `data_base64` carries them.
 fn binary_data(content_type: Option<&str>, body: &[u8]) -> Result<Option<Data>, ApiError> {
     if body.is_empty() {
         return Ok(None);
@@ -228,7 +230,9 @@ fn binary_data(content_type: Option<&str>, body: &[u8]) -> Result<Option<Data>, 
                 })
             });
             match std::str::from_utf8(body) {
-                Ok(text) if charset_ok => Ok(Some(Data::Text(text.to_owned()))),
+                Ok(text) if charset_ok && loom_core::is_text_content_type(ct) => {
+                    Ok(Some(Data::Text(text.to_owned())))
+                }
                 _ => Ok(Some(Data::Binary(body.to_vec()))),
             }
         }
@@ -275,13 +279,15 @@ fn binary_parts(stored: &StoredEvent) -> (HeaderMap, Vec<u8>) {
     put_attr(&mut headers, "position", &stored.position.to_string());
     put_attr(&mut headers, "revision", &stored.revision.to_string());
     put_attr(&mut headers, "recordedtime", &stored.recordedtime());
-    // No datacontenttype: no Content-Type, so that the event reads back as it was sent (a
-    // JSON body without Content-Type is read as JSON data again).
+    // JSON data without a datacontenttype is `application/json` (the JSON format's default),
+    // so that SDKs parse the body as JSON; posting it back is a duplicate (identity treats the
+    // two as the same).
     let content_type = match (&e.datacontenttype, &e.data) {
         (Some(ct), _) => Some(ct.clone()),
         (None, Some(Data::Text(_))) => Some("text/plain; charset=utf-8".to_owned()),
         (None, Some(Data::Binary(_))) => Some("application/octet-stream".to_owned()),
-        (None, Some(Data::Json(_)) | None) => None,
+        (None, Some(Data::Json(_))) => Some("application/json".to_owned()),
+        (None, None) => None,
     };
     if let Some(ct) = content_type.and_then(|ct| HeaderValue::from_str(&ct).ok()) {
         headers.insert(header::CONTENT_TYPE, ct);

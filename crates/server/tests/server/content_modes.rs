@@ -414,10 +414,82 @@ async fn binary_mode_without_content_type_round_trips() {
     let back = stored(&t, 1).await;
     assert!(back.get("datacontenttype").is_none());
     assert_eq!(back["data"], json!({"a": 1}));
+    // Read in binary mode: JSON data is `application/json` (the JSON format's default), so that
+    // SDKs parse it as JSON; posting that back is a retry, not a new event.
     let out = get(&t.state, "/v1/events/1?mode=binary").await;
-    assert!(
-        out.header("content-type").is_none(),
-        "no datacontenttype, no Content-Type"
-    );
+    assert_eq!(out.header("content-type"), Some("application/json"));
     assert_eq!(out.body.as_ref(), br#"{"a":1}"#);
+    let mut headers = CE.to_vec();
+    headers.push(("content-type", "application/json"));
+    let again = send(&t.state, binary(&headers, r#"{"a": 1}"#)).await;
+    assert_eq!(
+        again.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&again.body)
+    );
+    assert_eq!(again.json()["duplicate"], true);
+}
+
+/// Bytes are bytes whichever mode carries them: a binary-mode body under a media type that is
+/// not text stays bytes even when it is valid UTF-8, and a retry of it in structured mode
+/// (`data_base64`, as every SDK sends bytes) is a duplicate.
+#[tokio::test]
+async fn bytes_that_happen_to_be_utf8_stay_bytes_across_modes() {
+    let t = state();
+    let mut headers = CE.to_vec();
+    headers.push(("content-type", "application/octet-stream"));
+    assert_eq!(send(&t.state, binary(&headers, "abc")).await.status, 201);
+    let back = stored(&t, 1).await;
+    assert_eq!(back["data_base64"], "YWJj", "{back}");
+    assert!(back.get("data").is_none(), "{back}");
+    let mut e = json!({"specversion": "1.0", "id": "b-1", "source": "https://shop.example/carts",
+        "type": "was_created", "subject": "cart/1", "datacontenttype": "application/octet-stream",
+        "data_base64": "YWJj"});
+    let again = post_events(&t.state, &e).await;
+    assert_eq!(
+        again.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&again.body)
+    );
+    assert_eq!(again.json()["duplicate"], true);
+    // The same bytes written as a JSON string under that media type: still the same data.
+    e.as_object_mut().unwrap().remove("data_base64");
+    e["data"] = json!("abc");
+    assert_eq!(post_events(&t.state, &e).await.status, 200);
+    // Other bytes, or another media type, are another event with the same identity.
+    e["data"] = json!("abd");
+    post_events(&t.state, &e).await.problem(409);
+    let mut text = CE.to_vec();
+    text.push(("content-type", "text/plain"));
+    assert_eq!(send(&t.state, binary(&text, "abc")).await.status, 409);
+    assert_eq!(t.ledger().head(), 1);
+
+    // Which media types are text.
+    for (i, (ct, as_text)) in [
+        ("text/csv", true),
+        ("application/xml", true),
+        ("application/atom+xml", true),
+        ("application/octet-stream; charset=utf-8", true),
+        ("image/png", false),
+        ("application/cbor", false),
+        ("application/protobuf", false),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = format!("ct-{i}");
+        let mut headers = CE.to_vec();
+        headers[1] = ("ce-id", &id);
+        headers.push(("content-type", ct));
+        assert_eq!(
+            send(&t.state, binary(&headers, "<a/>")).await.status,
+            201,
+            "{ct}"
+        );
+        let back = stored(&t, i as u64 + 2).await;
+        assert_eq!(back.get("data").is_some(), as_text, "{ct}: {back}");
+        assert_eq!(back.get("data_base64").is_some(), !as_text, "{ct}: {back}");
+    }
 }
