@@ -604,18 +604,32 @@ fn serialize_event<S: Serializer>(
 }
 
 /// Whether two events' `datacontenttype`s say the same: equal, or one absent and the other
-/// `application/json` while both carry JSON data (the CloudEvents JSON format's default, which
+/// `application/json` (with `charset=utf-8` or not) while both carry JSON data or none (the CloudEvents JSON format's default, which
 /// a binary-mode read writes out as `Content-Type: application/json`).
 fn same_content_type(a: &Event, b: &Event) -> bool {
     match (a.datacontenttype.as_deref(), b.datacontenttype.as_deref()) {
         (x, y) if x == y => true,
         (None, Some(ct)) | (Some(ct), None) => {
-            ct.eq_ignore_ascii_case("application/json")
+            is_default_json_type(ct)
                 && matches!(a.data, None | Some(Data::Json(_)))
                 && matches!(b.data, None | Some(Data::Json(_)))
         }
         _ => false,
     }
+}
+
+/// `application/json`, alone or with `charset=utf-8` (which SDKs add in binary mode).
+fn is_default_json_type(ct: &str) -> bool {
+    let mut parts = ct.split(';');
+    parts
+        .next()
+        .is_some_and(|e| e.trim().eq_ignore_ascii_case("application/json"))
+        && parts.all(|p| {
+            p.split_once('=').is_some_and(|(k, v)| {
+                k.trim().eq_ignore_ascii_case("charset")
+                    && v.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+            })
+        })
 }
 
 /// Whether two `time` attributes name the same instant: `2026-05-06T07:08:09.5Z` and

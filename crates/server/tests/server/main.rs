@@ -15,6 +15,7 @@ mod hostile_requests;
 mod hostile_selectors;
 mod hostile_subscribers;
 mod hostile_waits;
+mod interop_js;
 mod interop_python;
 mod modules;
 mod ops;
