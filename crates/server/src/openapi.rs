@@ -56,7 +56,8 @@ use utoipa::{Modify, OpenApi};
         crate::routes::ops::ops_metrics,
         crate::routes::ops::ops_openapi,
     ),
-    modifiers(&BearerAuth),
+    components(schemas(crate::params::Mode)),
+    modifiers(&BearerAuth, &CommonAnswers),
     tags(
         (name = "events", description = "Append and read CloudEvents"),
         (name = "streams", description = "One stream by revision"),
@@ -80,5 +81,88 @@ impl Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// Answers every operation of a kind can give, added to each so that the document names every
+/// status the server may answer: 400 for a malformed or unknown query parameter (every handler
+/// refuses those), 401/403 where a token is needed, 413/415 where a JSON body is taken, 503
+/// (storage unavailable, shutting down, too many waits, no cluster sequencer), 504 where
+/// `min_position` waits. Operations that take no parameters (`/healthz`, `/metrics`, this
+/// document, `/v1/cluster`) get none of them.
+struct CommonAnswers;
+
+impl Modify for CommonAnswers {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+        const PLAIN: [&str; 4] = ["/healthz", "/metrics", "/v1/openapi.json", "/v1/cluster"];
+        let problem = |description: &str| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(description)
+                    .content(
+                        "application/problem+json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("Problem")))
+                            .build(),
+                    )
+                    .build(),
+            )
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if PLAIN.contains(&path.as_str()) {
+                continue;
+            }
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+            ];
+            for op in operations.into_iter().flatten() {
+                let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+                let json_body = op
+                    .request_body
+                    .as_ref()
+                    .is_some_and(|b| b.content.keys().any(|k| k.contains("json")));
+                let waits = op
+                    .parameters
+                    .iter()
+                    .flatten()
+                    .any(|p| p.name == "min_position");
+                let mut answers = vec![(
+                    "400",
+                    "Bad request: an unknown, repeated or malformed query parameter, or a malformed body",
+                )];
+                if secured {
+                    answers.push((
+                        "401",
+                        "No bearer token, or an unknown one (when the server has tokens)",
+                    ));
+                    answers.push(("403", "The token's role may not do this"));
+                }
+                if json_body {
+                    answers.push(("413", "The body is larger than the server takes"));
+                    answers.push((
+                        "415",
+                        "The body's Content-Type is not one this operation takes",
+                    ));
+                }
+                answers.push((
+                    "503",
+                    "Unavailable: storage failure, shutting down, too many waits, or no cluster \
+                     sequencer; retry after Retry-After",
+                ));
+                if waits {
+                    answers.push(("504", "min_position was not reached within the wait"));
+                }
+                for (status, description) in answers {
+                    op.responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| problem(description));
+                }
+            }
+        }
     }
 }

@@ -179,6 +179,16 @@ pub(crate) const SUBSCRIBE: &[&str] = &["after", "subject", "entity", "type", "d
 /// Names of [`StateParams`].
 pub(crate) const STATE: &[&str] = &["at_position", "at_time", "min_position", "timeout_ms"];
 
+/// How a single event is answered: `structured` (CloudEvents JSON, the default) or `binary`
+/// (attributes as `ce-*` headers, the data as the body).
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub(crate) enum Mode {
+    Structured,
+    Binary,
+}
+
 /// Paging parameters.
 #[allow(dead_code)]
 #[derive(utoipa::IntoParams)]

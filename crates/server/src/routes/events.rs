@@ -410,7 +410,7 @@ fn parse_position(text: &str) -> Result<u64, ApiError> {
 #[utoipa::path(
     get, path = "/v1/events/{position}", tag = "events",
     params(("position" = u64, Path, description = "Global position"),
-        ("mode" = Option<String>, Query, description = "structured (default) or binary"),
+        ("mode" = Option<crate::params::Mode>, Query, description = "structured (default) or binary"),
         ("min_position" = Option<u64>, Query, description = "Wait until this node's ledger holds this position (read-your-writes on any node of a cluster)"),
         ("timeout_ms" = Option<u64>, Query, description = "Longest wait for min_position, ms (capped by the server)")),
     responses(
@@ -469,7 +469,7 @@ pub(crate) fn one_event(event: &StoredEvent, binary: bool) -> Result<Response, A
     get, path = "/v1/events/by-id", tag = "events",
     params(("source" = String, Query, description = "The event's source"),
         ("id" = String, Query, description = "The event's id"),
-        ("mode" = Option<String>, Query, description = "structured (default) or binary"),
+        ("mode" = Option<crate::params::Mode>, Query, description = "structured (default) or binary"),
         ("min_position" = Option<u64>, Query, description = "Wait until this node's ledger holds this position (read-your-writes on any node of a cluster)"),
         ("timeout_ms" = Option<u64>, Query, description = "Longest wait for min_position, ms (capped by the server)")),
     responses(

@@ -77,7 +77,7 @@ async fn streams_dispatch(
     params(("entity" = String, Path, description = "The entity"),
         ("key" = String, Path, description = "The stream key; may contain '/' (percent-encode a key ending in /revision)"),
         ("after_revision" = Option<u64>, Query, description = "Only revisions after this (default 0)"),
-        ("limit" = Option<u64>, Query, description = "Most events (default 100)"),
+        ("limit" = Option<u64>, Query, minimum = 1, description = "Most events (default 100)"),
         ("min_position" = Option<u64>, Query, description = "Wait until this node's ledger holds this position (read-your-writes on any node of a cluster)"),
         ("timeout_ms" = Option<u64>, Query, description = "Longest wait for min_position, ms (capped by the server)")),
     responses(

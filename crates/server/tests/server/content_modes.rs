@@ -432,11 +432,17 @@ async fn binary_mode_without_content_type_round_trips() {
     // As the JavaScript SDK posts it: with charset=utf-8.
     let mut headers = CE.to_vec();
     headers.push(("content-type", "application/json; charset=utf-8"));
-    assert_eq!(send(&t.state, binary(&headers, r#"{"a":1}"#)).await.status, 200);
+    assert_eq!(
+        send(&t.state, binary(&headers, r#"{"a":1}"#)).await.status,
+        200
+    );
     // Another JSON-ish media type is another datacontenttype.
     let mut headers = CE.to_vec();
     headers.push(("content-type", "application/vnd.x+json"));
-    assert_eq!(send(&t.state, binary(&headers, r#"{"a":1}"#)).await.status, 409);
+    assert_eq!(
+        send(&t.state, binary(&headers, r#"{"a":1}"#)).await.status,
+        409
+    );
 }
 
 /// Bytes are bytes whichever mode carries them: a binary-mode body under a media type that is

@@ -124,6 +124,31 @@ async fn openapi_lists_every_route_and_nothing_else() {
         "openapi.json lists exactly the routes"
     );
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    // Every reference names a schema the document has.
+    let text = doc.to_string();
+    for reference in text.split("\"#/components/schemas/").skip(1) {
+        let name = reference.split('"').next().unwrap();
+        assert!(
+            doc["components"]["schemas"][name].is_object(),
+            "#/components/schemas/{name} is referenced but not there"
+        );
+    }
+    // Statuses every operation of a kind can answer are documented on each.
+    let read = &doc["paths"]["/v1/events/{position}"]["get"]["responses"];
+    for status in ["400", "401", "403", "503", "504"] {
+        assert!(
+            read[status].is_object(),
+            "GET /v1/events/{{position}} documents {status}"
+        );
+    }
+    let put = &doc["paths"]["/v1/projections/{name}"]["put"]["responses"];
+    for status in ["400", "413", "415", "503"] {
+        assert!(
+            put[status].is_object(),
+            "PUT /v1/projections/{{name}} documents {status}"
+        );
+    }
+    assert!(doc["paths"]["/healthz"]["get"]["responses"]["503"].is_null());
 }
 
 #[tokio::test]
