@@ -56,6 +56,29 @@ impl loom_server::Replication for Replication {
         self.0.is_sequencer()
     }
 
+    fn snapshot(
+        &self,
+        file: std::path::PathBuf,
+        head: u64,
+        log_sequence: u64,
+    ) -> futures_util::future::BoxFuture<'_, Result<serde_json::Value, String>> {
+        Box::pin(async move {
+            let info = self
+                .0
+                .put_snapshot(&file, head, log_sequence)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(serde_json::to_value(info).expect("serializable"))
+        })
+    }
+
+    fn snapshots(&self) -> futures_util::future::BoxFuture<'_, Result<serde_json::Value, String>> {
+        Box::pin(async move {
+            let all = self.0.snapshots().await.map_err(|e| e.to_string())?;
+            Ok(serde_json::to_value(all).expect("serializable"))
+        })
+    }
+
     fn progress(&self) -> loom_server::Progress {
         let status = self.0.status();
         loom_server::Progress {
@@ -88,6 +111,9 @@ pub(crate) async fn open(
             .await
             .context("joining the cluster")?,
     );
+    if !dir.join(loom_ledger::DB_FILE).exists() {
+        start_from_snapshot(&cluster, dir).await?;
+    }
     let log = Box::new(cluster.log());
     let data = dir.to_owned();
     let ledger = tokio::task::spawn_blocking(move || Ledger::open_replica(&data, options, log))
@@ -103,6 +129,44 @@ pub(crate) async fn open(
     })
 }
 
+/// A node with no database yet starts from the cluster's latest snapshot, if there is one,
+/// checked before it is put in place; it then reads only the stream after it.
+async fn start_from_snapshot(cluster: &Cluster, dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".loom-snapshot-")
+        .tempdir_in(dir)
+        .context("creating a staging directory in the data directory")?;
+    let file = staging.path().join(loom_ledger::DB_FILE);
+    let Some(snapshot) = cluster
+        .download_latest_snapshot(&file)
+        .await
+        .context("reading the cluster's latest snapshot")?
+    else {
+        return Ok(());
+    };
+    let checked = staging.path().to_owned();
+    let verified = tokio::task::spawn_blocking(move || {
+        let ledger = Ledger::open_unlogged(&checked, LedgerOptions::default())?;
+        let verified = ledger.verify();
+        ledger.shutdown();
+        anyhow::Ok(verified?)
+    })
+    .await
+    .context("checking the snapshot")?
+    .with_context(|| format!("the cluster's snapshot {} is not usable", snapshot.name))?;
+    std::fs::rename(&file, dir.join(loom_ledger::DB_FILE))
+        .context("moving the snapshot into the data directory")?;
+    cluster.restored_from(snapshot.log_sequence);
+    tracing::info!(
+        snapshot = %snapshot.name,
+        events = verified.events,
+        log_sequence = snapshot.log_sequence,
+        "started from the cluster's latest snapshot; reading the stream after it"
+    );
+    Ok(())
+}
+
 /// A cluster node's ledger and what the engine and the server need of the cluster.
 pub(crate) struct Node {
     pub(crate) ledger: Arc<Ledger>,
@@ -116,6 +180,11 @@ pub(crate) struct Node {
 pub(crate) enum ClusterCommand {
     /// The node's role, the sequencer, and how far the node has applied the cluster's log.
     Status(StatusArgs),
+    /// Take a snapshot of the node (while it runs) into the cluster's object store; a node
+    /// started on an empty data directory starts from the latest one.
+    Snapshot(StatusArgs),
+    /// The cluster's snapshots, oldest first.
+    Snapshots(StatusArgs),
 }
 
 #[derive(Debug, Args)]
@@ -127,7 +196,49 @@ pub(crate) struct StatusArgs {
 pub(crate) async fn cluster(command: ClusterCommand) -> anyhow::Result<std::process::ExitCode> {
     match command {
         ClusterCommand::Status(args) => status(args).await,
+        ClusterCommand::Snapshot(args) => snapshot(args, true).await,
+        ClusterCommand::Snapshots(args) => snapshot(args, false).await,
     }
+}
+
+/// `loom cluster snapshot` (take one) and `loom cluster snapshots` (list them).
+async fn snapshot(args: StatusArgs, take: bool) -> anyhow::Result<std::process::ExitCode> {
+    let client = args.conn.client(None)?;
+    let url = args.conn.url("/v1/cluster/snapshots");
+    let request = if take {
+        client.post(&url)
+    } else {
+        client.get(&url)
+    };
+    let response = request
+        .send()
+        .await
+        .with_context(|| crate::client::send_error(&url))?;
+    let answer: serde_json::Value = crate::client::check(response)
+        .await?
+        .json()
+        .await
+        .context("reading the answer")?;
+    if args.conn.json {
+        println!("{answer}");
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    let line = |s: &serde_json::Value| {
+        format!(
+            "{}: positions 1..={}, log sequence {}, {} bytes, from {}",
+            s["name"].as_str().unwrap_or("?"),
+            s["head"],
+            s["log_sequence"],
+            s["bytes"],
+            s["node"].as_str().unwrap_or("?")
+        )
+    };
+    match answer.as_array() {
+        Some(all) if all.is_empty() => println!("no snapshots"),
+        Some(all) => all.iter().for_each(|s| println!("{}", line(s))),
+        None => println!("stored {}", line(&answer)),
+    }
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 async fn status(args: StatusArgs) -> anyhow::Result<std::process::ExitCode> {

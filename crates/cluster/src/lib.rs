@@ -16,6 +16,7 @@
 mod lease;
 mod log;
 mod node;
+mod snapshots;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,6 +27,7 @@ use loom_ledger::Ledger;
 use serde::{Deserialize, Serialize};
 
 pub use log::JetStreamLog;
+pub use snapshots::SnapshotInfo;
 
 /// How a node joins the cluster.
 #[derive(Clone, Debug)]
@@ -64,6 +66,10 @@ impl ClusterOptions {
 
     fn lease_bucket(&self) -> String {
         format!("{}_sequencer", self.stream)
+    }
+
+    fn snapshot_bucket(&self) -> String {
+        format!("{}_snapshots", self.stream)
     }
 }
 
@@ -116,6 +122,9 @@ pub struct ClusterStatus {
     pub terms: u64,
     /// The replicated stream.
     pub stream: String,
+    /// The log sequence of the snapshot this node started from, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restored_from: Option<u64>,
 }
 
 /// State shared by the node's task, its log and its status.
@@ -135,6 +144,8 @@ struct Shared {
     terms: AtomicU64,
     /// The NATS server's largest message, in bytes.
     max_payload: usize,
+    /// The log sequence of the snapshot this node started from.
+    restored_from: Mutex<Option<u64>>,
 }
 
 impl Shared {
@@ -216,6 +227,7 @@ impl Cluster {
                 sequencer: Mutex::new(None),
                 terms: AtomicU64::new(0),
                 max_payload,
+                restored_from: Mutex::new(None),
             }),
             js,
         })
@@ -256,6 +268,7 @@ impl Cluster {
             log_last: s.log_last.load(Ordering::Acquire),
             terms: s.terms.load(Ordering::Relaxed),
             stream: s.options.stream.clone(),
+            restored_from: *s.restored_from.lock().expect("restored lock"),
         }
     }
 

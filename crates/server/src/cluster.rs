@@ -26,6 +26,16 @@ pub trait Replication: Send + Sync + std::fmt::Debug {
     fn is_sequencer(&self) -> bool;
     /// How far this node has applied the cluster's log (for `/metrics` and `/healthz`).
     fn progress(&self) -> Progress;
+    /// Stores a backup file of this node as the cluster's snapshot of `log_sequence`;
+    /// answers what was stored.
+    fn snapshot(
+        &self,
+        file: std::path::PathBuf,
+        head: u64,
+        log_sequence: u64,
+    ) -> futures_util::future::BoxFuture<'_, Result<serde_json::Value, String>>;
+    /// The cluster's snapshots, oldest first.
+    fn snapshots(&self) -> futures_util::future::BoxFuture<'_, Result<serde_json::Value, String>>;
 }
 
 /// How far a node has applied the cluster's log.
@@ -50,7 +60,12 @@ impl Progress {
 pub(crate) const FORWARDED: HeaderName = HeaderName::from_static("loom-forwarded-by");
 
 pub(crate) fn router() -> Router<AppState> {
-    Router::new().route("/v1/cluster", get(cluster_status))
+    Router::new()
+        .route("/v1/cluster", get(cluster_status))
+        .route(
+            "/v1/cluster/snapshots",
+            get(cluster_snapshots).post(cluster_snapshot),
+        )
 }
 
 /// This node's view of the cluster: its role, the sequencer, how far it has applied the log.
@@ -73,6 +88,77 @@ pub(crate) async fn cluster_status(State(state): State<AppState>, _: Reader) -> 
     }
 }
 
+fn replication(state: &AppState) -> Result<std::sync::Arc<dyn Replication>, ApiError> {
+    state.inner.config.replication.clone().ok_or_else(|| {
+        ApiError::NotFound("this server is a single node, not a cluster member".into())
+    })
+}
+
+/// Takes a snapshot of this node (a consistent backup, while it runs) and stores it in the
+/// cluster's object store; a node started on an empty data directory starts from the latest.
+/// Not forwarded: any node may take one.
+#[utoipa::path(
+    post, path = "/v1/cluster/snapshots", tag = "ops",
+    responses(
+        (status = 201, description = "Stored: name, log_sequence, head, bytes, node", content_type = "application/json"),
+        (status = 404, description = "Not a cluster node", body = crate::problem::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["admin"]), ())
+)]
+pub(crate) async fn cluster_snapshot(
+    State(state): State<AppState>,
+    _: crate::auth::Admin,
+    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
+) -> Result<Response, ApiError> {
+    crate::params::Params::parse(&uri, &[])?;
+    let replication = replication(&state)?;
+    let (path, info) = state
+        .blocking(|ledger| {
+            let dir = ledger.path().parent().unwrap_or(std::path::Path::new("."));
+            let path = dir.join(format!("snapshot-{}.redb.partial", ledger.log_sequence()));
+            let _ = std::fs::remove_file(&path);
+            let info = ledger.backup_to(&path).map_err(ApiError::storage)?;
+            Ok((path, info))
+        })
+        .await?;
+    let stored = replication
+        .snapshot(path.clone(), info.head, info.log_sequence)
+        .await;
+    let _ = std::fs::remove_file(&path);
+    let stored = stored.map_err(ApiError::Unavailable)?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        "application/json",
+        serde_json::to_vec(&stored).expect("JSON serializes"),
+    ))
+}
+
+/// The cluster's snapshots, oldest first.
+#[utoipa::path(
+    get, path = "/v1/cluster/snapshots", tag = "ops",
+    responses(
+        (status = 200, description = "Snapshots: name, log_sequence, head, bytes, node", content_type = "application/json"),
+        (status = 404, description = "Not a cluster node", body = crate::problem::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["reader"]), ())
+)]
+pub(crate) async fn cluster_snapshots(
+    State(state): State<AppState>,
+    _: Reader,
+    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
+) -> Result<Response, ApiError> {
+    crate::params::Params::parse(&uri, &[])?;
+    let all = replication(&state)?
+        .snapshots()
+        .await
+        .map_err(ApiError::Unavailable)?;
+    Ok(json_response(
+        StatusCode::OK,
+        "application/json",
+        serde_json::to_vec(&all).expect("JSON serializes"),
+    ))
+}
+
 /// Whether a request changes anything (and so must reach the sequencer).
 fn is_write(req: &Request) -> bool {
     match *req.method() {
@@ -86,7 +172,8 @@ fn is_write(req: &Request) -> bool {
                 parts.next();
                 parts.next() == Some("query")
             });
-            path != "/v1/events/query" && !projection_query
+            // A snapshot is this node's own.
+            path != "/v1/events/query" && path != "/v1/cluster/snapshots" && !projection_query
         }
         _ => true,
     }

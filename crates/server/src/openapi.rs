@@ -52,6 +52,8 @@ use utoipa::{Modify, OpenApi};
         crate::routes::reactors::reactors_resume,
         crate::routes::ops::ops_health,
         crate::cluster::cluster_status,
+        crate::cluster::cluster_snapshot,
+        crate::cluster::cluster_snapshots,
         crate::routes::backup::backup_get,
         crate::routes::ops::ops_metrics,
         crate::routes::ops::ops_openapi,

@@ -345,6 +345,29 @@ fn restarted_and_new_nodes_catch_up_and_hold_the_same_states() {
     );
     nodes.push(Some(crate::cluster::start_node(dir.path(), &nats, 3)));
     nodes.push(Some(crate::cluster::start_node(dir.path(), &nats, 4)));
+    // A snapshot in the cluster's object store, taken by a follower; a node started on an
+    // empty directory afterwards starts from it.
+    let loom_cluster = |args: &[&str]| {
+        let out = std::process::Command::new(crate::common::LOOM)
+            .arg("cluster")
+            .args(args)
+            .args(["--url", &follower])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let stored = loom_cluster(&["snapshot"]);
+    assert!(stored.starts_with("stored seq-"), "{stored}");
+    let listed = loom_cluster(&["snapshots", "--json"]);
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    let snapshot_sequence = listed[0]["log_sequence"].as_u64().unwrap();
+    assert!(snapshot_sequence > 0, "{listed}");
+    nodes.push(Some(crate::cluster::start_node(dir.path(), &nats, 5)));
 
     let head = get(&a, &format!("{follower}/healthz")).unwrap().1["head"]
         .as_u64()
@@ -394,11 +417,23 @@ fn restarted_and_new_nodes_catch_up_and_hold_the_same_states() {
             .collect::<Vec<_>>()
     };
     let (want_events, want_states) = (events(&reference), states(&reference));
-    for node in [killed, 3, 4].map(|i| &nodes[i]) {
+    for node in [killed, 3, 4, 5].map(|i| &nodes[i]) {
         let url = &node.as_ref().unwrap().url;
         assert_eq!(events(url), want_events, "{url}");
         assert_eq!(states(url), want_states, "{url}");
         let (_, st) = get(&a, &format!("{url}/v1/cluster")).unwrap();
         assert_eq!(st["role"], "follower", "{st}");
     }
+    let url = &nodes[5].as_ref().unwrap().url;
+    let (_, st) = get(&a, &format!("{url}/v1/cluster")).unwrap();
+    assert_eq!(st["restored_from"], snapshot_sequence, "{st}");
+    let (_, st) = get(
+        &a,
+        &format!("{}/v1/cluster", nodes[4].as_ref().unwrap().url),
+    )
+    .unwrap();
+    assert!(
+        st.get("restored_from").is_none(),
+        "started before any snapshot: {st}"
+    );
 }

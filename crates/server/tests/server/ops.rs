@@ -97,6 +97,8 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ("get", "/metrics", "/metrics"),
     ("get", "/v1/openapi.json", "/v1/openapi.json"),
     ("get", "/v1/cluster", "/v1/cluster"),
+    ("get", "/v1/cluster/snapshots", "/v1/cluster/snapshots"),
+    ("post", "/v1/cluster/snapshots", "/v1/cluster/snapshots"),
     ("get", "/v1/backup", "/v1/backup"),
 ];
 
