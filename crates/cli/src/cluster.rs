@@ -79,6 +79,16 @@ impl loom_server::Replication for Replication {
         })
     }
 
+    fn trim(
+        &self,
+        keep: usize,
+    ) -> futures_util::future::BoxFuture<'_, Result<serde_json::Value, String>> {
+        Box::pin(async move {
+            let trimmed = self.0.trim(keep).await.map_err(|e| e.to_string())?;
+            Ok(serde_json::to_value(trimmed).expect("serializable"))
+        })
+    }
+
     fn progress(&self) -> loom_server::Progress {
         let status = self.0.status();
         loom_server::Progress {
@@ -185,6 +195,18 @@ pub(crate) enum ClusterCommand {
     Snapshot(StatusArgs),
     /// The cluster's snapshots, oldest first.
     Snapshots(StatusArgs),
+    /// Keep the newest snapshots, delete the older ones, and trim the stream below the oldest
+    /// one kept (nodes behind that point must start again from a snapshot).
+    Trim(TrimArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TrimArgs {
+    #[command(flatten)]
+    conn: crate::client::Connection,
+    /// Snapshots to keep.
+    #[arg(long, default_value_t = 2)]
+    keep: u64,
 }
 
 #[derive(Debug, Args)]
@@ -198,7 +220,36 @@ pub(crate) async fn cluster(command: ClusterCommand) -> anyhow::Result<std::proc
         ClusterCommand::Status(args) => status(args).await,
         ClusterCommand::Snapshot(args) => snapshot(args, true).await,
         ClusterCommand::Snapshots(args) => snapshot(args, false).await,
+        ClusterCommand::Trim(args) => trim(args).await,
     }
+}
+
+async fn trim(args: TrimArgs) -> anyhow::Result<std::process::ExitCode> {
+    let client = args.conn.client(None)?;
+    let url = args
+        .conn
+        .url(&format!("/v1/cluster/trim?keep={}", args.keep));
+    let response = client
+        .post(&url)
+        .send()
+        .await
+        .with_context(|| crate::client::send_error(&url))?;
+    let answer: serde_json::Value = crate::client::check(response)
+        .await?
+        .json()
+        .await
+        .context("reading the answer")?;
+    if args.conn.json {
+        println!("{answer}");
+    } else {
+        println!(
+            "trimmed: the stream begins at sequence {} ({} messages removed); {} older snapshots deleted",
+            answer["first_sequence"],
+            answer["purged_messages"],
+            answer["deleted_snapshots"].as_array().map_or(0, Vec::len)
+        );
+    }
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 /// `loom cluster snapshot` (take one) and `loom cluster snapshots` (list them).

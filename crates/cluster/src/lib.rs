@@ -27,7 +27,7 @@ use loom_ledger::Ledger;
 use serde::{Deserialize, Serialize};
 
 pub use log::JetStreamLog;
-pub use snapshots::SnapshotInfo;
+pub use snapshots::{SnapshotInfo, Trimmed};
 
 /// How a node joins the cluster.
 #[derive(Clone, Debug)]
@@ -125,6 +125,9 @@ pub struct ClusterStatus {
     /// The log sequence of the snapshot this node started from, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restored_from: Option<u64>,
+    /// Why this node last failed to follow the log, until it follows again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// State shared by the node's task, its log and its status.
@@ -146,6 +149,8 @@ struct Shared {
     max_payload: usize,
     /// The log sequence of the snapshot this node started from.
     restored_from: Mutex<Option<u64>>,
+    /// Why following last failed (cleared when it follows again).
+    last_error: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -228,6 +233,7 @@ impl Cluster {
                 terms: AtomicU64::new(0),
                 max_payload,
                 restored_from: Mutex::new(None),
+                last_error: Mutex::new(None),
             }),
             js,
         })
@@ -269,6 +275,7 @@ impl Cluster {
             terms: s.terms.load(Ordering::Relaxed),
             stream: s.options.stream.clone(),
             restored_from: *s.restored_from.lock().expect("restored lock"),
+            last_error: s.last_error.lock().expect("error lock").clone(),
         }
     }
 

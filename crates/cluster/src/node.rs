@@ -18,6 +18,9 @@ pub(crate) struct Node {
     pub(crate) ledger: Arc<Ledger>,
 }
 
+/// How the error of a node that can never follow the stream from where it is begins.
+const STRANDED: &str = "behind the trimmed stream";
+
 /// Why following stopped.
 enum Followed {
     /// This node holds the lease (at this revision) and applied everything the stream held
@@ -49,8 +52,15 @@ impl Node {
                 Ok(Followed::Leading(revision)) => self.lead(&lease, revision).await,
                 Err(e) => {
                     self.shared.set_role(Role::Follower);
-                    tracing::warn!(error = %e, "following the cluster's log failed; starting over");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    let stranded = e.starts_with(STRANDED);
+                    if stranded {
+                        tracing::error!(error = %e, "this node cannot follow the cluster's log");
+                    } else {
+                        tracing::warn!(error = %e, "following the cluster's log failed; starting over");
+                    }
+                    *self.shared.last_error.lock().expect("error lock") = Some(e);
+                    let pause = if stranded { 5_000 } else { 200 };
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
                 }
             }
         }
@@ -86,11 +96,28 @@ impl Node {
     async fn follow(&self, lease: &Lease) -> Result<Followed, String> {
         let options = &self.shared.options;
         self.shared.set_role(Role::Follower);
-        let stream = self
+        let mut stream = self
             .js
             .get_stream(&options.stream)
             .await
             .map_err(|e| e.to_string())?;
+        // After a trim the stream begins later (and, when empty, at its last sequence + 1).
+        let first = stream
+            .info()
+            .await
+            .map_err(|e| e.to_string())?
+            .state
+            .first_sequence;
+        if first > self.applied() + 1 {
+            return Err(format!(
+                "{STRANDED}: the stream begins at sequence {}, but this node has applied only up \
+                 to {}: it was trimmed below what this node holds. Stop the node, empty its data \
+                 directory and start it again: it starts from the latest snapshot",
+                first,
+                self.applied()
+            ));
+        }
+        self.shared.last_error.lock().expect("error lock").take();
         let consumer = stream
             .create_consumer(consumer::pull::OrderedConfig {
                 deliver_policy: consumer::DeliverPolicy::ByStartSequence {

@@ -154,3 +154,63 @@ impl Cluster {
         *self.shared.restored_from.lock().expect("restored lock") = Some(log_sequence);
     }
 }
+
+/// What a trim did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Trimmed {
+    /// The snapshots deleted (older than the ones kept).
+    pub deleted_snapshots: Vec<String>,
+    /// The stream now begins at this sequence (the messages before it are gone).
+    pub first_sequence: u64,
+    /// Messages removed from the stream.
+    pub purged_messages: u64,
+}
+
+impl Cluster {
+    /// Keeps the newest `keep` snapshots (at least 1), deletes the older ones, and removes
+    /// from the stream every message the oldest kept snapshot covers: a new node starts from
+    /// a snapshot, and a node that had applied less than that must be started again from one.
+    pub async fn trim(&self, keep: usize) -> Result<Trimmed, ClusterError> {
+        let keep = keep.max(1);
+        let mut all = self.snapshots().await?;
+        if all.is_empty() {
+            return Err(ClusterError(
+                "there is no snapshot: take one first (loom cluster snapshot); the stream is \
+                 all a new node could start from"
+                    .into(),
+            ));
+        }
+        let store = ensure_store(&self.js, &self.shared.options).await?;
+        let old = all.len().saturating_sub(keep);
+        let mut deleted = Vec::new();
+        for s in all.drain(..old) {
+            store
+                .delete(&s.name)
+                .await
+                .map_err(|e| ClusterError::new(&format!("deleting snapshot {}", s.name), e))?;
+            deleted.push(s.name);
+        }
+        let first_sequence = all[0].log_sequence + 1;
+        let stream = self
+            .js
+            .get_stream(&self.shared.options.stream)
+            .await
+            .map_err(|e| ClusterError::new("opening the stream", e))?;
+        let purged = stream
+            .purge()
+            .sequence(first_sequence)
+            .await
+            .map_err(|e| ClusterError::new("trimming the stream", e))?;
+        tracing::info!(
+            first_sequence,
+            purged = purged.purged,
+            deleted = deleted.len(),
+            "trimmed the cluster's log below the oldest kept snapshot"
+        );
+        Ok(Trimmed {
+            deleted_snapshots: deleted,
+            first_sequence,
+            purged_messages: purged.purged,
+        })
+    }
+}

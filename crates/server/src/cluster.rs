@@ -36,6 +36,11 @@ pub trait Replication: Send + Sync + std::fmt::Debug {
     ) -> futures_util::future::BoxFuture<'_, Result<serde_json::Value, String>>;
     /// The cluster's snapshots, oldest first.
     fn snapshots(&self) -> futures_util::future::BoxFuture<'_, Result<serde_json::Value, String>>;
+    /// Keeps the newest `keep` snapshots and trims the stream below the oldest kept one.
+    fn trim(
+        &self,
+        keep: usize,
+    ) -> futures_util::future::BoxFuture<'_, Result<serde_json::Value, String>>;
 }
 
 /// How far a node has applied the cluster's log.
@@ -66,6 +71,7 @@ pub(crate) fn router() -> Router<AppState> {
             "/v1/cluster/snapshots",
             get(cluster_snapshots).post(cluster_snapshot),
         )
+        .route("/v1/cluster/trim", axum::routing::post(cluster_trim))
 }
 
 /// This node's view of the cluster: its role, the sequencer, how far it has applied the log.
@@ -156,6 +162,45 @@ pub(crate) async fn cluster_snapshots(
         StatusCode::OK,
         "application/json",
         serde_json::to_vec(&all).expect("JSON serializes"),
+    ))
+}
+
+/// Keeps the newest `keep` snapshots (default 2, at least 1), deletes the older ones and
+/// removes from the stream every message the oldest kept snapshot covers. New nodes then start
+/// from a snapshot; a node that had applied less must be started again from an empty data
+/// directory (its status says so).
+#[utoipa::path(
+    post, path = "/v1/cluster/trim", tag = "ops",
+    params(("keep" = Option<u64>, Query, minimum = 1, description = "Snapshots to keep (default 2)")),
+    responses(
+        (status = 200, description = "Trimmed: deleted_snapshots, first_sequence, purged_messages", content_type = "application/json"),
+        (status = 404, description = "Not a cluster node", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "There is no snapshot to keep", body = crate::problem::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["admin"]), ())
+)]
+pub(crate) async fn cluster_trim(
+    State(state): State<AppState>,
+    _: crate::auth::Admin,
+    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
+) -> Result<Response, ApiError> {
+    let params = crate::params::Params::parse(&uri, &["keep"])?;
+    let keep = match params.u64("keep")? {
+        Some(0) => return Err(ApiError::BadRequest("keep must be at least 1".into())),
+        Some(n) => n as usize,
+        None => 2,
+    };
+    let trimmed = replication(&state)?.trim(keep).await.map_err(|why| {
+        if why.contains("no snapshot") {
+            ApiError::Precondition(why)
+        } else {
+            ApiError::Unavailable(why)
+        }
+    })?;
+    Ok(json_response(
+        StatusCode::OK,
+        "application/json",
+        serde_json::to_vec(&trimmed).expect("JSON serializes"),
     ))
 }
 

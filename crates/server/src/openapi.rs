@@ -54,6 +54,7 @@ use utoipa::{Modify, OpenApi};
         crate::cluster::cluster_status,
         crate::cluster::cluster_snapshot,
         crate::cluster::cluster_snapshots,
+        crate::cluster::cluster_trim,
         crate::routes::backup::backup_get,
         crate::routes::ops::ops_metrics,
         crate::routes::ops::ops_openapi,

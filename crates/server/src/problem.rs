@@ -78,6 +78,10 @@ pub enum ApiError {
     /// 409: the stream kept changing under a command; every bounded retry conflicted.
     #[error("{0}")]
     Contention(String),
+    /// 409: the operation needs something that is not there yet (a cluster trim without a
+    /// snapshot to keep).
+    #[error("{0}")]
+    Precondition(String),
     /// 409: the module is used by projections (or other users) and cannot be deleted.
     #[error("module {id} is in use by {}; delete or redefine them first", users.join(", "))]
     ModuleInUse {
@@ -129,7 +133,7 @@ impl ApiError {
             | ApiError::ModuleFailed(_)
             | ApiError::QueryRejected(_)
             | ApiError::CommandRejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Contention(_) => StatusCode::CONFLICT,
+            ApiError::Contention(_) | ApiError::Precondition(_) => StatusCode::CONFLICT,
             ApiError::ModuleInUse { .. } => StatusCode::CONFLICT,
             ApiError::WaitTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -167,6 +171,7 @@ impl ApiError {
             ApiError::QueryRejected(_) => "query-rejected",
             ApiError::CommandRejected(_) => "command-rejected",
             ApiError::Contention(_) => "contention",
+            ApiError::Precondition(_) => "precondition-failed",
             ApiError::ModuleInUse { .. } => "module-in-use",
             ApiError::WaitTimeout { .. } => "min-position-timeout",
             ApiError::Unavailable(_) => "unavailable",

@@ -280,7 +280,7 @@ fn check_consistent(a: &ureq::Agent, nodes: &[Option<Serve>], acked: &HashMap<St
 }
 
 /// Three NATS servers, three Loom nodes with the entity `thing` registered.
-fn three_nodes(dir: &std::path::Path) -> (Nats, Vec<Option<Serve>>, ureq::Agent) {
+pub(crate) fn three_nodes(dir: &std::path::Path) -> (Nats, Vec<Option<Serve>>, ureq::Agent) {
     let (nats, nodes) = nats_and_nodes(dir);
     let a = agent();
     let first = sequencer(&a, &nodes);

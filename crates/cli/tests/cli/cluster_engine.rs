@@ -437,3 +437,114 @@ fn restarted_and_new_nodes_catch_up_and_hold_the_same_states() {
         "started before any snapshot: {st}"
     );
 }
+
+/// Appends `n` events to `thing/{key}` through `url`.
+fn things(a: &ureq::Agent, url: &str, key: &str, n: usize) {
+    for i in 0..n {
+        let event = json!({"specversion": "1.0", "id": format!("{key}-{i}"), "source": "t",
+            "type": "was_seen", "subject": format!("thing/{key}"), "data": {"i": i}});
+        let resp = a
+            .post(&format!("{url}/v1/events"))
+            .header("content-type", "application/cloudevents+json")
+            .send(event.to_string())
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 201);
+    }
+}
+
+#[test]
+fn a_trimmed_stream_is_joined_from_a_snapshot_and_a_node_left_behind_says_so() {
+    if !nats::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (nats, mut nodes, a) = crate::cluster::three_nodes(dir.path());
+    let s = sequencer(&a, &nodes);
+    let url = nodes[s].as_ref().unwrap().url.clone();
+    let loom_cluster = |args: &[&str]| {
+        std::process::Command::new(crate::common::LOOM)
+            .arg("cluster")
+            .args(args)
+            .args(["--url", &url])
+            .output()
+            .unwrap()
+    };
+    // No snapshot yet: nothing to trim below.
+    let refused = loom_cluster(&["trim", "--keep", "1"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("409"));
+
+    things(&a, &url, "a", 30);
+    let behind = (s + 1) % 3;
+    let behind_head = {
+        let url = nodes[behind].as_ref().unwrap().url.clone();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let head = get(&a, &format!("{url}/healthz")).unwrap().1["head"]
+                .as_u64()
+                .unwrap();
+            if head >= 30 {
+                break head;
+            }
+            assert!(Instant::now() < deadline, "the follower caught up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    nodes[behind].take().unwrap().kill();
+    things(&a, &url, "b", 30);
+    assert!(loom_cluster(&["snapshot"]).status.success());
+    let out = loom_cluster(&["trim", "--keep", "1"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.starts_with("trimmed: the stream begins at sequence "),
+        "{said}"
+    );
+    assert!(!said.contains("(0 messages removed)"), "{said}");
+    things(&a, &url, "c", 5);
+
+    // A new node starts from the snapshot and reads the rest.
+    nodes.push(Some(crate::cluster::start_node(dir.path(), &nats, 3)));
+    let joined = nodes[3].as_ref().unwrap().url.clone();
+    let events = |url: &str| {
+        text(
+            &a,
+            &format!("{url}/v1/events?limit=10000&min_position=65&timeout_ms=20000"),
+        )
+    };
+    assert_eq!(events(&joined), events(&url));
+    // The node that was down since before the trimmed point cannot follow, says why, and
+    // changes nothing.
+    nodes[behind] = Some(crate::cluster::start_node(dir.path(), &nats, behind));
+    let left = nodes[behind].as_ref().unwrap().url.clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let (_, st) = get(&a, &format!("{left}/v1/cluster")).unwrap();
+        if st["last_error"].is_string() {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node left behind says so: {st}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        status["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("behind the trimmed stream"),
+        "{status}"
+    );
+    assert_eq!(status["role"], "follower", "{status}");
+    // Killed, it restarted from its last durable checkpoint (at most where it was), and it
+    // stays there.
+    let head = || {
+        get(&a, &format!("{left}/healthz")).unwrap().1["head"]
+            .as_u64()
+            .unwrap()
+    };
+    let stuck = head();
+    assert!(stuck <= behind_head, "{stuck} > {behind_head}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(head(), stuck);
+}

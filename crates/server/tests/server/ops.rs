@@ -99,6 +99,7 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ("get", "/v1/cluster", "/v1/cluster"),
     ("get", "/v1/cluster/snapshots", "/v1/cluster/snapshots"),
     ("post", "/v1/cluster/snapshots", "/v1/cluster/snapshots"),
+    ("post", "/v1/cluster/trim", "/v1/cluster/trim"),
     ("get", "/v1/backup", "/v1/backup"),
 ];
 
