@@ -7,6 +7,9 @@
 # not what more machines would add.
 #
 #   scripts/bench-cluster.sh [SECONDS]     (default 10 s per wrk run)
+#   JOIN_EVENTS=1000000 scripts/bench-cluster.sh   also: how long a new node takes to join a
+#                                                  cluster of that many events, from nothing
+#                                                  and from a snapshot
 #
 # Needs nats-server and wrk (apt-get install nats-server wrk); ports 7071-7073, 7080,
 # 4222-4224, 6222-6224 free. Data under $BENCH_DIR (default: a temporary directory).
@@ -16,7 +19,7 @@ seconds="${1:-10}"
 dir="$(mktemp -d "${BENCH_DIR:-${TMPDIR:-/tmp}}/loom-bench-cluster.XXXXXX")"
 loom=target/release/loom
 bench=target/release/loom-bench
-[ -x "$loom" ] && [ -x "$bench" ] || cargo build --release --bin loom -p loom-bench
+[ -x "$loom" ] && [ -x "$bench" ] || cargo build --release -p loom-cli -p loom-bench
 export LOOM="$loom"
 single_pid=""
 cleanup() {
@@ -98,3 +101,34 @@ for round in 1 2 3; do
   echo $! >"$dir/cluster/loom$node.pid"
   until curl -sf "http://127.0.0.1:$seq_port/healthz" >/dev/null; do sleep 0.1; done
 done
+
+[ -n "${JOIN_EVENTS:-}" ] || exit 0
+echo "### a new node joins a cluster of $JOIN_EVENTS events"
+seq_port="$(sequencer_port)"
+awk -v n="$JOIN_EVENTS" 'BEGIN { for (i = 0; i < n; i++)
+  printf "{\"specversion\":\"1.0\",\"id\":\"join-%d\",\"source\":\"bench\",\"type\":\"had_item_added\",\"subject\":\"cart/%d\",\"data\":{\"sku\":\"apple\",\"quantity\":1}}\n", i, i % 10000 }' \
+  >"$dir/join.ndjson"
+started=$(date +%s.%N)
+"$loom" append --url "http://127.0.0.1:$seq_port" --batch-size 1000 "$dir/join.ndjson" >/dev/null
+head="$(curl -s "http://127.0.0.1:$seq_port/healthz" | sed -n 's/.*"head":\([0-9]*\).*/\1/p')"
+echo "appended $JOIN_EVENTS events in batches of 1000 in $(awk -v a="$(date +%s.%N)" -v b="$started" 'BEGIN { printf "%.1f", a - b }') s; head $head"
+join() { # PORT NAME LABEL
+  local started
+  started=$(date +%s.%N)
+  LOOM_LOG=warn "$loom" serve --data "$dir/cluster/$2" --listen "127.0.0.1:$1" \
+    --cluster nats://127.0.0.1:4222,nats://127.0.0.1:4223,nats://127.0.0.1:4224 \
+    --node "$2" >"$dir/cluster/$2.log" 2>&1 &
+  echo $! >"$dir/cluster/$2.pid"
+  until [ "$(curl -s "http://127.0.0.1:$1/healthz" | sed -n 's/.*"head":\([0-9]*\).*/\1/p')" = "$head" ]; do
+    sleep 0.05
+  done
+  echo "$3: holds all $head events $(awk -v a="$(date +%s.%N)" -v b="$started" 'BEGIN { printf "%.1f", a - b }') s after it started"
+  kill "$(cat "$dir/cluster/$2.pid")"
+}
+join 7074 loom4 "a node from an empty directory, no snapshot (reads the whole stream)"
+follower_port=7071
+[ "$seq_port" = 7071 ] && follower_port=7072
+started=$(date +%s.%N)
+"$loom" cluster snapshot --url "http://127.0.0.1:$follower_port"
+echo "snapshot taken in $(awk -v a="$(date +%s.%N)" -v b="$started" 'BEGIN { printf "%.1f", a - b }') s"
+join 7075 loom5 "a node from an empty directory, from the snapshot (downloads, checks, reads the rest)"

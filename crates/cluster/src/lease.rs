@@ -12,19 +12,36 @@ pub(crate) async fn ensure_bucket(
     js: &jetstream::Context,
     options: &ClusterOptions,
 ) -> Result<kv::Store, ClusterError> {
-    let bucket = options.lease_bucket();
-    if let Ok(store) = js.get_key_value(&bucket).await {
+    key_value(
+        js,
+        options,
+        &options.lease_bucket(),
+        "Loom: which node is the sequencer",
+        options.lease,
+    )
+    .await
+}
+
+/// A key-value bucket whose entries expire after `max_age`, created if missing.
+pub(crate) async fn key_value(
+    js: &jetstream::Context,
+    options: &ClusterOptions,
+    bucket: &str,
+    description: &str,
+    max_age: std::time::Duration,
+) -> Result<kv::Store, ClusterError> {
+    if let Ok(store) = js.get_key_value(bucket).await {
         return Ok(store);
     }
     // The bucket's stream, made as the key-value layer makes it (`create_key_value` first
     // reads the account's information, which async-nats cannot parse from a NATS 2.9
-    // server): one entry per key, entries expire after the lease time.
+    // server): one entry per key, entries expire after `max_age`.
     let config = jetstream::stream::Config {
         name: format!("KV_{bucket}"),
-        description: Some("Loom: which node is the sequencer".into()),
+        description: Some(description.into()),
         subjects: vec![format!("$KV.{bucket}.>")],
         max_messages_per_subject: 1,
-        max_age: options.lease,
+        max_age,
         storage: jetstream::stream::StorageType::File,
         num_replicas: options.replicas,
         allow_rollup: true,
@@ -36,7 +53,7 @@ pub(crate) async fn ensure_bucket(
     js.get_or_create_stream(config)
         .await
         .map_err(|e| ClusterError::new(&format!("creating the key-value bucket {bucket}"), e))?;
-    js.get_key_value(&bucket)
+    js.get_key_value(bucket)
         .await
         .map_err(|e| ClusterError::new(&format!("opening the key-value bucket {bucket}"), e))
 }

@@ -16,6 +16,7 @@
 mod lease;
 mod log;
 mod node;
+mod peers;
 mod snapshots;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,6 +28,7 @@ use loom_ledger::Ledger;
 use serde::{Deserialize, Serialize};
 
 pub use log::JetStreamLog;
+pub use peers::PeerStatus;
 pub use snapshots::{SnapshotInfo, Trimmed};
 
 /// How a node joins the cluster.
@@ -128,6 +130,9 @@ pub struct ClusterStatus {
     /// Why this node last failed to follow the log, until it follows again.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// Every node as it last said (this one included), with how far each is behind the log's
+    /// last sequence as this node knows it; a node silent for 10 s drops out.
+    pub nodes: Vec<PeerStatus>,
 }
 
 /// State shared by the node's task, its log and its status.
@@ -151,6 +156,8 @@ struct Shared {
     restored_from: Mutex<Option<u64>>,
     /// Why following last failed (cleared when it follows again).
     last_error: Mutex<Option<String>>,
+    /// Every node as it last said.
+    peers: Mutex<Vec<PeerStatus>>,
 }
 
 impl Shared {
@@ -234,6 +241,7 @@ impl Cluster {
                 max_payload,
                 restored_from: Mutex::new(None),
                 last_error: Mutex::new(None),
+                peers: Mutex::new(Vec::new()),
             }),
             js,
         })
@@ -261,6 +269,7 @@ impl Cluster {
             ledger,
         };
         tokio::spawn(node.run());
+        tokio::spawn(peers::run(self.shared.clone(), self.js.clone()));
     }
 
     /// What this node knows now.
@@ -276,6 +285,14 @@ impl Cluster {
             stream: s.options.stream.clone(),
             restored_from: *s.restored_from.lock().expect("restored lock"),
             last_error: s.last_error.lock().expect("error lock").clone(),
+            nodes: {
+                let last = s.log_last.load(Ordering::Acquire);
+                let mut nodes = s.peers.lock().expect("peers lock").clone();
+                for n in &mut nodes {
+                    n.behind = last.saturating_sub(n.applied);
+                }
+                nodes
+            },
         }
     }
 

@@ -436,6 +436,31 @@ fn restarted_and_new_nodes_catch_up_and_hold_the_same_states() {
         st.get("restored_from").is_none(),
         "started before any snapshot: {st}"
     );
+    // Every node's status lists every node, with how far each is behind.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, st) = get(&a, &format!("{follower}/v1/cluster")).unwrap();
+        let listed = st["nodes"].as_array().cloned().unwrap_or_default();
+        let caught_up = listed
+            .iter()
+            .filter(|n| n["applied"].as_u64() == st["applied"].as_u64() && n["behind"] == 0)
+            .count();
+        if listed.len() == 6 && caught_up == 6 {
+            let names: Vec<_> = listed.iter().map(|n| n["node"].as_str().unwrap()).collect();
+            assert_eq!(
+                names,
+                ["loom0", "loom1", "loom2", "loom3", "loom4", "loom5"]
+            );
+            assert_eq!(
+                listed.iter().filter(|n| n["role"] == "sequencer").count(),
+                1,
+                "{st}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "every node in the status: {st}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Appends `n` events to `thing/{key}` through `url`.
