@@ -82,9 +82,10 @@ impl loom_server::Replication for Replication {
     fn trim(
         &self,
         keep: usize,
+        force: bool,
     ) -> futures_util::future::BoxFuture<'_, Result<serde_json::Value, String>> {
         Box::pin(async move {
-            let trimmed = self.0.trim(keep).await.map_err(|e| e.to_string())?;
+            let trimmed = self.0.trim(keep, force).await.map_err(|e| e.to_string())?;
             Ok(serde_json::to_value(trimmed).expect("serializable"))
         })
     }
@@ -207,6 +208,10 @@ pub(crate) struct TrimArgs {
     /// Snapshots to keep.
     #[arg(long, default_value_t = 2)]
     keep: u64,
+    /// Trim even though some nodes have not applied as far as the oldest snapshot kept (they
+    /// must then start again from a snapshot).
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -226,9 +231,10 @@ pub(crate) async fn cluster(command: ClusterCommand) -> anyhow::Result<std::proc
 
 async fn trim(args: TrimArgs) -> anyhow::Result<std::process::ExitCode> {
     let client = args.conn.client(None)?;
-    let url = args
-        .conn
-        .url(&format!("/v1/cluster/trim?keep={}", args.keep));
+    let url = args.conn.url(&format!(
+        "/v1/cluster/trim?keep={}&force={}",
+        args.keep, args.force
+    ));
     let response = client
         .post(&url)
         .send()

@@ -170,7 +170,11 @@ impl Cluster {
     /// Keeps the newest `keep` snapshots (at least 1), deletes the older ones, and removes
     /// from the stream every message the oldest kept snapshot covers: a new node starts from
     /// a snapshot, and a node that had applied less than that must be started again from one.
-    pub async fn trim(&self, keep: usize) -> Result<Trimmed, ClusterError> {
+    ///
+    /// Unless `force`, it refuses while a node that says where it is (see
+    /// [`crate::PeerStatus`]) has applied less than the oldest kept snapshot covers: that node
+    /// could not follow any more.
+    pub async fn trim(&self, keep: usize, force: bool) -> Result<Trimmed, ClusterError> {
         let keep = keep.max(1);
         let mut all = self.snapshots().await?;
         if all.is_empty() {
@@ -179,6 +183,24 @@ impl Cluster {
                  all a new node could start from"
                     .into(),
             ));
+        }
+        let oldest_kept = all[all.len().saturating_sub(keep)].log_sequence;
+        let behind: Vec<String> = self
+            .shared
+            .peers
+            .lock()
+            .expect("peers lock")
+            .iter()
+            .filter(|p| p.applied < oldest_kept)
+            .map(|p| format!("{} (applied {})", p.node, p.applied))
+            .collect();
+        if !behind.is_empty() && !force {
+            return Err(ClusterError(format!(
+                "not trimmed: the oldest snapshot kept covers log sequence {oldest_kept}, and \
+                 some nodes have not applied that far: {}; they could not follow a trimmed \
+                 stream. Wait for them, or force it (they then start again from a snapshot)",
+                behind.join(", ")
+            )));
         }
         let store = ensure_store(&self.js, &self.shared.options).await?;
         let old = all.len().saturating_sub(keep);

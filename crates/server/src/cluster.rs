@@ -37,9 +37,11 @@ pub trait Replication: Send + Sync + std::fmt::Debug {
     /// The cluster's snapshots, oldest first.
     fn snapshots(&self) -> futures_util::future::BoxFuture<'_, Result<serde_json::Value, String>>;
     /// Keeps the newest `keep` snapshots and trims the stream below the oldest kept one.
+    /// (`force`: even if some nodes have not applied that far).
     fn trim(
         &self,
         keep: usize,
+        force: bool,
     ) -> futures_util::future::BoxFuture<'_, Result<serde_json::Value, String>>;
 }
 
@@ -171,11 +173,14 @@ pub(crate) async fn cluster_snapshots(
 /// directory (its status says so).
 #[utoipa::path(
     post, path = "/v1/cluster/trim", tag = "ops",
-    params(("keep" = Option<u64>, Query, minimum = 1, description = "Snapshots to keep (default 2)")),
+    params(
+        ("keep" = Option<u64>, Query, minimum = 1, description = "Snapshots to keep (default 2)"),
+        ("force" = Option<bool>, Query, description = "Trim even though some nodes have not applied as far as the oldest snapshot kept"),
+    ),
     responses(
         (status = 200, description = "Trimmed: deleted_snapshots, first_sequence, purged_messages", content_type = "application/json"),
         (status = 404, description = "Not a cluster node", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "There is no snapshot to keep", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "There is no snapshot to keep, or (without force) a node has not applied as far as the oldest kept", body = crate::problem::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["admin"]), ())
 )]
@@ -184,19 +189,23 @@ pub(crate) async fn cluster_trim(
     _: crate::auth::Admin,
     axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
 ) -> Result<Response, ApiError> {
-    let params = crate::params::Params::parse(&uri, &["keep"])?;
+    let params = crate::params::Params::parse(&uri, &["keep", "force"])?;
+    let force = params.bool("force")?;
     let keep = match params.u64("keep")? {
         Some(0) => return Err(ApiError::BadRequest("keep must be at least 1".into())),
         Some(n) => n as usize,
         None => 2,
     };
-    let trimmed = replication(&state)?.trim(keep).await.map_err(|why| {
-        if why.contains("no snapshot") {
-            ApiError::Precondition(why)
-        } else {
-            ApiError::Unavailable(why)
-        }
-    })?;
+    let trimmed = replication(&state)?
+        .trim(keep, force)
+        .await
+        .map_err(|why| {
+            if why.contains("no snapshot") || why.starts_with("not trimmed") {
+                ApiError::Precondition(why)
+            } else {
+                ApiError::Unavailable(why)
+            }
+        })?;
     Ok(json_response(
         StatusCode::OK,
         "application/json",

@@ -515,10 +515,31 @@ fn a_trimmed_stream_is_joined_from_a_snapshot_and_a_node_left_behind_says_so() {
             std::thread::sleep(Duration::from_millis(20));
         }
     };
+    // Every node has said where it is before one goes down.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get(&a, &format!("{url}/v1/cluster")).unwrap().1["nodes"]
+        .as_array()
+        .is_none_or(|n| n.len() < 3 || n.iter().any(|n| n["applied"].as_u64() < Some(30)))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "every node in the sequencer's status"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     nodes[behind].take().unwrap().kill();
     things(&a, &url, "b", 30);
     assert!(loom_cluster(&["snapshot"]).status.success());
-    let out = loom_cluster(&["trim", "--keep", "1"]);
+    // The killed node still shows in the nodes' list (for 10 s), behind the snapshot: a
+    // trim is refused, naming it, unless forced.
+    let refused = loom_cluster(&["trim", "--keep", "1"]);
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{why}");
+    assert!(
+        why.contains("409") && why.contains(&format!("loom{behind} (applied ")),
+        "{why}"
+    );
+    let out = loom_cluster(&["trim", "--keep", "1", "--force"]);
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && said.starts_with("trimmed: the stream begins at sequence "),
