@@ -225,7 +225,7 @@ pub(crate) struct ListParams {
     /// Newest first.
     backwards: Option<bool>,
     /// Only this stream (`{entity}/{key}`); repeatable.
-    #[param(min_length = 3)]
+    #[param(min_length = 3, pattern = r"^[A-Za-z0-9_.\-]{1,128}/.+$")]
     subject: Option<String>,
     /// Only this entity.
     #[param(min_length = 1)]
@@ -253,8 +253,8 @@ pub(crate) struct ListParams {
 pub(crate) struct SubscribeParams {
     /// Start after this position (default 0: from the beginning).
     after: Option<u64>,
-    /// Only this stream; repeatable.
-    #[param(min_length = 3)]
+    /// Only this stream (`{entity}/{key}`); repeatable.
+    #[param(min_length = 3, pattern = r"^[A-Za-z0-9_.\-]{1,128}/.+$")]
     subject: Option<String>,
     /// Only this entity.
     #[param(min_length = 1)]

@@ -283,7 +283,7 @@ pub(crate) async fn projections_state_key(
     get, path = "/v1/projections/{name}/keys", tag = "projections",
     params(("name" = String, Path, description = "Projection name"),
         ("after" = Option<String>, Query, description = "Only keys after this one"),
-        ("limit" = Option<u64>, Query, description = "Most keys (default 100, at most 10000)")),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 10000, description = "Most keys (default 100, at most 10000)")),
     responses(
         (status = 200, description = "Keys (`{entity}/{key}`)", body = Vec<String>,
             headers(("Link" = String, description = "rel=\"next\": the next page"))),
