@@ -17,6 +17,7 @@ mod hostile_subscribers;
 mod hostile_waits;
 mod interop_js;
 mod interop_python;
+mod interop_rust;
 mod modules;
 mod ops;
 mod projections;
