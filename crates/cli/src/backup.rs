@@ -9,13 +9,14 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
 use futures_util::StreamExt;
 use loom_ledger::{DB_FILE, Ledger, LedgerOptions, WAL_FILE};
 
-use crate::client::{Connection, check, send_error};
+use crate::client::Connection;
 
 #[derive(Debug, Args)]
 pub(crate) struct BackupArgs {
@@ -51,28 +52,14 @@ pub(crate) async fn backup(args: BackupArgs) -> anyhow::Result<ExitCode> {
     if args.to.exists() {
         bail!("{} exists already; choose a new file", args.to.display());
     }
-    let client = args.conn.client(None)?;
-    let url = args.conn.url("/v1/backup");
-    let response = client
-        .get(&url)
-        .send()
-        .await
-        .with_context(|| send_error(&url))?;
-    let response = check(response).await?;
-    let header = |name: &str| {
-        response
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    let (head, log_sequence) = (header("loom-head"), header("loom-log-sequence"));
+    let client = args.conn.client(Duration::from_secs(60))?;
+    let backup = client.backup().await?;
+    let (head, log_sequence) = (backup.head, backup.log_sequence);
     let partial = partial_path(&args.to);
     let mut out = std::fs::File::create_new(&partial)
         .with_context(|| format!("creating {}", partial.display()))?;
     let mut bytes = 0u64;
-    let mut body = response.bytes_stream();
+    let mut body = std::pin::pin!(backup.bytes());
     let written: anyhow::Result<()> = async {
         while let Some(chunk) = body.next().await {
             let chunk = chunk.context("reading the backup from the server")?;

@@ -9,17 +9,9 @@ use anyhow::{Context, anyhow, bail};
 use clap::Args;
 use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use reqwest::{Response, StatusCode, header};
+use loom_client::{AppendedEvent, Client, ReadQuery, SubscribeQuery};
 use serde_json::Value;
 use serde_json::value::RawValue;
-
-/// Characters left as they are in a path segment.
-pub(crate) const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
 
 /// Where the server is and how to authenticate.
 #[derive(Debug, Args)]
@@ -41,54 +33,27 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    pub(crate) fn client(&self, timeout: Option<Duration>) -> anyhow::Result<reqwest::Client> {
-        let mut headers = header::HeaderMap::new();
-        if let Some(token) = &self.token {
-            let mut value = header::HeaderValue::from_str(&format!("Bearer {token}"))
-                .context("the token is not a valid header value")?;
-            value.set_sensitive(true);
-            headers.insert(header::AUTHORIZATION, value);
-        }
-        let mut builder = reqwest::Client::builder()
-            .default_headers(headers)
-            .connect_timeout(Duration::from_secs(10))
+    /// A client of the server. Requests time out after `timeout`; subscriptions, uploads and
+    /// backups do not.
+    pub(crate) fn client(&self, timeout: Duration) -> anyhow::Result<Client> {
+        let mut builder = Client::builder(&self.url)
+            .timeout(timeout)
             .user_agent(concat!("loom-cli/", env!("CARGO_PKG_VERSION")));
-        if let Some(t) = timeout {
-            builder = builder.timeout(t);
+        if let Some(token) = &self.token {
+            builder = builder.token(token);
         }
-        builder.build().context("building the HTTP client")
-    }
-
-    pub(crate) fn url(&self, path_and_query: &str) -> String {
-        format!("{}{}", self.url.trim_end_matches('/'), path_and_query)
+        Ok(builder.build()?)
     }
 }
 
-/// Turns a non-success response into an error that reads well, using the problem's detail.
-pub(crate) async fn check(response: Response) -> anyhow::Result<Response> {
-    let status = response.status();
-    if status.is_success() {
-        return Ok(response);
-    }
-    let text = response.text().await.unwrap_or_default();
-    let detail = serde_json::from_str::<Value>(&text)
-        .ok()
-        .and_then(|v| v.get("detail").and_then(Value::as_str).map(str::to_owned))
-        .unwrap_or_else(|| text.trim().to_owned());
-    Err(anyhow!(
-        "the server answered {} {}: {}",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or(""),
-        if detail.is_empty() {
-            "(no details)"
-        } else {
-            &detail
-        }
-    ))
-}
-
-pub(crate) fn send_error(url: &str) -> String {
-    format!("sending the request to {url} (is the server running? see --url / LOOM_URL)")
+/// Whether an error is that the server could not be reached (for a hint about `--url`).
+pub(crate) fn unreachable(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<loom_client::Error>(),
+            Some(loom_client::Error::Transport { .. })
+        )
+    })
 }
 
 // ----- append -----
@@ -152,8 +117,7 @@ pub(crate) async fn append(args: AppendArgs) -> anyhow::Result<ExitCode> {
     if events.is_empty() {
         bail!("the input holds no events");
     }
-    let client = args.conn.client(Some(Duration::from_secs(120)))?;
-    let url = args.conn.url("/v1/events");
+    let client = args.conn.client(Duration::from_secs(120))?;
     let total = events.len() as u64;
     let bar = if crate::stderr_is_terminal() && events.len() > args.batch_size {
         let bar = ProgressBar::new(total);
@@ -165,7 +129,7 @@ pub(crate) async fn append(args: AppendArgs) -> anyhow::Result<ExitCode> {
     } else {
         ProgressBar::hidden()
     };
-    let mut appended: Vec<Value> = Vec::with_capacity(events.len());
+    let mut appended: Vec<AppendedEvent> = Vec::with_capacity(events.len());
     let mut last_position = 0;
     let mut duplicates = 0usize;
     let mut batch = String::from("[");
@@ -187,16 +151,9 @@ pub(crate) async fn append(args: AppendArgs) -> anyhow::Result<ExitCode> {
         }
         batch.push(']');
         let body = std::mem::replace(&mut batch, String::from("["));
-        let response = client
-            .post(&url)
-            .header(header::CONTENT_TYPE, "application/cloudevents-batch+json")
-            .body(body)
-            .send()
-            .await
-            .with_context(|| send_error(&url))?;
         let sent = in_batch;
         let done = appended.len();
-        let response = check(response).await.with_context(|| {
+        let outcome = client.append_json(body).await.with_context(|| {
             if done == 0 {
                 format!("appending events 1..{sent} (nothing was written)")
             } else {
@@ -208,20 +165,11 @@ pub(crate) async fn append(args: AppendArgs) -> anyhow::Result<ExitCode> {
                 )
             }
         })?;
-        let outcome: Value = response
-            .json()
-            .await
-            .context("reading the server's answer")?;
-        if outcome.get("duplicate").and_then(Value::as_bool) == Some(true) {
+        if outcome.duplicate {
             duplicates += sent;
         }
-        last_position = outcome
-            .get("last_position")
-            .and_then(Value::as_u64)
-            .unwrap_or(last_position);
-        if let Some(list) = outcome.get("events").and_then(Value::as_array) {
-            appended.extend(list.iter().cloned());
-        }
+        last_position = outcome.last_position;
+        appended.extend(outcome.events);
         bar.inc(sent as u64);
         in_batch = 0;
     }
@@ -230,10 +178,7 @@ pub(crate) async fn append(args: AppendArgs) -> anyhow::Result<ExitCode> {
         let out = serde_json::json!({ "events": appended, "last_position": last_position });
         println!("{out}");
     } else {
-        let first = appended
-            .first()
-            .and_then(|e| e.get("position"))
-            .and_then(Value::as_u64);
+        let first = appended.first().map(|e| e.position);
         match first {
             Some(first) if appended.len() > 1 => println!(
                 "appended {} events at positions {first}..{last_position}",
@@ -287,17 +232,16 @@ pub(crate) struct EventsArgs {
 
 /// Prints one stored event: its JSON text as received (numbers exact) or one line for people.
 fn print_event(
-    raw: &RawValue,
-    event: &Value,
+    event: &loom_client::StoredEvent,
     json: bool,
     out: &mut impl Write,
-) -> std::io::Result<()> {
+) -> anyhow::Result<()> {
     if json {
-        return writeln!(out, "{}", raw.get());
+        return writeln!(out, "{}", event.json()).context("writing to stdout");
     }
-    let s = |k: &str| event.get(k).and_then(Value::as_str).unwrap_or("");
-    let n = |k: &str| event.get(k).and_then(Value::as_u64).unwrap_or(0);
-    let data = match (event.get("data"), event.get("data_base64")) {
+    let parsed: Value = serde_json::from_str(event.json()).context("reading an event")?;
+    let s = |k: &str| parsed.get(k).and_then(Value::as_str).unwrap_or("");
+    let data = match (parsed.get("data"), parsed.get("data_base64")) {
         (Some(d), _) => d.to_string(),
         (None, Some(b)) => format!("base64:{}", b.as_str().unwrap_or("")),
         (None, None) => String::new(),
@@ -310,74 +254,49 @@ fn print_event(
     writeln!(
         out,
         "{:>8}  {}@{}  {}  {}  {}",
-        n("position"),
-        s("subject"),
-        n("revision"),
+        event.position(),
+        event.subject(),
+        event.revision(),
         s("type"),
         s("id"),
         data
     )
-}
-
-pub(crate) fn query_string(pairs: &[(&str, String)]) -> String {
-    let mut q = String::new();
-    for (k, v) in pairs {
-        q.push(if q.is_empty() { '?' } else { '&' });
-        q.push_str(k);
-        q.push('=');
-        q.push_str(&utf8_percent_encode(v, SEGMENT).to_string());
-    }
-    q
+    .context("writing to stdout")
 }
 
 pub(crate) async fn events(args: EventsArgs) -> anyhow::Result<ExitCode> {
-    let mut filters: Vec<(&str, String)> = Vec::new();
+    let json = args.conn.json;
+    let mut query = ReadQuery::default().after(args.after);
     if let Some(s) = &args.subject {
-        filters.push(("subject", s.clone()));
+        query = query.subject(s);
     }
     if let Some(e) = &args.entity {
-        filters.push(("entity", e.clone()));
+        query = query.entity(e);
     }
     for t in &args.types {
-        filters.push(("type", t.clone()));
+        query = query.event_type(t);
     }
+    if args.follow {
+        return follow(&args, SubscribeQuery::from(&query), json).await;
+    }
+    let client = args.conn.client(Duration::from_secs(120))?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let json = args.conn.json;
-    if args.follow {
-        return follow(&args, filters, json).await;
-    }
-    let client = args.conn.client(Some(Duration::from_secs(120)))?;
     let mut printed = 0u64;
-    let mut after = args.after;
     loop {
         let page_size = args.limit.map_or(1000, |l| (l - printed).min(1000));
         if page_size == 0 {
             break;
         }
-        let mut pairs = filters.clone();
-        pairs.push(("after", after.to_string()));
-        pairs.push(("limit", page_size.to_string()));
-        let url = args
-            .conn
-            .url(&format!("/v1/events{}", query_string(&pairs)));
-        let response = client
-            .get(&url)
-            .send()
-            .await
-            .with_context(|| send_error(&url))?;
-        let response = check(response).await?;
-        let has_next = response.headers().contains_key(header::LINK);
-        let page: Vec<Box<RawValue>> = response.json().await.context("reading events")?;
-        for raw in &page {
-            let e: Value = serde_json::from_str(raw.get()).context("reading an event")?;
-            print_event(raw, &e, json, &mut out).context("writing to stdout")?;
-            after = e.get("position").and_then(Value::as_u64).unwrap_or(after);
+        let page = client.read(&query.clone().limit(page_size)).await?;
+        for event in &page.events {
+            print_event(event, json, &mut out)?;
         }
-        printed += page.len() as u64;
-        if !has_next || page.is_empty() {
+        printed += page.events.len() as u64;
+        if !page.more || page.events.is_empty() {
             break;
         }
+        query = query.next(&page);
     }
     if printed == 0 && !json && std::io::stdout().is_terminal() {
         eprintln!("no events");
@@ -385,42 +304,22 @@ pub(crate) async fn events(args: EventsArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn follow(
-    args: &EventsArgs,
-    mut pairs: Vec<(&str, String)>,
-    json: bool,
-) -> anyhow::Result<ExitCode> {
-    pairs.push(("after", args.after.to_string()));
-    let client = args.conn.client(None)?;
-    let url = args
-        .conn
-        .url(&format!("/v1/subscribe{}", query_string(&pairs)));
-    let response = client
-        .get(&url)
-        .header(header::ACCEPT, "text/event-stream")
-        .send()
-        .await
-        .with_context(|| send_error(&url))?;
-    let response = check(response).await?;
-    let mut events = eventsource_stream::EventStream::new(response.bytes_stream());
+async fn follow(args: &EventsArgs, query: SubscribeQuery, json: bool) -> anyhow::Result<ExitCode> {
+    let client = args.conn.client(Duration::from_secs(120))?;
+    let mut events = client.subscribe(query);
     let mut printed = 0u64;
     let stdout = std::io::stdout();
-    while let Some(item) = events.next().await {
-        let message = item.map_err(|e| anyhow!("the subscription broke: {e}"))?;
-        if message.event == "error" {
-            bail!("the server ended the subscription: {}", message.data);
-        }
-        let raw: Box<RawValue> = serde_json::from_str(&message.data).context("reading an event")?;
-        let event: Value = serde_json::from_str(raw.get()).context("reading an event")?;
+    while let Some(event) = events.next().await {
+        let event = event.context("following the events")?;
         let mut out = stdout.lock();
-        print_event(&raw, &event, json, &mut out).context("writing to stdout")?;
+        print_event(&event, json, &mut out)?;
         out.flush().context("writing to stdout")?;
         printed += 1;
         if args.limit.is_some_and(|l| printed >= l) {
             return Ok(ExitCode::SUCCESS);
         }
     }
-    bail!("the server closed the subscription")
+    bail!("the subscription ended")
 }
 
 // ----- stream -----
@@ -439,36 +338,22 @@ pub(crate) struct StreamArgs {
 }
 
 pub(crate) async fn stream(args: StreamArgs) -> anyhow::Result<ExitCode> {
-    let client = args.conn.client(Some(Duration::from_secs(120)))?;
-    let base = format!(
-        "/v1/streams/{}/{}",
-        utf8_percent_encode(&args.entity, SEGMENT),
-        utf8_percent_encode(&args.key, SEGMENT)
-    );
+    let client = args.conn.client(Duration::from_secs(120))?;
+    let subject = format!("{}/{}", args.entity, args.key);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut after = args.after_revision;
     loop {
-        let url = args
-            .conn
-            .url(&format!("{base}?after_revision={after}&limit=1000"));
-        let response = client
-            .get(&url)
-            .send()
-            .await
-            .with_context(|| send_error(&url))?;
-        if response.status() == StatusCode::NOT_FOUND && after > args.after_revision {
-            break;
+        let page = match client.stream(&subject, after).await {
+            // The stream ended exactly at a page boundary.
+            Err(e) if e.status() == Some(404) && after > args.after_revision => break,
+            other => other?,
+        };
+        for event in &page.events {
+            print_event(event, args.conn.json, &mut out)?;
+            after = event.revision();
         }
-        let response = check(response).await?;
-        let has_next = response.headers().contains_key(header::LINK);
-        let page: Vec<Box<RawValue>> = response.json().await.context("reading the stream")?;
-        for raw in &page {
-            let e: Value = serde_json::from_str(raw.get()).context("reading an event")?;
-            print_event(raw, &e, args.conn.json, &mut out).context("writing to stdout")?;
-            after = e.get("revision").and_then(Value::as_u64).unwrap_or(after);
-        }
-        if !has_next || page.is_empty() {
+        if !page.more || page.events.is_empty() {
             break;
         }
     }

@@ -230,21 +230,8 @@ pub(crate) async fn cluster(command: ClusterCommand) -> anyhow::Result<std::proc
 }
 
 async fn trim(args: TrimArgs) -> anyhow::Result<std::process::ExitCode> {
-    let client = args.conn.client(None)?;
-    let url = args.conn.url(&format!(
-        "/v1/cluster/trim?keep={}&force={}",
-        args.keep, args.force
-    ));
-    let response = client
-        .post(&url)
-        .send()
-        .await
-        .with_context(|| crate::client::send_error(&url))?;
-    let answer: serde_json::Value = crate::client::check(response)
-        .await?
-        .json()
-        .await
-        .context("reading the answer")?;
+    let client = args.conn.client(Duration::from_secs(600))?;
+    let answer = client.trim(args.keep, args.force).await?;
     if args.conn.json {
         println!("{answer}");
     } else {
@@ -260,22 +247,12 @@ async fn trim(args: TrimArgs) -> anyhow::Result<std::process::ExitCode> {
 
 /// `loom cluster snapshot` (take one) and `loom cluster snapshots` (list them).
 async fn snapshot(args: StatusArgs, take: bool) -> anyhow::Result<std::process::ExitCode> {
-    let client = args.conn.client(None)?;
-    let url = args.conn.url("/v1/cluster/snapshots");
-    let request = if take {
-        client.post(&url)
+    let client = args.conn.client(Duration::from_secs(60))?;
+    let answer = if take {
+        client.take_snapshot().await?
     } else {
-        client.get(&url)
+        client.snapshots().await?
     };
-    let response = request
-        .send()
-        .await
-        .with_context(|| crate::client::send_error(&url))?;
-    let answer: serde_json::Value = crate::client::check(response)
-        .await?
-        .json()
-        .await
-        .context("reading the answer")?;
     if args.conn.json {
         println!("{answer}");
         return Ok(std::process::ExitCode::SUCCESS);
@@ -299,18 +276,8 @@ async fn snapshot(args: StatusArgs, take: bool) -> anyhow::Result<std::process::
 }
 
 async fn status(args: StatusArgs) -> anyhow::Result<std::process::ExitCode> {
-    let client = args.conn.client(Some(Duration::from_secs(30)))?;
-    let url = args.conn.url("/v1/cluster");
-    let response = client
-        .get(&url)
-        .send()
-        .await
-        .with_context(|| crate::client::send_error(&url))?;
-    let status: serde_json::Value = crate::client::check(response)
-        .await?
-        .json()
-        .await
-        .context("reading the cluster status")?;
+    let client = args.conn.client(Duration::from_secs(30))?;
+    let status = client.cluster().await?;
     if args.conn.json {
         println!("{status}");
     } else {

@@ -5,14 +5,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{anyhow, bail};
 use clap::{Args, Subcommand};
-use percent_encoding::utf8_percent_encode;
-use reqwest::{StatusCode, header};
+use loom_client::{Outcome, ReactorAction};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use crate::client::{Connection, SEGMENT, check, read_stdin, send_error};
-use crate::modules::{get_json, push};
+use crate::client::{Connection, read_stdin};
+use crate::modules::push;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum DecidersCommand {
@@ -122,10 +122,6 @@ pub(crate) enum ReactorsCommand {
     },
 }
 
-fn seg(name: &str) -> String {
-    utf8_percent_encode(name, SEGMENT).to_string()
-}
-
 fn s<'v>(v: &'v Value, k: &str) -> &'v str {
     v.get(k).and_then(Value::as_str).unwrap_or("")
 }
@@ -134,32 +130,8 @@ fn n(v: &Value, k: &str) -> u64 {
     v.get(k).and_then(Value::as_u64).unwrap_or(0)
 }
 
-async fn send(
-    conn: &Connection,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<String>,
-    idempotency_key: Option<&str>,
-) -> anyhow::Result<(StatusCode, Value)> {
-    let client = conn.client(Some(Duration::from_secs(60)))?;
-    let url = conn.url(path);
-    let mut req = client.request(method, &url);
-    if let Some(k) = idempotency_key {
-        req = req.header("idempotency-key", k);
-    }
-    if let Some(body) = body {
-        req = req
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(body);
-    }
-    let response = req.send().await.with_context(|| send_error(&url))?;
-    let status = response.status();
-    let response = check(response).await?;
-    if status == StatusCode::NO_CONTENT {
-        return Ok((status, Value::Null));
-    }
-    Ok((status, response.json().await.context("reading the answer")?))
-}
+/// How long a request may take.
+const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// `--module ID` as is, or `--wasm FILE` pushed first.
 async fn module_id(
@@ -244,15 +216,9 @@ pub(crate) async fn deciders(command: DecidersCommand) -> anyhow::Result<ExitCod
             wasm,
         } => {
             let module = module_id(&conn, module, wasm).await?;
-            let (status, d) = send(
-                &conn,
-                reqwest::Method::PUT,
-                &format!("/v1/deciders/{}", seg(&entity)),
-                Some(json!({ "module": module }).to_string()),
-                None,
-            )
-            .await?;
-            let what = if status == StatusCode::CREATED {
+            let defined = conn.client(TIMEOUT)?.put_decider(&entity, &module).await?;
+            let d = defined.status;
+            let what = if defined.outcome == Outcome::Created {
                 "bound"
             } else {
                 "rebound"
@@ -260,7 +226,7 @@ pub(crate) async fn deciders(command: DecidersCommand) -> anyhow::Result<ExitCod
             print(&conn, &d, |d| format!("{what}: {}", describe_decider(d)));
         }
         DecidersCommand::List { conn } => {
-            let list = get_json(&conn, "/v1/deciders").await?;
+            let list = Value::from(conn.client(TIMEOUT)?.deciders().await?);
             if conn.json {
                 println!("{list}");
             } else {
@@ -274,12 +240,11 @@ pub(crate) async fn deciders(command: DecidersCommand) -> anyhow::Result<ExitCod
             }
         }
         DecidersCommand::Get { conn, entity } => {
-            let d = get_json(&conn, &format!("/v1/deciders/{}", seg(&entity))).await?;
+            let d = conn.client(TIMEOUT)?.decider(&entity).await?;
             print(&conn, &d, describe_decider);
         }
         DecidersCommand::Delete { conn, entity } => {
-            let path = format!("/v1/deciders/{}", seg(&entity));
-            send(&conn, reqwest::Method::DELETE, &path, None, None).await?;
+            conn.client(TIMEOUT)?.delete_decider(&entity).await?;
             let v = json!({ "deleted": entity });
             print(&conn, &v, |_| format!("unbound the decider of {entity}"));
         }
@@ -294,17 +259,18 @@ pub(crate) async fn command(args: CommandArgs) -> anyhow::Result<ExitCode> {
     } else {
         args.command.clone()
     };
-    serde_json::from_str::<Value>(&text).map_err(|e| anyhow!("the command is not JSON: {e}"))?;
-    let key: Vec<String> = args.key.split('/').map(seg).collect();
-    let path = format!("/v1/commands/{}/{}", seg(&args.entity), key.join("/"));
-    let (_, out) = send(
-        conn,
-        reqwest::Method::POST,
-        &path,
-        Some(text),
-        args.idempotency_key.as_deref(),
-    )
-    .await?;
+    // Sent as written (numbers exact).
+    let body: Box<RawValue> =
+        serde_json::from_str(&text).map_err(|e| anyhow!("the command is not JSON: {e}"))?;
+    let outcome = conn
+        .client(TIMEOUT)?
+        .command(
+            &format!("{}/{}", args.entity, args.key),
+            &body,
+            args.idempotency_key.as_deref(),
+        )
+        .await?;
+    let out = serde_json::to_value(outcome)?;
     print(conn, &out, |o| {
         let events = o["events"].as_array().cloned().unwrap_or_default();
         let mut text = format!(
@@ -335,7 +301,7 @@ pub(crate) async fn command(args: CommandArgs) -> anyhow::Result<ExitCode> {
 
 // Long by design: one subcommand: its flags, request and output.
 pub(crate) async fn reactors(command: ReactorsCommand) -> anyhow::Result<ExitCode> {
-    let (conn, method, path, what) = match command {
+    let (conn, name, action, what) = match command {
         ReactorsCommand::Put {
             conn,
             name,
@@ -354,15 +320,9 @@ pub(crate) async fn reactors(command: ReactorsCommand) -> anyhow::Result<ExitCod
             if let Some(sink) = sink {
                 body["sink"] = json!(sink);
             }
-            let (status, st) = send(
-                &conn,
-                reqwest::Method::PUT,
-                &format!("/v1/reactors/{}", seg(&name)),
-                Some(body.to_string()),
-                None,
-            )
-            .await?;
-            let what = if status == StatusCode::CREATED {
+            let defined = conn.client(TIMEOUT)?.put_reactor(&name, &body).await?;
+            let st = defined.status;
+            let what = if defined.outcome == Outcome::Created {
                 "created"
             } else {
                 "changed"
@@ -371,7 +331,7 @@ pub(crate) async fn reactors(command: ReactorsCommand) -> anyhow::Result<ExitCod
             return Ok(ExitCode::SUCCESS);
         }
         ReactorsCommand::List { conn } => {
-            let list = get_json(&conn, "/v1/reactors").await?;
+            let list = Value::from(conn.client(TIMEOUT)?.reactors().await?);
             if conn.json {
                 println!("{list}");
             } else {
@@ -386,25 +346,14 @@ pub(crate) async fn reactors(command: ReactorsCommand) -> anyhow::Result<ExitCod
             return Ok(ExitCode::SUCCESS);
         }
         ReactorsCommand::Get { conn, name } => {
-            let st = get_json(&conn, &format!("/v1/reactors/{}", seg(&name))).await?;
+            let st = conn.client(TIMEOUT)?.reactor(&name).await?;
             print(&conn, &st, describe_reactor);
             return Ok(ExitCode::SUCCESS);
         }
-        ReactorsCommand::Pause { conn, name } => (
-            conn,
-            reqwest::Method::POST,
-            format!("/v1/reactors/{}/pause", seg(&name)),
-            "paused",
-        ),
-        ReactorsCommand::Resume { conn, name } => (
-            conn,
-            reqwest::Method::POST,
-            format!("/v1/reactors/{}/resume", seg(&name)),
-            "resumed",
-        ),
+        ReactorsCommand::Pause { conn, name } => (conn, name, ReactorAction::Pause, "paused"),
+        ReactorsCommand::Resume { conn, name } => (conn, name, ReactorAction::Resume, "resumed"),
         ReactorsCommand::Delete { conn, name } => {
-            let path = format!("/v1/reactors/{}", seg(&name));
-            send(&conn, reqwest::Method::DELETE, &path, None, None).await?;
+            conn.client(TIMEOUT)?.delete_reactor(&name).await?;
             let v = json!({ "deleted": name });
             print(&conn, &v, |_| {
                 format!("deleted reactor {name} and its checkpoint")
@@ -412,7 +361,7 @@ pub(crate) async fn reactors(command: ReactorsCommand) -> anyhow::Result<ExitCod
             return Ok(ExitCode::SUCCESS);
         }
     };
-    let (_, st) = send(&conn, method, &path, None, None).await?;
+    let st = conn.client(TIMEOUT)?.reactor_action(&name, action).await?;
     print(&conn, &st, |st| format!("{what}: {}", describe_reactor(st)));
     Ok(ExitCode::SUCCESS)
 }

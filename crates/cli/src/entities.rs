@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Subcommand;
-use percent_encoding::utf8_percent_encode;
-use reqwest::{StatusCode, header};
+use loom_client::Outcome;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
-use crate::client::{Connection, SEGMENT, check, read_stdin, send_error};
+use crate::client::{Connection, read_stdin};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum EntitiesCommand {
@@ -42,23 +42,12 @@ pub(crate) async fn entities(command: EntitiesCommand) -> anyhow::Result<ExitCod
                 std::fs::read_to_string(&file)
                     .with_context(|| format!("reading {}", file.display()))?
             };
-            serde_json::from_str::<Value>(&text)
+            // Sent as written: the server reads it (and says what is wrong with it).
+            let body: Box<RawValue> = serde_json::from_str(&text)
                 .with_context(|| format!("{} is not JSON", file.display()))?;
-            let client = conn.client(Some(Duration::from_secs(60)))?;
-            let url = conn.url(&format!(
-                "/v1/entities/{}",
-                utf8_percent_encode(&name, SEGMENT)
-            ));
-            let response = client
-                .put(&url)
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(text)
-                .send()
-                .await
-                .with_context(|| send_error(&url))?;
-            let created = response.status() == StatusCode::CREATED;
-            let response = check(response).await?;
-            let spec: Value = response.json().await.context("reading the answer")?;
+            let client = conn.client(Duration::from_secs(60))?;
+            let (spec, outcome) = client.put_entity(&name, &body).await?;
+            let created = outcome == Outcome::Created;
             if conn.json {
                 println!("{spec}");
             } else {
@@ -70,19 +59,11 @@ pub(crate) async fn entities(command: EntitiesCommand) -> anyhow::Result<ExitCod
             }
         }
         EntitiesCommand::Get { conn, name } => {
-            let client = conn.client(Some(Duration::from_secs(60)))?;
-            let path = match &name {
-                Some(n) => format!("/v1/entities/{}", utf8_percent_encode(n, SEGMENT)),
-                None => "/v1/entities".to_owned(),
+            let client = conn.client(Duration::from_secs(60))?;
+            let value: Value = match &name {
+                Some(n) => client.entity(n).await?,
+                None => Value::Object(client.entities().await?),
             };
-            let url = conn.url(&path);
-            let response = client
-                .get(&url)
-                .send()
-                .await
-                .with_context(|| send_error(&url))?;
-            let response = check(response).await?;
-            let value: Value = response.json().await.context("reading the answer")?;
             if conn.json {
                 println!("{value}");
             } else if let Some(n) = &name {

@@ -198,6 +198,9 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
+            if client::unreachable(&e) {
+                eprintln!("hint: is the server running there? see --url / LOOM_URL");
+            }
             ExitCode::FAILURE
         }
     }

@@ -6,11 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Subcommand;
-use percent_encoding::utf8_percent_encode;
-use reqwest::{StatusCode, header};
 use serde_json::Value;
 
-use crate::client::{Connection, SEGMENT, check, send_error};
+use crate::client::Connection;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ModulesCommand {
@@ -63,21 +61,12 @@ fn describe(m: &Value) -> String {
 /// Uploads `file`; returns the module record and whether it was new.
 pub(crate) async fn push(conn: &Connection, file: &Path) -> anyhow::Result<(Value, bool)> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let client = conn.client(Some(Duration::from_secs(300)))?;
-    let url = conn.url("/v1/modules");
-    let response = client
-        .post(&url)
-        .header(header::CONTENT_TYPE, "application/wasm")
-        .body(bytes)
-        .send()
-        .await
-        .with_context(|| send_error(&url))?;
-    let created = response.status() == StatusCode::CREATED;
-    let response = check(response)
+    let client = conn.client(Duration::from_secs(300))?;
+    let (record, created) = client
+        .upload_module(bytes)
         .await
         .with_context(|| format!("pushing {}", file.display()))?;
-    let record: Value = response.json().await.context("reading the answer")?;
-    Ok((record, created))
+    Ok((serde_json::to_value(record)?, created))
 }
 
 pub(crate) async fn modules(command: ModulesCommand) -> anyhow::Result<ExitCode> {
@@ -95,7 +84,7 @@ pub(crate) async fn modules(command: ModulesCommand) -> anyhow::Result<ExitCode>
             }
         }
         ModulesCommand::List { conn } => {
-            let list = get_json(&conn, "/v1/modules").await?;
+            let list = serde_json::to_value(conn.client(TIMEOUT)?.modules().await?)?;
             if conn.json {
                 println!("{list}");
             } else {
@@ -109,11 +98,7 @@ pub(crate) async fn modules(command: ModulesCommand) -> anyhow::Result<ExitCode>
             }
         }
         ModulesCommand::Get { conn, id } => {
-            let m = get_json(
-                &conn,
-                &format!("/v1/modules/{}", utf8_percent_encode(&id, SEGMENT)),
-            )
-            .await?;
+            let m = serde_json::to_value(conn.client(TIMEOUT)?.module(&id).await?)?;
             if conn.json {
                 println!("{m}");
             } else {
@@ -121,17 +106,7 @@ pub(crate) async fn modules(command: ModulesCommand) -> anyhow::Result<ExitCode>
             }
         }
         ModulesCommand::Delete { conn, id } => {
-            let client = conn.client(Some(Duration::from_secs(60)))?;
-            let url = conn.url(&format!(
-                "/v1/modules/{}",
-                utf8_percent_encode(&id, SEGMENT)
-            ));
-            let response = client
-                .delete(&url)
-                .send()
-                .await
-                .with_context(|| send_error(&url))?;
-            check(response).await?;
+            conn.client(TIMEOUT)?.delete_module(&id).await?;
             if conn.json {
                 println!("{}", serde_json::json!({ "deleted": id }));
             } else {
@@ -142,15 +117,5 @@ pub(crate) async fn modules(command: ModulesCommand) -> anyhow::Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
-/// GETs a JSON document.
-pub(crate) async fn get_json(conn: &Connection, path: &str) -> anyhow::Result<Value> {
-    let client = conn.client(Some(Duration::from_secs(60)))?;
-    let url = conn.url(path);
-    let response = client
-        .get(&url)
-        .send()
-        .await
-        .with_context(|| send_error(&url))?;
-    let response = check(response).await?;
-    response.json().await.context("reading the answer")
-}
+/// How long a request may take (uploads: five minutes).
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(60);

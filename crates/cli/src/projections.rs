@@ -5,15 +5,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{anyhow, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use percent_encoding::utf8_percent_encode;
-use reqwest::{StatusCode, header};
+use loom_client::{Outcome, ProjectionAction, StateQuery};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use crate::client::{Connection, SEGMENT, check, query_string, send_error};
-use crate::modules::{get_json, push};
+use crate::client::Connection;
+use crate::modules::{TIMEOUT, push};
 
 /// Partition modes.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -165,24 +165,6 @@ pub(crate) enum ProjectionsCommand {
     },
 }
 
-fn path_of(name: &str) -> String {
-    format!("/v1/projections/{}", utf8_percent_encode(name, SEGMENT))
-}
-
-/// `…/{entity}/{key}` with each segment of the key encoded (its slashes kept as path
-/// separators, as the server reads the key as the rest of the path).
-fn stream_suffix(entity: &str, key: &str) -> String {
-    let key: Vec<String> = key
-        .split('/')
-        .map(|s| utf8_percent_encode(s, SEGMENT).to_string())
-        .collect();
-    format!(
-        "/{}/{}",
-        utf8_percent_encode(entity, SEGMENT),
-        key.join("/")
-    )
-}
-
 fn s<'v>(v: &'v Value, k: &str) -> &'v str {
     v.get(k).and_then(Value::as_str).unwrap_or("")
 }
@@ -240,32 +222,22 @@ fn describe(st: &Value) -> String {
     text
 }
 
-async fn send(
-    conn: &Connection,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<(String, &'static str)>,
-) -> anyhow::Result<(StatusCode, Value)> {
-    let client = conn.client(Some(Duration::from_secs(120)))?;
-    let url = conn.url(path);
-    let mut req = client.request(method, &url);
-    if let Some((body, ct)) = body {
-        req = req.header(header::CONTENT_TYPE, ct).body(body);
+/// The stream `ENTITY KEY` names, if any.
+fn subject(entity: &Option<String>, key: &Option<String>) -> anyhow::Result<Option<String>> {
+    match (entity, key) {
+        (Some(e), Some(k)) => Ok(Some(format!("{e}/{k}"))),
+        (Some(_), None) => {
+            bail!("give both ENTITY and KEY, e.g. `loom projections state carts cart 42`")
+        }
+        _ => Ok(None),
     }
-    let response = req.send().await.with_context(|| send_error(&url))?;
-    let status = response.status();
-    let response = check(response).await?;
-    if status == StatusCode::NO_CONTENT {
-        return Ok((status, Value::Null));
-    }
-    Ok((status, response.json().await.context("reading the answer")?))
 }
 
 pub(crate) async fn projections(command: ProjectionsCommand) -> anyhow::Result<ExitCode> {
     match command {
         ProjectionsCommand::Put(args) => put(args).await,
         ProjectionsCommand::List { conn } => {
-            let list = get_json(&conn, "/v1/projections").await?;
+            let list = Value::from(conn.client(TIMEOUT)?.projections().await?);
             if conn.json {
                 println!("{list}");
             } else {
@@ -280,7 +252,7 @@ pub(crate) async fn projections(command: ProjectionsCommand) -> anyhow::Result<E
             Ok(ExitCode::SUCCESS)
         }
         ProjectionsCommand::Get { conn, name } => {
-            let st = get_json(&conn, &path_of(&name)).await?;
+            let st = conn.client(TIMEOUT)?.projection(&name).await?;
             if conn.json {
                 println!("{st}");
             } else {
@@ -297,37 +269,28 @@ pub(crate) async fn projections(command: ProjectionsCommand) -> anyhow::Result<E
         } => keys(conn, name, after, limit).await,
         ProjectionsCommand::Query(args) => query(args).await,
         ProjectionsCommand::Rebuild { conn, name, wait } => {
-            let (_, st) = send(
-                &conn,
-                reqwest::Method::POST,
-                &format!("{}/rebuild", path_of(&name)),
-                None,
-            )
-            .await?;
+            let st = conn
+                .client(TIMEOUT)?
+                .projection_action(&name, ProjectionAction::Rebuild)
+                .await?;
             finish(&conn, &name, st, wait, "rebuilding").await
         }
         ProjectionsCommand::Pause { conn, name } => {
-            let (_, st) = send(
-                &conn,
-                reqwest::Method::POST,
-                &format!("{}/pause", path_of(&name)),
-                None,
-            )
-            .await?;
+            let st = conn
+                .client(TIMEOUT)?
+                .projection_action(&name, ProjectionAction::Pause)
+                .await?;
             finish(&conn, &name, st, false, "paused").await
         }
         ProjectionsCommand::Resume { conn, name, wait } => {
-            let (_, st) = send(
-                &conn,
-                reqwest::Method::POST,
-                &format!("{}/resume", path_of(&name)),
-                None,
-            )
-            .await?;
+            let st = conn
+                .client(TIMEOUT)?
+                .projection_action(&name, ProjectionAction::Resume)
+                .await?;
             finish(&conn, &name, st, wait, "resumed").await
         }
         ProjectionsCommand::Delete { conn, name } => {
-            send(&conn, reqwest::Method::DELETE, &path_of(&name), None).await?;
+            conn.client(TIMEOUT)?.delete_projection(&name).await?;
             if conn.json {
                 println!("{}", json!({ "deleted": name }));
             } else {
@@ -367,19 +330,16 @@ async fn put(args: PutArgs) -> anyhow::Result<ExitCode> {
         PartitionArg::Single => "single",
     };
     let body = json!({ "module": module, "selector": selector, "partition": partition });
-    let (status, st) = send(
-        conn,
-        reqwest::Method::PUT,
-        &path_of(&args.name),
-        Some((body.to_string(), "application/json")),
-    )
-    .await?;
-    let what = match status {
-        StatusCode::CREATED => "created",
-        StatusCode::ACCEPTED => "upgrading",
+    let defined = conn
+        .client(TIMEOUT)?
+        .put_projection(&args.name, &body)
+        .await?;
+    let what = match defined.outcome {
+        Outcome::Created => "created",
+        Outcome::Upgrading => "upgrading",
         _ => "unchanged",
     };
-    finish(conn, &args.name, st, args.wait, what).await
+    finish(conn, &args.name, defined.status, args.wait, what).await
 }
 
 /// Prints the outcome of a change; with `wait`, first follows the projection (the building
@@ -423,9 +383,9 @@ async fn follow(conn: &Connection, name: &str, target: u64) -> anyhow::Result<Va
     } else {
         ProgressBar::hidden()
     };
-    let path = path_of(name);
+    let client = conn.client(TIMEOUT)?;
     let result = loop {
-        let st = get_json(conn, &path).await?;
+        let st = client.projection(name).await?;
         let (gen_status, building) = if n(&st, "generation") >= target {
             (&st, false)
         } else if let Some(next) = st.get("next").filter(|nx| n(nx, "generation") == target) {
@@ -471,45 +431,34 @@ async fn follow(conn: &Connection, name: &str, target: u64) -> anyhow::Result<Va
 
 async fn state(args: StateArgs) -> anyhow::Result<ExitCode> {
     let conn = &args.conn;
-    let mut path = format!("{}/state", path_of(&args.name));
-    if let Some(entity) = &args.entity {
-        let Some(key) = &args.key else {
-            bail!("give both ENTITY and KEY, e.g. `loom projections state carts cart 42`");
-        };
-        path.push_str(&stream_suffix(entity, key));
-    }
-    let mut pairs: Vec<(&str, String)> = Vec::new();
-    if let Some(p) = args.at_position {
-        pairs.push(("at_position", p.to_string()));
-    }
-    if let Some(t) = &args.at_time {
-        pairs.push(("at_time", t.clone()));
-    }
-    if let Some(p) = args.min_position {
-        pairs.push(("min_position", p.to_string()));
-    }
+    let stream = subject(&args.entity, &args.key)?;
+    let mut query = match (args.at_position, &args.at_time, args.min_position) {
+        (Some(p), _, _) => StateQuery::at_position(p),
+        (None, Some(t), _) => StateQuery::at_time(t),
+        (None, None, Some(p)) => StateQuery::min_position(p),
+        (None, None, None) => StateQuery::live(),
+    };
     if let Some(t) = args.timeout_ms {
-        pairs.push(("timeout_ms", t.to_string()));
+        query = query.timeout_ms(t);
     }
-    path.push_str(&query_string(&pairs));
-    let answer = get_json(conn, &path).await?;
+    let answer = conn
+        .client(TIMEOUT)?
+        .state(&args.name, stream.as_deref(), &query)
+        .await?;
     if conn.json {
-        println!("{answer}");
+        println!("{}", serde_json::to_string(&answer)?);
     } else {
-        let subject = match (&args.entity, &args.key) {
-            (Some(e), Some(k)) => format!("{e}/{k}"),
-            _ => args.name.clone(),
-        };
         println!(
-            "{subject} at position {}: {} events, created {}, updated {}",
-            n(&answer, "position"),
-            n(&answer, "events_applied"),
-            answer["created_at"].as_str().unwrap_or("-"),
-            answer["updated_at"].as_str().unwrap_or("-"),
+            "{} at position {}: {} events, created {}, updated {}",
+            stream.as_deref().unwrap_or(&args.name),
+            answer.position,
+            answer.events_applied,
+            answer.created_at.as_deref().unwrap_or("-"),
+            answer.updated_at.as_deref().unwrap_or("-"),
         );
         println!(
             "{}",
-            serde_json::to_string_pretty(&answer["state"]).unwrap_or_default()
+            serde_json::to_string_pretty(&answer.state).unwrap_or_default()
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -521,6 +470,7 @@ async fn keys(
     after: Option<String>,
     limit: Option<usize>,
 ) -> anyhow::Result<ExitCode> {
+    let client = conn.client(TIMEOUT)?;
     let mut after = after;
     let mut printed = 0usize;
     let mut all = Vec::new();
@@ -529,14 +479,8 @@ async fn keys(
         if page == 0 {
             break;
         }
-        let mut pairs = vec![("limit", page.to_string())];
-        if let Some(a) = &after {
-            pairs.push(("after", a.clone()));
-        }
-        let path = format!("{}/keys{}", path_of(&name), query_string(&pairs));
-        let keys = get_json(&conn, &path).await?;
-        let keys: Vec<String> = serde_json::from_value(keys).context("reading keys")?;
-        let full = keys.len() == page;
+        let (keys, more) = client.keys(&name, after.as_deref(), page as u64).await?;
+        let full = more && keys.len() == page;
         printed += keys.len();
         after = keys.last().cloned().or(after);
         if conn.json {
@@ -558,25 +502,14 @@ async fn keys(
 
 async fn query(args: QueryArgs) -> anyhow::Result<ExitCode> {
     let conn = &args.conn;
-    serde_json::from_str::<Value>(&args.params)
-        .map_err(|e| anyhow!("--params is not JSON: {e}"))?;
-    let mut path = format!("{}/query", path_of(&args.name));
-    if let Some(entity) = &args.entity {
-        let Some(key) = &args.key else {
-            bail!("give both ENTITY and KEY");
-        };
-        path.push_str(&stream_suffix(entity, key));
-    }
-    if let Some(p) = args.min_position {
-        path.push_str(&query_string(&[("min_position", p.to_string())]));
-    }
-    let (_, answer) = send(
-        conn,
-        reqwest::Method::POST,
-        &path,
-        Some((args.params.clone(), "application/json")),
-    )
-    .await?;
+    // Sent as written (numbers exact).
+    let params: Box<RawValue> =
+        serde_json::from_str(&args.params).map_err(|e| anyhow!("--params is not JSON: {e}"))?;
+    let stream = subject(&args.entity, &args.key)?;
+    let answer = conn
+        .client(TIMEOUT)?
+        .query_projection(&args.name, stream.as_deref(), &params, args.min_position)
+        .await?;
     if conn.json {
         println!("{answer}");
     } else {

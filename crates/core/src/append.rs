@@ -107,6 +107,22 @@ pub struct Conditions {
     pub after: Option<u64>,
 }
 
+impl Conditions {
+    /// Adds an expected revision for a stream (`{entity}/{key}`).
+    pub fn expect(mut self, subject: impl Into<String>, expected: ExpectedRevision) -> Self {
+        self.expected_revisions.insert(subject.into(), expected);
+        self
+    }
+
+    /// Fails the append if an event matching `selector` exists after position `after` (the
+    /// whole ledger when `None`): a DCB-style condition.
+    pub fn fail_if_events_match(mut self, selector: Selector, after: Option<u64>) -> Self {
+        self.fail_if_events_match = Some(selector);
+        self.after = after;
+        self
+    }
+}
+
 /// One atomic append: events (any streams) and conditions.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct AppendRequest {
