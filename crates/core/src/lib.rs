@@ -28,7 +28,7 @@ pub mod json;
 pub mod jsonpath;
 mod names;
 #[cfg(feature = "openapi")]
-mod openapi;
+pub mod openapi;
 mod registry;
 mod selector;
 mod time;

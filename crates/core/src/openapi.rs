@@ -16,6 +16,17 @@ use utoipa::{PartialSchema, ToSchema};
 
 use crate::append::ExpectedRevision;
 use crate::event::{Event, StoredEvent};
+use crate::registry::EventTypeSpec;
+
+/// A name of an entity, projection or reactor: 1–128 ASCII letters, digits, `_`, `-`, `.`
+/// ([`crate::check_entity_name`]).
+pub const NAME_PATTERN: &str = r"^[A-Za-z0-9_.\-]{1,128}$";
+
+/// A stream name, `{entity}/{key}` with a non-empty key ([`crate::split_subject`]).
+pub const SUBJECT_PATTERN: &str = r"^[A-Za-z0-9_.\-]{1,128}/.+$";
+
+/// A module id, `sha256:` and 64 lowercase hex digits.
+pub const MODULE_ID_PATTERN: &str = r"^sha256:[0-9a-f]{64}$";
 
 fn string(description: &str) -> ObjectBuilder {
     ObjectBuilder::new()
@@ -53,7 +64,10 @@ fn cloud_event(stored: bool) -> ObjectBuilder {
             nonempty("The event type, registered for the subject's entity."),
         )
         .required("type")
-        .property("subject", nonempty("The stream, `{entity}/{key}`."))
+        .property(
+            "subject",
+            nonempty("The stream, `{entity}/{key}`.").pattern(Some(SUBJECT_PATTERN)),
+        )
         .required("subject")
         .property(
             "time",
@@ -84,7 +98,7 @@ fn cloud_event(stored: bool) -> ObjectBuilder {
                 .item(ObjectBuilder::new().schema_type(SchemaType::new(Type::Boolean)))
                 .description(Some(
                     "Extension attributes: names of lowercase ASCII letters and digits, at \
-                     most 20 characters; string, integer or boolean values.",
+                     most 64 characters; string, integer or boolean values.",
                 ))
                 .build(),
         )))));
@@ -161,3 +175,20 @@ impl PartialSchema for ExpectedRevision {
 }
 
 impl ToSchema for ExpectedRevision {}
+
+/// The event types of an entity's registration: a map from non-empty type names to their
+/// specs.
+pub(crate) fn event_types() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::new(Type::Object))
+        .description(Some(
+            "Allowed event types, by CloudEvents `type` (non-empty names).",
+        ))
+        .property_names(Some(
+            ObjectBuilder::new()
+                .schema_type(SchemaType::new(Type::String))
+                .min_length(Some(1)),
+        ))
+        .additional_properties(Some(AdditionalProperties::RefOr(EventTypeSpec::schema())))
+        .into()
+}

@@ -20,8 +20,9 @@ pub struct EventTypeSpec {
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EntitySpec {
-    /// Allowed event types, by CloudEvents `type`.
+    /// Allowed event types, by CloudEvents `type` (non-empty names).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::event_types))]
     pub events: BTreeMap<String, EventTypeSpec>,
     /// An open entity accepts any type; listed types still have their schemas checked.
     #[serde(default)]

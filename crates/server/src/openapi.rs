@@ -60,7 +60,7 @@ use utoipa::{Modify, OpenApi};
         crate::routes::ops::ops_openapi,
     ),
     components(schemas(crate::params::Mode)),
-    modifiers(&BearerAuth, &CommonAnswers),
+    modifiers(&BearerAuth, &CommonAnswers, &PathNames, &OptionalBodies),
     tags(
         (name = "events", description = "Append and read CloudEvents"),
         (name = "streams", description = "One stream by revision"),
@@ -165,6 +165,77 @@ impl Modify for CommonAnswers {
                         .entry(status.to_owned())
                         .or_insert_with(|| problem(description));
                 }
+            }
+        }
+    }
+}
+
+/// The grammar of the names in paths, so that a client (or a generator of test requests) knows
+/// what the server takes: entity, projection and reactor names, module ids, non-empty keys.
+struct PathNames;
+
+impl Modify for PathNames {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use loom_core::openapi::{MODULE_ID_PATTERN, NAME_PATTERN};
+        use utoipa::openapi::path::ParameterIn;
+        use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+        use utoipa::openapi::{RefOr, Schema};
+        let string = |description: &str| {
+            ObjectBuilder::new()
+                .schema_type(SchemaType::new(Type::String))
+                .description(Some(description))
+                .min_length(Some(1))
+        };
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+            ];
+            for op in operations.into_iter().flatten() {
+                for p in op.parameters.iter_mut().flatten() {
+                    if !matches!(p.parameter_in, ParameterIn::Path) {
+                        continue;
+                    }
+                    let schema = match p.name.as_str() {
+                        "entity" | "name" => {
+                            string("A name: 1-128 ASCII letters, digits, '_', '-', '.'")
+                                .pattern(Some(NAME_PATTERN))
+                        }
+                        "id" => string("A module id, sha256:<64 hex digits>")
+                            .pattern(Some(MODULE_ID_PATTERN)),
+                        "key" => string("A stream key (any non-empty text; may contain '/')"),
+                        _ => continue,
+                    };
+                    p.schema = Some(RefOr::T(Schema::Object(schema.build())));
+                }
+            }
+        }
+    }
+}
+
+/// Operations whose body may be left out: a selector read without one reads every event, a
+/// projection query without one passes `{}`.
+struct OptionalBodies;
+
+impl Modify for OptionalBodies {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::Required;
+        const OPTIONAL: [&str; 3] = [
+            "/v1/events/query",
+            "/v1/projections/{name}/query",
+            "/v1/projections/{name}/query/{entity}/{key}",
+        ];
+        for path in OPTIONAL {
+            if let Some(body) = openapi
+                .paths
+                .paths
+                .get_mut(path)
+                .and_then(|item| item.post.as_mut())
+                .and_then(|op| op.request_body.as_mut())
+            {
+                body.required = Some(Required::False);
             }
         }
     }

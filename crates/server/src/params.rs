@@ -60,14 +60,21 @@ impl Params {
             .collect()
     }
 
+    /// A non-negative integer parameter, at most `i64::MAX`: the document says `int64`, and
+    /// no position, revision, limit or wait comes near it.
     pub(crate) fn u64(&self, name: &str) -> Result<Option<u64>, ApiError> {
         self.one(name)?
             .map(|v| {
-                v.trim().parse::<u64>().map_err(|_| {
-                    ApiError::BadRequest(format!(
-                        "query parameter {name:?} must be a non-negative integer, not {v:?}"
-                    ))
-                })
+                v.trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| i64::try_from(*n).is_ok())
+                    .ok_or_else(|| {
+                        ApiError::BadRequest(format!(
+                            "query parameter {name:?} must be a non-negative integer up to {}, not {v:?}",
+                            i64::MAX
+                        ))
+                    })
             })
             .transpose()
     }

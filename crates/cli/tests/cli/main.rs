@@ -9,5 +9,6 @@ mod cluster_engine;
 mod commands;
 mod common;
 mod compile;
+mod contract;
 mod kill9;
 mod projections;

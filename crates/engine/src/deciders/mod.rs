@@ -47,6 +47,7 @@ const STRIPES: usize = 4096;
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeciderSpec {
     /// Module id, exporting `evolve` and `decide`.
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^sha256:[0-9a-f]{64}$"))]
     pub module: String,
 }
 

@@ -24,6 +24,7 @@ pub enum Partition {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProjectionSpec {
     /// Module id (`sha256:…`), exporting `evolve`.
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^sha256:[0-9a-f]{64}$"))]
     pub module: String,
     /// Which events it folds (default: all).
     #[serde(default)]

@@ -8,6 +8,7 @@ use super::*;
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReactorSpec {
     /// Module id, exporting `react`.
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^sha256:[0-9a-f]{64}$"))]
     pub module: String,
     /// Which events it reacts to.
     #[serde(default)]

@@ -152,7 +152,7 @@ pub(crate) async fn deciders_delete(
     params(
         ("entity" = String, Path, description = "Entity (a decider must be bound to it)"),
         ("key" = String, Path, description = "Stream key; may contain '/'"),
-        ("Idempotency-Key" = Option<String>, Header, description = "1-200 characters without '/'; a repeated key returns the first result"),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 200, pattern = "^[^/]+$", description = "1-200 characters without '/'; a repeated key returns the first result"),
     ),
     request_body(description = "The command, as JSON (the decider's own format)", content((Object = "application/json"))),
     responses(

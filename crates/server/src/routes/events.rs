@@ -76,13 +76,16 @@ async fn append(state: &AppState, req: AppendRequest) -> Result<Response, ApiErr
 /// `Content-Type: application/cloudevents-batch+json`. The request is one atomic append.
 #[utoipa::path(
     post, path = "/v1/events", tag = "events",
-    params(("Loom-Expected-Revision" = Option<String>, Header,
+    params(("Loom-Expected-Revision" = Option<String>, Header, nullable = false, pattern = "^(any|none|exists|[0-9]+)$",
         description = "any | none | exists | <n>; all events must share one subject")),
-    request_body(description = "One event (structured mode), an array of events (batch mode), or the data with ce-* headers (binary mode)",
+    request_body(description = "One event (structured mode) or an array of events (batch mode). \
+        Binary mode is the third content mode: the attributes as `ce-*` headers (`ce-specversion`, \
+        `ce-id`, `ce-source`, `ce-type`, `ce-subject`, optional `ce-time`, `ce-dataschema` and \
+        extensions), the data as the body under its own `Content-Type` (any media type). It is not \
+        listed as a content type here because it is told apart by its headers, not its media type.",
         content(
             (loom_core::Event = "application/cloudevents+json"),
             (Vec<loom_core::Event> = "application/cloudevents-batch+json"),
-            (String = "*/*"),
         )),
     responses(
         (status = 201, description = "Appended", body = loom_core::AppendOutcome),
@@ -222,7 +225,8 @@ pub(crate) async fn events_list(
 #[utoipa::path(
     post, path = "/v1/events/query", tag = "events",
     params(crate::params::PageParams),
-    request_body(content = loom_core::Selector, content_type = "application/json"),
+    request_body(content = loom_core::Selector, content_type = "application/json",
+        description = "The selector; no body (or only whitespace) selects every event"),
     responses(
         (status = 200, description = "Stored events",
             content(
@@ -401,9 +405,12 @@ fn ndjson_stream(
 }
 
 fn parse_position(text: &str) -> Result<u64, ApiError> {
-    text.parse::<u64>().map_err(|_| {
-        ApiError::BadRequest(format!("{text:?} is not a position (a positive integer)"))
-    })
+    text.parse::<u64>()
+        .ok()
+        .filter(|n| i64::try_from(*n).is_ok())
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!("{text:?} is not a position (a positive integer)"))
+        })
 }
 
 /// One event by position, in structured mode, or in binary mode with `?mode=binary`.

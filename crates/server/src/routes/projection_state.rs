@@ -398,7 +398,7 @@ async fn query_answer(
     params(("name" = String, Path, description = "Projection name"),
         ("min_position" = Option<u64>, Query, description = "Wait until the projection reached this position"),
         ("timeout_ms" = Option<u64>, Query, description = "Longest wait for min_position (capped by the server)")),
-    request_body(description = "Query parameters for the module (JSON)", content((Object = "application/json"))),
+    request_body(description = "Query parameters for the module (JSON); no body means {}", content((Object = "application/json"))),
     responses(
         (status = 200, description = "The module's answer", body = Object),
         (status = 404, description = "No such projection", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
@@ -425,7 +425,7 @@ pub(crate) async fn projections_query(
         ("key" = String, Path, description = "The stream's key; may contain '/'"),
         ("min_position" = Option<u64>, Query, description = "Wait until the projection reached this position"),
         ("timeout_ms" = Option<u64>, Query, description = "Longest wait for min_position (capped by the server)")),
-    request_body(description = "Query parameters for the module (JSON)", content((Object = "application/json"))),
+    request_body(description = "Query parameters for the module (JSON); no body means {}", content((Object = "application/json"))),
     responses(
         (status = 200, description = "The module's answer", body = Object),
         (status = 404, description = "No such projection or no state for the stream", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),

@@ -42,7 +42,7 @@ pub(crate) fn router() -> Router<AppState> {
 #[utoipa::path(
     get, path = "/v1/subscribe", tag = "subscribe",
     params(crate::params::SubscribeParams,
-        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this position (takes precedence over after)")),
+        ("Last-Event-ID" = Option<u64>, Header, nullable = false, description = "Resume after this position (takes precedence over after)")),
     responses(
         (status = 200, description = "An event stream", content_type = "text/event-stream", body = String),
         (status = 400, description = "Bad parameter", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
@@ -61,11 +61,15 @@ pub(crate) async fn subscribe_events(
     let mut after = params.u64("after")?.unwrap_or(0);
     if let Some(last) = headers.get("last-event-id") {
         let text = last.to_str().unwrap_or("").trim();
-        after = text.parse().map_err(|_| {
-            ApiError::BadRequest(format!(
-                "Last-Event-ID {text:?} is not a position (a non-negative integer)"
-            ))
-        })?;
+        after = text
+            .parse::<u64>()
+            .ok()
+            .filter(|n| i64::try_from(*n).is_ok())
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "Last-Event-ID {text:?} is not a position (a non-negative integer)"
+                ))
+            })?;
     }
     let sub = Subscription {
         ledger: state.ledger_arc(),
