@@ -44,7 +44,12 @@ pub(crate) fn router() -> Router<AppState> {
     params(crate::params::SubscribeParams,
         ("Last-Event-ID" = Option<u64>, Header, nullable = false, description = "Resume after this position (takes precedence over after)")),
     responses(
-        (status = 200, description = "An event stream", content_type = "text/event-stream", body = String),
+        (status = 200, content_type = "text/event-stream", body = String,
+            description = "Server-Sent Events. Each message's `id` is an event's position and its `data` \
+            the stored event as one line of CloudEvents JSON (the `StoredCloudEvent` schema). While idle, \
+            a comment (`: heartbeat`) every 15 s. A message with `event: error` and a sentence as \
+            its `data` ends the stream when the server cannot go on (its storage failed); reconnect \
+            with `Last-Event-ID` to resume."),
         (status = 400, description = "Bad parameter", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
         (status = 422, description = "Invalid selector", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
     ),
