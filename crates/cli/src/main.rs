@@ -157,6 +157,9 @@ struct ServeArgs {
     /// 503. A wait holds no thread.
     #[arg(long, env = "LOOM_MAX_WAITS", default_value_t = 4096)]
     max_waits: usize,
+    /// Do not serve the web console at /console (the API is unchanged).
+    #[arg(long, env = "LOOM_NO_CONSOLE")]
+    no_console: bool,
     /// Most bytes of stored events in one JSON page of a list read (`GET /v1/events`,
     /// `POST /v1/events/query`); a page ends early with its Link to the next one.
     #[arg(long, env = "LOOM_MAX_PAGE_BYTES", default_value = "4m", value_parser = parse_size)]
@@ -345,9 +348,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         max_waits: args.max_waits.max(1),
         max_page_bytes: args.max_page_bytes.max(1),
         replication,
+        console: !args.no_console,
         ..Config::default()
     };
     let open = config.tokens.is_empty();
+    let console = config.console;
     let state = AppState::new(engine.clone(), config);
     eprintln!(
         "loom listening on http://{local} (data: {}, auth: {})",
@@ -358,6 +363,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             "bearer tokens"
         }
     );
+    if console {
+        eprintln!("loom console at http://{local}/console");
+    }
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(loom_server::serve(listener, state, async move {
         let _ = stop_rx.await;

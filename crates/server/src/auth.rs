@@ -143,10 +143,11 @@ impl Tokens {
         found
     }
 
-    /// Checks the request's token against the role `needed`.
-    fn check(&self, parts: &Parts, needed: Role) -> Result<(), ApiError> {
+    /// The role of the request's token: every role on an open server; a 401 without a valid
+    /// token otherwise.
+    fn role(&self, parts: &Parts) -> Result<Role, ApiError> {
         if self.is_open() {
-            return Ok(());
+            return Ok(Role::Admin);
         }
         let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
             return Err(ApiError::Unauthorized(
@@ -163,15 +164,49 @@ impl Tokens {
             .ok_or_else(|| {
                 ApiError::Unauthorized("the Authorization header must be \"Bearer <token>\"".into())
             })?;
-        let Some(role) = self.role_of(secret) else {
-            return Err(ApiError::Unauthorized("the token is not valid".into()));
-        };
+        self.role_of(secret)
+            .ok_or_else(|| ApiError::Unauthorized("the token is not valid".into()))
+    }
+
+    /// Checks the request's token against the role `needed`.
+    fn check(&self, parts: &Parts, needed: Role) -> Result<(), ApiError> {
+        let role = self.role(parts)?;
         if role < needed {
             return Err(ApiError::Forbidden(format!(
                 "this needs the {needed} role; the token has the {role} role"
             )));
         }
         Ok(())
+    }
+}
+
+/// The role a request's token has (every role on an open server; none without a token), for
+/// `GET /v1/whoami`. An unknown token is still a 401.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    /// What the token may do; `None` when the request has no token (and the server wants one).
+    pub role: Option<Role>,
+    /// Whether the server takes requests without a token.
+    pub open: bool,
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let tokens = &state.inner.tokens;
+        let role = if tokens.is_open() || parts.headers.contains_key(header::AUTHORIZATION) {
+            Some(tokens.role(parts)?)
+        } else {
+            None
+        };
+        Ok(Caller {
+            role,
+            open: tokens.is_open(),
+        })
     }
 }
 

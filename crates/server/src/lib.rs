@@ -30,6 +30,7 @@
 mod auth;
 mod binding;
 mod cluster;
+mod console;
 mod metrics;
 mod openapi;
 mod params;
@@ -99,6 +100,8 @@ pub struct Config {
     /// Cluster mode: the node's replication (writes on a follower are forwarded to the
     /// sequencer; `GET /v1/cluster`). `None` for a single node.
     pub replication: Option<Arc<dyn Replication>>,
+    /// Serve the web console at `/console` (its files are compiled into the binary).
+    pub console: bool,
 }
 
 impl Default for Config {
@@ -117,6 +120,7 @@ impl Default for Config {
             max_connections: 1024,
             max_waits: 4096,
             replication: None,
+            console: true,
         }
     }
 }
@@ -222,7 +226,13 @@ impl AppState {
 
 /// The whole API as a router; call [`Router::into_make_service`] or use [`serve`].
 pub fn app(state: AppState) -> Router {
+    let console = if state.inner.config.console {
+        console::router()
+    } else {
+        Router::new()
+    };
     Router::new()
+        .merge(console)
         .merge(routes::events::router())
         .merge(routes::streams::router())
         .merge(routes::entities::router())

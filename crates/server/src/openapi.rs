@@ -17,6 +17,7 @@ use utoipa::{Modify, OpenApi};
         crate::routes::events::events_query,
         crate::routes::events::events_get,
         crate::routes::events::events_by_id,
+        crate::routes::streams::streams_list,
         crate::routes::streams::streams_read,
         crate::routes::streams::streams_revision,
         crate::routes::subscribe::subscribe_events,
@@ -58,6 +59,7 @@ use utoipa::{Modify, OpenApi};
         crate::routes::backup::backup_get,
         crate::routes::ops::ops_metrics,
         crate::routes::ops::ops_openapi,
+        crate::routes::ops::ops_whoami,
     ),
     components(schemas(crate::params::Mode)),
     modifiers(&BearerAuth, &CommonAnswers, &PathNames, &OptionalBodies),
@@ -98,7 +100,13 @@ struct CommonAnswers;
 impl Modify for CommonAnswers {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
-        const PLAIN: [&str; 4] = ["/healthz", "/metrics", "/v1/openapi.json", "/v1/cluster"];
+        const PLAIN: [&str; 5] = [
+            "/healthz",
+            "/metrics",
+            "/v1/openapi.json",
+            "/v1/cluster",
+            "/v1/whoami",
+        ];
         let problem = |description: &str| {
             RefOr::T(
                 ResponseBuilder::new()

@@ -9,6 +9,7 @@ mod cluster_engine;
 mod commands;
 mod common;
 mod compile;
+mod console;
 mod contract;
 mod kill9;
 mod projections;

@@ -234,6 +234,35 @@ impl Ledger {
         Ok(last.map_or(0, |(_, p)| p.value()))
     }
 
+    /// Streams whose subject starts with `prefix`, in subject order after `after` (exclusive),
+    /// at most `limit`: each subject with its current revision. One range of the stream table.
+    pub fn streams(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>, ReadError> {
+        let txn = self.read_txn()?;
+        let streams = txn.open_table(STREAMS)?;
+        let start = match after {
+            Some(a) if a >= prefix => a,
+            _ => prefix,
+        };
+        let mut out = Vec::new();
+        for entry in streams.range(start..)? {
+            let (subject, value) = entry?;
+            let subject = subject.value();
+            if after == Some(subject) {
+                continue;
+            }
+            if !subject.starts_with(prefix) || out.len() >= limit {
+                break;
+            }
+            out.push((subject.to_owned(), value.value().1));
+        }
+        Ok(out)
+    }
+
     /// Number of streams and events, for status pages.
     pub fn counts(&self) -> Result<(u64, u64), ReadError> {
         let txn = self.read_txn()?;

@@ -390,3 +390,37 @@ fn index_reads_over_dense_and_sparse_entities_match_a_filtered_log() {
         assert_eq!(positions(&ledger.read(&compiled, opts).unwrap()), back);
     }
 }
+
+#[test]
+fn streams_are_listed_by_subject_prefix_in_pages() {
+    let (_dir, ledger) = fixture();
+    let all = ledger.streams("", None, 100).unwrap();
+    assert_eq!(
+        all,
+        [
+            ("cart/1".to_owned(), 3),
+            ("cart/10".to_owned(), 1),
+            ("cart/2".to_owned(), 2),
+            ("note/x".to_owned(), 1),
+            ("note/y".to_owned(), 1),
+        ]
+    );
+    let carts = |after, limit| {
+        ledger
+            .streams("cart/", after, limit)
+            .unwrap()
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(carts(None, 2), ["cart/1", "cart/10"]);
+    assert_eq!(carts(Some("cart/10"), 2), ["cart/2"]);
+    assert_eq!(carts(Some("cart/2"), 2), Vec::<String>::new());
+    // `after` before the prefix starts at the prefix; a prefix matching nothing is empty.
+    assert_eq!(carts(Some("a"), 1), ["cart/1"]);
+    assert!(ledger.streams("cart/3", None, 10).unwrap().is_empty());
+    assert_eq!(
+        ledger.streams("note/", Some("note/x"), 10).unwrap().len(),
+        1
+    );
+}

@@ -19,6 +19,35 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/healthz", get(ops_health))
         .route("/metrics", get(ops_metrics))
         .route("/v1/openapi.json", get(ops_openapi))
+        .route("/v1/whoami", get(ops_whoami))
+}
+
+/// The answer of `/v1/whoami`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct WhoAmI {
+    /// What the presented token may do: `admin` ⊇ `writer` ⊇ `reader` (`admin` on a server
+    /// without tokens; `null` when no token was sent to a server that wants one).
+    #[schema(value_type = Option<String>, pattern = "^(admin|writer|reader)$")]
+    role: Option<&'static str>,
+    /// Whether the server takes requests without a token.
+    open: bool,
+}
+
+/// The role of the presented token, so that a client (the console) shows only what the token
+/// may do, and whether the server needs a token at all. A 401 for an unknown token.
+#[utoipa::path(
+    get, path = "/v1/whoami", tag = "ops",
+    responses(
+        (status = 200, description = "The token's role", body = WhoAmI),
+        (status = 401, description = "An unknown token", body = crate::problem::Problem<'static>, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []), ())
+)]
+pub(crate) async fn ops_whoami(caller: crate::auth::Caller) -> axum::Json<WhoAmI> {
+    axum::Json(WhoAmI {
+        role: caller.role.map(|r| r.as_str()),
+        open: caller.open,
+    })
 }
 
 /// The answer of `/healthz`.

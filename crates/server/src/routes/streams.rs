@@ -1,4 +1,5 @@
-//! Streams: one subject's events by revision, and its current revision.
+//! Streams: the streams there are (by subject prefix), one subject's events by revision, and
+//! its current revision.
 //!
 //! Routing: `GET /v1/streams/{entity}/{key}` where `{key}` is the rest of the path and may
 //! contain `/` (`/v1/streams/cart/eu/42` is stream `cart/eu/42`). A path ending in a literal
@@ -23,7 +24,61 @@ const PREFIX: &str = "/v1/streams/";
 const REVISION_SUFFIX: &str = "/revision";
 
 pub(crate) fn router() -> Router<AppState> {
-    Router::new().route("/v1/streams/{entity}/{*key}", get(streams_dispatch))
+    Router::new()
+        .route("/v1/streams", get(streams_list))
+        .route("/v1/streams/{entity}/{*key}", get(streams_dispatch))
+}
+
+/// One stream in a list: its subject and current revision.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct StreamEntry {
+    /// The stream, `{entity}/{key}`.
+    subject: String,
+    /// Its current revision (its number of events).
+    revision: u64,
+}
+
+/// The streams whose subject starts with `prefix`, in subject order (bytewise), a page at a
+/// time: `after` a subject, `limit` streams; a full page carries `Link: <…>; rel="next"`.
+#[utoipa::path(
+    get, path = "/v1/streams", tag = "streams",
+    params(("prefix" = Option<String>, Query, description = "Only subjects starting with this (`cart/`, `cart/eu-`); default: every stream"),
+        ("after" = Option<String>, Query, description = "Only subjects after this one"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 10000, description = "Most streams (default 100, at most 10000)")),
+    responses(
+        (status = 200, description = "Streams with their revisions", body = Vec<StreamEntry>,
+            headers(("Link" = String, description = "rel=\"next\": the next page"))),
+    ),
+    security(("bearer" = ["reader"]), ())
+)]
+pub(crate) async fn streams_list(
+    State(state): State<AppState>,
+    _: Reader,
+    OriginalUri(uri): OriginalUri,
+) -> Result<Response, ApiError> {
+    let params = Params::parse(&uri, &["prefix", "after", "limit"])?;
+    let limit = params.limit(state.config().default_page, state.config().max_page)?;
+    let prefix = params.one("prefix")?.unwrap_or("").to_owned();
+    let after = params.one("after")?.map(str::to_owned);
+    let ledger = state.ledger_arc();
+    let streams =
+        tokio::task::spawn_blocking(move || ledger.streams(&prefix, after.as_deref(), limit))
+            .await
+            .map_err(|e| ApiError::Internal(format!("listing streams: {e}")))??;
+    let page: Vec<StreamEntry> = streams
+        .into_iter()
+        .map(|(subject, revision)| StreamEntry { subject, revision })
+        .collect();
+    let mut response = crate::to_json(StatusCode::OK, &page)?;
+    if page.len() == limit
+        && let Some(last) = page.last()
+    {
+        let next = link(uri.path(), &params, &[("after", last.subject.clone())]);
+        if let Ok(v) = HeaderValue::from_str(&format!("<{next}>; rel=\"next\"")) {
+            response.headers_mut().insert(header::LINK, v);
+        }
+    }
+    Ok(response)
 }
 
 /// Splits the raw path into the subject and whether the revision endpoint is meant.

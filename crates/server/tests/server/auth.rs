@@ -134,3 +134,40 @@ fn token_parsing() {
         "Debug never shows the secret"
     );
 }
+
+#[tokio::test]
+async fn whoami_tells_the_role_of_the_token() {
+    let whoami = |state: &loom_server::AppState, token: Option<&str>| {
+        let mut req = Request::builder().uri("/v1/whoami");
+        if let Some(tok) = token {
+            req = req.header("authorization", format!("Bearer {tok}"));
+        }
+        let req = req.body(Body::empty()).unwrap();
+        let state = state.clone();
+        async move { send(&state, req).await }
+    };
+    let t = new_state(Config {
+        tokens: tokens(),
+        ..Config::default()
+    });
+    for (secret, role) in [
+        ("a-secret", "admin"),
+        ("w-secret", "writer"),
+        ("r-secret", "reader"),
+    ] {
+        let a = whoami(&t.state, Some(secret)).await;
+        assert_eq!(a.status, 200);
+        assert_eq!(a.json(), json!({"role": role, "open": false}));
+    }
+    // No token: the console learns that it must ask for one, without an error.
+    let a = whoami(&t.state, None).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.json(), json!({"role": null, "open": false}));
+    whoami(&t.state, Some("wrong")).await.problem(401);
+
+    let open = state();
+    assert_eq!(
+        whoami(&open.state, None).await.json(),
+        json!({"role": "admin", "open": true})
+    );
+}

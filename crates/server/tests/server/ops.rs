@@ -101,6 +101,8 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ("post", "/v1/cluster/snapshots", "/v1/cluster/snapshots"),
     ("post", "/v1/cluster/trim", "/v1/cluster/trim"),
     ("get", "/v1/backup", "/v1/backup"),
+    ("get", "/v1/streams", "/v1/streams"),
+    ("get", "/v1/whoami", "/v1/whoami"),
 ];
 
 #[tokio::test]

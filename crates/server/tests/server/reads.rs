@@ -365,3 +365,57 @@ async fn single_event_by_position_and_identity() {
     .await;
     assert_eq!(b.header("ce-position"), Some("3"));
 }
+
+#[tokio::test]
+async fn streams_are_listed_by_prefix_a_page_at_a_time() {
+    let t = state();
+    seed(&t, 30).await;
+    let a = get(&t.state, "/v1/streams").await;
+    assert_eq!(a.status, 200);
+    let all = a.json();
+    let subjects: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["subject"].as_str().unwrap())
+        .collect();
+    assert_eq!(subjects.len(), 11, "cart/0..cart/9 and log/x: {all}");
+    assert_eq!(subjects[0], "cart/0");
+    assert_eq!(subjects[10], "log/x");
+    // Revisions are the streams' own: log/x got every 7th event.
+    assert_eq!(all[10]["revision"], 4);
+
+    // Pages follow their Link.
+    let mut uri = "/v1/streams?prefix=cart/&limit=4".to_owned();
+    let mut seen = Vec::new();
+    loop {
+        let a = get(&t.state, &uri).await;
+        assert_eq!(a.status, 200);
+        seen.extend(
+            a.json()
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["subject"].as_str().unwrap().to_owned()),
+        );
+        match a.header("link") {
+            Some(l) => {
+                uri = l
+                    .trim_start_matches('<')
+                    .split_once('>')
+                    .unwrap()
+                    .0
+                    .to_owned()
+            }
+            None => break,
+        }
+    }
+    let want: Vec<String> = (0..10).map(|i| format!("cart/{i}")).collect();
+    assert_eq!(seen, want);
+    assert_eq!(
+        get(&t.state, "/v1/streams?prefix=nope/").await.json(),
+        json!([])
+    );
+    get(&t.state, "/v1/streams?limit=0").await.problem(400);
+    get(&t.state, "/v1/streams?frobnicate=1").await.problem(400);
+}
