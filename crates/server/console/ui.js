@@ -325,3 +325,13 @@ export function preview(event) {
   else if (event.data_base64 !== undefined) d = `base64:${event.data_base64}`;
   return d.length > 80 ? `${d.slice(0, 80)}…` : d;
 }
+
+/** Parses a JSON text field; shows what is wrong in `box` and answers undefined otherwise. */
+export function parseField(text, what, box) {
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    fill(box, problemBox({ detail: `${what} is not JSON: ${err.message}` }));
+    return undefined;
+  }
+}

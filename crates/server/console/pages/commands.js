@@ -2,7 +2,7 @@
 // appended events, or the decider's rejection.
 
 import { api, keyPath, qs } from "../api.js";
-import { can, field, fill, h, heading, link, muted, notice, problemBox, table } from "../ui.js";
+import { can, field, fill, h, heading, link, muted, notice, parseField, problemBox, table } from "../ui.js";
 
 export async function render(main, ctx) {
   const deciders = await api("/v1/deciders", { signal: ctx.signal });
@@ -33,13 +33,8 @@ export async function render(main, ctx) {
   );
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
-    let json;
-    try {
-      json = JSON.parse(body.value);
-    } catch (err) {
-      fill(result, problemBox({ detail: `The command is not JSON: ${err.message}` }));
-      return;
-    }
+    const json = parseField(body.value, "The command", result);
+    if (json === undefined) return;
     const subject = `${entity.value}/${key.value.trim()}`;
     history.replaceState(null, "", `/console/commands${qs({ entity: entity.value, key: key.value.trim() })}`);
     try {

@@ -2,7 +2,7 @@
 // and sees the server's refusal inline.
 
 import { api, seg } from "../api.js";
-import { can, field, fill, h, heading, jsonView, muted, notice, problemBox } from "../ui.js";
+import { can, field, fill, h, heading, jsonView, muted, notice, parseField, problemBox } from "../ui.js";
 
 const TEMPLATE = {
   events: {
@@ -63,13 +63,8 @@ export async function render(main, ctx) {
   if (form) {
     form.addEventListener("submit", async (e) => {
       e.preventDefault();
-      let json;
-      try {
-        json = JSON.parse(body.value);
-      } catch (err) {
-        fill(result, problemBox({ detail: `The registration is not JSON: ${err.message}` }));
-        return;
-      }
+      const json = parseField(body.value, "The registration", result);
+      if (json === undefined) return;
       try {
         await api(`/v1/entities/${seg(name.value.trim())}`, { method: "PUT", json });
         fill(result, notice(`Saved ${name.value.trim()}.`));
