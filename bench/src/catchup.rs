@@ -291,6 +291,7 @@ pub fn run(args: &CatchupArgs) {
                 name,
                 ProjectionSpec {
                     module: id,
+                    reducer: None,
                     selector: Selector {
                         entity: Some("account".into()),
                         ..Selector::default()
@@ -327,7 +328,13 @@ pub fn run(args: &CatchupArgs) {
     let id = engine.modules().upload(&bank).expect("upload").record.id;
     engine
         .deciders()
-        .put("account", DeciderSpec { module: id })
+        .put(
+            "account",
+            DeciderSpec {
+                module: id,
+                reducer: None,
+            },
+        )
         .expect("bind");
     println!("| workload | clients | commands | seconds | commands/s | p50 ms | p99 ms |");
     println!("|---|---:|---:|---:|---:|---:|---:|");

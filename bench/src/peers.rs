@@ -459,6 +459,7 @@ fn engine_fold(
         .id;
     let spec = ProjectionSpec {
         module: id,
+        reducer: None,
         selector: Selector {
             entity: Some("bench".into()),
             ..Selector::default()

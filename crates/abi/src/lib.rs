@@ -1,5 +1,9 @@
-//! Loom guest ABI, version 1: the constants and byte encodings shared by the host
+//! Loom guest ABI, versions 1 and 2: the constants and byte encodings shared by the host
 //! (`loom-runtime`) and guests (`loom-guest`). The normative description is `docs/abi.md`.
+//!
+//! Version 2 keeps every layout of version 1 and adds: named reducers (entry points exported
+//! as `evolve.{name}`, `decide.{name}`, …), a self-description (`loom_describe`), and a
+//! context for `decide` ([`decide::encode_v2`]).
 //!
 //! Everything here is plain `std` with no dependencies so that it compiles to
 //! `wasm32-unknown-unknown` as cheaply as for the host.
@@ -9,11 +13,18 @@
 
 #![forbid(unsafe_code)]
 
-/// The ABI version this crate speaks; a module reports its own from `loom_abi_version`.
+/// ABI version 1, which a module reports from `loom_abi_version`: one reducer per module,
+/// entry points named `evolve`, `decide`, `react`, `query`.
 pub const ABI_VERSION: u32 = 1;
+/// ABI version 2: any number of named reducers, described by `loom_describe`.
+pub const ABI_VERSION_2: u32 = 2;
+/// The versions a host of this crate runs.
+pub const SUPPORTED_VERSIONS: [u32; 2] = [ABI_VERSION, ABI_VERSION_2];
 
-/// The only import module a Loom module may import from.
+/// The only import module an ABI v1 module may import from.
 pub const IMPORT_MODULE: &str = "loom_v1";
+/// The only import module an ABI v2 module may import from (the same `log`).
+pub const IMPORT_MODULE_V2: &str = "loom_v2";
 /// `loom_v1.log(level: i32, ptr: i32, len: i32)`: a UTF-8 log line from the guest.
 pub const IMPORT_LOG: &str = "log";
 
@@ -37,6 +48,27 @@ pub const ENTRY_POINTS: [&str; 4] = [EXPORT_EVOLVE, EXPORT_DECIDE, EXPORT_REACT,
 /// Optional entry point: [`evolve`] over many independent groups in one call (see
 /// [`evolve_groups`]). A module that exports it must also export `evolve`.
 pub const EXPORT_EVOLVE_GROUPS: &str = "evolve_groups";
+
+/// ABI v2 export: `loom_describe(ptr, len) -> i64`, called with an empty input; answers status
+/// 0 and the module's description as JSON (`{"reducers": [...]}`, docs/abi.md §10).
+pub const EXPORT_DESCRIBE: &str = "loom_describe";
+
+/// The export name of an entry point of a named reducer (ABI v2): `evolve.books`.
+pub fn reducer_export(entry: &str, reducer: &str) -> String {
+    let mut name = String::with_capacity(entry.len() + 1 + reducer.len());
+    name.push_str(entry);
+    name.push('.');
+    name.push_str(reducer);
+    name
+}
+
+/// Splits an ABI v2 export name into entry point and reducer: `evolve.books` → `("evolve",
+/// "books")`. `None` for any other name (the reducer may itself contain dots).
+pub fn split_reducer_export(name: &str) -> Option<(&str, &str)> {
+    let (entry, reducer) = name.split_once('.')?;
+    let known = ENTRY_POINTS.contains(&entry) || entry == EXPORT_EVOLVE_GROUPS;
+    (known && !reducer.is_empty()).then_some((entry, reducer))
+}
 
 /// Length marking an absent `bytes` value.
 pub const ABSENT: u32 = u32::MAX;
@@ -432,17 +464,37 @@ pub mod evolve_groups {
 }
 
 /// `decide` input: `state: opt bytes`, `command: bytes (JSON)`, `subject: bytes`,
-/// `revision: u64` (the stream revision the state was folded to).
+/// `revision: u64` (the stream revision the state was folded to); in ABI v2 followed by
+/// `context: bytes (JSON)`.
 pub mod decide {
     use super::*;
 
-    /// Encodes a `decide` input.
+    /// Encodes an ABI v1 `decide` input.
     pub fn encode(state: Option<&[u8]>, command: &[u8], subject: &str, revision: u64) -> Vec<u8> {
         let mut w = Encoder::with_capacity(64 + command.len() + state.map_or(0, <[u8]>::len));
         w.opt_bytes(state);
         w.bytes(command);
         w.bytes(subject.as_bytes());
         w.u64(revision);
+        w.finish()
+    }
+
+    /// Encodes an ABI v2 `decide` input: the v1 layout, then the context (JSON).
+    pub fn encode_v2(
+        state: Option<&[u8]>,
+        command: &[u8],
+        subject: &str,
+        revision: u64,
+        context: &[u8],
+    ) -> Vec<u8> {
+        let mut w = Encoder::with_capacity(
+            64 + command.len() + context.len() + state.map_or(0, <[u8]>::len),
+        );
+        w.opt_bytes(state);
+        w.bytes(command);
+        w.bytes(subject.as_bytes());
+        w.u64(revision);
+        w.bytes(context);
         w.finish()
     }
 
@@ -457,20 +509,29 @@ pub mod decide {
         pub subject: &'a str,
         /// Its revision.
         pub revision: u64,
+        /// The context (JSON), in ABI v2; `None` in a v1 input.
+        pub context: Option<&'a [u8]>,
     }
 
-    /// Decodes a `decide` input.
+    /// Decodes a `decide` input of either version (a v2 input has the context after the v1
+    /// fields).
     pub fn decode(input: &[u8]) -> Result<Input<'_>, DecodeError> {
         let mut r = Decoder::new(input);
         let state = r.opt_bytes()?;
         let command = r.bytes()?;
         let subject = std::str::from_utf8(r.bytes()?).map_err(|e| DecodeError(e.to_string()))?;
         let revision = r.u64()?;
+        let context = if r.rest().is_empty() {
+            None
+        } else {
+            Some(r.bytes()?)
+        };
         Ok(Input {
             state,
             command,
             subject,
             revision,
+            context,
         })
     }
 }

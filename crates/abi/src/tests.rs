@@ -77,3 +77,26 @@ fn truncated_input_is_an_error_not_a_panic() {
         assert!(r.is_err(), "cut at {cut} should fail");
     }
 }
+
+#[test]
+fn decide_inputs_of_both_versions_decode() {
+    let v1 = decide::encode(Some(b"{}"), b"{\"type\":\"x\"}", "cart/1", 3);
+    let i = decide::decode(&v1).unwrap();
+    assert_eq!((i.subject, i.revision, i.context), ("cart/1", 3, None));
+    let v2 = decide::encode_v2(None, b"{}", "cart/1", 0, b"{\"time\":\"t\"}");
+    let i = decide::decode(&v2).unwrap();
+    assert_eq!(i.state, None);
+    assert_eq!(i.context, Some(&b"{\"time\":\"t\"}"[..]));
+}
+
+#[test]
+fn reducer_exports_name_entry_and_reducer() {
+    assert_eq!(reducer_export("evolve", "books"), "evolve.books");
+    assert_eq!(
+        split_reducer_export("evolve_groups.books.v2"),
+        Some(("evolve_groups", "books.v2"))
+    );
+    assert_eq!(split_reducer_export("evolve"), None);
+    assert_eq!(split_reducer_export("evolve."), None);
+    assert_eq!(split_reducer_export("helper.books"), None);
+}

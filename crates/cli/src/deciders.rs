@@ -28,6 +28,9 @@ pub(crate) enum DecidersCommand {
         /// A .wasm file: push it, then use it.
         #[arg(long)]
         wasm: Option<PathBuf>,
+        /// The decider of the module to bind (ABI v2 modules; default: the one it has).
+        #[arg(long)]
+        reducer: Option<String>,
     },
     /// List decider bindings.
     List {
@@ -86,6 +89,9 @@ pub(crate) enum ReactorsCommand {
         /// Where CloudEvents from `deliver` effects are POSTed (structured mode).
         #[arg(long)]
         sink: Option<String>,
+        /// The reactor of the module to run (ABI v2 modules; default: the one it has).
+        #[arg(long)]
+        reducer: Option<String>,
     },
     /// List reactors with their status.
     List {
@@ -214,9 +220,13 @@ pub(crate) async fn deciders(command: DecidersCommand) -> anyhow::Result<ExitCod
             entity,
             module,
             wasm,
+            reducer,
         } => {
             let module = module_id(&conn, module, wasm).await?;
-            let defined = conn.client(TIMEOUT)?.put_decider(&entity, &module).await?;
+            let defined = conn
+                .client(TIMEOUT)?
+                .put_decider(&entity, &module, reducer.as_deref())
+                .await?;
             let d = defined.status;
             let what = if defined.outcome == Outcome::Created {
                 "bound"
@@ -309,6 +319,7 @@ pub(crate) async fn reactors(command: ReactorsCommand) -> anyhow::Result<ExitCod
             wasm,
             selector,
             sink,
+            reducer,
         } => {
             let module = module_id(&conn, module, wasm).await?;
             let selector: Value = match selector {
@@ -319,6 +330,9 @@ pub(crate) async fn reactors(command: ReactorsCommand) -> anyhow::Result<ExitCod
             let mut body = json!({ "module": module, "selector": selector });
             if let Some(sink) = sink {
                 body["sink"] = json!(sink);
+            }
+            if let Some(r) = reducer {
+                body["reducer"] = json!(r);
             }
             let defined = conn.client(TIMEOUT)?.put_reactor(&name, &body).await?;
             let st = defined.status;

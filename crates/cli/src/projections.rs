@@ -46,6 +46,9 @@ pub(crate) struct PutArgs {
     /// stream: one state per stream; single: one state for everything.
     #[arg(long, value_enum, default_value_t = PartitionArg::Stream)]
     partition: PartitionArg,
+    /// The reducer of the module to run (ABI v2 modules; default: the one that fits).
+    #[arg(long)]
+    reducer: Option<String>,
     /// Wait (with a progress bar on a terminal) until the projection has caught up.
     #[arg(long)]
     wait: bool,
@@ -329,7 +332,10 @@ async fn put(args: PutArgs) -> anyhow::Result<ExitCode> {
         PartitionArg::Stream => "stream",
         PartitionArg::Single => "single",
     };
-    let body = json!({ "module": module, "selector": selector, "partition": partition });
+    let mut body = json!({ "module": module, "selector": selector, "partition": partition });
+    if let Some(r) = &args.reducer {
+        body["reducer"] = json!(r);
+    }
     let defined = conn
         .client(TIMEOUT)?
         .put_projection(&args.name, &body)

@@ -69,6 +69,9 @@ pub struct ModuleRecord {
 pub struct ProjectionSpec {
     /// The module's id, `sha256:…`.
     pub module: String,
+    /// The reducer of an ABI v2 module (left out: the one that fits).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reducer: Option<String>,
     /// The events it folds.
     pub selector: Selector,
     /// `stream` (one state per `{entity}/{key}`) or `single` (one state).
@@ -80,6 +83,7 @@ impl ProjectionSpec {
     pub fn stream(module: impl Into<String>, selector: Selector) -> ProjectionSpec {
         ProjectionSpec {
             module: module.into(),
+            reducer: None,
             selector,
             partition: "stream".into(),
         }
@@ -89,9 +93,16 @@ impl ProjectionSpec {
     pub fn single(module: impl Into<String>, selector: Selector) -> ProjectionSpec {
         ProjectionSpec {
             module: module.into(),
+            reducer: None,
             selector,
             partition: "single".into(),
         }
+    }
+
+    /// The same, running the module's reducer `name`.
+    pub fn reducer(mut self, name: impl Into<String>) -> ProjectionSpec {
+        self.reducer = Some(name.into());
+        self
     }
 }
 
@@ -425,9 +436,18 @@ impl Client {
 
     // ----- deciders and commands -----
 
-    /// Binds a decider module to an entity.
-    pub async fn put_decider(&self, entity: &str, module: &str) -> Result<Defined, Error> {
-        let body = serde_json::json!({ "module": module });
+    /// Binds a decider module to an entity; `reducer` names the decider of an ABI v2 module
+    /// (`None`: the one it has).
+    pub async fn put_decider(
+        &self,
+        entity: &str,
+        module: &str,
+        reducer: Option<&str>,
+    ) -> Result<Defined, Error> {
+        let mut body = serde_json::json!({ "module": module });
+        if let Some(r) = reducer {
+            body["reducer"] = r.into();
+        }
         self.define(&format!("/v1/deciders/{}", seg(entity)), &body)
             .await
     }

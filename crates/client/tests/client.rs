@@ -359,7 +359,7 @@ async fn modules_projections_and_commands_through_the_client() {
         .unwrap();
     assert_eq!(defined.outcome, Outcome::Created);
     assert_eq!(defined.status["name"], "accounts");
-    let decider = loom.put_decider("account", &module.id).await.unwrap();
+    let decider = loom.put_decider("account", &module.id, None).await.unwrap();
     assert_eq!(decider.outcome, Outcome::Created);
 
     let opened = loom

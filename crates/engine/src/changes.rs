@@ -365,6 +365,7 @@ mod tests {
             entity: "cart".into(),
             spec: DeciderSpec {
                 module: "sha256:00".into(),
+                reducer: None,
             },
         };
         assert_eq!(Change::decode(&put.encode()).unwrap(), put);

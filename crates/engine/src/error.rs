@@ -98,6 +98,10 @@ pub enum DefinitionError {
         /// The missing entry point.
         entry: &'static str,
     },
+    /// The definition names a reducer the module does not have, names none where the module
+    /// has several that fit, or names one of a module of ABI v1 (which has none).
+    #[error("{0}")]
+    Reducer(String),
     /// The module is used and cannot be deleted.
     #[error("module {id} is in use by {}", users.join(", "))]
     ModuleInUse {

@@ -16,6 +16,7 @@ mod deciders;
 mod error;
 mod lifecycle;
 mod modules;
+mod names;
 mod projections;
 mod reactors;
 mod state_cache;
@@ -24,6 +25,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use loom_ledger::Ledger;
+/// An entry point of a module, as [`ModuleStore::load_with`] takes it.
+pub use loom_runtime::Entry;
 use loom_runtime::{Runtime, RuntimeConfig};
 
 pub use changes::{Change, Changed, Progress};
@@ -33,7 +36,7 @@ pub use deciders::{
 };
 pub use error::{CommandError, DefinitionError, EngineError, Kind, QueryError, StoreError};
 pub use lifecycle::{Failure, Status};
-pub use modules::{ModuleRecord, ModuleStore, Uploaded};
+pub use modules::{ModuleRecord, ModuleStore, ReducerRecord, Uploaded};
 pub use projections::{
     At, GenerationStatus, NextStatus, Partition, ProjectionSpec, ProjectionStatus, Projections,
     StateView,

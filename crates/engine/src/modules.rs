@@ -19,10 +19,44 @@ pub struct ModuleRecord {
     pub size: usize,
     /// ABI version.
     pub abi: u32,
-    /// Entry points exported: `evolve`, `decide`, `react`, `query`.
+    /// Entry points exported: `evolve`, `decide`, `react`, `query` (ABI v2: those any of its
+    /// reducers exports).
     pub exports: Vec<String>,
     /// Upload time (RFC 3339).
     pub uploaded_at: String,
+    /// Its named reducers, as it describes them (ABI v2; empty for ABI v1).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reducers: Vec<ReducerRecord>,
+}
+
+/// One named reducer of an ABI v2 module.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReducerRecord {
+    /// Its name: what a definition's `reducer` names.
+    pub name: String,
+    /// What it is: `projection`, `decider`, `query`, `reactor`.
+    pub kinds: Vec<String>,
+    /// The entity it is about, if it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entity: Option<String>,
+    /// The event types it decodes; absent when it takes any event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<String>>,
+    /// Its entry points: `evolve`, `evolve_groups`, `decide`, `query`, `react`.
+    pub exports: Vec<String>,
+}
+
+impl ReducerRecord {
+    fn of(r: &loom_runtime::ReducerInfo) -> ReducerRecord {
+        ReducerRecord {
+            name: r.name.clone(),
+            kinds: r.kinds.clone(),
+            entity: r.entity.clone(),
+            events: r.events.clone(),
+            exports: r.exports.iter().map(|e| e.name().to_owned()).collect(),
+        }
+    }
 }
 
 /// Result of an upload.
@@ -73,6 +107,7 @@ impl ModuleStore {
             abi: info.abi,
             exports: info.exports.iter().map(|e| e.name().to_owned()).collect(),
             uploaded_at: loom_ledger::format_time(chrono::Utc::now().timestamp_micros()),
+            reducers: info.reducers.iter().map(ReducerRecord::of).collect(),
         };
         let json = serde_json::to_vec(&record).expect("a record serializes");
         let mut txn = self.db.write(Durability::Immediate)?;
@@ -126,9 +161,18 @@ impl ModuleStore {
             .map_err(DefinitionError::InvalidModule)
     }
 
-    /// Loads `id` and checks it exports `entries`.
-    pub fn load_with(&self, id: &str, entries: &[Entry]) -> Result<Module, DefinitionError> {
+    /// Loads `id`, bound to the reducer `reducer` names (ABI v2) or chosen by what it
+    /// exports, and checks it exports `entries`. A definition that leaves `reducer` out gets
+    /// the one reducer of the module that exports them all; with none or several that do, it
+    /// is refused with the reducers the module has.
+    pub fn load_with(
+        &self,
+        id: &str,
+        reducer: Option<&str>,
+        entries: &[Entry],
+    ) -> Result<Module, DefinitionError> {
         let m = self.load(id)?;
+        let m = bind(id, m, reducer, entries)?;
         for e in entries {
             if !m.exports(*e) {
                 return Err(DefinitionError::MissingExport {
@@ -158,6 +202,65 @@ impl ModuleStore {
             Ok(())
         } else {
             Err(DefinitionError::ModuleNotFound(id.to_owned()))
+        }
+    }
+}
+
+/// What a reducer offers, for messages: `books (projection, query)`.
+fn listed(m: &Module) -> String {
+    m.info()
+        .reducers
+        .iter()
+        .map(|r| format!("{} ({})", r.name, r.kinds.join(", ")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn bind(
+    id: &str,
+    m: Module,
+    reducer: Option<&str>,
+    entries: &[Entry],
+) -> Result<Module, DefinitionError> {
+    let v2 = m.info().abi >= 2;
+    match (v2, reducer) {
+        (false, None) => Ok(m),
+        (false, Some(r)) => Err(DefinitionError::Reducer(format!(
+            "module {id} speaks ABI version 1 and has no named reducers; leave out \"reducer\" \
+             (it was {r:?})"
+        ))),
+        (true, Some(r)) => m.bind(r).ok_or_else(|| {
+            let names: Vec<&str> = m.info().reducers.iter().map(|x| x.name.as_str()).collect();
+            DefinitionError::Reducer(format!(
+                "module {id} has no reducer {r:?}{}; it has {}",
+                crate::names::did_you_mean(r, &names),
+                listed(&m)
+            ))
+        }),
+        (true, None) => {
+            let fits: Vec<&str> = m
+                .info()
+                .reducers
+                .iter()
+                .filter(|r| entries.iter().all(|e| r.exports.contains(e)))
+                .map(|r| r.name.as_str())
+                .collect();
+            match fits.as_slice() {
+                [one] => Ok(m.bind(one).expect("a reducer of the module")),
+                [] => Err(DefinitionError::Reducer(format!(
+                    "no reducer of module {id} exports {}; it has {}",
+                    entries
+                        .iter()
+                        .map(|e| e.name())
+                        .collect::<Vec<_>>()
+                        .join(" and "),
+                    listed(&m)
+                ))),
+                several => Err(DefinitionError::Reducer(format!(
+                    "module {id} has several reducers that fit ({}): name one with \"reducer\"",
+                    several.join(", ")
+                ))),
+            }
         }
     }
 }

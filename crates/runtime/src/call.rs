@@ -68,7 +68,7 @@ impl Runtime {
             .get_typed_func::<i32, i32>(&mut *store, loom_abi::EXPORT_ALLOC)
             .map_err(Failure::Wasm)?;
         let func = instance
-            .get_typed_func::<(i32, i32), i64>(&mut *store, entry.name())
+            .get_typed_func::<(i32, i32), i64>(&mut *store, &module.export_name(entry))
             .map_err(Failure::Wasm)?;
         let len = i32::try_from(input.len())
             .map_err(|_| Failure::Output("the input is larger than 2 GiB".into()))?;
@@ -234,7 +234,8 @@ impl Runtime {
         }
     }
 
-    /// Decides a command in a state folded to `revision` of `subject`.
+    /// Decides a command in a state folded to `revision` of `subject`. `context` (JSON) is
+    /// given to ABI v2 modules; v1 modules get the v1 input, without it.
     pub fn decide(
         &self,
         module: &Module,
@@ -242,8 +243,13 @@ impl Runtime {
         command: &[u8],
         subject: &str,
         revision: u64,
+        context: &[u8],
     ) -> Result<Outcome, CallError> {
-        let input = loom_abi::decide::encode(state, command, subject, revision);
+        let input = if module.info.abi >= loom_abi::ABI_VERSION_2 {
+            loom_abi::decide::encode_v2(state, command, subject, revision, context)
+        } else {
+            loom_abi::decide::encode(state, command, subject, revision)
+        };
         self.call(module, Entry::Decide, &input)
     }
 

@@ -17,9 +17,10 @@ pub enum ModuleError {
     /// Not a valid WebAssembly module.
     #[error("not a valid WebAssembly module: {0}")]
     Invalid(String),
-    /// Imports something outside `loom_v1` (WASI, clocks, randomness, …).
+    /// Imports something other than `log` from `loom_v1` (ABI v1) or `loom_v2` (ABI v2):
+    /// WASI, clocks, randomness, …
     #[error(
-        "import {module}.{name} is not allowed: a Loom module may import only from \"loom_v1\" (log); no WASI, clock, randomness or I/O"
+        "import {module}.{name} is not allowed: a Loom module may import only from \"loom_v1\" (log), or \"loom_v2\" in ABI version 2; no WASI, clock, randomness or I/O"
     )]
     ForbiddenImport {
         /// Import module.
@@ -35,11 +36,17 @@ pub enum ModuleError {
         /// What is wrong.
         problem: String,
     },
-    /// None of evolve, decide, react, query is exported.
+    /// None of evolve, decide, react, query is exported (ABI v1), or no reducer is (v2).
     #[error("the module exports none of evolve, decide, react or query")]
     NoEntryPoints,
+    /// An ABI v2 module's description (`loom_describe`) is missing, malformed, or does not
+    /// match its exports.
+    #[error("the module's description does not hold: {0}")]
+    Description(String),
     /// `loom_abi_version` answered a version this host does not speak.
-    #[error("the module speaks Loom ABI version {found}; this server supports version {supported}")]
+    #[error(
+        "the module speaks Loom ABI version {found}; this server supports versions 1 and {supported}"
+    )]
     AbiVersion {
         /// What the module said.
         found: i64,

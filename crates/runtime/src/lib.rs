@@ -24,6 +24,7 @@
 mod call;
 mod compiler;
 mod convert;
+mod describe;
 mod error;
 mod limits;
 mod module;
@@ -35,6 +36,7 @@ use compiler::code_config;
 pub use compiler::{Compiler, CompilerProcess, precompile};
 use convert::extensions_json;
 pub use convert::{event_ref, view_extensions_json, view_ref};
+pub use describe::ReducerInfo;
 use error::Failure;
 pub use error::{CallError, ModuleError};
 pub use limits::RuntimeConfig;
@@ -63,6 +65,8 @@ use wasmtime::{
 pub struct Module {
     info: Arc<ModuleInfo>,
     pre: InstancePre<HostState>,
+    /// The reducer calls go to (ABI v2), an index into `info.reducers`.
+    reducer: Option<usize>,
 }
 
 struct HostState {
@@ -125,9 +129,10 @@ impl Runtime {
         wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&wasm).expect("a valid wasmtime configuration");
         let mut linker = Linker::new(&engine);
-        linker
+        for import in [loom_abi::IMPORT_MODULE, loom_abi::IMPORT_MODULE_V2] {
+            linker
             .func_wrap(
-                loom_abi::IMPORT_MODULE,
+                import,
                 loom_abi::IMPORT_LOG,
                 |mut caller: Caller<'_, HostState>,
                  _level: i32,
@@ -147,7 +152,7 @@ impl Runtime {
                     // wasm load from there would.
                     let Some(bytes) = data.get(start..start + len) else {
                         wasmtime::bail!(
-                            "loom_v1.log was given bytes {start:#x}+{len} outside the module's {} bytes of linear memory",
+                            "log was given bytes {start:#x}+{len} outside the module's {} bytes of linear memory",
                             data.len()
                         );
                     };
@@ -161,7 +166,8 @@ impl Runtime {
                     Ok(())
                 },
             )
-            .expect("defining loom_v1.log");
+            .expect("defining the log import");
+        }
         let stop_ticker = Arc::new(AtomicBool::new(false));
         {
             let engine = engine.clone();

@@ -1,5 +1,5 @@
-//! Checking a module against ABI v1 before it is compiled: imports only from `loom_v1`,
-//! the required exports with the right signatures.
+//! Checking a module against the ABI before it is compiled: imports only `log` from
+//! `loom_v1` or `loom_v2`, the required exports with the right signatures.
 
 use super::*;
 
@@ -18,22 +18,39 @@ pub(crate) fn sig_is(ty: &ExternType, params: &[&str], results: &[&str]) -> bool
     names(&p) == params && names(&r) == results
 }
 
-pub(crate) fn check_imports(module: &WasmModule) -> Result<(), ModuleError> {
+/// Checks the imports; answers the import module the module uses (`loom_v1` or `loom_v2`),
+/// if it imports anything. Which one it may use depends on its ABI version, checked once the
+/// module has said it.
+pub(crate) fn check_imports(module: &WasmModule) -> Result<Option<&'static str>, ModuleError> {
+    let mut used = None;
     for import in module.imports() {
-        let ok = import.module() == loom_abi::IMPORT_MODULE
+        let from = [loom_abi::IMPORT_MODULE, loom_abi::IMPORT_MODULE_V2]
+            .into_iter()
+            .find(|m| *m == import.module());
+        let ok = from.is_some()
             && import.name() == loom_abi::IMPORT_LOG
-            && sig_is(&import.ty(), &["i32", "i32", "i32"], &[]);
+            && sig_is(&import.ty(), &["i32", "i32", "i32"], &[])
+            && (used.is_none() || used == from);
         if !ok {
             return Err(ModuleError::ForbiddenImport {
                 module: import.module().to_owned(),
                 name: import.name().to_owned(),
             });
         }
+        used = from;
     }
-    Ok(())
+    Ok(used)
 }
 
-pub(crate) fn check_exports(module: &WasmModule) -> Result<Vec<Entry>, ModuleError> {
+/// The entry points a module exports: its own (`evolve`: ABI v1) and its reducers'
+/// (`evolve.books`: ABI v2). Which count depends on the version it reports.
+pub(crate) struct Exports {
+    pub(crate) own: Vec<Entry>,
+    pub(crate) describe: bool,
+    pub(crate) by_reducer: std::collections::BTreeMap<String, Vec<Entry>>,
+}
+
+pub(crate) fn check_exports(module: &WasmModule) -> Result<Exports, ModuleError> {
     let find = |name: &str| module.exports().find(|e| e.name() == name).map(|e| e.ty());
     let bad = |name: &str, problem: &str| ModuleError::BadExport {
         name: name.to_owned(),
@@ -64,25 +81,48 @@ pub(crate) fn check_exports(module: &WasmModule) -> Result<Vec<Entry>, ModuleErr
         }
         None => return Err(bad(loom_abi::EXPORT_ALLOC, "is missing")),
     }
-    let mut entries = Vec::new();
+    let entry_sig = |name: &str, t: &ExternType| {
+        if sig_is(t, &["i32", "i32"], &["i64"]) {
+            Ok(())
+        } else {
+            Err(bad(name, "must be a function (i32, i32) -> i64"))
+        }
+    };
+    let mut own = Vec::new();
     for entry in Entry::ALL {
         if let Some(t) = find(entry.name()) {
-            if !sig_is(&t, &["i32", "i32"], &["i64"]) {
-                return Err(bad(entry.name(), "must be a function (i32, i32) -> i64"));
-            }
-            entries.push(entry);
+            entry_sig(entry.name(), &t)?;
+            own.push(entry);
         }
     }
-    if entries.is_empty() || entries == [Entry::EvolveGroups] {
-        return Err(ModuleError::NoEntryPoints);
-    }
-    if entries.contains(&Entry::EvolveGroups) && !entries.contains(&Entry::Evolve) {
+    // Alone, it is no entry point at all (refused as such once the version is known).
+    if own.contains(&Entry::EvolveGroups) && !own.contains(&Entry::Evolve) && own.len() > 1 {
         return Err(bad(
             loom_abi::EXPORT_EVOLVE_GROUPS,
             "needs `evolve` exported too",
         ));
     }
-    Ok(entries)
+    let describe = find(loom_abi::EXPORT_DESCRIBE);
+    if let Some(t) = &describe {
+        entry_sig(loom_abi::EXPORT_DESCRIBE, t)?;
+    }
+    let mut by_reducer: std::collections::BTreeMap<String, Vec<Entry>> = Default::default();
+    for export in module.exports() {
+        let Some((entry, reducer)) = loom_abi::split_reducer_export(export.name()) else {
+            continue;
+        };
+        let entry = Entry::of_name(entry).expect("split_reducer_export knows only entry points");
+        entry_sig(export.name(), &export.ty())?;
+        by_reducer
+            .entry(reducer.to_owned())
+            .or_default()
+            .push(entry);
+    }
+    Ok(Exports {
+        own,
+        describe: describe.is_some(),
+        by_reducer,
+    })
 }
 
 /// Checks, before anything is compiled, that the module stays within what compiling it may

@@ -64,6 +64,10 @@ pub enum ApiError {
     /// where the partition has none, …).
     #[error("{0}")]
     InvalidProjection(String),
+    /// 422: a definition names a reducer the module does not have, or names none where the
+    /// module has several that fit.
+    #[error("{0}")]
+    InvalidReducer(String),
     /// 422: a module call failed (trap, fuel, memory, malformed data); the detail carries
     /// the module's message.
     #[error("{0}")]
@@ -130,6 +134,7 @@ impl ApiError {
             | ApiError::InvalidModule(_)
             | ApiError::MissingExport(_)
             | ApiError::InvalidProjection(_)
+            | ApiError::InvalidReducer(_)
             | ApiError::ModuleFailed(_)
             | ApiError::QueryRejected(_)
             | ApiError::CommandRejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -167,6 +172,7 @@ impl ApiError {
             ApiError::InvalidModule(_) => "invalid-module",
             ApiError::MissingExport(_) => "missing-export",
             ApiError::InvalidProjection(_) => "invalid-projection",
+            ApiError::InvalidReducer(_) => "invalid-reducer",
             ApiError::ModuleFailed(_) => "module-failed",
             ApiError::QueryRejected(_) => "query-rejected",
             ApiError::CommandRejected(_) => "command-rejected",
@@ -427,6 +433,7 @@ impl From<DefinitionError> for ApiError {
                 ApiError::NotFound(format!("{e}; upload it with POST /v1/modules"))
             }
             e @ DefinitionError::MissingExport { .. } => ApiError::MissingExport(e.to_string()),
+            DefinitionError::Reducer(m) => ApiError::InvalidReducer(m),
             DefinitionError::ModuleInUse { id, users } => ApiError::ModuleInUse { id, users },
             DefinitionError::Store(s) => s.into(),
             // Non-exhaustive: a variant not mapped yet is an internal error, logged.

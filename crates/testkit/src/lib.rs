@@ -12,7 +12,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 /// The example crates built for tests.
-pub const EXAMPLES: [&str; 4] = ["cart", "bank", "bank-stats", "checkout"];
+pub const EXAMPLES: [&str; 5] = ["cart", "bank", "bank-stats", "checkout", "library"];
 
 /// The entities the examples define, with the example that registers each: `cart` (cart),
 /// `account` (bank), `order` (checkout).
@@ -102,6 +102,15 @@ pub fn build_examples() -> &'static Path {
 fn missing_target(stderr: &[u8]) -> bool {
     let stderr = String::from_utf8_lossy(stderr);
     stderr.contains("wasm32-unknown-unknown") && stderr.contains("may not be installed")
+}
+
+/// The bytes of a module built by an earlier Loom, kept to check that what users uploaded
+/// then keeps running: `cart-abi-v1` and `checkout-abi-v1` are the cart and checkout examples
+/// as the SDK built them for ABI version 1 (one reducer per module, entry points `evolve`,
+/// `decide`, `query`, `react`).
+pub fn fixture_wasm(name: &str) -> Vec<u8> {
+    let file = workspace_root().join(format!("crates/testkit/fixtures/{name}.wasm"));
+    std::fs::read(&file).unwrap_or_else(|e| panic!("reading {}: {e}", file.display()))
 }
 
 /// The bytes of an example module (one of [`EXAMPLES`]).

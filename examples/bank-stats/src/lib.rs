@@ -93,7 +93,10 @@ impl Query for BankStats {
     }
 }
 
-loom_guest::export!(BankStats, projection, query);
+loom_guest::module! {
+    projection stats: BankStats;
+    query stats: BankStats;
+}
 
 #[cfg(test)]
 mod tests {

@@ -2,7 +2,7 @@
 //! overdrafts. Entity `account`; events `was_opened`, `was_credited`, `was_debited`; amounts
 //! are integer cents.
 
-use loom_guest::{Decider, Event, Projection};
+use loom_guest::{DecideContext, Decider, Event, Projection};
 use serde::{Deserialize, Serialize};
 
 /// The account's state: `{ "owner", "balance" }` (`owner` is `null` until opened).
@@ -81,7 +81,11 @@ impl Decider for Account {
     type Command = AccountCommand;
     type Rejection = String;
 
-    fn decide(&self, command: AccountCommand) -> Result<Vec<AccountEvent>, String> {
+    fn decide(
+        &self,
+        command: AccountCommand,
+        ctx: &DecideContext,
+    ) -> Result<Vec<AccountEvent>, String> {
         let opened = self.owner.is_some();
         match command {
             AccountCommand::Open { owner } => {
@@ -107,7 +111,8 @@ impl Decider for Account {
                 positive(amount)?;
                 if amount > self.balance {
                     return Err(format!(
-                        "insufficient funds: balance {} is less than {amount}",
+                        "insufficient funds: the balance of account {} is {}, less than {amount}",
+                        ctx.key(),
                         self.balance
                     ));
                 }
@@ -117,7 +122,9 @@ impl Decider for Account {
     }
 }
 
-loom_guest::export!(Account, projection, decider);
+loom_guest::module! {
+    decider bank: Account in "account";
+}
 
 #[cfg(test)]
 mod tests {

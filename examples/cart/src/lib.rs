@@ -1,9 +1,14 @@
-//! The j17 shopping cart as a Loom module: a per-stream projection, a decider and a query.
+//! The j17 shopping cart as a Loom module: one reducer, `cart`, that folds carts (so it serves
+//! projections), decides commands and answers a query.
 //!
 //! Entity `cart`; events `was_created`, `had_item_added`, `had_item_removed`,
-//! `was_checked_out`; prices are integers (cents).
+//! `was_checked_out`; prices are exact decimals (`29.99`), or whole numbers (`120` cents).
 
-use loom_guest::{Decider, Event, Projection, Query};
+mod money;
+
+pub use money::Money;
+
+use loom_guest::{DecideContext, Decider, Event, Projection, Query};
 use serde::{Deserialize, Serialize};
 
 /// One line of the cart.
@@ -13,8 +18,8 @@ pub struct Item {
     pub sku: String,
     /// Display name.
     pub name: String,
-    /// Unit price in cents.
-    pub price: i64,
+    /// Unit price, exactly as written (`29.99`, `120`).
+    pub price: Money,
     /// How many.
     pub quantity: i64,
 }
@@ -70,8 +75,8 @@ pub enum CartCommand {
         sku: String,
         /// Name.
         name: String,
-        /// Unit price, cents.
-        price: i64,
+        /// Unit price.
+        price: Money,
         /// Quantity (> 0).
         quantity: i64,
     },
@@ -120,7 +125,7 @@ impl Decider for Cart {
     type Command = CartCommand;
     type Rejection = String;
 
-    fn decide(&self, command: CartCommand) -> Result<Vec<CartEvent>, String> {
+    fn decide(&self, command: CartCommand, _ctx: &DecideContext) -> Result<Vec<CartEvent>, String> {
         match command {
             CartCommand::Create => match self.status {
                 Status::Missing => Ok(vec![CartEvent::WasCreated {}]),
@@ -136,7 +141,7 @@ impl Decider for Cart {
                 if quantity <= 0 {
                     return Err(format!("quantity must be positive, not {quantity}"));
                 }
-                if price < 0 {
+                if price.is_negative() {
                     return Err(format!("price must not be negative, not {price}"));
                 }
                 Ok(vec![CartEvent::HadItemAdded(Item {
@@ -171,8 +176,8 @@ pub struct TotalParams {}
 /// `query` answer: the cart's total.
 #[derive(Debug, PartialEq, Eq, Serialize)]
 pub struct Total {
-    /// Sum of price × quantity, cents.
-    pub total: i64,
+    /// Sum of price × quantity, exact.
+    pub total: Money,
     /// Number of units.
     pub units: i64,
 }
@@ -182,14 +187,27 @@ impl Query for Cart {
     type Output = Total;
 
     fn query(&self, _params: Option<TotalParams>) -> Total {
+        let mut total = Money::default();
+        for i in &self.items {
+            // Beyond 9.2 × 10^18 minor units: the call fails with this message (a panic is
+            // logged and traps), rather than answering a wrong total.
+            total = i
+                .price
+                .checked_mul(i.quantity)
+                .and_then(|line| total.checked_add(line))
+                .expect("the cart's total is too large to compute exactly");
+        }
         Total {
-            total: self.items.iter().map(|i| i.price * i.quantity).sum(),
+            total,
             units: self.items.iter().map(|i| i.quantity).sum(),
         }
     }
 }
 
-loom_guest::export!(Cart, projection, decider, query);
+loom_guest::module! {
+    decider cart: Cart in "cart";
+    query cart: Cart;
+}
 
 #[cfg(test)]
 mod tests {
@@ -200,7 +218,7 @@ mod tests {
         Item {
             sku: "apple".into(),
             name: "Apple".into(),
-            price: 50,
+            price: Money::whole(50),
             quantity,
         }
     }
@@ -221,7 +239,7 @@ mod tests {
             .when(CartCommand::AddItem {
                 sku: "apple".into(),
                 name: "Apple".into(),
-                price: 50,
+                price: Money::whole(50),
                 quantity: 2,
             })
             .then([CartEvent::HadItemAdded(apple(2))]);
@@ -229,7 +247,7 @@ mod tests {
             .when(CartCommand::AddItem {
                 sku: "apple".into(),
                 name: "Apple".into(),
-                price: 50,
+                price: Money::whole(50),
                 quantity: 2,
             })
             .then_rejected_with("does not exist");
@@ -241,7 +259,7 @@ mod tests {
         .when(CartCommand::AddItem {
             sku: "pear".into(),
             name: "Pear".into(),
-            price: 70,
+            price: Money::whole(70),
             quantity: 1,
         })
         .then_rejected_with("checked out");
@@ -249,7 +267,7 @@ mod tests {
             .when(CartCommand::AddItem {
                 sku: "apple".into(),
                 name: "Apple".into(),
-                price: 50,
+                price: Money::whole(50),
                 quantity: 0,
             })
             .then_rejected_with("positive");
@@ -295,9 +313,39 @@ mod tests {
         assert_eq!(
             cart.query(None),
             Total {
-                total: 150,
+                total: Money::whole(150),
                 units: 3
             }
+        );
+    }
+
+    #[test]
+    fn j17_prices_with_cents_are_kept_exactly() {
+        use loom_guest::serde_json::{from_value, json, to_value};
+        let command: CartCommand = from_value(json!(
+            {"type": "add_item", "sku": "mug", "name": "Mug", "price": 29.99, "quantity": 3}
+        ))
+        .unwrap();
+        let events = given::<Cart>([CartEvent::WasCreated {}])
+            .when(command)
+            .events()
+            .unwrap();
+        let mut all = vec![CartEvent::WasCreated {}];
+        all.extend(events);
+        let cart: Cart = fold(all);
+        assert_eq!(to_value(&cart).unwrap()["items"][0]["price"], json!(29.99));
+        assert_eq!(
+            to_value(cart.query(None)).unwrap(),
+            json!({"total": 89.97, "units": 3})
+        );
+    }
+
+    #[test]
+    fn the_reducers_decode_what_entity_json_registers() {
+        loom_guest::testing::check_registration(
+            LOOM_REDUCERS,
+            "cart",
+            include_str!("../entity.json"),
         );
     }
 }

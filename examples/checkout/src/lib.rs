@@ -2,7 +2,7 @@
 //! `order/{cart key}` `was_placed` and delivers an `order.placed` notification CloudEvent to
 //! the reactor's sink.
 
-use loom_guest::{Event, Reaction, Reactor};
+use loom_guest::{EffectError, Event, ReactContext, Reaction, Reactor, Stream};
 use serde::{Deserialize, Serialize};
 
 /// The cart events this reactor cares about (other types are skipped).
@@ -46,22 +46,22 @@ pub struct Checkout;
 impl Reactor for Checkout {
     type Event = CartEvent;
 
-    fn react(event: Event<'_, CartEvent>) -> Reaction {
+    fn react(event: Event<'_, CartEvent>, ctx: &ReactContext) -> Result<Reaction, EffectError> {
         match event.data {
             CartEvent::WasCheckedOut {} => {
-                let order = format!("order/{}", event.key());
+                let order = Stream::new("order", event.key())?;
                 Reaction::none()
                     .append(
-                        order.clone(),
+                        &order,
                         &OrderEvent::WasPlaced {
                             cart: event.subject().to_owned(),
-                            cart_position: event.position(),
+                            cart_position: ctx.position,
                         },
-                    )
+                    )?
                     .deliver(
-                        order.clone(),
+                        &order,
                         &Notification::OrderPlaced {
-                            order,
+                            order: order.to_string(),
                             cart: event.subject().to_owned(),
                         },
                     )
@@ -70,7 +70,9 @@ impl Reactor for Checkout {
     }
 }
 
-loom_guest::export!(Checkout, reactor);
+loom_guest::module! {
+    reactor checkout: Checkout;
+}
 
 #[cfg(test)]
 mod tests {
@@ -79,7 +81,8 @@ mod tests {
     #[test]
     fn a_checkout_places_an_order_and_notifies() {
         let reaction =
-            loom_guest::testing::react::<Checkout>("cart/42", &CartEvent::WasCheckedOut {});
+            loom_guest::testing::react::<Checkout>("cart/42", &CartEvent::WasCheckedOut {})
+                .unwrap();
         assert_eq!(reaction.append.len(), 1);
         assert_eq!(reaction.append[0].subject, "order/42");
         assert_eq!(reaction.append[0].ty, "was_placed");
@@ -97,7 +100,8 @@ mod tests {
         enum Other {
             WasCreated {},
         }
-        let reaction = loom_guest::testing::react::<Checkout>("cart/1", &Other::WasCreated {});
+        let reaction =
+            loom_guest::testing::react::<Checkout>("cart/1", &Other::WasCreated {}).unwrap();
         assert_eq!(reaction, Reaction::none());
     }
 }

@@ -115,22 +115,82 @@ pub fn decode_event<E: DeserializeOwned>(e: &EventRef<'_>) -> Result<Option<E>, 
     }
 }
 
-/// Splits a typed event into CloudEvents `type` and `data` (unit variants get `{}`).
-pub fn encode_event<E: Serialize>(event: &E) -> (String, serde_json::Value) {
+/// Why a typed event cannot be written as CloudEvents `type` and `data`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EncodeEventError(pub String);
+
+impl fmt::Display for EncodeEventError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for EncodeEventError {}
+
+/// Splits a typed event into CloudEvents `type` and `data` (unit variants get `{}`). The
+/// event must be a variant of an enum in serde's default (externally tagged) representation.
+pub fn encode_event<E: Serialize>(
+    event: &E,
+) -> Result<(String, serde_json::Value), EncodeEventError> {
     match serde_json::to_value(event) {
-        Ok(serde_json::Value::String(ty)) => (ty, serde_json::json!({})),
+        Ok(serde_json::Value::String(ty)) => Ok((ty, serde_json::json!({}))),
         Ok(serde_json::Value::Object(map)) if map.len() == 1 => {
             let (ty, data) = map.into_iter().next().expect("one entry");
-            (ty, data)
+            Ok((ty, data))
         }
-        Ok(other) => (
-            String::new(),
-            serde_json::json!({
-                "error": "events must be enums whose variants name the event types",
-                "value": other
-            }),
-        ),
-        Err(e) => (String::new(), serde_json::json!({ "error": e.to_string() })),
+        Ok(other) => Err(EncodeEventError(format!(
+            "an event must be a variant of an enum whose variants name the event types \
+             (serde's default representation), not {other}"
+        ))),
+        Err(e) => Err(EncodeEventError(format!(
+            "the event does not serialize: {e}"
+        ))),
+    }
+}
+
+/// The event types (CloudEvents `type`s) an event enum decodes: its variants' names as serde
+/// reads them (after `rename_all` and `rename`). `None` when the type is not an enum, so it
+/// takes any event.
+pub fn event_types<E: DeserializeOwned>() -> Option<Vec<&'static str>> {
+    struct Probe;
+    #[derive(Debug)]
+    enum Found {
+        Variants(&'static [&'static str]),
+        NotAnEnum,
+    }
+    impl fmt::Display for Found {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("probe")
+        }
+    }
+    impl std::error::Error for Found {}
+    impl de::Error for Found {
+        fn custom<T: fmt::Display>(_: T) -> Self {
+            Found::NotAnEnum
+        }
+    }
+    impl<'de> Deserializer<'de> for Probe {
+        type Error = Found;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Found> {
+            Err(Found::NotAnEnum)
+        }
+        fn deserialize_enum<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            variants: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Found> {
+            Err(Found::Variants(variants))
+        }
+        forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map struct identifier ignored_any
+        }
+    }
+    match E::deserialize(Probe) {
+        Err(Found::Variants(v)) => Some(v.to_vec()),
+        _ => None,
     }
 }
 
@@ -235,7 +295,13 @@ impl<'de> de::VariantAccess<'de> for EventDeserializer<'de> {
         fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, Self::Error> {
-        let mut de = self.json()?;
+        // An event without data reads as `{}`: a variant `WasCheckedOut {}` (or one whose
+        // fields all have defaults) takes it.
+        let mut de = if self.kind == DataKind::None {
+            serde_json::Deserializer::from_str("{}")
+        } else {
+            self.json()?
+        };
         de.deserialize_struct("", fields, visitor).map_err(json_err)
     }
 }

@@ -3,10 +3,11 @@
 
 use loom_abi::{CallStatus, output};
 
-use crate::event::{DecodeEventError, Event, decode_event, encode_event};
+use crate::context::{DecideContext, ReactContext};
+use crate::event::{DecodeEventError, Event, decode_event, encode_event, event_types};
 use crate::{Decider, Projection, Query, Reactor};
 
-/// The raw imports of `loom_v1`.
+/// The raw imports of `loom_v1` (ABI v2 modules may import the same `log` from there).
 pub(crate) mod sys {
     #[cfg(target_arch = "wasm32")]
     #[allow(unsafe_code)]
@@ -114,44 +115,51 @@ fn fold<P: Projection>(
     Ok(state)
 }
 
-/// `decide`: the events a command produces, or its rejection.
+fn rejected(message: String) -> Vec<u8> {
+    output(
+        CallStatus::Rejected,
+        serde_json::json!({ "message": message })
+            .to_string()
+            .as_bytes(),
+    )
+}
+
+/// `decide`: the events a command produces, or its rejection. The context is built from the
+/// stream and revision of the input, and, from an ABI v2 host, its context JSON.
 pub fn run_decide<D: Decider>(input: &[u8]) -> Vec<u8> {
     let input = match loom_abi::decide::decode(input) {
         Ok(x) => x,
         Err(e) => return error(e),
     };
+    let mut ctx: DecideContext = match input.context.filter(|c| !c.is_empty()) {
+        Some(json) => match serde_json::from_slice(json) {
+            Ok(c) => c,
+            Err(e) => return error(format_args!("the command's context does not read: {e}")),
+        },
+        None => DecideContext::default(),
+    };
+    ctx.subject = input.subject.to_owned();
+    ctx.revision = input.revision;
     let state: D = match load_state(input.state) {
         Ok(s) => s,
         Err(out) => return out,
     };
     let command: D::Command = match serde_json::from_slice(input.command) {
         Ok(c) => c,
-        Err(e) => {
-            return output(
-                CallStatus::Rejected,
-                serde_json::json!({ "message": format!("malformed command: {e}") })
-                    .to_string()
-                    .as_bytes(),
-            );
-        }
+        Err(e) => return rejected(format!("malformed command: {e}")),
     };
-    match state.decide(command) {
+    match state.decide(command, &ctx) {
         Ok(events) => {
-            let out: Vec<serde_json::Value> = events
-                .iter()
-                .map(|e| {
-                    let (ty, data) = encode_event(e);
-                    serde_json::json!({ "type": ty, "data": data })
-                })
-                .collect();
+            let mut out = Vec::with_capacity(events.len());
+            for e in &events {
+                match encode_event(e) {
+                    Ok((ty, data)) => out.push(serde_json::json!({ "type": ty, "data": data })),
+                    Err(e) => return error(format_args!("a decided event: {e}")),
+                }
+            }
             json_ok(&out)
         }
-        Err(rejection) => output(
-            CallStatus::Rejected,
-            serde_json::json!({ "message": rejection.to_string() })
-                .to_string()
-                .as_bytes(),
-        ),
+        Err(rejection) => rejected(rejection.to_string()),
     }
 }
 
@@ -161,10 +169,16 @@ pub fn run_react<R: Reactor>(input: &[u8]) -> Vec<u8> {
         Ok(e) => e,
         Err(e) => return error(e),
     };
+    let ctx = ReactContext::of(&raw);
     match decode_event::<R::Event>(&raw) {
-        Ok(Some(data)) => json_ok(&R::react(Event::new(data, raw))),
-        Ok(None) => json_ok(&crate::Reaction::none()),
-        Err(DecodeEventError::UnknownType) => json_ok(&crate::Reaction::none()),
+        Ok(Some(data)) => match R::react(Event::new(data, raw), &ctx) {
+            Ok(reaction) => json_ok(&reaction),
+            Err(e) => error(format_args!(
+                "reacting to the event at position {}: {e}",
+                ctx.position
+            )),
+        },
+        Ok(None) | Err(DecodeEventError::UnknownType) => json_ok(&crate::Reaction::none()),
         Err(e) => error(format_args!(
             "event at position {} (type {:?}) does not fit the event type: {e}",
             raw.position, raw.ty
@@ -195,6 +209,51 @@ pub fn run_query<Q: Query>(input: &[u8]) -> Vec<u8> {
             }
         };
     json_ok(&state.query(params))
+}
+
+/// One reducer of a module built with [`module!`](crate::module!), as `loom_describe` tells
+/// the host about it.
+#[derive(Debug)]
+pub struct ReducerDesc {
+    /// Its name.
+    pub name: &'static str,
+    /// `projection`, `decider`, `query`, `reactor`.
+    pub kinds: &'static [&'static str],
+    /// The entity it is about, if the module says.
+    pub entity: Option<&'static str>,
+    /// The event types it decodes (`None`: any).
+    pub events: fn() -> Option<Vec<&'static str>>,
+}
+
+/// The event types a projection (or decider) decodes.
+pub fn events_of<P: Projection>() -> Option<Vec<&'static str>> {
+    event_types::<P::Event>()
+}
+
+/// The event types a reactor decodes.
+pub fn events_of_reactor<R: Reactor>() -> Option<Vec<&'static str>> {
+    event_types::<R::Event>()
+}
+
+/// The description JSON of a module's reducers.
+pub fn description(reducers: &[ReducerDesc]) -> serde_json::Value {
+    let list: Vec<serde_json::Value> = reducers
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "name": r.name,
+                "kinds": r.kinds,
+                "entity": r.entity,
+                "events": (r.events)(),
+            })
+        })
+        .collect();
+    serde_json::json!({ "reducers": list })
+}
+
+/// `loom_describe`.
+pub fn run_describe(reducers: &[ReducerDesc]) -> Vec<u8> {
+    json_ok(&description(reducers))
 }
 
 /// Raw-pointer glue, used by the code [`export!`](crate::export!) generates.

@@ -1,7 +1,8 @@
 //! Write Loom reducers in Rust.
 //!
 //! A Loom module is a Rust `cdylib` compiled to `wasm32-unknown-unknown`. It implements one or
-//! more of the pattern traits for its types and exports them with [`export!`]:
+//! more of the pattern traits for its types and names them as reducers with [`module!`] (ABI
+//! version 2: any number of reducers per module; [`export!`] builds ABI v1 modules with one):
 //!
 //! * [`Projection`] — a state and `evolve`, folding events into it (also what a decider folds);
 //! * [`Decider`] — `decide`: turns a command and the current state into new events, or a
@@ -16,7 +17,7 @@
 //! `evolve`, so a projection can select more than it folds.
 //!
 //! ```
-//! use loom_guest::{Decider, Event, Projection};
+//! use loom_guest::{DecideContext, Decider, Event, Projection};
 //! use serde::{Deserialize, Serialize};
 //!
 //! #[derive(Debug, Default, Serialize, Deserialize)]
@@ -50,7 +51,7 @@
 //! impl Decider for Counter {
 //!     type Command = CounterCommand;
 //!     type Rejection = String;
-//!     fn decide(&self, command: CounterCommand) -> Result<Vec<CounterEvent>, String> {
+//!     fn decide(&self, command: CounterCommand, _ctx: &DecideContext) -> Result<Vec<CounterEvent>, String> {
 //!         match command {
 //!             CounterCommand::Increment { by } if by <= 0 => Err("increment must be positive".into()),
 //!             CounterCommand::Increment { by } => Ok(vec![CounterEvent::WasIncremented { by }]),
@@ -58,7 +59,10 @@
 //!     }
 //! }
 //!
-//! // In the module crate: loom_guest::export!(Counter, projection, decider);
+//! // In the module crate, any number of named reducers:
+//! // loom_guest::module! {
+//! //     decider counters: Counter in "counter";
+//! // }
 //!
 //! // Native tests with the given/when/then harness:
 //! loom_guest::testing::given::<Counter>([CounterEvent::WasIncremented { by: 2 }])
@@ -81,11 +85,18 @@ pub use serde_json;
 #[doc(hidden)]
 #[path = "export.rs"]
 pub mod __export;
+mod context;
+mod effects;
 mod event;
 mod mem;
 pub mod testing;
 
-pub use event::{DecodeEventError, Event, decode_event, encode_event};
+pub use context::{Cause, DecideContext, ReactContext};
+pub use effects::{CommandRequest, EffectError, Emitted, Reaction, Stream};
+pub use event::{
+    DecodeEventError, EncodeEventError, Event, decode_event, encode_event, event_types,
+};
+pub use loom_guest_macros::module;
 
 /// A state folded from events.
 #[diagnostic::on_unimplemented(
@@ -113,8 +124,13 @@ pub trait Decider: Projection<Event: Serialize> {
     /// Why a command is refused; shown to the client as the problem's detail.
     type Rejection: Display;
 
-    /// Decides which events a command produces in the current state, or refuses it.
-    fn decide(&self, command: Self::Command) -> Result<Vec<Self::Event>, Self::Rejection>;
+    /// Decides which events a command produces in the current state, or refuses it. `ctx`
+    /// says which stream and revision, and carries the command's metadata.
+    fn decide(
+        &self,
+        command: Self::Command,
+        ctx: &DecideContext,
+    ) -> Result<Vec<Self::Event>, Self::Rejection>;
 }
 
 /// A derived answer from a projection's state.
@@ -141,89 +157,9 @@ pub trait Reactor {
     /// The typed events it reacts to.
     type Event: DeserializeOwned;
 
-    /// What to do about one event.
-    fn react(event: Event<'_, Self::Event>) -> Reaction;
-}
-
-/// What a reactor asks for: events to append, commands to run, CloudEvents to deliver.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
-pub struct Reaction {
-    /// Events to append.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub append: Vec<Emitted>,
-    /// Commands to run through deciders.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub commands: Vec<CommandRequest>,
-    /// CloudEvents to deliver to the reactor's sink.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub deliver: Vec<Emitted>,
-}
-
-/// An event a reactor emits.
-#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
-pub struct Emitted {
-    /// The stream, `{entity}/{key}`.
-    pub subject: String,
-    /// CloudEvents `type`.
-    #[serde(rename = "type")]
-    pub ty: String,
-    /// The data.
-    pub data: serde_json::Value,
-}
-
-/// A command a reactor asks to run.
-#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
-pub struct CommandRequest {
-    /// Entity of the decider.
-    pub entity: String,
-    /// Stream key.
-    pub key: String,
-    /// The command JSON.
-    pub command: serde_json::Value,
-}
-
-impl Reaction {
-    /// Nothing to do.
-    pub fn none() -> Reaction {
-        Reaction::default()
-    }
-
-    /// Appends a typed event to `subject`.
-    pub fn append<E: Serialize>(mut self, subject: impl Into<String>, event: &E) -> Reaction {
-        let (ty, data) = encode_event(event);
-        self.append.push(Emitted {
-            subject: subject.into(),
-            ty,
-            data,
-        });
-        self
-    }
-
-    /// Runs a command through the decider of `entity` on stream `key`.
-    pub fn command<C: Serialize>(
-        mut self,
-        entity: impl Into<String>,
-        key: impl Into<String>,
-        command: &C,
-    ) -> Reaction {
-        self.commands.push(CommandRequest {
-            entity: entity.into(),
-            key: key.into(),
-            command: serde_json::to_value(command).unwrap_or(serde_json::Value::Null),
-        });
-        self
-    }
-
-    /// Delivers a typed CloudEvent about `subject` to the sink.
-    pub fn deliver<E: Serialize>(mut self, subject: impl Into<String>, event: &E) -> Reaction {
-        let (ty, data) = encode_event(event);
-        self.deliver.push(Emitted {
-            subject: subject.into(),
-            ty,
-            data,
-        });
-        self
-    }
+    /// What to do about one event. An error fails the reactor at this event, with its
+    /// message.
+    fn react(event: Event<'_, Self::Event>, ctx: &ReactContext) -> Result<Reaction, EffectError>;
 }
 
 /// Writes a line to the host's log (shown in server logs; the last lines of a failing call are

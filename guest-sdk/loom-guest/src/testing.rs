@@ -1,4 +1,6 @@
-//! A native test harness: `given(events).when(command).then(events | rejection)`.
+//! A native test harness: `given(events).when(command).then(events | rejection)`, reactions,
+//! and [`check_registration`]: the event types a module's reducers decode against the entity
+//! registration a deployment uses, so a misspelt variant fails `cargo test`.
 //!
 //! Events go through the same path as in wasm (typed event → CloudEvents `type` + JSON `data`
 //! → typed event), so a serde mismatch between how events are written and read shows up in
@@ -8,6 +10,9 @@ use std::fmt::Debug;
 
 use loom_abi::{DataKind, EventRef};
 
+use crate::__export::ReducerDesc;
+use crate::context::{DecideContext, ReactContext};
+use crate::effects::EffectError;
 use crate::event::{Event, decode_event, encode_event};
 use crate::{Decider, Projection, Reaction, Reactor};
 
@@ -31,7 +36,7 @@ where
 {
     let mut state = P::default();
     for (i, (subject, e)) in events.into_iter().enumerate() {
-        let (ty, data) = encode_event(&e);
+        let (ty, data) = encode_event(&e).unwrap_or_else(|err| panic!("{err}"));
         let bytes = serde_json::to_vec(&data).expect("JSON");
         let raw = raw_event(i as u64 + 1, &ty, subject, &bytes);
         let typed = decode_event::<P::Event>(&raw)
@@ -61,10 +66,16 @@ fn raw_event<'a>(position: u64, ty: &'a str, subject: &'a str, data: &'a [u8]) -
     }
 }
 
-/// Starts a decider test from the events already in the stream.
-pub fn given<D: Decider>(events: impl IntoIterator<Item = D::Event>) -> Given<D> {
+/// Starts a decider test from the events already in the stream ([`TEST_SUBJECT`]).
+pub fn given<D: Decider>(events: impl IntoIterator<Item = D::Event>) -> Given<D>
+where
+    D::Event: serde::Serialize,
+{
+    let events: Vec<D::Event> = events.into_iter().collect();
+    let revision = events.len() as u64;
     Given {
         state: fold::<D>(events),
+        revision,
     }
 }
 
@@ -72,6 +83,7 @@ pub fn given<D: Decider>(events: impl IntoIterator<Item = D::Event>) -> Given<D>
 #[derive(Debug)]
 pub struct Given<D> {
     state: D,
+    revision: u64,
 }
 
 impl<D: Decider> Given<D> {
@@ -80,9 +92,17 @@ impl<D: Decider> Given<D> {
         &self.state
     }
 
-    /// Decides a command in that state.
+    /// Decides a command in that state, with the context the host would give: the stream
+    /// [`TEST_SUBJECT`] at the revision of the given events.
     pub fn when(self, command: D::Command) -> When<D> {
-        let result = self.state.decide(command).map_err(|r| r.to_string());
+        let ctx = DecideContext::new(TEST_SUBJECT, self.revision);
+        self.when_with(command, &ctx)
+    }
+
+    /// Decides a command with a context of the test's own (a subject, a time, an
+    /// idempotency key).
+    pub fn when_with(self, command: D::Command, ctx: &DecideContext) -> When<D> {
+        let result = self.state.decide(command, ctx).map_err(|r| r.to_string());
         When { result }
     }
 }
@@ -133,14 +153,112 @@ where
     }
 }
 
-/// Runs a reactor on one typed event about `subject`.
-pub fn react<R: Reactor>(subject: &str, event: &impl serde::Serialize) -> Reaction {
-    let (ty, data) = encode_event(event);
+/// Runs a reactor on one typed event about `subject`, appended by a client (position 1).
+pub fn react<R: Reactor>(
+    subject: &str,
+    event: &impl serde::Serialize,
+) -> Result<Reaction, EffectError> {
+    let (ty, data) = encode_event(event).unwrap_or_else(|err| panic!("{err}"));
     let bytes = serde_json::to_vec(&data).expect("JSON");
     let raw = raw_event(1, &ty, subject, &bytes);
+    let ctx = ReactContext::of(&raw);
     match decode_event::<R::Event>(&raw) {
-        Ok(Some(typed)) => R::react(Event::new(typed, raw)),
-        Ok(None) => Reaction::none(),
+        Ok(Some(typed)) => R::react(Event::new(typed, raw), &ctx),
+        Ok(None) => Ok(Reaction::none()),
         Err(e) => panic!("event {ty:?} does not read back: {e}"),
     }
+}
+
+/// Checks a module's reducers against an entity's registration (its `entity.json`, as
+/// `loom entities put` takes it): every event type a projection or decider of `entity`
+/// decodes is registered (unless the entity is open), and every registered type is decoded
+/// by one of them. Panics with what differs, so that a misspelt variant or a forgotten
+/// `rename_all` fails `cargo test` instead of being skipped in production.
+///
+/// ```ignore
+/// #[test]
+/// fn the_reducers_decode_what_is_registered() {
+///     loom_guest::testing::check_registration(crate::LOOM_REDUCERS, "book", include_str!("../book.json"));
+/// }
+/// ```
+#[track_caller]
+pub fn check_registration(reducers: &[ReducerDesc], entity: &str, registration: &str) {
+    let spec: serde_json::Value = serde_json::from_str(registration)
+        .unwrap_or_else(|e| panic!("the registration of {entity} is not JSON: {e}"));
+    let registered: Vec<&str> = spec
+        .get("events")
+        .and_then(serde_json::Value::as_object)
+        .map(|m| m.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    let open = spec.get("open").and_then(serde_json::Value::as_bool) == Some(true);
+    let folding: Vec<&ReducerDesc> = reducers
+        .iter()
+        .filter(|r| r.entity == Some(entity))
+        .filter(|r| {
+            r.kinds
+                .iter()
+                .any(|k| *k == "projection" || *k == "decider")
+        })
+        .collect();
+    assert!(
+        !folding.is_empty(),
+        "no projection or decider of the module is `in \"{entity}\"`"
+    );
+    let mut problems = Vec::new();
+    let mut decoded_by_any = Vec::new();
+    for r in &folding {
+        let Some(types) = (r.events)() else {
+            continue; // takes any event
+        };
+        for ty in &types {
+            if !open && !registered.contains(ty) {
+                problems.push(format!(
+                    "reducer {} decodes {ty:?}, which {entity} does not register{}",
+                    r.name,
+                    did_you_mean(ty, &registered)
+                ));
+            }
+        }
+        decoded_by_any.extend(types);
+    }
+    if folding.iter().all(|r| (r.events)().is_some()) {
+        for ty in &registered {
+            if !decoded_by_any.contains(ty) {
+                problems.push(format!(
+                    "{entity} registers {ty:?}, which no reducer of it decodes{}",
+                    did_you_mean(ty, &decoded_by_any)
+                ));
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "the reducers and the registration of {entity} disagree:\n  {}",
+        problems.join("\n  ")
+    );
+}
+
+/// ` (did you mean "x"?)` for the closest of `candidates`, if one is close.
+fn did_you_mean(word: &str, candidates: &[&str]) -> String {
+    let distance = |a: &str, b: &str| {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut prev = row[0];
+            row[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let cur = row[j + 1];
+                row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+                prev = cur;
+            }
+        }
+        row[b.len()]
+    };
+    candidates
+        .iter()
+        .map(|c| (distance(word, c), c))
+        .filter(|(d, c)| *d <= 3.max(c.len() / 3))
+        .min()
+        .map(|(_, c)| format!(" (did you mean {c:?}?)"))
+        .unwrap_or_default()
 }

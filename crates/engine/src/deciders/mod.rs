@@ -49,6 +49,10 @@ pub struct DeciderSpec {
     /// Module id, exporting `evolve` and `decide`.
     #[cfg_attr(feature = "openapi", schema(pattern = r"^sha256:[0-9a-f]{64}$"))]
     pub module: String,
+    /// The reducer of the module to run (ABI v2 modules; left out, the one reducer that
+    /// fits). ABI v1 modules have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reducer: Option<String>,
 }
 
 /// A stored decider.
@@ -59,6 +63,9 @@ pub struct DeciderRecord {
     pub entity: String,
     /// Its module.
     pub module: String,
+    /// Its reducer (ABI v2 modules).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reducer: Option<String>,
     /// When it was (last) bound, RFC 3339.
     pub updated_at: String,
 }
@@ -111,7 +118,11 @@ impl Bound {
         if let Some(m) = self.module.read().expect("module lock").as_ref() {
             return Ok(m.clone());
         }
-        let m = modules.load_with(&self.record.module, &[Entry::Evolve, Entry::Decide])?;
+        let m = modules.load_with(
+            &self.record.module,
+            self.record.reducer.as_deref(),
+            &[Entry::Evolve, Entry::Decide],
+        )?;
         *self.module.write().expect("module lock") = Some(m.clone());
         Ok(m)
     }
@@ -151,9 +162,11 @@ impl Deciders {
                 let record: DeciderRecord = serde_json::from_slice(&v)
                     .map_err(|e| StoreError::Corrupt(format!("decider record: {e}")))?;
                 // A module that cannot be loaded now must not keep the server from starting.
-                let module = match modules
-                    .load_with(&record.module, &[Entry::Evolve, Entry::Decide])
-                {
+                let module = match modules.load_with(
+                    &record.module,
+                    record.reducer.as_deref(),
+                    &[Entry::Evolve, Entry::Decide],
+                ) {
                     Ok(m) => Some(m),
                     Err(e) => {
                         tracing::error!(entity = %record.entity, module = %record.module, error = %e, "decider module could not be loaded");
@@ -185,18 +198,24 @@ impl Deciders {
     pub fn put(&self, entity: &str, spec: DeciderSpec) -> Result<PutOutcome, DefinitionError> {
         let _pin = self.modules.pin();
         loom_ledger::check_entity_name(entity).map_err(DefinitionError::InvalidName)?;
-        let module = self
-            .modules
-            .load_with(&spec.module, &[Entry::Evolve, Entry::Decide])?;
+        let module = self.modules.load_with(
+            &spec.module,
+            spec.reducer.as_deref(),
+            &[Entry::Evolve, Entry::Decide],
+        )?;
+        let reducer = module.reducer().map(|r| r.name.clone());
         let mut bound = self.bound.write().expect("deciders lock");
         let outcome = match bound.get(entity) {
-            Some(b) if b.record.module == spec.module => return Ok(PutOutcome::Unchanged),
+            Some(b) if b.record.module == spec.module && b.record.reducer == reducer => {
+                return Ok(PutOutcome::Unchanged);
+            }
             Some(_) => PutOutcome::Replaced,
             None => PutOutcome::Created,
         };
         let record = DeciderRecord {
             entity: entity.to_owned(),
             module: spec.module,
+            reducer,
             updated_at: loom_ledger::format_time(chrono::Utc::now().timestamp_micros()),
         };
         let json = serde_json::to_vec(&record).expect("a record serializes");
@@ -299,15 +318,27 @@ impl Deciders {
         // Without a key, every invocation gets ids of its own: two clients deciding the same
         // events must not look like one retried append.
         let invocation = format!("~{}", uuid::Uuid::new_v4().simple());
+        // What an ABI v2 decider is told beside the stream and revision. The time is taken
+        // once: a retry after a conflict decides with the same input.
+        let context = serde_json::json!({
+            "idempotency_key": idempotency_key,
+            "time": loom_ledger::format_time(chrono::Utc::now().timestamp_micros()),
+        })
+        .to_string();
         let _turn = self.stripes[stripe(&subject)]
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         for attempt in 1..=MAX_ATTEMPTS {
             let (revision, state) = self.fold(entity, &bound, &subject)?;
             let module = bound.module(&self.modules).map_err(CommandError::Module)?;
-            let decided =
-                self.runtime
-                    .decide(&module, Some(&state), command, &subject, revision)?;
+            let decided = self.runtime.decide(
+                &module,
+                Some(&state),
+                command,
+                &subject,
+                revision,
+                context.as_bytes(),
+            )?;
             let emitted = match decided {
                 Outcome::Rejected(r) => {
                     return Err(CommandError::Rejected(crate::rejection_message(&r)));

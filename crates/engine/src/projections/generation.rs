@@ -26,7 +26,9 @@ impl Shared {
         if let Some(m) = g.module.read().expect("module lock").as_ref() {
             return Ok(m.clone());
         }
-        let m = self.modules.load_with(&g.spec.module, &[Entry::Evolve])?;
+        let m =
+            self.modules
+                .load_with(&g.spec.module, g.spec.reducer.as_deref(), &[Entry::Evolve])?;
         *g.module.write().expect("module lock") = Some(m.clone());
         Ok(m)
     }
@@ -38,7 +40,9 @@ impl Shared {
         spec: &ProjectionSpec,
         pending: bool,
     ) -> Result<Arc<Gen>, DefinitionError> {
-        let module = self.modules.load_with(&spec.module, &[Entry::Evolve])?;
+        let module =
+            self.modules
+                .load_with(&spec.module, spec.reducer.as_deref(), &[Entry::Evolve])?;
         self.gen_with(name, generation, spec, pending, Some(module))
     }
 
@@ -75,7 +79,11 @@ impl Shared {
     ) -> Result<Arc<Gen>, StoreError> {
         // A module that cannot be loaded now (e.g. the server's limits changed) must not keep
         // the server from starting: the generation starts failed, and `resume` tries again.
-        let (module, failure) = match self.modules.load_with(&spec.module, &[Entry::Evolve]) {
+        let (module, failure) = match self.modules.load_with(
+            &spec.module,
+            spec.reducer.as_deref(),
+            &[Entry::Evolve],
+        ) {
             Ok(m) => (Some(m), None),
             Err(e) => {
                 tracing::error!(projection = %name, module = %spec.module, error = %e, "module could not be loaded");

@@ -160,12 +160,16 @@ impl Projections {
     }
 
     /// Creates or changes a projection.
-    pub fn put(&self, name: &str, spec: ProjectionSpec) -> Result<PutOutcome, DefinitionError> {
+    pub fn put(&self, name: &str, mut spec: ProjectionSpec) -> Result<PutOutcome, DefinitionError> {
         let _pin = self.shared.modules.pin();
         crate::check_name("projection", name)?;
         let sh = &self.shared;
-        // Validate before touching anything.
-        sh.modules.load_with(&spec.module, &[Entry::Evolve])?;
+        // Validate before touching anything. The reducer a v2 module chose is recorded, so
+        // that the same definition with it or without it is the same definition.
+        let module =
+            sh.modules
+                .load_with(&spec.module, spec.reducer.as_deref(), &[Entry::Evolve])?;
+        spec.reducer = module.reducer().map(|r| r.name.clone());
         spec.selector.compile()?;
         let mut map = sh.map.write().expect("map lock");
         match map.get_mut(name) {

@@ -26,6 +26,10 @@ pub struct ProjectionSpec {
     /// Module id (`sha256:…`), exporting `evolve`.
     #[cfg_attr(feature = "openapi", schema(pattern = r"^sha256:[0-9a-f]{64}$"))]
     pub module: String,
+    /// The reducer of the module to run (ABI v2 modules; left out, the one reducer that
+    /// fits). ABI v1 modules have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reducer: Option<String>,
     /// Which events it folds (default: all).
     #[serde(default)]
     pub selector: Selector,

@@ -216,10 +216,11 @@ impl Reactors {
         for (name, record, cp) in loaded {
             // A module that cannot be loaded now must not keep the server from starting: the
             // reactor starts failed, and `resume` tries again.
-            let (module, load_failure) = match shared
-                .modules
-                .load_with(&record.spec.module, &[Entry::React])
-            {
+            let (module, load_failure) = match shared.modules.load_with(
+                &record.spec.module,
+                record.spec.reducer.as_deref(),
+                &[Entry::React],
+            ) {
                 Ok(m) => (Some(m), None),
                 Err(e) => {
                     tracing::error!(reactor = %name, module = %record.spec.module, error = %e, "reactor module could not be loaded");
@@ -250,12 +251,17 @@ impl Reactors {
 
     /// Creates or replaces a reactor. A changed definition keeps the checkpoint (it reacts
     /// to what comes next); delete and re-create it to react to history again.
-    pub fn put(&self, name: &str, spec: ReactorSpec) -> Result<PutOutcome, DefinitionError> {
+    pub fn put(&self, name: &str, mut spec: ReactorSpec) -> Result<PutOutcome, DefinitionError> {
         let _pin = self.shared.modules.pin();
         crate::check_name("reactor", name)?;
         check_sink(&spec.sink)?;
         let sh = &self.shared;
-        let w = sh.worker(name, &spec)?;
+        // The reducer a v2 module chose is recorded (see Projections::put).
+        let module =
+            sh.modules
+                .load_with(&spec.module, spec.reducer.as_deref(), &[Entry::React])?;
+        spec.reducer = module.reducer().map(|r| r.name.clone());
+        let w = sh.worker_with(name, &spec, Some(module))?;
         let mut workers = sh.workers.write().expect("workers lock");
         let mut outcome = PutOutcome::Created;
         if let Some(old) = workers.get(name) {

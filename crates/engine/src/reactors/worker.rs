@@ -3,15 +3,6 @@
 use super::*;
 
 impl Shared {
-    pub(crate) fn worker(
-        &self,
-        name: &str,
-        spec: &ReactorSpec,
-    ) -> Result<Arc<Worker>, DefinitionError> {
-        let module = self.modules.load_with(&spec.module, &[Entry::React])?;
-        self.worker_with(name, spec, Some(module))
-    }
-
     pub(crate) fn worker_with(
         &self,
         name: &str,
@@ -146,7 +137,9 @@ impl Shared {
         if let Some(m) = w.module.read().expect("module lock").as_ref() {
             return Ok(m.clone());
         }
-        let m = self.modules.load_with(&w.spec.module, &[Entry::React])?;
+        let m =
+            self.modules
+                .load_with(&w.spec.module, w.spec.reducer.as_deref(), &[Entry::React])?;
         *w.module.write().expect("module lock") = Some(m.clone());
         Ok(m)
     }

@@ -148,6 +148,7 @@ impl Fixture {
         let module = self.engine.modules().upload(&bytes).unwrap().record.id;
         let spec = ProjectionSpec {
             module,
+            reducer: None,
             selector: Selector {
                 entity: Some(entity.into()),
                 ..Selector::default()

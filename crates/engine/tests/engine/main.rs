@@ -4,4 +4,5 @@
 
 mod commands;
 mod determinism;
+mod modules;
 mod projections;

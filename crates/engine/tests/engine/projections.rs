@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use loom_engine::{
-    At, DefinitionError, Engine, EngineConfig, Partition, ProjectionSpec, PutOutcome, QueryError,
-    Status,
+    At, DefinitionError, Engine, EngineConfig, Entry, Partition, ProjectionSpec, PutOutcome,
+    QueryError, Status,
 };
 use loom_ledger::{AppendRequest, EntitySpec, Event, Ledger, LedgerOptions, Selector};
 use serde_json::{Value, json};
@@ -105,6 +105,7 @@ fn cart_history(carts: usize, items: usize) -> Vec<Event> {
 fn cart_spec(module: &str) -> ProjectionSpec {
     ProjectionSpec {
         module: module.to_owned(),
+        reducer: None,
         selector: Selector {
             entity: Some("cart".into()),
             ..Selector::default()
@@ -115,7 +116,11 @@ fn cart_spec(module: &str) -> ProjectionSpec {
 
 /// The state a clean fold of the stream gives, computed directly through the runtime.
 fn clean_fold(f: &Fixture, module: &str, subject: &str, upto: u64) -> Value {
-    let m = f.engine.modules().load(module).unwrap();
+    let m = f
+        .engine
+        .modules()
+        .load_with(module, None, &[Entry::Evolve])
+        .unwrap();
     let events: Vec<_> = f
         .ledger
         .read_stream(subject, 0, usize::MAX)
@@ -305,6 +310,7 @@ fn single_projection_with_query() {
     let module = f.upload("bank-stats");
     let spec = ProjectionSpec {
         module: module.clone(),
+        reducer: None,
         selector: Selector {
             entity: Some("account".into()),
             ..Selector::default()
@@ -431,6 +437,7 @@ fn a_module_error_fails_the_projection_at_the_event_and_an_upgrade_recovers() {
     let module = f.upload("bank");
     let spec = ProjectionSpec {
         module: module.clone(),
+        reducer: None,
         selector: Selector {
             entity: Some("account".into()),
             ..Selector::default()
@@ -484,7 +491,14 @@ fn a_module_error_fails_the_projection_at_the_event_and_an_upgrade_recovers() {
         .put("accounts", fixed.clone())
         .unwrap();
     let st = wait_status(&f, "accounts", Status::Running);
-    assert_eq!(st.spec, fixed);
+    // The status names the reducer the definition left to the module.
+    assert_eq!(
+        st.spec,
+        ProjectionSpec {
+            reducer: Some("bank".into()),
+            ..fixed
+        }
+    );
     assert!(st.next.is_none());
     // was_opened has no amount, so the filter also drops it: owner stays null.
     assert_eq!(
@@ -524,6 +538,7 @@ fn a_failing_event_among_many_streams_is_located_and_the_rest_before_it_is_kept(
             "accounts",
             ProjectionSpec {
                 module,
+                reducer: None,
                 selector: Selector {
                     entity: Some("account".into()),
                     ..Selector::default()
@@ -579,6 +594,7 @@ fn a_step_that_fails_in_every_stream_is_located_in_few_calls() {
             "accounts",
             ProjectionSpec {
                 module,
+                reducer: None,
                 selector: Selector {
                     entity: Some("account".into()),
                     ..Selector::default()
@@ -607,6 +623,7 @@ fn a_module_that_cannot_be_loaded_at_startup_fails_its_projection_not_the_server
     ]);
     let spec = ProjectionSpec {
         module,
+        reducer: None,
         selector: Selector {
             entity: Some("account".into()),
             ..Selector::default()
@@ -748,7 +765,13 @@ fn blue_green_upgrade_serves_the_old_version_until_the_swap() {
     );
     let st = f.engine.projections().status("carts").unwrap();
     let next = st.next.expect("the building generation is shown");
-    assert_eq!(next.spec, upgraded);
+    assert_eq!(
+        next.spec,
+        ProjectionSpec {
+            reducer: Some("cart".into()),
+            ..upgraded.clone()
+        }
+    );
     assert_eq!(next.progress.generation, st.active.generation + 1);
     assert_eq!(next.progress.status, Status::Paused);
     // The old version answers meanwhile.
@@ -756,7 +779,8 @@ fn blue_green_upgrade_serves_the_old_version_until_the_swap() {
     // Resume: the new generation catches up and takes over.
     f.engine.projections().resume("carts").unwrap();
     let st = wait_status(&f, "carts", Status::Running);
-    assert_eq!(st.spec, upgraded);
+    assert_eq!(st.spec.reducer.as_deref(), Some("cart"));
+    assert_eq!(st.spec.selector, upgraded.selector);
     let after = f.state("carts", Some("cart/1"), At::Now);
     assert_eq!(after, json!({"items": [], "status": "active"}));
     // Only the new generation's state rows remain.

@@ -144,5 +144,10 @@ fn an_artifact_from_precompile_loads_into_the_server_runtime() {
         Duration::from_secs(30),
     );
     let module = rt.compile(&bytes).unwrap();
-    assert!(module.exports(loom_runtime::Entry::Evolve));
+    assert!(
+        module
+            .bind("cart")
+            .unwrap()
+            .exports(loom_runtime::Entry::Evolve)
+    );
 }

@@ -33,6 +33,14 @@ fn wat_module(body: &str) -> Vec<u8> {
     wat::parse_str(&text).expect("valid WAT")
 }
 
+/// The cart example's one reducer.
+fn cart_module(rt: &Runtime) -> loom_runtime::Module {
+    rt.compile(&loom_testkit::example_wasm("cart"))
+        .unwrap()
+        .bind("cart")
+        .unwrap()
+}
+
 fn cart_events() -> Vec<StoredEvent> {
     vec![
         stored(1, "cart/1", "was_created", json!({})),
@@ -57,11 +65,11 @@ fn cart_events() -> Vec<StoredEvent> {
 fn example_module_validates_folds_decides_and_queries() {
     let rt = Runtime::new(RuntimeConfig::default());
     let bytes = loom_testkit::example_wasm("cart");
-    let cart = rt.compile(&bytes).expect("cart compiles");
-    let info = cart.info();
+    let module = rt.compile(&bytes).expect("cart compiles");
+    let info = module.info();
     assert_eq!(info.id, module_id(&bytes));
     assert!(info.id.starts_with("sha256:") && info.id.len() == 7 + 64);
-    assert_eq!(info.abi, 1);
+    assert_eq!(info.abi, 2);
     assert_eq!(
         info.exports,
         [
@@ -71,6 +79,27 @@ fn example_module_validates_folds_decides_and_queries() {
             Entry::EvolveGroups
         ]
     );
+    // One reducer, as the module described it.
+    assert_eq!(info.reducers.len(), 1);
+    let r = &info.reducers[0];
+    assert_eq!(
+        (r.name.as_str(), r.entity.as_deref()),
+        ("cart", Some("cart"))
+    );
+    assert_eq!(r.kinds, ["decider", "query"]);
+    assert_eq!(
+        r.events.as_deref().unwrap(),
+        [
+            "was_created",
+            "had_item_added",
+            "had_item_removed",
+            "was_checked_out"
+        ]
+    );
+    // Unbound, a v2 module reaches no reducer's entry point.
+    assert!(!module.exports(Entry::Evolve));
+    let cart = module.bind("cart").expect("the reducer cart");
+    assert!(module.bind("carts").is_none());
     // Compiling the same bytes again is served from the cache.
     let t = Instant::now();
     assert_eq!(rt.compile(&bytes).unwrap().info(), info);
@@ -92,7 +121,14 @@ fn example_module_validates_folds_decides_and_queries() {
 
     // decide: events, or a rejection.
     match rt
-        .decide(&cart, Some(&state), br#"{"type":"check_out"}"#, "cart/1", 5)
+        .decide(
+            &cart,
+            Some(&state),
+            br#"{"type":"check_out"}"#,
+            "cart/1",
+            5,
+            b"{}",
+        )
         .unwrap()
     {
         Outcome::Ok(out) => assert_eq!(
@@ -108,6 +144,7 @@ fn example_module_validates_folds_decides_and_queries() {
             br#"{"type":"add_item","sku":"x","name":"X","price":1,"quantity":1}"#,
             "cart/2",
             0,
+            b"{}",
         )
         .unwrap()
     {
@@ -120,7 +157,7 @@ fn example_module_validates_folds_decides_and_queries() {
         other => panic!("{other:?}"),
     }
     match rt
-        .decide(&cart, None, br#"{"type":"fly"}"#, "cart/2", 0)
+        .decide(&cart, None, br#"{"type":"fly"}"#, "cart/2", 0, b"{}")
         .unwrap()
     {
         Outcome::Rejected(r) => assert!(
@@ -144,7 +181,7 @@ fn example_module_validates_folds_decides_and_queries() {
 #[test]
 fn evolve_groups_gives_each_group_what_evolve_gives_it_alone() {
     let rt = Runtime::new(RuntimeConfig::default());
-    let cart = rt.compile(&loom_testkit::example_wasm("cart")).unwrap();
+    let cart = cart_module(&rt);
     let events = cart_events();
     let other: Vec<StoredEvent> = events
         .iter()
@@ -268,7 +305,7 @@ fn evolve_groups_is_checked_like_the_other_entry_points() {
 #[test]
 fn data_that_does_not_fit_the_event_type_is_a_clear_error() {
     let rt = Runtime::new(RuntimeConfig::default());
-    let cart = rt.compile(&loom_testkit::example_wasm("cart")).unwrap();
+    let cart = cart_module(&rt);
     let bad = vec![stored(7, "cart/1", "had_item_added", json!({"sku": 5}))];
     match rt.evolve(&cart, None, &bad) {
         Err(CallError::Guest {
@@ -334,21 +371,28 @@ fn modules_that_break_the_abi_are_refused_at_compile() {
         ModuleError::ForbiddenImport { .. }
     ));
 
-    let wrong_version = wat::parse_str(
-        r#"(module
+    let wrong_version = |v: i32| {
+        wat::parse_str(format!(
+            r#"(module
             (memory (export "memory") 1)
-            (func (export "loom_abi_version") (result i32) i32.const 2)
+            (func (export "loom_abi_version") (result i32) i32.const {v})
             (func (export "loom_alloc") (param i32) (result i32) i32.const 0)
-            (func (export "evolve") (param i32 i32) (result i64) i64.const 0))"#,
-    )
-    .unwrap();
+            (func (export "evolve") (param i32 i32) (result i64) i64.const 0))"#
+        ))
+        .unwrap()
+    };
     assert_eq!(
-        refuse(wrong_version),
+        refuse(wrong_version(3)),
         ModuleError::AbiVersion {
-            found: 2,
-            supported: 1
+            found: 3,
+            supported: 2
         }
     );
+    // Version 2 without loom_describe: its reducers are unknown.
+    assert!(matches!(
+        refuse(wrong_version(2)),
+        ModuleError::BadExport { name, .. } if name == "loom_describe"
+    ));
 
     let no_entry = wat::parse_str(
         r#"(module
@@ -391,7 +435,7 @@ fn hostile_calls_fail_cleanly_and_the_host_carries_on() {
         max_output: 1024 * 1024,
         ..RuntimeConfig::default()
     });
-    let cart = rt.compile(&loom_testkit::example_wasm("cart")).unwrap();
+    let cart = cart_module(&rt);
     let good = |rt: &Runtime| {
         let state = rt
             .evolve(&cart, None, &cart_events())
@@ -471,7 +515,7 @@ fn a_looping_module_is_stopped_by_the_deadline_and_does_not_block_others() {
         ..RuntimeConfig::default()
     }));
     let looping = rt.compile(&wat_module("(loop br 0) i64.const 0")).unwrap();
-    let cart = rt.compile(&loom_testkit::example_wasm("cart")).unwrap();
+    let cart = cart_module(&rt);
     let slow = {
         let rt = rt.clone();
         std::thread::spawn(move || {
@@ -519,7 +563,11 @@ fn the_last_log_lines_of_a_failing_call_are_part_of_its_error() {
 #[test]
 fn state_of_the_wrong_shape_and_domain_rejections() {
     let rt = Runtime::new(RuntimeConfig::default());
-    let bank = rt.compile(&loom_testkit::example_wasm("bank")).unwrap();
+    let bank = rt
+        .compile(&loom_testkit::example_wasm("bank"))
+        .unwrap()
+        .bind("bank")
+        .unwrap();
     // A stored state that is JSON but of the wrong shape is a guest error, not a trap.
     match rt.decide(
         &bank,
@@ -527,6 +575,7 @@ fn state_of_the_wrong_shape_and_domain_rejections() {
         br#"{"type":"deposit","amount":1}"#,
         "account/1",
         1,
+        b"{}",
     ) {
         Err(CallError::Guest { message, .. }) => assert!(message.contains("state"), "{message}"),
         other => panic!("{other:?}"),
@@ -540,6 +589,7 @@ fn state_of_the_wrong_shape_and_domain_rejections() {
             br#"{"type":"withdraw","amount":101}"#,
             "account/1",
             2,
+            b"{}",
         )
         .unwrap()
     {

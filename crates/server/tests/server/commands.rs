@@ -452,7 +452,7 @@ async fn concurrent_withdrawals_over_http_never_overdraw_and_never_lose_a_deposi
         r.problem(422)["detail"]
             .as_str()
             .unwrap()
-            .contains(&format!("balance {balance}")),
+            .contains(&format!("account shared is {balance}")),
         "{r:?}"
     );
     if balance > 0 {

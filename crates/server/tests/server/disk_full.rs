@@ -70,6 +70,7 @@ async fn a_full_disk_answers_507_and_the_server_recovers() {
         .id;
     let spec = ProjectionSpec {
         module,
+        reducer: None,
         selector: Selector {
             entity: Some("account".into()),
             ..Selector::default()

@@ -62,10 +62,19 @@ async fn upload_is_content_addressed_and_idempotent() {
         Some(format!("/v1/modules/{id}").as_str())
     );
     assert_eq!(first["size"], bytes.len());
-    assert_eq!(first["abi"], 1);
+    assert_eq!(first["abi"], 2);
     assert_eq!(
         first["exports"],
         json!(["evolve", "decide", "query", "evolve_groups"])
+    );
+    // The module describes its reducer.
+    assert_eq!(
+        first["reducers"],
+        json!([{
+            "name": "cart", "kinds": ["decider", "query"], "entity": "cart",
+            "events": ["was_created", "had_item_added", "had_item_removed", "was_checked_out"],
+            "exports": ["evolve", "decide", "query", "evolve_groups"]
+        }])
     );
     assert!(first["uploaded_at"].as_str().unwrap().ends_with('Z'));
 

@@ -1,0 +1,301 @@
+//! Modules of both ABI versions: an ABI v2 module with four named reducers (the `library`
+//! example), definitions that name or leave out the reducer, and modules built for ABI v1
+//! before version 2 existed, which keep running as they did.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use loom_engine::{
+    At, DeciderSpec, DefinitionError, Engine, EngineConfig, Partition, ProjectionSpec, ReactorSpec,
+};
+use loom_ledger::{AppendRequest, EntitySpec, Event, Ledger, LedgerOptions, Selector};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    ledger: Arc<Ledger>,
+    engine: Engine,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Arc::new(Ledger::open(dir.path(), LedgerOptions::default()).unwrap());
+    let registration = |file: &str| -> EntitySpec {
+        let path = loom_testkit::workspace_root().join(file);
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    };
+    ledger
+        .put_entity("book", registration("examples/library/book.json"))
+        .unwrap();
+    ledger
+        .put_entity("member", registration("examples/library/member.json"))
+        .unwrap();
+    ledger
+        .put_entity("cart", loom_testkit::example_entity("cart"))
+        .unwrap();
+    let engine = Engine::open(ledger.clone(), EngineConfig::default()).unwrap();
+    Fixture {
+        _dir: dir,
+        ledger,
+        engine,
+    }
+}
+
+impl Fixture {
+    fn upload(&self, bytes: &[u8]) -> String {
+        self.engine.modules().upload(bytes).unwrap().record.id
+    }
+
+    fn projection(
+        &self,
+        module: &str,
+        reducer: Option<&str>,
+        partition: Partition,
+    ) -> ProjectionSpec {
+        ProjectionSpec {
+            module: module.to_owned(),
+            reducer: reducer.map(str::to_owned),
+            selector: Selector {
+                entity: Some(if reducer.is_some() { "book" } else { "cart" }.into()),
+                ..Selector::default()
+            },
+            partition,
+        }
+    }
+
+    fn run(&self, entity: &str, key: &str, command: Value) -> Result<(), String> {
+        self.engine
+            .deciders()
+            .run(entity, key, command.to_string().as_bytes(), None)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
+    fn state(&self, name: &str, key: Option<&str>) -> Value {
+        let head = self.ledger.head();
+        self.engine
+            .projections()
+            .wait_for(name, head, WAIT)
+            .unwrap();
+        let v = self.engine.projections().state(name, key, At::Now).unwrap();
+        serde_json::from_slice(&v.state).unwrap()
+    }
+}
+
+fn refusal(e: DefinitionError) -> String {
+    match e {
+        DefinitionError::Reducer(m) => m,
+        other => panic!("expected a reducer refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn one_module_holds_two_projections_a_decider_and_a_reactor() {
+    let f = fixture();
+    let id = f.upload(&loom_testkit::example_wasm("library"));
+    let record = f.engine.modules().get(&id).unwrap().unwrap();
+    assert_eq!(record.abi, 2);
+    let reducers: Vec<(&str, Vec<&str>)> = record
+        .reducers
+        .iter()
+        .map(|r| {
+            (
+                r.name.as_str(),
+                r.kinds.iter().map(String::as_str).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        reducers,
+        [
+            ("books", vec!["projection", "query"]),
+            ("holdings", vec!["projection"]),
+            ("lending", vec!["decider"]),
+            ("reminders", vec!["reactor"]),
+        ]
+    );
+    assert_eq!(
+        record.reducers[0].events.as_deref().unwrap(),
+        ["was_added", "was_lent", "was_returned"]
+    );
+    assert_eq!(record.reducers[3].events.as_deref().unwrap(), ["was_lent"]);
+
+    // A projection must say which of the three folding reducers it runs.
+    let projections = f.engine.projections();
+    let several = projections
+        .put("books", f.projection(&id, None, Partition::Stream))
+        .unwrap_err();
+    assert!(refusal(several).contains("several reducers that fit (books, holdings, lending)"),);
+    let typo = projections
+        .put("books", f.projection(&id, Some("boks"), Partition::Stream))
+        .unwrap_err();
+    let typo = refusal(typo);
+    assert!(
+        typo.contains("no reducer \"boks\" (did you mean \"books\"?)")
+            && typo.contains("holdings (projection)"),
+        "{typo}"
+    );
+    projections
+        .put("books", f.projection(&id, Some("books"), Partition::Stream))
+        .unwrap();
+    projections
+        .put(
+            "holdings",
+            f.projection(&id, Some("holdings"), Partition::Single),
+        )
+        .unwrap();
+    // The decider and the reactor are the only ones of their kind: no name needed.
+    f.engine
+        .deciders()
+        .put(
+            "book",
+            DeciderSpec {
+                module: id.clone(),
+                reducer: None,
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        f.engine.deciders().get("book").unwrap().reducer.as_deref(),
+        Some("lending")
+    );
+    f.engine
+        .reactors()
+        .put(
+            "reminders",
+            ReactorSpec {
+                module: id.clone(),
+                reducer: None,
+                selector: Selector {
+                    entity: Some("book".into()),
+                    types: vec!["was_lent".into()],
+                    ..Selector::default()
+                },
+                sink: None,
+                react_to_own: false,
+            },
+        )
+        .unwrap();
+
+    let isbn = "978-0441013593";
+    f.run("book", isbn, json!({"type": "add", "title": "Dune"}))
+        .unwrap();
+    f.run(
+        "book",
+        isbn,
+        json!({"type": "lend", "member": "amal", "due": "2026-12-31"}),
+    )
+    .unwrap();
+    // The refusal names the book: decide is told the stream.
+    let refused = f
+        .run(
+            "book",
+            isbn,
+            json!({"type": "lend", "member": "bo", "due": "2027-01-10"}),
+        )
+        .unwrap_err();
+    assert!(
+        refused.contains(&format!("book {isbn} is lent to amal")),
+        "{refused}"
+    );
+    assert_eq!(
+        f.state("books", Some(&format!("book/{isbn}"))),
+        json!({"title": "Dune", "holder": "amal", "due": "2026-12-31", "loans": 1})
+    );
+    assert_eq!(
+        f.state("holdings", None),
+        json!({"by_member": {"amal": [isbn]}})
+    );
+    let overdue = f
+        .engine
+        .projections()
+        .query(
+            "books",
+            Some(&format!("book/{isbn}")),
+            br#"{"on": "2027-02-01"}"#,
+        )
+        .unwrap();
+    assert_eq!(overdue, b"true");
+    // The reactor copied the loan to the member's stream.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let member = f.ledger.read_stream("member/amal", 0, 10).unwrap();
+        if let Some(e) = member.first() {
+            assert_eq!(e.event.ty, "had_book_lent");
+            assert_eq!(
+                e.event.data_json().unwrap(),
+                json!({"isbn": isbn, "due": "2026-12-31"})
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no member event");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn modules_built_for_abi_v1_keep_running_and_fold_as_the_v2_example_does() {
+    let f = fixture();
+    let v1 = f.upload(&loom_testkit::fixture_wasm("cart-abi-v1"));
+    let v2 = f.upload(&loom_testkit::example_wasm("cart"));
+    let record = f.engine.modules().get(&v1).unwrap().unwrap();
+    assert_eq!(record.abi, 1);
+    assert!(record.reducers.is_empty());
+    assert_eq!(
+        record.exports,
+        ["evolve", "decide", "query", "evolve_groups"]
+    );
+
+    // A v1 module has no reducers to name.
+    let named = f
+        .engine
+        .projections()
+        .put("old", f.projection(&v1, Some("cart"), Partition::Stream))
+        .unwrap_err();
+    assert!(refusal(named).contains("ABI version 1"));
+
+    let events: Vec<Event> = vec![
+        Event::new("t", "1", "was_created", "cart/1", json!({})),
+        Event::new(
+            "t",
+            "2",
+            "had_item_added",
+            "cart/1",
+            json!({"sku": "a", "name": "A", "price": 120, "quantity": 2}),
+        ),
+        Event::new("t", "3", "had_item_removed", "cart/1", json!({"sku": "a"})),
+        Event::new(
+            "t",
+            "4",
+            "had_item_added",
+            "cart/1",
+            json!({"sku": "b", "name": "B", "price": 90, "quantity": 1}),
+        ),
+    ];
+    f.ledger.append(AppendRequest::new(events)).unwrap();
+    for (name, module) in [("old", &v1), ("new", &v2)] {
+        f.engine
+            .projections()
+            .put(name, f.projection(module, None, Partition::Stream))
+            .unwrap();
+    }
+    let old = f.state("old", Some("cart/1"));
+    assert_eq!(old, f.state("new", Some("cart/1")));
+    assert_eq!(old["items"][0]["sku"], "b");
+    // Its decider decides as it always did (with the v1 input: no context).
+    f.engine
+        .deciders()
+        .put(
+            "cart",
+            DeciderSpec {
+                module: v1,
+                reducer: None,
+            },
+        )
+        .unwrap();
+    f.run("cart", "2", json!({"type": "create"})).unwrap();
+    let refused = f.run("cart", "2", json!({"type": "create"})).unwrap_err();
+    assert!(refused.contains("exists already"), "{refused}");
+}
