@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use loom_engine::{DeciderSpec, Engine, EngineConfig, Partition, ProjectionSpec};
+use loom_engine::{DeciderSpec, Engine, EngineConfig, OnError, Partition, ProjectionSpec};
 use loom_ledger::{
     AppendRequest, EntitySpec, Event, EventBatch, EventView, Ledger, LedgerOptions, ReadOptions,
     Selector,
@@ -297,6 +297,8 @@ pub fn run(args: &CatchupArgs) {
                         ..Selector::default()
                     },
                     partition,
+                    strict: false,
+                    on_error: OnError::Stop,
                 },
             )
             .expect("put");

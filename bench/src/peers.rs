@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use loom_engine::{At, Engine, EngineConfig, Partition, ProjectionSpec};
+use loom_engine::{At, Engine, EngineConfig, OnError, Partition, ProjectionSpec};
 use loom_ledger::{
     AppendError, AppendRequest, CompiledSelector, DataRef, EventRecord, EventView,
     ExpectedRevision, Ledger, LedgerOptions, ReadError, ReadOptions, Selector,
@@ -465,6 +465,8 @@ fn engine_fold(
             ..Selector::default()
         },
         partition,
+        strict: false,
+        on_error: OnError::Stop,
     };
     let p = engine.projections();
     let t = Instant::now();

@@ -98,6 +98,10 @@ pub enum DefinitionError {
         /// The missing entry point.
         entry: &'static str,
     },
+    /// The definition names an entity or event type the registry does not know (a typo
+    /// would select nothing, forever).
+    #[error("{0}")]
+    Unregistered(String),
     /// The definition names a reducer the module does not have, names none where the module
     /// has several that fit, or names one of a module of ABI v1 (which has none).
     #[error("{0}")]

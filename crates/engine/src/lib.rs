@@ -38,8 +38,8 @@ pub use error::{CommandError, DefinitionError, EngineError, Kind, QueryError, St
 pub use lifecycle::{Failure, Status};
 pub use modules::{ModuleRecord, ModuleStore, ReducerRecord, Uploaded};
 pub use projections::{
-    At, GenerationStatus, NextStatus, Partition, ProjectionSpec, ProjectionStatus, Projections,
-    StateView,
+    At, GenerationStatus, NextStatus, OnError, Partition, ProjectionSpec, ProjectionStatus,
+    Projections, Quarantined, StateView,
 };
 pub use reactors::{ReactorSpec, ReactorStatus, Reactors, SinkPolicy};
 

@@ -16,7 +16,8 @@ use redb::{Durability as RedbDurability, ReadTransaction, ReadableTable, WriteTr
 use crate::error::StorageError;
 use crate::store::Store;
 use crate::tables::{
-    CatalogTable, PROJECTION_CHECKPOINTS, PROJECTION_STATES, REACTOR_CHECKPOINTS, named,
+    CatalogTable, PROJECTION_CHECKPOINTS, PROJECTION_NOTES, PROJECTION_STATES, REACTOR_CHECKPOINTS,
+    named,
 };
 
 /// How far a catalog commit goes before it returns.
@@ -235,6 +236,22 @@ impl CatalogRead {
             .count() as u64)
     }
 
+    /// A projection generation's notes (`(note, value)` in note order): what the engine keeps
+    /// beside the states, in the same transactions.
+    pub fn projection_notes(
+        &self,
+        projection: &str,
+        generation: u64,
+    ) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+        let t = self.txn.open_table(PROJECTION_NOTES)?;
+        let mut out = Vec::new();
+        for item in t.range((projection, generation, "")..(projection, generation + 1, ""))? {
+            let (k, v) = item?;
+            out.push((k.value().2.to_owned(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
     /// A reactor's checkpoint.
     pub fn reactor_checkpoint(
         &self,
@@ -307,13 +324,44 @@ impl CatalogWrite {
         Ok(())
     }
 
-    /// Removes a projection generation: every state and its checkpoint.
+    /// Sets a note of a projection generation.
+    pub fn put_projection_note(
+        &mut self,
+        projection: &str,
+        generation: u64,
+        note: &str,
+        value: &[u8],
+    ) -> Result<(), StorageError> {
+        self.txn
+            .open_table(PROJECTION_NOTES)?
+            .insert((projection, generation, note), value)?;
+        Ok(())
+    }
+
+    /// Removes a note of a projection generation.
+    pub fn remove_projection_note(
+        &mut self,
+        projection: &str,
+        generation: u64,
+        note: &str,
+    ) -> Result<(), StorageError> {
+        self.txn
+            .open_table(PROJECTION_NOTES)?
+            .remove((projection, generation, note))?;
+        Ok(())
+    }
+
+    /// Removes a projection generation: every state, note and its checkpoint.
     pub fn remove_projection_generation(
         &mut self,
         projection: &str,
         generation: u64,
     ) -> Result<(), StorageError> {
         self.txn.open_table(PROJECTION_STATES)?.retain_in(
+            (projection, generation, "")..(projection, generation + 1, ""),
+            |_, _| false,
+        )?;
+        self.txn.open_table(PROJECTION_NOTES)?.retain_in(
             (projection, generation, "")..(projection, generation + 1, ""),
             |_, _| false,
         )?;

@@ -92,6 +92,10 @@ pub(crate) const PROJECTION_STATES: TableDefinition<(&str, u64, &str), &[u8]> =
 /// (projection, generation) → (position, events applied, keys).
 pub(crate) const PROJECTION_CHECKPOINTS: TableDefinition<(&str, u64), (u64, u64, u64)> =
     TableDefinition::new("projection_checkpoints");
+/// (projection, generation, note) → bytes: what a generation keeps beside its states, such as
+/// the events it skipped by type and the streams it quarantined (the engine's encodings).
+pub(crate) const PROJECTION_NOTES: TableDefinition<(&str, u64, &str), &[u8]> =
+    TableDefinition::new("projection_notes");
 /// reactor name → (position, reacted, appended, commands, delivered).
 pub(crate) const REACTOR_CHECKPOINTS: TableDefinition<&str, (u64, u64, u64, u64, u64)> =
     TableDefinition::new("reactor_checkpoints");

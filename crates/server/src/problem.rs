@@ -68,6 +68,9 @@ pub enum ApiError {
     /// module has several that fit.
     #[error("{0}")]
     InvalidReducer(String),
+    /// 422: a definition names an entity or event type that is not registered.
+    #[error("{0}")]
+    Unregistered(String),
     /// 422: a module call failed (trap, fuel, memory, malformed data); the detail carries
     /// the module's message.
     #[error("{0}")]
@@ -135,6 +138,7 @@ impl ApiError {
             | ApiError::MissingExport(_)
             | ApiError::InvalidProjection(_)
             | ApiError::InvalidReducer(_)
+            | ApiError::Unregistered(_)
             | ApiError::ModuleFailed(_)
             | ApiError::QueryRejected(_)
             | ApiError::CommandRejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -173,6 +177,7 @@ impl ApiError {
             ApiError::MissingExport(_) => "missing-export",
             ApiError::InvalidProjection(_) => "invalid-projection",
             ApiError::InvalidReducer(_) => "invalid-reducer",
+            ApiError::Unregistered(_) => "unregistered-name",
             ApiError::ModuleFailed(_) => "module-failed",
             ApiError::QueryRejected(_) => "query-rejected",
             ApiError::CommandRejected(_) => "command-rejected",
@@ -434,6 +439,7 @@ impl From<DefinitionError> for ApiError {
             }
             e @ DefinitionError::MissingExport { .. } => ApiError::MissingExport(e.to_string()),
             DefinitionError::Reducer(m) => ApiError::InvalidReducer(m),
+            DefinitionError::Unregistered(m) => ApiError::Unregistered(m),
             DefinitionError::ModuleInUse { id, users } => ApiError::ModuleInUse { id, users },
             DefinitionError::Store(s) => s.into(),
             // Non-exhaustive: a variant not mapped yet is an internal error, logged.

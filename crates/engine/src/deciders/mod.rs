@@ -198,6 +198,7 @@ impl Deciders {
     pub fn put(&self, entity: &str, spec: DeciderSpec) -> Result<PutOutcome, DefinitionError> {
         let _pin = self.modules.pin();
         loom_ledger::check_entity_name(entity).map_err(DefinitionError::InvalidName)?;
+        crate::names::check_entity_registered(&self.ledger, entity)?;
         let module = self.modules.load_with(
             &spec.module,
             spec.reducer.as_deref(),

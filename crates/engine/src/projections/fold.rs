@@ -4,6 +4,8 @@
 use super::*;
 
 impl Shared {
+    // Long by design: one step — which events, their groups and previous states, the fold,
+    // each group's outcome (a state, or a quarantined stream), the commit.
     pub(super) fn apply(
         &self,
         g: &Gen,
@@ -11,7 +13,10 @@ impl Shared {
         covered: u64,
         head: u64,
     ) -> Result<(), Fault> {
-        let (order, groups) = group_by_key(g.spec.partition, events);
+        let module = self.module_of(g).map_err(|e| Fault::Engine(e.into()))?;
+        let mut step_notes = notes::StepNotes::default();
+        let events = notes::select(g, &module, events, &mut step_notes)?;
+        let (order, groups) = group_by_key(g.spec.partition, &events);
         let previous: Vec<Option<KeyState>> = self
             .db
             .read()
@@ -23,28 +28,87 @@ impl Shared {
             .into_iter()
             .collect::<Result<_, StoreError>>()
             .map_err(EngineError::from)?;
+        let quarantine =
+            g.spec.on_error == OnError::Quarantine && g.spec.partition == Partition::Stream;
         // Fold every group; many groups are folded on all cores (each call has its own
         // instance, so calls are independent).
-        let module = self.module_of(g).map_err(|e| Fault::Engine(e.into()))?;
-        let folded = self.fold_groups(&module, &order, &groups, &previous);
+        let mut folded = self.fold_groups(&module, &order, &groups, &previous);
         let mut written = Vec::with_capacity(order.len());
         let mut new_keys = 0u64;
-        for ((key, prev), result) in order.iter().zip(&previous).zip(folded) {
+        let mut count = 0u64;
+        let mut i = 0;
+        while i < order.len() {
+            let (key, prev) = (order[i], &previous[i]);
             let batch = &groups[key];
             let state = prev.as_ref().map(|p| p.state.as_slice());
-            let next = match result {
-                Ok(s) => s,
-                Err(error) => return Err(self.locate(&module, state, batch, error)),
+            let outcome = match std::mem::replace(&mut folded[i], Ok(Vec::new())) {
+                Ok(next) => match loom_core::json::check_strict(&next) {
+                    Ok(()) => Ok(next),
+                    Err(why) => Err(Fault::Module {
+                        position: batch[0].position,
+                        error: CallError::BadOutput {
+                            entry: Entry::Evolve,
+                            message: format!(
+                                "evolve returned a state that is not strict JSON: {why}"
+                            ),
+                        },
+                    }),
+                },
+                Err(error) => Err(self.locate(&module, state, batch, error)),
             };
-            if let Err(why) = loom_core::json::check_strict(&next) {
-                return Err(Fault::Module {
-                    position: batch[0].position,
-                    error: CallError::BadOutput {
-                        entry: Entry::Evolve,
-                        message: format!("evolve returned a state that is not strict JSON: {why}"),
-                    },
-                });
-            }
+            let next = match outcome {
+                Ok(next) => next,
+                Err(Fault::Module { position, error }) if quarantine => {
+                    tracing::warn!(projection = %g.name, stream = key, position, error = %error, "stream quarantined; the other streams fold on until it is resumed");
+                    step_notes.quarantined.push((
+                        key.to_owned(),
+                        Failure {
+                            position,
+                            message: error.to_string(),
+                        },
+                    ));
+                    // What comes before the failing event is folded, as in a stopped
+                    // projection; `resume` goes on from there.
+                    let before: Vec<EventView<'_>> = batch
+                        .iter()
+                        .take_while(|e| e.position < position)
+                        .copied()
+                        .collect();
+                    if let Some(last) = before.last()
+                        && let Ok(next) = self.runtime.evolve_views(&module, state, &before)
+                        && loom_core::json::check_strict(&next).is_ok()
+                    {
+                        let (events_before, created) = match prev {
+                            Some(p) => (p.events, p.created),
+                            None => {
+                                new_keys += 1;
+                                (0, before[0].recorded_micros)
+                            }
+                        };
+                        count += before.len() as u64;
+                        written.push((
+                            key,
+                            encode_state(
+                                last.position,
+                                events_before + before.len() as u64,
+                                created,
+                                last.recorded_micros,
+                                &next,
+                            ),
+                        ));
+                    }
+                    // The groups after a failing one were not folded (the call stopped at
+                    // it): fold them now.
+                    let rest =
+                        self.fold_groups(&module, &order[i + 1..], &groups, &previous[i + 1..]);
+                    for (slot, r) in folded[i + 1..].iter_mut().zip(rest) {
+                        *slot = r;
+                    }
+                    i += 1;
+                    continue;
+                }
+                Err(fault) => return Err(fault),
+            };
             let (events_before, created) = match prev {
                 Some(p) => (p.events, p.created),
                 None => {
@@ -53,8 +117,9 @@ impl Shared {
                 }
             };
             let last = batch.last().expect("non-empty group");
+            count += batch.len() as u64;
             written.push((
-                *key,
+                key,
                 encode_state(
                     last.position,
                     events_before + batch.len() as u64,
@@ -63,14 +128,16 @@ impl Shared {
                     &next,
                 ),
             ));
+            i += 1;
         }
-        self.commit(g, &written, events.len() as u64, new_keys, covered, head)?;
+        self.commit(g, &written, count, new_keys, covered, head, step_notes)?;
         Ok(())
     }
 
     /// Commits a step's states with the new checkpoint in one transaction, then publishes
     /// the progress. Durable at most every [`DURABLE_EVERY`]: in between a crash rolls the
     /// projection back to an earlier consistent checkpoint, from which it catches up again.
+    #[allow(clippy::too_many_arguments)] // one step's outcome, each part of the commit
     fn commit(
         &self,
         g: &Gen,
@@ -79,6 +146,7 @@ impl Shared {
         new_keys: u64,
         covered: u64,
         head: u64,
+        step_notes: notes::StepNotes,
     ) -> Result<(), EngineError> {
         let applied = g.events_applied.load(Ordering::Acquire) + folded;
         let keys = g.keys.load(Ordering::Acquire) + new_keys;
@@ -121,7 +189,15 @@ impl Shared {
             },
         )
         .map_err(EngineError::from)?;
+        let mut notes = g.notes.lock().expect("notes lock");
+        if !step_notes.is_empty() {
+            step_notes
+                .write(&mut txn, g, &notes)
+                .map_err(EngineError::from)?;
+        }
         txn.commit().map_err(EngineError::from)?;
+        step_notes.merge_into(&mut notes);
+        drop(notes);
         g.events_applied.store(applied, Ordering::Release);
         g.keys.store(keys, Ordering::Release);
         if covered >= head {

@@ -6,6 +6,10 @@ use super::*;
 impl Gen {
     pub(super) fn status(&self, head: u64) -> GenerationStatus {
         let position = self.life.position();
+        let (skipped, quarantined) = {
+            let notes = self.notes.lock().expect("notes lock");
+            (notes.skipped.clone(), notes.quarantined())
+        };
         GenerationStatus {
             generation: self.generation,
             module: self.spec.module.clone(),
@@ -16,6 +20,8 @@ impl Gen {
             keys: self.keys.load(Ordering::Acquire),
             events_applied: self.events_applied.load(Ordering::Acquire),
             last_error: self.life.failure(),
+            skipped,
+            quarantined,
         }
     }
 }
@@ -66,6 +72,8 @@ impl Shared {
             keys: AtomicU64::new(0),
             life: Lifecycle::default(),
             epoch: Mutex::new(self.db.epoch()),
+            notes: Mutex::new(notes::Notes::default()),
+            retry_quarantine: AtomicBool::new(false),
         }))
     }
 
@@ -106,6 +114,7 @@ impl Shared {
             g.events_applied.store(c.events_applied, Ordering::Release);
             g.keys.store(c.keys, Ordering::Release);
         }
+        *g.notes.lock().expect("notes lock") = notes::Notes::load(&self.db, name, generation)?;
         Ok(g)
     }
 

@@ -24,13 +24,15 @@ use crate::{DefinitionError, EngineConfig, EngineError, Kind, PutOutcome, QueryE
 
 mod fold;
 mod generation;
+mod notes;
 mod read;
 mod spec;
 mod state;
 mod worker;
 
 pub use spec::{
-    At, GenerationStatus, NextStatus, Partition, ProjectionSpec, ProjectionStatus, StateView,
+    At, GenerationStatus, NextStatus, OnError, Partition, ProjectionSpec, ProjectionStatus,
+    Quarantined, StateView,
 };
 
 use crate::lifecycle::Failure;
@@ -63,6 +65,10 @@ struct Gen {
     /// commits that were not durable yet; the worker then reloads its progress from the
     /// stored checkpoint.
     epoch: Mutex<Epoch>,
+    /// Skipped events and quarantined streams, as committed.
+    notes: Mutex<notes::Notes>,
+    /// Set by `resume`: the worker retries the quarantined streams before its next step.
+    retry_quarantine: AtomicBool,
 }
 
 impl std::fmt::Debug for Gen {
@@ -171,6 +177,7 @@ impl Projections {
                 .load_with(&spec.module, spec.reducer.as_deref(), &[Entry::Evolve])?;
         spec.reducer = module.reducer().map(|r| r.name.clone());
         spec.selector.compile()?;
+        crate::names::check_registered(&sh.ledger, &spec.selector)?;
         let mut map = sh.map.write().expect("map lock");
         match map.get_mut(name) {
             None => {
@@ -296,6 +303,9 @@ impl Projections {
         sh.write_record(name, &record, None)?;
         proj.record = record;
         for g in std::iter::once(&proj.active).chain(proj.pending.as_ref()) {
+            if !paused {
+                g.retry_quarantine.store(true, Ordering::Release);
+            }
             g.life.set_paused(paused);
         }
         Ok(())

@@ -36,6 +36,45 @@ pub struct ProjectionSpec {
     /// Partitioning (default: per stream).
     #[serde(default)]
     pub partition: Partition,
+    /// Fail at an event whose type the reducer does not decode, instead of skipping it (and
+    /// counting it in the status). Only ABI v2 reducers say what they decode.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub strict: bool,
+    /// What a module error does: stop the whole projection at the failing event (default),
+    /// or quarantine the failing stream and fold the others on (`stream` partition only).
+    #[serde(default, skip_serializing_if = "OnError::is_stop")]
+    pub on_error: OnError,
+}
+
+/// What a module error does to a projection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum OnError {
+    /// The projection stops at the failing event (status `failed`); `resume` retries it.
+    #[default]
+    Stop,
+    /// The failing stream is set aside with its position and message; the other streams
+    /// keep folding; `resume` retries the quarantined streams.
+    Quarantine,
+}
+
+impl OnError {
+    fn is_stop(&self) -> bool {
+        *self == OnError::Stop
+    }
+}
+
+/// A stream a projection set aside after a module error (`on_error: quarantine`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Quarantined {
+    /// The stream, `{entity}/{key}`.
+    pub key: String,
+    /// The event it failed at.
+    pub position: u64,
+    /// The module's message.
+    pub message: String,
 }
 
 /// One generation's progress.
@@ -61,6 +100,13 @@ pub struct GenerationStatus {
     /// The error that stopped it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<Failure>,
+    /// Events of a type the reducer does not decode, by type: selected, but not folded
+    /// (ABI v2 reducers say which types they decode).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub skipped: std::collections::BTreeMap<String, u64>,
+    /// Streams set aside after a module error (`on_error: quarantine`), until `resume`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub quarantined: Vec<Quarantined>,
 }
 
 /// `GET /v1/projections/{name}`.

@@ -26,6 +26,8 @@ pub(super) fn encode_state(
 }
 
 pub(super) struct KeyState {
+    /// The last position folded into it.
+    pub(super) position: u64,
     pub(super) events: u64,
     pub(super) created: i64,
     pub(super) updated: i64,
@@ -44,6 +46,7 @@ pub(super) fn decode_state(bytes: &[u8]) -> Result<KeyState, StoreError> {
         a
     };
     Ok(KeyState {
+        position: u64::from_le_bytes(word(0)),
         events: u64::from_le_bytes(word(1)),
         created: i64::from_le_bytes(word(2)),
         updated: i64::from_le_bytes(word(3)),

@@ -43,6 +43,11 @@ impl Shared {
                 backoff = (backoff * 2).min(MAX_STORAGE_BACKOFF);
                 continue;
             }
+            if g.retry_quarantine.swap(false, Ordering::AcqRel)
+                && let Err(e) = self.retry_quarantined(g)
+            {
+                tracing::warn!(projection = %g.name, error = %e, "retrying quarantined streams failed");
+            }
             let head = self.ledger.head();
             let position = g.life.position();
             if position >= head {
@@ -77,8 +82,10 @@ impl Shared {
         tracing::debug!(projection = %g.name, generation = g.generation, "worker stopped");
     }
 
-    /// Records a failure in memory and in the projection's record.
+    /// Records a failure in memory and in the projection's record, and says so in the log
+    /// (once: the projection stops here).
     pub(super) fn fail(&self, g: &Gen, position: u64, message: String) {
+        tracing::warn!(projection = %g.name, generation = g.generation, position, error = %message, "projection failed; it stops at this event until resumed or redefined");
         let failure = Failure { position, message };
         g.life.fail(failure.clone());
         let mut map = self.map.write().expect("map lock");
@@ -125,6 +132,7 @@ impl Shared {
             "the database was reopened; continuing from the stored checkpoint"
         );
         g.life.fall_behind();
+        *g.notes.lock().expect("notes lock") = notes::Notes::load(&self.db, &g.name, g.generation)?;
         g.events_applied.store(events, Ordering::Release);
         g.keys.store(keys, Ordering::Release);
         g.life.set_position(position);

@@ -261,6 +261,8 @@ impl Reactors {
             sh.modules
                 .load_with(&spec.module, spec.reducer.as_deref(), &[Entry::React])?;
         spec.reducer = module.reducer().map(|r| r.name.clone());
+        spec.selector.compile()?;
+        crate::names::check_registered(&sh.ledger, &spec.selector)?;
         let w = sh.worker_with(name, &spec, Some(module))?;
         let mut workers = sh.workers.write().expect("workers lock");
         let mut outcome = PutOutcome::Created;

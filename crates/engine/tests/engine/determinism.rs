@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use loom_engine::{At, Engine, EngineConfig, Partition, ProjectionSpec, StateView};
+use loom_engine::{At, Engine, EngineConfig, OnError, Partition, ProjectionSpec, StateView};
 use loom_ledger::{AppendRequest, EntitySpec, Event, Ledger, LedgerOptions, Selector};
 use serde_json::{Value, json};
 
@@ -154,6 +154,8 @@ impl Fixture {
                 ..Selector::default()
             },
             partition,
+            strict: false,
+            on_error: OnError::Stop,
         };
         self.engine.projections().put(name, spec).unwrap();
     }

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use loom_engine::{
-    At, DeciderSpec, DefinitionError, Engine, EngineConfig, Partition, ProjectionSpec, ReactorSpec,
+    At, DeciderSpec, DefinitionError, Engine, EngineConfig, OnError, Partition, ProjectionSpec,
+    ReactorSpec,
 };
 use loom_ledger::{AppendRequest, EntitySpec, Event, Ledger, LedgerOptions, Selector};
 use serde_json::{Value, json};
@@ -62,6 +63,8 @@ impl Fixture {
                 ..Selector::default()
             },
             partition,
+            strict: false,
+            on_error: OnError::Stop,
         }
     }
 
@@ -298,4 +301,187 @@ fn modules_built_for_abi_v1_keep_running_and_fold_as_the_v2_example_does() {
     f.run("cart", "2", json!({"type": "create"})).unwrap();
     let refused = f.run("cart", "2", json!({"type": "create"})).unwrap_err();
     assert!(refused.contains("exists already"), "{refused}");
+}
+
+/// `book` registered without schemas, and with a type the library does not decode.
+fn lax_fixture(config: EngineConfig) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Arc::new(Ledger::open(dir.path(), LedgerOptions::default()).unwrap());
+    let mut spec = EntitySpec::default();
+    for ty in ["was_added", "was_lent", "was_returned", "was_renamed"] {
+        spec.events.insert(ty.into(), Default::default());
+    }
+    ledger.put_entity("book", spec).unwrap();
+    let engine = Engine::open(ledger.clone(), config).unwrap();
+    Fixture {
+        _dir: dir,
+        ledger,
+        engine,
+    }
+}
+
+fn book(id: &str, key: &str, ty: &str, data: Value) -> Event {
+    Event::new("t", id, ty, &format!("book/{key}"), data)
+}
+
+fn books_spec(module: &str, strict: bool, on_error: OnError) -> ProjectionSpec {
+    ProjectionSpec {
+        module: module.to_owned(),
+        reducer: Some("books".into()),
+        selector: Selector {
+            entity: Some("book".into()),
+            ..Selector::default()
+        },
+        partition: Partition::Stream,
+        strict,
+        on_error,
+    }
+}
+
+fn wait_until(what: &str, f: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "waited for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn undecoded_types_are_counted_or_fail_a_strict_projection_and_a_bad_stream_is_quarantined() {
+    let f = lax_fixture(EngineConfig::default());
+    let id = f.upload(&loom_testkit::example_wasm("library"));
+    let lent = |m: &str| json!({"member": m, "due": "2026-12-31"});
+    f.ledger
+        .append(AppendRequest::new(vec![
+            book("1", "1", "was_added", json!({"title": "Dune"})),
+            book("2", "2", "was_added", json!({"title": "Emma"})),
+            book("3", "1", "was_renamed", json!({"title": "Dune!"})),
+            // No `due`: the reducer cannot read it.
+            book("4", "2", "was_lent", json!({"member": "amal"})),
+            book("5", "3", "was_added", json!({"title": "Ulysses"})),
+            book("6", "1", "was_lent", lent("bo")),
+            book("7", "2", "was_returned", json!({})),
+            book("8", "1", "was_renamed", json!({"title": "Dune?"})),
+        ]))
+        .unwrap();
+    let p = f.engine.projections();
+    p.put("strict", books_spec(&id, true, OnError::Stop))
+        .unwrap();
+    p.put("books", books_spec(&id, false, OnError::Quarantine))
+        .unwrap();
+
+    // Strict: it stops at the first event of a type `books` does not decode.
+    wait_until("the strict projection to fail", || {
+        p.status("strict").unwrap().active.last_error.is_some()
+    });
+    let failure = p.status("strict").unwrap().active.last_error.unwrap();
+    assert_eq!(failure.position, 3);
+    assert!(
+        failure
+            .message
+            .contains("\"was_renamed\", which reducer books does not decode"),
+        "{}",
+        failure.message
+    );
+
+    // Quarantine: book/2 is set aside at its bad event; book/1 and book/3 fold on, and the
+    // skipped renames are counted.
+    let head = f.ledger.head();
+    p.wait_for("books", head, WAIT).unwrap();
+    let st = p.status("books").unwrap().active;
+    assert_eq!(st.status, loom_engine::Status::Running);
+    assert_eq!(st.skipped.get("was_renamed"), Some(&2));
+    assert_eq!(st.quarantined.len(), 1, "{st:?}");
+    assert_eq!(
+        (st.quarantined[0].key.as_str(), st.quarantined[0].position),
+        ("book/2", 4)
+    );
+    assert!(
+        st.quarantined[0].message.contains("missing field `due`"),
+        "{st:?}"
+    );
+    assert_eq!(f.state("books", Some("book/1"))["holder"], "bo");
+    assert_eq!(f.state("books", Some("book/3"))["title"], "Ulysses");
+    // book/2 keeps the state from before its bad event, and new events of it wait.
+    f.ledger
+        .append(AppendRequest::new(vec![
+            book("9", "2", "was_lent", lent("cy")),
+            book("10", "3", "was_lent", lent("cy")),
+        ]))
+        .unwrap();
+    assert_eq!(f.state("books", Some("book/3"))["holder"], "cy");
+    assert_eq!(
+        f.state("books", Some("book/2")),
+        json!({"title": "Emma", "holder": null, "due": null, "loans": 0})
+    );
+    // Resume retries it: it fails at the same event again and stays quarantined.
+    p.resume("books").unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    let st = p.status("books").unwrap().active;
+    assert_eq!(st.quarantined.len(), 1);
+    assert_eq!(st.quarantined[0].position, 4);
+
+    // The counts and the quarantine survive a restart.
+    drop(f.engine);
+    let engine = Engine::open(f.ledger.clone(), EngineConfig::default()).unwrap();
+    let st = engine.projections().status("books").unwrap().active;
+    assert_eq!(st.skipped.get("was_renamed"), Some(&2));
+    assert_eq!(st.quarantined[0].key, "book/2");
+}
+
+#[test]
+fn a_quarantined_stream_folds_again_on_resume_once_it_can() {
+    // A fuel budget that folds a few events per call but not a long stream's catch-up in one:
+    // the long stream is quarantined; with the default budget, `resume` folds it.
+    let mut tight = EngineConfig::default();
+    tight.runtime.fuel_per_call = 700_000;
+    let f = lax_fixture(tight);
+    let id = f.upload(&loom_testkit::example_wasm("library"));
+    let mut events = vec![book("a", "short", "was_added", json!({"title": "S"}))];
+    events.push(book("b", "long", "was_added", json!({"title": "L"})));
+    for i in 0..400 {
+        let ty = if i % 2 == 0 {
+            "was_lent"
+        } else {
+            "was_returned"
+        };
+        let data = if i % 2 == 0 {
+            json!({"member": format!("m{i}"), "due": "2026-12-31"})
+        } else {
+            json!({})
+        };
+        events.push(book(&format!("e{i}"), "long", ty, data));
+    }
+    f.ledger.append(AppendRequest::new(events)).unwrap();
+    let p = f.engine.projections();
+    p.put("books", books_spec(&id, false, OnError::Quarantine))
+        .unwrap();
+    p.wait_for("books", f.ledger.head(), WAIT).unwrap();
+    let st = p.status("books").unwrap().active;
+    assert_eq!(st.quarantined.len(), 1, "{st:?}");
+    assert_eq!(st.quarantined[0].key, "book/long");
+    assert!(st.quarantined[0].message.contains("fuel"), "{st:?}");
+    assert_eq!(f.state("books", Some("book/short"))["title"], "S");
+
+    // The limit is raised (a restart with the default budget), and the stream is resumed.
+    drop(f.engine);
+    let engine = Engine::open(f.ledger.clone(), EngineConfig::default()).unwrap();
+    engine.projections().resume("books").unwrap();
+    wait_until("the stream to leave the quarantine", || {
+        engine
+            .projections()
+            .status("books")
+            .unwrap()
+            .active
+            .quarantined
+            .is_empty()
+    });
+    let v = engine
+        .projections()
+        .state("books", Some("book/long"), At::Now)
+        .unwrap();
+    let state: Value = serde_json::from_slice(&v.state).unwrap();
+    assert_eq!(state["loans"], 200);
+    assert_eq!(state["holder"], Value::Null);
+    assert_eq!(v.events_applied, 401);
 }

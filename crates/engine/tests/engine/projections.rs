@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use loom_engine::{
-    At, DefinitionError, Engine, EngineConfig, Entry, Partition, ProjectionSpec, PutOutcome,
-    QueryError, Status,
+    At, DefinitionError, Engine, EngineConfig, Entry, OnError, Partition, ProjectionSpec,
+    PutOutcome, QueryError, Status,
 };
 use loom_ledger::{AppendRequest, EntitySpec, Event, Ledger, LedgerOptions, Selector};
 use serde_json::{Value, json};
@@ -111,6 +111,8 @@ fn cart_spec(module: &str) -> ProjectionSpec {
             ..Selector::default()
         },
         partition: Partition::Stream,
+        strict: false,
+        on_error: OnError::Stop,
     }
 }
 
@@ -316,6 +318,8 @@ fn single_projection_with_query() {
             ..Selector::default()
         },
         partition: Partition::Single,
+        strict: false,
+        on_error: OnError::Stop,
     };
     f.engine.projections().put("bank", spec).unwrap();
     // Empty: the initial state.
@@ -443,6 +447,8 @@ fn a_module_error_fails_the_projection_at_the_event_and_an_upgrade_recovers() {
             ..Selector::default()
         },
         partition: Partition::Stream,
+        strict: false,
+        on_error: OnError::Stop,
     };
     f.append(vec![
         ev("account/1", "1", "was_opened", json!({"owner": "amal"})),
@@ -544,6 +550,8 @@ fn a_failing_event_among_many_streams_is_located_and_the_rest_before_it_is_kept(
                     ..Selector::default()
                 },
                 partition: Partition::Stream,
+                strict: false,
+                on_error: OnError::Stop,
             },
         )
         .unwrap();
@@ -600,6 +608,8 @@ fn a_step_that_fails_in_every_stream_is_located_in_few_calls() {
                     ..Selector::default()
                 },
                 partition: Partition::Stream,
+                strict: false,
+                on_error: OnError::Stop,
             },
         )
         .unwrap();
@@ -629,6 +639,8 @@ fn a_module_that_cannot_be_loaded_at_startup_fails_its_projection_not_the_server
             ..Selector::default()
         },
         partition: Partition::Stream,
+        strict: false,
+        on_error: OnError::Stop,
     };
     f.engine.projections().put("accounts", spec).unwrap();
     f.wait("accounts");

@@ -97,6 +97,7 @@ impl Ledger {
             }
             copy(&snapshot, &txn, PROJECTION_STATES)?;
             copy(&snapshot, &txn, PROJECTION_CHECKPOINTS)?;
+            copy(&snapshot, &txn, PROJECTION_NOTES)?;
             copy(&snapshot, &txn, REACTOR_CHECKPOINTS)?;
             txn.commit()?;
             Ok::<_, StorageError>(())

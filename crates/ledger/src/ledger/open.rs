@@ -260,6 +260,8 @@ impl Ledger {
                 .map_err(StorageError::from)?;
             txn.open_table(PROJECTION_CHECKPOINTS)
                 .map_err(StorageError::from)?;
+            txn.open_table(PROJECTION_NOTES)
+                .map_err(StorageError::from)?;
             txn.open_table(REACTOR_CHECKPOINTS)
                 .map_err(StorageError::from)?;
         }

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use loom_engine::{At, Engine, EngineConfig, Partition, ProjectionSpec, Status};
+use loom_engine::{At, Engine, EngineConfig, OnError, Partition, ProjectionSpec, Status};
 use loom_ledger::{EntitySpec, Ledger, LedgerOptions, Selector};
 use loom_server::{AppState, Config};
 use loom_testkit::Tmpfs;
@@ -76,6 +76,8 @@ async fn a_full_disk_answers_507_and_the_server_recovers() {
             ..Selector::default()
         },
         partition: Partition::Stream,
+        strict: false,
+        on_error: OnError::Stop,
     };
     engine.projections().put("balances", spec).unwrap();
     let state = AppState::new(engine.clone(), Config::default());

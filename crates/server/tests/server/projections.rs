@@ -818,3 +818,91 @@ async fn bad_requests_are_problems() {
     }
     get(s, "/v1/projections/nope/keys").await.problem(404);
 }
+
+#[tokio::test]
+async fn definitions_naming_unregistered_entities_types_or_reducers_are_refused() {
+    let t = state();
+    let cart = upload(&t.state, "cart").await;
+    let library = upload(&t.state, "library").await;
+    // The registry knows cart (a laxer registration of the tests' own) and log (open).
+    let refused = |a: Answer, kind: &str| {
+        let p = a.problem(422);
+        assert_eq!(p["type"], format!("urn:loom:problem:{kind}"), "{p}");
+        p["detail"].as_str().unwrap().to_owned()
+    };
+    let detail = refused(
+        define(
+            &t.state,
+            "p",
+            json!({"module": cart, "selector": {"entity": "crat"}}),
+        )
+        .await,
+        "unregistered-name",
+    );
+    assert!(
+        detail.contains("\"crat\", which is not registered (did you mean \"cart\"?)")
+            && detail.contains("registered: cart, log"),
+        "{detail}"
+    );
+    let detail = refused(
+        define(
+            &t.state,
+            "p",
+            json!({"module": cart, "selector": {"entity": "cart", "types": ["was_creatd"]}}),
+        )
+        .await,
+        "unregistered-name",
+    );
+    assert!(
+        detail.contains("(did you mean \"was_created\"?)"),
+        "{detail}"
+    );
+    // An open entity takes any type.
+    let a = define(
+        &t.state,
+        "logs",
+        json!({"module": cart, "selector": {"entity": "log", "types": ["anything"]}}),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{a:?}");
+    let detail = refused(
+        put_json(&t.state, "/v1/deciders/crat", &json!({"module": cart})).await,
+        "unregistered-name",
+    );
+    assert!(detail.contains("(did you mean \"cart\"?)"), "{detail}");
+    // Reducers: several fit a projection; a name that is not there.
+    let detail = refused(
+        define(
+            &t.state,
+            "books",
+            json!({"module": library, "selector": {"entity": "log"}}),
+        )
+        .await,
+        "invalid-reducer",
+    );
+    assert!(detail.contains("several reducers that fit"), "{detail}");
+    let detail = refused(
+        define(
+            &t.state,
+            "books",
+            json!({"module": library, "reducer": "holding", "selector": {"entity": "log"}}),
+        )
+        .await,
+        "invalid-reducer",
+    );
+    assert!(detail.contains("(did you mean \"holdings\"?)"), "{detail}");
+    let a = define(
+        &t.state,
+        "books",
+        json!({"module": library, "reducer": "holdings", "selector": {"entity": "log"}, "partition": "single"}),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{a:?}");
+    assert_eq!(a.json()["spec"]["reducer"], "holdings");
+    // The module's record lists its reducers.
+    let m = get(&t.state, &format!("/v1/modules/{library}"))
+        .await
+        .json();
+    assert_eq!(m["abi"], 2);
+    assert_eq!(m["reducers"].as_array().unwrap().len(), 4);
+}
