@@ -321,7 +321,7 @@ fn lax_fixture(config: EngineConfig) -> Fixture {
 }
 
 fn book(id: &str, key: &str, ty: &str, data: Value) -> Event {
-    Event::new("t", id, ty, &format!("book/{key}"), data)
+    Event::new("t", id, ty, format!("book/{key}"), data)
 }
 
 fn books_spec(module: &str, strict: bool, on_error: OnError) -> ProjectionSpec {
