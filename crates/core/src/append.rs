@@ -123,6 +123,20 @@ impl Conditions {
     }
 }
 
+/// Who appends: a client, or Loom on behalf of a decider or a reactor. Set by the engine,
+/// never taken from a request, so that an entity registered `commands_only` can tell.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Origin {
+    /// A client, through the API.
+    #[default]
+    Client,
+    /// The decider of an entity, running a command.
+    Decider(String),
+    /// A reactor, by name.
+    Reactor(String),
+}
+
 /// One atomic append: events (any streams) and conditions.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct AppendRequest {
@@ -130,6 +144,8 @@ pub struct AppendRequest {
     pub events: Vec<Event>,
     /// The conditions.
     pub conditions: Conditions,
+    /// Who appends (default: a client).
+    pub origin: Origin,
 }
 
 impl AppendRequest {
@@ -138,6 +154,7 @@ impl AppendRequest {
         AppendRequest {
             events,
             conditions: Conditions::default(),
+            origin: Origin::Client,
         }
     }
 
@@ -146,6 +163,12 @@ impl AppendRequest {
         self.conditions
             .expected_revisions
             .insert(subject.into(), expected);
+        self
+    }
+
+    /// The same append, made by `origin`.
+    pub fn by(mut self, origin: Origin) -> Self {
+        self.origin = origin;
         self
     }
 }

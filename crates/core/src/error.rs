@@ -65,6 +65,16 @@ pub enum Rejection {
         /// The event type.
         ty: String,
     },
+    /// The entity takes events only from its decider (and named reactors): send a command.
+    #[error(
+        "event {index}: entity {entity:?} takes events only through its decider (commands_only); send a command instead"
+    )]
+    CommandsOnly {
+        /// Index in the batch.
+        index: usize,
+        /// The entity.
+        entity: String,
+    },
     /// The data does not satisfy the type's JSON Schema.
     #[error("event {index}: data of {entity}/{ty} fails its schema: {message}")]
     Schema {

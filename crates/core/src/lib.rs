@@ -35,7 +35,9 @@ mod time;
 mod view;
 pub mod wire;
 
-pub use append::{AppendOutcome, AppendRequest, AppendedEvent, Conditions, ExpectedRevision};
+pub use append::{
+    AppendOutcome, AppendRequest, AppendedEvent, Conditions, ExpectedRevision, Origin,
+};
 pub use error::{Conflict, CorruptEvent, InvalidEvent, Rejection, SelectorError};
 pub use event::{
     Data, Event, ExtensionValue, MAX_ATTRIBUTE_LEN, SPEC_VERSION, STORE_SET_ATTRIBUTES,

@@ -27,4 +27,11 @@ pub struct EntitySpec {
     /// An open entity accepts any type; listed types still have their schemas checked.
     #[serde(default)]
     pub open: bool,
+    /// Only the entity's decider may append to it (through commands), and the reactors
+    /// named in `reactors`: a client's append is refused and told to send a command.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub commands_only: bool,
+    /// Reactors that may append to a `commands_only` entity directly (by name).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reactors: Vec<String>,
 }

@@ -48,7 +48,7 @@ pub use view::EventRecord;
 pub use loom_core::{
     AppendOutcome, AppendRequest, AppendedEvent, CompiledSelector, Conditions, Conflict,
     CorruptEvent, Data, DataRef, EntitySpec, Event, EventTypeSpec, EventView, ExpectedRevision,
-    ExtensionRef, ExtensionValue, Extensions, InvalidEvent, Rejection, SPEC_VERSION,
+    ExtensionRef, ExtensionValue, Extensions, InvalidEvent, Origin, Rejection, SPEC_VERSION,
     STORE_SET_ATTRIBUTES, Selector, SelectorError, StoredEvent, check_entity_name, check_new_name,
     format_time, is_json_content_type, parse_time, split_subject,
 };

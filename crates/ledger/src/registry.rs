@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::error::{RegistryError, Rejection};
-use loom_core::{EntitySpec, Event};
+use loom_core::{EntitySpec, Event, Origin};
 
 /// An entity with its schemas compiled.
 #[derive(Debug)]
@@ -23,12 +23,15 @@ impl CompiledEntity {
                 ));
             }
             if let Some(schema) = &t.schema {
-                let v = jsonschema::validator_for(schema).map_err(|e| {
-                    RegistryError::InvalidSchema {
+                // Formats are assertions here (`date`, `date-time`, `email`, `uri`, `uuid`, …),
+                // not only annotations as JSON Schema 2019-09 and later make them by default.
+                let v = jsonschema::options()
+                    .should_validate_formats(true)
+                    .build(schema)
+                    .map_err(|e| RegistryError::InvalidSchema {
                         ty: ty.clone(),
                         message: e.to_string(),
-                    }
-                })?;
+                    })?;
                 validators.insert(ty.clone(), v);
             }
         }
@@ -44,7 +47,12 @@ pub(crate) struct Registry {
 
 impl Registry {
     /// Checks one event against the registry.
-    pub(crate) fn check(&self, index: usize, event: &Event) -> Result<(), Rejection> {
+    pub(crate) fn check(
+        &self,
+        index: usize,
+        event: &Event,
+        origin: &Origin,
+    ) -> Result<(), Rejection> {
         let entity = event.entity();
         let Some(compiled) = self.entities.get(entity) else {
             return Err(Rejection::UnknownEntity {
@@ -52,6 +60,19 @@ impl Registry {
                 entity: entity.to_owned(),
             });
         };
+        if compiled.spec.commands_only {
+            let allowed = match origin {
+                Origin::Decider(e) => e == entity,
+                Origin::Reactor(r) => compiled.spec.reactors.contains(r),
+                _ => false,
+            };
+            if !allowed {
+                return Err(Rejection::CommandsOnly {
+                    index,
+                    entity: entity.to_owned(),
+                });
+            }
+        }
         if !compiled.spec.open && !compiled.spec.events.contains_key(&event.ty) {
             return Err(Rejection::UnknownType {
                 index,

@@ -130,6 +130,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Rejected(Rejection::CommandsOnly { .. }) => StatusCode::FORBIDDEN,
             ApiError::InvalidEvent(_)
             | ApiError::Rejected(_)
             | ApiError::Selector(_)
@@ -168,6 +169,7 @@ impl ApiError {
             ApiError::InvalidEvent(_) => "invalid-event",
             ApiError::Rejected(Rejection::UnknownEntity { .. }) => "unknown-entity",
             ApiError::Rejected(Rejection::UnknownType { .. }) => "unknown-type",
+            ApiError::Rejected(Rejection::CommandsOnly { .. }) => "commands-only",
             ApiError::Rejected(Rejection::Schema { .. }) => "schema-violation",
             ApiError::Rejected(_) => "rejected",
             ApiError::Selector(SelectorError::TooComplex { .. }) => "selector-too-complex",
@@ -246,7 +248,8 @@ impl ApiError {
             }
             ApiError::Rejected(r) => {
                 let (index, entity, ty) = match r {
-                    Rejection::UnknownEntity { index, entity } => (index, entity, None),
+                    Rejection::UnknownEntity { index, entity }
+                    | Rejection::CommandsOnly { index, entity } => (index, entity, None),
                     Rejection::UnknownType { index, entity, ty }
                     | Rejection::Schema {
                         index, entity, ty, ..
@@ -261,6 +264,9 @@ impl ApiError {
                 match r {
                     Rejection::UnknownEntity { entity, .. } => {
                         format!("{r}; register it with PUT /v1/entities/{entity}")
+                    }
+                    Rejection::CommandsOnly { entity, .. } => {
+                        format!("{r} with POST /v1/commands/{entity}/{{key}}")
                     }
                     _ => r.to_string(),
                 }

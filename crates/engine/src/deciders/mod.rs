@@ -18,7 +18,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
 use loom_ledger::{
-    AppendError, AppendRequest, Conflict, Data, Event, ExpectedRevision, Ledger, StoredEvent,
+    AppendError, AppendRequest, Conflict, Data, Event, ExpectedRevision, Ledger, Origin,
+    StoredEvent,
 };
 use loom_ledger::{Catalog, CatalogTable, Durability};
 use loom_runtime::{Entry, Module, Outcome, Runtime};
@@ -402,7 +403,10 @@ impl Deciders {
             })
             .collect();
         let types: Vec<String> = events.iter().map(|e| e.ty.clone()).collect();
-        let req = AppendRequest::new(events).expect(d.subject, ExpectedRevision::Exact(d.revision));
+        let entity = d.subject.split_once('/').map_or(d.subject, |(e, _)| e);
+        let req = AppendRequest::new(events)
+            .expect(d.subject, ExpectedRevision::Exact(d.revision))
+            .by(Origin::Decider(entity.to_owned()));
         match self.ledger.append(req) {
             Ok(out) => {
                 let last_revision = out.events.last().map_or(d.revision, |e| e.revision);

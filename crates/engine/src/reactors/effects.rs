@@ -83,7 +83,7 @@ impl Shared {
                 .collect();
             let out = self
                 .ledger
-                .append(AppendRequest::new(events))
+                .append(AppendRequest::new(events).by(Origin::Reactor(w.name.clone())))
                 .map_err(|err| format!("appending the reaction's events failed: {err}"))?;
             if !out.duplicate {
                 w.counters

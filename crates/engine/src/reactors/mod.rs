@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use event_listener::Listener;
 use loom_ledger::{
-    AppendRequest, CompiledSelector, Data, Event, ExtensionValue, Ledger, ReadOptions, Selector,
-    StoredEvent,
+    AppendRequest, CompiledSelector, Data, Event, ExtensionValue, Ledger, Origin, ReadOptions,
+    Selector, StoredEvent,
 };
 use loom_ledger::{Catalog, CatalogTable, Durability, ReactorCheckpoint};
 use loom_runtime::{Entry, Module, Outcome, Runtime};

@@ -485,3 +485,96 @@ fn a_quarantined_stream_folds_again_on_resume_once_it_can() {
     assert_eq!(state["holder"], Value::Null);
     assert_eq!(v.events_applied, 401);
 }
+
+#[test]
+fn a_commands_only_entity_takes_events_from_its_decider_and_named_reactors_only() {
+    let f = fixture();
+    let closed = |file: &str, reactors: &[&str]| -> EntitySpec {
+        let path = loom_testkit::workspace_root().join(file);
+        let mut spec: EntitySpec = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        spec.commands_only = true;
+        spec.reactors = reactors.iter().map(|r| r.to_string()).collect();
+        spec
+    };
+    f.ledger
+        .put_entity("book", closed("examples/library/book.json", &[]))
+        .unwrap();
+    f.ledger
+        .put_entity(
+            "member",
+            closed("examples/library/member.json", &["reminders"]),
+        )
+        .unwrap();
+    let id = f.upload(&loom_testkit::example_wasm("library"));
+    f.engine
+        .deciders()
+        .put(
+            "book",
+            DeciderSpec {
+                module: id.clone(),
+                reducer: None,
+            },
+        )
+        .unwrap();
+    f.engine
+        .reactors()
+        .put(
+            "reminders",
+            ReactorSpec {
+                module: id.clone(),
+                reducer: None,
+                selector: Selector {
+                    entity: Some("book".into()),
+                    ..Selector::default()
+                },
+                sink: None,
+                react_to_own: false,
+            },
+        )
+        .unwrap();
+
+    // A client may not append to book, whatever the source says.
+    let raw = f.ledger.append(AppendRequest::new(vec![Event::new(
+        "loom/deciders/book",
+        "forged",
+        "was_added",
+        "book/1",
+        json!({"title": "Dune"}),
+    )]));
+    match raw {
+        Err(loom_ledger::AppendError::Rejected(r)) => {
+            assert!(r.to_string().contains("only through its decider"), "{r}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(f.ledger.head(), 0);
+    // Its decider may, and the reactor named in member's registration may append there.
+    f.run("book", "1", json!({"type": "add", "title": "Dune"}))
+        .unwrap();
+    f.run(
+        "book",
+        "1",
+        json!({"type": "lend", "member": "amal", "due": "2026-12-31"}),
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while f
+        .ledger
+        .read_stream("member/amal", 0, 1)
+        .unwrap()
+        .is_empty()
+    {
+        assert!(std::time::Instant::now() < deadline, "no member event");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // JSON Schema formats are checked: `due` is a `date`.
+    f.run("book", "1", json!({"type": "return"})).unwrap();
+    let bad = f
+        .run(
+            "book",
+            "1",
+            json!({"type": "lend", "member": "bo", "due": "31/12/2026"}),
+        )
+        .unwrap_err();
+    assert!(bad.contains("date"), "{bad}");
+}

@@ -28,7 +28,9 @@ impl Ledger {
                     .at_index(i),
                 ));
             }
-            registry.check(i, e).map_err(AppendError::Rejected)?;
+            registry
+                .check(i, e, &req.origin)
+                .map_err(AppendError::Rejected)?;
         }
         if let Some(max) = self.max_record_bytes {
             let size = crate::writer::request_size_bound(&req);

@@ -334,7 +334,7 @@ fn registry_put_validates_and_replaces() {
             },
         )]
         .into(),
-        open: false,
+        ..EntitySpec::default()
     };
     assert!(matches!(
         ledger.put_entity("thing", bad),
@@ -358,7 +358,7 @@ fn registry_put_validates_and_replaces() {
             "thing",
             EntitySpec {
                 events: [("t".to_string(), EventTypeSpec::default())].into(),
-                open: false,
+                ..EntitySpec::default()
             },
         )
         .unwrap();
@@ -371,4 +371,48 @@ fn registry_put_validates_and_replaces() {
     .unwrap();
     assert_eq!(spec.events.len(), 2);
     assert!(serde_json::from_value::<EntitySpec>(json!({"evnts": {}})).is_err());
+}
+
+#[test]
+fn json_schema_formats_are_checked() {
+    let (_dir, ledger) = common::ledger();
+    let spec: EntitySpec = serde_json::from_value(json!({"events": {"was_seen": {"schema": {
+        "type": "object",
+        "properties": {
+            "on": {"type": "string", "format": "date"},
+            "at": {"type": "string", "format": "date-time"},
+            "by": {"type": "string", "format": "email"},
+            "page": {"type": "string", "format": "uri"},
+            "ref": {"type": "string", "format": "uuid"}
+        }
+    }}}}))
+    .unwrap();
+    ledger.put_entity("visit", spec).unwrap();
+    let event = |id: &str, data: serde_json::Value| {
+        AppendRequest::new(vec![loom_ledger::Event::new(
+            "t", id, "was_seen", "visit/1", data,
+        )])
+    };
+    let good = json!({
+        "on": "2026-12-05", "at": "2026-12-05T10:00:00Z", "by": "amal@example.com",
+        "page": "https://example.com/a", "ref": "550e8400-e29b-41d4-a716-446655440000"
+    });
+    ledger.append(event("good", good)).unwrap();
+    for (field, value) in [
+        ("on", "05/12/2026"),
+        ("at", "yesterday"),
+        ("by", "not an address"),
+        ("page", "not a uri"),
+        ("ref", "not-a-uuid"),
+    ] {
+        let mut data = json!({});
+        data[field] = json!(value);
+        match ledger.append(event(field, data)) {
+            Err(AppendError::Rejected(Rejection::Schema { message, .. })) => {
+                assert!(message.contains(field), "{field}: {message}")
+            }
+            other => panic!("{field} {value:?}: {other:?}"),
+        }
+    }
+    assert_eq!(ledger.head(), 1);
 }

@@ -467,7 +467,11 @@ impl Builder {
             selector = Some(sel.clone());
         }
         Made {
-            req: AppendRequest { events, conditions },
+            req: AppendRequest {
+                events,
+                conditions,
+                ..AppendRequest::default()
+            },
             selector,
         }
     }

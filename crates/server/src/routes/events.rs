@@ -180,6 +180,7 @@ pub(crate) async fn events_append(
         AppendRequest {
             events,
             conditions: parsed.conditions,
+            ..AppendRequest::default()
         },
     )
     .await

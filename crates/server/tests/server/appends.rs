@@ -407,3 +407,31 @@ async fn registry_put_get_list() {
     .problem(400);
     get(&t.state, "/v1/entities/bad").await.problem(404);
 }
+
+#[tokio::test]
+async fn an_entity_registered_commands_only_refuses_raw_appends_and_says_to_send_a_command() {
+    let t = state();
+    let a = send(
+        &t.state,
+        Request::put("/v1/entities/ledgerline")
+            .header("content-type", "application/json")
+            .body(Body::from(r#"{"open": true, "commands_only": true}"#))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{a:?}");
+    assert_eq!(a.json()["commands_only"], true);
+    let event = json!({"specversion": "1.0", "id": "x", "source": "loom/deciders/ledgerline",
+                       "type": "was_posted", "subject": "ledgerline/1", "data": {}});
+    let p = post_events(&t.state, &event).await.problem(403);
+    assert_eq!(p["type"], "urn:loom:problem:commands-only");
+    assert_eq!(p["entity"], "ledgerline");
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("send a command instead with POST /v1/commands/ledgerline/{key}"),
+        "{p}"
+    );
+    assert_eq!(t.ledger().head(), 0);
+}
