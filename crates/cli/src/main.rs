@@ -4,8 +4,10 @@ mod backup;
 mod client;
 mod cluster;
 mod deciders;
+mod deploy;
 mod entities;
 mod modules;
+mod new;
 mod projections;
 
 use std::io::IsTerminal;
@@ -80,6 +82,12 @@ enum Command {
     /// Check a data directory: every event readable, positions gapless, indexes in agreement.
     /// The server must not be running on it.
     Verify(backup::VerifyArgs),
+    /// Create a reducer crate that builds as it is: a decider with a query, a projection, a
+    /// reactor, native tests, the entity's registration and a loom.toml.
+    New(new::NewArgs),
+    /// Build a reducer crate for wasm, upload it, register its entities and apply the
+    /// definitions of its loom.toml; prints what changed.
+    Deploy(deploy::DeployArgs),
     /// Compile one wasm module (bytes on stdin) to the artifact `loom serve` loads (on
     /// stdout). The server runs this in a child process for every module it compiles.
     #[command(name = "compile-module", hide = true)]
@@ -233,6 +241,8 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Backup(args) => runtime.block_on(backup::backup(args)),
         Command::Restore(args) => backup::restore(args),
         Command::Verify(args) => backup::verify(args),
+        Command::New(args) => new::new(args),
+        Command::Deploy(args) => runtime.block_on(deploy::deploy(args)),
         Command::CompileModule => unreachable!("handled before the async runtime starts"),
     }
 }

@@ -11,5 +11,6 @@ mod common;
 mod compile;
 mod console;
 mod contract;
+mod deploy;
 mod kill9;
 mod projections;
