@@ -179,7 +179,7 @@ impl Shared {
         };
         drop(views);
         // Keep what folds cleanly: every event before the failing one.
-        let (position, error) = failed;
+        let (mut position, mut error) = failed;
         let before = (0..batch.len())
             .take_while(|&i| batch.position(i) < position)
             .count();
@@ -189,7 +189,15 @@ impl Shared {
             match self.apply(g, &views, position - 1, head) {
                 Ok(()) => {}
                 Err(Fault::Engine(e)) => return Err(e),
-                Err(Fault::Module { .. }) => {}
+                // The events before the failing one failed too, this time (a limit reached
+                // only now): report that failure, where the projection really stopped.
+                Err(Fault::Module {
+                    position: earlier,
+                    error: again,
+                }) => {
+                    tracing::warn!(projection = %g.name, first = position, error = %again, "folding the events before a failing one failed as well");
+                    (position, error) = (earlier, again);
+                }
             }
         }
         self.fail(g, position, error.to_string());
