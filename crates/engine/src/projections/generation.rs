@@ -5,6 +5,11 @@ use super::*;
 
 impl Gen {
     pub(super) fn status(&self, head: u64) -> GenerationStatus {
+        // The status and failure first, progress after: the worker publishes progress before
+        // it records a failure, so read in this order a failed status never comes with the
+        // progress from before the events it folded up to the failing one.
+        let status = self.life.status();
+        let last_error = self.life.failure();
         let position = self.life.position();
         let (skipped, quarantined) = {
             let notes = self.notes.lock().expect("notes lock");
@@ -13,13 +18,13 @@ impl Gen {
         GenerationStatus {
             generation: self.generation,
             module: self.spec.module.clone(),
-            status: self.life.status(),
+            status,
             position,
             head,
             lag: head.saturating_sub(position),
             keys: self.keys.load(Ordering::Acquire),
             events_applied: self.events_applied.load(Ordering::Acquire),
-            last_error: self.life.failure(),
+            last_error,
             skipped,
             quarantined,
         }

@@ -100,12 +100,16 @@ impl Worker {
     }
 
     fn status(&self, head: u64) -> ReactorStatus {
+        // Status and failure before progress, as for projections (`Gen::status`): progress is
+        // published before a failure is recorded.
+        let status = self.life.status();
+        let last_error = self.life.failure();
         let position = self.life.position();
         let c = self.checkpoint();
         ReactorStatus {
             name: self.name.clone(),
             spec: self.spec.clone(),
-            status: self.life.status(),
+            status,
             position,
             head,
             lag: head.saturating_sub(position),
@@ -113,7 +117,7 @@ impl Worker {
             appended: c.appended,
             commands: c.commands,
             delivered: c.delivered,
-            last_error: self.life.failure(),
+            last_error,
         }
     }
 }
