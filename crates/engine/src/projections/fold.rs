@@ -74,28 +74,14 @@ impl Shared {
                         .take_while(|e| e.position < position)
                         .copied()
                         .collect();
-                    if let Some(last) = before.last()
+                    if !before.is_empty()
                         && let Ok(next) = self.runtime.evolve_views(&module, state, &before)
                         && loom_core::json::check_strict(&next).is_ok()
                     {
-                        let (events_before, created) = match prev {
-                            Some(p) => (p.events, p.created),
-                            None => {
-                                new_keys += 1;
-                                (0, before[0].recorded_micros)
-                            }
-                        };
+                        let (record, new) = state_after(prev.as_ref(), &before, view_at, &next);
+                        new_keys += u64::from(new);
                         count += before.len() as u64;
-                        written.push((
-                            key,
-                            encode_state(
-                                last.position,
-                                events_before + before.len() as u64,
-                                created,
-                                last.recorded_micros,
-                                &next,
-                            ),
-                        ));
+                        written.push((key, record));
                     }
                     // The groups after a failing one were not folded (the call stopped at
                     // it): fold them now.
@@ -109,25 +95,10 @@ impl Shared {
                 }
                 Err(fault) => return Err(fault),
             };
-            let (events_before, created) = match prev {
-                Some(p) => (p.events, p.created),
-                None => {
-                    new_keys += 1;
-                    (0, batch[0].recorded_micros)
-                }
-            };
-            let last = batch.last().expect("non-empty group");
+            let (record, new) = state_after(prev.as_ref(), batch, view_at, &next);
+            new_keys += u64::from(new);
             count += batch.len() as u64;
-            written.push((
-                key,
-                encode_state(
-                    last.position,
-                    events_before + batch.len() as u64,
-                    created,
-                    last.recorded_micros,
-                    &next,
-                ),
-            ));
+            written.push((key, record));
             i += 1;
         }
         self.commit(g, &written, count, new_keys, covered, head, step_notes)?;
@@ -416,4 +387,9 @@ fn group_by_key<'e>(
             .push(*e);
     }
     (order, groups)
+}
+
+/// A folded event's position and recorded time.
+fn view_at(e: &EventView<'_>) -> (u64, i64) {
+    (e.position, e.recorded_micros)
 }

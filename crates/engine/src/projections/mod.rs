@@ -38,7 +38,7 @@ pub use spec::{
 use crate::lifecycle::Failure;
 
 use spec::{PendingRecord, Record};
-use state::{KeyState, MAX_CALL_EVENTS, decode_state, encode_state};
+use state::{KeyState, MAX_CALL_EVENTS, decode_state, state_after};
 use worker::Fault;
 
 /// Longest gap between durable projection commits. In between, projection commits skip the

@@ -169,21 +169,18 @@ impl Shared {
                     notes.quarantine.insert(key, f);
                 }
                 None => {
-                    if let (Some(next), Some(last)) = (state, events.last()) {
-                        let (before, created) = match &prev {
-                            Some(p) => (p.events, p.created),
-                            None => (0, events[0].recorded_micros),
-                        };
-                        let n = events.len() as u64;
-                        let bytes = encode_state(
-                            last.position,
-                            before + n,
-                            created,
-                            last.recorded_micros,
+                    if let Some(next) = state
+                        && !events.is_empty()
+                    {
+                        let (bytes, new) = state_after(
+                            prev.as_ref(),
+                            &events,
+                            |e| (e.position, e.recorded_micros),
                             &next,
                         );
+                        let n = events.len() as u64;
                         txn.put_states(&g.name, g.generation, [(key.as_str(), bytes.as_slice())])?;
-                        let keys = g.keys.load(Ordering::Acquire) + u64::from(prev.is_none());
+                        let keys = g.keys.load(Ordering::Acquire) + u64::from(new);
                         let applied = g.events_applied.load(Ordering::Acquire) + n;
                         txn.put_projection_checkpoint(
                             &g.name,

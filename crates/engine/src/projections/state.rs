@@ -25,6 +25,30 @@ pub(super) fn encode_state(
     out
 }
 
+/// The record of a key after `folded` (non-empty, in order; `at` gives an event's position
+/// and recorded time) were folded onto `prev` into `state`, and whether the key is new.
+pub(super) fn state_after<E>(
+    prev: Option<&KeyState>,
+    folded: &[E],
+    at: impl Fn(&E) -> (u64, i64),
+    state: &[u8],
+) -> (Vec<u8>, bool) {
+    let (_, first_recorded) = at(folded.first().expect("events were folded"));
+    let (last_position, last_recorded) = at(folded.last().expect("events were folded"));
+    let (events_before, created, new) = match prev {
+        Some(p) => (p.events, p.created, false),
+        None => (0, first_recorded, true),
+    };
+    let record = encode_state(
+        last_position,
+        events_before + folded.len() as u64,
+        created,
+        last_recorded,
+        state,
+    );
+    (record, new)
+}
+
 pub(super) struct KeyState {
     /// The last position folded into it.
     pub(super) position: u64,
