@@ -44,7 +44,8 @@ struct Manifest {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EntityEntry {
-    /// A registration file (JSON), relative to the crate.
+    /// A registration file (JSON), relative to the crate, or `derive`: from the JSON Schemas
+    /// the module derives from its types.
     registration: Option<PathBuf>,
     open: Option<bool>,
     commands_only: Option<bool>,
@@ -144,6 +145,62 @@ fn build(dir: &Path, profile: &str) -> anyhow::Result<PathBuf> {
         })
 }
 
+/// The registration of `entity` from the schemas the module derived from its types: every
+/// event type a projection or decider `in` that entity decodes, with the schema of its data.
+/// A type two reducers decode with different schemas must satisfy both.
+fn derived_registration(
+    module: &serde_json::Map<String, Value>,
+    entity: &str,
+) -> anyhow::Result<Value> {
+    let reducers: Vec<&Value> = module
+        .get("reducers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|r| r["entity"] == entity)
+        .filter(|r| {
+            r["kinds"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|k| k == "projection" || k == "decider"))
+        })
+        .collect();
+    if reducers.is_empty() {
+        bail!(
+            "entity {entity}: registration = \"derive\", but no projection or decider of the \
+             module is `in \"{entity}\"` (ABI v2 modules built with loom_guest::module! say so)"
+        );
+    }
+    let mut events = serde_json::Map::new();
+    for r in reducers {
+        let name = r["name"].as_str().unwrap_or("?");
+        let Some(types) = r["events"].as_array() else {
+            bail!(
+                "entity {entity}: reducer {name} takes events of any type, so its registration \
+                 cannot be derived; name a registration file instead"
+            );
+        };
+        let Some(schemas) = r["schemas"]["events"].as_object() else {
+            bail!(
+                "entity {entity}: reducer {name} derives no JSON Schema for its events: derive \
+                 schemars::JsonSchema on its event enum and turn on loom-guest's `schemars` \
+                 feature, or name a registration file"
+            );
+        };
+        for ty in types.iter().filter_map(Value::as_str) {
+            let entry = events.entry(ty).or_insert_with(|| json!({}));
+            let Some(schema) = schemas.get(ty) else {
+                continue; // data of any form (a variant without fields)
+            };
+            entry["schema"] = match entry.get("schema") {
+                None => schema.clone(),
+                Some(s) if s == schema => continue,
+                Some(s) => json!({ "allOf": [s, schema] }),
+            };
+        }
+    }
+    Ok(json!({ "events": events }))
+}
+
 /// `created`, `updated` or `unchanged`, comparing what was there with what is now.
 fn said(before: Option<&Value>, after: &Value, created: bool) -> &'static str {
     match before {
@@ -206,6 +263,9 @@ pub(crate) async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
 
     for (name, e) in &manifest.entities {
         let mut spec: Value = match &e.registration {
+            Some(file) if file.as_os_str() == "derive" => {
+                derived_registration(&module.other, name)?
+            }
             Some(file) => {
                 let path = dir.join(file);
                 let text = std::fs::read_to_string(&path)

@@ -1,6 +1,6 @@
 //! `loom new NAME`: a reducer crate that builds as it is — a decider with a query, a
-//! projection over every stream, a reactor, native tests, the entity's registration and a
-//! `loom.toml` for `loom deploy`.
+//! projection over every stream, a reactor, native tests and a `loom.toml` for `loom deploy`,
+//! which registers the entity from the JSON Schemas the crate derives from its types.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -22,7 +22,7 @@ pub(crate) struct NewArgs {
     sdk: Option<String>,
 }
 
-const FILES: [(&str, &str); 6] = [
+const FILES: [(&str, &str); 5] = [
     (
         "Cargo.toml",
         include_str!("../templates/new/Cargo.toml.tmpl"),
@@ -40,11 +40,10 @@ const FILES: [(&str, &str); 6] = [
         "src/lib.rs",
         include_str!("../templates/new/src/lib.rs.tmpl"),
     ),
-    (
-        "{{entity}}.json",
-        include_str!("../templates/new/entity.json.tmpl"),
-    ),
 ];
+
+/// loom-guest's features the crate uses: schemas derived from its types.
+const FEATURES: &str = ", features = [\"schemars\"]";
 
 /// Where loom-guest's source was when this binary was built.
 fn built_sdk() -> PathBuf {
@@ -54,7 +53,7 @@ fn built_sdk() -> PathBuf {
 fn sdk_dependency(sdk: Option<&str>) -> anyhow::Result<String> {
     let path = match sdk {
         Some(s) if s.starts_with("git=") => {
-            return Ok(format!("{{ git = {:?} }}", &s[4..]));
+            return Ok(format!("{{ git = {:?}{FEATURES} }}", &s[4..]));
         }
         Some(s) => PathBuf::from(s),
         None => built_sdk(),
@@ -71,7 +70,10 @@ fn sdk_dependency(sdk: Option<&str>) -> anyhow::Result<String> {
             path.display()
         );
     }
-    Ok(format!("{{ path = {:?} }}", path.display().to_string()))
+    Ok(format!(
+        "{{ path = {:?}{FEATURES} }}",
+        path.display().to_string()
+    ))
 }
 
 pub(crate) fn new(args: NewArgs) -> anyhow::Result<ExitCode> {
@@ -119,8 +121,7 @@ pub(crate) fn new(args: NewArgs) -> anyhow::Result<ExitCode> {
     println!(
         "  src/lib.rs   reducers items (decider, query), summary (projection), archive (reactor)"
     );
-    println!("  {name}.json   the entity's registration");
-    println!("  loom.toml    what `loom deploy` sets up");
+    println!("  loom.toml    what `loom deploy` sets up (the entity's registration is derived)");
     println!();
     println!("next: cd {} && cargo test && loom deploy", dir.display());
     Ok(ExitCode::SUCCESS)

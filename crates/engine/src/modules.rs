@@ -45,6 +45,11 @@ pub struct ReducerRecord {
     pub events: Option<Vec<String>>,
     /// Its entry points: `evolve`, `evolve_groups`, `decide`, `query`, `react`.
     pub exports: Vec<String>,
+    /// JSON Schemas derived from its types, when the module derives them (`loom-guest`'s
+    /// `schemars` feature): `{"events": {"<type>": schema of its data}, "command": schema}`.
+    /// An event type it decodes with no schema here takes data of any form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schemas: Option<serde_json::Value>,
 }
 
 impl ReducerRecord {
@@ -55,6 +60,7 @@ impl ReducerRecord {
             entity: r.entity.clone(),
             events: r.events.clone(),
             exports: r.exports.iter().map(|e| e.name().to_owned()).collect(),
+            schemas: r.schemas.clone(),
         }
     }
 }

@@ -253,12 +253,35 @@ fn expand(module: Module) -> syn::Result<Tokens> {
         } else {
             quote!(::loom_guest::__export::events_of::<#ty>)
         };
+        // Which of its types derive `JsonSchema` is settled at compile time by autoref
+        // specialisation (`loom_guest::schema`): the types need not derive it.
+        let event_ty = if has("reactor") {
+            quote!(<#ty as ::loom_guest::Reactor>::Event)
+        } else {
+            quote!(<#ty as ::loom_guest::Projection>::Event)
+        };
+        let command = if has("decider") {
+            quote! {
+                (&::loom_guest::schema::Probe::<<#ty as ::loom_guest::Decider>::Command>::NEW)
+                    .json_schema()
+            }
+        } else {
+            quote!(::core::option::Option::None)
+        };
         descs.push(quote! {
             ::loom_guest::__export::ReducerDesc {
                 name: #name,
                 kinds: &[#(#kinds),*],
                 entity: #entity,
                 events: #events,
+                schemas: || {
+                    #[allow(unused_imports)]
+                    use ::loom_guest::schema::{Derived as _, NotDerived as _};
+                    ::loom_guest::schema::reducer_schemas(
+                        (&::loom_guest::schema::Probe::<#event_ty>::NEW).json_schema(),
+                        #command,
+                    )
+                },
             }
         });
     }

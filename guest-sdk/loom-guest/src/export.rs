@@ -223,6 +223,9 @@ pub struct ReducerDesc {
     pub entity: Option<&'static str>,
     /// The event types it decodes (`None`: any).
     pub events: fn() -> Option<Vec<&'static str>>,
+    /// JSON Schemas derived from its event and command types, when they derive
+    /// `schemars::JsonSchema` and the `schemars` feature is on.
+    pub schemas: fn() -> Option<serde_json::Value>,
 }
 
 /// The event types a projection (or decider) decodes.
@@ -240,12 +243,16 @@ pub fn description(reducers: &[ReducerDesc]) -> serde_json::Value {
     let list: Vec<serde_json::Value> = reducers
         .iter()
         .map(|r| {
-            serde_json::json!({
+            let mut d = serde_json::json!({
                 "name": r.name,
                 "kinds": r.kinds,
                 "entity": r.entity,
                 "events": (r.events)(),
-            })
+            });
+            if let Some(s) = (r.schemas)() {
+                d["schemas"] = s;
+            }
+            d
         })
         .collect();
     serde_json::json!({ "reducers": list })

@@ -89,6 +89,8 @@ mod context;
 mod effects;
 mod event;
 mod mem;
+#[doc(hidden)]
+pub mod schema;
 pub mod testing;
 
 pub use context::{Cause, DecideContext, ReactContext};

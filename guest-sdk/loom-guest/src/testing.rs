@@ -238,6 +238,22 @@ pub fn check_registration(reducers: &[ReducerDesc], entity: &str, registration: 
     );
 }
 
+/// The JSON Schemas reducer `name` derives from its types (`loom_describe`'s `schemas`:
+/// `{"events": {"<type>": …}, "command": …}`), or `None` when its types do not derive
+/// `JsonSchema` or loom-guest's `schemars` feature is off. `loom deploy` registers an entity
+/// whose loom.toml says `registration = "derive"` from these.
+///
+/// # Panics
+/// If the module has no reducer `name`.
+#[track_caller]
+pub fn derived_schemas(reducers: &[ReducerDesc], name: &str) -> Option<serde_json::Value> {
+    let r = reducers
+        .iter()
+        .find(|r| r.name == name)
+        .unwrap_or_else(|| panic!("the module has no reducer {name:?}"));
+    (r.schemas)()
+}
+
 /// ` (did you mean "x"?)` for the closest of `candidates`, if one is close.
 fn did_you_mean(word: &str, candidates: &[&str]) -> String {
     let distance = |a: &str, b: &str| {

@@ -43,7 +43,6 @@ fn a_new_crate_builds_tests_and_deploys_and_a_second_deploy_changes_nothing() {
     for file in [
         "Cargo.toml",
         "loom.toml",
-        "tasks.json",
         "src/lib.rs",
         ".cargo/config.toml",
     ] {
@@ -53,7 +52,7 @@ fn a_new_crate_builds_tests_and_deploys_and_a_second_deploy_changes_nothing() {
     let again = loom_in(&work, &url, &["new", "tasks"]);
     assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
 
-    // Its native tests pass as it is (the registration check among them).
+    // Its native tests pass as it is (the derived schemas among them).
     let test = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["test", "--quiet"])
         .current_dir(&krate)
@@ -82,6 +81,45 @@ fn a_new_crate_builds_tests_and_deploys_and_a_second_deploy_changes_nothing() {
     ] {
         assert!(deployed.contains(line), "missing {line:?} in:\n{deployed}");
     }
+
+    // The registration was derived from the event enum: its types, and the schema of each
+    // one's data (a title of at least one character), which raw appends must satisfy.
+    let entity: Value = serde_json::from_str(&ok(&loom_in(
+        &krate,
+        &url,
+        &["entities", "get", "tasks", "--json"],
+    )))
+    .unwrap();
+    let mut types: Vec<&String> = entity["events"].as_object().unwrap().keys().collect();
+    types.sort();
+    assert_eq!(types, ["was_added", "was_archived", "was_completed"]);
+    let title = &entity["events"]["was_added"]["schema"]["properties"]["title"];
+    assert_eq!(title["minLength"], 1, "{entity}");
+    assert_eq!(title["description"], "What it is.", "{entity}");
+    let empty = work.join("empty-title.json");
+    std::fs::write(
+        &empty,
+        r#"{"specversion":"1.0","id":"e1","source":"test","type":"was_added","subject":"tasks/t0","data":{"title":""}}"#,
+    )
+    .unwrap();
+    let refused = loom_in(&krate, &url, &["append", empty.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("schema"), "{said}");
+    // The module shows what it derived.
+    let modules = server.json(&["modules", "list"]);
+    let items = modules[0]["reducers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "items")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        items["schemas"]["events"]["was_added"]["required"],
+        serde_json::json!(["title"])
+    );
+    assert!(items["schemas"]["command"]["oneOf"].is_array(), "{items}");
 
     ok(&loom_in(
         &krate,

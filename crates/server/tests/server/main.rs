@@ -24,3 +24,4 @@ mod projections;
 mod reads;
 mod shutdown;
 mod subscribe;
+mod walkthrough;
