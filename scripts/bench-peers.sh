@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: Loom's ledger vs PostgreSQL 15, and UmaDB with UMADB=1 (issue 7).
 # Prints a markdown table.
-# Installs what it needs (Debian/Ubuntu): postgresql (initdb/pg_ctl), protobuf-compiler.
+# Installs what it needs (Debian/Ubuntu): postgresql (initdb/pg_ctl), protobuf-compiler, wrk.
 # Usage: scripts/bench-peers.sh [loom-bench peers flags, e.g. --seconds 2 --events 1000000 --dir /data]
 #        UMADB=1 scripts/bench-peers.sh ...   # also UmaDB: installs protoc and `umadb` if missing
 #                                             # and builds loom-bench with `--features umadb`
@@ -35,6 +35,13 @@ if [ "${UMADB:-0}" = 1 ]; then
     FEATURES=(--features umadb)
 fi
 
-cargo build --release -p loom-bench "${FEATURES[@]}"
+# W6 loads `loom serve` with wrk.
+if ! command -v wrk >/dev/null; then
+    $SUDO apt-get update
+    $SUDO apt-get install -y wrk
+fi
+
+# The HTTP rows (W1–W3, W6) run the release `loom serve`.
+cargo build --release -p loom-bench -p loom-cli "${FEATURES[@]}"
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, load: $(uptime)" >&2
 exec ./target/release/loom-bench peers --pg-bin "$PG_BIN" "$@"

@@ -223,7 +223,12 @@ pub fn run(args: &CatchupArgs) {
 
     // The pipeline, wasm vs native, on the same reads.
     let rt = Runtime::new(RuntimeConfig::default());
-    let module = rt.compile(&bank).expect("bank compiles");
+    // The module's one reducer, `bank` (an ABI v2 module is called through a reducer).
+    let module = rt
+        .compile(&bank)
+        .expect("bank compiles")
+        .bind("bank")
+        .expect("bank has the reducer bank");
     let (wasm_time, n) = pipeline(&ledger, args.batch, |groups| {
         rt.evolve_groups(&module, groups)
             .expect("wasm evolve_groups")

@@ -4,6 +4,9 @@
 //! * **W1** durable floor: 1 writer, 1 event per append, ~256 bytes of JSON data.
 //! * **W2** concurrency sweep: 1, 4, 16, 64 writers, 1 event per append, across 10k streams.
 //! * **W3** batch sweep: 1, 10, 100, 1000 events per append, 1 writer.
+//!
+//!   W1–W3 run twice for Loom: in process (the ledger library) and over HTTP (the release
+//!   `loom serve` loaded through keep-alive connections, see [`http`]).
 //! * **W4** conditional appends under contention: 4 writers, each attempt reads the stream's
 //!   revision and appends with that expected revision, streams drawn Zipf(s = 1.1) from 100.
 //! * **W5** catch-up over 1M stored events: (a) count, (b) decode the JSON data and sum a field.
@@ -32,6 +35,7 @@ use tokio_postgres::{Client, NoTls};
 
 use super::{event, ms, open, percentile};
 
+mod http;
 mod w6;
 
 #[cfg(feature = "umadb")]
@@ -1039,6 +1043,10 @@ pub fn run(args: &Args) {
     for (name, writers, batch) in &plans {
         eprintln!("{name}");
         rows.push(loom_appends(args, name, *writers, *batch));
+        match rt.block_on(http::appends(args, name, *writers, *batch)) {
+            Ok(row) => rows.push(row),
+            Err(e) => eprintln!("{name}: {} left out: {e}", http::SYSTEM),
+        }
         if let Some(pg) = &pg {
             rows.push(rt.block_on(pg_appends(pg, args.seconds, name, *writers, *batch)));
         }
@@ -1086,10 +1094,13 @@ fn print_table(rows: &[Row]) {
     println!("|---|---|---:|---:|---:|---:|---|");
     for r in rows {
         // Against each in-process Loom row of the workload (W5 has two ledger folds: views,
-        // then lazy records), else against its first Loom row.
+        // then lazy records) and its HTTP row (W1–W3), else against its first Loom row.
         let loom: Vec<f64> = rows
             .iter()
-            .filter(|l| l.workload == r.workload && l.system.starts_with("Loom (ledger lib"))
+            .filter(|l| {
+                l.workload == r.workload
+                    && (l.system.starts_with("Loom (ledger lib") || l.system == http::SYSTEM)
+            })
             .map(|l| l.eps)
             .collect();
         let loom = if loom.is_empty() {

@@ -545,8 +545,17 @@ pub fn run(args: &WasmArgs) {
     let rt = Runtime::new(RuntimeConfig::default());
     let cart_wasm = wasm_bytes(args, "cart");
     let bank_wasm = wasm_bytes(args, "bank");
-    let cart_module = rt.compile(&cart_wasm).expect("cart compiles");
-    let bank_module = rt.compile(&bank_wasm).expect("bank compiles");
+    // Each module's one reducer (an ABI v2 module is called through a reducer).
+    let cart_module = rt
+        .compile(&cart_wasm)
+        .expect("cart compiles")
+        .bind("cart")
+        .expect("cart has the reducer cart");
+    let bank_module = rt
+        .compile(&bank_wasm)
+        .expect("bank compiles")
+        .bind("bank")
+        .expect("bank has the reducer bank");
     let cart_native: Native = loom_guest::__export::run_evolve::<cart::Cart>;
     let bank_native: Native = loom_guest::__export::run_evolve::<bank::Account>;
     if let Some(only) = &args.only {

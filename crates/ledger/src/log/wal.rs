@@ -137,6 +137,7 @@ impl Wal {
             .create(true)
             .truncate(false)
             .open(path)?;
+        prefill(&file, checkpoint_bytes)?;
         if !existed {
             // The new name must survive a crash too.
             if let Some(dir) = path.parent() {
@@ -150,6 +151,43 @@ impl Wal {
             checkpoint_bytes,
             tail_dirty: false,
         })
+    }
+}
+
+/// Zero-fills the log up to the size a checkpoint interval fills (and a margin for the group
+/// that crosses it), and makes that size durable, once: an append then overwrites allocated
+/// blocks in place, and its `fdatasync` writes the data alone — no block allocation, no file
+/// size, so no file-system journal commit of its own (as PostgreSQL pre-fills its WAL
+/// segments). Zeros are where a replay stops (no record's magic), so the filling is never
+/// read as records. `fallocate` would not do: its blocks are "unwritten" extents, and the
+/// first write into each converts it, a metadata change `fdatasync` must then commit.
+///
+/// Best effort: on a full disk the log works unfilled, the file growing with its appends.
+fn prefill(file: &File, checkpoint_bytes: u64) -> std::io::Result<()> {
+    let want = checkpoint_bytes.saturating_add((checkpoint_bytes / 4).min(1 << 20));
+    let len = file.metadata()?.len();
+    if len >= want {
+        return Ok(());
+    }
+    let zeros = vec![0u8; 256 << 10];
+    let mut at = len;
+    let filled = (|| {
+        while at < want {
+            let n = (want - at).min(zeros.len() as u64) as usize;
+            file.write_all_at(&zeros[..n], at)?;
+            at += n as u64;
+        }
+        file.sync_all()
+    })();
+    match filled {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::StorageFull => {
+            tracing::warn!(error = %e, "no room to pre-fill the write-ahead log; it grows with its appends");
+            // What was written of the filling is zeros; its size need not be durable.
+            let _ = file.set_len(len);
+            Ok(())
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -263,6 +301,35 @@ mod tests {
         wal.append(&group(5, 1)).unwrap();
         let log = std::fs::read(&path).unwrap();
         assert_eq!(spans(&after(groups(&log), 4).unwrap()), [(5, 5)]);
+    }
+
+    #[test]
+    fn the_log_is_filled_at_open_so_that_appends_do_not_grow_it() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(WAL_FILE);
+        let reserve = Arc::new(Reserve::new(dir.path().join(RESERVE_FILE), 4096));
+        let mut wal = Wal::open(&path, 0, 64 << 10, reserve.clone()).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.len(), 80 << 10);
+        assert!(meta.blocks() * 512 >= 80 << 10, "written, not sparse");
+        for first in [1, 3] {
+            wal.append(&group(first, 2)).unwrap();
+        }
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 80 << 10);
+        let log = std::fs::read(&path).unwrap();
+        assert_eq!(spans(&after(groups(&log), 0).unwrap()), [(1, 2), (3, 4)]);
+        // Opened again where the records end: they stay, the filling is not redone.
+        let end = wal.offset;
+        drop(wal);
+        let mut wal = Wal::open(&path, end, 64 << 10, reserve).unwrap();
+        wal.append(&group(5, 1)).unwrap();
+        let log = std::fs::read(&path).unwrap();
+        assert_eq!(log.len(), 80 << 10);
+        assert_eq!(
+            spans(&after(groups(&log), 0).unwrap()),
+            [(1, 2), (3, 4), (5, 5)]
+        );
     }
 
     #[test]

@@ -175,13 +175,16 @@ fn a_torn_last_record_is_left_out_and_the_rest_opens() {
 }
 
 /// The byte range `log` has beyond `before` (the record appended after the image).
+/// The record `log` has where `before` has not: from the first byte that differs to the end
+/// its header gives (magic, payload length, checksum; the log is filled with zeros beyond).
 fn find_new_tail(before: &[u8], log: &[u8]) -> std::ops::Range<usize> {
     let start = before
         .iter()
         .zip(log)
         .position(|(a, b)| a != b)
         .unwrap_or(before.len().min(log.len()));
-    start..log.len()
+    let len = u32::from_le_bytes(log[start + 4..start + 8].try_into().unwrap()) as usize;
+    start..start + 12 + len
 }
 
 #[test]
