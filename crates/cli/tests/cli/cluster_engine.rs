@@ -156,6 +156,7 @@ fn definitions_reach_every_node_and_reactors_run_once_across_a_failover() {
 
     // Read your writes on every node: append through the sequencer, read with min_position.
     let sequencer_url = nodes[s].as_ref().unwrap().url.clone();
+    let mut last = 0;
     for round in 0..20 {
         let event = json!({"specversion": "1.0", "id": format!("ryw{round}"), "source": "t",
             "type": "was_created", "subject": format!("cart/ryw{round}"), "data": {}});
@@ -168,6 +169,7 @@ fn definitions_reach_every_node_and_reactors_run_once_across_a_failover() {
         let answer: Value =
             serde_json::from_str(&resp.into_body().read_to_string().unwrap()).unwrap();
         let p = answer["last_position"].as_u64().unwrap();
+        last = p;
         for node in nodes.iter().flatten() {
             let (code, read) = get(
                 &a,
@@ -186,9 +188,14 @@ fn definitions_reach_every_node_and_reactors_run_once_across_a_failover() {
         }
     }
 
-    // The same projection states on every node.
-    let state =
-        |url: &str, key: usize| get(&a, &format!("{url}/v1/projections/carts/state/cart/c{key}"));
+    // The same projection states on every node, each read once the node's projection has
+    // folded everything appended (a state's `position` is how far its projection got).
+    let state = |url: &str, key: usize| {
+        get(
+            &a,
+            &format!("{url}/v1/projections/carts/state/cart/c{key}?min_position={last}"),
+        )
+    };
     for key in [0, 5, 11] {
         let states: Vec<_> = nodes
             .iter()
