@@ -92,24 +92,9 @@ impl LoomServe {
     }
 }
 
-/// One event as CloudEvents JSON, the same ~256 bytes of data as the in-process rows.
+/// The in-process rows' event (`super::event`) in CloudEvents JSON: the same events both ways.
 fn event_json(stream: usize, id: &str) -> String {
-    let data = serde_json::json!({
-        "account": format!("acct-{stream:06}"),
-        "amount": 1234,
-        "currency": "EUR",
-        "memo": "x".repeat(180),
-    });
-    serde_json::json!({
-        "specversion": "1.0",
-        "id": id,
-        "source": "bench",
-        "type": "was_credited",
-        "subject": format!("bench/{stream}"),
-        "datacontenttype": "application/json",
-        "data": data,
-    })
-    .to_string()
+    serde_json::to_string(&super::event(stream, id)).expect("an event serializes")
 }
 
 /// `writers` connections appending `batch` events per request for `seconds`.
