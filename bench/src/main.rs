@@ -369,7 +369,7 @@ fn replay_bench(args: &Args) {
         written += 100;
     }
     let image = temp_dir(args);
-    for file in ["ledger.redb", loom_ledger::WAL_FILE] {
+    for file in [["ledger.redb"].as_slice(), &loom_ledger::WAL_FILES].concat() {
         std::fs::copy(dir.path().join(file), image.path().join(file)).expect("copy");
     }
     let log_bytes = std::fs::metadata(image.path().join(loom_ledger::WAL_FILE))

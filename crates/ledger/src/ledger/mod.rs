@@ -13,10 +13,11 @@ use redb::{Database, ReadTransaction, ReadableTable, ReadableTableMetadata, Stor
 use crate::catalog::Catalog;
 use crate::error::{AppendError, InvalidEvent, OpenError, ReadError, RegistryError, StorageError};
 use crate::head::Head;
-use crate::log::DurableLog;
 use crate::log::control::{Control, LedgerChange};
+use crate::log::deferred::{Deferral, DeferringFile};
 use crate::log::replicated::{GroupLog, Replicated};
-use crate::log::wal::{RESERVE_FILE, Reserve, WAL_FILE, Wal, WalFile};
+use crate::log::wal::{RESERVE_FILE, Reserve, WAL_FILE, WAL_FILES, Wal, WalFiles};
+use crate::log::{DurableLog, LogEnd};
 use crate::query::{View, Window, decode};
 use crate::records::{self, Events};
 use crate::registry::{CompiledEntity, Registry};
@@ -31,6 +32,7 @@ use loom_core::EventView;
 use loom_core::StoredEvent;
 use loom_core::{AppendOutcome, AppendRequest, EntitySpec, split_subject};
 use loom_core::{CompiledSelector, Selector};
+use redb::backends::FileBackend;
 
 mod append;
 mod backup;

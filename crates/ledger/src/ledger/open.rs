@@ -13,7 +13,7 @@ impl Ledger {
         })?;
         let path = dir.join(DB_FILE);
         let file = path.clone();
-        let wal = dir.join(WAL_FILE);
+        let wal = WAL_FILES.map(|name| dir.join(name));
         let log = wal.clone();
         let cache = options.cache_bytes;
         let segment_events = options.segment_events();
@@ -26,8 +26,10 @@ impl Ledger {
             options.wal_reserve_bytes(),
         ));
         let spare = reserve.clone();
+        let deferral = Arc::new(Deferral::default());
+        let deferring = deferral.clone();
         let store = Store::open(move || {
-            let (db, end) = open_replayed(cache, segment_events, &file, &log, &spare)?;
+            let (db, end) = open_replayed(cache, segment_events, &file, &log, &spare, &deferring)?;
             let mut first = replayed.lock().unwrap_or_else(PoisonError::into_inner);
             first.get_or_insert(end);
             Ok(db)
@@ -35,8 +37,18 @@ impl Ledger {
         let end = first
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .unwrap_or(0);
-        Self::start(store, path, Log::Wal(wal, end, reserve), options)
+            .unwrap_or_default();
+        Self::start(
+            store,
+            path,
+            Log::Wal(Box::new(LocalLog {
+                paths: wal,
+                end,
+                reserve,
+                deferral,
+            })),
+            options,
+        )
     }
 
     /// Opens (creating if needed) a cluster node's ledger in `dir`: every group this node
@@ -158,14 +170,27 @@ impl Ledger {
         let drained = Arc::new(event_listener::Event::new());
         let replicated = matches!(log, Log::Replicated(_));
         let wal = match log {
-            Log::Wal(p, end, reserve) => Some(Box::new(
-                Wal::open(&p, end, options.wal_checkpoint_bytes, reserve).map_err(|source| {
-                    OpenError::Io {
-                        path: p.display().to_string(),
+            Log::Wal(local) => {
+                let LocalLog {
+                    paths,
+                    end,
+                    reserve,
+                    deferral,
+                } = *local;
+                Some(Box::new(
+                    Wal::open(
+                        [&paths[0], &paths[1]],
+                        end,
+                        options.wal_checkpoint_bytes,
+                        reserve,
+                        deferral,
+                    )
+                    .map_err(|source| OpenError::Io {
+                        path: paths[0].display().to_string(),
                         source,
-                    }
-                })?,
-            ) as Box<dyn DurableLog>),
+                    })?,
+                ) as Box<dyn DurableLog>)
+            }
             Log::Replicated(log) => Some(Box::new(Replicated {
                 log,
                 checkpoint_bytes: options.wal_checkpoint_bytes,
@@ -301,10 +326,22 @@ impl Ledger {
 enum Log {
     /// Every group commits durably to redb itself.
     None,
-    /// The local write-ahead log (its path, where it goes on, its disk reserve).
-    Wal(PathBuf, u64, Arc<Reserve>),
+    /// The local write-ahead log.
+    Wal(Box<LocalLog>),
     /// A replicated log (cluster mode).
     Replicated(Box<dyn GroupLog>),
+}
+
+/// The local write-ahead log, as the open found it.
+struct LocalLog {
+    /// Its two files.
+    paths: [PathBuf; 2],
+    /// Where it goes on.
+    end: LogEnd,
+    /// Its disk reserve.
+    reserve: Arc<Reserve>,
+    /// The deferral of checkpoint syncs, shared with every opening of the database.
+    deferral: Arc<Deferral>,
 }
 
 /// Name of the database file inside the data directory.
@@ -316,12 +353,26 @@ pub(crate) fn open_replayed(
     cache: usize,
     segment_events: usize,
     file: &Path,
-    log: &Path,
+    log: &[PathBuf; 2],
     reserve: &Reserve,
-) -> Result<(Database, u64), redb::DatabaseError> {
-    let open = || Database::builder().set_cache_size(cache).create(file);
+    deferral: &Arc<Deferral>,
+) -> Result<(Database, LogEnd), redb::DatabaseError> {
+    let open = || {
+        let opened = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(file)
+            .map_err(|e| redb::DatabaseError::Storage(redb::StorageError::Io(e)))?;
+        let backend = DeferringFile::new(FileBackend::new(opened)?, deferral.clone());
+        Database::builder()
+            .set_cache_size(cache)
+            .create_with_backend(backend)
+    };
+    let files = WalFiles([&log[0], &log[1]]);
     let mut db = open()?;
-    let mut result = writer::replay(&db, &WalFile(log), segment_events);
+    let mut result = writer::replay(&db, &files, segment_events);
     if let Err(e) = &result
         && e.is_disk_full()
         && reserve.release()
@@ -330,7 +381,7 @@ pub(crate) fn open_replayed(
         tracing::warn!("the disk is full: replaying the write-ahead log into the reserved space");
         drop(db);
         db = open()?;
-        result = writer::replay(&db, &WalFile(log), segment_events);
+        result = writer::replay(&db, &files, segment_events);
     }
     match result {
         Ok(r) => {

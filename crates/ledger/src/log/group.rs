@@ -10,7 +10,7 @@
 //!
 //! Positions are gapless, so a record holds positions `first .. first + count`.
 
-use super::wal::WAL_FILE;
+use super::wal::{WAL_FILE, WAL_FILES};
 
 const MAGIC: u32 = 0x4C4F_4F4D; // "LOOM"
 const HEADER: usize = 12;
@@ -196,10 +196,11 @@ pub(crate) fn after(
                 "the write-ahead log holds positions {}..={} but the database ends at {}: \
                  acknowledged events between them are missing from both. Restore the data \
                  directory from a backup; or, to open what the database holds and lose the \
-                 log's events, move {WAL_FILE} out of the directory",
+                 log's events, move {WAL_FILE} and {} out of the directory",
                 record.first,
                 record.last(),
-                next - 1
+                next - 1,
+                WAL_FILES[1]
             ));
         }
         next = record.last() + 1;

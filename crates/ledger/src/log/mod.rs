@@ -10,6 +10,7 @@
 //! cluster instead of at open.
 
 pub(crate) mod control;
+pub(crate) mod deferred;
 pub(crate) mod group;
 pub(crate) mod replicated;
 pub(crate) mod wal;
@@ -34,6 +35,20 @@ pub(crate) trait DurableLog: Send {
 
     /// A durable redb commit now holds everything logged so far.
     fn checkpointed(&mut self);
+
+    /// The deferral of checkpoint syncs, for a log that keeps what a checkpoint covers until
+    /// its sync is done ([`deferred`]): the writer logs a checkpoint's group like any other,
+    /// arms this around the checkpoint's commit, and then calls
+    /// [`checkpoint_deferred`](Self::checkpoint_deferred) instead of
+    /// [`checkpointed`](Self::checkpointed).
+    fn deferral(&self) -> Option<&deferred::Deferral> {
+        None
+    }
+
+    /// A durable redb commit holds everything logged so far once its deferred sync is done.
+    fn checkpoint_deferred(&mut self) {
+        self.checkpointed();
+    }
 
     /// Whether groups were logged since the last checkpoint.
     fn has_records(&self) -> bool;
@@ -72,5 +87,12 @@ pub(crate) trait LogReplay {
         &self,
         head: u64,
         apply: &mut dyn FnMut(&LoggedGroup<'_>) -> Result<(), StorageError>,
-    ) -> Result<Option<u64>, StorageError>;
+    ) -> Result<Option<LogEnd>, StorageError>;
+}
+
+/// Where a log goes on: its file (the local log has two) and the offset in it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct LogEnd {
+    pub(crate) file: usize,
+    pub(crate) offset: u64,
 }

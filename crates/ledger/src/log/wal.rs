@@ -2,11 +2,17 @@
 //!
 //! The writer applies a group to redb in a transaction that commits with `Durability::None`
 //! (visible, not yet on disk), and before that commit appends the group's accepted events to
-//! this file as one record and `fdatasync`s it: one sequential write instead of the
-//! ~100 scattered pages a durable redb commit of the same group writes. Every
+//! the log as one record and `fdatasync`s it: one sequential write instead of the ~100
+//! scattered pages a durable redb commit of the same group writes. Every
 //! [`wal_checkpoint_bytes`](crate::LedgerOptions::wal_checkpoint_bytes) or so of log, one group
-//! commits with `Durability::Immediate` instead (a checkpoint: everything before it is in the
-//! redb file), and the log starts again at offset 0, overwriting itself.
+//! also commits with `Durability::Immediate` (a checkpoint: everything up to it is in the redb
+//! file once its sync completes), and the log moves on to its other file, overwriting it from
+//! the start.
+//!
+//! The log is two files, [`WAL_FILES`], used in turn, so that a checkpoint's sync can run
+//! beside the groups after it ([`super::deferred`]): until that sync completes, the file the
+//! log left holds what the database may not have on disk yet, and the log does not come back
+//! to it before the sync is done. A replay reads both.
 //!
 //! Whenever the database is opened (at start and after an I/O error) the records that redb
 //! does not hold yet are applied again and committed durably (`writer::replay`) before anyone
@@ -15,9 +21,10 @@
 //! beside the log, is given back for such a replay, and while it cannot be allocated again
 //! appends are refused as "disk full" before they touch anything.
 //!
-//! The file is a sequence of group records ([`super::group`]). After a restart at offset 0 the file still holds older records further on; they are told apart by
-//! their positions, which are all below the checkpoint's, and a torn or overwritten record by
-//! its checksum.
+//! Each file is a sequence of group records ([`super::group`]). After a restart at offset 0 a
+//! file still holds older records further on; they are told apart by their positions, which
+//! are all below the database's durable head, and a torn or overwritten record by its
+//! checksum.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -25,12 +32,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::deferred::Deferral;
 use super::group::{GroupRecord, LoggedGroup, after, groups};
-use super::{DurableLog, LogReplay};
+use super::{DurableLog, LogEnd, LogReplay};
 use crate::error::StorageError;
 
-/// File name of the log inside the data directory.
+/// File name of the log inside the data directory (its first file).
 pub const WAL_FILE: &str = "ledger.wal";
+/// File names of the log's two files inside the data directory (the first is [`WAL_FILE`]).
+pub const WAL_FILES: [&str; 2] = [WAL_FILE, "ledger.wal.1"];
 /// File name of the space reserved for replaying the log on a full disk.
 pub const RESERVE_FILE: &str = "ledger.reserve";
 
@@ -110,7 +120,9 @@ impl Reserve {
 
 /// The open log and where the next record goes.
 pub(crate) struct Wal {
-    file: File,
+    files: [File; 2],
+    /// The file the next record goes to.
+    current: usize,
     reserve: Arc<Reserve>,
     offset: u64,
     checkpoint_bytes: u64,
@@ -119,37 +131,46 @@ pub(crate) struct Wal {
     /// append overwrites them the log must not start over: after a restart they could be
     /// read back behind newer records, with positions those records reuse.
     tail_dirty: bool,
+    /// The deferred sync of the last checkpoint (see [`super::deferred`]).
+    deferral: Arc<Deferral>,
 }
 
 impl Wal {
-    /// Opens (creating if needed) the log at `path`; the next record goes to `offset`: right
-    /// after the last record that opening the database replayed, or 0 if it replayed none.
+    /// Opens (creating if needed) the log's files `paths`; the next record goes to `start`:
+    /// right after the last record that opening the database replayed, or the start of the
+    /// first file if it replayed none.
     pub(crate) fn open(
-        path: &Path,
-        offset: u64,
+        paths: [&Path; 2],
+        start: LogEnd,
         checkpoint_bytes: u64,
         reserve: Arc<Reserve>,
+        deferral: Arc<Deferral>,
     ) -> std::io::Result<Wal> {
-        let existed = path.exists();
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
-        prefill(&file, checkpoint_bytes)?;
-        if !existed {
-            // The new name must survive a crash too.
-            if let Some(dir) = path.parent() {
-                File::open(dir)?.sync_all()?;
+        let open = |path: &Path| -> std::io::Result<File> {
+            let existed = path.exists();
+            let file = File::options()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)?;
+            prefill(&file, checkpoint_bytes)?;
+            if !existed {
+                // The new name must survive a crash too.
+                if let Some(dir) = path.parent() {
+                    File::open(dir)?.sync_all()?;
+                }
             }
-        }
+            Ok(file)
+        };
         Ok(Wal {
-            file,
+            files: [open(paths[0])?, open(paths[1])?],
+            current: start.file.min(1),
             reserve,
-            offset,
+            offset: start.offset,
             checkpoint_bytes,
             tail_dirty: false,
+            deferral,
         })
     }
 }
@@ -192,9 +213,14 @@ fn prefill(file: &File, checkpoint_bytes: u64) -> std::io::Result<()> {
 }
 
 impl DurableLog for Wal {
-    /// Whether the next group should commit durably to redb (and restart the log).
+    /// Whether the next group should commit durably to redb (and the log move to its other
+    /// file): not before the last checkpoint's sync is done, since that file still holds
+    /// what the checkpoint covers.
     fn wants_checkpoint(&self) -> bool {
-        self.offset >= self.checkpoint_bytes && !self.tail_dirty
+        self.offset >= self.checkpoint_bytes
+            && !self.tail_dirty
+            && self.deferral.idle()
+            && self.deferral.failed().is_none()
     }
 
     /// Before a group touches the database: an error (the disk is full) when the reserve for a
@@ -207,51 +233,87 @@ impl DurableLog for Wal {
     /// move, so the next record overwrites whatever part of this one was written.
     /// `group` must be [`finish`](GroupRecord::finish)ed.
     fn append(&mut self, group: &GroupRecord) -> std::io::Result<()> {
-        let written = self
-            .file
+        let file = &self.files[self.current];
+        let written = file
             .write_all_at(group.bytes(), self.offset)
-            .and_then(|()| self.file.sync_data());
+            .and_then(|()| file.sync_data());
         self.tail_dirty = written.is_err();
         written?;
         self.offset += group.bytes().len() as u64;
         Ok(())
     }
 
-    /// After a durable redb commit that holds everything logged so far: the next record goes
-    /// to offset 0 (not while a failed append's bytes are still at the offset).
+    /// After a durable redb commit that holds everything logged so far (its sync done): the
+    /// next record goes to the start of the current file (not while a failed append's bytes
+    /// are still at the offset).
     fn checkpointed(&mut self) {
         if !self.tail_dirty {
             self.offset = 0;
         }
     }
 
-    /// Whether records were appended since the last restart.
+    fn deferral(&self) -> Option<&Deferral> {
+        Some(&self.deferral)
+    }
+
+    /// After a checkpoint whose sync is still running: the next record goes to the start of
+    /// the other file, and this one is kept until the sync is done.
+    fn checkpoint_deferred(&mut self) {
+        if !self.tail_dirty {
+            self.current = 1 - self.current;
+            self.offset = 0;
+        }
+    }
+
+    /// Whether records were appended since the last restart, or a checkpoint's sync is still
+    /// running.
     fn has_records(&self) -> bool {
-        self.offset > 0
+        self.offset > 0 || !self.deferral.idle()
     }
 }
 
-/// The log file at `path` read back for a replay.
+/// The log's files read back for a replay.
 #[derive(Debug)]
-pub(crate) struct WalFile<'p>(pub(crate) &'p Path);
+pub(crate) struct WalFiles<'p>(pub(crate) [&'p Path; 2]);
 
-impl LogReplay for WalFile<'_> {
+impl LogReplay for WalFiles<'_> {
     fn replay_after(
         &self,
         head: u64,
         apply: &mut dyn FnMut(&LoggedGroup<'_>) -> Result<(), StorageError>,
-    ) -> Result<Option<u64>, StorageError> {
-        let log = match std::fs::read(self.0) {
-            Ok(log) => log,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(StorageError(Box::new(redb::Error::Io(e)))),
-        };
-        let found = after(groups(&log), head)
+    ) -> Result<Option<LogEnd>, StorageError> {
+        let mut logs = Vec::with_capacity(2);
+        for path in self.0 {
+            match std::fs::read(path) {
+                Ok(log) => logs.push(log),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => logs.push(Vec::new()),
+                Err(e) => return Err(StorageError(Box::new(redb::Error::Io(e)))),
+            }
+        }
+        // Both files' records in position order, each with the file it came from.
+        let mut records: Vec<(usize, LoggedGroup<'_>)> = logs
+            .iter()
+            .enumerate()
+            .flat_map(|(file, log)| groups(log).into_iter().map(move |g| (file, g)))
+            .collect();
+        records.sort_by_key(|(_, g)| g.first);
+        let (files, records): (Vec<usize>, Vec<LoggedGroup<'_>>) = records.into_iter().unzip();
+        let firsts: Vec<u64> = records.iter().map(|g| g.first).collect();
+        let found = after(records, head)
             .map_err(|message| StorageError(Box::new(redb::Error::Corrupted(message))))?;
         for group in &found {
             apply(group)?;
         }
-        Ok(found.last().map(|g| g.end))
+        Ok(found.last().map(|g| {
+            let i = firsts
+                .iter()
+                .position(|f| *f == g.first)
+                .expect("a record read");
+            LogEnd {
+                file: files[i],
+                offset: g.end,
+            }
+        }))
     }
 }
 
@@ -281,13 +343,43 @@ mod tests {
     /// A log in `dir` that wants a checkpoint after every byte, with a small reserve.
     fn small_log(dir: &Path) -> Wal {
         let reserve = Arc::new(Reserve::new(dir.join(RESERVE_FILE), 4096));
-        Wal::open(&dir.join(WAL_FILE), 0, 1, reserve).unwrap()
+        open_in(dir, LogEnd::default(), 1, reserve)
+    }
+
+    fn open_in(dir: &Path, start: LogEnd, checkpoint_bytes: u64, reserve: Arc<Reserve>) -> Wal {
+        let paths = WAL_FILES.map(|name| dir.join(name));
+        Wal::open(
+            [&paths[0], &paths[1]],
+            start,
+            checkpoint_bytes,
+            reserve,
+            Arc::default(),
+        )
+        .unwrap()
+    }
+
+    /// The records of the log's file `i` in `dir` beyond `head`.
+    fn spans_in(dir: &Path, i: usize, head: u64) -> Vec<(u64, u64)> {
+        let log = std::fs::read(dir.join(WAL_FILES[i])).unwrap();
+        spans(&after(groups(&log), head).unwrap())
+    }
+
+    /// What a replay of both files in `dir` applies beyond `head`, and where the log goes on.
+    fn replayed(dir: &Path, head: u64) -> (Vec<(u64, u64)>, Option<LogEnd>) {
+        let paths = WAL_FILES.map(|name| dir.join(name));
+        let mut applied = Vec::new();
+        let end = WalFiles([&paths[0], &paths[1]])
+            .replay_after(head, &mut |g| {
+                applied.push((g.first, g.last()));
+                Ok(())
+            })
+            .unwrap();
+        (applied, end)
     }
 
     #[test]
     fn appends_land_at_the_offset_and_restart_overwrites() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(WAL_FILE);
         let mut wal = small_log(dir.path());
         wal.ready().unwrap();
         assert!(!wal.wants_checkpoint());
@@ -295,41 +387,82 @@ mod tests {
             wal.append(&group(first, 2)).unwrap();
         }
         assert!(wal.wants_checkpoint());
-        let log = std::fs::read(&path).unwrap();
-        assert_eq!(spans(&after(groups(&log), 0).unwrap()), [(1, 2), (3, 4)]);
+        assert_eq!(spans_in(dir.path(), 0, 0), [(1, 2), (3, 4)]);
         wal.checkpointed();
         wal.append(&group(5, 1)).unwrap();
-        let log = std::fs::read(&path).unwrap();
-        assert_eq!(spans(&after(groups(&log), 4).unwrap()), [(5, 5)]);
+        assert_eq!(spans_in(dir.path(), 0, 4), [(5, 5)]);
+    }
+
+    #[test]
+    fn a_deferred_checkpoint_moves_the_log_to_its_other_file_and_a_replay_reads_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = small_log(dir.path());
+        wal.append(&group(1, 2)).unwrap();
+        wal.append(&group(3, 2)).unwrap();
+        wal.checkpoint_deferred();
+        wal.append(&group(5, 1)).unwrap();
+        assert_eq!(spans_in(dir.path(), 0, 0), [(1, 2), (3, 4)]);
+        assert_eq!(spans_in(dir.path(), 1, 4), [(5, 5)]);
+        // A crash before the checkpoint's sync finished opens the database at an older
+        // checkpoint: the replay takes the first file's records, then the second's.
+        let (applied, end) = replayed(dir.path(), 0);
+        assert_eq!(applied, [(1, 2), (3, 4), (5, 5)]);
+        assert_eq!(end.unwrap().file, 1);
+        // Its sync finished: only what followed it.
+        assert_eq!(replayed(dir.path(), 4).0, [(5, 5)]);
+        // The next checkpoint comes back to the first file, whose older records now end
+        // behind the new ones and are skipped.
+        wal.checkpoint_deferred();
+        wal.append(&group(6, 1)).unwrap();
+        let (applied, end) = replayed(dir.path(), 5);
+        assert_eq!(applied, [(6, 6)]);
+        assert_eq!(
+            end.unwrap(),
+            LogEnd {
+                file: 0,
+                offset: group(6, 1).bytes().len() as u64
+            }
+        );
+        // A gap is an error, whichever file the records are in.
+        assert!(
+            WalFiles(
+                WAL_FILES
+                    .map(|n| dir.path().join(n))
+                    .each_ref()
+                    .map(|p| p.as_path())
+            )
+            .replay_after(2, &mut |_| Ok(()))
+            .is_err()
+        );
     }
 
     #[test]
     fn the_log_is_filled_at_open_so_that_appends_do_not_grow_it() {
         use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(WAL_FILE);
         let reserve = Arc::new(Reserve::new(dir.path().join(RESERVE_FILE), 4096));
-        let mut wal = Wal::open(&path, 0, 64 << 10, reserve.clone()).unwrap();
-        let meta = std::fs::metadata(&path).unwrap();
-        assert_eq!(meta.len(), 80 << 10);
-        assert!(meta.blocks() * 512 >= 80 << 10, "written, not sparse");
+        let mut wal = open_in(dir.path(), LogEnd::default(), 64 << 10, reserve.clone());
+        for name in WAL_FILES {
+            let meta = std::fs::metadata(dir.path().join(name)).unwrap();
+            assert_eq!(meta.len(), 80 << 10);
+            assert!(meta.blocks() * 512 >= 80 << 10, "written, not sparse");
+        }
+        let path = dir.path().join(WAL_FILE);
         for first in [1, 3] {
             wal.append(&group(first, 2)).unwrap();
         }
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 80 << 10);
-        let log = std::fs::read(&path).unwrap();
-        assert_eq!(spans(&after(groups(&log), 0).unwrap()), [(1, 2), (3, 4)]);
+        assert_eq!(spans_in(dir.path(), 0, 0), [(1, 2), (3, 4)]);
         // Opened again where the records end: they stay, the filling is not redone.
-        let end = wal.offset;
+        let end = LogEnd {
+            file: 0,
+            offset: wal.offset,
+        };
         drop(wal);
-        let mut wal = Wal::open(&path, end, 64 << 10, reserve).unwrap();
+        let mut wal = open_in(dir.path(), end, 64 << 10, reserve);
         wal.append(&group(5, 1)).unwrap();
-        let log = std::fs::read(&path).unwrap();
-        assert_eq!(log.len(), 80 << 10);
-        assert_eq!(
-            spans(&after(groups(&log), 0).unwrap()),
-            [(1, 2), (3, 4), (5, 5)]
-        );
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 80 << 10);
+        assert_eq!(spans_in(dir.path(), 0, 0), [(1, 2), (3, 4), (5, 5)]);
     }
 
     #[test]
@@ -339,18 +472,22 @@ mod tests {
         let mut wal = small_log(dir.path());
         wal.append(&group(1, 1)).unwrap();
         // The file goes read-only under the log: the next append fails.
-        let writable = std::mem::replace(&mut wal.file, File::open(&path).unwrap());
+        let writable = std::mem::replace(&mut wal.files[0], File::open(&path).unwrap());
         assert!(wal.append(&group(2, 1)).is_err());
         assert!(!wal.wants_checkpoint(), "no checkpoint over a dirty tail");
         wal.checkpointed();
+        wal.checkpoint_deferred();
         assert!(wal.has_records(), "no restart over a dirty tail");
+        assert_eq!(
+            wal.current, 0,
+            "no move to the other file over a dirty tail"
+        );
         // The next append goes to the same offset and cleans the tail.
-        wal.file = writable;
+        wal.files[0] = writable;
         wal.append(&group(2, 1)).unwrap();
         assert!(wal.wants_checkpoint());
         wal.checkpointed();
         assert!(!wal.has_records());
-        let log = std::fs::read(&path).unwrap();
-        assert_eq!(spans(&after(groups(&log), 0).unwrap()), [(1, 1), (2, 2)]);
+        assert_eq!(spans_in(dir.path(), 0, 0), [(1, 1), (2, 2)]);
     }
 }

@@ -209,6 +209,9 @@ impl GroupCommit {
     /// On a clean close, carries the logged groups into the redb file, so that the next open
     /// has nothing to replay. If it fails, the next open replays them.
     fn checkpoint_on_close(&mut self) {
+        if let Some(deferral) = self.wal.as_ref().and_then(|w| w.deferral()) {
+            deferral.wait_idle();
+        }
         let Some(wal) = self.wal.as_mut().filter(|w| w.has_records()) else {
             return;
         };
@@ -298,6 +301,13 @@ impl GroupCommit {
             committing: false,
             logging: false,
         };
+        if let Some(e) = self.wal.as_ref().and_then(|w| w.deferral()?.failed()) {
+            // A checkpoint's deferred sync failed: the database may not hold on disk what it
+            // shows. Reopening it replays the log, which kept everything since the last
+            // checkpoint that is on disk.
+            tracing::warn!(error = %e, "a checkpoint did not reach the disk; reopening the database");
+            self.recover().map_err(fail)?;
+        }
         if !self.store.is_open() {
             self.store.reopen().map_err(fail)?;
         }
@@ -392,7 +402,10 @@ impl GroupCommit {
                 .collect(),
             log: None,
         };
-        if !checkpoint || replicated.is_some() {
+        // A checkpoint whose sync is deferred is logged like any other group: it is
+        // acknowledged before its redb commit is on disk.
+        let deferred = checkpoint && self.wal.as_ref().is_some_and(|w| w.deferral().is_some());
+        if !checkpoint || replicated.is_some() || deferred {
             state.log = Some(GroupRecord::new(state.head + 1, state.recorded));
         }
         let mut results = Vec::with_capacity(group.len());
@@ -426,7 +439,19 @@ impl GroupCommit {
                 logging: true,
             })?;
         }
-        txn.commit().map_err(|e| Failure {
+        let deferral = self
+            .wal
+            .as_ref()
+            .and_then(|w| w.deferral())
+            .filter(|_| deferred);
+        if let Some(d) = deferral {
+            d.arm(true);
+        }
+        let committed = txn.commit();
+        if let Some(d) = deferral {
+            d.arm(false);
+        }
+        committed.map_err(|e| Failure {
             error: e.into(),
             committing: true,
             logging: false,
@@ -438,7 +463,11 @@ impl GroupCommit {
                 .store(sequence, std::sync::atomic::Ordering::Release);
         }
         if checkpoint && let Some(wal) = self.wal.as_mut() {
-            wal.checkpointed();
+            if deferred {
+                wal.checkpoint_deferred();
+            } else {
+                wal.checkpointed();
+            }
             self.stats
                 .checkpoints
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -2,9 +2,9 @@
 //! mode, the replicated log's groups a follower reads.
 
 use super::*;
-use crate::log::LoggedGroup;
 use crate::log::control::{Control, LedgerChange};
 use crate::log::group;
+use crate::log::{LogEnd, LoggedGroup};
 use crate::registry::CompiledEntity;
 
 /// What a replay did.
@@ -12,8 +12,9 @@ use crate::registry::CompiledEntity;
 pub(crate) struct Replayed {
     /// Events applied again.
     pub(crate) events: u64,
-    /// Where the log's next record goes: after the last record applied, 0 if none was.
-    pub(crate) end: u64,
+    /// Where the log's next record goes: after the last record applied, the start of the
+    /// first file if none was.
+    pub(crate) end: LogEnd,
 }
 
 /// Applies the groups of the durable log that `db` does not hold yet and commits them

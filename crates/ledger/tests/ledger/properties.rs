@@ -803,7 +803,7 @@ fn run(ops: &[Op], selectors: &[SelSpec]) {
     // What a crash now would leave: the database file as of its last durable commit, and the
     // log. Opened, it replays the log and must hold everything acknowledged.
     let image = temp_dir();
-    for file in ["ledger.redb", loom_ledger::WAL_FILE] {
+    for file in [["ledger.redb"].as_slice(), &loom_ledger::WAL_FILES].concat() {
         std::fs::copy(dir.path().join(file), image.path().join(file)).unwrap();
     }
     let crashed = open(image.path());

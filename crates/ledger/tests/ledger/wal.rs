@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 
 use loom_ledger::{
     AppendRequest, ExpectedRevision, Ledger, LedgerOptions, ReadOptions, StoredEvent, WAL_FILE,
+    WAL_FILES,
 };
 use serde_json::json;
 
@@ -20,7 +21,9 @@ fn crash_image(from: &Path, to: &Path, with_log: bool) {
     std::fs::create_dir_all(to).unwrap();
     std::fs::copy(from.join("ledger.redb"), to.join("ledger.redb")).unwrap();
     if with_log {
-        std::fs::copy(from.join(WAL_FILE), to.join(WAL_FILE)).unwrap();
+        for name in WAL_FILES {
+            std::fs::copy(from.join(name), to.join(name)).unwrap();
+        }
     }
 }
 
@@ -233,6 +236,65 @@ fn a_log_that_restarted_many_times_still_replays_exactly_its_tail() {
     let restored = Ledger::open(&image, options()).unwrap();
     assert_eq!(restored.head(), n);
     assert_eq!(all(&restored), live);
+}
+
+#[test]
+fn a_checkpoint_whose_sync_did_not_finish_opens_from_the_one_before() {
+    // A checkpoint's sync runs beside the groups after it: a crash before it finishes leaves
+    // the redb file as of the checkpoint before, and the log must still hold everything since
+    // then, across its two files.
+    let dir = tempfile::tempdir().unwrap();
+    let options = || LedgerOptions {
+        wal_checkpoint_bytes: 8 << 10,
+        ..LedgerOptions::default()
+    };
+    let ledger = Ledger::open(dir.path(), options()).unwrap();
+    common::register(&ledger);
+    let checkpoints = || ledger.stats().checkpoints.load(Ordering::Relaxed);
+    let mut n = 0;
+    let append = |n: &mut u64| {
+        *n += 1;
+        ledger
+            .append(AppendRequest::new(vec![note(
+                &format!("s{}", *n % 5),
+                &format!("e-{n}"),
+                "t",
+                json!({"pad": "x".repeat(200)}),
+            )]))
+            .unwrap();
+    };
+    while checkpoints() < 2 {
+        append(&mut n);
+    }
+    // The redb file as the last checkpoint left it (the groups since are in its cache only).
+    let older = std::fs::read(dir.path().join("ledger.redb")).unwrap();
+    // Exactly one more checkpoint, then a few groups after it.
+    let before = checkpoints();
+    while checkpoints() == before {
+        append(&mut n);
+    }
+    for _ in 0..3 {
+        append(&mut n);
+    }
+    assert_eq!(checkpoints(), before + 1);
+    let live = all(&ledger);
+    assert_eq!(live.len() as u64, n);
+
+    let images = tempfile::tempdir().unwrap();
+    let image = images.path().join("behind");
+    crash_image(dir.path(), &image, true);
+    std::fs::write(image.join("ledger.redb"), &older).unwrap();
+    let bare = Ledger::open_unlogged(&image, options()).unwrap();
+    let behind = bare.head();
+    assert!(
+        behind < n,
+        "the older file alone holds {behind} of {n} events"
+    );
+    drop(bare);
+    std::fs::write(image.join("ledger.redb"), &older).unwrap();
+    let restored = Ledger::open(&image, options()).unwrap();
+    assert_eq!(restored.head(), n);
+    assert_eq!(all(&restored), live, "every event, byte for byte");
 }
 
 #[test]
