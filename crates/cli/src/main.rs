@@ -122,7 +122,7 @@ struct ServeArgs {
     /// Write-ahead log written between checkpoints (suffixes k, m, g): each checkpoint
     /// commits to the database file durably and the log starts over. Four times this much
     /// disk is set aside (ledger.reserve) so that the log can be replayed on a full disk.
-    #[arg(long, env = "LOOM_WAL_CHECKPOINT", default_value = "4m", value_parser = parse_size)]
+    #[arg(long, env = "LOOM_WAL_CHECKPOINT", default_value = "2m", value_parser = parse_size)]
     wal_checkpoint: usize,
     /// Longest time a request may take to answer, in seconds.
     #[arg(long, default_value_t = 30)]

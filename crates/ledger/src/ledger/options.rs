@@ -41,7 +41,7 @@ impl Default for LedgerOptions {
             max_group_events: 20_000,
             queue_capacity: 8_192,
             cache_bytes: 256 * 1024 * 1024,
-            wal_checkpoint_bytes: 4 * 1024 * 1024,
+            wal_checkpoint_bytes: 2 * 1024 * 1024,
             segment_events: records::SEGMENT_EVENTS,
         }
     }
