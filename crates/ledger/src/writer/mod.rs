@@ -1,8 +1,11 @@
 //! The group-commit writer: one thread owns the write transaction. It drains the queue of
 //! pending appends, checks and applies each in order inside one transaction (a refused append
 //! does not affect its neighbours), makes the group durable — one record in the durable log
-//! ([`crate::log`]) and a redb commit with `Durability::None`, or at a checkpoint a redb
-//! commit with `Durability::Immediate` — and only then answers every caller. (The catalog's
+//! ([`crate::log`]) and a redb commit with `Durability::None` — and only then answers every
+//! caller. Every so much log, an empty transaction commits with `Durability::Immediate` after
+//! a group was answered (a checkpoint; its sync runs beside the next groups, see
+//! [`crate::log::deferred`]); without a local log the group's own commit is durable (a
+//! replicated log's checkpoints are). (The catalog's
 //! writers — projection commits, definitions — take redb write transactions of their own
 //! between groups; see docs/architecture.md.)
 //!
@@ -273,6 +276,7 @@ impl GroupCommit {
                     counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let _ = pending.reply.send(result);
                 }
+                self.checkpoint();
             }
             Err(Failure { error, logging, .. }) => {
                 tracing::error!(error = %error, appends = group.len(), "group commit failed");
@@ -289,6 +293,44 @@ impl GroupCommit {
                     let _ = pending
                         .reply
                         .send(Err(AppendError::Storage(error.duplicate())));
+                }
+            }
+        }
+    }
+
+    /// A checkpoint of a log whose checkpoints are deferred, when it wants one: after a group
+    /// was answered, an empty transaction commits durably, which carries every group since
+    /// the last checkpoint into the redb file; its sync runs beside the next groups
+    /// ([`crate::log::deferred`]). Its failure fails no append (they are in the log): the
+    /// database is reopened, which replays the log.
+    fn checkpoint(&mut self) {
+        let Some(wal) = self.wal.as_mut() else {
+            return;
+        };
+        let Some(deferral) = wal.deferral().filter(|_| wal.wants_checkpoint()) else {
+            return;
+        };
+        let committed = (|| -> Result<(), StorageError> {
+            let mut txn = self.store.begin_write()?;
+            txn.set_durability(Durability::Immediate)?;
+            deferral.arm(true);
+            let committed = txn.commit();
+            deferral.arm(false);
+            Ok(committed?)
+        })();
+        match committed {
+            Ok(()) => {
+                wal.checkpoint_deferred();
+                self.stats
+                    .checkpoints
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, "a checkpoint failed; the log keeps the groups since the last one");
+                if error.needs_reopen()
+                    && let Err(e) = self.recover()
+                {
+                    tracing::error!(error = %e, "reopening the database failed; retrying with the next append");
                 }
             }
         }
@@ -376,8 +418,12 @@ impl GroupCommit {
         }
         let mut txn = self.store.begin_write().map_err(|e| before(e.into()))?;
         // Through the log unless it is time for a checkpoint (or there is no log); a
-        // replicated log takes every group.
-        let checkpoint = self.wal.as_ref().is_none_or(|w| w.wants_checkpoint());
+        // replicated log takes every group. The local log checkpoints between groups
+        // ([`Self::checkpoint`]).
+        let checkpoint = self
+            .wal
+            .as_ref()
+            .is_none_or(|w| w.wants_checkpoint() && w.deferral().is_none());
         let replicated = self.wal.as_ref().and_then(|w| w.replicated());
         txn.set_durability(if checkpoint {
             Durability::Immediate
@@ -402,10 +448,7 @@ impl GroupCommit {
                 .collect(),
             log: None,
         };
-        // A checkpoint whose sync is deferred is logged like any other group: it is
-        // acknowledged before its redb commit is on disk.
-        let deferred = checkpoint && self.wal.as_ref().is_some_and(|w| w.deferral().is_some());
-        if !checkpoint || replicated.is_some() || deferred {
+        if !checkpoint || replicated.is_some() {
             state.log = Some(GroupRecord::new(state.head + 1, state.recorded));
         }
         let mut results = Vec::with_capacity(group.len());
@@ -439,19 +482,7 @@ impl GroupCommit {
                 logging: true,
             })?;
         }
-        let deferral = self
-            .wal
-            .as_ref()
-            .and_then(|w| w.deferral())
-            .filter(|_| deferred);
-        if let Some(d) = deferral {
-            d.arm(true);
-        }
-        let committed = txn.commit();
-        if let Some(d) = deferral {
-            d.arm(false);
-        }
-        committed.map_err(|e| Failure {
+        txn.commit().map_err(|e| Failure {
             error: e.into(),
             committing: true,
             logging: false,
@@ -463,11 +494,7 @@ impl GroupCommit {
                 .store(sequence, std::sync::atomic::Ordering::Release);
         }
         if checkpoint && let Some(wal) = self.wal.as_mut() {
-            if deferred {
-                wal.checkpoint_deferred();
-            } else {
-                wal.checkpointed();
-            }
+            wal.checkpointed();
             self.stats
                 .checkpoints
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
