@@ -27,3 +27,10 @@ response = function(status, headers, body)
     io.write("unexpected status " .. status .. ": " .. body .. "\n")
   end
 end
+-- The tail in more detail than `--latency` gives (p99.5, p99.9, max).
+done = function(summary, latency, requests)
+  for _, p in ipairs({90, 95, 98, 99, 99.5, 99.9}) do
+    io.write(string.format("P%g %.2fms\n", p, latency:percentile(p) / 1000))
+  end
+  io.write(string.format("max %.2fms\n", latency.max / 1000))
+end
