@@ -123,14 +123,24 @@ impl Metrics {
         counter(
             &mut out,
             "loom_commits_total",
-            "Durable group commits (in the write-ahead log, or in the database file at a checkpoint).",
+            "Durable group commits (in the write-ahead log, or in the database file without one).",
             load(&s.commits),
         );
         counter(
             &mut out,
             "loom_wal_checkpoints_total",
-            "Write-ahead log checkpoints: groups committed durably to the database file, after which the log started over.",
+            "Write-ahead log checkpoints: durable commits of the database file holding every group before them, after which the log moved on to its other file.",
             load(&s.checkpoints),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP loom_wal_checkpoint_seconds_total Time the ledger's writer spent in checkpoints (the groups queued behind one wait that long; the checkpoint's sync runs beside them)."
+        );
+        let _ = writeln!(out, "# TYPE loom_wal_checkpoint_seconds_total counter");
+        let _ = writeln!(
+            out,
+            "loom_wal_checkpoint_seconds_total {}",
+            load(&s.checkpoint_micros_sum) as f64 / 1e6
         );
         counter(
             &mut out,

@@ -66,9 +66,12 @@ pub struct LedgerStats {
     pub commit_micros_sum: AtomicU64,
     /// Times an async append found the queue full and waited for room (back-pressure).
     pub queue_full_waits: AtomicU64,
-    /// Write-ahead log checkpoints: group commits made durable in the database file itself,
-    /// after which the log started over.
+    /// Write-ahead log checkpoints: durable commits of the database file that hold every
+    /// group before them, after which the log moved on to its other file.
     pub checkpoints: AtomicU64,
+    /// Time the writer spent in checkpoints, microseconds: what holds up the groups queued
+    /// behind one (redb writing the pages it buffered; the sync runs beside the next groups).
+    pub checkpoint_micros_sum: AtomicU64,
 }
 
 impl LedgerStats {

@@ -310,6 +310,7 @@ impl GroupCommit {
         let Some(deferral) = wal.deferral().filter(|_| wal.wants_checkpoint()) else {
             return;
         };
+        let started = Instant::now();
         let committed = (|| -> Result<(), StorageError> {
             let mut txn = self.store.begin_write()?;
             txn.set_durability(Durability::Immediate)?;
@@ -324,6 +325,10 @@ impl GroupCommit {
                 self.stats
                     .checkpoints
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.stats.checkpoint_micros_sum.fetch_add(
+                    started.elapsed().as_micros() as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
             }
             Err(error) => {
                 tracing::warn!(error = %error, "a checkpoint failed; the log keeps the groups since the last one");

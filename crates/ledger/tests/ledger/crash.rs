@@ -23,7 +23,17 @@ fn crash_child_entry() {
         return;
     };
     let round: u64 = std::env::var("LOOM_CRASH_ROUND").unwrap().parse().unwrap();
-    let ledger = Arc::new(Ledger::open(&dir, LedgerOptions::default()).expect("child open"));
+    // Every other round checkpoints every 64 KiB of log, so that kills also land while a
+    // checkpoint's deferred sync runs and right after the log moved to its other file.
+    let options = LedgerOptions {
+        wal_checkpoint_bytes: if round % 2 == 1 {
+            64 << 10
+        } else {
+            LedgerOptions::default().wal_checkpoint_bytes
+        },
+        ..LedgerOptions::default()
+    };
+    let ledger = Arc::new(Ledger::open(&dir, options).expect("child open"));
     let out = Arc::new(std::sync::Mutex::new(std::io::stdout()));
     let threads: Vec<_> = (0..8)
         .map(|t| {

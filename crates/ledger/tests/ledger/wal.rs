@@ -227,6 +227,10 @@ fn a_log_that_restarted_many_times_still_replays_exactly_its_tail() {
     );
     let checkpoints = ledger.stats().checkpoints.load(Ordering::Relaxed);
     assert!(checkpoints >= 5, "{checkpoints} checkpoints");
+    assert!(
+        ledger.stats().checkpoint_micros_sum.load(Ordering::Relaxed) > 0,
+        "the time spent in checkpoints is counted"
+    );
 
     let images = tempfile::tempdir().unwrap();
     let (image, bare) = (images.path().join("cycled"), images.path().join("bare"));

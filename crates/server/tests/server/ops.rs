@@ -232,6 +232,7 @@ async fn health_and_metrics() {
     assert_eq!(value("loom_append_conflicts_total"), 1.0);
     assert_eq!(value("loom_head_position"), 1.0);
     assert_eq!(value("loom_wal_checkpoints_total"), 0.0);
+    assert_eq!(value("loom_wal_checkpoint_seconds_total"), 0.0);
     assert_eq!(value("loom_subscriptions"), 0.0);
     assert!(value("loom_commit_duration_seconds_count") >= 1.0);
     assert_eq!(
