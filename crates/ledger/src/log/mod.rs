@@ -33,6 +33,20 @@ pub(crate) trait DurableLog: Send {
     /// error the group is refused and the log is as if it had not been asked.
     fn append(&mut self, group: &GroupRecord) -> std::io::Result<()>;
 
+    /// Makes one finished group durable like [`append`](Self::append), running `meanwhile`
+    /// while it waits (the local log syncs on a thread of its own). The outer error is the
+    /// log's; the inner one `meanwhile`'s, after which the record counts as not appended (the
+    /// next one overwrites it). Only for a local log: a replicated log has published the
+    /// group before `meanwhile` could fail.
+    fn append_overlapped(
+        &mut self,
+        group: &GroupRecord,
+        meanwhile: &mut dyn FnMut() -> Result<(), StorageError>,
+    ) -> std::io::Result<Result<(), StorageError>> {
+        self.append(group)?;
+        Ok(meanwhile())
+    }
+
     /// A durable redb commit now holds everything logged so far.
     fn checkpointed(&mut self);
 

@@ -133,6 +133,36 @@ pub(crate) struct Wal {
     tail_dirty: bool,
     /// The deferred sync of the last checkpoint (see [`super::deferred`]).
     deferral: Arc<Deferral>,
+    /// The thread that writes and syncs a record while the writer goes on
+    /// ([`DurableLog::append_overlapped`]).
+    syncer: Syncer,
+}
+
+/// A thread that writes a record to one of the log's files and syncs it.
+struct Syncer {
+    jobs: std::sync::mpsc::SyncSender<(usize, u64, Vec<u8>)>,
+    done: std::sync::mpsc::Receiver<std::io::Result<()>>,
+}
+
+impl Syncer {
+    fn start(files: [File; 2]) -> std::io::Result<Syncer> {
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<(usize, u64, Vec<u8>)>(1);
+        let (answer, done) = std::sync::mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("loom-wal-sync".into())
+            .spawn(move || {
+                for (file, offset, bytes) in queue {
+                    let file = &files[file];
+                    let written = file
+                        .write_all_at(&bytes, offset)
+                        .and_then(|()| file.sync_data());
+                    if answer.send(written).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        Ok(Syncer { jobs, done })
+    }
 }
 
 impl Wal {
@@ -163,8 +193,11 @@ impl Wal {
             }
             Ok(file)
         };
+        let files = [open(paths[0])?, open(paths[1])?];
+        let syncer = Syncer::start([files[0].try_clone()?, files[1].try_clone()?])?;
         Ok(Wal {
-            files: [open(paths[0])?, open(paths[1])?],
+            syncer,
+            files,
             current: start.file.min(1),
             reserve,
             offset: start.offset,
@@ -241,6 +274,31 @@ impl DurableLog for Wal {
         written?;
         self.offset += group.bytes().len() as u64;
         Ok(())
+    }
+
+    fn append_overlapped(
+        &mut self,
+        group: &GroupRecord,
+        meanwhile: &mut dyn FnMut() -> Result<(), StorageError>,
+    ) -> std::io::Result<Result<(), StorageError>> {
+        let job = (self.current, self.offset, group.bytes().to_vec());
+        if self.syncer.jobs.send(job).is_err() {
+            // No sync thread (it cannot stop while the log is open): write here.
+            self.append(group)?;
+            return Ok(meanwhile());
+        }
+        let applied = meanwhile();
+        let written = self.syncer.done.recv().unwrap_or_else(|_| {
+            Err(std::io::Error::other(
+                "the write-ahead log's sync thread stopped",
+            ))
+        });
+        self.tail_dirty = written.is_err() || applied.is_err();
+        written?;
+        if applied.is_ok() {
+            self.offset += group.bytes().len() as u64;
+        }
+        Ok(applied)
     }
 
     /// After a durable redb commit that holds everything logged so far (its sync done): the

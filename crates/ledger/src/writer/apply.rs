@@ -5,61 +5,15 @@ use super::*;
 
 /// Checks one append's identity and conditions against the transaction's current state and,
 /// if they hold, writes it. A refusal writes nothing; a storage error aborts the group.
-// Long by design: the checks of one append in the order the docs promise (identity first),
-// then its writes, which must not start before every check passed.
 pub(crate) fn apply_one(
     t: &mut Tables<'_>,
     g: &mut Group,
     p: &Pending,
 ) -> Result<Result<AppendOutcome, AppendError>, StorageError> {
+    if let Some(answer) = check_one(t, g, p)? {
+        return Ok(answer);
+    }
     let req = &p.req;
-    // Identity: a batch stored before as a whole is an idempotent success.
-    if let Some(outcome) = match check_identity(t, req) {
-        Ok(o) => o,
-        Err(Refusal::Conflict(c)) => return Ok(Err(AppendError::Conflict(c))),
-        Err(Refusal::Read(e)) => return read_failure(e),
-        Err(Refusal::Storage(e)) => return Err(e),
-    } {
-        return Ok(Ok(outcome));
-    }
-    for (subject, expected) in &req.conditions.expected_revisions {
-        let actual = t.streams.get(subject.as_str())?.map_or(0, |v| v.value().1);
-        if !expected.admits(actual) {
-            return Ok(Err(AppendError::Conflict(Conflict::Revision {
-                stream: subject.clone(),
-                expected: *expected,
-                actual,
-            })));
-        }
-    }
-    if let Some((selector, pre)) = &p.condition {
-        let mut positions = pre.matched.clone();
-        let wanted = MAX_REPORTED_MATCHES - positions.len().min(MAX_REPORTED_MATCHES);
-        if wanted > 0 {
-            let view = View {
-                events: t.records(),
-                streams: &t.streams,
-                stream_index: &t.stream_index,
-                entity_index: &t.entity_index,
-                type_index: &t.type_index,
-            };
-            let window = Window {
-                after: pre.through,
-                before: u64::MAX,
-                limit: wanted,
-                backwards: false,
-            };
-            match view.select(selector, window, &g.entities) {
-                Ok(found) => positions.extend(found.iter().map(|e| e.position)),
-                Err(e) => return read_failure(e),
-            }
-        }
-        if !positions.is_empty() {
-            return Ok(Err(AppendError::Conflict(Conflict::EventsMatched {
-                positions,
-            })));
-        }
-    }
     // Every check passed: write.
     let mut appended = Vec::with_capacity(req.events.len());
     for e in &req.events {
@@ -86,6 +40,122 @@ pub(crate) fn apply_one(
         if let Some(log) = &mut g.log {
             log.push(stream_id, &g.buf);
         }
+        g.head = position;
+        appended.push(AppendedEvent {
+            source: e.source.clone(),
+            id: e.id.clone(),
+            subject: e.subject.clone(),
+            position,
+            revision,
+        });
+    }
+    Ok(Ok(AppendOutcome {
+        events: appended,
+        last_position: g.head,
+        duplicate: false,
+    }))
+}
+
+/// An append's checks, in the order the docs promise (identity first): `Some(answer)` when it
+/// is answered without writing (an idempotent retry, or a refusal), `None` when it may write.
+fn check_one(
+    t: &mut Tables<'_>,
+    g: &Group,
+    p: &Pending,
+) -> Result<Option<Result<AppendOutcome, AppendError>>, StorageError> {
+    let req = &p.req;
+    // Identity: a batch stored before as a whole is an idempotent success.
+    match check_identity(t, req) {
+        Ok(Some(outcome)) => return Ok(Some(Ok(outcome))),
+        Ok(None) => {}
+        Err(Refusal::Conflict(c)) => return Ok(Some(Err(AppendError::Conflict(c)))),
+        Err(Refusal::Read(e)) => return read_failure(e),
+        Err(Refusal::Storage(e)) => return Err(e),
+    }
+    for (subject, expected) in &req.conditions.expected_revisions {
+        let actual = t.streams.get(subject.as_str())?.map_or(0, |v| v.value().1);
+        if !expected.admits(actual) {
+            return Ok(Some(Err(AppendError::Conflict(Conflict::Revision {
+                stream: subject.clone(),
+                expected: *expected,
+                actual,
+            }))));
+        }
+    }
+    if let Some((selector, pre)) = &p.condition {
+        let mut positions = pre.matched.clone();
+        let wanted = MAX_REPORTED_MATCHES - positions.len().min(MAX_REPORTED_MATCHES);
+        if wanted > 0 {
+            let view = View {
+                events: t.records(),
+                streams: &t.streams,
+                stream_index: &t.stream_index,
+                entity_index: &t.entity_index,
+                type_index: &t.type_index,
+            };
+            let window = Window {
+                after: pre.through,
+                before: u64::MAX,
+                limit: wanted,
+                backwards: false,
+            };
+            match view.select(selector, window, &g.entities) {
+                Ok(found) => positions.extend(found.iter().map(|e| e.position)),
+                Err(e) => return read_failure(e),
+            }
+        }
+        if !positions.is_empty() {
+            return Ok(Some(Err(AppendError::Conflict(Conflict::EventsMatched {
+                positions,
+            }))));
+        }
+    }
+    Ok(None)
+}
+
+/// The first part of an append that is alone in its group: its checks, then its events
+/// numbered and encoded into the group's log record, without writing them — the writer
+/// makes the record durable while it writes them from the record ([`super::replay`]'s
+/// `apply_logged`). Same answers as [`apply_one`].
+pub(crate) fn plan_one(
+    t: &mut Tables<'_>,
+    g: &mut Group,
+    p: &Pending,
+) -> Result<Result<AppendOutcome, AppendError>, StorageError> {
+    if let Some(answer) = check_one(t, g, p)? {
+        return Ok(answer);
+    }
+    let log = g.log.as_mut().expect("a planned group is logged");
+    // Streams this append met so far: their id and last revision (the table does not have
+    // them yet).
+    let mut seen: Vec<(&str, u64, u64)> = Vec::new();
+    let mut appended = Vec::with_capacity(p.req.events.len());
+    for e in &p.req.events {
+        let position = g.head + 1;
+        let subject = e.subject.as_str();
+        let (stream_id, revision) = match seen.iter_mut().find(|(s, ..)| *s == subject) {
+            Some((_, id, rev)) => {
+                *rev += 1;
+                (*id, *rev)
+            }
+            None => {
+                let (id, rev) = match t.streams.get(subject)? {
+                    Some(v) => {
+                        let (id, rev) = v.value();
+                        (id, rev + 1)
+                    }
+                    None => {
+                        let id = g.next_stream_id;
+                        g.next_stream_id += 1;
+                        (id, 1)
+                    }
+                };
+                seen.push((subject, id, rev));
+                (id, rev)
+            }
+        };
+        codec::encode(revision, g.recorded, e, &mut g.buf);
+        log.push(stream_id, &g.buf);
         g.head = position;
         appended.push(AppendedEvent {
             source: e.source.clone(),

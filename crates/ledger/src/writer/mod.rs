@@ -35,7 +35,7 @@ use crate::records::{self, Events};
 use crate::registry::Registry;
 use crate::store::Store;
 use crate::tables::*;
-use apply::{apply_one, corrupt, index};
+use apply::{apply_one, corrupt, index, plan_one};
 use loom_core::CompiledSelector;
 use loom_core::split_subject;
 use loom_core::{AppendOutcome, AppendRequest, AppendedEvent};
@@ -457,35 +457,73 @@ impl GroupCommit {
             state.log = Some(GroupRecord::new(state.head + 1, state.recorded));
         }
         let mut results = Vec::with_capacity(group.len());
-        let applied = (|| {
-            let mut t = Tables::open(&txn)?;
-            let start_head = state.head;
-            for pending in group {
-                results.push(apply_one(&mut t, &mut state, pending)?);
-            }
-            if state.head > start_head {
-                t.time_index.insert(state.recorded, state.head)?;
-                t.seal(state.head - start_head, self.segment_events)?;
-                if let Some(sequence) = replicated {
-                    t.meta.insert(META_LOG_SEQUENCE, sequence)?;
-                }
-            }
-            if state.next_stream_id != self.next_stream_id {
-                t.meta.insert(META_NEXT_STREAM_ID, state.next_stream_id)?;
-            }
-            Ok::<(), StorageError>(())
-        })();
-        applied.map_err(before)?;
-        if let (Some(log), Some(wal)) = (state.log.as_mut(), self.wal.as_mut())
-            && !log.is_empty()
+        let logging = |e: std::io::Error| Failure {
+            error: StorageError(Box::new(redb::Error::Io(e))),
+            committing: false,
+            logging: true,
+        };
+        if let [alone] = group
+            && replicated.is_none()
+            && state.log.is_some()
+            && let Some(wal) = self.wal.as_mut()
         {
-            log.finish(state.next_stream_id);
-            // Durable from here on: a crash before the commit below replays the record.
-            wal.append(log).map_err(|e| Failure {
-                error: StorageError(Box::new(redb::Error::Io(e))),
-                committing: false,
-                logging: true,
-            })?;
+            // An append alone in its group: its record is made durable while its events are
+            // written from it, instead of after.
+            let mut t = Tables::open(&txn).map_err(before)?;
+            results.push(plan_one(&mut t, &mut state, alone).map_err(before)?);
+            let mut log = state.log.take().expect("checked above");
+            if !log.is_empty() {
+                log.finish(state.next_stream_id);
+                let (segment_events, stream_ids_moved) = (
+                    self.segment_events,
+                    state.next_stream_id != self.next_stream_id,
+                );
+                let (recorded, head, next_stream_id) =
+                    (state.recorded, state.head, state.next_stream_id);
+                let written = wal.append_overlapped(&log, &mut || {
+                    let groups = crate::log::group::groups(log.bytes());
+                    let [logged] = groups.as_slice() else {
+                        return Err(StorageError(Box::new(redb::Error::Corrupted(
+                            "a group's log record did not read back as itself".into(),
+                        ))));
+                    };
+                    replay::index_logged(&mut t, logged, "group")?;
+                    t.time_index.insert(recorded, head)?;
+                    t.seal(logged.events.len() as u64, segment_events)?;
+                    if stream_ids_moved {
+                        t.meta.insert(META_NEXT_STREAM_ID, next_stream_id)?;
+                    }
+                    Ok(())
+                });
+                written.map_err(logging)?.map_err(before)?;
+            }
+        } else {
+            let applied = (|| {
+                let mut t = Tables::open(&txn)?;
+                let start_head = state.head;
+                for pending in group {
+                    results.push(apply_one(&mut t, &mut state, pending)?);
+                }
+                if state.head > start_head {
+                    t.time_index.insert(state.recorded, state.head)?;
+                    t.seal(state.head - start_head, self.segment_events)?;
+                    if let Some(sequence) = replicated {
+                        t.meta.insert(META_LOG_SEQUENCE, sequence)?;
+                    }
+                }
+                if state.next_stream_id != self.next_stream_id {
+                    t.meta.insert(META_NEXT_STREAM_ID, state.next_stream_id)?;
+                }
+                Ok::<(), StorageError>(())
+            })();
+            applied.map_err(before)?;
+            if let (Some(log), Some(wal)) = (state.log.as_mut(), self.wal.as_mut())
+                && !log.is_empty()
+            {
+                log.finish(state.next_stream_id);
+                // Durable from here on: a crash before the commit below replays the record.
+                wal.append(log).map_err(logging)?;
+            }
         }
         txn.commit().map_err(|e| Failure {
             error: e.into(),

@@ -70,6 +70,19 @@ fn apply_logged(
     counters: &mut Counters,
     log: &str,
 ) -> Result<u64, StorageError> {
+    index_logged(t, record, log)?;
+    counters.last_recorded = counters.last_recorded.max(record.recorded);
+    t.time_index.insert(counters.last_recorded, record.last())?;
+    counters.next_stream_id = counters.next_stream_id.max(record.next_stream_id);
+    Ok(record.events.len() as u64)
+}
+
+/// Stores and indexes one logged group's events.
+pub(super) fn index_logged(
+    t: &mut Tables<'_>,
+    record: &LoggedGroup<'_>,
+    log: &str,
+) -> Result<(), StorageError> {
     for (i, (stream_id, bytes)) in record.events.iter().enumerate() {
         let position = record.first + i as u64;
         let e = codec::decode_view(position, bytes).map_err(|message| {
@@ -85,10 +98,7 @@ fn apply_logged(
         };
         index(t, position, *stream_id, e.revision, keys, bytes)?;
     }
-    counters.last_recorded = counters.last_recorded.max(record.recorded);
-    t.time_index.insert(counters.last_recorded, record.last())?;
-    counters.next_stream_id = counters.next_stream_id.max(record.next_stream_id);
-    Ok(record.events.len() as u64)
+    Ok(())
 }
 
 /// A group read from the replicated log, for a follower's writer to apply.

@@ -32,6 +32,31 @@ fn positions_and_revisions_are_assigned_per_batch_and_stream() {
     assert_eq!(ledger.stream_revision("cart/1").unwrap(), 2);
     assert_eq!(ledger.stream_revision("cart/2").unwrap(), 1);
     assert_eq!(ledger.stream_revision("cart/3").unwrap(), 0);
+    // What was stored (written from the group's log record while it was synced) is what was
+    // answered, and the stream goes on from there.
+    let stored: Vec<_> = ledger
+        .read_all(ReadOptions::after(0, 10))
+        .unwrap()
+        .iter()
+        .map(|e| (e.position, e.event.subject.clone(), e.revision))
+        .collect();
+    assert_eq!(
+        stored,
+        [
+            (1, "cart/1".to_owned(), 1),
+            (2, "cart/2".to_owned(), 1),
+            (3, "cart/1".to_owned(), 2)
+        ]
+    );
+    let next = ledger
+        .append(AppendRequest::new(vec![added("1", "d", "y", 1)]))
+        .unwrap();
+    assert_eq!((next.events[0].position, next.events[0].revision), (4, 3));
+    let by_stream = ledger.read_stream("cart/1", 0, 10).unwrap();
+    assert_eq!(
+        by_stream.iter().map(|e| e.revision).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
 }
 
 #[test]
