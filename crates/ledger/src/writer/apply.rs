@@ -1,7 +1,10 @@
 //! One append inside the group's transaction: identity, expected revisions, the DCB
 //! condition, then the events written and indexed.
 
+use std::collections::HashMap;
+
 use super::*;
+use loom_core::Event;
 
 /// Checks one append's identity and conditions against the transaction's current state and,
 /// if they hold, writes it. A refusal writes nothing; a storage error aborts the group.
@@ -113,33 +116,55 @@ fn check_one(
     Ok(None)
 }
 
-/// The first part of an append that is alone in its group: its checks, then its events
-/// numbered and encoded into the group's log record, without writing them — the writer
-/// makes the record durable while it writes them from the record ([`super::replay`]'s
-/// `apply_logged`). Same answers as [`apply_one`].
-pub(crate) fn plan_one(
+/// Whether a group can be planned ([`plan_group`]): no append after the first has a
+/// condition (those would have to be checked against the earlier ones' events before they
+/// are written).
+pub(crate) fn plannable(group: &[Pending]) -> bool {
+    group.iter().skip(1).all(|p| {
+        p.condition.is_none()
+            && p.req.conditions.expected_revisions.is_empty()
+            && p.req.conditions.fail_if_events_match.is_none()
+    })
+}
+
+/// The first part of a [`plannable`] group: each append's checks, then its events numbered
+/// and encoded into the group's log record, without writing them — the writer makes the
+/// record durable while it writes them from the record (`replay::index_logged`). The
+/// answers are [`apply_one`]'s: later appends see the earlier ones' identities and stream
+/// revisions through `planned` and `streams`.
+pub(crate) fn plan_group<'p>(
     t: &mut Tables<'_>,
     g: &mut Group,
-    p: &Pending,
-) -> Result<Result<AppendOutcome, AppendError>, StorageError> {
-    if let Some(answer) = check_one(t, g, p)? {
-        return Ok(answer);
-    }
-    let log = g.log.as_mut().expect("a planned group is logged");
-    // Streams this append met so far: their id and last revision (the table does not have
-    // them yet).
-    let mut seen: Vec<(&str, u64, u64)> = Vec::new();
-    let mut appended = Vec::with_capacity(p.req.events.len());
-    for e in &p.req.events {
-        let position = g.head + 1;
-        let subject = e.subject.as_str();
-        let (stream_id, revision) = match seen.iter_mut().find(|(s, ..)| *s == subject) {
-            Some((_, id, rev)) => {
-                *rev += 1;
-                (*id, *rev)
+    group: &'p [Pending],
+) -> Result<Vec<Result<AppendOutcome, AppendError>>, StorageError> {
+    let mut planned = Planned::new();
+    // Streams the group met so far: their id and last revision.
+    let mut streams: HashMap<&'p str, (u64, u64)> = HashMap::new();
+    let mut results = Vec::with_capacity(group.len());
+    for (i, p) in group.iter().enumerate() {
+        let answered = if i == 0 {
+            check_one(t, g, p)?
+        } else {
+            match check_identity_with(t, &p.req, &planned) {
+                Ok(None) => None,
+                Ok(Some(outcome)) => Some(Ok(outcome)),
+                Err(Refusal::Conflict(c)) => Some(Err(AppendError::Conflict(c))),
+                Err(Refusal::Read(e)) => return read_failure(e),
+                Err(Refusal::Storage(e)) => return Err(e),
             }
-            None => {
-                let (id, rev) = match t.streams.get(subject)? {
+        };
+        if let Some(answer) = answered {
+            results.push(answer);
+            continue;
+        }
+        let log = g.log.as_mut().expect("a planned group is logged");
+        let mut appended = Vec::with_capacity(p.req.events.len());
+        for e in &p.req.events {
+            let position = g.head + 1;
+            let subject = e.subject.as_str();
+            let (stream_id, revision) = match streams.get(subject) {
+                Some(&(id, rev)) => (id, rev + 1),
+                None => match t.streams.get(subject)? {
                     Some(v) => {
                         let (id, rev) = v.value();
                         (id, rev + 1)
@@ -149,27 +174,28 @@ pub(crate) fn plan_one(
                         g.next_stream_id += 1;
                         (id, 1)
                     }
-                };
-                seen.push((subject, id, rev));
-                (id, rev)
-            }
-        };
-        codec::encode(revision, g.recorded, e, &mut g.buf);
-        log.push(stream_id, &g.buf);
-        g.head = position;
-        appended.push(AppendedEvent {
-            source: e.source.clone(),
-            id: e.id.clone(),
-            subject: e.subject.clone(),
-            position,
-            revision,
-        });
+                },
+            };
+            streams.insert(subject, (stream_id, revision));
+            planned.insert((&e.source, &e.id), (position, revision, e));
+            codec::encode(revision, g.recorded, e, &mut g.buf);
+            log.push(stream_id, &g.buf);
+            g.head = position;
+            appended.push(AppendedEvent {
+                source: e.source.clone(),
+                id: e.id.clone(),
+                subject: e.subject.clone(),
+                position,
+                revision,
+            });
+        }
+        results.push(Ok(AppendOutcome {
+            events: appended,
+            last_position: g.head,
+            duplicate: false,
+        }));
     }
-    Ok(Ok(AppendOutcome {
-        events: appended,
-        last_position: g.head,
-        duplicate: false,
-    }))
+    Ok(results)
 }
 
 /// Writes one event (`record`, its stored encoding) and its index entries.
@@ -216,26 +242,54 @@ pub(crate) fn check_identity(
     t: &Tables<'_>,
     req: &AppendRequest,
 ) -> Result<Option<AppendOutcome>, Refusal> {
-    let mut found = Vec::new();
+    check_identity_with(t, req, &Planned::new())
+}
+
+/// Events earlier appends of the group were numbered for but are not written yet, by
+/// identity: their position, revision and the event.
+pub(crate) type Planned<'p> = HashMap<(&'p str, &'p str), (u64, u64, &'p Event)>;
+
+/// [`check_identity`], with the events of the group's earlier appends in `planned` counted as
+/// stored.
+fn check_identity_with(
+    t: &Tables<'_>,
+    req: &AppendRequest,
+    planned: &Planned<'_>,
+) -> Result<Option<AppendOutcome>, Refusal> {
+    /// Where an identity was found.
+    enum Found<'a> {
+        Stored(u64),
+        Planned(u64, u64, &'a Event),
+    }
+    impl Found<'_> {
+        fn position(&self) -> u64 {
+            match self {
+                Found::Stored(p) | Found::Planned(p, ..) => *p,
+            }
+        }
+    }
+    let mut found = Vec::with_capacity(req.events.len());
     for e in &req.events {
-        if let Some(p) = t.ids.get((e.source.as_str(), e.id.as_str()))? {
-            found.push(Some(p.value()));
+        let key = (e.source.as_str(), e.id.as_str());
+        if let Some(&(position, revision, event)) = planned.get(&key) {
+            found.push(Some(Found::Planned(position, revision, event)));
+        } else if let Some(p) = t.ids.get(key)? {
+            found.push(Some(Found::Stored(p.value())));
         } else {
             found.push(None);
         }
     }
-    let stored = found.iter().filter(|f| f.is_some()).count();
-    if stored == 0 {
+    if found.iter().all(Option::is_none) {
         return Ok(None);
     }
     let mut appended = Vec::with_capacity(req.events.len());
-    for (e, position) in req.events.iter().zip(&found) {
-        let Some(position) = *position else {
+    for (e, found_at) in req.events.iter().zip(&found) {
+        let Some(found_at) = found_at else {
             // Part of the batch is new: the batch as a whole was not stored before.
             let (i, p) = found
                 .iter()
                 .enumerate()
-                .find_map(|(i, f)| f.map(|p| (i, p)))
+                .find_map(|(i, f)| f.as_ref().map(|f| (i, f.position())))
                 .expect("at least one stored");
             let other = &req.events[i];
             return Err(Refusal::Conflict(Conflict::Identity {
@@ -247,17 +301,24 @@ pub(crate) fn check_identity(
                     .into(),
             }));
         };
-        let Some(existing) = t
-            .records()
-            .with(position, |bytes| decode(position, bytes))
-            .map_err(Refusal::Read)?
-        else {
-            return Err(Refusal::Read(ReadError::Corrupt {
-                position,
-                message: "the identity index names a position with no event".into(),
-            }));
+        let position = found_at.position();
+        let (same, revision) = match found_at {
+            Found::Planned(_, revision, event) => (event.same_content(e), *revision),
+            Found::Stored(_) => {
+                let Some(existing) = t
+                    .records()
+                    .with(position, |bytes| decode(position, bytes))
+                    .map_err(Refusal::Read)?
+                else {
+                    return Err(Refusal::Read(ReadError::Corrupt {
+                        position,
+                        message: "the identity index names a position with no event".into(),
+                    }));
+                };
+                (existing.event.same_content(e), existing.revision)
+            }
         };
-        if !existing.event.same_content(e) {
+        if !same {
             return Err(Refusal::Conflict(Conflict::Identity {
                 event_source: e.source.clone(),
                 id: e.id.clone(),
@@ -270,7 +331,7 @@ pub(crate) fn check_identity(
             id: e.id.clone(),
             subject: e.subject.clone(),
             position,
-            revision: existing.revision,
+            revision,
         });
     }
     let last_position = appended.iter().map(|a| a.position).max().unwrap_or(0);

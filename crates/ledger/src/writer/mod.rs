@@ -35,7 +35,7 @@ use crate::records::{self, Events};
 use crate::registry::Registry;
 use crate::store::Store;
 use crate::tables::*;
-use apply::{apply_one, corrupt, index, plan_one};
+use apply::{apply_one, corrupt, index, plan_group, plannable};
 use loom_core::CompiledSelector;
 use loom_core::split_subject;
 use loom_core::{AppendOutcome, AppendRequest, AppendedEvent};
@@ -462,15 +462,15 @@ impl GroupCommit {
             committing: false,
             logging: true,
         };
-        if let [alone] = group
-            && replicated.is_none()
+        if replicated.is_none()
             && state.log.is_some()
+            && plannable(group)
             && let Some(wal) = self.wal.as_mut()
         {
-            // An append alone in its group: its record is made durable while its events are
-            // written from it, instead of after.
+            // The group's record is made durable while its events are written from it,
+            // instead of after.
             let mut t = Tables::open(&txn).map_err(before)?;
-            results.push(plan_one(&mut t, &mut state, alone).map_err(before)?);
+            results = plan_group(&mut t, &mut state, group).map_err(before)?;
             let mut log = state.log.take().expect("checked above");
             if !log.is_empty() {
                 log.finish(state.next_stream_id);
