@@ -14,6 +14,8 @@ use super::wal::{WAL_FILE, WAL_FILES};
 
 const MAGIC: u32 = 0x4C4F_4F4D; // "LOOM"
 const HEADER: usize = 12;
+/// Bytes of a record's header (magic, length, checksum): zeroed, they end a replay there.
+pub(crate) const RECORD_HEADER: usize = HEADER;
 
 /// One group's accepted events, built by the writer while it applies them: the whole record,
 /// header included, so that it is written as it stands.

@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::deferred::Deferral;
-use super::group::{GroupRecord, LoggedGroup, after, groups};
+use super::group::{GroupRecord, LoggedGroup, RECORD_HEADER, after, groups};
 use super::{DurableLog, LogEnd, LogReplay};
 use crate::error::StorageError;
 
@@ -293,10 +293,19 @@ impl DurableLog for Wal {
                 "the write-ahead log's sync thread stopped",
             ))
         });
-        self.tail_dirty = written.is_err() || applied.is_err();
+        self.tail_dirty = written.is_err();
         written?;
         if applied.is_ok() {
             self.offset += group.bytes().len() as u64;
+        } else {
+            // The group fails, but its record is durable: take it back (a zeroed header ends
+            // a replay there), so that no replay applies what its callers were told failed.
+            // If that fails too, the record may be replayed, as after a failed commit.
+            let file = &self.files[self.current];
+            let erased = file
+                .write_all_at(&[0u8; RECORD_HEADER], self.offset)
+                .and_then(|()| file.sync_data());
+            self.tail_dirty = erased.is_err();
         }
         Ok(applied)
     }
@@ -492,6 +501,35 @@ mod tests {
             .replay_after(2, &mut |_| Ok(()))
             .is_err()
         );
+    }
+
+    #[test]
+    fn an_overlapped_append_syncs_beside_its_work_and_is_taken_back_if_the_work_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = small_log(dir.path());
+        let mut ran = false;
+        let ok = wal
+            .append_overlapped(&group(1, 2), &mut || {
+                ran = true;
+                Ok(())
+            })
+            .unwrap();
+        assert!(ok.is_ok() && ran);
+        assert_eq!(replayed(dir.path(), 0).0, [(1, 2)]);
+        // The work fails after the record was synced: the record is taken back.
+        let failed = wal
+            .append_overlapped(&group(3, 1), &mut || {
+                Err(StorageError(Box::new(redb::Error::Corrupted("no".into()))))
+            })
+            .unwrap();
+        assert!(failed.is_err());
+        assert_eq!(replayed(dir.path(), 0).0, [(1, 2)], "not replayed");
+        assert!(!wal.tail_dirty);
+        // The next record goes where it was.
+        wal.append_overlapped(&group(3, 2), &mut || Ok(()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(replayed(dir.path(), 0).0, [(1, 2), (3, 4)]);
     }
 
     #[test]
