@@ -442,8 +442,13 @@ fn losing_one_nats_server_of_three_is_survived_and_losing_two_stops_writes_clean
     acks_within(50, Duration::from_secs(20)).expect("appends before any fault");
 
     nats.kill(0);
-    let one_down =
-        acks_within(50, Duration::from_secs(20)).expect("appends with one NATS server down");
+    // Usually well under a second; when the killed server led the stream, JetStream elects
+    // another leader first, which has taken over 20 s on this two-core machine under the full
+    // test suite's load.
+    let one_down = acks_within(50, Duration::from_secs(60)).unwrap_or_else(|| {
+        let states: Vec<_> = nodes.iter().flatten().map(|n| status(&a, &n.url)).collect();
+        panic!("no 50 appends within 60 s with one NATS server down; the nodes: {states:?}")
+    });
 
     nats.kill(1);
     // In-flight appends end (503 or a client timeout); then nothing is acknowledged.
