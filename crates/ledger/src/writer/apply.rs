@@ -75,15 +75,8 @@ fn check_one(
         Err(Refusal::Read(e)) => return read_failure(e),
         Err(Refusal::Storage(e)) => return Err(e),
     }
-    for (subject, expected) in &req.conditions.expected_revisions {
-        let actual = t.streams.get(subject.as_str())?.map_or(0, |v| v.value().1);
-        if !expected.admits(actual) {
-            return Ok(Some(Err(AppendError::Conflict(Conflict::Revision {
-                stream: subject.clone(),
-                expected: *expected,
-                actual,
-            }))));
-        }
+    if let Some(refused) = check_revisions(t, req, &HashMap::new())? {
+        return Ok(Some(refused));
     }
     if let Some((selector, pre)) = &p.condition {
         let mut positions = pre.matched.clone();
@@ -116,15 +109,14 @@ fn check_one(
     Ok(None)
 }
 
-/// Whether a group can be planned ([`plan_group`]): no append after the first has a
-/// condition (those would have to be checked against the earlier ones' events before they
-/// are written).
+/// Whether a group can be planned ([`plan_group`]): no append after the first has a DCB
+/// condition (its selector would have to be matched against the earlier appends' events
+/// before they are written; expected revisions are checked against the plan's streams).
 pub(crate) fn plannable(group: &[Pending]) -> bool {
-    group.iter().skip(1).all(|p| {
-        p.condition.is_none()
-            && p.req.conditions.expected_revisions.is_empty()
-            && p.req.conditions.fail_if_events_match.is_none()
-    })
+    group
+        .iter()
+        .skip(1)
+        .all(|p| p.condition.is_none() && p.req.conditions.fail_if_events_match.is_none())
 }
 
 /// The first part of a [`plannable`] group: each append's checks, then its events numbered
@@ -146,7 +138,7 @@ pub(crate) fn plan_group<'p>(
             check_one(t, g, p)?
         } else {
             match check_identity_with(t, &p.req, &planned) {
-                Ok(None) => None,
+                Ok(None) => check_revisions(t, &p.req, &streams)?,
                 Ok(Some(outcome)) => Some(Ok(outcome)),
                 Err(Refusal::Conflict(c)) => Some(Err(AppendError::Conflict(c))),
                 Err(Refusal::Read(e)) => return read_failure(e),
@@ -196,6 +188,29 @@ pub(crate) fn plan_group<'p>(
         }));
     }
     Ok(results)
+}
+
+/// An append's expected revisions against the streams as the group's plan left them
+/// (`streams`) or, for the others, as stored: the refusal of the first that does not hold.
+fn check_revisions(
+    t: &Tables<'_>,
+    req: &AppendRequest,
+    streams: &HashMap<&str, (u64, u64)>,
+) -> Result<Option<Result<AppendOutcome, AppendError>>, StorageError> {
+    for (subject, expected) in &req.conditions.expected_revisions {
+        let actual = match streams.get(subject.as_str()) {
+            Some(&(_, revision)) => revision,
+            None => t.streams.get(subject.as_str())?.map_or(0, |v| v.value().1),
+        };
+        if !expected.admits(actual) {
+            return Ok(Some(Err(AppendError::Conflict(Conflict::Revision {
+                stream: subject.clone(),
+                expected: *expected,
+                actual,
+            }))));
+        }
+    }
+    Ok(None)
 }
 
 /// Writes one event (`record`, its stored encoding) and its index entries.
