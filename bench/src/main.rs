@@ -263,6 +263,23 @@ fn ledger_bench(args: &Args) {
             if writers == 1 && batch == 1 {
                 single_floor = Some(eps);
             }
+            {
+                // The far tail, beside the table: on a virtual machine a few slow syncs move
+                // the mean far from the p50.
+                let total: Duration = latencies.iter().sum();
+                let slow: Duration = latencies
+                    .iter()
+                    .filter(|d| **d > Duration::from_millis(1))
+                    .sum();
+                eprintln!(
+                    "{writers} × {batch}: p90 {} ms, p99.9 {} ms, max {} ms, mean {} ms; {:.1} % of the time in appends over 1 ms",
+                    ms(percentile(&latencies, 0.9)),
+                    ms(percentile(&latencies, 0.999)),
+                    ms(latencies.last().copied().unwrap_or_default()),
+                    ms(total / latencies.len().max(1) as u32),
+                    100.0 * slow.as_secs_f64() / total.as_secs_f64().max(1e-9),
+                );
+            }
             println!(
                 "| {writers} | {batch} | {:.0} | {:.0} | {:.0} | {:.1} | {} | {} |",
                 eps,
