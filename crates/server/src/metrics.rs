@@ -96,7 +96,7 @@ impl Metrics {
     pub(crate) fn render(&self, ledger: &Ledger, projections: &[ProjectionStatus]) -> String {
         let s = ledger.stats();
         let mut out = String::with_capacity(4096);
-        let counter = |out: &mut String, name: &str, help: &str, value: u64| {
+        let counter = |out: &mut String, name: &str, help: &str, value: &dyn std::fmt::Display| {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} counter");
             let _ = writeln!(out, "{name} {value}");
@@ -106,47 +106,43 @@ impl Metrics {
             &mut out,
             "loom_appends_total",
             "Appends acknowledged (including idempotent retries).",
-            load(&s.appends),
+            &load(&s.appends),
         );
         counter(
             &mut out,
             "loom_events_appended_total",
             "Events written to the ledger.",
-            load(&s.events),
+            &load(&s.events),
         );
         counter(
             &mut out,
             "loom_append_conflicts_total",
             "Appends refused by a condition or an identity conflict.",
-            load(&s.conflicts),
+            &load(&s.conflicts),
         );
         counter(
             &mut out,
             "loom_commits_total",
             "Durable group commits (in the write-ahead log, or in the database file without one).",
-            load(&s.commits),
+            &load(&s.commits),
         );
         counter(
             &mut out,
             "loom_wal_checkpoints_total",
             "Write-ahead log checkpoints: durable commits of the database file holding every group before them, after which the log moved on to its other file.",
-            load(&s.checkpoints),
+            &load(&s.checkpoints),
         );
-        let _ = writeln!(
-            out,
-            "# HELP loom_wal_checkpoint_seconds_total Time the ledger's writer spent in checkpoints (the groups queued behind one wait that long; the checkpoint's sync runs beside them)."
-        );
-        let _ = writeln!(out, "# TYPE loom_wal_checkpoint_seconds_total counter");
-        let _ = writeln!(
-            out,
-            "loom_wal_checkpoint_seconds_total {}",
-            load(&s.checkpoint_micros_sum) as f64 / 1e6
+        counter(
+            &mut out,
+            "loom_wal_checkpoint_seconds_total",
+            "Time the ledger's writer spent in checkpoints (the groups queued behind one wait that long; the checkpoint's sync runs beside them).",
+            &(load(&s.checkpoint_micros_sum) as f64 / 1e6),
         );
         counter(
             &mut out,
             "loom_append_queue_full_waits_total",
             "Times an append found the writer's queue full and waited for room (back-pressure).",
-            load(&s.queue_full_waits),
+            &load(&s.queue_full_waits),
         );
         let _ = writeln!(
             out,

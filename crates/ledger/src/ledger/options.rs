@@ -80,6 +80,12 @@ impl LedgerStats {
         100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
     ];
 
+    pub(crate) fn record_checkpoint(&self, micros: u64) {
+        self.checkpoints.fetch_add(1, Ordering::Relaxed);
+        self.checkpoint_micros_sum
+            .fetch_add(micros, Ordering::Relaxed);
+    }
+
     pub(crate) fn record_commit(&self, micros: u64) {
         let slot = Self::COMMIT_BUCKETS_MICROS
             .iter()

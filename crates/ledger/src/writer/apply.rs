@@ -21,17 +21,8 @@ pub(crate) fn apply_one(
     let mut appended = Vec::with_capacity(req.events.len());
     for e in &req.events {
         let position = g.head + 1;
-        let (stream_id, revision) = match t.streams.get(e.subject.as_str())? {
-            Some(v) => {
-                let (id, rev) = v.value();
-                (id, rev + 1)
-            }
-            None => {
-                let id = g.next_stream_id;
-                g.next_stream_id += 1;
-                (id, 1)
-            }
-        };
+        let (stream_id, revision) =
+            next_in_stream(t, &mut g.next_stream_id, &HashMap::new(), &e.subject)?;
         codec::encode(revision, g.recorded, e, &mut g.buf);
         let keys = Keys {
             source: &e.source,
@@ -44,13 +35,7 @@ pub(crate) fn apply_one(
             log.push(stream_id, &g.buf);
         }
         g.head = position;
-        appended.push(AppendedEvent {
-            source: e.source.clone(),
-            id: e.id.clone(),
-            subject: e.subject.clone(),
-            position,
-            revision,
-        });
+        appended.push(appended_event(e, position, revision));
     }
     Ok(Ok(AppendOutcome {
         events: appended,
@@ -153,33 +138,17 @@ pub(crate) fn plan_group<'p>(
         let mut appended = Vec::with_capacity(p.req.events.len());
         for e in &p.req.events {
             let position = g.head + 1;
-            let subject = e.subject.as_str();
-            let (stream_id, revision) = match streams.get(subject) {
-                Some(&(id, rev)) => (id, rev + 1),
-                None => match t.streams.get(subject)? {
-                    Some(v) => {
-                        let (id, rev) = v.value();
-                        (id, rev + 1)
-                    }
-                    None => {
-                        let id = g.next_stream_id;
-                        g.next_stream_id += 1;
-                        (id, 1)
-                    }
-                },
-            };
-            streams.insert(subject, (stream_id, revision));
-            planned.insert((&e.source, &e.id), (position, revision, e));
+            let (stream_id, revision) =
+                next_in_stream(t, &mut g.next_stream_id, &streams, &e.subject)?;
+            streams.insert(&e.subject, (stream_id, revision));
+            // Only appends after this one look identities up in the plan.
+            if i + 1 < group.len() {
+                planned.insert((&e.source, &e.id), (position, revision, e));
+            }
             codec::encode(revision, g.recorded, e, &mut g.buf);
             log.push(stream_id, &g.buf);
             g.head = position;
-            appended.push(AppendedEvent {
-                source: e.source.clone(),
-                id: e.id.clone(),
-                subject: e.subject.clone(),
-                position,
-                revision,
-            });
+            appended.push(appended_event(e, position, revision));
         }
         results.push(Ok(AppendOutcome {
             events: appended,
@@ -188,6 +157,41 @@ pub(crate) fn plan_group<'p>(
         }));
     }
     Ok(results)
+}
+
+/// The stream id and revision the next event of `subject` gets: after what the group's plan
+/// gave it (`streams`), else after what the table holds, else a new stream's first.
+fn next_in_stream(
+    t: &Tables<'_>,
+    next_stream_id: &mut u64,
+    streams: &HashMap<&str, (u64, u64)>,
+    subject: &str,
+) -> Result<(u64, u64), StorageError> {
+    if let Some(&(id, revision)) = streams.get(subject) {
+        return Ok((id, revision + 1));
+    }
+    Ok(match t.streams.get(subject)? {
+        Some(v) => {
+            let (id, revision) = v.value();
+            (id, revision + 1)
+        }
+        None => {
+            let id = *next_stream_id;
+            *next_stream_id += 1;
+            (id, 1)
+        }
+    })
+}
+
+/// What an append's answer says of one of its events.
+fn appended_event(e: &Event, position: u64, revision: u64) -> AppendedEvent {
+    AppendedEvent {
+        source: e.source.clone(),
+        id: e.id.clone(),
+        subject: e.subject.clone(),
+        position,
+        revision,
+    }
 }
 
 /// An append's expected revisions against the streams as the group's plan left them
@@ -341,13 +345,7 @@ fn check_identity_with(
                 reason: "the stored event has different content".into(),
             }));
         }
-        appended.push(AppendedEvent {
-            source: e.source.clone(),
-            id: e.id.clone(),
-            subject: e.subject.clone(),
-            position,
-            revision,
-        });
+        appended.push(appended_event(e, position, revision));
     }
     let last_position = appended.iter().map(|a| a.position).max().unwrap_or(0);
     Ok(Some(AppendOutcome {

@@ -218,6 +218,7 @@ impl GroupCommit {
         let Some(wal) = self.wal.as_mut().filter(|w| w.has_records()) else {
             return;
         };
+        let started = Instant::now();
         let done = (|| -> Result<(), StorageError> {
             self.store.begin_write()?.commit()?;
             Ok(())
@@ -226,8 +227,7 @@ impl GroupCommit {
             Ok(()) => {
                 wal.checkpointed();
                 self.stats
-                    .checkpoints
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    .record_checkpoint(started.elapsed().as_micros() as u64);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "the closing checkpoint failed; the next open replays the log")
@@ -323,12 +323,7 @@ impl GroupCommit {
             Ok(()) => {
                 wal.checkpoint_deferred();
                 self.stats
-                    .checkpoints
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                self.stats.checkpoint_micros_sum.fetch_add(
-                    started.elapsed().as_micros() as u64,
-                    std::sync::atomic::Ordering::Relaxed,
-                );
+                    .record_checkpoint(started.elapsed().as_micros() as u64);
             }
             Err(error) => {
                 tracing::warn!(error = %error, "a checkpoint failed; the log keeps the groups since the last one");
@@ -525,6 +520,7 @@ impl GroupCommit {
                 wal.append(log).map_err(logging)?;
             }
         }
+        let committing = Instant::now();
         txn.commit().map_err(|e| Failure {
             error: e.into(),
             committing: true,
@@ -539,8 +535,7 @@ impl GroupCommit {
         if checkpoint && let Some(wal) = self.wal.as_mut() {
             wal.checkpointed();
             self.stats
-                .checkpoints
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                .record_checkpoint(committing.elapsed().as_micros() as u64);
         }
         Ok((results, state))
     }
