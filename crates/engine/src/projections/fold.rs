@@ -1,6 +1,8 @@
 //! One step's fold: the new events grouped by partition key, each group folded by the
 //! module from its previous state, and the states and checkpoint committed together.
 
+use std::borrow::Cow;
+
 use super::*;
 
 impl Shared {
@@ -16,14 +18,17 @@ impl Shared {
         let module = self.module_of(g).map_err(|e| Fault::Engine(e.into()))?;
         let mut step_notes = notes::StepNotes::default();
         let events = notes::select(g, &module, events, &mut step_notes)?;
-        let (order, groups) = group_by_key(g.spec.partition, &events);
+        let groups = Groups::new(g.spec.partition, events);
         let previous: Vec<Option<KeyState>> = self
             .db
             .read()
             .map_err(EngineError::from)?
-            .states_of(&g.name, g.generation, order.iter().copied(), |_, v| {
-                v.map(decode_state).transpose()
-            })
+            .states_of(
+                &g.name,
+                g.generation,
+                groups.keys.iter().copied(),
+                |_, v| v.map(decode_state).transpose(),
+            )
             .map_err(EngineError::from)?
             .into_iter()
             .collect::<Result<_, StoreError>>()
@@ -32,14 +37,14 @@ impl Shared {
             g.spec.on_error == OnError::Quarantine && g.spec.partition == Partition::Stream;
         // Fold every group; many groups are folded on all cores (each call has its own
         // instance, so calls are independent).
-        let mut folded = self.fold_groups(&module, &order, &groups, &previous);
-        let mut written = Vec::with_capacity(order.len());
+        let mut folded = self.fold_groups(&module, &groups, 0, &previous);
+        let mut written = Vec::with_capacity(groups.len());
         let mut new_keys = 0u64;
         let mut count = 0u64;
         let mut i = 0;
-        while i < order.len() {
-            let (key, prev) = (order[i], &previous[i]);
-            let batch = &groups[key];
+        while i < groups.len() {
+            let (key, prev) = (groups.keys[i], &previous[i]);
+            let batch = groups.events(i);
             let state = prev.as_ref().map(|p| p.state.as_slice());
             let outcome = match std::mem::replace(&mut folded[i], Ok(Vec::new())) {
                 Ok(next) => match loom_core::json::check_strict(&next) {
@@ -85,8 +90,7 @@ impl Shared {
                     }
                     // The groups after a failing one were not folded (the call stopped at
                     // it): fold them now.
-                    let rest =
-                        self.fold_groups(&module, &order[i + 1..], &groups, &previous[i + 1..]);
+                    let rest = self.fold_groups(&module, &groups, i + 1, &previous);
                     for (slot, r) in folded[i + 1..].iter_mut().zip(rest) {
                         *slot = r;
                     }
@@ -181,7 +185,8 @@ impl Shared {
         Ok(())
     }
 
-    /// `evolve` for each group, in `order`; in parallel when there are many groups.
+    /// `evolve` for each group from `first` on, in order; in parallel when there are many
+    /// groups. `previous` holds the states before the step of all groups.
     ///
     /// Small groups are packed into `evolve_groups` calls of up to `MAX_CALL_EVENTS` events
     /// (a per-stream catch-up of 10 000 streams would otherwise pay a call's fixed cost for
@@ -191,17 +196,17 @@ impl Shared {
     pub(super) fn fold_groups(
         &self,
         module: &Module,
-        order: &[&str],
-        groups: &HashMap<&str, Vec<EventView<'_>>>,
+        groups: &Groups<'_, '_>,
+        first: usize,
         previous: &[Option<KeyState>],
     ) -> Vec<Result<Vec<u8>, CallError>> {
         let prev = |i: usize| previous[i].as_ref().map(|p| p.state.as_slice());
-        // Units of work: ranges of `order`, each one call (or one chained group).
+        // Units of work: ranges of groups, each one call (or one chained group).
         let mut units: Vec<std::ops::Range<usize>> = Vec::new();
-        let mut start = 0;
+        let mut start = first;
         let mut events = 0;
-        for (i, key) in order.iter().enumerate() {
-            let n = groups[key].len();
+        for i in first..groups.len() {
+            let n = groups.events(i).len();
             if events > 0 && events + n > MAX_CALL_EVENTS {
                 units.push(start..i);
                 start = i;
@@ -209,12 +214,12 @@ impl Shared {
             }
             events += n;
         }
-        if start < order.len() {
-            units.push(start..order.len());
+        if start < groups.len() {
+            units.push(start..groups.len());
         }
         let fold_one = |i: usize| -> Result<Vec<u8>, CallError> {
             let mut state: Option<Vec<u8>> = None;
-            for chunk in groups[order[i]].chunks(MAX_CALL_EVENTS) {
+            for chunk in groups.events(i).chunks(MAX_CALL_EVENTS) {
                 let current = state.as_deref().or_else(|| prev(i));
                 state = Some(self.runtime.evolve_views(module, current, chunk)?);
             }
@@ -224,10 +229,8 @@ impl Shared {
             if unit.len() == 1 {
                 return vec![fold_one(unit.start)];
             }
-            let input: Vec<(Option<&[u8]>, &[EventView<'_>])> = unit
-                .clone()
-                .map(|i| (prev(i), groups[order[i]].as_slice()))
-                .collect();
+            let input: Vec<(Option<&[u8]>, &[EventView<'_>])> =
+                unit.clone().map(|i| (prev(i), groups.events(i))).collect();
             match self.runtime.evolve_groups(module, &input) {
                 Ok(states) => states.into_iter().map(Ok).collect(),
                 Err(error) => {
@@ -365,28 +368,74 @@ impl Shared {
     }
 }
 
-/// The events grouped by partition key (the stream, or one group for `single`), each group
-/// in ledger order, and the keys in the order of their first event.
-fn group_by_key<'e>(
-    partition: Partition,
-    events: &[EventView<'e>],
-) -> (Vec<&'e str>, HashMap<&'e str, Vec<EventView<'e>>>) {
-    let mut order: Vec<&str> = Vec::new();
-    let mut groups: HashMap<&str, Vec<EventView<'_>>> = HashMap::new();
-    for e in events {
-        let key = match partition {
-            Partition::Stream => e.subject,
-            Partition::Single => "",
-        };
-        groups
-            .entry(key)
-            .or_insert_with(|| {
-                order.push(key);
-                Vec::new()
-            })
-            .push(*e);
+/// A step's events grouped by partition key (the stream, or one group for `single`): group
+/// `i` is `keys[i]` with `events(i)`, in ledger order; the groups in the order of their first
+/// event.
+pub(super) struct Groups<'a, 'e> {
+    keys: Vec<&'e str>,
+    events: Cow<'a, [EventView<'e>]>,
+    /// Group `i` is `events[bounds[i]..bounds[i + 1]]`.
+    bounds: Vec<usize>,
+}
+
+impl<'a, 'e> Groups<'a, 'e> {
+    fn new(partition: Partition, events: Cow<'a, [EventView<'e>]>) -> Self {
+        if events.is_empty() {
+            return Groups {
+                keys: Vec::new(),
+                events,
+                bounds: vec![0],
+            };
+        }
+        if partition == Partition::Single {
+            return Groups {
+                keys: vec![""],
+                bounds: vec![0, events.len()],
+                events,
+            };
+        }
+        // A counting sort by stream: each event's group, the groups' sizes, then every event
+        // copied once to its group's place (no vector per group, no rehashing of views).
+        let mut ids: foldhash::HashMap<&'e str, u32> = foldhash::HashMap::default();
+        let mut keys: Vec<&'e str> = Vec::new();
+        let mut sizes: Vec<usize> = Vec::new();
+        let mut group_of: Vec<u32> = Vec::with_capacity(events.len());
+        for e in events.iter() {
+            let id = *ids.entry(e.subject).or_insert_with(|| {
+                keys.push(e.subject);
+                sizes.push(0);
+                (keys.len() - 1) as u32
+            });
+            sizes[id as usize] += 1;
+            group_of.push(id);
+        }
+        let mut bounds = Vec::with_capacity(keys.len() + 1);
+        bounds.push(0);
+        for size in &sizes {
+            bounds.push(bounds[bounds.len() - 1] + size);
+        }
+        let mut next: Vec<usize> = bounds[..keys.len()].to_vec();
+        let mut order = vec![0u32; events.len()];
+        for (i, id) in group_of.iter().enumerate() {
+            let slot = &mut next[*id as usize];
+            order[*slot] = i as u32;
+            *slot += 1;
+        }
+        let grouped: Vec<EventView<'e>> = order.iter().map(|&i| events[i as usize]).collect();
+        Groups {
+            keys,
+            events: Cow::Owned(grouped),
+            bounds,
+        }
     }
-    (order, groups)
+
+    fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    fn events(&self, i: usize) -> &[EventView<'e>] {
+        &self.events[self.bounds[i]..self.bounds[i + 1]]
+    }
 }
 
 /// A folded event's position and recorded time.

@@ -8,7 +8,7 @@
 //! head notification. When a pending generation has caught up with the head, it replaces the
 //! active one atomically and the old states are deleted in the same transaction.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};

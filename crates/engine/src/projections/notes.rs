@@ -3,7 +3,10 @@
 //! error (`on_error: quarantine`). Both are catalog notes, committed with the states and the
 //! checkpoint they go with.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
+
+use foldhash::HashSet as FastSet;
 
 use loom_ledger::CatalogWrite;
 
@@ -211,24 +214,26 @@ impl Shared {
 
 /// Which events of a step a generation folds: not those of quarantined streams (they wait
 /// for `resume`), and not those whose type its reducer does not decode (counted, or, with
-/// `strict`, the failure of the projection at the first of them).
-pub(super) fn select<'e>(
+/// `strict`, the failure of the projection at the first of them). Borrows `events` when it
+/// keeps them all (the usual case: a catch-up step copies no events here).
+pub(super) fn select<'a, 'e>(
     g: &Gen,
     module: &Module,
-    events: &[EventView<'e>],
+    events: &'a [EventView<'e>],
     notes: &mut StepNotes,
-) -> Result<Vec<EventView<'e>>, Fault> {
-    let decodes: Option<HashSet<&str>> = module
+) -> Result<Cow<'a, [EventView<'e>]>, Fault> {
+    let decodes: Option<FastSet<&str>> = module
         .reducer()
         .and_then(|r| r.events.as_ref())
         .map(|types| types.iter().map(String::as_str).collect());
     let quarantined = g.notes.lock().expect("notes lock");
-    let mut out = Vec::with_capacity(events.len());
-    for e in events {
-        if !quarantined.quarantine.is_empty() && quarantined.quarantine.contains_key(e.subject) {
-            continue;
-        }
-        if let Some(types) = &decodes
+    let mut out: Option<Vec<EventView<'e>>> = None;
+    for (i, e) in events.iter().enumerate() {
+        let keep = if !quarantined.quarantine.is_empty()
+            && quarantined.quarantine.contains_key(e.subject)
+        {
+            false
+        } else if let Some(types) = &decodes
             && !types.contains(e.ty)
         {
             if g.spec.strict {
@@ -250,9 +255,15 @@ pub(super) fn select<'e>(
                 });
             }
             *notes.skipped.entry(e.ty.to_owned()).or_insert(0) += 1;
-            continue;
+            false
+        } else {
+            true
+        };
+        match (&mut out, keep) {
+            (Some(out), true) => out.push(*e),
+            (None, false) => out = Some(events[..i].to_vec()),
+            _ => {}
         }
-        out.push(*e);
     }
-    Ok(out)
+    Ok(out.map_or(Cow::Borrowed(events), Cow::Owned))
 }

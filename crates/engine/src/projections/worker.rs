@@ -30,9 +30,9 @@ impl Shared {
     pub(super) fn run(&self, g: &Arc<Gen>) {
         tracing::debug!(projection = %g.name, generation = g.generation, "worker started");
         let mut backoff = Duration::from_millis(100);
-        // Refilled by every step; its buffers are kept while catching up and let go once
+        // Refilled by every step; their buffers are kept while catching up and let go once
         // caught up, so an idle projection does not hold a catch-up batch's memory.
-        let mut batch = EventBatch::default();
+        let mut reads = Reads::default();
         while !g.life.stopping() {
             if g.life.idle() {
                 continue;
@@ -51,7 +51,7 @@ impl Shared {
             let head = self.ledger.head();
             let position = g.life.position();
             if position >= head {
-                batch = EventBatch::default();
+                reads = Reads::default();
                 g.life.reach_head();
                 if g.pending.load(Ordering::Acquire) {
                     if let Err(e) = self.swap(g) {
@@ -64,7 +64,7 @@ impl Shared {
                     .wait_for(position + 1, Duration::from_millis(250));
                 continue;
             }
-            match self.step(g, head, &mut batch) {
+            match self.step(g, head, &mut reads) {
                 Ok(()) => backoff = Duration::from_millis(100),
                 Err(e) if is_io(&e) => {
                     // A full disk or another I/O error: the ledger reopens the database; try
@@ -141,23 +141,32 @@ impl Shared {
         Ok(())
     }
 
-    /// Folds the next batch of matching events.
-    pub(super) fn step(
-        &self,
-        g: &Gen,
-        head: u64,
-        batch: &mut EventBatch,
-    ) -> Result<(), EngineError> {
+    /// Folds the next batch of matching events. While catching up (a full batch), the batch
+    /// after it is read on a second thread during the fold, for the next step.
+    pub(super) fn step(&self, g: &Gen, head: u64, reads: &mut Reads) -> Result<(), EngineError> {
         let position = g.life.position();
-        self.ledger.read_batch_into(
-            &g.selector,
-            ReadOptions::after(position, self.batch_events),
-            batch,
-        )?;
+        let head = match reads.ahead.take() {
+            // Read during the last step from where this one starts (events are immutable, so
+            // it is what reading now would return, up to the head known then).
+            Some(Ahead { after, head }) if after == position => {
+                std::mem::swap(&mut reads.batch, &mut reads.next);
+                head
+            }
+            _ => {
+                self.ledger.read_batch_into(
+                    &g.selector,
+                    ReadOptions::after(position, self.batch_events),
+                    &mut reads.batch,
+                )?;
+                head
+            }
+        };
+        let batch = &mut reads.batch;
         // Fewer than a full batch: every matching event up to `head` (read before the
         // snapshot was taken) is in hand.
+        let full = batch.len() >= self.batch_events;
         let covered = match batch.last_position() {
-            Some(last) if batch.len() >= self.batch_events => last,
+            Some(last) if full => last,
             Some(last) => last.max(head),
             None => head,
         };
@@ -172,7 +181,34 @@ impl Shared {
             return Ok(());
         }
         let views: Vec<EventView<'_>> = batch.iter().collect();
-        let failed = match self.apply(g, &views, covered, head) {
+        let applied = if full {
+            let next = &mut reads.next;
+            let (applied, read) = std::thread::scope(|scope| {
+                let reader = scope.spawn(|| {
+                    // The head first: every matching event up to it is in the read after.
+                    let head = self.ledger.head();
+                    self.ledger
+                        .read_batch_into(
+                            &g.selector,
+                            ReadOptions::after(covered, self.batch_events),
+                            next,
+                        )
+                        .map(|()| head)
+                });
+                (self.apply(g, &views, covered, head), reader.join())
+            });
+            // A failed read is not this step's failure: the next step reads again.
+            if let Ok(Ok(head)) = read {
+                reads.ahead = Some(Ahead {
+                    after: covered,
+                    head,
+                });
+            }
+            applied
+        } else {
+            self.apply(g, &views, covered, head)
+        };
+        let failed = match applied {
             Ok(()) => return Ok(()),
             Err(Fault::Engine(e)) => return Err(e),
             Err(Fault::Module { position, error }) => (position, error),
@@ -203,6 +239,21 @@ impl Shared {
         self.fail(g, position, error.to_string());
         Ok(())
     }
+}
+
+/// A worker's read buffers: the batch of the current step and the one read beside its fold.
+#[derive(Default)]
+pub(super) struct Reads {
+    batch: EventBatch,
+    next: EventBatch,
+    /// What `next` holds, if it was read: the matching events after `after`, read after
+    /// the ledger's head was `head`.
+    ahead: Option<Ahead>,
+}
+
+struct Ahead {
+    after: u64,
+    head: u64,
 }
 
 /// Longest pause between retries of a projection step that failed with an I/O error.

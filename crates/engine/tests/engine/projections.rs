@@ -228,6 +228,109 @@ fn catches_up_over_history_then_follows_live_appends() {
 }
 
 #[test]
+fn a_catch_up_over_many_batches_while_appends_go_on_folds_every_event_once() {
+    // Batches of 16: every step of the catch-up but the last is full, so each reads the
+    // batch after it beside its fold; the appends meanwhile (some of another entity) move
+    // the head between those reads.
+    let f = fixture(16);
+    let module = f.upload("cart");
+    let history = cart_history(7, 60);
+    for chunk in history.chunks(50) {
+        f.append(chunk.to_vec());
+    }
+    f.engine
+        .projections()
+        .put("carts", cart_spec(&module))
+        .unwrap();
+    let late = 150;
+    for i in 0..late {
+        f.append(vec![ev(
+            &format!("cart/{}", i % 7),
+            &format!("late{i}"),
+            "had_item_added",
+            json!({"sku": format!("late-{i}"), "name": "thing", "price": 1, "quantity": 1}),
+        )]);
+        if i % 10 == 0 {
+            f.append(vec![ev(
+                "account/1",
+                &format!("a{i}"),
+                "was_opened",
+                json!({"owner": "x"}),
+            )]);
+        }
+    }
+    f.wait("carts");
+    let st = f.engine.projections().status("carts").unwrap();
+    assert_eq!(st.active.events_applied, (history.len() + late) as u64);
+    assert_eq!(st.active.keys, 7);
+    let head = f.ledger.head();
+    for c in 0..7 {
+        let subject = format!("cart/{c}");
+        assert_eq!(
+            f.state("carts", Some(&subject), At::Now),
+            clean_fold(&f, &module, &subject, head),
+            "{subject}"
+        );
+    }
+}
+
+#[test]
+fn a_module_error_in_a_later_batch_of_a_catch_up_keeps_what_came_before() {
+    // Batches of 8: the failing event is in the eighth; the batch read beside that step's
+    // fold is not used (the projection stops before it) and `resume` reads it again.
+    let f = fixture(8);
+    let module = f.upload("bank");
+    for a in 0..3 {
+        f.append(vec![ev(
+            &format!("account/{a}"),
+            &format!("o{a}"),
+            "was_opened",
+            json!({"owner": "x"}),
+        )]);
+    }
+    let mut bad = 0;
+    for i in 0..100 {
+        let amount = if i == 60 { json!("lots") } else { json!(i) };
+        let p = f.append(vec![ev(
+            &format!("account/{}", i % 3),
+            &format!("c{i}"),
+            "was_credited",
+            json!({ "amount": amount }),
+        )]);
+        if i == 60 {
+            bad = p;
+        }
+    }
+    let spec = ProjectionSpec {
+        module: module.clone(),
+        reducer: None,
+        selector: Selector {
+            entity: Some("account".into()),
+            ..Selector::default()
+        },
+        partition: Partition::Stream,
+        strict: false,
+        on_error: OnError::Stop,
+    };
+    f.engine.projections().put("accounts", spec).unwrap();
+    for round in 0..2 {
+        let st = wait_status(&f, "accounts", Status::Failed);
+        assert_eq!(st.active.last_error.unwrap().position, bad, "round {round}");
+        assert_eq!(st.active.position, bad - 1);
+        assert_eq!(st.active.events_applied, bad - 1);
+        for a in 0..3 {
+            let subject = format!("account/{a}");
+            assert_eq!(
+                f.state("accounts", Some(&subject), At::Now),
+                clean_fold(&f, &module, &subject, bad - 1),
+                "{subject}"
+            );
+        }
+        f.engine.projections().resume("accounts").unwrap();
+    }
+}
+
+#[test]
 fn min_position_waits_and_times_out() {
     let f = fixture(100);
     let module = f.upload("cart");
