@@ -188,7 +188,75 @@ where
                     Ok(f(position, bytes, decoded)? && taken < w.limit)
                 });
         }
-        let positions = self.positions(sel, w, entities)?;
+        // Each candidate: its header checked (keys and types the index does not cover), then
+        // the filters, then `f`.
+        let mut visit = |position: u64, bytes: &[u8]| -> Result<Visit, ReadError> {
+            let header = codec::decode_header(bytes)
+                .map_err(|message| ReadError::Corrupt { position, message })?;
+            if !sel.matches_header(header.ty, header.subject) {
+                return Ok(Visit::Passed);
+            }
+            let Some(decoded) = filter(position, bytes)? else {
+                return Ok(Visit::Passed);
+            };
+            taken += 1;
+            Ok(if f(position, bytes, decoded)? && taken < w.limit {
+                Visit::Taken
+            } else {
+                Visit::Done
+            })
+        };
+        if w.backwards || sel.entity().is_none() {
+            let positions = self.positions(sel, w, entities)?;
+            self.visit_positions(positions, w, &mut visit, |_| false)?;
+            return Ok(());
+        }
+        // Forwards, the index is read until its candidates turn out dense (most records of
+        // the stretch they span), and then the records themselves are walked, which costs a
+        // third of looking each one up through the index (docs/design.md, "Reading in bulk"); the walk
+        // goes back to the index where matches thin out again.
+        let mut lo = w.lo();
+        loop {
+            let from = Window { after: lo - 1, ..w };
+            let mut probe = Density::default();
+            let positions = self.positions(sel, from, entities)?;
+            let Some(at) = self.visit_positions(positions, from, &mut visit, |p| probe.dense(p))?
+            else {
+                return Ok(());
+            };
+            lo = at;
+            let (mut done, mut sparse_at) = (false, None);
+            let mut probe = Density::default();
+            let ahead = reading == Reading::Sparse;
+            self.events
+                .scan(lo, w.hi(), false, ahead, |position, bytes| {
+                    let visited = visit(position, bytes)?;
+                    if visited == Visit::Done {
+                        done = true;
+                        return Ok(false);
+                    }
+                    if probe.sparse(visited == Visit::Taken) {
+                        sparse_at = Some(position + 1);
+                        return Ok(false);
+                    }
+                    Ok(true)
+                })?;
+            match sparse_at {
+                Some(at) if !done => lo = at,
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// Visits the records at `positions` in turn until `visit` says the read is done
+    /// (`Ok(None)`) or `switch(position)` says the rest is to be walked (`Ok(Some(next))`).
+    fn visit_positions(
+        &self,
+        positions: Merge<'_>,
+        w: Window,
+        visit: &mut impl FnMut(u64, &[u8]) -> Result<Visit, ReadError>,
+        mut switch: impl FnMut(u64) -> bool,
+    ) -> Result<Option<u64>, ReadError> {
         let mut cursor = Cursor::new(self.events, w.hi(), w.backwards)?;
         for p in positions {
             let position = p?;
@@ -198,20 +266,14 @@ where
                     message: "an index names a position with no event".into(),
                 });
             };
-            // Keys and types not covered by the index are checked on the header alone.
-            let header = codec::decode_header(bytes)
-                .map_err(|message| ReadError::Corrupt { position, message })?;
-            if !sel.matches_header(header.ty, header.subject) {
-                continue;
+            if visit(position, bytes)? == Visit::Done {
+                return Ok(None);
             }
-            if let Some(decoded) = filter(position, bytes)? {
-                taken += 1;
-                if !f(position, bytes, decoded)? || taken >= w.limit {
-                    break;
-                }
+            if switch(position) {
+                return Ok(Some(position + 1));
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Positions (in window order) of the candidates for `sel`, from the best index.
@@ -301,6 +363,57 @@ pub(crate) fn decode(position: u64, bytes: &[u8]) -> Result<StoredEvent, ReadErr
 
 pub(crate) fn decode_view(position: u64, bytes: &[u8]) -> Result<EventView<'_>, ReadError> {
     codec::decode_view(position, bytes).map_err(|message| ReadError::Corrupt { position, message })
+}
+
+/// What became of a candidate record.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Visit {
+    /// Not a match.
+    Passed,
+    /// A match, and the read goes on.
+    Taken,
+    /// The read is done (the limit, or the caller stopped it).
+    Done,
+}
+
+/// Whether a forward read's candidates are dense enough to walk the records instead of
+/// looking them up through an index, judged over the last [`Density::SPAN`] candidates
+/// (index) or records (walk).
+#[derive(Default)]
+struct Density {
+    first: Option<u64>,
+    seen: u64,
+    matched: u64,
+}
+
+impl Density {
+    /// Candidates (index) or records (walk) per judgement.
+    const SPAN: u64 = 1024;
+
+    /// Index: after `SPAN` candidates, whether they were at least half the positions they
+    /// span.
+    fn dense(&mut self, position: u64) -> bool {
+        let first = *self.first.get_or_insert(position);
+        self.seen += 1;
+        if self.seen < Self::SPAN {
+            return false;
+        }
+        let dense = position - first < 2 * self.seen;
+        *self = Density::default();
+        dense
+    }
+
+    /// Walk: after `SPAN` records, whether fewer than a quarter matched.
+    fn sparse(&mut self, matched: bool) -> bool {
+        self.seen += 1;
+        self.matched += u64::from(matched);
+        if self.seen < Self::SPAN {
+            return false;
+        }
+        let sparse = self.matched * 4 < self.seen;
+        *self = Density::default();
+        sparse
+    }
 }
 
 /// Merges position iterators that are each sorted in the same direction.

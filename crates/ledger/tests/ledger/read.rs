@@ -391,6 +391,126 @@ fn index_reads_over_dense_and_sparse_entities_match_a_filtered_log() {
     }
 }
 
+/// Forward reads by entity walk the records where the entity's events are most of the log
+/// and go back to the index where they thin out: every stretch here is long enough for a
+/// switch (1 024 candidates), and each way returns exactly the matching events.
+#[test]
+fn entity_reads_over_stretches_of_changing_density_match_a_filtered_log() {
+    let (_dir, ledger) = common::ledger();
+    // Carts on 9 of 10 positions, then on 1 of 50, then on every one, then 1 of 50 again.
+    let stretches: [(u64, u64); 4] = [(3000, 10), (6000, 50), (3000, 1), (3000, 50)];
+    let mut events = Vec::new();
+    let mut i = 0u64;
+    for (len, every) in stretches {
+        for j in 0..len {
+            let cart = every == 1 || (every == 10 && j % 10 != 0) || (every == 50 && j % 50 == 0);
+            events.push(if !cart {
+                note(
+                    &format!("{}", i % 5),
+                    &format!("e{i}"),
+                    "memo",
+                    json!({"n": i}),
+                )
+            } else if i.is_multiple_of(3) {
+                created(&format!("{}", i % 17), &format!("e{i}"))
+            } else {
+                added(
+                    &format!("{}", i % 17),
+                    &format!("e{i}"),
+                    "kiwi",
+                    1 + (i % 7) as i64,
+                )
+            });
+            i += 1;
+        }
+    }
+    for chunk in events.chunks(1000) {
+        ledger.append(AppendRequest::new(chunk.to_vec())).unwrap();
+    }
+    let log = ledger.read_all(ReadOptions::after(0, 20_000)).unwrap();
+    type Matches = Box<dyn Fn(&StoredEvent) -> bool>;
+    let cases: Vec<(Selector, Matches)> = vec![
+        (
+            Selector {
+                entity: Some("cart".into()),
+                ..Selector::default()
+            },
+            Box::new(|e| e.event.subject.starts_with("cart/")),
+        ),
+        (
+            Selector {
+                entity: Some("note".into()),
+                ..Selector::default()
+            },
+            Box::new(|e| e.event.subject.starts_with("note/")),
+        ),
+        (
+            Selector {
+                entity: Some("cart".into()),
+                types: vec!["had_item_added".into()],
+                ..Selector::default()
+            },
+            Box::new(|e| e.event.ty == "had_item_added"),
+        ),
+        (
+            Selector {
+                entity: Some("cart".into()),
+                keys: vec!["3".into()],
+                ..Selector::default()
+            },
+            Box::new(|e| e.event.subject == "cart/3"),
+        ),
+        (
+            Selector {
+                entity: Some("cart".into()),
+                data: Some("$[?$.quantity == 2]".into()),
+                ..Selector::default()
+            },
+            Box::new(
+                |e| matches!(&e.event.data, Some(loom_ledger::Data::Json(raw)) if raw.get().contains("\"quantity\":2")),
+            ),
+        ),
+    ];
+    for (sel, matches) in cases {
+        let want: Vec<u64> = log
+            .iter()
+            .filter(|e| matches(e))
+            .map(|e| e.position)
+            .collect();
+        let compiled = sel.compile().unwrap();
+        for (after, limit) in [
+            (0, 20_000),
+            (0, 2500),
+            (2500, 700),
+            (4000, 3000),
+            (8990, 5000),
+        ] {
+            let expect: Vec<u64> = want
+                .iter()
+                .copied()
+                .filter(|&p| p > after)
+                .take(limit)
+                .collect();
+            let batch = ledger
+                .read_batch(&compiled, ReadOptions::after(after, limit))
+                .unwrap();
+            let raw: Vec<u64> = batch.iter().map(|v| v.position).collect();
+            assert_eq!(raw, expect, "batch {sel:?} after {after} limit {limit}");
+            let owned = ledger
+                .read(&compiled, ReadOptions::after(after, limit))
+                .unwrap();
+            assert_eq!(
+                positions(&owned),
+                expect,
+                "{sel:?} after {after} limit {limit}"
+            );
+            for e in &owned {
+                assert_eq!(e, &log[(e.position - 1) as usize]);
+            }
+        }
+    }
+}
+
 #[test]
 fn streams_are_listed_by_subject_prefix_in_pages() {
     let (_dir, ledger) = fixture();
