@@ -12,6 +12,8 @@
 //!   reducer linked natively (`loom_guest::__export::run_evolve::<bank::Account>` on the same
 //!   ABI input bytes). Their ratio is the cost of the wasm boundary in a catch-up.
 //!
+//! * **read only** — the reads alone, by the projections' entity selector and of every event.
+//!
 //! Commands: `--clients` threads each run `--commands` deposits on accounts of their own
 //! (distinct streams) through the `bank` decider (fold from cache + tail, `decide`, durable
 //! append), then the same on one shared account.
@@ -220,6 +222,49 @@ pub fn run(args: &CatchupArgs) {
     let stats = loom_testkit::example_wasm("bank-stats");
     println!("| path | seconds | events/s |");
     println!("|---|---:|---:|");
+
+    // Reading alone, as a projection's steps do: the entity's events, and every event (each
+    // read once before, so that both find redb's cache as warm).
+    for (label, selector) in [
+        (
+            "read only, entity `account` (every event here), batches",
+            Selector {
+                entity: Some("account".into()),
+                ..Selector::default()
+            },
+        ),
+        ("read only, every event, batches", Selector::all()),
+    ] {
+        let selector = selector.compile().expect("selector");
+        let read_all = || {
+            let (mut after, mut n) = (0, 0u64);
+            let mut events = EventBatch::default();
+            loop {
+                ledger
+                    .read_batch_into(
+                        &selector,
+                        ReadOptions::after(after, args.batch),
+                        &mut events,
+                    )
+                    .expect("read");
+                let Some(last) = events.last_position() else {
+                    break;
+                };
+                after = last;
+                n += events.len() as u64;
+            }
+            n
+        };
+        read_all();
+        let t = Instant::now();
+        let n = read_all();
+        let took = t.elapsed();
+        println!(
+            "| {label} | {:.2} | {} |",
+            took.as_secs_f64(),
+            rate(n, took)
+        );
+    }
 
     // The pipeline, wasm vs native, on the same reads.
     let rt = Runtime::new(RuntimeConfig::default());

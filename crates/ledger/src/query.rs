@@ -212,9 +212,9 @@ where
             return Ok(());
         }
         // Forwards, the index is read until its candidates turn out dense (most records of
-        // the stretch they span), and then the records themselves are walked, which costs a
-        // third of looking each one up through the index (docs/design.md, "Reading in bulk"); the walk
-        // goes back to the index where matches thin out again.
+        // the stretch they span), and then the records themselves are walked, which costs
+        // half of looking each one up through the index (docs/design.md, "Reading in
+        // bulk"); the walk goes back to the index where matches thin out again.
         let mut lo = w.lo();
         loop {
             let from = Window { after: lo - 1, ..w };
