@@ -420,6 +420,87 @@ where
     }
 }
 
+/// Stores the records of positions `first..` (in order), leaving the tables as inserting
+/// them into the tail and then [`seal`]ing would, without the round trip through the tail:
+/// the records that fill segments — after the tail's records, which a first segment starts
+/// with — go straight into `segments`, the rest into the tail.
+pub(crate) fn store(
+    tail: &mut Table<'_, u64, &'static [u8]>,
+    segments: &mut Table<'_, u64, &'static [u8]>,
+    first: u64,
+    records: &[&[u8]],
+    max_events: usize,
+) -> Result<(), ReadError> {
+    let sealed = Events {
+        tail: &*tail,
+        segments: &*segments,
+    }
+    .sealed()?;
+    // Less than a segment, after every group; copied, as the tail changes below.
+    let mut held: Vec<Vec<u8>> = Vec::new();
+    for item in tail.range(sealed + 1..)? {
+        let (k, v) = item?;
+        let expected = sealed + 1 + held.len() as u64;
+        if k.value() != expected {
+            return Err(ReadError::Corrupt {
+                position: k.value(),
+                message: format!(
+                    "the tail skips from position {} to {}",
+                    expected - 1,
+                    k.value()
+                ),
+            });
+        }
+        held.push(v.value().to_vec());
+    }
+    let end = sealed + held.len() as u64;
+    if end + 1 != first {
+        return Err(ReadError::Corrupt {
+            position: first,
+            message: format!("records from position {first} would follow a ledger ending at {end}"),
+        });
+    }
+    // Packed by the rule of `seal`: a segment is full at `max_events` records, or before a
+    // record that would take it past `SEGMENT_BYTES` (a larger record is a segment alone).
+    let mut start = sealed + 1;
+    let mut segment: Vec<&[u8]> = Vec::new();
+    let mut size = 4;
+    for record in held
+        .iter()
+        .map(Vec::as_slice)
+        .chain(records.iter().copied())
+    {
+        let grown = size + 4 + record.len();
+        if !segment.is_empty() && grown > SEGMENT_BYTES {
+            segments.insert(start, build(&segment).as_slice())?;
+            start += segment.len() as u64;
+            segment.clear();
+            size = 4 + 4 + record.len();
+        } else {
+            size = grown;
+        }
+        segment.push(record);
+        if segment.len() >= max_events || size >= SEGMENT_BYTES {
+            segments.insert(start, build(&segment).as_slice())?;
+            start += segment.len() as u64;
+            segment.clear();
+            size = 4;
+        }
+    }
+    // `start` is now the first position not in a segment.
+    let packed_held = (start - 1).min(end);
+    if packed_held > sealed {
+        tail.retain_in(sealed + 1..=packed_held, |_, _| false)?;
+    }
+    for (i, record) in records.iter().enumerate() {
+        let position = first + i as u64;
+        if position >= start {
+            tail.insert(position, *record)?;
+        }
+    }
+    Ok(())
+}
+
 /// Moves full segments out of the tail: starting after the last sealed position, records
 /// are packed until a segment is full (`max_events` records, or the next record would take
 /// it past [`SEGMENT_BYTES`]); records that do not fill one yet stay in the tail. Seals at
@@ -480,3 +561,6 @@ pub(crate) fn seal(
     }
     Ok(moved)
 }
+
+#[cfg(test)]
+mod tests;

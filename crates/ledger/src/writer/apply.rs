@@ -227,6 +227,17 @@ pub(crate) fn index(
     record: &[u8],
 ) -> Result<(), redb::StorageError> {
     t.events.insert(position, record)?;
+    index_keys(t, position, stream_id, revision, keys)
+}
+
+/// The index entries of the event at `position` (its record stored elsewhere).
+pub(crate) fn index_keys(
+    t: &mut Tables<'_>,
+    position: u64,
+    stream_id: u64,
+    revision: u64,
+    keys: Keys<'_>,
+) -> Result<(), redb::StorageError> {
     t.ids.insert((keys.source, keys.id), position)?;
     t.streams.insert(keys.subject, (stream_id, revision))?;
     t.stream_index.insert((stream_id, revision), position)?;

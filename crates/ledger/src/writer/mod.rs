@@ -35,7 +35,7 @@ use crate::records::{self, Events};
 use crate::registry::Registry;
 use crate::store::Store;
 use crate::tables::*;
-use apply::{apply_one, corrupt, index, plan_group, plannable};
+use apply::{apply_one, corrupt, index_keys, plan_group, plannable};
 use loom_core::CompiledSelector;
 use loom_core::split_subject;
 use loom_core::{AppendOutcome, AppendRequest, AppendedEvent};
@@ -482,9 +482,8 @@ impl GroupCommit {
                             "a group's log record did not read back as itself".into(),
                         ))));
                     };
-                    replay::index_logged(&mut t, logged, "group")?;
+                    replay::index_logged(&mut t, logged, "group", segment_events)?;
                     t.time_index.insert(recorded, head)?;
-                    t.seal(logged.events.len() as u64, segment_events)?;
                     if stream_ids_moved {
                         t.meta.insert(META_NEXT_STREAM_ID, next_stream_id)?;
                     }

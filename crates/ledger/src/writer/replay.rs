@@ -32,7 +32,13 @@ pub(crate) fn replay(
         let head = t.records().head().map_err(corrupt)?;
         let mut counters = Counters::read(&t)?;
         let end = log.replay_after(head, &mut |record| {
-            replayed.events += apply_logged(&mut t, record, &mut counters, "write-ahead log")?;
+            replayed.events += apply_logged(
+                &mut t,
+                record,
+                &mut counters,
+                "write-ahead log",
+                segment_events,
+            )?;
             Ok(())
         })?;
         let Some(end) = end else {
@@ -69,20 +75,32 @@ fn apply_logged(
     record: &LoggedGroup<'_>,
     counters: &mut Counters,
     log: &str,
+    segment_events: usize,
 ) -> Result<u64, StorageError> {
-    index_logged(t, record, log)?;
+    index_logged(t, record, log, segment_events)?;
     counters.last_recorded = counters.last_recorded.max(record.recorded);
     t.time_index.insert(counters.last_recorded, record.last())?;
     counters.next_stream_id = counters.next_stream_id.max(record.next_stream_id);
     Ok(record.events.len() as u64)
 }
 
-/// Stores and indexes one logged group's events.
+/// Stores and indexes one logged group's events, and packs the segments they fill
+/// (`records::store`).
 pub(super) fn index_logged(
     t: &mut Tables<'_>,
     record: &LoggedGroup<'_>,
     log: &str,
+    segment_events: usize,
 ) -> Result<(), StorageError> {
+    let stored: Vec<&[u8]> = record.events.iter().map(|(_, bytes)| *bytes).collect();
+    records::store(
+        &mut t.events,
+        &mut t.segments,
+        record.first,
+        &stored,
+        segment_events,
+    )
+    .map_err(corrupt)?;
     for (i, (stream_id, bytes)) in record.events.iter().enumerate() {
         let position = record.first + i as u64;
         let e = codec::decode_view(position, bytes).map_err(|message| {
@@ -96,7 +114,7 @@ pub(super) fn index_logged(
             subject: e.subject,
             ty: e.ty,
         };
-        index(t, position, *stream_id, e.revision, keys, bytes)?;
+        index_keys(t, position, *stream_id, e.revision, keys)?;
     }
     Ok(())
 }
@@ -175,7 +193,8 @@ impl GroupCommit {
             // when it did): only the sequence number moves on.
             if group.last() > head {
                 let mut c = Counters::read(&t)?;
-                let events = apply_logged(&mut t, group, &mut c, "replicated log")?;
+                let events =
+                    apply_logged(&mut t, group, &mut c, "replicated log", self.segment_events)?;
                 t.meta.insert(META_NEXT_STREAM_ID, c.next_stream_id)?;
                 t.seal(events, self.segment_events)?;
                 counters = Some(c);

@@ -1,0 +1,100 @@
+//! `store` leaves the tables exactly as inserting into the tail and sealing does.
+
+use proptest::prelude::*;
+use redb::backends::InMemoryBackend;
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+
+use super::*;
+use crate::tables::{EVENTS, SEGMENTS};
+
+/// Every (key, value) of both tables.
+type Contents = (Vec<(u64, Vec<u8>)>, Vec<(u64, Vec<u8>)>);
+
+fn contents(db: &Database) -> Contents {
+    let txn = db.begin_read().unwrap();
+    let dump = |table: redb::ReadOnlyTable<u64, &[u8]>| {
+        assert!(table.len().unwrap() < 100_000);
+        table
+            .iter()
+            .unwrap()
+            .map(|item| {
+                let (k, v) = item.unwrap();
+                (k.value(), v.value().to_vec())
+            })
+            .collect::<Vec<_>>()
+    };
+    (
+        dump(txn.open_table(EVENTS).unwrap()),
+        dump(txn.open_table(SEGMENTS).unwrap()),
+    )
+}
+
+fn database() -> Database {
+    Database::builder()
+        .create_with_backend(InMemoryBackend::new())
+        .unwrap()
+}
+
+/// Writes `groups` (record sizes) one transaction each, the old way or with `store`.
+fn write(groups: &[Vec<usize>], max_events: usize, with_store: bool) -> Contents {
+    let db = database();
+    let mut next = 1u64;
+    for group in groups {
+        let records: Vec<Vec<u8>> = group
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| vec![(next as usize + i) as u8; len])
+            .collect();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut tail = txn.open_table(EVENTS).unwrap();
+            let mut segments = txn.open_table(SEGMENTS).unwrap();
+            let slices: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
+            if with_store {
+                store(&mut tail, &mut segments, next, &slices, max_events).unwrap();
+            } else {
+                for (i, r) in slices.iter().enumerate() {
+                    tail.insert(next + i as u64, *r).unwrap();
+                }
+                seal(&mut tail, &mut segments, usize::MAX, max_events).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+        next += group.len() as u64;
+    }
+    contents(&db)
+}
+
+/// Record sizes around the segment limit's fractions, and a few larger than a segment.
+fn size() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        8 => 1usize..400,
+        3 => 3_000usize..6_000,
+        1 => 15_000usize..20_000,
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn store_packs_as_insert_and_seal(
+        groups in prop::collection::vec(prop::collection::vec(size(), 1..90), 1..12),
+        max_events in prop_oneof![Just(1usize), Just(5), Just(64)],
+    ) {
+        let old = write(&groups, max_events, false);
+        let new = write(&groups, max_events, true);
+        prop_assert!(old.0.len() < max_events.max(2) * 4, "the tail stays short");
+        prop_assert_eq!(old, new);
+    }
+}
+
+#[test]
+fn store_refuses_records_that_do_not_follow_the_ledger() {
+    let db = database();
+    let txn = db.begin_write().unwrap();
+    let mut tail = txn.open_table(EVENTS).unwrap();
+    let mut segments = txn.open_table(SEGMENTS).unwrap();
+    store(&mut tail, &mut segments, 1, &[b"a", b"b"], 64).unwrap();
+    let err = store(&mut tail, &mut segments, 4, &[b"d"], 64).unwrap_err();
+    assert!(err.to_string().contains("ending at 2"), "{err}");
+}
