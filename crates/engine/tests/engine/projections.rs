@@ -116,6 +116,21 @@ fn cart_spec(module: &str) -> ProjectionSpec {
     }
 }
 
+/// The whole `account` entity, folded by `module`'s reducer, stopping at an error.
+fn account_spec(module: &str, partition: Partition) -> ProjectionSpec {
+    ProjectionSpec {
+        module: module.to_owned(),
+        reducer: None,
+        selector: Selector {
+            entity: Some("account".into()),
+            ..Selector::default()
+        },
+        partition,
+        strict: false,
+        on_error: OnError::Stop,
+    }
+}
+
 /// The state a clean fold of the stream gives, computed directly through the runtime.
 fn clean_fold(f: &Fixture, module: &str, subject: &str, upto: u64) -> Value {
     let m = f
@@ -301,17 +316,7 @@ fn a_module_error_in_a_later_batch_of_a_catch_up_keeps_what_came_before() {
             bad = p;
         }
     }
-    let spec = ProjectionSpec {
-        module: module.clone(),
-        reducer: None,
-        selector: Selector {
-            entity: Some("account".into()),
-            ..Selector::default()
-        },
-        partition: Partition::Stream,
-        strict: false,
-        on_error: OnError::Stop,
-    };
+    let spec = account_spec(&module, Partition::Stream);
     f.engine.projections().put("accounts", spec).unwrap();
     for round in 0..2 {
         let st = wait_status(&f, "accounts", Status::Failed);
@@ -413,17 +418,7 @@ fn time_travel_equals_a_fresh_fold_up_to_that_point() {
 fn single_projection_with_query() {
     let f = fixture(1000);
     let module = f.upload("bank-stats");
-    let spec = ProjectionSpec {
-        module: module.clone(),
-        reducer: None,
-        selector: Selector {
-            entity: Some("account".into()),
-            ..Selector::default()
-        },
-        partition: Partition::Single,
-        strict: false,
-        on_error: OnError::Stop,
-    };
+    let spec = account_spec(&module, Partition::Single);
     f.engine.projections().put("bank", spec).unwrap();
     // Empty: the initial state.
     f.wait("bank");
@@ -542,17 +537,7 @@ fn restart_mid_catch_up_resumes_without_applying_anything_twice() {
 fn a_module_error_fails_the_projection_at_the_event_and_an_upgrade_recovers() {
     let f = fixture(100);
     let module = f.upload("bank");
-    let spec = ProjectionSpec {
-        module: module.clone(),
-        reducer: None,
-        selector: Selector {
-            entity: Some("account".into()),
-            ..Selector::default()
-        },
-        partition: Partition::Stream,
-        strict: false,
-        on_error: OnError::Stop,
-    };
+    let spec = account_spec(&module, Partition::Stream);
     f.append(vec![
         ev("account/1", "1", "was_opened", json!({"owner": "amal"})),
         ev("account/1", "2", "was_credited", json!({"amount": 100})),
@@ -643,20 +628,7 @@ fn a_failing_event_among_many_streams_is_located_and_the_rest_before_it_is_kept(
     assert_eq!(last, 120);
     f.engine
         .projections()
-        .put(
-            "accounts",
-            ProjectionSpec {
-                module,
-                reducer: None,
-                selector: Selector {
-                    entity: Some("account".into()),
-                    ..Selector::default()
-                },
-                partition: Partition::Stream,
-                strict: false,
-                on_error: OnError::Stop,
-            },
-        )
+        .put("accounts", account_spec(&module, Partition::Stream))
         .unwrap();
     let st = wait_status(&f, "accounts", Status::Failed);
     let err = st.active.last_error.unwrap();
@@ -701,20 +673,7 @@ fn a_step_that_fails_in_every_stream_is_located_in_few_calls() {
     let before = f.engine.runtime().calls();
     f.engine
         .projections()
-        .put(
-            "accounts",
-            ProjectionSpec {
-                module,
-                reducer: None,
-                selector: Selector {
-                    entity: Some("account".into()),
-                    ..Selector::default()
-                },
-                partition: Partition::Stream,
-                strict: false,
-                on_error: OnError::Stop,
-            },
-        )
+        .put("accounts", account_spec(&module, Partition::Stream))
         .unwrap();
     let st = wait_status(&f, "accounts", Status::Failed);
     let calls = f.engine.runtime().calls() - before;
@@ -734,17 +693,7 @@ fn a_module_that_cannot_be_loaded_at_startup_fails_its_projection_not_the_server
         ev("account/1", "1", "was_opened", json!({"owner": "amal"})),
         ev("account/1", "2", "was_credited", json!({"amount": 100})),
     ]);
-    let spec = ProjectionSpec {
-        module,
-        reducer: None,
-        selector: Selector {
-            entity: Some("account".into()),
-            ..Selector::default()
-        },
-        partition: Partition::Stream,
-        strict: false,
-        on_error: OnError::Stop,
-    };
+    let spec = account_spec(&module, Partition::Stream);
     f.engine.projections().put("accounts", spec).unwrap();
     f.wait("accounts");
     let Fixture {

@@ -351,35 +351,14 @@ fn index_reads_over_dense_and_sparse_entities_match_a_filtered_log() {
         ),
     ];
     for (sel, matches) in cases {
-        let want: Vec<u64> = log
-            .iter()
-            .filter(|e| matches(e))
-            .map(|e| e.position)
-            .collect();
+        let want = check_windows(
+            &ledger,
+            &log,
+            &sel,
+            &matches,
+            &[(0, 1000), (0, 7), (123, 30), (399, 10)],
+        );
         let compiled = sel.compile().unwrap();
-        for (after, limit) in [(0, 1000), (0, 7), (123, 30), (399, 10)] {
-            let expect: Vec<u64> = want
-                .iter()
-                .copied()
-                .filter(|&p| p > after)
-                .take(limit)
-                .collect();
-            let owned = positions(
-                &ledger
-                    .read(&compiled, ReadOptions::after(after, limit))
-                    .unwrap(),
-            );
-            assert_eq!(owned, expect, "{sel:?} after {after} limit {limit}");
-            let batch = ledger
-                .read_batch(&compiled, ReadOptions::after(after, limit))
-                .unwrap();
-            let raw: Vec<u64> = batch.iter().map(|v| v.position).collect();
-            assert_eq!(raw, expect, "batch {sel:?} after {after} limit {limit}");
-            // Views carry the same events as the owned read.
-            for v in batch.iter() {
-                assert_eq!(v.to_stored().unwrap(), log[(v.position - 1) as usize]);
-            }
-        }
         // Backwards reads seek position by position.
         let mut back = want.clone();
         back.reverse();
@@ -472,43 +451,66 @@ fn entity_reads_over_stretches_of_changing_density_match_a_filtered_log() {
         ),
     ];
     for (sel, matches) in cases {
-        let want: Vec<u64> = log
+        check_windows(
+            &ledger,
+            &log,
+            &sel,
+            &matches,
+            &[
+                (0, 20_000),
+                (0, 2500),
+                (2500, 700),
+                (4000, 3000),
+                (8990, 5000),
+            ],
+        );
+    }
+}
+
+/// Reads `sel` in each window `(after, limit)`, as owned events and as a batch, and checks
+/// both against the events of `log` that `matches`; returns the positions of those.
+fn check_windows(
+    ledger: &Ledger,
+    log: &[StoredEvent],
+    sel: &Selector,
+    matches: &dyn Fn(&StoredEvent) -> bool,
+    windows: &[(u64, usize)],
+) -> Vec<u64> {
+    let want: Vec<u64> = log
+        .iter()
+        .filter(|e| matches(e))
+        .map(|e| e.position)
+        .collect();
+    let compiled = sel.compile().unwrap();
+    for &(after, limit) in windows {
+        let expect: Vec<u64> = want
             .iter()
-            .filter(|e| matches(e))
-            .map(|e| e.position)
+            .copied()
+            .filter(|&p| p > after)
+            .take(limit)
             .collect();
-        let compiled = sel.compile().unwrap();
-        for (after, limit) in [
-            (0, 20_000),
-            (0, 2500),
-            (2500, 700),
-            (4000, 3000),
-            (8990, 5000),
-        ] {
-            let expect: Vec<u64> = want
-                .iter()
-                .copied()
-                .filter(|&p| p > after)
-                .take(limit)
-                .collect();
-            let batch = ledger
-                .read_batch(&compiled, ReadOptions::after(after, limit))
-                .unwrap();
-            let raw: Vec<u64> = batch.iter().map(|v| v.position).collect();
-            assert_eq!(raw, expect, "batch {sel:?} after {after} limit {limit}");
-            let owned = ledger
-                .read(&compiled, ReadOptions::after(after, limit))
-                .unwrap();
-            assert_eq!(
-                positions(&owned),
-                expect,
-                "{sel:?} after {after} limit {limit}"
-            );
-            for e in &owned {
-                assert_eq!(e, &log[(e.position - 1) as usize]);
-            }
+        let owned = ledger
+            .read(&compiled, ReadOptions::after(after, limit))
+            .unwrap();
+        assert_eq!(
+            positions(&owned),
+            expect,
+            "{sel:?} after {after} limit {limit}"
+        );
+        for e in &owned {
+            assert_eq!(e, &log[(e.position - 1) as usize]);
+        }
+        let batch = ledger
+            .read_batch(&compiled, ReadOptions::after(after, limit))
+            .unwrap();
+        let raw: Vec<u64> = batch.iter().map(|v| v.position).collect();
+        assert_eq!(raw, expect, "batch {sel:?} after {after} limit {limit}");
+        // Views carry the same events as the owned read.
+        for v in batch.iter() {
+            assert_eq!(v.to_stored().unwrap(), log[(v.position - 1) as usize]);
         }
     }
+    want
 }
 
 #[test]
