@@ -436,11 +436,12 @@ pub(crate) fn store(
         segments: &*segments,
     }
     .sealed()?;
-    // Less than a segment, after every group; copied, as the tail changes below.
-    let mut held: Vec<Vec<u8>> = Vec::new();
+    // Less than a segment, after every group: their sizes first, as most groups (a few
+    // small events) fill no segment and then need no more of the tail.
+    let mut held_lens: Vec<usize> = Vec::new();
     for item in tail.range(sealed + 1..)? {
         let (k, v) = item?;
-        let expected = sealed + 1 + held.len() as u64;
+        let expected = sealed + 1 + held_lens.len() as u64;
         if k.value() != expected {
             return Err(ReadError::Corrupt {
                 position: k.value(),
@@ -451,44 +452,42 @@ pub(crate) fn store(
                 ),
             });
         }
-        held.push(v.value().to_vec());
+        held_lens.push(v.value().len());
     }
-    let end = sealed + held.len() as u64;
+    let end = sealed + held_lens.len() as u64;
     if end + 1 != first {
         return Err(ReadError::Corrupt {
             position: first,
             message: format!("records from position {first} would follow a ledger ending at {end}"),
         });
     }
-    // Packed by the rule of `seal`: a segment is full at `max_events` records, or before a
-    // record that would take it past `SEGMENT_BYTES` (a larger record is a segment alone).
-    let mut start = sealed + 1;
-    let mut segment: Vec<&[u8]> = Vec::new();
-    let mut size = 4;
-    for record in held
-        .iter()
-        .map(Vec::as_slice)
-        .chain(records.iter().copied())
-    {
-        let grown = size + 4 + record.len();
-        if !segment.is_empty() && grown > SEGMENT_BYTES {
-            segments.insert(start, build(&segment).as_slice())?;
-            start += segment.len() as u64;
-            segment.clear();
-            size = 4 + 4 + record.len();
+    let lens = held_lens.iter().copied();
+    let full = pack(lens.chain(records.iter().map(|r| r.len())), max_events);
+    let packed: u64 = full.iter().map(|&n| n as u64).sum();
+    if packed > 0 {
+        // The tail's records that go into segments, copied, as the tail changes below.
+        let held_packed = end.min(sealed + packed);
+        let held: Vec<Vec<u8>> = if held_packed > sealed {
+            tail.range(sealed + 1..=held_packed)?
+                .map(|item| item.map(|(_, v)| v.value().to_vec()))
+                .collect::<Result<_, _>>()?
         } else {
-            size = grown;
-        }
-        segment.push(record);
-        if segment.len() >= max_events || size >= SEGMENT_BYTES {
+            Vec::new()
+        };
+        let mut all = held
+            .iter()
+            .map(Vec::as_slice)
+            .chain(records.iter().copied());
+        let mut start = sealed + 1;
+        for n in full {
+            let segment: Vec<&[u8]> = all.by_ref().take(n).collect();
             segments.insert(start, build(&segment).as_slice())?;
-            start += segment.len() as u64;
-            segment.clear();
-            size = 4;
+            start += n as u64;
         }
     }
-    // `start` is now the first position not in a segment.
-    let packed_held = (start - 1).min(end);
+    // The first position not in a segment.
+    let start = sealed + 1 + packed;
+    let packed_held = end.min(sealed + packed);
     if packed_held > sealed {
         tail.retain_in(sealed + 1..=packed_held, |_, _| false)?;
     }
@@ -499,6 +498,29 @@ pub(crate) fn store(
         }
     }
     Ok(())
+}
+
+/// How records of lengths `lens` fill segments, by the rule of [`seal`]: a segment is full
+/// at `max_events` records, or before a record that would take it past [`SEGMENT_BYTES`] (a
+/// larger record is a segment alone). The number of records of each full segment, in order.
+fn pack(lens: impl Iterator<Item = usize>, max_events: usize) -> Vec<usize> {
+    let mut full = Vec::new();
+    let (mut count, mut size) = (0, 4);
+    for len in lens {
+        let grown = size + 4 + len;
+        if count > 0 && grown > SEGMENT_BYTES {
+            full.push(count);
+            (count, size) = (0, 4 + 4 + len);
+        } else {
+            size = grown;
+        }
+        count += 1;
+        if count >= max_events || size >= SEGMENT_BYTES {
+            full.push(count);
+            (count, size) = (0, 4);
+        }
+    }
+    full
 }
 
 /// Moves full segments out of the tail: starting after the last sealed position, records
