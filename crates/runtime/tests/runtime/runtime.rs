@@ -532,8 +532,10 @@ fn a_looping_module_is_stopped_by_the_deadline_and_does_not_block_others() {
     }
     let (r, took) = slow.join().unwrap();
     assert!(matches!(r, Err(CallError::Timeout { .. })), "{r:?}");
+    // The deadline is counted in ticks of the runtime's 5 ms epoch clock, which does not start
+    // with the call: the first tick may come at once, so the call may stop up to 5 ms early.
     assert!(
-        took >= Duration::from_millis(300) && took < Duration::from_secs(5),
+        took >= Duration::from_millis(295) && took < Duration::from_secs(5),
         "{took:?}"
     );
 }
