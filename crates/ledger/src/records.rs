@@ -436,9 +436,20 @@ pub(crate) fn store(
         segments: &*segments,
     }
     .sealed()?;
-    // Less than a segment, after every group: their sizes first, as most groups (a few
-    // small events) fill no segment and then need no more of the tail.
+    let end = match tail.last()? {
+        Some((k, _)) => k.value(),
+        None => sealed,
+    };
+    if end + 1 != first {
+        return Err(ReadError::Corrupt {
+            position: first,
+            message: format!("records from position {first} would follow a ledger ending at {end}"),
+        });
+    }
+    // Less than a segment after every group: their sizes first, as most groups (a few small
+    // events) fill no segment and then need no more of the tail.
     let mut held_lens: Vec<usize> = Vec::new();
+    let (mut count, mut size, mut held_fills) = (0, 4, false);
     for item in tail.range(sealed + 1..)? {
         let (k, v) = item?;
         let expected = sealed + 1 + held_lens.len() as u64;
@@ -452,14 +463,24 @@ pub(crate) fn store(
                 ),
             });
         }
-        held_lens.push(v.value().len());
+        let len = v.value().len();
+        size += 4 + len;
+        count += 1;
+        if (count > 1 && size > SEGMENT_BYTES) || count >= max_events || size >= SEGMENT_BYTES {
+            held_fills = true;
+            break;
+        }
+        held_lens.push(len);
     }
-    let end = sealed + held_lens.len() as u64;
-    if end + 1 != first {
-        return Err(ReadError::Corrupt {
-            position: first,
-            message: format!("records from position {first} would follow a ledger ending at {end}"),
-        });
+    if held_fills {
+        // A tail that fills a segment by itself (an upgrade from a format before segments
+        // that was cut short): the way of the append-by-append path, which packs it a
+        // bounded number of segments per group.
+        for (i, record) in records.iter().enumerate() {
+            tail.insert(first + i as u64, *record)?;
+        }
+        seal(tail, segments, records.len() + 1, max_events)?;
+        return Ok(());
     }
     let lens = held_lens.iter().copied();
     let full = pack(lens.chain(records.iter().map(|r| r.len())), max_events);
