@@ -2,7 +2,9 @@
 //!
 //! One test binary for the crate (each links the whole stack); a module per topic.
 
+mod catch_up;
 mod commands;
 mod determinism;
+mod fixture;
 mod modules;
 mod projections;
