@@ -22,23 +22,14 @@ pub(crate) fn store(
         segments: &*segments,
     }
     .sealed()?;
-    let end = match tail.last()? {
-        Some((k, _)) => k.value(),
-        None => sealed,
-    };
-    if end + 1 != first {
-        return Err(ReadError::Corrupt {
-            position: first,
-            message: format!("records from position {first} would follow a ledger ending at {end}"),
-        });
-    }
-    // Less than a segment after every group: their sizes first, as most groups (a few small
-    // events) fill no segment and then need no more of the tail.
-    let mut held_lens: Vec<usize> = Vec::new();
-    let (mut count, mut size, mut held_fills) = (0, 4, false);
+    // Less than a segment after every group, so the packing of the group's records
+    // continues from it; their sizes are enough unless a segment fills.
+    let mut packer = Packer::new(max_events);
+    let mut held = 0u64;
+    let mut held_fills = false;
     for item in tail.range(sealed + 1..)? {
         let (k, v) = item?;
-        let expected = sealed + 1 + held_lens.len() as u64;
+        let expected = sealed + 1 + held;
         if k.value() != expected {
             return Err(ReadError::Corrupt {
                 position: k.value(),
@@ -49,14 +40,22 @@ pub(crate) fn store(
                 ),
             });
         }
-        let len = v.value().len();
-        size += 4 + len;
-        count += 1;
-        if (count > 1 && size > SEGMENT_BYTES) || count >= max_events || size >= SEGMENT_BYTES {
-            held_fills = true;
+        packer.push(v.value().len(), |_| held_fills = true);
+        if held_fills {
             break;
         }
-        held_lens.push(len);
+        held += 1;
+    }
+    let end = if held_fills {
+        tail.last()?.map_or(sealed, |(k, _)| k.value())
+    } else {
+        sealed + held
+    };
+    if end + 1 != first {
+        return Err(ReadError::Corrupt {
+            position: first,
+            message: format!("records from position {first} would follow a ledger ending at {end}"),
+        });
     }
     if held_fills {
         // A tail that fills a segment by itself (an upgrade from a format before segments
@@ -68,12 +67,15 @@ pub(crate) fn store(
         seal(tail, segments, records.len() + 1, max_events)?;
         return Ok(());
     }
-    let lens = held_lens.iter().copied();
-    let full = pack(lens.chain(records.iter().map(|r| r.len())), max_events);
+    let mut full: Vec<usize> = Vec::new();
+    for record in records {
+        packer.push(record.len(), |n| full.push(n));
+    }
     let packed: u64 = full.iter().map(|&n| n as u64).sum();
+    // The tail's records that go into segments.
+    let held_packed = end.min(sealed + packed);
     if packed > 0 {
-        // The tail's records that go into segments, copied, as the tail changes below.
-        let held_packed = end.min(sealed + packed);
+        // Copied, as the tail changes below.
         let held: Vec<Vec<u8>> = if held_packed > sealed {
             tail.range(sealed + 1..=held_packed)?
                 .map(|item| item.map(|(_, v)| v.value().to_vec()))
@@ -92,42 +94,51 @@ pub(crate) fn store(
             start += n as u64;
         }
     }
-    // The first position not in a segment.
-    let start = sealed + 1 + packed;
-    let packed_held = end.min(sealed + packed);
-    if packed_held > sealed {
-        tail.retain_in(sealed + 1..=packed_held, |_, _| false)?;
+    if held_packed > sealed {
+        tail.retain_in(sealed + 1..=held_packed, |_, _| false)?;
     }
+    // The records after the last full segment.
     for (i, record) in records.iter().enumerate() {
         let position = first + i as u64;
-        if position >= start {
+        if position > sealed + packed {
             tail.insert(position, *record)?;
         }
     }
     Ok(())
 }
 
-/// How records of lengths `lens` fill segments, by the rule of [`seal`]: a segment is full
-/// at `max_events` records, or before a record that would take it past [`SEGMENT_BYTES`] (a
-/// larger record is a segment alone). The number of records of each full segment, in order.
-fn pack(lens: impl Iterator<Item = usize>, max_events: usize) -> Vec<usize> {
-    let mut full = Vec::new();
-    let (mut count, mut size) = (0, 4);
-    for len in lens {
-        let grown = size + 4 + len;
-        if count > 0 && grown > SEGMENT_BYTES {
-            full.push(count);
-            (count, size) = (0, 4 + 4 + len);
-        } else {
-            size = grown;
-        }
-        count += 1;
-        if count >= max_events || size >= SEGMENT_BYTES {
-            full.push(count);
-            (count, size) = (0, 4);
+/// The packing rule of segments: a segment is full at `max_events` records, or before a
+/// record that would take it past [`SEGMENT_BYTES`] (a larger record is a segment alone).
+struct Packer {
+    max_events: usize,
+    /// Records and bytes (with the count and ends) of the segment being filled.
+    count: usize,
+    size: usize,
+}
+
+impl Packer {
+    fn new(max_events: usize) -> Packer {
+        Packer {
+            max_events,
+            count: 0,
+            size: 4,
         }
     }
-    full
+
+    /// Adds a record of `len` bytes; calls `full(n)` with the number of records of each
+    /// segment that fills: the one before it when it does not fit there, the one it ends.
+    fn push(&mut self, len: usize, mut full: impl FnMut(usize)) {
+        if self.count > 0 && self.size + 4 + len > SEGMENT_BYTES {
+            full(self.count);
+            (self.count, self.size) = (0, 4);
+        }
+        self.count += 1;
+        self.size += 4 + len;
+        if self.count >= self.max_events || self.size >= SEGMENT_BYTES {
+            full(self.count);
+            (self.count, self.size) = (0, 4);
+        }
+    }
 }
 
 /// Moves full segments out of the tail: starting after the last sealed position, records
