@@ -4,10 +4,13 @@
 PostgreSQL pre-fills its WAL segments). The difference is what a growing log file pays for
 its size change on every sync. Then the pre-filled case again with the CPU kept busy for a
 while between one sync and the next (as a writer applying the next group is): on a virtual
-machine a sync can take far longer after such a gap than back to back.
+machine a sync can take far longer after such a gap than back to back. Last, the 0.1 ms case
+once more while a second process keeps another CPU busy: whether the slow syncs come from
+the whole machine going idle during the sync (what the write path's polling avoids,
+crates/ledger/src/poll.rs).
 Usage: scripts/fsync-probe.py DIR (a directory on the disk to measure; the probe file is left
 there)."""
-import os, time, sys
+import multiprocessing, os, time, sys
 d = sys.argv[1]
 def run(path, prefill, n=2000, size=300, gap=0.0):
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC)
@@ -30,3 +33,17 @@ for rnd in range(2):
     for gap_ms in (0.0, 0.03, 0.1, 0.3):
         r = run(path, True, gap=gap_ms / 1e3)
         print(f"round {rnd} prefilled, busy {gap_ms:.2f} ms between syncs: p50 {r[1]:.3f} ms  p90 {r[2]:.3f} ms  p99 {r[3]:.3f} ms (sync alone)")
+def spin(stop):
+    while not stop.value:
+        pass
+for rnd in range(2):
+    for busy_other in (False, True):
+        stop = multiprocessing.Value("b", 0, lock=False)
+        other = multiprocessing.Process(target=spin, args=(stop,)) if busy_other else None
+        if other:
+            other.start()
+        r = run(path, True, gap=0.1 / 1e3)
+        if other:
+            stop.value = 1
+            other.join()
+        print(f"round {rnd} prefilled, busy 0.10 ms between syncs, {'another CPU busy' if busy_other else 'other CPUs idle'}: p50 {r[1]:.3f} ms  p90 {r[2]:.3f} ms  p99 {r[3]:.3f} ms")

@@ -23,6 +23,7 @@ mod error;
 mod head;
 mod ledger;
 mod log;
+mod poll;
 mod query;
 mod records;
 mod registry;

@@ -17,7 +17,7 @@
 use std::sync::atomic::AtomicU64;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
 
@@ -26,6 +26,7 @@ use crate::error::{AppendError, Conflict, ReadError, StorageError};
 use crate::head::Head;
 use crate::ledger::{LedgerStats, load};
 use crate::log::{DurableLog, GroupRecord, LogReplay};
+use crate::poll::Poller;
 
 mod apply;
 mod replay;
@@ -43,6 +44,11 @@ pub(crate) use replay::{ControlWork, ReplicatedGroup, replay};
 
 /// Most conflicting positions a DCB conflict reports.
 pub(crate) const MAX_REPORTED_MATCHES: usize = 10;
+
+/// The longest the writer polls for the next append before it sleeps (`crate::poll`): an
+/// appender that was just acknowledged often sends its next append within tens of
+/// microseconds.
+const POLL_FOR_APPENDS: Duration = Duration::from_micros(300);
 
 /// What the writer is asked to do.
 // Appends are nearly all of it: boxing them to shrink the rare variants would cost every
@@ -161,7 +167,8 @@ impl GroupCommit {
     pub(crate) fn run(mut self, rx: Receiver<Work>) {
         let mut group: Vec<Pending> = Vec::new();
         let mut next = None;
-        while let Some(work) = next.take().or_else(|| rx.recv().ok()) {
+        let mut arrivals = Poller::new(POLL_FOR_APPENDS);
+        while let Some(work) = next.take().or_else(|| arrivals.recv(&rx)) {
             let first = match work {
                 Work::Append(first) => first,
                 Work::Replicated(replicated) => {
