@@ -37,7 +37,7 @@ impl Shared {
             g.spec.on_error == OnError::Quarantine && g.spec.partition == Partition::Stream;
         // Fold every group; many groups are folded on all cores (each call has its own
         // instance, so calls are independent).
-        let mut folded = self.fold_groups(&module, &groups, 0, &previous);
+        let mut folded = self.fold_groups(g, &module, &groups, 0, &previous);
         let mut written = Vec::with_capacity(groups.len());
         let mut new_keys = 0u64;
         let mut count = 0u64;
@@ -90,7 +90,7 @@ impl Shared {
                     }
                     // The groups after a failing one were not folded (the call stopped at
                     // it): fold them now.
-                    let rest = self.fold_groups(&module, &groups, i + 1, &previous);
+                    let rest = self.fold_groups(g, &module, &groups, i + 1, &previous);
                     for (slot, r) in folded[i + 1..].iter_mut().zip(rest) {
                         *slot = r;
                     }
@@ -192,9 +192,11 @@ impl Shared {
     /// (a per-stream catch-up of 10 000 streams would otherwise pay a call's fixed cost for
     /// every few events); a group larger than that folds alone in calls of at most
     /// `MAX_CALL_EVENTS` events, threading its state through, so that one call stays well
-    /// inside its fuel, memory and time limits.
+    /// inside its fuel, memory and time limits — or in calls of up to `LARGE_CALL_EVENTS`
+    /// (see [`Shared::fold_large`]).
     pub(super) fn fold_groups(
         &self,
+        g: &Gen,
         module: &Module,
         groups: &Groups<'_, '_>,
         first: usize,
@@ -218,8 +220,12 @@ impl Shared {
             units.push(start..groups.len());
         }
         let fold_one = |i: usize| -> Result<Vec<u8>, CallError> {
+            let events = groups.events(i);
+            if events.len() > MAX_CALL_EVENTS && !g.small_calls.load(Ordering::Relaxed) {
+                return self.fold_large(g, module, prev(i), events);
+            }
             let mut state: Option<Vec<u8>> = None;
-            for chunk in groups.events(i).chunks(MAX_CALL_EVENTS) {
+            for chunk in events.chunks(MAX_CALL_EVENTS) {
                 let current = state.as_deref().or_else(|| prev(i));
                 state = Some(self.runtime.evolve_views(module, current, chunk)?);
             }
@@ -263,6 +269,53 @@ impl Shared {
                 .flat_map(|h| h.join().expect("a fold thread panicked"))
                 .collect()
         })
+    }
+
+    /// Folds one large group in calls of up to `LARGE_CALL_EVENTS` events and
+    /// `LARGE_CALL_BYTES` of event data, threading its state through. A call that hits a
+    /// limit is folded again in calls of `MAX_CALL_EVENTS`, and the generation keeps to those
+    /// from then on: a module that passed its limits in smaller calls still does.
+    fn fold_large(
+        &self,
+        g: &Gen,
+        module: &Module,
+        previous: Option<&[u8]>,
+        events: &[EventView<'_>],
+    ) -> Result<Vec<u8>, CallError> {
+        let mut state: Option<Vec<u8>> = None;
+        let mut rest = events;
+        while !rest.is_empty() {
+            let mut bytes = 0;
+            let n = rest
+                .iter()
+                .take(LARGE_CALL_EVENTS)
+                .take_while(|e| {
+                    bytes += view_bytes(e);
+                    bytes <= LARGE_CALL_BYTES
+                })
+                .count()
+                .max(1);
+            let (chunk, after) = rest.split_at(n);
+            let current = state.as_deref().or(previous);
+            state = Some(match self.runtime.evolve_views(module, current, chunk) {
+                Ok(next) => next,
+                Err(
+                    CallError::OutOfFuel { .. }
+                    | CallError::Timeout { .. }
+                    | CallError::MemoryLimit { .. },
+                ) => {
+                    g.small_calls.store(true, Ordering::Relaxed);
+                    let mut small = current.map(<[u8]>::to_vec);
+                    for part in chunk.chunks(MAX_CALL_EVENTS) {
+                        small = Some(self.runtime.evolve_views(module, small.as_deref(), part)?);
+                    }
+                    small.expect("a chunk is not empty")
+                }
+                Err(e) => return Err(e),
+            });
+            rest = after;
+        }
+        Ok(state.expect("groups are not empty"))
     }
 
     /// Which group of a failing `evolve_groups` call fails first, by bisection: O(log n)
@@ -436,6 +489,16 @@ impl<'a, 'e> Groups<'a, 'e> {
     fn events(&self, i: usize) -> &[EventView<'e>] {
         &self.events[self.bounds[i]..self.bounds[i + 1]]
     }
+}
+
+/// About how many bytes an event takes in a call's input.
+fn view_bytes(e: &EventView<'_>) -> usize {
+    let data = match e.data {
+        DataRef::None => 0,
+        DataRef::Json(t) | DataRef::Text(t) => t.len(),
+        DataRef::Binary(b) => b.len(),
+    };
+    64 + e.id.len() + e.source.len() + e.ty.len() + e.subject.len() + data
 }
 
 /// A folded event's position and recorded time.

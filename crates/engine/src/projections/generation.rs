@@ -79,6 +79,7 @@ impl Shared {
             epoch: Mutex::new(self.db.epoch()),
             notes: Mutex::new(notes::Notes::default()),
             retry_quarantine: AtomicBool::new(false),
+            small_calls: AtomicBool::new(false),
         }))
     }
 

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use event_listener::Listener;
 use loom_ledger::{Catalog, CatalogTable, Durability, Epoch, ProjectionCheckpoint};
-use loom_ledger::{CompiledSelector, EventBatch, EventView, Ledger, ReadOptions, Selector};
+use loom_ledger::{
+    CompiledSelector, DataRef, EventBatch, EventView, Ledger, ReadOptions, Selector,
+};
 use loom_runtime::{CallError, Entry, Module, Outcome, Runtime};
 
 use crate::lifecycle::Lifecycle;
@@ -38,7 +40,9 @@ pub use spec::{
 use crate::lifecycle::Failure;
 
 use spec::{PendingRecord, Record};
-use state::{KeyState, MAX_CALL_EVENTS, decode_state, state_after};
+use state::{
+    KeyState, LARGE_CALL_BYTES, LARGE_CALL_EVENTS, MAX_CALL_EVENTS, decode_state, state_after,
+};
 use worker::Fault;
 
 /// Longest gap between durable projection commits. In between, projection commits skip the
@@ -69,6 +73,9 @@ struct Gen {
     notes: Mutex<notes::Notes>,
     /// Set by `resume`: the worker retries the quarantined streams before its next step.
     retry_quarantine: AtomicBool,
+    /// Set once a call of [`state::LARGE_CALL_EVENTS`] hit a limit: large groups fold in
+    /// calls of [`state::MAX_CALL_EVENTS`] from then on.
+    small_calls: AtomicBool,
 }
 
 impl std::fmt::Debug for Gen {

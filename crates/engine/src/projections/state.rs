@@ -6,6 +6,14 @@ use crate::StoreError;
 /// Most events one `evolve` call folds (a larger group is folded in several calls).
 pub(super) const MAX_CALL_EVENTS: usize = 5_000;
 
+/// Most events, and event bytes, of one call in a group larger than [`MAX_CALL_EVENTS`] (a
+/// `single` projection, a busy stream): the state goes in and out of the module once per
+/// call, so for a large state fewer calls fold much faster. A generation whose module hits a
+/// call limit (fuel, time, memory) in such a call folds in calls of [`MAX_CALL_EVENTS`] from
+/// then on, as it always did before.
+pub(super) const LARGE_CALL_EVENTS: usize = 50_000;
+pub(super) const LARGE_CALL_BYTES: usize = 4 << 20;
+
 /// State record: position u64, events u64, created i64, updated i64 (LE), then the state JSON.
 pub(super) const HEADER: usize = 32;
 

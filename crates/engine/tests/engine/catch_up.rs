@@ -416,3 +416,97 @@ fn a_step_that_fails_in_every_stream_is_located_in_few_calls() {
     eprintln!("located in {calls} calls");
     assert!(calls < 40, "{calls} calls to locate the failure");
 }
+
+/// `n` events of account 1: opened, then credits of 1, 2, 3, … cents with `memo` bytes of
+/// padding each; and the balance they add up to.
+fn credits(n: usize, memo: usize) -> (Vec<loom_ledger::Event>, i64) {
+    let mut events = vec![ev("account/1", "o", "was_opened", json!({"owner": "x"}))];
+    let mut balance = 0;
+    for i in 1..n as i64 {
+        balance += i;
+        events.push(ev(
+            "account/1",
+            &format!("c{i}"),
+            "was_credited",
+            json!({"amount": i, "memo": "m".repeat(memo)}),
+        ));
+    }
+    (events, balance)
+}
+
+#[test]
+fn a_large_group_folds_in_large_calls_split_by_size() {
+    // 60 000 events of ~200 bytes in one `single` group: more than one call of 5 000 events,
+    // and more bytes than one large call takes, so the group is folded in several calls whose
+    // bounds come from the bytes.
+    let f = fixture(100_000);
+    let module = f.upload("bank");
+    let (events, balance) = credits(60_000, 120);
+    for chunk in events.chunks(10_000) {
+        f.append(chunk.to_vec());
+    }
+    f.engine
+        .projections()
+        .put("all", account_spec(&module, Partition::Single))
+        .unwrap();
+    f.wait("all");
+    let st = f.engine.projections().status("all").unwrap().active;
+    assert_eq!(st.status, Status::Running, "{st:?}");
+    assert_eq!(st.events_applied, 60_000);
+    assert_eq!(f.state("all", None, At::Now)["balance"], balance);
+}
+
+#[test]
+fn a_large_group_that_one_call_cannot_fold_within_the_fuel_budget_folds_in_smaller_calls() {
+    // A fuel budget that folds 5 000 of these events in one call (the most a call took before
+    // calls for large groups grew) but not 20 000.
+    let mut tight = config(100_000);
+    tight.runtime.fuel_per_call = 25_000_000;
+    let f = fixture_with(tight);
+    let module = f.upload("bank");
+    let (events, balance) = credits(20_000, 0);
+    f.append(events);
+    let m = f
+        .engine
+        .modules()
+        .load_with(&module, None, &[loom_engine::Entry::Evolve])
+        .unwrap();
+    let stored = f.ledger.read_stream("account/1", 0, usize::MAX).unwrap();
+    let runtime = f.engine.runtime();
+    assert!(
+        runtime.evolve(&m, None, &stored[..5_000]).is_ok(),
+        "the budget must fold 5 000 of these events in one call"
+    );
+    let whole = runtime.evolve(&m, None, &stored).unwrap_err();
+    assert!(
+        whole.to_string().contains("fuel"),
+        "the budget must not fold all 20 000 in one call: {whole}"
+    );
+
+    let p = f.engine.projections();
+    p.put("all", account_spec(&module, Partition::Single))
+        .unwrap();
+    f.wait("all");
+    let st = p.status("all").unwrap().active;
+    assert_eq!(st.status, Status::Running, "{st:?}");
+    assert_eq!(st.events_applied, 20_000);
+    assert_eq!(f.state("all", None, At::Now)["balance"], balance);
+
+    // Later steps fold in calls of 5 000 from the start.
+    let more: Vec<_> = (0..12_000)
+        .map(|i| {
+            ev(
+                "account/1",
+                &format!("d{i}"),
+                "was_debited",
+                json!({"amount": 1}),
+            )
+        })
+        .collect();
+    f.append(more);
+    f.wait("all");
+    let st = p.status("all").unwrap().active;
+    assert_eq!(st.status, Status::Running, "{st:?}");
+    assert_eq!(st.events_applied, 32_000);
+    assert_eq!(f.state("all", None, At::Now)["balance"], balance - 12_000);
+}

@@ -24,6 +24,10 @@ pub(crate) fn config(batch: usize) -> EngineConfig {
 }
 
 pub(crate) fn fixture(batch: usize) -> Fixture {
+    fixture_with(config(batch))
+}
+
+pub(crate) fn fixture_with(config: EngineConfig) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let ledger = Arc::new(Ledger::open(dir.path(), LedgerOptions::default()).unwrap());
     for entity in ["cart", "account"] {
@@ -37,7 +41,7 @@ pub(crate) fn fixture(batch: usize) -> Fixture {
             )
             .unwrap();
     }
-    let engine = Engine::open(ledger.clone(), config(batch)).unwrap();
+    let engine = Engine::open(ledger.clone(), config).unwrap();
     Fixture {
         dir,
         ledger,
