@@ -12,7 +12,7 @@ pub(super) const MAX_CALL_EVENTS: usize = 5_000;
 /// call limit (fuel, time, memory) in such a call folds in calls of [`MAX_CALL_EVENTS`] from
 /// then on, as it always did before.
 pub(super) const LARGE_CALL_EVENTS: usize = 50_000;
-pub(super) const LARGE_CALL_BYTES: usize = 4 << 20;
+pub(super) const LARGE_CALL_BYTES: usize = 12 << 20;
 
 /// State record: position u64, events u64, created i64, updated i64 (LE), then the state JSON.
 pub(super) const HEADER: usize = 32;

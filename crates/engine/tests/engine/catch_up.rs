@@ -436,12 +436,12 @@ fn credits(n: usize, memo: usize) -> (Vec<loom_ledger::Event>, i64) {
 
 #[test]
 fn a_large_group_folds_in_large_calls_split_by_size() {
-    // 60 000 events of ~200 bytes in one `single` group: more than one call of 5 000 events,
-    // and more bytes than one large call takes, so the group is folded in several calls whose
-    // bounds come from the bytes.
+    // 60 000 events of ~450 bytes in one `single` group: more than one call of 5 000 events,
+    // and more bytes than one large call takes (12 MiB), so the group is folded in several
+    // calls whose bounds come from the bytes.
     let f = fixture(100_000);
     let module = f.upload("bank");
-    let (events, balance) = credits(60_000, 120);
+    let (events, balance) = credits(60_000, 320);
     for chunk in events.chunks(10_000) {
         f.append(chunk.to_vec());
     }
