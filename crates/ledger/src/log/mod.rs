@@ -13,6 +13,7 @@ pub(crate) mod control;
 pub(crate) mod deferred;
 pub(crate) mod group;
 pub(crate) mod replicated;
+mod syncer;
 pub(crate) mod wal;
 
 use crate::error::StorageError;

@@ -31,13 +31,12 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use super::deferred::Deferral;
 use super::group::{GroupRecord, LoggedGroup, RECORD_HEADER, after, groups};
+use super::syncer::Syncer;
 use super::{DurableLog, LogEnd, LogReplay};
 use crate::error::StorageError;
-use crate::poll::Poller;
 
 /// File name of the log inside the data directory (its first file).
 pub const WAL_FILE: &str = "ledger.wal";
@@ -138,56 +137,6 @@ pub(crate) struct Wal {
     /// The thread that writes and syncs a record while the writer goes on
     /// ([`DurableLog::append_overlapped`]).
     syncer: Syncer,
-}
-
-/// A thread that writes a record to one of the log's files and syncs it.
-struct Syncer {
-    jobs: std::sync::mpsc::SyncSender<(usize, u64, Vec<u8>)>,
-    done: std::sync::mpsc::Receiver<std::io::Result<()>>,
-    /// The writer's wait for each sync's result.
-    synced: Poller,
-}
-
-/// The longest the writer polls for a sync's result before it sleeps (`crate::poll`): a
-/// sync on a solid-state disk takes a few tens of microseconds.
-const POLL_FOR_SYNC: Duration = Duration::from_millis(1);
-/// The longest the sync thread polls for the next record before it sleeps: the writer hands
-/// one over as soon as the next group's appends are checked.
-const POLL_FOR_RECORD: Duration = Duration::from_micros(300);
-
-impl Syncer {
-    fn start(files: [File; 2]) -> std::io::Result<Syncer> {
-        let (jobs, queue) = std::sync::mpsc::sync_channel::<(usize, u64, Vec<u8>)>(1);
-        let (answer, done) = std::sync::mpsc::sync_channel(1);
-        std::thread::Builder::new()
-            .name("loom-wal-sync".into())
-            .spawn(move || {
-                let mut next = Poller::new(POLL_FOR_RECORD);
-                while let Some((file, offset, bytes)) = next.recv(&queue) {
-                    let file = &files[file];
-                    let written = file
-                        .write_all_at(&bytes, offset)
-                        .and_then(|()| file.sync_data());
-                    if answer.send(written).is_err() {
-                        break;
-                    }
-                }
-            })?;
-        Ok(Syncer {
-            jobs,
-            done,
-            synced: Poller::new(POLL_FOR_SYNC),
-        })
-    }
-
-    /// The result of the record handed over last.
-    fn wait(&mut self) -> std::io::Result<()> {
-        self.synced.recv(&self.done).unwrap_or_else(|| {
-            Err(std::io::Error::other(
-                "the write-ahead log's sync thread stopped",
-            ))
-        })
-    }
 }
 
 impl Wal {
@@ -307,7 +256,7 @@ impl DurableLog for Wal {
         meanwhile: &mut dyn FnMut() -> Result<(), StorageError>,
     ) -> std::io::Result<Result<(), StorageError>> {
         let job = (self.current, self.offset, group.bytes().to_vec());
-        if self.syncer.jobs.send(job).is_err() {
+        if !self.syncer.hand_over(job) {
             // No sync thread (it cannot stop while the log is open): write here.
             self.append(group)?;
             return Ok(meanwhile());
