@@ -26,6 +26,25 @@ fn send(a: &ureq::Agent, method: &str, url: &str, body: Option<Vec<u8>>) -> (u16
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
+/// [`send`], sent again while the answer is 503: a follower forwards writes to the sequencer
+/// it last heard of, and just after a failover it may still name the old one ("retry
+/// shortly"), as the API tells clients. Gives up after 30 s.
+fn send_retrying(
+    a: &ureq::Agent,
+    method: &str,
+    url: &str,
+    body: Option<Vec<u8>>,
+) -> (u16, Value) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, answer) = send(a, method, url, body.clone());
+        if code != 503 || Instant::now() > deadline {
+            return (code, answer);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Waits until `check` holds on every live node.
 fn on_every_node(nodes: &[Option<Serve>], what: &str, check: impl Fn(&str) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -241,7 +260,7 @@ fn definitions_reach_every_node_and_reactors_run_once_across_a_failover() {
         .flatten()
         .map(|n| n.url.clone())
         .collect::<Vec<_>>();
-    let (code, body) = send(
+    let (code, body) = send_retrying(
         &a,
         "POST",
         &format!("{}/v1/projections/carts/pause", live[1]),
@@ -252,7 +271,7 @@ fn definitions_reach_every_node_and_reactors_run_once_across_a_failover() {
         get(&a, &format!("{url}/v1/projections/carts"))
             .is_some_and(|(_, p)| p["status"] == "paused")
     });
-    let (code, body) = send(
+    let (code, body) = send_retrying(
         &a,
         "DELETE",
         &format!("{}/v1/reactors/checkout", live[0]),
