@@ -29,12 +29,7 @@ fn send(a: &ureq::Agent, method: &str, url: &str, body: Option<Vec<u8>>) -> (u16
 /// [`send`], sent again while the answer is 503: a follower forwards writes to the sequencer
 /// it last heard of, and just after a failover it may still name the old one ("retry
 /// shortly"), as the API tells clients. Gives up after 30 s.
-fn send_retrying(
-    a: &ureq::Agent,
-    method: &str,
-    url: &str,
-    body: Option<Vec<u8>>,
-) -> (u16, Value) {
+fn send_retrying(a: &ureq::Agent, method: &str, url: &str, body: Option<Vec<u8>>) -> (u16, Value) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (code, answer) = send(a, method, url, body.clone());
