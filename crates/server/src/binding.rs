@@ -86,6 +86,13 @@ fn structured(body: &[u8]) -> Result<Event, ApiError> {
 }
 
 fn batch(body: &[u8]) -> Result<Vec<Event>, ApiError> {
+    // A well-formed batch is read in one pass. A body that is not an array of objects is read
+    // again, item by item, to say which item is wrong and how.
+    match Event::batch_from_json_slice(body) {
+        Ok(events) => return Ok(events),
+        Err(e) if e.index.is_some() => return Err(ApiError::InvalidEvent(e)),
+        Err(_) => {}
+    }
     let items: Vec<&RawValue> = serde_json::from_slice(body).map_err(|e| {
         ApiError::BadRequest(format!(
             "a batch-mode body must be a JSON array of CloudEvent objects: {e}"

@@ -6,7 +6,7 @@
 //! binary) round-trip exactly. JSON `data` is kept as its original text with insignificant
 //! whitespace removed, so numbers of any size or precision come back as they were sent.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 
 use base64::Engine as _;
@@ -17,6 +17,10 @@ use crate::error::InvalidEvent;
 use crate::names::split_subject;
 use crate::time::{format_time, parse_time};
 use crate::view::ExtensionRef;
+
+mod parse;
+
+use parse::compact_raw;
 
 /// The only CloudEvents spec version Loom accepts.
 pub const SPEC_VERSION: &str = "1.0";
@@ -89,33 +93,6 @@ impl PartialEq for Data {
             _ => false,
         }
     }
-}
-
-/// Removes insignificant whitespace from valid JSON text without touching anything else
-/// (numbers keep their exact spelling, strings are untouched).
-fn compact_raw(raw: &RawValue) -> Box<RawValue> {
-    let text = raw.get();
-    let mut out = String::with_capacity(text.len());
-    let mut in_string = false;
-    let mut escaped = false;
-    for c in text.chars() {
-        if in_string {
-            out.push(c);
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_string = false;
-            }
-        } else if c == '"' {
-            in_string = true;
-            out.push(c);
-        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
-            out.push(c);
-        }
-    }
-    RawValue::from_string(out).expect("compacting valid JSON keeps it valid")
 }
 
 /// A CloudEvents extension attribute value. The JSON format carries three kinds; the others
@@ -279,125 +256,6 @@ impl Event {
             Some(d) => d.to_json_value(),
         }
     }
-
-    /// Parses one event in the CloudEvents JSON format (structured mode).
-    pub fn from_json_slice(bytes: &[u8]) -> Result<Event, InvalidEvent> {
-        let members: HashMap<String, Box<RawValue>> = serde_json::from_slice(bytes)
-            .map_err(|e| InvalidEvent::new(format!("not a CloudEvent JSON object: {e}")))?;
-        Event::from_members(members)
-    }
-
-    /// Parses a JSON array of events (the CloudEvents batch format).
-    pub fn batch_from_json_slice(bytes: &[u8]) -> Result<Vec<Event>, InvalidEvent> {
-        let items: Vec<HashMap<String, Box<RawValue>>> =
-            serde_json::from_slice(bytes).map_err(|e| {
-                InvalidEvent::new(format!(
-                    "not a CloudEvents batch (JSON array of events): {e}"
-                ))
-            })?;
-        items
-            .into_iter()
-            .enumerate()
-            .map(|(i, m)| Event::from_members(m).map_err(|e| e.at_index(i)))
-            .collect()
-    }
-
-    /// Parses one event from an already-parsed JSON value.
-    pub fn from_json_value(value: &serde_json::Value) -> Result<Event, InvalidEvent> {
-        let text = serde_json::to_string(value).expect("a Value always serializes");
-        Event::from_json_slice(text.as_bytes())
-    }
-
-    // Long by design: one CloudEvents attribute after another, each with its own rule.
-    fn from_members(mut m: HashMap<String, Box<RawValue>>) -> Result<Event, InvalidEvent> {
-        // A member whose value is `null` is the same as an absent one.
-        m.retain(|_, v| v.get() != "null");
-        for name in STORE_SET_ATTRIBUTES {
-            if m.contains_key(name) {
-                return Err(InvalidEvent::new(format!(
-                    "attribute {name:?} is set by the store and may not be sent by clients"
-                )));
-            }
-        }
-        match take_string(&mut m, "specversion")? {
-            None => {
-                return Err(InvalidEvent::new(
-                    "missing required attribute \"specversion\"",
-                ));
-            }
-            Some(v) if v != SPEC_VERSION => {
-                return Err(InvalidEvent::new(format!(
-                    "specversion {v:?} is not supported; Loom accepts \"1.0\""
-                )));
-            }
-            Some(_) => {}
-        }
-        let id = require_string(&mut m, "id")?;
-        let source = require_string(&mut m, "source")?;
-        let ty = require_string(&mut m, "type")?;
-        let subject = require_string(&mut m, "subject")?;
-        let time = take_string(&mut m, "time")?;
-        let datacontenttype = take_string(&mut m, "datacontenttype")?;
-        let dataschema = take_string(&mut m, "dataschema")?;
-        let data_raw = m.remove("data");
-        let data_base64 = take_string(&mut m, "data_base64")?;
-        let data = match (data_raw, data_base64) {
-            (Some(_), Some(_)) => {
-                return Err(InvalidEvent::new(
-                    "an event may carry \"data\" or \"data_base64\", not both",
-                ));
-            }
-            (None, Some(b64)) => Some(Data::Binary(
-                base64::engine::general_purpose::STANDARD
-                    .decode(b64.as_bytes())
-                    .map_err(|e| InvalidEvent::new(format!("data_base64 is not base64: {e}")))?,
-            )),
-            (Some(raw), None) => {
-                let is_json = datacontenttype.as_deref().is_none_or(is_json_content_type);
-                if !is_json && raw.get().starts_with('"') {
-                    let text: String = serde_json::from_str(raw.get())
-                        .map_err(|e| InvalidEvent::new(format!("data: {e}")))?;
-                    Some(Data::Text(text))
-                } else {
-                    Some(Data::Json(compact_raw(&raw)))
-                }
-            }
-            (None, None) => None,
-        };
-        let mut extensions = BTreeMap::new();
-        for (name, raw) in m {
-            check_extension_name(&name)?;
-            let value: serde_json::Value = serde_json::from_str(raw.get())
-                .map_err(|e| InvalidEvent::new(format!("extension {name:?}: {e}")))?;
-            let value = match value {
-                serde_json::Value::String(s) => ExtensionValue::String(s),
-                serde_json::Value::Bool(b) => ExtensionValue::Bool(b),
-                serde_json::Value::Number(n) if n.is_i64() => {
-                    ExtensionValue::Integer(n.as_i64().expect("checked is_i64"))
-                }
-                other => {
-                    return Err(InvalidEvent::new(format!(
-                        "extension attribute {name:?} must be a string, boolean or integer, \
-                         not {other}"
-                    )));
-                }
-            };
-            extensions.insert(name, value);
-        }
-        let event = Event {
-            id,
-            source,
-            ty,
-            subject,
-            time,
-            datacontenttype,
-            dataschema,
-            data,
-            extensions,
-        };
-        event.validate()?;
-        Ok(event)
-    }
 }
 
 /// Whether a media type says its content is text (not JSON): `text/*`, XML
@@ -498,31 +356,6 @@ fn check_extension_name(name: &str) -> Result<(), InvalidEvent> {
         )));
     }
     Ok(())
-}
-
-fn take_string(
-    m: &mut HashMap<String, Box<RawValue>>,
-    name: &str,
-) -> Result<Option<String>, InvalidEvent> {
-    match m.remove(name) {
-        None => Ok(None),
-        Some(raw) => serde_json::from_str::<String>(raw.get())
-            .map(Some)
-            .map_err(|_| {
-                InvalidEvent::new(format!(
-                    "attribute {name:?} must be a string, not {}",
-                    raw.get()
-                ))
-            }),
-    }
-}
-
-fn require_string(
-    m: &mut HashMap<String, Box<RawValue>>,
-    name: &str,
-) -> Result<String, InvalidEvent> {
-    take_string(m, name)?
-        .ok_or_else(|| InvalidEvent::new(format!("missing required attribute {name:?}")))
 }
 
 /// An event as stored: the appended event plus the attributes the store set.
