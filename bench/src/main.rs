@@ -81,6 +81,10 @@ fn parse_args() -> Result<(String, Args), String> {
     Ok((cmd, args))
 }
 
+/// The allocator the `loom` binary uses, so that in-process rows run Loom as shipped.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some("catchup") {
         return match catchup::parse(std::env::args().skip(2)) {

@@ -204,6 +204,12 @@ fn parse_size(text: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("{text:?} is not a size such as 8m, 512k or 1048576"))
 }
 
+// glibc's allocator spends much of a request's time in `malloc_consolidate` and its bins
+// (every HTTP request's header map is a "large" allocation that makes it sort the small ones
+// freed since); mimalloc keeps per-thread free lists (docs/benchmarks.md, "The allocator").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     match run() {
         Ok(code) => code,
