@@ -42,19 +42,32 @@ pub struct Nats {
 }
 
 impl Nats {
-    /// Starts `n` clustered servers with JetStream, storing under `dir`.
+    /// Starts `n` clustered servers with JetStream, storing under `dir`. The ports are picked
+    /// free and released before the servers bind them, so another test's process can take one
+    /// meanwhile: a server that exits or does not listen makes the whole cluster start again
+    /// on fresh ports and an empty store (at most three times).
     pub fn start(dir: &Path, n: usize) -> Nats {
-        std::fs::create_dir_all(dir).unwrap();
-        let mut nats = Nats {
-            dir: dir.to_owned(),
-            ports: (0..n).map(|_| free_port()).collect(),
-            routes: (0..n).map(|_| free_port()).collect(),
-            servers: (0..n).map(|_| None).collect(),
-        };
-        for i in 0..n {
-            nats.start_server(i);
+        let mut attempt = 1;
+        loop {
+            if attempt > 1 {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            std::fs::create_dir_all(dir).unwrap();
+            let mut nats = Nats {
+                dir: dir.to_owned(),
+                ports: (0..n).map(|_| free_port()).collect(),
+                routes: (0..n).map(|_| free_port()).collect(),
+                servers: (0..n).map(|_| None).collect(),
+            };
+            match (0..n).try_for_each(|i| nats.try_start_server(i)) {
+                Ok(()) => return nats,
+                Err(e) if attempt < 3 => {
+                    eprintln!("starting the NATS cluster again on other ports: {e}");
+                    attempt += 1;
+                }
+                Err(e) => panic!("{e}"),
+            }
         }
-        nats
     }
 
     fn config(&self, i: usize) -> PathBuf {
@@ -84,8 +97,15 @@ impl Nats {
 
     /// (Re)starts server `i` on its ports and store.
     pub fn start_server(&mut self, i: usize) {
+        if let Err(e) = self.try_start_server(i) {
+            panic!("{e}");
+        }
+    }
+
+    fn try_start_server(&mut self, i: usize) -> Result<(), String> {
         let config = self.config(i);
-        let log = std::fs::File::create(self.dir.join(format!("n{i}.log"))).unwrap();
+        let log_path = self.dir.join(format!("n{i}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new("nats-server")
             .arg("-c")
             .arg(&config)
@@ -93,12 +113,19 @@ impl Nats {
             .stderr(log)
             .spawn()
             .expect("start nats-server");
-        self.servers[i] = Some(child);
+        let child = self.servers[i].insert(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.ports[i])).is_err() {
-            assert!(Instant::now() < deadline, "nats-server n{i} did not listen");
+            let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("nats-server n{i} exited ({status}): {}", log()));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("nats-server n{i} did not listen: {}", log()));
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
+        Ok(())
     }
 
     /// `kill -9` of server `i`.
