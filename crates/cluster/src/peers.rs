@@ -16,6 +16,8 @@ use crate::{Role, Shared};
 const EVERY: Duration = Duration::from_secs(1);
 /// How long an entry lasts without being said again.
 const EXPIRES: Duration = Duration::from_secs(10);
+/// The longest one round may take to list the nodes (well under [`EXPIRES`]).
+const LIST_WITHIN: Duration = Duration::from_secs(3);
 
 /// One node as it last said.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,21 +83,38 @@ pub(crate) async fn run(shared: Arc<Shared>, js: jetstream::Context) {
             behind: 0,
         };
         let bytes = serde_json::to_vec(&me).expect("serializable");
-        if let Err(e) = store.put(&key, bytes.into()).await {
-            tracing::debug!(error = %e, "saying where this node is");
-            continue;
-        }
-        let Ok(mut keys) = store.keys().await else {
-            continue;
-        };
-        let mut peers = Vec::new();
-        while let Some(Ok(k)) = keys.next().await {
-            if let Ok(Some(value)) = store.get(&k).await
-                && let Ok(peer) = serde_json::from_slice::<PeerStatus>(&value)
-            {
-                peers.push(peer);
+        match tokio::time::timeout(LIST_WITHIN, store.put(&key, bytes.into())).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "saying where this node is");
+                continue;
+            }
+            Err(_) => {
+                tracing::debug!("saying where this node is took longer than {LIST_WITHIN:?}");
+                continue;
             }
         }
+        // Bounded: listing the keys reads them through a consumer, which can wait for
+        // messages that do not come (the bucket's stream changing leader, say); a round that
+        // hung would stop this node from saying where it is, and it would drop out of
+        // everyone's list when its entry expires.
+        let listed = tokio::time::timeout(LIST_WITHIN, async {
+            let mut keys = store.keys().await.ok()?;
+            let mut peers = Vec::new();
+            while let Some(Ok(k)) = keys.next().await {
+                if let Ok(Some(value)) = store.get(&k).await
+                    && let Ok(peer) = serde_json::from_slice::<PeerStatus>(&value)
+                {
+                    peers.push(peer);
+                }
+            }
+            Some(peers)
+        })
+        .await;
+        let Ok(Some(mut peers)) = listed else {
+            tracing::debug!("listing the nodes failed or took longer than {LIST_WITHIN:?}");
+            continue;
+        };
         peers.sort_by(|a, b| a.node.cmp(&b.node));
         *shared.peers.lock().expect("peers lock") = peers;
     }
