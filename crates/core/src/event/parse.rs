@@ -137,9 +137,7 @@ impl<'a> Members<'a> {
             (Some(raw), None) => {
                 let is_json = datacontenttype.as_deref().is_none_or(is_json_content_type);
                 if !is_json && raw.get().starts_with('"') {
-                    let text: String = serde_json::from_str(raw.get())
-                        .map_err(|e| InvalidEvent::new(format!("data: {e}")))?;
-                    Some(Data::Text(text))
+                    Some(Data::Text(string("data", raw)?))
                 } else {
                     Some(Data::Json(compact_raw(raw)))
                 }
