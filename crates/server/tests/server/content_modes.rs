@@ -337,8 +337,13 @@ async fn malformed_json_is_400_in_every_json_endpoint() {
     // A batch read in one pass when valid is read again item by item when not, to name the
     // item: one that is not an object is a 400, one that is not a valid event a 422.
     let ok = cart_event("m-1", "1", "was_created", json!({}));
-    let p = post_events(&t.state, &json!([ok.clone(), 1])).await.problem(400);
-    assert!(p["detail"].as_str().unwrap().contains("batch item 1"), "{p}");
+    let p = post_events(&t.state, &json!([ok.clone(), 1]))
+        .await
+        .problem(400);
+    assert!(
+        p["detail"].as_str().unwrap().contains("batch item 1"),
+        "{p}"
+    );
     let mut bad = cart_event("m-2", "1", "was_created", json!({}));
     bad["subject"] = json!("no-slash");
     let p = post_events(&t.state, &json!([ok, bad])).await.problem(422);
