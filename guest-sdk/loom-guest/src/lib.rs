@@ -85,6 +85,8 @@ pub use serde_json;
 #[doc(hidden)]
 #[path = "export.rs"]
 pub mod __export;
+#[cfg(all(target_arch = "wasm32", feature = "allocator"))]
+mod alloc;
 mod context;
 mod effects;
 mod event;

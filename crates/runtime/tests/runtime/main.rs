@@ -4,4 +4,5 @@
 
 mod abi_doc;
 mod compile_bombs;
+mod guest_heap;
 mod runtime;
