@@ -85,7 +85,12 @@ pub use serde_json;
 #[doc(hidden)]
 #[path = "export.rs"]
 pub mod __export;
-#[cfg(all(target_arch = "wasm32", feature = "allocator"))]
+// Talc's cell is for single-threaded wasm only; a threaded build keeps Rust's allocator.
+#[cfg(all(
+    target_arch = "wasm32",
+    not(target_feature = "atomics"),
+    feature = "allocator"
+))]
 mod alloc;
 mod context;
 mod effects;
