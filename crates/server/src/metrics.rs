@@ -144,6 +144,12 @@ impl Metrics {
             "Times an append found the writer's queue full and waited for room (back-pressure).",
             &load(&s.queue_full_waits),
         );
+        counter(
+            &mut out,
+            "loom_groups_behind_total",
+            "Commit groups planned while the group before them was being synced, their log record written right behind its record.",
+            &load(&s.groups_behind),
+        );
         let _ = writeln!(
             out,
             "# HELP loom_commands_total Commands run through deciders, by outcome."

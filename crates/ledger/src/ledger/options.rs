@@ -66,6 +66,9 @@ pub struct LedgerStats {
     pub commit_micros_sum: AtomicU64,
     /// Times an async append found the queue full and waited for room (back-pressure).
     pub queue_full_waits: AtomicU64,
+    /// Groups planned while the group before them was being synced, their record written
+    /// right behind its record, that committed.
+    pub groups_behind: AtomicU64,
     /// Write-ahead log checkpoints: durable commits of the database file that hold every
     /// group before them, after which the log moved on to its other file.
     pub checkpoints: AtomicU64,

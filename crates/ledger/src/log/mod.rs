@@ -38,14 +38,50 @@ pub(crate) trait DurableLog: Send {
     /// while it waits (the local log syncs on a thread of its own). The outer error is the
     /// log's; the inner one `meanwhile`'s, after which the record counts as not appended (the
     /// next one overwrites it). Only for a local log: a replicated log has published the
-    /// group before `meanwhile` could fail.
+    /// group before `meanwhile` could fail. (The writer takes the steps itself, to plan the
+    /// next group in between.)
+    #[cfg(test)]
     fn append_overlapped(
         &mut self,
         group: &GroupRecord,
         meanwhile: &mut dyn FnMut() -> Result<(), StorageError>,
     ) -> std::io::Result<Result<(), StorageError>> {
-        self.append(group)?;
-        Ok(meanwhile())
+        self.begin(group)?;
+        let applied = meanwhile();
+        self.finish(applied.is_ok())?;
+        Ok(applied)
+    }
+
+    /// [`append_overlapped`](Self::append_overlapped) in steps: starts making a finished
+    /// group durable and returns (the local log hands the record to its sync thread);
+    /// [`finish`](Self::finish) waits for it. By default the group is made durable here.
+    fn begin(&mut self, group: &GroupRecord) -> std::io::Result<()> {
+        self.append(group)
+    }
+
+    /// Whether the record of the next group, planned on the one in flight, may be handed
+    /// over behind it now ([`begin_behind`](Self::begin_behind)).
+    fn may_begin_behind(&self) -> bool {
+        false
+    }
+
+    /// Hands over the record of a group planned on the one in flight, to be written right
+    /// after it, and only if that one is written. Each record begun is
+    /// [`finish`](Self::finish)ed, in order.
+    fn begin_behind(&mut self, _group: &GroupRecord) -> std::io::Result<()> {
+        Err(std::io::Error::other("this log takes one group at a time"))
+    }
+
+    /// Records begun and not finished yet.
+    fn pending(&self) -> usize {
+        0
+    }
+
+    /// Waits until the oldest record begun is durable. `applied`: whether its group's events
+    /// went into the tables; if not, the record is taken back (the next one overwrites it).
+    /// On error the record is not in the log.
+    fn finish(&mut self, _applied: bool) -> std::io::Result<()> {
+        Ok(())
     }
 
     /// A durable redb commit now holds everything logged so far.

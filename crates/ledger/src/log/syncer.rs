@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use crate::poll::Poller;
 
-/// A record to write: which of the log's files, at which offset, and its bytes.
-pub(super) type Job = (usize, u64, Vec<u8>);
+/// A record to write: which of the log's files, at which offset, its bytes, and whether it
+/// was planned on the record handed over before it (then it is written only if that one
+/// was: a group planned on a group that failed must not reach the disk).
+pub(super) type Job = (usize, u64, Vec<u8>, bool);
 
 /// A thread that writes a record to one of the log's files and syncs it.
 pub(super) struct Syncer {
@@ -42,11 +44,18 @@ impl Syncer {
                     tracing::debug!(error = %e, "the write-ahead log's sync thread keeps its priority (raising it needs CAP_SYS_NICE)");
                 }
                 let mut next = Poller::new(POLL_FOR_RECORD);
-                while let Some((file, offset, bytes)) = next.recv(&queue) {
+                let mut failed = false;
+                while let Some((file, offset, bytes, behind)) = next.recv(&queue) {
                     let file = &files[file];
-                    let written = file
-                        .write_all_at(&bytes, offset)
-                        .and_then(|()| file.sync_data());
+                    let written = if behind && failed {
+                        Err(std::io::Error::other(
+                            "not written: the log record before it failed",
+                        ))
+                    } else {
+                        file.write_all_at(&bytes, offset)
+                            .and_then(|()| file.sync_data())
+                    };
+                    failed = written.is_err();
                     if answer.send(written).is_err() {
                         break;
                     }
@@ -96,6 +105,39 @@ mod tests {
 
     fn nice() -> i32 {
         rustix::process::getpriority_process(Some(rustix::thread::gettid())).expect("nice")
+    }
+
+    #[test]
+    fn a_record_behind_one_that_failed_is_not_written() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("log");
+        std::fs::write(&path, [0u8; 64]).expect("file");
+        let writable = || {
+            File::options()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .expect("open")
+        };
+        // File 0 takes writes; file 1 is read-only, so writing to it fails.
+        let read_only = File::open(&path).expect("open");
+        let mut syncer = Syncer::start([writable(), read_only]).expect("syncer");
+        let mut run = |job: Job| {
+            assert!(syncer.hand_over(job));
+            syncer.wait()
+        };
+        run((0, 0, b"first".to_vec(), false)).expect("written");
+        run((0, 5, b"+behind".to_vec(), true)).expect("written behind a written one");
+        assert!(run((1, 12, b"fails".to_vec(), false)).is_err());
+        let skipped = run((0, 12, b"skipped".to_vec(), true)).unwrap_err();
+        assert!(
+            skipped.to_string().contains("before it failed"),
+            "{skipped}"
+        );
+        // One not behind another is written whatever came before.
+        run((0, 12, b"!".to_vec(), false)).expect("written");
+        let bytes = std::fs::read(&path).expect("read");
+        assert_eq!(&bytes[..14], b"first+behind!\0");
     }
 
     #[test]

@@ -135,8 +135,11 @@ pub(crate) struct Wal {
     /// The deferred sync of the last checkpoint (see [`super::deferred`]).
     deferral: Arc<Deferral>,
     /// The thread that writes and syncs a record while the writer goes on
-    /// ([`DurableLog::append_overlapped`]).
+    /// ([`DurableLog::begin`]).
     syncer: Syncer,
+    /// The lengths of the records handed to the sync thread and not finished yet, oldest
+    /// first: at most two, the second planned on the first ([`DurableLog::begin_behind`]).
+    in_flight: std::collections::VecDeque<u64>,
 }
 
 impl Wal {
@@ -178,7 +181,24 @@ impl Wal {
             checkpoint_bytes,
             tail_dirty: false,
             deferral,
+            in_flight: std::collections::VecDeque::with_capacity(2),
         })
+    }
+}
+
+impl Wal {
+    /// Hands a record to the sync thread, to go right after the records in flight.
+    fn hand_over(&mut self, group: &GroupRecord, behind: bool) -> std::io::Result<()> {
+        let at = self.offset + self.in_flight.iter().sum::<u64>();
+        let job = (self.current, at, group.bytes().to_vec(), behind);
+        if !self.syncer.hand_over(job) {
+            // Not while the log is open: the thread ends when the log is dropped.
+            return Err(std::io::Error::other(
+                "the write-ahead log's sync thread stopped",
+            ));
+        }
+        self.in_flight.push_back(group.bytes().len() as u64);
+        Ok(())
     }
 }
 
@@ -225,6 +245,7 @@ impl DurableLog for Wal {
     /// what the checkpoint covers.
     fn wants_checkpoint(&self) -> bool {
         self.offset >= self.checkpoint_bytes
+            && self.in_flight.is_empty()
             && !self.tail_dirty
             && self.deferral.idle()
             && self.deferral.failed().is_none()
@@ -240,6 +261,7 @@ impl DurableLog for Wal {
     /// move, so the next record overwrites whatever part of this one was written.
     /// `group` must be [`finish`](GroupRecord::finish)ed.
     fn append(&mut self, group: &GroupRecord) -> std::io::Result<()> {
+        debug_assert!(self.in_flight.is_empty(), "records are finished in order");
         let file = &self.files[self.current];
         let written = file
             .write_all_at(group.bytes(), self.offset)
@@ -250,23 +272,39 @@ impl DurableLog for Wal {
         Ok(())
     }
 
-    fn append_overlapped(
-        &mut self,
-        group: &GroupRecord,
-        meanwhile: &mut dyn FnMut() -> Result<(), StorageError>,
-    ) -> std::io::Result<Result<(), StorageError>> {
-        let job = (self.current, self.offset, group.bytes().to_vec());
-        if !self.syncer.hand_over(job) {
-            // No sync thread (it cannot stop while the log is open): write here.
-            self.append(group)?;
-            return Ok(meanwhile());
-        }
-        let applied = meanwhile();
+    fn begin(&mut self, group: &GroupRecord) -> std::io::Result<()> {
+        debug_assert!(self.in_flight.is_empty(), "records are finished in order");
+        self.hand_over(group, false)
+    }
+
+    /// Only behind one record, not when a checkpoint is due once it is done (the checkpoint
+    /// moves the log to its other file, which it must not do under a record in flight), and
+    /// not after a checkpoint's sync failed (the next group reopens the database first).
+    fn may_begin_behind(&self) -> bool {
+        matches!(self.in_flight.front(), Some(&len) if self.in_flight.len() == 1
+            && !self.tail_dirty
+            && self.deferral.failed().is_none()
+            && self.offset + len < self.checkpoint_bytes)
+    }
+
+    fn begin_behind(&mut self, group: &GroupRecord) -> std::io::Result<()> {
+        debug_assert!(self.may_begin_behind());
+        self.hand_over(group, true)
+    }
+
+    fn pending(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    fn finish(&mut self, applied: bool) -> std::io::Result<()> {
+        let Some(len) = self.in_flight.pop_front() else {
+            return Ok(());
+        };
         let written = self.syncer.wait();
         self.tail_dirty = written.is_err();
         written?;
-        if applied.is_ok() {
-            self.offset += group.bytes().len() as u64;
+        if applied {
+            self.offset += len;
         } else {
             // The group fails, but its record is durable: take it back (a zeroed header ends
             // a replay there), so that no replay applies what its callers were told failed.
@@ -277,7 +315,7 @@ impl DurableLog for Wal {
                 .and_then(|()| file.sync_data());
             self.tail_dirty = erased.is_err();
         }
-        Ok(applied)
+        Ok(())
     }
 
     /// After a durable redb commit that holds everything logged so far (its sync done): the

@@ -2,7 +2,9 @@
 //! pending appends, checks and applies each in order inside one transaction (a refused append
 //! does not affect its neighbours), makes the group durable — one record in the durable log
 //! ([`crate::log`]) and a redb commit with `Durability::None` — and only then answers every
-//! caller. Every so much log, an empty transaction commits with `Durability::Immediate` after
+//! caller; while a group's record syncs, the appends queued meanwhile may already be planned
+//! as the next group, its record written right behind ([`behind`]). Every so much log, an
+//! empty transaction commits with `Durability::Immediate` after
 //! a group was answered (a checkpoint; its sync runs beside the next groups, see
 //! [`crate::log::deferred`]); without a local log the group's own commit is durable (a
 //! replicated log's checkpoints are). (The catalog's
@@ -29,6 +31,8 @@ use crate::log::{DurableLog, GroupRecord, LogReplay};
 use crate::poll::Poller;
 
 mod apply;
+mod behind;
+mod commit;
 mod replay;
 
 use crate::query::{View, Window, decode};
@@ -37,6 +41,7 @@ use crate::registry::Registry;
 use crate::store::Store;
 use crate::tables::*;
 use apply::{apply_one, corrupt, index_keys, plan_group, plannable};
+use behind::{Behind, Planned, Queue};
 use loom_core::CompiledSelector;
 use loom_core::split_subject;
 use loom_core::{AppendOutcome, AppendRequest, AppendedEvent};
@@ -211,7 +216,13 @@ impl GroupCommit {
             }
             // Room in the queue again: wake appenders waiting for it.
             self.drained.notify(usize::MAX);
-            self.commit_group(&mut group);
+            self.commit_group(
+                &mut group,
+                &mut Queue {
+                    rx: &rx,
+                    next: &mut next,
+                },
+            );
         }
         self.checkpoint_on_close();
     }
@@ -238,69 +249,6 @@ impl GroupCommit {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "the closing checkpoint failed; the next open replays the log")
-            }
-        }
-    }
-
-    fn commit_group(&mut self, group: &mut Vec<Pending>) {
-        let started = Instant::now();
-        let mut result = self.ready().and_then(|()| self.apply_group(group));
-        if let Err(Failure {
-            error,
-            committing: false,
-            logging: false,
-        }) = &result
-            && error.needs_reopen()
-        {
-            // Nothing was committed: the database had failed before (another writer of it, an
-            // earlier group). Reopen it and try this group once more.
-            tracing::warn!(error = %error, "the database failed before this group; reopening it");
-            result = self
-                .recover()
-                .map_err(|error| Failure {
-                    error,
-                    committing: false,
-                    logging: false,
-                })
-                .and_then(|()| self.apply_group(group));
-        }
-        match result {
-            Ok((results, state)) => {
-                self.stats
-                    .record_commit(started.elapsed().as_micros() as u64);
-                let written = state.head - self.head.get();
-                self.next_stream_id = state.next_stream_id;
-                self.last_recorded = state.recorded;
-                self.stats
-                    .events
-                    .fetch_add(written, std::sync::atomic::Ordering::Relaxed);
-                self.head.advance(state.head);
-                for (pending, result) in group.drain(..).zip(results) {
-                    let counter = match &result {
-                        Ok(_) => &self.stats.appends,
-                        Err(_) => &self.stats.conflicts,
-                    };
-                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let _ = pending.reply.send(result);
-                }
-                self.checkpoint();
-            }
-            Err(Failure { error, logging, .. }) => {
-                tracing::error!(error = %error, appends = group.len(), "group commit failed");
-                // Reopen before answering, so that a caller who reads after its failed append
-                // finds a working database. (A failed log write left the database as it was:
-                // the group's transaction is dropped uncommitted.)
-                if error.needs_reopen()
-                    && !logging
-                    && let Err(e) = self.recover()
-                {
-                    tracing::error!(error = %e, "reopening the database failed; retrying with the next append");
-                }
-                for pending in group.drain(..) {
-                    let _ = pending
-                        .reply
-                        .send(Err(AppendError::Storage(error.duplicate())));
-                }
             }
         }
     }
@@ -410,6 +358,9 @@ impl GroupCommit {
     fn apply_group(
         &mut self,
         group: &[Pending],
+        planned: Option<Planned>,
+        queue: &mut Queue<'_>,
+        behind: &mut Option<Behind>,
     ) -> Result<(Vec<Result<AppendOutcome, AppendError>>, Group), Failure> {
         let before = |error: StorageError| Failure {
             error,
@@ -438,26 +389,35 @@ impl GroupCommit {
             Durability::None
         })
         .map_err(|e| before(e.into()))?;
-        let now = chrono::Utc::now().timestamp_micros();
-        let mut state = Group {
-            head: self.head.get(),
-            next_stream_id: self.next_stream_id,
-            // Recorded times never go backwards, so the time index stays ordered.
-            recorded: now.max(self.last_recorded),
-            buf: Vec::with_capacity(512),
-            entities: self
-                .registry
-                .read()
-                .expect("registry lock")
-                .entities
-                .keys()
-                .cloned()
-                .collect(),
-            log: None,
+        // A group planned behind the last one brings its state, answers and record (and no
+        // checkpoint is due while its record is in flight).
+        let (mut state, carried) = match planned {
+            Some(p) => (p.state, Some((p.results, p.record))),
+            None => {
+                let now = chrono::Utc::now().timestamp_micros();
+                let mut state = Group {
+                    head: self.head.get(),
+                    next_stream_id: self.next_stream_id,
+                    // Recorded times never go backwards, so the time index stays ordered.
+                    recorded: now.max(self.last_recorded),
+                    buf: Vec::with_capacity(512),
+                    entities: self
+                        .registry
+                        .read()
+                        .expect("registry lock")
+                        .entities
+                        .keys()
+                        .cloned()
+                        .collect(),
+                    log: None,
+                };
+                if !checkpoint || replicated.is_some() {
+                    state.log = Some(GroupRecord::new(state.head + 1, state.recorded));
+                }
+                (state, None)
+            }
         };
-        if !checkpoint || replicated.is_some() {
-            state.log = Some(GroupRecord::new(state.head + 1, state.recorded));
-        }
+        debug_assert!(carried.is_none() || !checkpoint);
         let mut results = Vec::with_capacity(group.len());
         let logging = |e: std::io::Error| Failure {
             error: StorageError(Box::new(redb::Error::Io(e))),
@@ -465,38 +425,54 @@ impl GroupCommit {
             logging: true,
         };
         if replicated.is_none()
-            && state.log.is_some()
-            && plannable(group)
+            && (carried.is_some() || (state.log.is_some() && plannable(group)))
             && let Some(wal) = self.wal.as_mut()
         {
             // The group's record is made durable while its events are written from it,
             // instead of after.
             let mut t = Tables::open(&txn).map_err(before)?;
-            results = plan_group(&mut t, &mut state, group).map_err(before)?;
-            let mut log = state.log.take().expect("checked above");
+            let (planned_results, log, begun) = match carried {
+                Some((results, record)) => (results, record, true),
+                None => {
+                    let results = plan_group(&mut t, &mut state, group).map_err(before)?;
+                    let mut log = state.log.take().expect("checked above");
+                    if !log.is_empty() {
+                        log.finish(state.next_stream_id);
+                    }
+                    (results, log, false)
+                }
+            };
+            results = planned_results;
             if !log.is_empty() {
-                log.finish(state.next_stream_id);
-                let (segment_events, stream_ids_moved) = (
-                    self.segment_events,
-                    state.next_stream_id != self.next_stream_id,
-                );
-                let (recorded, head, next_stream_id) =
-                    (state.recorded, state.head, state.next_stream_id);
-                let written = wal.append_overlapped(&log, &mut || {
+                if !begun {
+                    wal.begin(&log).map_err(logging)?;
+                }
+                let stream_ids_moved = state.next_stream_id != self.next_stream_id;
+                let applied = (|| {
                     let groups = crate::log::group::groups(log.bytes());
                     let [logged] = groups.as_slice() else {
                         return Err(StorageError(Box::new(redb::Error::Corrupted(
                             "a group's log record did not read back as itself".into(),
                         ))));
                     };
-                    replay::index_logged(&mut t, logged, "group", segment_events)?;
-                    t.time_index.insert(recorded, head)?;
+                    replay::index_logged(&mut t, logged, "group", self.segment_events)?;
+                    t.time_index.insert(state.recorded, state.head)?;
                     if stream_ids_moved {
-                        t.meta.insert(META_NEXT_STREAM_ID, next_stream_id)?;
+                        t.meta.insert(META_NEXT_STREAM_ID, state.next_stream_id)?;
                     }
                     Ok(())
-                });
-                written.map_err(logging)?.map_err(before)?;
+                })();
+                // While the record syncs: the appends queued meanwhile, planned on this
+                // group's tables, their record handed over behind this one.
+                if applied.is_ok() && wal.may_begin_behind() {
+                    let next = behind::take(queue, self.max_group_events);
+                    if !next.is_empty() {
+                        self.drained.notify(usize::MAX);
+                        *behind = Some(behind::plan(&mut t, &state, next, wal.as_mut()));
+                    }
+                }
+                wal.finish(applied.is_ok()).map_err(logging)?;
+                applied.map_err(before)?;
             }
         } else {
             let applied = (|| {
