@@ -34,27 +34,10 @@ pub(crate) trait DurableLog: Send {
     /// error the group is refused and the log is as if it had not been asked.
     fn append(&mut self, group: &GroupRecord) -> std::io::Result<()>;
 
-    /// Makes one finished group durable like [`append`](Self::append), running `meanwhile`
-    /// while it waits (the local log syncs on a thread of its own). The outer error is the
-    /// log's; the inner one `meanwhile`'s, after which the record counts as not appended (the
-    /// next one overwrites it). Only for a local log: a replicated log has published the
-    /// group before `meanwhile` could fail. (The writer takes the steps itself, to plan the
-    /// next group in between.)
-    #[cfg(test)]
-    fn append_overlapped(
-        &mut self,
-        group: &GroupRecord,
-        meanwhile: &mut dyn FnMut() -> Result<(), StorageError>,
-    ) -> std::io::Result<Result<(), StorageError>> {
-        self.begin(group)?;
-        let applied = meanwhile();
-        self.finish(applied.is_ok())?;
-        Ok(applied)
-    }
-
-    /// [`append_overlapped`](Self::append_overlapped) in steps: starts making a finished
-    /// group durable and returns (the local log hands the record to its sync thread);
-    /// [`finish`](Self::finish) waits for it. By default the group is made durable here.
+    /// Starts making a finished group durable and returns (the local log hands the record
+    /// to its sync thread, and the writer writes the group's events meanwhile);
+    /// [`finish`](Self::finish) waits for it. On error nothing was begun. By default the
+    /// group is made durable here.
     fn begin(&mut self, group: &GroupRecord) -> std::io::Result<()> {
         self.append(group)
     }

@@ -512,32 +512,50 @@ mod tests {
     }
 
     #[test]
-    fn an_overlapped_append_syncs_beside_its_work_and_is_taken_back_if_the_work_fails() {
+    fn a_begun_record_syncs_beside_other_work_and_is_taken_back_if_that_work_fails() {
         let dir = tempfile::tempdir().unwrap();
         let mut wal = small_log(dir.path());
-        let mut ran = false;
-        let ok = wal
-            .append_overlapped(&group(1, 2), &mut || {
-                ran = true;
-                Ok(())
-            })
-            .unwrap();
-        assert!(ok.is_ok() && ran);
+        wal.begin(&group(1, 2)).unwrap();
+        assert_eq!(wal.pending(), 1);
+        wal.finish(true).unwrap();
+        assert_eq!(wal.pending(), 0);
         assert_eq!(replayed(dir.path(), 0).0, [(1, 2)]);
-        // The work fails after the record was synced: the record is taken back.
-        let failed = wal
-            .append_overlapped(&group(3, 1), &mut || {
-                Err(StorageError(Box::new(redb::Error::Corrupted("no".into()))))
-            })
-            .unwrap();
-        assert!(failed.is_err());
+        // The work beside it fails after the record was synced: the record is taken back.
+        wal.begin(&group(3, 1)).unwrap();
+        wal.finish(false).unwrap();
         assert_eq!(replayed(dir.path(), 0).0, [(1, 2)], "not replayed");
         assert!(!wal.tail_dirty);
         // The next record goes where it was.
-        wal.append_overlapped(&group(3, 2), &mut || Ok(()))
-            .unwrap()
-            .unwrap();
+        wal.begin(&group(3, 2)).unwrap();
+        wal.finish(true).unwrap();
         assert_eq!(replayed(dir.path(), 0).0, [(1, 2), (3, 4)]);
+    }
+
+    #[test]
+    fn a_record_behind_another_goes_right_after_it_and_is_taken_back_on_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let reserve = Arc::new(Reserve::new(dir.path().join(RESERVE_FILE), 4096));
+        let mut wal = open_in(dir.path(), LogEnd::default(), 64 << 10, reserve);
+        wal.begin(&group(1, 2)).unwrap();
+        assert!(wal.may_begin_behind());
+        wal.begin_behind(&group(3, 1)).unwrap();
+        assert!(!wal.may_begin_behind(), "one record behind at most");
+        assert!(
+            !wal.wants_checkpoint(),
+            "no checkpoint under records in flight"
+        );
+        wal.finish(true).unwrap();
+        wal.finish(true).unwrap();
+        assert_eq!(replayed(dir.path(), 0).0, [(1, 2), (3, 3)]);
+        // A group behind that does not commit: its record alone is taken back.
+        wal.begin(&group(4, 1)).unwrap();
+        wal.begin_behind(&group(5, 1)).unwrap();
+        wal.finish(true).unwrap();
+        wal.finish(false).unwrap();
+        assert_eq!(replayed(dir.path(), 0).0, [(1, 2), (3, 3), (4, 4)]);
+        wal.begin(&group(5, 2)).unwrap();
+        wal.finish(true).unwrap();
+        assert_eq!(replayed(dir.path(), 0).0, [(1, 2), (3, 3), (4, 4), (5, 6)]);
     }
 
     #[test]

@@ -80,7 +80,8 @@ pub(super) fn plan(
         next_stream_id: after.next_stream_id,
         recorded,
         buf: Vec::with_capacity(512),
-        entities: after.entities.clone(),
+        // No append behind a group has a DCB condition, the only reader of these.
+        entities: Vec::new(),
         log: Some(GroupRecord::new(after.head + 1, recorded)),
     };
     let planned = match plan_group(t, &mut state, &group) {

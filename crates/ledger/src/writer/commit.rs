@@ -24,13 +24,7 @@ impl GroupCommit {
                     .and_then(|()| self.apply_group(group, None, queue, &mut behind))
             };
             if let Err(Failure { committing, .. }) = &result {
-                // Every record begun and not finished is taken back: the group's own (if it
-                // failed before its sync was waited for) and the one behind it.
-                if let Some(wal) = self.wal.as_mut() {
-                    while wal.pending() > 0 {
-                        let _ = wal.finish(false);
-                    }
-                }
+                self.take_back_records_in_flight();
                 if carried && !committing {
                     // Nothing of it is in the log or the tables: planned on its own again.
                     if let Some(b) = behind.take() {
@@ -60,12 +54,8 @@ impl GroupCommit {
                         logging: false,
                     })
                     .and_then(|()| self.apply_group(group, None, queue, &mut behind));
-                if result.is_err()
-                    && let Some(wal) = self.wal.as_mut()
-                {
-                    while wal.pending() > 0 {
-                        let _ = wal.finish(false);
-                    }
+                if result.is_err() {
+                    self.take_back_records_in_flight();
                 }
             }
             let committed = result.is_ok();
@@ -87,6 +77,17 @@ impl GroupCommit {
                     }
                     return;
                 }
+            }
+        }
+    }
+
+    /// After a group failed: every record begun and not finished is taken back, the group's
+    /// own (if it failed before its sync was waited for) and the one behind it. A failure
+    /// here leaves the log's tail marked dirty, which the next record overwrites.
+    fn take_back_records_in_flight(&mut self) {
+        if let Some(wal) = self.wal.as_mut() {
+            while wal.pending() > 0 {
+                let _ = wal.finish(false);
             }
         }
     }

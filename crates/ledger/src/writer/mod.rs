@@ -163,6 +163,7 @@ struct Group {
     next_stream_id: u64,
     recorded: i64,
     buf: Vec<u8>,
+    /// The registered entities, for matching DCB selectors (empty when no append has one).
     entities: Vec<String>,
     /// The group's log record, when it commits through the log.
     log: Option<GroupRecord>,
@@ -401,14 +402,18 @@ impl GroupCommit {
                     // Recorded times never go backwards, so the time index stays ordered.
                     recorded: now.max(self.last_recorded),
                     buf: Vec::with_capacity(512),
-                    entities: self
-                        .registry
-                        .read()
-                        .expect("registry lock")
-                        .entities
-                        .keys()
-                        .cloned()
-                        .collect(),
+                    // Only a DCB condition's selector reads them; most groups have none.
+                    entities: if group.iter().any(|p| p.condition.is_some()) {
+                        self.registry
+                            .read()
+                            .expect("registry lock")
+                            .entities
+                            .keys()
+                            .cloned()
+                            .collect()
+                    } else {
+                        Vec::new()
+                    },
                     log: None,
                 };
                 if !checkpoint || replicated.is_some() {
