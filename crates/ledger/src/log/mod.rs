@@ -12,7 +12,10 @@
 pub(crate) mod control;
 pub(crate) mod deferred;
 pub(crate) mod group;
+#[cfg(target_os = "linux")]
+mod placement;
 pub(crate) mod replicated;
+pub(crate) mod reserve;
 mod syncer;
 pub(crate) mod wal;
 
@@ -98,6 +101,10 @@ pub(crate) trait DurableLog: Send {
     fn max_record_bytes(&self) -> Option<usize> {
         None
     }
+
+    /// A group of `appends` appends committed through this log (the local log places its
+    /// threads by how large groups are: [`placement`]).
+    fn group_committed(&mut self, _appends: usize) {}
 
     /// A group read from the replicated log was applied (counts towards the next checkpoint).
     fn applied(&mut self, _bytes: usize) {}

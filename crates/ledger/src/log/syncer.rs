@@ -18,6 +18,9 @@ pub(super) struct Syncer {
     done: std::sync::mpsc::Receiver<std::io::Result<()>>,
     /// The writer's wait for each sync's result.
     synced: Poller,
+    /// The thread's id, for placing it ([`super::placement`]).
+    #[cfg(target_os = "linux")]
+    pub(super) thread: rustix::thread::Pid,
 }
 
 /// The longest the writer polls for a sync's result before it sleeps (`crate::poll`): a
@@ -37,9 +40,13 @@ impl Syncer {
     pub(super) fn start(files: [File; 2]) -> std::io::Result<Syncer> {
         let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(1);
         let (answer, done) = std::sync::mpsc::sync_channel(1);
+        #[cfg(target_os = "linux")]
+        let (tid_tx, tid_rx) = std::sync::mpsc::sync_channel(1);
         std::thread::Builder::new()
             .name("loom-wal-sync".into())
             .spawn(move || {
+                #[cfg(target_os = "linux")]
+                let _ = tid_tx.send(rustix::thread::gettid());
                 if let Err(e) = raise_priority(SYNC_PRIORITY_BOOST) {
                     tracing::debug!(error = %e, "the write-ahead log's sync thread keeps its priority (raising it needs CAP_SYS_NICE)");
                 }
@@ -65,6 +72,10 @@ impl Syncer {
             jobs,
             done,
             synced: Poller::new(POLL_FOR_SYNC),
+            #[cfg(target_os = "linux")]
+            thread: tid_rx
+                .recv()
+                .map_err(|_| std::io::Error::other("the sync thread did not start"))?,
         })
     }
 

@@ -28,9 +28,8 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::deferred::Deferral;
 use super::group::{GroupRecord, LoggedGroup, RECORD_HEADER, after, groups};
@@ -42,82 +41,8 @@ use crate::error::StorageError;
 pub const WAL_FILE: &str = "ledger.wal";
 /// File names of the log's two files inside the data directory (the first is [`WAL_FILE`]).
 pub const WAL_FILES: [&str; 2] = [WAL_FILE, "ledger.wal.1"];
-/// File name of the space reserved for replaying the log on a full disk.
-pub const RESERVE_FILE: &str = "ledger.reserve";
-
-/// Allocated disk space, given back to the file system when a replay on a full disk needs it.
-#[derive(Debug)]
-pub(crate) struct Reserve {
-    path: PathBuf,
-    bytes: u64,
-    present: AtomicBool,
-}
-
-impl Reserve {
-    /// The reserve at `path`, of `bytes`; [`ensure`](Self::ensure) allocates it.
-    pub(crate) fn new(path: PathBuf, bytes: u64) -> Reserve {
-        Reserve {
-            path,
-            bytes,
-            present: AtomicBool::new(false),
-        }
-    }
-
-    /// Makes sure the space is allocated; an error (the disk is full) when it cannot be.
-    pub(crate) fn ensure(&self) -> std::io::Result<()> {
-        if self.present.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        let allocate = || -> std::io::Result<()> {
-            let file = File::options()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&self.path)?;
-            match rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, self.bytes) {
-                Ok(()) => {}
-                // A file system without fallocate: write the space out instead.
-                Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => {
-                    let zeros = vec![0u8; 1 << 20];
-                    let mut at = 0;
-                    while at < self.bytes {
-                        let n = (self.bytes - at).min(zeros.len() as u64) as usize;
-                        file.write_all_at(&zeros[..n], at)?;
-                        at += n as u64;
-                    }
-                }
-                Err(e) => return Err(e.into()),
-            }
-            file.sync_all()
-        };
-        match allocate() {
-            Ok(()) => {
-                self.present.store(true, Ordering::Release);
-                Ok(())
-            }
-            Err(e) => {
-                let _ = std::fs::remove_file(&self.path);
-                // Same kind (a full disk stays recognisable), and the reason.
-                Err(std::io::Error::new(
-                    e.kind(),
-                    format!(
-                        "cannot set aside {} KiB for replaying the write-ahead log ({}): {e}; \
-                         appends are refused until there is room (free disk space, or lower \
-                         the checkpoint interval, `loom serve --wal-checkpoint`)",
-                        self.bytes >> 10,
-                        self.path.display()
-                    ),
-                ))
-            }
-        }
-    }
-
-    /// Gives the space back; whether there was any to give.
-    pub(crate) fn release(&self) -> bool {
-        self.present.store(false, Ordering::Release);
-        std::fs::remove_file(&self.path).is_ok()
-    }
-}
+pub use super::reserve::RESERVE_FILE;
+pub(crate) use super::reserve::Reserve;
 
 /// The open log and where the next record goes.
 pub(crate) struct Wal {
@@ -140,6 +65,9 @@ pub(crate) struct Wal {
     /// The lengths of the records handed to the sync thread and not finished yet, oldest
     /// first: at most two, the second planned on the first ([`DurableLog::begin_behind`]).
     in_flight: std::collections::VecDeque<u64>,
+    /// Where the writer and the sync thread run, on a disk that completes on one CPU.
+    #[cfg(target_os = "linux")]
+    placement: Option<super::placement::Placement>,
 }
 
 impl Wal {
@@ -172,7 +100,11 @@ impl Wal {
         };
         let files = [open(paths[0])?, open(paths[1])?];
         let syncer = Syncer::start([files[0].try_clone()?, files[1].try_clone()?])?;
+        #[cfg(target_os = "linux")]
+        let placement = super::placement::Placement::for_file(paths[0], syncer.thread);
         Ok(Wal {
+            #[cfg(target_os = "linux")]
+            placement,
             syncer,
             files,
             current: start.file.min(1),
@@ -240,6 +172,13 @@ fn prefill(file: &File, checkpoint_bytes: u64) -> std::io::Result<()> {
 }
 
 impl DurableLog for Wal {
+    fn group_committed(&mut self, _appends: usize) {
+        #[cfg(target_os = "linux")]
+        if let Some(placement) = self.placement.as_mut() {
+            placement.group_committed(_appends);
+        }
+    }
+
     /// Whether the next group should commit durably to redb (and the log move to its other
     /// file): not before the last checkpoint's sync is done, since that file still holds
     /// what the checkpoint covers.
@@ -397,23 +336,6 @@ mod tests {
     use super::*;
     use crate::log::group::tests::{group, spans};
     use crate::log::group::{after, groups};
-
-    #[test]
-    fn the_reserve_is_allocated_and_given_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(RESERVE_FILE);
-        let reserve = Reserve::new(path.clone(), 1 << 20);
-        reserve.ensure().unwrap();
-        use std::os::unix::fs::MetadataExt;
-        let meta = std::fs::metadata(&path).unwrap();
-        assert_eq!(meta.len(), 1 << 20);
-        assert!(meta.blocks() * 512 >= 1 << 20, "allocated, not sparse");
-        assert!(reserve.release());
-        assert!(!path.exists());
-        assert!(!reserve.release(), "nothing left to give");
-        reserve.ensure().unwrap();
-        assert!(path.exists());
-    }
 
     /// A log in `dir` that wants a checkpoint after every byte, with a small reserve.
     fn small_log(dir: &Path) -> Wal {

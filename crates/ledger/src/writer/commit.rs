@@ -105,6 +105,9 @@ impl GroupCommit {
                 self.stats
                     .record_commit(started.elapsed().as_micros() as u64);
                 let written = state.head - self.head.get();
+                if let Some(wal) = self.wal.as_mut() {
+                    wal.group_committed(group.len());
+                }
                 self.next_stream_id = state.next_stream_id;
                 self.last_recorded = state.recorded;
                 self.stats
