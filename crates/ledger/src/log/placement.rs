@@ -34,6 +34,8 @@ pub(super) struct Placement {
     apart: bool,
     /// Moving average of appends per group, times [`SCALE`].
     average: u32,
+    /// Placing failed once: the threads stay where the scheduler puts them.
+    given_up: bool,
 }
 
 impl Placement {
@@ -53,6 +55,7 @@ impl Placement {
             sync_thread,
             apart: false,
             average: LARGE_GROUPS * SCALE,
+            given_up: false,
         })
     }
 
@@ -65,8 +68,21 @@ impl Placement {
         } else {
             self.average <= SMALL_GROUPS * SCALE
         };
-        if apart != self.apart && self.place(apart).is_ok() {
-            self.apart = apart;
+        if apart == self.apart || self.given_up {
+            return;
+        }
+        match self.place(apart) {
+            Ok(()) => self.apart = apart,
+            Err(e) => {
+                // The process's CPUs changed under it (a cgroup's cpuset), say: back to every
+                // CPU, and no more placing, rather than two failing calls per group.
+                tracing::debug!(error = %e, "the write-ahead log's threads are no longer placed");
+                self.given_up = true;
+                if self.apart {
+                    let _ = self.place(false);
+                    self.apart = false;
+                }
+            }
         }
     }
 
@@ -271,6 +287,7 @@ mod tests {
                 sync_thread,
                 apart: false,
                 average: LARGE_GROUPS * SCALE,
+                given_up: false,
             };
             let seen = |p: &Placement| {
                 ask_tx.send(()).expect("ask");
@@ -347,5 +364,36 @@ mod tests {
         );
         assert!(!writer_cpus.is_set(irq_cpu));
         drop(syncer);
+    }
+
+    #[test]
+    fn a_placement_the_kernel_refuses_is_given_up_and_the_threads_keep_every_cpu() {
+        use rustix::thread::sched_getaffinity;
+        let all = sched_getaffinity(None).expect("affinity");
+        let writer = std::thread::spawn(move || {
+            // A CPU this process may not run on (or that does not exist): refused.
+            let irq_cpu = (0..1024)
+                .rev()
+                .find(|&c| !all.is_set(c))
+                .expect("a CPU not allowed");
+            let mut p = Placement {
+                irq_cpu,
+                sync_thread: rustix::thread::gettid(),
+                apart: false,
+                average: LARGE_GROUPS * SCALE,
+                given_up: false,
+            };
+            for _ in 0..32 {
+                p.group_committed(1);
+            }
+            (
+                p.apart,
+                p.given_up,
+                sched_getaffinity(None).expect("affinity"),
+            )
+        });
+        let (apart, given_up, cpus) = writer.join().expect("writer");
+        assert!(!apart && given_up);
+        assert_eq!(cpus, all);
     }
 }
