@@ -50,6 +50,10 @@ impl Placement {
         if !allowed.is_set(irq_cpu) || allowed.count() < 2 {
             return None;
         }
+        tracing::info!(
+            cpu = irq_cpu,
+            "the log's disk completes its writes on one CPU: while groups are small, the sync thread runs there and the writer on the other CPUs"
+        );
         Some(Placement {
             irq_cpu,
             sync_thread,
@@ -72,7 +76,10 @@ impl Placement {
             return;
         }
         match self.place(apart) {
-            Ok(()) => self.apart = apart,
+            Ok(()) => {
+                tracing::debug!(apart, "the write-ahead log's threads placed");
+                self.apart = apart;
+            }
             Err(e) => {
                 // The process's CPUs changed under it (a cgroup's cpuset), say: back to every
                 // CPU, and no more placing, rather than two failing calls per group.
