@@ -54,13 +54,18 @@ impl Placement {
             cpu = irq_cpu,
             "the log's disk completes its writes on one CPU: while groups are small, the sync thread runs there and the writer on the other CPUs"
         );
-        Some(Placement {
+        Some(Placement::new(irq_cpu, sync_thread))
+    }
+
+    /// Threads not placed yet, as if the groups so far had been large.
+    fn new(irq_cpu: usize, sync_thread: rustix::thread::Pid) -> Placement {
+        Placement {
             irq_cpu,
             sync_thread,
             apart: false,
             average: LARGE_GROUPS * SCALE,
             given_up: false,
-        })
+        }
     }
 
     /// A group of `appends` appends committed; called on the writer thread.
@@ -289,13 +294,7 @@ mod tests {
         let sync_thread = tid_rx.recv().expect("tid");
         // The writer: a thread of its own, so that the test's thread keeps its CPUs.
         let writer = std::thread::spawn(move || {
-            let mut p = Placement {
-                irq_cpu,
-                sync_thread,
-                apart: false,
-                average: LARGE_GROUPS * SCALE,
-                given_up: false,
-            };
+            let mut p = Placement::new(irq_cpu, sync_thread);
             let seen = |p: &Placement| {
                 ask_tx.send(()).expect("ask");
                 let sync = cpus_rx.recv().expect("cpus");
@@ -383,13 +382,7 @@ mod tests {
                 .rev()
                 .find(|&c| !all.is_set(c))
                 .expect("a CPU not allowed");
-            let mut p = Placement {
-                irq_cpu,
-                sync_thread: rustix::thread::gettid(),
-                apart: false,
-                average: LARGE_GROUPS * SCALE,
-                given_up: false,
-            };
+            let mut p = Placement::new(irq_cpu, rustix::thread::gettid());
             for _ in 0..32 {
                 p.group_committed(1);
             }

@@ -75,15 +75,9 @@ pub(super) fn plan(
     wal: &mut dyn DurableLog,
 ) -> Behind {
     let recorded = chrono::Utc::now().timestamp_micros().max(after.recorded);
-    let mut state = Group {
-        head: after.head,
-        next_stream_id: after.next_stream_id,
-        recorded,
-        buf: Vec::with_capacity(512),
-        // No append behind a group has a DCB condition, the only reader of these.
-        entities: Vec::new(),
-        log: Some(GroupRecord::new(after.head + 1, recorded)),
-    };
+    // No append behind a group has a DCB condition, the only reader of the entities.
+    let mut state = Group::new(after.head, after.next_stream_id, recorded, Vec::new());
+    state.log = Some(GroupRecord::new(after.head + 1, recorded));
     let planned = match plan_group(t, &mut state, &group) {
         Ok(results) => {
             let mut record = state.log.take().expect("set above");

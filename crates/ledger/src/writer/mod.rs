@@ -169,6 +169,20 @@ struct Group {
     log: Option<GroupRecord>,
 }
 
+impl Group {
+    /// A group starting after `head`, not logged (yet).
+    fn new(head: u64, next_stream_id: u64, recorded: i64, entities: Vec<String>) -> Group {
+        Group {
+            head,
+            next_stream_id,
+            recorded,
+            buf: Vec::with_capacity(512),
+            entities,
+            log: None,
+        }
+    }
+}
+
 impl GroupCommit {
     pub(crate) fn run(mut self, rx: Receiver<Work>) {
         let mut group: Vec<Pending> = Vec::new();
@@ -396,26 +410,22 @@ impl GroupCommit {
             Some(p) => (p.state, Some((p.results, p.record))),
             None => {
                 let now = chrono::Utc::now().timestamp_micros();
-                let mut state = Group {
-                    head: self.head.get(),
-                    next_stream_id: self.next_stream_id,
-                    // Recorded times never go backwards, so the time index stays ordered.
-                    recorded: now.max(self.last_recorded),
-                    buf: Vec::with_capacity(512),
-                    // Only a DCB condition's selector reads them; most groups have none.
-                    entities: if group.iter().any(|p| p.condition.is_some()) {
-                        self.registry
-                            .read()
-                            .expect("registry lock")
-                            .entities
-                            .keys()
-                            .cloned()
-                            .collect()
-                    } else {
-                        Vec::new()
-                    },
-                    log: None,
+                // Only a DCB condition's selector reads the entities; most groups have none.
+                let entities = if group.iter().any(|p| p.condition.is_some()) {
+                    self.registry
+                        .read()
+                        .expect("registry lock")
+                        .entities
+                        .keys()
+                        .cloned()
+                        .collect()
+                } else {
+                    Vec::new()
                 };
+                // Recorded times never go backwards, so the time index stays ordered.
+                let recorded = now.max(self.last_recorded);
+                let mut state =
+                    Group::new(self.head.get(), self.next_stream_id, recorded, entities);
                 if !checkpoint || replicated.is_some() {
                     state.log = Some(GroupRecord::new(state.head + 1, state.recorded));
                 }
