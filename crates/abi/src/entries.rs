@@ -10,14 +10,21 @@ pub mod evolve {
     /// Encodes an `evolve` input.
     pub fn encode<'e>(
         state: Option<&[u8]>,
-        events: impl ExactSizeIterator<Item = EventRef<'e>>,
+        events: impl Clone + ExactSizeIterator<Item = EventRef<'e>>,
     ) -> Vec<u8> {
-        let mut w = Encoder::with_capacity(256 + events.len() * 160);
+        let size = 8
+            + state.map_or(0, <[u8]>::len)
+            + events
+                .clone()
+                .map(|e| Encoder::event_len(&e))
+                .sum::<usize>();
+        let mut w = Encoder::with_capacity(size);
         w.opt_bytes(state);
         w.u32(events.len() as u32);
         for e in events {
             w.event(&e);
         }
+        debug_assert_eq!(w.len(), size, "an evolve input is sized exactly");
         w.finish()
     }
 
@@ -48,8 +55,17 @@ pub mod evolve_groups {
     where
         E: Clone + ExactSizeIterator<Item = EventRef<'e>>,
     {
-        let events: usize = groups.iter().map(|(_, e)| e.len()).sum();
-        let mut w = Encoder::with_capacity(64 + groups.len() * 64 + events * 160);
+        let size = 4 + groups
+            .iter()
+            .map(|(state, events)| {
+                8 + state.map_or(0, <[u8]>::len)
+                    + events
+                        .clone()
+                        .map(|e| Encoder::event_len(&e))
+                        .sum::<usize>()
+            })
+            .sum::<usize>();
+        let mut w = Encoder::with_capacity(size);
         w.u32(groups.len() as u32);
         for (state, evs) in groups {
             w.opt_bytes(*state);
@@ -58,6 +74,7 @@ pub mod evolve_groups {
                 w.event(&e);
             }
         }
+        debug_assert_eq!(w.len(), size, "an evolve_groups input is sized exactly");
         w.finish()
     }
 

@@ -181,6 +181,14 @@ impl Encoder {
             buf: Vec::with_capacity(n),
         }
     }
+    /// How many bytes are written so far.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+    /// Whether nothing is written yet.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
     /// The bytes written.
     pub fn finish(self) -> Vec<u8> {
         self.buf
@@ -212,6 +220,23 @@ impl Encoder {
             Some(b) => self.bytes(b),
             None => self.u32(ABSENT),
         }
+    }
+    /// How many bytes [`Encoder::event`] writes for `e`: inputs are sized exactly up front,
+    /// so that a call's input (megabytes in a catch-up) is written once, not regrown.
+    pub fn event_len(e: &EventRef<'_>) -> usize {
+        let opt = |v: Option<&str>| v.map_or(0, str::len);
+        // Three 8-byte numbers, eight lengths, the data kind, then the variable parts.
+        3 * 8
+            + 8 * 4
+            + 1
+            + e.ty.len()
+            + e.subject.len()
+            + e.id.len()
+            + e.source.len()
+            + opt(e.time)
+            + opt(e.datacontenttype)
+            + e.data.len()
+            + e.extensions.len()
     }
     /// One event (layout in `docs/abi.md`).
     pub fn event(&mut self, e: &EventRef<'_>) {

@@ -100,3 +100,31 @@ fn reducer_exports_name_entry_and_reducer() {
     assert_eq!(split_reducer_export("evolve."), None);
     assert_eq!(split_reducer_export("helper.books"), None);
 }
+
+#[test]
+fn an_event_takes_exactly_the_bytes_its_size_says() {
+    let mut with_everything = sample(0);
+    with_everything.datacontenttype = Some("application/json");
+    let without = EventRef {
+        time: None,
+        data_kind: DataKind::None,
+        data: b"",
+        extensions: "",
+        ..sample(1)
+    };
+    for e in [sample(0), sample(1), with_everything, without] {
+        let mut w = Encoder::new();
+        w.event(&e);
+        assert_eq!(Encoder::event_len(&e), w.len(), "{e:?}");
+    }
+    // The inputs built from such events are sized to the byte, state and all.
+    let events: Vec<_> = (0..5).map(sample).collect();
+    let one = evolve::encode(Some(b"{}"), events.iter().copied());
+    let sizes: usize = events.iter().map(Encoder::event_len).sum();
+    assert_eq!(one.len(), 4 + 2 + 4 + sizes);
+    let groups = evolve_groups::encode(&[
+        (Some(&b"{}"[..]), events[..2].iter().copied()),
+        (None, events[2..].iter().copied()),
+    ]);
+    assert_eq!(groups.len(), 4 + (4 + 2 + 4) + (4 + 4) + sizes);
+}
