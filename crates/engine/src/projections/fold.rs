@@ -251,16 +251,23 @@ impl Shared {
         if threads < 2 {
             return units.into_iter().flat_map(fold_unit).collect();
         }
-        let per_thread = units.len().div_ceil(threads);
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = units
-                .chunks(per_thread)
-                .map(|mine| {
-                    let fold_unit = &fold_unit;
+        // Each thread takes the next unit when it is done with one, so that a thread slowed
+        // down (by the read of the next batch beside it, or by a unit of large events) leaves
+        // the rest to the others instead of holding the step up with its share.
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let mut done: Vec<(usize, Folded)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    let (fold_unit, units, next) = (&fold_unit, &units, &next);
                     scope.spawn(move || {
-                        mine.iter()
-                            .flat_map(|u| fold_unit(u.clone()))
-                            .collect::<Vec<_>>()
+                        let mut mine = Vec::new();
+                        loop {
+                            let u = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(unit) = units.get(u) else {
+                                return mine;
+                            };
+                            mine.push((u, fold_unit(unit.clone())));
+                        }
                     })
                 })
                 .collect();
@@ -268,7 +275,9 @@ impl Shared {
                 .into_iter()
                 .flat_map(|h| h.join().expect("a fold thread panicked"))
                 .collect()
-        })
+        });
+        done.sort_unstable_by_key(|(u, _)| *u);
+        done.into_iter().flat_map(|(_, results)| results).collect()
     }
 
     /// Folds one large group in calls of up to `LARGE_CALL_EVENTS` events and
@@ -490,6 +499,9 @@ impl<'a, 'e> Groups<'a, 'e> {
         &self.events[self.bounds[i]..self.bounds[i + 1]]
     }
 }
+
+/// What folding a unit of groups gives: each group's new state, or the error of its call.
+type Folded = Vec<Result<Vec<u8>, CallError>>;
 
 /// About how many bytes an event takes in a call's input.
 fn view_bytes(e: &EventView<'_>) -> usize {

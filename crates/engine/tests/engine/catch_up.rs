@@ -334,6 +334,45 @@ fn a_module_error_fails_the_projection_at_the_event_and_an_upgrade_recovers() {
 }
 
 #[test]
+fn a_step_of_many_calls_folded_on_several_threads_gives_each_stream_its_own_state() {
+    // 3 000 accounts × 6 credits in one step: the groups pack into several `evolve_groups`
+    // calls (at most 5 000 events each), which the fold threads take in turn. Account `a` is
+    // credited `a + 1` each time, so a state that landed on another stream's key shows.
+    let f = fixture(100_000);
+    let module = f.upload("bank");
+    let (accounts, credits) = (3_000u64, 6u64);
+    let mut events = Vec::new();
+    for round in 0..credits {
+        for a in 0..accounts {
+            events.push(ev(
+                &format!("account/{a}"),
+                &format!("{round}-{a}"),
+                "was_credited",
+                json!({"amount": a + 1}),
+            ));
+        }
+    }
+    for chunk in events.chunks(1_000) {
+        f.append(chunk.to_vec());
+    }
+    f.engine
+        .projections()
+        .put("accounts", account_spec(&module, Partition::Stream))
+        .unwrap();
+    f.wait("accounts");
+    let st = f.engine.projections().status("accounts").unwrap();
+    assert_eq!(st.active.events_applied, accounts * credits);
+    assert_eq!(st.active.keys, accounts);
+    for a in [0, 1, 999, 1_000, 1_717, 2_500, 2_999] {
+        assert_eq!(
+            f.state("accounts", Some(&format!("account/{a}")), At::Now)["balance"],
+            json!(credits * (a + 1)),
+            "account/{a}"
+        );
+    }
+}
+
+#[test]
 fn a_failing_event_among_many_streams_is_located_and_the_rest_before_it_is_kept() {
     // One batch of 40 accounts folds in one `evolve_groups` call; the bad event is in the
     // middle of it.
