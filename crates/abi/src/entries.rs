@@ -12,12 +12,7 @@ pub mod evolve {
         state: Option<&[u8]>,
         events: impl Clone + ExactSizeIterator<Item = EventRef<'e>>,
     ) -> Vec<u8> {
-        let size = 8
-            + state.map_or(0, <[u8]>::len)
-            + events
-                .clone()
-                .map(|e| Encoder::event_len(&e))
-                .sum::<usize>();
+        let size = group_len(state, events.clone());
         let mut w = Encoder::with_capacity(size);
         w.opt_bytes(state);
         w.u32(events.len() as u32);
@@ -26,6 +21,15 @@ pub mod evolve {
         }
         debug_assert_eq!(w.len(), size, "an evolve input is sized exactly");
         w.finish()
+    }
+
+    /// How many bytes one group (`state`, `count`, the events) takes in an input: inputs are
+    /// allocated at their exact size, so that a catch-up call's megabytes are written once.
+    pub(crate) fn group_len<'e>(
+        state: Option<&[u8]>,
+        events: impl Iterator<Item = EventRef<'e>>,
+    ) -> usize {
+        8 + state.map_or(0, <[u8]>::len) + events.map(|e| Encoder::event_len(&e)).sum::<usize>()
     }
 
     /// Decodes an `evolve` input: the state and a reader positioned at the events.
@@ -57,13 +61,7 @@ pub mod evolve_groups {
     {
         let size = 4 + groups
             .iter()
-            .map(|(state, events)| {
-                8 + state.map_or(0, <[u8]>::len)
-                    + events
-                        .clone()
-                        .map(|e| Encoder::event_len(&e))
-                        .sum::<usize>()
-            })
+            .map(|(state, events)| evolve::group_len(*state, events.clone()))
             .sum::<usize>();
         let mut w = Encoder::with_capacity(size);
         w.u32(groups.len() as u32);

@@ -221,8 +221,7 @@ impl Encoder {
             None => self.u32(ABSENT),
         }
     }
-    /// How many bytes [`Encoder::event`] writes for `e`: inputs are sized exactly up front,
-    /// so that a call's input (megabytes in a catch-up) is written once, not regrown.
+    /// How many bytes [`Encoder::event`] writes for `e`.
     pub fn event_len(e: &EventRef<'_>) -> usize {
         let opt = |v: Option<&str>| v.map_or(0, str::len);
         // Three 8-byte numbers, eight lengths, the data kind, then the variable parts.

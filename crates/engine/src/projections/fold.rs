@@ -201,7 +201,7 @@ impl Shared {
         groups: &Groups<'_, '_>,
         first: usize,
         previous: &[Option<KeyState>],
-    ) -> Vec<Result<Vec<u8>, CallError>> {
+    ) -> Folded {
         let prev = |i: usize| previous[i].as_ref().map(|p| p.state.as_slice());
         // Units of work: ranges of groups, each one call (or one chained group).
         let mut units: Vec<std::ops::Range<usize>> = Vec::new();
@@ -231,7 +231,7 @@ impl Shared {
             }
             Ok(state.expect("groups are not empty"))
         };
-        let fold_unit = |unit: std::ops::Range<usize>| -> Vec<Result<Vec<u8>, CallError>> {
+        let fold_unit = |unit: std::ops::Range<usize>| -> Folded {
             if unit.len() == 1 {
                 return vec![fold_one(unit.start)];
             }
