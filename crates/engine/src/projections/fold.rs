@@ -6,33 +6,27 @@ use std::borrow::Cow;
 use super::*;
 
 impl Shared {
+    /// One step: folds `events` (every matching event up to `covered`) onto the states kept
+    /// in `carry` or stored, and commits the new states with the checkpoint — or, when
+    /// `keep` (the step read a full batch), may keep them in `carry` for the next step's
+    /// commit ([`super::carry`]).
     // Long by design: one step — which events, their groups and previous states, the fold,
     // each group's outcome (a state, or a quarantined stream), the commit.
+    #[allow(clippy::too_many_arguments)] // one step's input, its carry and its mode
     pub(super) fn apply(
         &self,
         g: &Gen,
         events: &[EventView<'_>],
         covered: u64,
         head: u64,
+        carry: &mut Carry,
+        keep: bool,
     ) -> Result<(), Fault> {
         let module = self.module_of(g).map_err(|e| Fault::Engine(e.into()))?;
         let mut step_notes = notes::StepNotes::default();
         let events = notes::select(g, &module, events, &mut step_notes)?;
         let groups = Groups::new(g.spec.partition, events);
-        let previous: Vec<Option<KeyState>> = self
-            .db
-            .read()
-            .map_err(EngineError::from)?
-            .states_of(
-                &g.name,
-                g.generation,
-                groups.keys.iter().copied(),
-                |_, v| v.map(decode_state).transpose(),
-            )
-            .map_err(EngineError::from)?
-            .into_iter()
-            .collect::<Result<_, StoreError>>()
-            .map_err(EngineError::from)?;
+        let previous = self.previous_states(g, &groups, carry)?;
         let quarantine =
             g.spec.on_error == OnError::Quarantine && g.spec.partition == Partition::Stream;
         // Fold every group; many groups are folded on all cores (each call has its own
@@ -105,26 +99,83 @@ impl Shared {
             written.push((key, record));
             i += 1;
         }
-        self.commit(g, &written, count, new_keys, covered, head, step_notes)?;
+        carry.add(written, count, new_keys, covered);
+        // A step with notes commits at once: the next step's selection reads them as
+        // committed.
+        if keep && step_notes.is_empty() && !carry.is_due() {
+            return Ok(());
+        }
+        self.commit(g, carry, head, step_notes)?;
         Ok(())
     }
 
-    /// Commits a step's states with the new checkpoint in one transaction, then publishes
-    /// the progress. Durable at most every [`DURABLE_EVERY`]: in between a crash rolls the
-    /// projection back to an earlier consistent checkpoint, from which it catches up again.
-    #[allow(clippy::too_many_arguments)] // one step's outcome, each part of the commit
+    /// The state of each group's key before the step: kept in `carry`, else stored.
+    fn previous_states(
+        &self,
+        g: &Gen,
+        groups: &Groups<'_, '_>,
+        carry: &Carry,
+    ) -> Result<Vec<Option<KeyState>>, EngineError> {
+        let stored = self.db.read()?.states_of(
+            &g.name,
+            g.generation,
+            groups
+                .keys
+                .iter()
+                .copied()
+                .filter(|k| carry.get(k).is_none()),
+            |_, v| v.map(decode_state).transpose(),
+        )?;
+        let mut stored = stored.into_iter();
+        groups
+            .keys
+            .iter()
+            .map(|k| match carry.get(k) {
+                Some(kept) => decode_state(kept).map(Some),
+                None => stored.next().expect("one stored state per key not kept"),
+            })
+            .collect::<Result<_, StoreError>>()
+            .map_err(EngineError::from)
+    }
+
+    /// Commits what `carry` holds, if anything (the worker's way out of a catch-up: paused,
+    /// failed, or at the head).
+    pub(super) fn flush(&self, g: &Gen, carry: &mut Carry) -> Result<(), EngineError> {
+        if carry.is_empty() {
+            return Ok(());
+        }
+        self.commit(g, carry, self.ledger.head(), notes::StepNotes::default())
+    }
+
+    /// Commits the states in `carry` with the new checkpoint in one transaction, then
+    /// publishes the progress; `carry` is empty afterwards, committed or not (on an error the
+    /// worker folds again from the stored checkpoint). Durable at most every
+    /// [`DURABLE_EVERY`]: in between a crash rolls the projection back to an earlier
+    /// consistent checkpoint, from which it catches up again.
     fn commit(
         &self,
         g: &Gen,
-        written: &[(&str, Vec<u8>)],
-        folded: u64,
-        new_keys: u64,
-        covered: u64,
+        carry: &mut Carry,
         head: u64,
         step_notes: notes::StepNotes,
     ) -> Result<(), EngineError> {
-        let applied = g.events_applied.load(Ordering::Acquire) + folded;
-        let keys = g.keys.load(Ordering::Acquire) + new_keys;
+        let committed = self.commit_carry(g, carry, head, step_notes);
+        carry.clear();
+        committed
+    }
+
+    fn commit_carry(
+        &self,
+        g: &Gen,
+        carry: &Carry,
+        head: u64,
+        step_notes: notes::StepNotes,
+    ) -> Result<(), EngineError> {
+        let Some(covered) = carry.covered() else {
+            return Ok(());
+        };
+        let applied = g.events_applied.load(Ordering::Acquire) + carry.folded;
+        let keys = g.keys.load(Ordering::Acquire) + carry.new_keys;
         let durability = {
             let mut last = self.last_durable.lock().expect("durable lock");
             if last.elapsed() >= DURABLE_EVERY {
@@ -148,12 +199,11 @@ impl Shared {
             // Swapped out, rebuilt or deleted meanwhile: its rows are gone; write nothing.
             return Ok(());
         }
-        txn.put_states(
-            &g.name,
-            g.generation,
-            written.iter().map(|(key, bytes)| (*key, bytes.as_slice())),
-        )
-        .map_err(EngineError::from)?;
+        // In key order: neighbouring keys share the table's pages.
+        let mut states: Vec<(&str, &[u8])> = carry.states().collect();
+        states.sort_unstable_by_key(|(key, _)| *key);
+        txn.put_states(&g.name, g.generation, states)
+            .map_err(EngineError::from)?;
         txn.put_projection_checkpoint(
             &g.name,
             g.generation,

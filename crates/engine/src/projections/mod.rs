@@ -4,7 +4,8 @@
 //! *pending* one building from position 0 in the background. A generation's worker thread
 //! reads matching events after its checkpoint through the ledger's indexes, groups them by
 //! partition key, folds each group with one batched `evolve` call, and commits the new states
-//! together with the new checkpoint in one catalog transaction. It then sleeps on the ledger's
+//! together with the new checkpoint in one catalog transaction (while catching up, those of a
+//! few steps together: [`carry`]). It then sleeps on the ledger's
 //! head notification. When a pending generation has caught up with the head, it replaces the
 //! active one atomically and the old states are deleted in the same transaction.
 
@@ -24,6 +25,7 @@ use crate::lifecycle::Lifecycle;
 use crate::modules::ModuleStore;
 use crate::{DefinitionError, EngineConfig, EngineError, Kind, PutOutcome, QueryError, StoreError};
 
+mod carry;
 mod fold;
 mod generation;
 mod notes;
@@ -39,6 +41,7 @@ pub use spec::{
 
 use crate::lifecycle::Failure;
 
+use carry::Carry;
 use spec::{PendingRecord, Record};
 use state::{
     KeyState, LARGE_CALL_BYTES, LARGE_CALL_EVENTS, MAX_CALL_EVENTS, decode_state, state_after,

@@ -35,22 +35,38 @@ impl Shared {
         let mut reads = Reads::default();
         while !g.life.stopping() {
             if g.life.idle() {
+                // Paused: what a catch-up kept is committed, so that its progress shows.
+                if let Err(e) = self.flush(g, &mut reads.carry) {
+                    tracing::warn!(projection = %g.name, error = %e, "committing the states kept while catching up failed; they are folded again");
+                }
                 continue;
             }
-            if let Err(e) = self.resync(g) {
-                tracing::warn!(projection = %g.name, error = %e, "reloading the checkpoint failed; retrying");
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(MAX_STORAGE_BACKOFF);
-                continue;
+            match self.resync(g) {
+                Ok(false) => {}
+                // Reopened: what was kept was folded onto states the database may no longer
+                // have; it is folded again from the stored checkpoint.
+                Ok(true) => reads.carry.clear(),
+                Err(e) => {
+                    tracing::warn!(projection = %g.name, error = %e, "reloading the checkpoint failed; retrying");
+                    reads.carry.clear();
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(MAX_STORAGE_BACKOFF);
+                    continue;
+                }
             }
             if g.retry_quarantine.swap(false, Ordering::AcqRel)
-                && let Err(e) = self.retry_quarantined(g)
+                && let Err(e) = self
+                    .flush(g, &mut reads.carry)
+                    .and_then(|()| self.retry_quarantined(g))
             {
                 tracing::warn!(projection = %g.name, error = %e, "retrying quarantined streams failed");
             }
             let head = self.ledger.head();
             let position = g.life.position();
             if position >= head {
+                // Nothing is kept here: a step that kept states covered less than the head
+                // and the next one, reading on from them, commits them.
+                debug_assert!(reads.carry.is_empty());
                 reads = Reads::default();
                 g.life.reach_head();
                 if g.pending.load(Ordering::Acquire) {
@@ -64,7 +80,12 @@ impl Shared {
                     .wait_for(position + 1, Duration::from_millis(250));
                 continue;
             }
-            match self.step(g, head, &mut reads) {
+            let stepped = self.step(g, head, &mut reads);
+            if stepped.is_err() {
+                // Folded again from the stored checkpoint.
+                reads.carry.clear();
+            }
+            match stepped {
                 Ok(()) => backoff = Duration::from_millis(100),
                 Err(e) if is_io(&e) => {
                     // A full disk or another I/O error: the ledger reopens the database; try
@@ -110,10 +131,11 @@ impl Shared {
 
     /// After the database was reopened (it drops the commits that were not durable yet),
     /// reloads the generation's progress from its stored checkpoint.
-    pub(super) fn resync(&self, g: &Gen) -> Result<(), StoreError> {
+    /// Returns whether it did.
+    pub(super) fn resync(&self, g: &Gen) -> Result<bool, StoreError> {
         let epoch = *g.epoch.lock().expect("epoch lock");
         if !self.db.reopened_since(epoch) {
-            return Ok(());
+            return Ok(false);
         }
         let current = self.db.epoch();
         let ProjectionCheckpoint {
@@ -138,13 +160,14 @@ impl Shared {
         g.life.set_position(position);
         *g.epoch.lock().expect("epoch lock") = current;
         g.life.notify();
-        Ok(())
+        Ok(true)
     }
 
     /// Folds the next batch of matching events. While catching up (a full batch), the batch
     /// after it is read on a second thread during the fold, for the next step.
     pub(super) fn step(&self, g: &Gen, head: u64, reads: &mut Reads) -> Result<(), EngineError> {
-        let position = g.life.position();
+        // On from what was kept, if anything: it is not committed (nor published) yet.
+        let position = reads.carry.covered().unwrap_or_else(|| g.life.position());
         let head = match reads.ahead.take() {
             // Read during the last step from where this one starts (events are immutable, so
             // it is what reading now would return, up to the head known then).
@@ -161,7 +184,7 @@ impl Shared {
                 head
             }
         };
-        let batch = &mut reads.batch;
+        let (batch, carry) = (&mut reads.batch, &mut reads.carry);
         // Fewer than a full batch: every matching event up to `head` (read before the
         // snapshot was taken) is in hand.
         let full = batch.len() >= self.batch_events;
@@ -171,6 +194,7 @@ impl Shared {
             None => head,
         };
         if batch.is_empty() {
+            self.flush(g, carry)?;
             // Nothing selected: advance in memory only; the stored checkpoint catches up with
             // the next commit (a restart re-reads a few non-matching events, harmlessly).
             if covered >= head {
@@ -195,7 +219,10 @@ impl Shared {
                         )
                         .map(|()| head)
                 });
-                (self.apply(g, &views, covered, head), reader.join())
+                (
+                    self.apply(g, &views, covered, head, carry, true),
+                    reader.join(),
+                )
             });
             // A failed read is not this step's failure: the next step reads again.
             if let Ok(Ok(head)) = read {
@@ -206,7 +233,7 @@ impl Shared {
             }
             applied
         } else {
-            self.apply(g, &views, covered, head)
+            self.apply(g, &views, covered, head, carry, false)
         };
         let failed = match applied {
             Ok(()) => return Ok(()),
@@ -222,7 +249,7 @@ impl Shared {
         batch.truncate(before);
         if !batch.is_empty() {
             let views: Vec<EventView<'_>> = batch.iter().collect();
-            match self.apply(g, &views, position - 1, head) {
+            match self.apply(g, &views, position - 1, head, carry, false) {
                 Ok(()) => {}
                 Err(Fault::Engine(e)) => return Err(e),
                 // The events before the failing one failed too, this time (a limit reached
@@ -236,6 +263,8 @@ impl Shared {
                 }
             }
         }
+        // What earlier steps kept is committed either way: it comes before the failure.
+        self.flush(g, carry)?;
         self.fail(g, position, error.to_string());
         Ok(())
     }
@@ -249,6 +278,8 @@ pub(super) struct Reads {
     /// What `next` holds, if it was read: the matching events after `after`, read after
     /// the ledger's head was `head`.
     ahead: Option<Ahead>,
+    /// States folded by the last steps of a catch-up and not committed yet.
+    pub(super) carry: Carry,
 }
 
 struct Ahead {

@@ -152,8 +152,25 @@ fn a_catch_up_over_many_batches_while_appends_go_on_folds_every_event_once() {
 
 #[test]
 fn a_module_error_in_a_later_batch_of_a_catch_up_keeps_what_came_before() {
-    // Batches of 8: the failing event is in the eighth; the batch read beside that step's
-    // fold is not used (the projection stops before it) and `resume` reads it again.
+    // Batches of 8: the failing event (position 64) is in the eighth; the batch read beside
+    // that step's fold is not used (the projection stops before it) and `resume` reads it
+    // again.
+    fails_in_a_later_batch(60);
+}
+
+#[test]
+fn a_module_error_first_in_its_batch_keeps_the_steps_before_it_that_were_not_committed_yet() {
+    // Batches of 8, the failing event the first of the sixth (position 41): the fifth step
+    // was kept for a later commit (a catch-up commits every few steps), and nothing of the
+    // sixth folds, so what the fifth folded is committed on its own before the projection
+    // stops.
+    fails_in_a_later_batch(37);
+}
+
+/// Three accounts opened, then 100 credits spread over them, the one at `bad_credit` not a
+/// number; the per-stream projection, in batches of 8, stops right before it, with every
+/// state folded up to there, and again after `resume`.
+fn fails_in_a_later_batch(bad_credit: usize) {
     let f = fixture(8);
     let module = f.upload("bank");
     for a in 0..3 {
@@ -166,14 +183,18 @@ fn a_module_error_in_a_later_batch_of_a_catch_up_keeps_what_came_before() {
     }
     let mut bad = 0;
     for i in 0..100 {
-        let amount = if i == 60 { json!("lots") } else { json!(i) };
+        let amount = if i == bad_credit {
+            json!("lots")
+        } else {
+            json!(i)
+        };
         let p = f.append(vec![ev(
             &format!("account/{}", i % 3),
             &format!("c{i}"),
             "was_credited",
             json!({ "amount": amount }),
         )]);
-        if i == 60 {
+        if i == bad_credit {
             bad = p;
         }
     }
