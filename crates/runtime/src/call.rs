@@ -155,19 +155,18 @@ impl Runtime {
     }
 
     /// Folds `events` into `state` (JSON; `None` = initial); returns the new state JSON.
+    /// Events of more than [`Runtime::call_bytes`] are folded in several calls, the state
+    /// threaded through.
     pub fn evolve(
         &self,
         module: &Module,
         state: Option<&[u8]>,
         events: &[StoredEvent],
     ) -> Result<Vec<u8>, CallError> {
-        let mut ext = Vec::with_capacity(events.len());
-        for e in events {
-            ext.push(extensions_json(e));
-        }
-        let input =
-            loom_abi::evolve::encode(state, events.iter().zip(&ext).map(|(e, x)| event_ref(e, x)));
-        self.evolve_input(module, &input)
+        let ext: Vec<String> = events.iter().map(extensions_json).collect();
+        self.evolve_each(module, state, events.len(), |i| {
+            event_ref(&events[i], &ext[i])
+        })
     }
 
     /// [`Runtime::evolve`] over borrowed views of stored records (the catch-up path).
@@ -178,14 +177,52 @@ impl Runtime {
         events: &[EventView<'_>],
     ) -> Result<Vec<u8>, CallError> {
         let ext: Vec<String> = events.iter().map(view_extensions_json).collect();
-        let input =
-            loom_abi::evolve::encode(state, events.iter().zip(&ext).map(|(e, x)| view_ref(e, x)));
-        self.evolve_input(module, &input)
+        self.evolve_each(module, state, events.len(), |i| {
+            view_ref(&events[i], &ext[i])
+        })
+    }
+
+    /// Most bytes of events one `evolve` or `evolve_groups` call is given: a quarter of a
+    /// call's memory. Folding is the same in one call or in several with the state threaded
+    /// through, so a long run of large events — each well within the limits — is split
+    /// rather than copied whole into a module whose memory it would not fit.
+    pub fn call_bytes(&self) -> usize {
+        (self.config.memory_limit / 4).max(1 << 20)
+    }
+
+    /// Folds the `n` events `event(0..n)` in calls of at most [`Runtime::call_bytes`] of
+    /// events (and at least one event each). Only the events count: a large state goes into
+    /// every call whatever their number, and one event per call would make it slower, not
+    /// smaller.
+    fn evolve_each<'e>(
+        &self,
+        module: &Module,
+        state: Option<&[u8]>,
+        n: usize,
+        event: impl Fn(usize) -> EventRef<'e>,
+    ) -> Result<Vec<u8>, CallError> {
+        let budget = self.call_bytes();
+        let mut folded: Option<Vec<u8>> = None;
+        let mut start = 0;
+        loop {
+            let end = fill(start, n, budget, |i| {
+                loom_abi::Encoder::event_len(&event(i))
+            });
+            let current = folded.as_deref().or(state);
+            let input = loom_abi::evolve::encode(current, (start..end).map(&event));
+            folded = Some(self.evolve_input(module, &input)?);
+            if end >= n {
+                return Ok(folded.expect("folded at least once"));
+            }
+            start = end;
+        }
     }
 
     /// Folds many independent groups, `(state, events)` each, returning each group's new
     /// state in order. One `evolve_groups` call when the module exports it (a call's fixed
-    /// cost is paid once, not per group), else one `evolve` call per group. An error fails
+    /// cost is paid once, not per group), else one `evolve` call per group; groups of more
+    /// than [`Runtime::call_bytes`] together are split over several calls, and a group
+    /// larger than that alone folds on its own ([`Runtime::evolve_views`]). An error fails
     /// the whole call; [`Runtime::evolve_views`] per group tells which group it was.
     pub fn evolve_groups(
         &self,
@@ -202,14 +239,48 @@ impl Runtime {
             .iter()
             .map(|(_, events)| events.iter().map(view_extensions_json).collect())
             .collect();
-        let refs: Vec<_> = groups
-            .iter()
-            .zip(&ext)
-            .map(|((state, events), ext)| {
-                (*state, events.iter().zip(ext).map(|(e, x)| view_ref(e, x)))
-            })
-            .collect();
-        let input = loom_abi::evolve_groups::encode(&refs);
+        let size = |g: usize| {
+            let (state, events) = groups[g];
+            8 + state.map_or(0, <[u8]>::len)
+                + events
+                    .iter()
+                    .zip(&ext[g])
+                    .map(|(e, x)| loom_abi::Encoder::event_len(&view_ref(e, x)))
+                    .sum::<usize>()
+        };
+        let budget = self.call_bytes();
+        let mut states = Vec::with_capacity(groups.len());
+        let mut start = 0;
+        while start < groups.len() {
+            let end = fill(start, groups.len(), budget, size);
+            if end - start == 1 {
+                let (state, events) = groups[start];
+                states.push(self.evolve_views(module, state, events)?);
+            } else {
+                let refs: Vec<_> = groups[start..end]
+                    .iter()
+                    .zip(&ext[start..end])
+                    .map(|((state, events), ext)| {
+                        (*state, events.iter().zip(ext).map(|(e, x)| view_ref(e, x)))
+                    })
+                    .collect();
+                states.extend(self.evolve_groups_call(module, &refs)?);
+            }
+            start = end;
+        }
+        Ok(states)
+    }
+
+    /// One `evolve_groups` call.
+    fn evolve_groups_call<'e, E>(
+        &self,
+        module: &Module,
+        groups: &[(Option<&[u8]>, E)],
+    ) -> Result<Vec<Vec<u8>>, CallError>
+    where
+        E: Clone + ExactSizeIterator<Item = EventRef<'e>>,
+    {
+        let input = loom_abi::evolve_groups::encode(groups);
         let bad = |message: String| CallError::BadOutput {
             entry: Entry::EvolveGroups,
             message,
@@ -270,4 +341,19 @@ impl Runtime {
         let input = loom_abi::query::encode(state, params);
         self.call(module, Entry::Query, &input)
     }
+}
+
+/// The end of the run of items from `start` (before `n`) whose sizes add up to at most
+/// `budget`; at least one item when `start < n`.
+fn fill(start: usize, n: usize, budget: usize, size: impl Fn(usize) -> usize) -> usize {
+    let mut bytes = 0;
+    let mut end = start;
+    while end < n {
+        bytes += size(end);
+        if end > start && bytes > budget {
+            break;
+        }
+        end += 1;
+    }
+    end
 }

@@ -570,3 +570,51 @@ fn a_large_group_that_one_call_cannot_fold_within_the_fuel_budget_folds_in_small
     assert_eq!(st.events_applied, 32_000);
     assert_eq!(f.state("all", None, At::Now)["balance"], balance - 12_000);
 }
+
+#[test]
+fn a_stream_of_large_events_folds_within_the_modules_memory() {
+    // 2 400 credits of ~32 KiB each on one account: ~77 MB of event data, more than a
+    // module's 64 MiB memory (the default limit) if it were handed over in one call, though
+    // each event alone is small.
+    let f = fixture(100_000);
+    let module = f.upload("bank");
+    f.append(vec![ev(
+        "account/a",
+        "open",
+        "was_opened",
+        json!({"owner": "x"}),
+    )]);
+    let pad = "x".repeat(32 * 1024);
+    for chunk in 0..24 {
+        f.append(
+            (0..100)
+                .map(|i| {
+                    ev(
+                        "account/a",
+                        &format!("c{chunk}-{i}"),
+                        "was_credited",
+                        json!({"amount": 1, "pad": pad}),
+                    )
+                })
+                .collect(),
+        );
+    }
+    f.engine
+        .projections()
+        .put("accounts", account_spec(&module, Partition::Stream))
+        .unwrap();
+    f.wait("accounts");
+    let st = f.engine.projections().status("accounts").unwrap();
+    assert_eq!(st.active.status, Status::Running, "{st:?}");
+    assert_eq!(st.active.events_applied, 2_401);
+    assert_eq!(
+        f.state("accounts", Some("account/a"), At::Now)["balance"],
+        2_400
+    );
+    // Time travel replays the same events through the module.
+    let head = f.ledger.head();
+    assert_eq!(
+        f.state("accounts", Some("account/a"), At::Position(head))["balance"],
+        2_400
+    );
+}
