@@ -50,6 +50,10 @@ pub struct EngineConfig {
     pub runtime: RuntimeConfig,
     /// Most events a projection folds per transaction.
     pub batch_events: usize,
+    /// Most bytes of events (their fields) a projection reads for one step: with large
+    /// events a step holds fewer than `batch_events`, so that a catch-up's memory — two
+    /// batches, the one folded and the one read beside it — stays bounded.
+    pub batch_bytes: usize,
     /// Longest `min_position` wait a query may ask for.
     pub max_wait: std::time::Duration,
     /// How reactors retry deliveries to their sinks.
@@ -77,6 +81,7 @@ impl Default for EngineConfig {
             // catch-up over many streams (the per-call cost is then shared); groups are folded
             // in calls of at most 5 000 events.
             batch_events: 100_000,
+            batch_bytes: 64 << 20,
             max_wait: std::time::Duration::from_secs(30),
             sink: SinkPolicy::default(),
             max_reaction_hops: 16,

@@ -135,18 +135,21 @@ where
     }
 
     /// The matching events, checked and copied into `batch` (emptied first).
+    /// Reads the matches into `batch`, stopping once it holds `max_bytes` (after at least
+    /// one event).
     pub(crate) fn select_batch(
         &self,
         sel: &CompiledSelector,
         w: Window,
         entities: &[String],
+        max_bytes: usize,
         batch: &mut EventBatch,
     ) -> Result<(), ReadError> {
         batch.clear();
         self.select_records(sel, w, entities, Reading::Whole, |position, bytes, _| {
             // Checked here, so that views of the batch cannot fail later.
             batch.push(position, bytes)?;
-            Ok(true)
+            Ok(batch.bytes() < max_bytes)
         })
     }
 

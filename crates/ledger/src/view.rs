@@ -225,6 +225,12 @@ impl EventBatch {
         self.items.is_empty()
     }
 
+    /// The bytes of the events' fields it holds (text and binary), without its per-event
+    /// bookkeeping.
+    pub fn bytes(&self) -> usize {
+        self.text.len() + self.bin.len()
+    }
+
     /// The position of the `i`th event.
     pub fn position(&self, i: usize) -> u64 {
         self.items[i].position

@@ -176,9 +176,10 @@ impl Shared {
                 head
             }
             _ => {
-                self.ledger.read_batch_into(
+                self.ledger.read_batch_bounded_into(
                     &g.selector,
                     ReadOptions::after(position, self.batch_events),
+                    self.batch_bytes,
                     &mut reads.batch,
                 )?;
                 head
@@ -186,8 +187,9 @@ impl Shared {
         };
         let (batch, carry) = (&mut reads.batch, &mut reads.carry);
         // Fewer than a full batch: every matching event up to `head` (read before the
-        // snapshot was taken) is in hand.
-        let full = batch.len() >= self.batch_events;
+        // snapshot was taken) is in hand. A batch is full by number or by size (a read
+        // stops once it holds `batch_bytes`), and then only what it holds is covered.
+        let full = batch.len() >= self.batch_events || batch.bytes() >= self.batch_bytes;
         let covered = match batch.last_position() {
             Some(last) if full => last,
             Some(last) => last.max(head),
@@ -212,9 +214,10 @@ impl Shared {
                     // The head first: every matching event up to it is in the read after.
                     let head = self.ledger.head();
                     self.ledger
-                        .read_batch_into(
+                        .read_batch_bounded_into(
                             &g.selector,
                             ReadOptions::after(covered, self.batch_events),
+                            self.batch_bytes,
                             next,
                         )
                         .map(|()| head)

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use loom_engine::{At, Engine, Partition, ProjectionSpec, PutOutcome, QueryError, Status};
+use loom_engine::{
+    At, Engine, EngineConfig, Partition, ProjectionSpec, PutOutcome, QueryError, Status,
+};
 use loom_ledger::Selector;
 use serde_json::{Value, json};
 
@@ -617,4 +619,50 @@ fn a_stream_of_large_events_folds_within_the_modules_memory() {
         f.state("accounts", Some("account/a"), At::Position(head))["balance"],
         2_400
     );
+}
+
+#[test]
+fn steps_bounded_by_size_fold_every_event_exactly_once() {
+    // Steps of at most ~40 KB of events: each holds a few of the ~9 KiB credits, far fewer
+    // than its 1 000 events, and each must still cover only what it read.
+    let f = fixture_with(EngineConfig {
+        batch_events: 1_000,
+        batch_bytes: 40_000,
+        ..config(1_000)
+    });
+    let module = f.upload("bank");
+    let pad = "x".repeat(9 * 1024);
+    let mut events = Vec::new();
+    for a in 0..4 {
+        let subject = format!("account/{a}");
+        events.push(ev(
+            &subject,
+            &format!("o{a}"),
+            "was_opened",
+            json!({"owner": "x"}),
+        ));
+    }
+    for i in 0..120u64 {
+        let subject = format!("account/{}", i % 4);
+        let data = json!({"amount": i, "pad": pad});
+        events.push(ev(&subject, &format!("c{i}"), "was_credited", data));
+    }
+    for chunk in events.chunks(7) {
+        f.append(chunk.to_vec());
+    }
+    f.engine
+        .projections()
+        .put("accounts", account_spec(&module, Partition::Stream))
+        .unwrap();
+    f.wait("accounts");
+    let st = f.engine.projections().status("accounts").unwrap();
+    assert_eq!(st.active.events_applied, 124, "every event folded once");
+    let head = f.ledger.head();
+    for a in 0..4 {
+        let subject = format!("account/{a}");
+        let expected: u64 = (0..120u64).filter(|i| i % 4 == a).sum();
+        let state = f.state("accounts", Some(&subject), At::Now);
+        assert_eq!(state["balance"], json!(expected), "{subject}");
+        assert_eq!(state, clean_fold(&f, &module, &subject, head), "{subject}");
+    }
 }

@@ -103,8 +103,24 @@ impl Ledger {
         opts: ReadOptions,
         batch: &mut EventBatch,
     ) -> Result<(), ReadError> {
+        self.read_batch_bounded_into(selector, opts, usize::MAX, batch)
+    }
+
+    /// [`Ledger::read_batch_into`] that also stops once the batch holds `max_bytes` of event
+    /// fields ([`EventBatch::bytes`]; at least one event): a batch of large events is bounded
+    /// in memory, not only in number. Whoever reads on must tell a batch cut short this way
+    /// (`batch.bytes() >= max_bytes`) from one that holds every match.
+    pub fn read_batch_bounded_into(
+        &self,
+        selector: &CompiledSelector,
+        opts: ReadOptions,
+        max_bytes: usize,
+        batch: &mut EventBatch,
+    ) -> Result<(), ReadError> {
         let entities = self.entity_names();
-        self.with_view(|v| v.select_batch(selector, opts.window(), &entities, &mut *batch))
+        self.with_view(|v| {
+            v.select_batch(selector, opts.window(), &entities, max_bytes, &mut *batch)
+        })
     }
 
     #[cfg(feature = "bench")]
