@@ -164,3 +164,14 @@ pub(crate) fn wait_status(f: &Fixture, name: &str, want: Status) -> loom_engine:
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// Defines the per-stream `accounts` projection over `module` (the bank example), waits
+/// until it has folded up to the head and returns its status.
+pub(crate) fn fold_accounts(f: &Fixture, module: &str) -> loom_engine::ProjectionStatus {
+    f.engine
+        .projections()
+        .put("accounts", account_spec(module, Partition::Stream))
+        .unwrap();
+    f.wait("accounts");
+    f.engine.projections().status("accounts").unwrap()
+}

@@ -6,5 +6,6 @@ mod catch_up;
 mod commands;
 mod determinism;
 mod fixture;
+mod large_events;
 mod modules;
 mod projections;

@@ -5,4 +5,5 @@
 mod abi_doc;
 mod compile_bombs;
 mod guest_heap;
+mod large_events;
 mod runtime;
