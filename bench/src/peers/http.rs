@@ -1,14 +1,26 @@
 //! W1–W3 over HTTP: how users reach Loom. Each row starts the release `loom serve` (a child
 //! process, its own empty data directory under `--dir`, loopback) and loads it from this
-//! process with `writers` keep-alive connections (one `reqwest` client each), every request a
-//! `POST /v1/events` — structured mode for one event, batch mode for more — answered `201`
-//! only once durable. Latency is the request's round trip.
+//! process with `writers` keep-alive HTTP/1.1 connections, every request a `POST /v1/events` —
+//! structured mode for one event, batch mode for more — answered `201` only once durable.
+//! Latency is the request's round trip.
+//!
+//! Each connection is hyper's client connection, driven by a task of its own, as
+//! tokio-postgres drives each of the PostgreSQL rows' connections: client and server share
+//! the machine's two cores, so a load client that spends more per request than PostgreSQL's
+//! would take CPU from the server under test. (A `reqwest` client per writer, as these rows
+//! used before, also parses the URL, looks its connection up in a pool and hands the request
+//! between tasks on every request.)
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
 
 use super::{Args, Row, owned_stream, temp_in};
 
@@ -92,6 +104,50 @@ impl LoomServe {
     }
 }
 
+/// One keep-alive HTTP/1.1 connection to the server.
+struct Connection {
+    sender: SendRequest<Full<Bytes>>,
+    host: String,
+}
+
+impl Connection {
+    async fn open(url: &str) -> Result<Connection, String> {
+        let host = url.trim_start_matches("http://").to_owned();
+        let tcp = tokio::net::TcpStream::connect(&host)
+            .await
+            .map_err(|e| format!("connecting to {host}: {e}"))?;
+        tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|e| format!("HTTP handshake with {host}: {e}"))?;
+        // Ends when `sender` is dropped, or the server closes the connection.
+        tokio::spawn(connection);
+        Ok(Connection { sender, host })
+    }
+
+    /// POSTs `body` to `path` and reads the whole answer; its status, or why there is none.
+    async fn post(&mut self, path: &str, content_type: &str, body: String) -> Result<u16, String> {
+        self.sender.ready().await.map_err(|e| e.to_string())?;
+        let request = hyper::Request::post(path)
+            .header(hyper::header::HOST, &self.host)
+            .header(hyper::header::CONTENT_TYPE, content_type)
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        let response = self
+            .sender
+            .send_request(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(status)
+    }
+}
+
 /// The in-process rows' event (`super::event`) in CloudEvents JSON: the same events both ways.
 fn event_json(stream: usize, id: &str) -> String {
     serde_json::to_string(&super::event(stream, id)).expect("an event serializes")
@@ -109,10 +165,9 @@ pub(super) async fn appends(
     let started = Instant::now();
     let tasks: Vec<_> = (0..writers)
         .map(|w| {
-            let (stop, url) = (stop.clone(), format!("{}/v1/events", server.url));
+            let (stop, url) = (stop.clone(), server.url.clone());
             tokio::spawn(async move {
-                // A client of its own: one keep-alive connection per writer.
-                let http = reqwest::Client::new();
+                let mut connection = Connection::open(&url).await?;
                 let (mut lat, mut failed) = (Vec::new(), 0u64);
                 let mut i = 0usize;
                 while !stop.load(Ordering::Relaxed) {
@@ -131,24 +186,18 @@ pub(super) async fn appends(
                         )
                     };
                     let t = Instant::now();
-                    let r = http
-                        .post(&url)
-                        .header("content-type", ct)
-                        .body(body)
-                        .send()
-                        .await;
-                    let ok = match r {
-                        Ok(r) => r.status().as_u16() == 201 && r.bytes().await.is_ok(),
-                        Err(_) => false,
-                    };
-                    if ok {
-                        lat.push(t.elapsed());
-                    } else {
-                        failed += 1;
+                    match connection.post("/v1/events", ct, body).await {
+                        Ok(201) => lat.push(t.elapsed()),
+                        Ok(_) => failed += 1,
+                        // A lost connection is opened again, and counts as a failed request.
+                        Err(_) => {
+                            failed += 1;
+                            connection = Connection::open(&url).await?;
+                        }
                     }
                     i += 1;
                 }
-                (lat, failed)
+                Ok::<_, String>((lat, failed))
             })
         })
         .collect();
@@ -156,7 +205,7 @@ pub(super) async fn appends(
     stop.store(true, Ordering::Relaxed);
     let (mut lat, mut failed) = (Vec::new(), 0);
     for t in tasks {
-        let (l, f) = t.await.map_err(|e| e.to_string())?;
+        let (l, f) = t.await.map_err(|e| e.to_string())??;
         lat.extend(l);
         failed += f;
     }
