@@ -5,8 +5,8 @@
 //! both are done. Each hand-off can be waited for asleep, but a thread that sleeps lets its
 //! CPU go idle, and a CPU woken from idle is slow to notice the hand-off: on the virtual
 //! machines measured, a sync that completes while every CPU is idle is noticed up to ten
-//! times later than one that completes while a CPU is running (docs/benchmarks.md, "A sync
-//! on an idle machine"). So the waits that are usually short — the writer's for the sync, the
+//! times later than one that completes while a CPU is running (docs/benchmarks/write-path.md,
+//! "A sync on an idle machine"). So the waits that are usually short — the writer's for the sync, the
 //! sync thread's for the next record, the writer's for the next append — poll first.
 //!
 //! A [`Poller`] polls only as long as its recent waits suggest the hand-off is near (about

@@ -4,7 +4,7 @@
 //! every completed write on the one CPU its interrupt is bound to. A thread waiting in
 //! `fdatasync` on another CPU is then woken through that CPU, and on the virtual machines
 //! measured that costs more than the sync itself; a writer thread sharing a CPU with the sync
-//! thread delays it further (docs/benchmarks.md, "Where the sync thread runs"). So while
+//! thread delays it further (docs/benchmarks/write-path.md, "Where the sync thread runs"). So while
 //! groups are small — one writer of single events, a few — the sync thread runs on the
 //! interrupt's CPU and the writer on the others. Under load, when groups grow, both go back
 //! to every CPU the process may use, so that the writer and the request threads can spread.

@@ -33,7 +33,7 @@ const POLL_FOR_RECORD: Duration = Duration::from_micros(300);
 /// `CAP_SYS_NICE`, or an `RLIMIT_NICE` that allows it). Every group waits for this thread,
 /// which takes little CPU; when the request threads keep the CPUs busy, a sync thread at the
 /// same priority waited 0.19 ms on average (2.6 ms at most) to run after each wake-up
-/// (`perf sched latency` at 64 connections), and the groups with it (docs/benchmarks.md).
+/// (`perf sched latency` at 64 connections), and the groups with it (docs/benchmarks/write-path.md).
 const SYNC_PRIORITY_BOOST: i32 = 10;
 
 impl Syncer {
