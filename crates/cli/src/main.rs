@@ -145,6 +145,14 @@ struct ServeArgs {
     /// Most events a projection folds per transaction.
     #[arg(long, env = "LOOM_PROJECTION_BATCH", default_value_t = 100_000)]
     projection_batch: usize,
+    /// Most bytes of events a projection reads for one step (suffixes k, m, g): with large
+    /// events a step holds fewer than --projection-batch. A catch-up holds two such batches.
+    #[arg(long, env = "LOOM_PROJECTION_BATCH_BYTES", default_value = "64m", value_parser = parse_size)]
+    projection_batch_bytes: usize,
+    /// Most projections catching up at a time (default: the number of CPUs); the others wait
+    /// in line, and while others wait each gives its turn up every couple of seconds.
+    #[arg(long, env = "LOOM_PROJECTION_CATCH_UPS", value_parser = clap::value_parser!(u32).range(1..))]
+    projection_catch_ups: Option<u32>,
     /// Longest wait of a min_position read, in milliseconds.
     #[arg(long, env = "LOOM_MAX_WAIT_MS", default_value_t = 10_000)]
     max_wait_ms: u64,
@@ -206,7 +214,7 @@ fn parse_size(text: &str) -> Result<usize, String> {
 
 // glibc's allocator spends much of a request's time in `malloc_consolidate` and its bins
 // (every HTTP request's header map is a "large" allocation that makes it sort the small ones
-// freed since); mimalloc keeps per-thread free lists (docs/benchmarks.md, "The allocator").
+// freed since); mimalloc keeps per-thread free lists (docs/benchmarks/write-path.md, "The allocator").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -325,12 +333,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let mut engine_config = EngineConfig {
         batch_events: args.projection_batch.max(1),
+        batch_bytes: args.projection_batch_bytes.max(1),
         max_reaction_hops: args.max_reaction_hops,
         max_command_events: args.max_command_events,
         max_command_bytes: args.max_command_bytes,
         reactors_active,
         ..EngineConfig::default()
     };
+    if let Some(n) = args.projection_catch_ups {
+        engine_config.catch_ups = n as usize;
+    }
     engine_config.runtime.fuel_per_call = args.fuel.max(1);
     engine_config.runtime.memory_limit = args.memory_limit;
     engine_config.runtime.call_timeout = Duration::from_millis(args.call_timeout_ms.max(1));

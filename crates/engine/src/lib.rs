@@ -54,6 +54,13 @@ pub struct EngineConfig {
     /// events a step holds fewer than `batch_events`, so that a catch-up's memory — two
     /// batches, the one folded and the one read beside it — stays bounded.
     pub batch_bytes: usize,
+    /// Most projection generations catching up at a time (each holds up to two read batches
+    /// and the states of a few steps); the others wait in line, and while others wait a
+    /// generation gives its turn up every couple of seconds. Default: the number of CPUs.
+    pub catch_ups: usize,
+    /// How long a generation catches up in one turn while others wait for theirs; then it
+    /// commits what it kept and queues again.
+    pub catch_up_slice: std::time::Duration,
     /// Longest `min_position` wait a query may ask for.
     pub max_wait: std::time::Duration,
     /// How reactors retry deliveries to their sinks.
@@ -82,6 +89,8 @@ impl Default for EngineConfig {
             // in calls of at most 5 000 events.
             batch_events: 100_000,
             batch_bytes: 64 << 20,
+            catch_ups: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            catch_up_slice: std::time::Duration::from_secs(2),
             max_wait: std::time::Duration::from_secs(30),
             sink: SinkPolicy::default(),
             max_reaction_hops: 16,

@@ -27,6 +27,7 @@ use crate::{DefinitionError, EngineConfig, EngineError, Kind, PutOutcome, QueryE
 
 mod carry;
 mod fold;
+mod gate;
 mod generation;
 mod notes;
 mod read;
@@ -103,6 +104,8 @@ struct Shared {
     modules: Arc<ModuleStore>,
     batch_events: usize,
     batch_bytes: usize,
+    /// Lets `EngineConfig::catch_ups` generations catch up at a time.
+    gate: Arc<gate::Gate>,
     max_wait: Duration,
     map: RwLock<BTreeMap<String, Proj>>,
     last_durable: Mutex<Instant>,
@@ -144,6 +147,7 @@ impl Projections {
             modules,
             batch_events: config.batch_events.max(1),
             batch_bytes: config.batch_bytes.max(1),
+            gate: gate::Gate::new(config.catch_ups, config.catch_up_slice),
             max_wait: config.max_wait,
             map: RwLock::new(BTreeMap::new()),
             last_durable: Mutex::new(Instant::now()),

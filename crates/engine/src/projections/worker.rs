@@ -1,5 +1,6 @@
 //! A generation's worker thread: catch up from the checkpoint, then follow the head.
 
+use super::gate::{Place, Turn};
 use super::*;
 
 impl Shared {
@@ -35,10 +36,9 @@ impl Shared {
         let mut reads = Reads::default();
         while !g.life.stopping() {
             if g.life.idle() {
-                // Paused: what a catch-up kept is committed, so that its progress shows.
-                if let Err(e) = self.flush(g, &mut reads.carry) {
-                    tracing::warn!(projection = %g.name, error = %e, "committing the states kept while catching up failed; they are folded again");
-                }
+                // Paused: what a catch-up kept is committed, so that its progress shows, and
+                // its turn of the gate and its buffers are given up.
+                self.put_down(g, &mut reads);
                 continue;
             }
             match self.resync(g) {
@@ -80,6 +80,18 @@ impl Shared {
                     .wait_for(position + 1, Duration::from_millis(250));
                 continue;
             }
+            // Far behind: a catch-up, which folds only in a turn of the gate ([`gate`]).
+            if reads.turn.is_none() && head - position > self.batch_events as u64 {
+                let place = reads.place.take().unwrap_or_else(|| self.gate.join());
+                match place.wait(TURN_WAIT) {
+                    Ok(turn) => reads.turn = Some(turn),
+                    Err(place) => {
+                        // Still in line; look at the flags again meanwhile.
+                        reads.place = Some(place);
+                        continue;
+                    }
+                }
+            }
             let stepped = self.step(g, head, &mut reads);
             if stepped.is_err() {
                 // Folded again from the stored checkpoint.
@@ -99,8 +111,21 @@ impl Shared {
                     self.fail(g, 0, e.to_string());
                 }
             }
+            if reads.turn.as_ref().is_some_and(Turn::due) {
+                // Others wait for a turn: this one queues again behind them.
+                self.put_down(g, &mut reads);
+            }
         }
         tracing::debug!(projection = %g.name, generation = g.generation, "worker stopped");
+    }
+
+    /// Commits what a catch-up kept, then lets go of the read buffers and of the turn of the
+    /// gate (and the place in its line).
+    fn put_down(&self, g: &Gen, reads: &mut Reads) {
+        if let Err(e) = self.flush(g, &mut reads.carry) {
+            tracing::warn!(projection = %g.name, error = %e, "committing the states kept while catching up failed; they are folded again");
+        }
+        *reads = Reads::default();
     }
 
     /// Records a failure in memory and in the projection's record, and says so in the log
@@ -283,7 +308,14 @@ pub(super) struct Reads {
     ahead: Option<Ahead>,
     /// States folded by the last steps of a catch-up and not committed yet.
     pub(super) carry: Carry,
+    /// Leave to catch up, while catching up.
+    turn: Option<Turn>,
+    /// The place in the gate's line while waiting for a turn.
+    place: Option<Place>,
 }
+
+/// Longest wait for a turn of the gate before the worker looks at its flags again.
+const TURN_WAIT: Duration = Duration::from_millis(250);
 
 struct Ahead {
     after: u64,

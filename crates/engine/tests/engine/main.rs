@@ -9,3 +9,4 @@ mod fixture;
 mod large_events;
 mod modules;
 mod projections;
+mod turns;
