@@ -27,6 +27,7 @@ impl Gen {
             last_error,
             skipped,
             quarantined,
+            queued: self.queued.load(Ordering::Acquire),
         }
     }
 }
@@ -80,6 +81,7 @@ impl Shared {
             notes: Mutex::new(notes::Notes::default()),
             retry_quarantine: AtomicBool::new(false),
             small_calls: AtomicBool::new(false),
+            queued: AtomicBool::new(false),
         }))
     }
 

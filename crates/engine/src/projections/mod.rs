@@ -80,6 +80,8 @@ struct Gen {
     /// Set once a call of [`state::LARGE_CALL_EVENTS`] hit a limit: large groups fold in
     /// calls of [`state::MAX_CALL_EVENTS`] from then on.
     small_calls: AtomicBool,
+    /// Waiting in the gate's line for a turn to catch up.
+    queued: AtomicBool,
 }
 
 impl std::fmt::Debug for Gen {

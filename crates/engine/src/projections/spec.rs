@@ -107,6 +107,10 @@ pub struct GenerationStatus {
     /// Streams set aside after a module error (`on_error: quarantine`), until `resume`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub quarantined: Vec<Quarantined>,
+    /// Waiting in line to catch up: more projections are catching up than the server lets
+    /// catch up at once (`--projection-catch-ups`). Left out when false.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub queued: bool,
 }
 
 /// `GET /v1/projections/{name}`.

@@ -68,6 +68,7 @@ impl Shared {
                 // and the next one, reading on from them, commits them.
                 debug_assert!(reads.carry.is_empty());
                 reads = Reads::default();
+                g.queued.store(false, Ordering::Release);
                 g.life.reach_head();
                 if g.pending.load(Ordering::Acquire) {
                     if let Err(e) = self.swap(g) {
@@ -83,8 +84,16 @@ impl Shared {
             // Far behind: a catch-up, which folds only in a turn of the gate ([`gate`]).
             if reads.turn.is_none() && head - position > self.batch_events as u64 {
                 let place = reads.place.take().unwrap_or_else(|| self.gate.join());
-                match place.wait(TURN_WAIT) {
-                    Ok(turn) => reads.turn = Some(turn),
+                let waited = place.wait(Duration::ZERO).or_else(|place| {
+                    // No turn free: the status says it waits in line.
+                    g.queued.store(true, Ordering::Release);
+                    place.wait(TURN_WAIT)
+                });
+                match waited {
+                    Ok(turn) => {
+                        reads.turn = Some(turn);
+                        g.queued.store(false, Ordering::Release);
+                    }
                     Err(place) => {
                         // Still in line; look at the flags again meanwhile.
                         reads.place = Some(place);
@@ -126,6 +135,7 @@ impl Shared {
             tracing::warn!(projection = %g.name, error = %e, "committing the states kept while catching up failed; they are folded again");
         }
         *reads = Reads::default();
+        g.queued.store(false, Ordering::Release);
     }
 
     /// Records a failure in memory and in the projection's record, and says so in the log
