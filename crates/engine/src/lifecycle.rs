@@ -51,6 +51,9 @@ pub(crate) struct Lifecycle {
     paused: AtomicBool,
     stop: AtomicBool,
     failure: Mutex<Option<Failure>>,
+    /// Held while progress is published ([`advance`](Self::advance)) and while a status is
+    /// read ([`progress`](Self::progress)), so that the two agree.
+    publishing: Mutex<()>,
     changed: Notify,
     handle: Mutex<Option<JoinHandle<()>>>,
 }
@@ -128,6 +131,27 @@ impl Lifecycle {
         }
     }
 
+    /// Publishes the worker's progress: every selected event up to `position` is done, and
+    /// whether that is the head. A status read through [`progress`](Self::progress) then
+    /// never says `running` with the position from before, nor shows the position at the
+    /// head still `catching_up`.
+    pub(crate) fn advance(&self, position: u64, at_head: bool) {
+        let _publishing = self.publishing.lock().unwrap_or_else(|e| e.into_inner());
+        if at_head {
+            self.reach_head();
+        }
+        self.set_position(position);
+    }
+
+    /// The status, the failure and the position, as one publication left them.
+    pub(crate) fn progress(&self) -> (Status, Option<Failure>, u64) {
+        let _publishing = self.publishing.lock().unwrap_or_else(|e| e.into_inner());
+        // The status and failure first, progress after: the worker publishes progress before
+        // it records a failure, so read in this order a failed status never comes with the
+        // progress from before the events it folded up to the failing one.
+        (self.status(), self.failure(), self.position())
+    }
+
     /// Records that the worker is behind the head again (its progress was reloaded).
     pub(crate) fn fall_behind(&self) {
         self.caught_up.store(false, Ordering::Release);
@@ -175,6 +199,36 @@ impl Lifecycle {
     pub(crate) fn join(&self) {
         if let Some(h) = self.handle.lock().expect("handle lock").take() {
             let _ = h.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_status_never_says_running_with_the_position_from_before() {
+        // A worker reaching the head (position 2) while a reader polls its status, many
+        // times over: `running` must come with position 2.
+        for _ in 0..20_000 {
+            let life = Arc::new(Lifecycle::default());
+            life.advance(1, false);
+            let reader = {
+                let life = life.clone();
+                std::thread::spawn(move || {
+                    loop {
+                        let (status, _, position) = life.progress();
+                        if status == Status::Running {
+                            return position;
+                        }
+                        std::hint::spin_loop();
+                    }
+                })
+            };
+            life.advance(2, true);
+            assert_eq!(reader.join().expect("reader"), 2);
         }
     }
 }

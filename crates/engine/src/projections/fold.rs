@@ -225,12 +225,9 @@ impl Shared {
         drop(notes);
         g.events_applied.store(applied, Ordering::Release);
         g.keys.store(keys, Ordering::Release);
-        if covered >= head {
-            // Caught up is set before the position is published, so whoever sees the
-            // position at the head also sees the status `running`.
-            g.life.reach_head();
-        }
-        g.life.set_position(covered);
+        // Caught up is set before the position is published, so whoever sees the position at
+        // the head also sees the status `running`; a status sees both or neither.
+        g.life.advance(covered, covered >= head);
         g.life.notify();
         Ok(())
     }

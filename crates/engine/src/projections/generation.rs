@@ -5,12 +5,7 @@ use super::*;
 
 impl Gen {
     pub(super) fn status(&self, head: u64) -> GenerationStatus {
-        // The status and failure first, progress after: the worker publishes progress before
-        // it records a failure, so read in this order a failed status never comes with the
-        // progress from before the events it folded up to the failing one.
-        let status = self.life.status();
-        let last_error = self.life.failure();
-        let position = self.life.position();
+        let (status, last_error, position) = self.life.progress();
         let (skipped, quarantined) = {
             let notes = self.notes.lock().expect("notes lock");
             (notes.skipped.clone(), notes.quarantined())

@@ -234,10 +234,7 @@ impl Shared {
             self.flush(g, carry)?;
             // Nothing selected: advance in memory only; the stored checkpoint catches up with
             // the next commit (a restart re-reads a few non-matching events, harmlessly).
-            if covered >= head {
-                g.life.reach_head();
-            }
-            g.life.set_position(covered);
+            g.life.advance(covered, covered >= head);
             g.life.notify();
             return Ok(());
         }

@@ -100,11 +100,8 @@ impl Worker {
     }
 
     fn status(&self, head: u64) -> ReactorStatus {
-        // Status and failure before progress, as for projections (`Gen::status`): progress is
-        // published before a failure is recorded.
-        let status = self.life.status();
-        let last_error = self.life.failure();
-        let position = self.life.position();
+        // As one publication left them (`Lifecycle::progress`), as for projections.
+        let (status, last_error, position) = self.life.progress();
         let c = self.checkpoint();
         ReactorStatus {
             name: self.name.clone(),

@@ -120,10 +120,7 @@ impl Shared {
             w.life.set_position(e.position);
         }
         if result.is_ok() && !w.life.interrupted() {
-            if covered >= head {
-                w.life.reach_head();
-            }
-            w.life.set_position(covered);
+            w.life.advance(covered, covered >= head);
         }
         if w.life.position() != position {
             self.save_checkpoint(w)
