@@ -143,8 +143,8 @@ struct ServeArgs {
     #[arg(long, env = "LOOM_CALL_TIMEOUT_MS", default_value_t = 10_000)]
     call_timeout_ms: u64,
     /// Most events a projection folds per transaction.
-    #[arg(long, env = "LOOM_PROJECTION_BATCH", default_value_t = 100_000)]
-    projection_batch: usize,
+    #[arg(long, env = "LOOM_PROJECTION_BATCH", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..))]
+    projection_batch: u32,
     /// Most bytes of events a projection reads for one step (suffixes k, m, g): with large
     /// events a step holds fewer than --projection-batch. A catch-up holds two such batches.
     #[arg(long, env = "LOOM_PROJECTION_BATCH_BYTES", default_value = "64m", value_parser = parse_size)]
@@ -332,8 +332,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let mut engine_config = EngineConfig {
-        batch_events: args.projection_batch.max(1),
-        batch_bytes: args.projection_batch_bytes.max(1),
+        batch_events: args.projection_batch as usize,
+        // Not 0: `parse_size` refuses it.
+        batch_bytes: args.projection_batch_bytes,
         max_reaction_hops: args.max_reaction_hops,
         max_command_events: args.max_command_events,
         max_command_bytes: args.max_command_bytes,

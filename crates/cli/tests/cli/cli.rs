@@ -208,7 +208,14 @@ fn serve_takes_cache_and_log_sizes_and_refuses_bad_ones() {
     // ~0.55 MiB); without checkpoints the log would hold all ~3.3 MB.
     assert!(size("ledger.wal") < 2 << 20, "{}", size("ledger.wal"));
 
-    for (flag, value) in [("--cache", "lots"), ("--wal-checkpoint", "0")] {
+    // Each refused with the flag named and why, before anything starts.
+    for (flag, value, why) in [
+        ("--cache", "lots", "is not a size"),
+        ("--wal-checkpoint", "0", "is not a size"),
+        ("--projection-batch-bytes", "0", "is not a size"),
+        ("--projection-batch", "0", "0 is not in 1.."),
+        ("--projection-catch-ups", "0", "0 is not in 1.."),
+    ] {
         let out = Command::new(LOOM)
             .args(["serve", "--data"])
             .arg(dir.path().join("data"))
@@ -217,7 +224,7 @@ fn serve_takes_cache_and_log_sizes_and_refuses_bad_ones() {
             .unwrap();
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(flag) && err.contains("is not a size"), "{err}");
+        assert!(err.contains(flag) && err.contains(why), "{err}");
     }
 }
 

@@ -67,8 +67,8 @@ impl Shared {
                 // Nothing is kept here: a step that kept states covered less than the head
                 // and the next one, reading on from them, commits them.
                 debug_assert!(reads.carry.is_empty());
-                reads = Reads::default();
-                g.queued.store(false, Ordering::Release);
+                // An idle projection holds no catch-up buffers, turn or place in line.
+                self.put_down(g, &mut reads);
                 g.life.reach_head();
                 if g.pending.load(Ordering::Acquire) {
                     if let Err(e) = self.swap(g) {
