@@ -13,7 +13,7 @@ pub(crate) mod control;
 pub(crate) mod deferred;
 pub(crate) mod group;
 #[cfg(target_os = "linux")]
-mod placement;
+pub(crate) mod placement;
 pub(crate) mod replicated;
 pub(crate) mod reserve;
 mod syncer;

@@ -125,6 +125,27 @@ impl Placement {
     }
 }
 
+/// Runs `f` (which starts a thread) with the calling thread allowed every CPU the process
+/// may use, then puts the caller back where it was: a thread inherits the placement of the
+/// one that starts it, and one started by a writer placed on a single CPU would share it.
+pub(crate) fn on_every_cpu<T>(f: impl FnOnce() -> T) -> T {
+    use rustix::thread::{sched_getaffinity, sched_setaffinity};
+    let (Ok(own), Ok(all)) = (
+        sched_getaffinity(None),
+        sched_getaffinity(Some(rustix::process::getpid())),
+    ) else {
+        return f();
+    };
+    if own == all {
+        return f();
+    }
+    // Best effort: a thread left where it is still does its work.
+    let _ = sched_setaffinity(None, &all);
+    let out = f();
+    let _ = sched_setaffinity(None, &own);
+    out
+}
+
 /// The one CPU that the completions of the block device `device` (major, minor) arrive
 /// on, read from `sys` (sysfs) and `proc` (procfs): `None` unless the device (or the disk a
 /// partition belongs to) has a single hardware queue whose busiest interrupt is bound to a

@@ -84,8 +84,18 @@ fn apply_logged(
     Ok(record.events.len() as u64)
 }
 
+/// Groups of at least this many events are indexed on two threads (`index_logged`).
+const SPLIT_INDEX_EVENTS: usize = 256;
+
 /// Stores and indexes one logged group's events, and packs the segments they fill
 /// (`records::store`).
+///
+/// Each index gets its entries in key order: a group spread over many streams puts its
+/// stream index entries on leaves all over that B-tree, and in order each leaf is visited
+/// once, while it is hot. A large group's stream index is written on a second thread while
+/// this one writes the other indexes (both write tables of the one transaction, which redb
+/// allows; if either fails, the group does). docs/benchmarks/write-path.md, "Indexing a
+/// large group", has the figures.
 pub(super) fn index_logged(
     t: &mut Tables<'_>,
     record: &LoggedGroup<'_>,
@@ -101,22 +111,119 @@ pub(super) fn index_logged(
         segment_events,
     )
     .map_err(corrupt)?;
-    for (i, (stream_id, bytes)) in record.events.iter().enumerate() {
-        let position = record.first + i as u64;
-        let e = codec::decode_view(position, bytes).map_err(|message| {
-            StorageError(Box::new(redb::Error::Corrupted(format!(
-                "the {log}'s event at position {position}: {message}"
-            ))))
-        })?;
-        let keys = Keys {
-            source: e.source,
-            id: e.id,
-            subject: e.subject,
-            ty: e.ty,
-        };
-        index_keys(t, position, *stream_id, e.revision, keys)?;
+    let entries = Entries::of(record, log)?;
+    let Tables {
+        ids,
+        streams,
+        stream_index,
+        entity_index,
+        type_index,
+        ..
+    } = t;
+    let mut others = || -> Result<(), StorageError> {
+        for (key, position) in &entries.ids {
+            ids.insert(key, position)?;
+        }
+        for (subject, at) in &entries.streams {
+            streams.insert(subject, at)?;
+        }
+        for key in &entries.entity_index {
+            entity_index.insert(key, ())?;
+        }
+        for key in &entries.type_index {
+            type_index.insert(key, ())?;
+        }
+        Ok(())
+    };
+    // Behind a lock so that, should no second thread be had, this one can write it too.
+    let stream_index = std::sync::Mutex::new(stream_index);
+    let by_stream = || -> Result<(), StorageError> {
+        let mut table = stream_index.lock().unwrap_or_else(|e| e.into_inner());
+        for (key, position) in &entries.stream_index {
+            table.insert(key, position)?;
+        }
+        Ok(())
+    };
+    if record.events.len() < SPLIT_INDEX_EVENTS || !second_cpu() {
+        by_stream()?;
+        return others();
     }
-    Ok(())
+    std::thread::scope(|scope| {
+        let spawn = || {
+            std::thread::Builder::new()
+                .name("loom-ledger-index".into())
+                .spawn_scoped(scope, by_stream)
+        };
+        #[cfg(target_os = "linux")]
+        let spawned = crate::log::placement::on_every_cpu(spawn);
+        #[cfg(not(target_os = "linux"))]
+        let spawned = spawn();
+        let Ok(spawned) = spawned else {
+            by_stream()?;
+            return others();
+        };
+        let here = others();
+        let there = spawned
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        here.and(there)
+    })
+}
+
+/// A logged group's index entries, each table's sorted by its key.
+struct Entries<'a> {
+    ids: Vec<((&'a str, &'a str), u64)>,
+    /// Each stream's last revision in the group.
+    streams: Vec<(&'a str, (u64, u64))>,
+    stream_index: Vec<((u64, u64), u64)>,
+    entity_index: Vec<(&'a str, u64)>,
+    type_index: Vec<(&'a str, &'a str, u64)>,
+}
+
+impl<'a> Entries<'a> {
+    fn of(record: &LoggedGroup<'a>, log: &str) -> Result<Entries<'a>, StorageError> {
+        let n = record.events.len();
+        let mut entries = Entries {
+            ids: Vec::with_capacity(n),
+            streams: Vec::with_capacity(n),
+            stream_index: Vec::with_capacity(n),
+            entity_index: Vec::with_capacity(n),
+            type_index: Vec::with_capacity(n),
+        };
+        for (i, (stream_id, bytes)) in record.events.iter().enumerate() {
+            let position = record.first + i as u64;
+            let e = codec::decode_view(position, bytes).map_err(|message| {
+                StorageError(Box::new(redb::Error::Corrupted(format!(
+                    "the {log}'s event at position {position}: {message}"
+                ))))
+            })?;
+            let entity = split_subject(e.subject).map_or("", |(entity, _)| entity);
+            entries.ids.push(((e.source, e.id), position));
+            entries.streams.push((e.subject, (*stream_id, e.revision)));
+            entries
+                .stream_index
+                .push(((*stream_id, e.revision), position));
+            entries.entity_index.push((entity, position));
+            entries.type_index.push((entity, e.ty, position));
+        }
+        entries.ids.sort_unstable();
+        // The latest revision of each stream first, then the rest of its entries dropped.
+        entries
+            .streams
+            .sort_unstable_by(|a, b| a.0.cmp(b.0).then(b.1.1.cmp(&a.1.1)));
+        entries.streams.dedup_by_key(|(subject, _)| *subject);
+        entries.stream_index.sort_unstable();
+        entries.entity_index.sort_unstable();
+        entries.type_index.sort_unstable();
+        Ok(entries)
+    }
+}
+
+/// Whether this process may run on more than one CPU: on one, a second indexing thread
+/// would only take turns with the first.
+fn second_cpu() -> bool {
+    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from)) > 1
 }
 
 /// A group read from the replicated log, for a follower's writer to apply.

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use loom_ledger::{
-    AppendRequest, ExpectedRevision, Ledger, LedgerOptions, ReadOptions, StoredEvent, WAL_FILE,
-    WAL_FILES,
+    AppendRequest, ExpectedRevision, Ledger, LedgerOptions, ReadOptions, Selector, StoredEvent,
+    WAL_FILE, WAL_FILES,
 };
 use serde_json::json;
 
@@ -408,4 +408,114 @@ fn groups_planned_behind_a_syncing_group_answer_and_replay_like_any_group() {
     crash_image(dir.path(), images.path(), true);
     let restored = Ledger::open(images.path(), LedgerOptions::default()).unwrap();
     assert_eq!(all(&restored), stored, "every event, byte for byte");
+}
+
+/// Checks what a batch of `streams` streams × 3 events (made by `large_batch`) left in every
+/// index: each stream's events in order, its revision, each event by id, and the selectors by
+/// entity key and by type.
+fn check_large_batch(ledger: &Ledger, streams: usize, first: u64) {
+    for s in 0..streams {
+        let subject = format!("note/s{s}");
+        let positions: Vec<u64> = (0..3).map(|r| first + (r * streams + s) as u64).collect();
+        let stream = ledger.read_stream(&subject, 0, 10).unwrap();
+        assert_eq!(
+            stream
+                .iter()
+                .map(|e| (e.position, e.revision))
+                .collect::<Vec<_>>(),
+            positions.iter().copied().zip(1..).collect::<Vec<_>>(),
+            "{subject}"
+        );
+        assert_eq!(ledger.stream_revision(&subject).unwrap(), 3, "{subject}");
+        for (r, position) in positions.iter().enumerate() {
+            let by_id = ledger.event_by_id("test", &format!("big-{s}-{r}")).unwrap();
+            assert_eq!(by_id.map(|e| e.position), Some(*position));
+        }
+    }
+    let select = |selector: Selector| -> Vec<u64> {
+        let read = ledger.read(
+            &selector.compile().unwrap(),
+            ReadOptions::after(0, usize::MAX),
+        );
+        read.unwrap().iter().map(|e| e.position).collect()
+    };
+    let of_type = |ty: &str| Selector {
+        entity: Some("note".into()),
+        types: vec![ty.into()],
+        ..Selector::default()
+    };
+    for r in 0..3 {
+        let expected: Vec<u64> = (0..streams)
+            .map(|s| first + (r * streams + s) as u64)
+            .collect();
+        assert_eq!(select(of_type(&format!("t{r}"))), expected, "type t{r}");
+    }
+    let key = Selector {
+        entity: Some("note".into()),
+        keys: vec!["s7".into()],
+        ..Selector::default()
+    };
+    assert_eq!(
+        select(key),
+        (0..3)
+            .map(|r| first + (r * streams + 7) as u64)
+            .collect::<Vec<_>>()
+    );
+}
+
+/// One append of `streams` streams × 3 events, stream after stream for each revision: the
+/// events of a stream are far apart in the batch.
+fn large_batch(streams: usize) -> AppendRequest {
+    let events = (0..3)
+        .flat_map(|r| {
+            (0..streams).map(move |s| {
+                note(
+                    &format!("s{s}"),
+                    &format!("big-{s}-{r}"),
+                    &format!("t{r}"),
+                    json!({"r": r}),
+                )
+            })
+        })
+        .collect();
+    AppendRequest::new(events)
+}
+
+#[test]
+fn a_large_batch_over_many_streams_is_indexed_exactly_and_replays_so() {
+    // 600 events: a group this large is indexed on two threads where there are two CPUs.
+    let streams = 200;
+    let (dir, ledger) = common::ledger();
+    let first = note("first", "before", "t", json!({}));
+    ledger.append(AppendRequest::new(vec![first])).unwrap();
+    let out = ledger.append(large_batch(streams)).unwrap();
+    assert_eq!((out.events[0].position, out.last_position), (2, 601));
+    check_large_batch(&ledger, streams, 2);
+
+    // The same batch replayed from the log by the next open.
+    let images = tempfile::tempdir().unwrap();
+    let image = images.path().join("image");
+    crash_image(dir.path(), &image, true);
+    let restored = Ledger::open(&image, LedgerOptions::default()).unwrap();
+    assert_eq!(restored.head(), 601);
+    assert_eq!(all(&restored), all(&ledger));
+    check_large_batch(&restored, streams, 2);
+
+    // A stream's revision is its last event's, in both: an append expecting it goes on, one
+    // expecting an earlier one is refused.
+    for ledger in [&ledger, &restored] {
+        let expecting = |s: &str, id: &str, revision| {
+            let event = note(s, id, "t", json!({}));
+            let subject = format!("note/{s}");
+            ledger.append(
+                AppendRequest::new(vec![event]).expect(&subject, ExpectedRevision::Exact(revision)),
+            )
+        };
+        assert!(
+            expecting("s1", "late", 2).is_err(),
+            "note/s1 is at revision 3"
+        );
+        let next = expecting("s0", "after", 3).unwrap();
+        assert_eq!((next.events[0].position, next.events[0].revision), (602, 4));
+    }
 }
