@@ -1,28 +1,33 @@
-//! Checkpoints that do not hold up the groups behind them: the `fdatasync` of a checkpoint's
-//! durable redb commit runs on a thread of its own while the writer goes on committing groups
-//! through the write-ahead log (docs/design.md, "Checkpoints").
+//! Checkpoints that do not hold up the groups behind them: the page writes and the
+//! `fdatasync` of a checkpoint's durable redb commit run on a thread of their own while the
+//! writer goes on committing groups through the write-ahead log (docs/design.md,
+//! "Checkpoints").
 //!
 //! A checkpoint writes every page the groups since the last one changed (megabytes) and syncs
 //! the file; done inside a group that takes tens of milliseconds, and every append waiting
 //! behind it waits as long. Here the writer [arms](Deferral::arm) the [`Deferral`] around the
-//! checkpoint's commit: redb writes the pages and the header as usual, and its `sync_data`
-//! hands the sync to a thread and returns. Until that sync completes the checkpoint is not
-//! relied on: its group, and every group after it, is in the write-ahead log, and the log keeps
-//! the records from before it ([`super::wal`] switches to its other file instead of starting
-//! over). After a crash the database opens at this checkpoint or, if its sync did not finish,
-//! at the one before — the same two outcomes redb has for a crash inside a durable commit — and
-//! the log is replayed from there.
+//! checkpoint's commit: redb hands over the pages and the header as usual, which are kept in
+//! memory in the order given, and its `sync_data` hands them to a thread — which writes them,
+//! then syncs — and returns. Until they are on disk, reads of the file see them over what the
+//! file holds. Until that sync completes the checkpoint is not relied on: its group, and every
+//! group after it, is in the write-ahead log, and the log keeps the records from before it
+//! ([`super::wal`] switches to its other file instead of starting over). After a crash the
+//! database opens at this checkpoint or, if its writes and sync did not finish, at the one
+//! before — the same two outcomes redb has for a crash inside a durable commit — and the log
+//! is replayed from there.
 //!
-//! What redb writes after a deferred sync must not reach the disk before it: redb counts the
-//! checkpoint as durable and may reuse pages that only the checkpoint before it still needs.
-//! So every write, resize or sync of the file waits until the deferred sync is done
-//! ([`DeferringFile`]); between checkpoints redb writes the file only when its cache
-//! overflows, when it grows the file, and for the engine's own durable commits. A deferred sync
-//! that fails is reported by every later write and sync, and the writer, which
-//! [checks](Deferral::failed) before each group, reopens the database, replaying the log.
+//! What redb writes after a deferred checkpoint must not reach the disk before it: redb counts
+//! the checkpoint as durable and may reuse pages that only the checkpoint before it still
+//! needs. So every write, resize or sync of the file outside a checkpoint waits until the
+//! deferred one is done ([`DeferringFile`]); between checkpoints redb writes the file only
+//! when its cache overflows, when it grows the file, and for the engine's own durable commits.
+//! A deferred write or sync that fails is reported by every later write and sync, and the
+//! writer, which [checks](Deferral::failed) before each group, reopens the database, replaying
+//! the log.
 
 use std::io;
 use std::ops::Bound;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use redb::backends::FileBackend;
@@ -34,6 +39,42 @@ use redb::{BackendError, StorageBackend};
 pub(crate) struct Deferral {
     state: Mutex<State>,
     done: Condvar,
+    /// Whether a checkpoint's writes are held ([`State::writes`], [`State::in_flight`]):
+    /// reads look at them only then.
+    holding: AtomicBool,
+}
+
+/// Writes of a checkpoint, in the order redb gave them. One buffer for all their bytes, kept
+/// from one checkpoint to the next: fresh memory for every page of every checkpoint cost the
+/// writer more in page faults than the copy itself.
+#[derive(Debug, Default)]
+struct Writes {
+    bytes: Vec<u8>,
+    /// (offset in the file, start in `bytes`, length) of each write.
+    at: Vec<(u64, usize, usize)>,
+}
+
+impl Writes {
+    fn push(&mut self, offset: u64, data: &[u8]) {
+        self.at.push((offset, self.bytes.len(), data.len()));
+        self.bytes.extend_from_slice(data);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.at.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.at.clear();
+    }
+
+    /// Each write: (offset in the file, bytes).
+    fn iter(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        self.at
+            .iter()
+            .map(|&(offset, start, len)| (offset, &self.bytes[start..start + len]))
+    }
 }
 
 #[derive(Debug, Default)]
@@ -44,6 +85,12 @@ struct State {
     pending: bool,
     /// The last deferred sync failed (its error); cleared when the database is opened again.
     failed: Option<(io::ErrorKind, String)>,
+    /// The armed commit's writes, not handed to a thread yet.
+    writes: Writes,
+    /// The writes a deferred sync's thread is putting on disk.
+    in_flight: Arc<Writes>,
+    /// The buffers of the last checkpoint's writes, for the next one.
+    spare: Writes,
 }
 
 impl Deferral {
@@ -51,9 +98,20 @@ impl Deferral {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Defers the syncs of the commit that follows (`true`), until disarmed (`false`).
+    /// Defers the writes and syncs of the commit that follows (`true`), until disarmed
+    /// (`false`).
     pub(crate) fn arm(&self, on: bool) {
-        self.state().armed = on;
+        let mut state = self.state();
+        state.armed = on;
+        if !on && !state.writes.is_empty() && state.failed.is_none() {
+            // The commit stopped between its writes and its sync: the file does not have what
+            // redb now shows. Held until the database is opened again, which the failure asks
+            // for (and which replays the log).
+            state.failed = Some((
+                io::ErrorKind::Other,
+                "a checkpoint's commit stopped before its sync".into(),
+            ));
+        }
     }
 
     /// Whether no deferred sync is running.
@@ -86,9 +144,21 @@ impl Deferral {
         state
     }
 
+    /// Reports whether a deferred sync failed, without waiting for one in progress.
+    fn failure(&self) -> io::Result<()> {
+        self.state().failure()
+    }
+
     /// Waits for a deferred sync in progress, then reports whether one failed.
     fn check(&self) -> io::Result<()> {
-        match &self.settled().failed {
+        self.settled().failure()
+    }
+}
+
+impl State {
+    /// The failure of the last deferred sync, as the error of what is attempted after it.
+    fn failure(&self) -> io::Result<()> {
+        match &self.failed {
             None => Ok(()),
             Some((kind, message)) => Err(io::Error::new(
                 *kind,
@@ -96,9 +166,54 @@ impl Deferral {
             )),
         }
     }
+
+    /// Lays the held writes that overlap `[offset, offset + out.len())` over `out`, in the
+    /// order they were made.
+    fn overlay(&self, offset: u64, out: &mut [u8]) {
+        let end = offset + out.len() as u64;
+        for (at, data) in self.in_flight.iter().chain(self.writes.iter()) {
+            let (from, to) = (offset.max(at), end.min(at + data.len() as u64));
+            if from < to {
+                let into = (from - offset) as usize..(to - offset) as usize;
+                let src = (from - at) as usize..(to - at) as usize;
+                out[into].copy_from_slice(&data[src]);
+            }
+        }
+    }
 }
 
-/// The database file, with a checkpoint's sync deferred while the [`Deferral`] is armed.
+/// Puts `writes` on disk in order, then syncs the file.
+fn write_and_sync(file: &FileBackend, writes: &Writes) -> io::Result<()> {
+    for (offset, data) in writes.iter() {
+        file.write(offset, data)?;
+    }
+    file.sync_data()
+}
+
+impl Deferral {
+    /// A deferred checkpoint's writes and sync are done, with `result`: its writes are let go
+    /// (reads find them in the file now) and waiters are woken.
+    fn settle(&self, result: io::Result<()>) {
+        let mut state = self.state();
+        state.pending = false;
+        if let Ok(mut done) = Arc::try_unwrap(std::mem::take(&mut state.in_flight)) {
+            done.clear();
+            state.spare = done;
+        }
+        if state.writes.is_empty() {
+            self.holding.store(false, Ordering::Release);
+        }
+        if let Err(e) = result {
+            tracing::error!(error = %e, "a checkpoint's deferred writes or sync failed; the database is reopened and the write-ahead log replayed");
+            state.failed = Some((e.kind(), e.to_string()));
+        }
+        drop(state);
+        self.done.notify_all();
+    }
+}
+
+/// The database file, with a checkpoint's writes and sync deferred while the [`Deferral`] is
+/// armed.
 #[derive(Debug)]
 pub(crate) struct DeferringFile {
     file: Arc<FileBackend>,
@@ -113,6 +228,8 @@ impl DeferringFile {
             let mut state = deferral.settled();
             state.failed = None;
             state.armed = false;
+            state.writes.clear();
+            deferral.holding.store(false, Ordering::Release);
         }
         DeferringFile {
             file: Arc::new(file),
@@ -127,57 +244,93 @@ impl StorageBackend for DeferringFile {
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
-        self.file.read(offset, out)
+        if !self.deferral.holding.load(Ordering::Acquire) {
+            return self.file.read(offset, out);
+        }
+        // Held under the lock, so that the writes cannot land (and be let go) between the read
+        // and the overlay.
+        let state = self.deferral.state();
+        self.file.read(offset, out)?;
+        state.overlay(offset, out);
+        Ok(())
     }
 
     fn set_len(&self, len: u64) -> Result<(), io::Error> {
+        if len >= self.file.len()? {
+            // Growing the file changes none of what a checkpoint in flight writes or what the
+            // one before it holds: it need not wait for either.
+            self.deferral.failure()?;
+            return self.file.set_len(len);
+        }
         self.deferral.check()?;
+        let mut state = self.deferral.state();
+        if !state.writes.is_empty() {
+            // A resize inside a checkpoint: what it wrote so far goes to the file first, so
+            // that a shrink cannot be undone by a write beyond the new end.
+            for (offset, data) in state.writes.iter() {
+                self.file.write(offset, data)?;
+            }
+            state.writes.clear();
+            self.deferral.holding.store(false, Ordering::Release);
+        }
+        drop(state);
         self.file.set_len(len)
     }
 
     fn sync_data(&self) -> Result<(), io::Error> {
         let mut state = self.deferral.settled();
-        if let Some((kind, message)) = &state.failed {
-            return Err(io::Error::new(
-                *kind,
-                format!("a checkpoint's deferred sync failed: {message}"),
-            ));
-        }
+        state.failure()?;
         if !state.armed {
             drop(state);
             return self.file.sync_data();
         }
         state.pending = true;
+        // One sync per arming: what redb writes after it in the same commit (a header it
+        // sets again, say) waits for it like any later write.
+        state.armed = false;
+        let writes = Arc::new(std::mem::take(&mut state.writes));
+        state.in_flight = writes.clone();
         drop(state);
         let file = self.file.clone();
         let deferral = self.deferral.clone();
         let spawned = std::thread::Builder::new()
             .name("loom-checkpoint-sync".into())
             .spawn(move || {
-                let synced = file.sync_data();
-                let mut state = deferral.state();
-                state.pending = false;
-                if let Err(e) = synced {
-                    tracing::error!(error = %e, "a checkpoint's deferred sync failed; the database is reopened and the write-ahead log replayed");
-                    state.failed = Some((e.kind(), e.to_string()));
-                }
-                drop(state);
-                deferral.done.notify_all();
+                let written = write_and_sync(&file, &writes);
+                // Given back first, so that `settle` can keep the buffers for the next one.
+                drop(writes);
+                deferral.settle(written);
             });
         if let Err(e) = spawned {
-            // No thread to defer to: sync here.
-            tracing::warn!(error = %e, "no thread for a checkpoint's sync; syncing in the writer");
-            let synced = self.file.sync_data();
-            self.deferral.state().pending = false;
-            self.deferral.done.notify_all();
-            return synced;
+            // No thread to defer to: write and sync here.
+            tracing::warn!(error = %e, "no thread for a checkpoint's writes and sync; doing them in the writer");
+            let writes = self.deferral.state().in_flight.clone();
+            let written = write_and_sync(&self.file, &writes);
+            let failed = written
+                .as_ref()
+                .err()
+                .map(|e| io::Error::new(e.kind(), e.to_string()));
+            self.deferral.settle(written);
+            if let Some(e) = failed {
+                return Err(e);
+            }
         }
         Ok(())
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
         self.deferral.check()?;
-        self.file.write(offset, data)
+        let mut state = self.deferral.state();
+        if !state.armed {
+            drop(state);
+            return self.file.write(offset, data);
+        }
+        if state.writes.is_empty() {
+            state.writes = std::mem::take(&mut state.spare);
+        }
+        state.writes.push(offset, data);
+        self.deferral.holding.store(true, Ordering::Release);
+        Ok(())
     }
 
     fn close(&self) -> Result<(), io::Error> {
@@ -256,6 +409,82 @@ mod tests {
         for i in 1..=3 {
             assert_eq!(t.get(i).unwrap().unwrap().value(), i * 10);
         }
+    }
+
+    #[test]
+    fn what_an_armed_commit_wrote_reads_back_before_and_after_it_reaches_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let deferral = Arc::new(Deferral::default());
+        let file = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .unwrap();
+        let backend = DeferringFile::new(FileBackend::new(file).unwrap(), deferral.clone());
+        // No cache beyond redb's minimum: reads after the commit go to the file.
+        let db = Database::builder()
+            .set_cache_size(0)
+            .create_with_backend(backend)
+            .unwrap();
+        let value = |i: u64| i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        for round in 0..4u64 {
+            // Thousands of pages each round, so that the reads below start while the thread
+            // is still writing them.
+            let mut txn = db.begin_write().unwrap();
+            txn.set_durability(Durability::Immediate).unwrap();
+            {
+                let mut t = txn.open_table(T).unwrap();
+                for i in round * 100_000..(round + 1) * 100_000 {
+                    t.insert(i, value(i)).unwrap();
+                }
+            }
+            deferral.arm(true);
+            txn.commit().unwrap();
+            deferral.arm(false);
+            let read = db.begin_read().unwrap();
+            let t = read.open_table(T).unwrap();
+            for i in (0..(round + 1) * 100_000).step_by(97) {
+                assert_eq!(t.get(i).unwrap().map(|v| v.value()), Some(value(i)), "{i}");
+            }
+        }
+        deferral.wait_idle();
+        assert!(deferral.failed().is_none());
+        drop(db);
+        let db = Database::open(&path).unwrap();
+        let read = db.begin_read().unwrap();
+        let t = read.open_table(T).unwrap();
+        for i in (0..400_000).step_by(89) {
+            assert_eq!(t.get(i).unwrap().map(|v| v.value()), Some(value(i)), "{i}");
+        }
+    }
+
+    #[test]
+    fn a_commit_that_stops_between_its_writes_and_its_sync_asks_for_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let deferral = Arc::new(Deferral::default());
+        let file = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("db"))
+            .unwrap();
+        let backend = DeferringFile::new(FileBackend::new(file).unwrap(), deferral.clone());
+        backend.write(0, b"on disk").unwrap();
+        deferral.arm(true);
+        backend.write(3, b"held").unwrap();
+        let mut read = [0u8; 7];
+        backend.read(0, &mut read).unwrap();
+        assert_eq!(&read, b"on held", "a held write reads back over the file");
+        deferral.arm(false);
+        let failed = deferral.failed().expect("a failure that asks for a reopen");
+        assert!(
+            failed.to_string().contains("stopped before its sync"),
+            "{failed}"
+        );
     }
 
     #[test]
