@@ -1,13 +1,21 @@
--- Single-event appends in binary mode, a unique (source, id) per request.
+-- Single-event appends in binary mode, a unique (source, id) per request. The source names the
+-- run, so that a second run against the same server appends new events instead of retrying
+-- the first run's (which the server answers as idempotent retries, without a write).
 local counter = 0
 local thread_id = 0
+local run_id = ""
 local threads = {}
+-- Made once, in the main state that calls setup, and handed to every thread as `run`.
+math.randomseed(os.time() + math.floor(os.clock() * 1e6))
+local this_run = string.format("%d-%d", os.time(), math.random(1, 1e9))
 function setup(thread)
   thread:set("tid", #threads + 1)
+  thread:set("run", this_run)
   table.insert(threads, thread)
 end
 function init(args)
   thread_id = tid
+  run_id = run
 end
 request = function()
   counter = counter + 1
@@ -15,7 +23,7 @@ request = function()
   local headers = {
     ["ce-specversion"] = "1.0",
     ["ce-id"] = id,
-    ["ce-source"] = "wrk",
+    ["ce-source"] = "wrk-" .. run_id,
     ["ce-type"] = "had_item_added",
     ["ce-subject"] = "cart/" .. (counter % 1000),
     ["content-type"] = "application/json",
