@@ -374,15 +374,24 @@ mod tests {
 
     const T: TableDefinition<u64, u64> = TableDefinition::new("t");
 
-    fn open(path: &std::path::Path, deferral: &Arc<Deferral>) -> Database {
+    /// The file at `path` (created, or emptied with `truncate`) behind `deferral`.
+    fn deferring_file(
+        path: &std::path::Path,
+        deferral: &Arc<Deferral>,
+        truncate: bool,
+    ) -> DeferringFile {
         let file = std::fs::File::options()
             .read(true)
             .write(true)
             .create(true)
-            .truncate(false)
+            .truncate(truncate)
             .open(path)
             .unwrap();
-        let backend = DeferringFile::new(FileBackend::new(file).unwrap(), deferral.clone());
+        DeferringFile::new(FileBackend::new(file).unwrap(), deferral.clone())
+    }
+
+    fn open(path: &std::path::Path, deferral: &Arc<Deferral>) -> Database {
+        let backend = deferring_file(path, deferral, false);
         Database::builder().create_with_backend(backend).unwrap()
     }
 
@@ -416,14 +425,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
         let deferral = Arc::new(Deferral::default());
-        let file = std::fs::File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .unwrap();
-        let backend = DeferringFile::new(FileBackend::new(file).unwrap(), deferral.clone());
+        let backend = deferring_file(&path, &deferral, false);
         // No cache beyond redb's minimum: reads after the commit go to the file.
         let db = Database::builder()
             .set_cache_size(0)
@@ -465,14 +467,7 @@ mod tests {
     fn a_commit_that_stops_between_its_writes_and_its_sync_asks_for_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let deferral = Arc::new(Deferral::default());
-        let file = std::fs::File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(dir.path().join("db"))
-            .unwrap();
-        let backend = DeferringFile::new(FileBackend::new(file).unwrap(), deferral.clone());
+        let backend = deferring_file(&dir.path().join("db"), &deferral, true);
         backend.write(0, b"on disk").unwrap();
         deferral.arm(true);
         backend.write(3, b"held").unwrap();
@@ -492,14 +487,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
         let deferral = Arc::new(Deferral::default());
-        let file = std::fs::File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
-        let backend = DeferringFile::new(FileBackend::new(file).unwrap(), deferral.clone());
+        let backend = deferring_file(&path, &deferral, true);
         backend.write(0, b"before").unwrap();
         deferral.state().failed = Some((io::ErrorKind::Other, "EIO".into()));
         assert!(deferral.failed().is_some());
@@ -514,12 +502,7 @@ mod tests {
         backend.read(0, &mut read).unwrap();
         assert_eq!(&read, b"before", "reads go on");
         drop(backend);
-        let file = std::fs::File::options()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .unwrap();
-        let reopened = DeferringFile::new(FileBackend::new(file).unwrap(), deferral.clone());
+        let reopened = deferring_file(&path, &deferral, false);
         assert!(deferral.failed().is_none());
         reopened.write(0, b"again!").unwrap();
     }
