@@ -5,5 +5,6 @@
 mod abi_doc;
 mod compile_bombs;
 mod guest_heap;
+mod hostile;
 mod large_events;
 mod runtime;
