@@ -293,14 +293,21 @@ impl StorageBackend for DeferringFile {
         drop(state);
         let file = self.file.clone();
         let deferral = self.deferral.clone();
-        let spawned = std::thread::Builder::new()
-            .name("loom-checkpoint-sync".into())
-            .spawn(move || {
-                let written = write_and_sync(&file, &writes);
-                // Given back first, so that `settle` can keep the buffers for the next one.
-                drop(writes);
-                deferral.settle(written);
-            });
+        let spawn = move || {
+            std::thread::Builder::new()
+                .name("loom-checkpoint-sync".into())
+                .spawn(move || {
+                    let written = write_and_sync(&file, &writes);
+                    // Given back first, so that `settle` can keep the buffers for the next one.
+                    drop(writes);
+                    deferral.settle(written);
+                })
+        };
+        // Its writes take CPU: not on the one CPU the writer may be placed on.
+        #[cfg(target_os = "linux")]
+        let spawned = super::placement::on_every_cpu(spawn);
+        #[cfg(not(target_os = "linux"))]
+        let spawned = spawn();
         if let Err(e) = spawned {
             // No thread to defer to: write and sync here.
             tracing::warn!(error = %e, "no thread for a checkpoint's writes and sync; doing them in the writer");
