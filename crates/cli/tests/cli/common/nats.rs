@@ -114,18 +114,30 @@ impl Nats {
             .spawn()
             .expect("start nats-server");
         let child = self.servers[i].insert(child);
+        // Ready once it listens for clients and, in a cluster, for routes. The client port
+        // answering is not enough: nats-server opens it first and says it is ready, then
+        // exits if its route port was taken meanwhile, and another process may be the one
+        // answering on a port picked free.
+        let clustered = self.ports.len() > 1;
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.ports[i])).is_err() {
-            let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+        loop {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
             if let Ok(Some(status)) = child.try_wait() {
-                return Err(format!("nats-server n{i} exited ({status}): {}", log()));
+                return Err(format!("nats-server n{i} exited ({status}): {log}"));
+            }
+            if log.contains("[FTL]") {
+                return Err(format!("nats-server n{i} failed: {log}"));
+            }
+            let listening = std::net::TcpStream::connect(("127.0.0.1", self.ports[i])).is_ok()
+                && (!clustered || log.contains("Listening for route connections on"));
+            if listening {
+                return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(format!("nats-server n{i} did not listen: {}", log()));
+                return Err(format!("nats-server n{i} did not listen: {log}"));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(())
     }
 
     /// `kill -9` of server `i`.
