@@ -304,10 +304,7 @@ impl StorageBackend for DeferringFile {
                 })
         };
         // Its writes take CPU: not on the one CPU the writer may be placed on.
-        #[cfg(target_os = "linux")]
-        let spawned = super::placement::on_every_cpu(spawn);
-        #[cfg(not(target_os = "linux"))]
-        let spawned = spawn();
+        let spawned = super::on_every_cpu(spawn);
         if let Err(e) = spawned {
             // No thread to defer to: write and sync here.
             tracing::warn!(error = %e, "no thread for a checkpoint's writes and sync; doing them in the writer");

@@ -13,7 +13,7 @@ pub(crate) mod control;
 pub(crate) mod deferred;
 pub(crate) mod group;
 #[cfg(target_os = "linux")]
-pub(crate) mod placement;
+mod placement;
 pub(crate) mod replicated;
 pub(crate) mod reserve;
 mod syncer;
@@ -136,4 +136,14 @@ pub(crate) trait LogReplay {
 pub(crate) struct LogEnd {
     pub(crate) file: usize,
     pub(crate) offset: u64,
+}
+
+/// Runs `f`, which starts a thread, so that the thread may run on every CPU the process may
+/// use rather than only where the calling writer is placed (`placement`; elsewhere than on
+/// Linux threads are not placed, and `f` just runs).
+pub(crate) fn on_every_cpu<T>(f: impl FnOnce() -> T) -> T {
+    #[cfg(target_os = "linux")]
+    return placement::on_every_cpu(f);
+    #[cfg(not(target_os = "linux"))]
+    f()
 }

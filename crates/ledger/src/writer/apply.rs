@@ -231,20 +231,99 @@ pub(crate) fn index(
 }
 
 /// The index entries of the event at `position` (its record stored elsewhere).
-pub(crate) fn index_keys(
+fn index_keys(
     t: &mut Tables<'_>,
     position: u64,
     stream_id: u64,
     revision: u64,
     keys: Keys<'_>,
 ) -> Result<(), redb::StorageError> {
-    t.ids.insert((keys.source, keys.id), position)?;
-    t.streams.insert(keys.subject, (stream_id, revision))?;
-    t.stream_index.insert((stream_id, revision), position)?;
-    let entity = split_subject(keys.subject).map_or("", |(entity, _)| entity);
-    t.entity_index.insert((entity, position), ())?;
-    t.type_index.insert((entity, keys.ty, position), ())?;
-    Ok(())
+    let mut entries = Entries::with_capacity(1);
+    entries.push(position, stream_id, revision, keys);
+    entries.write_stream_index(&mut t.stream_index)?;
+    entries.write_others(
+        &mut t.ids,
+        &mut t.streams,
+        &mut t.entity_index,
+        &mut t.type_index,
+    )
+}
+
+/// The index entries of some events, the single place that says which entries an event has.
+pub(crate) struct Entries<'a> {
+    ids: Vec<((&'a str, &'a str), u64)>,
+    /// Each stream's (id, revision); once [`sort`](Self::sort)ed, only its last revision.
+    streams: Vec<(&'a str, (u64, u64))>,
+    stream_index: Vec<((u64, u64), u64)>,
+    entity_index: Vec<(&'a str, u64)>,
+    type_index: Vec<(&'a str, &'a str, u64)>,
+}
+
+impl<'a> Entries<'a> {
+    pub(crate) fn with_capacity(n: usize) -> Entries<'a> {
+        Entries {
+            ids: Vec::with_capacity(n),
+            streams: Vec::with_capacity(n),
+            stream_index: Vec::with_capacity(n),
+            entity_index: Vec::with_capacity(n),
+            type_index: Vec::with_capacity(n),
+        }
+    }
+
+    /// The entries of the event at `position`, revision `revision` of stream `stream_id`.
+    pub(crate) fn push(&mut self, position: u64, stream_id: u64, revision: u64, keys: Keys<'a>) {
+        let entity = split_subject(keys.subject).map_or("", |(entity, _)| entity);
+        self.ids.push(((keys.source, keys.id), position));
+        self.streams.push((keys.subject, (stream_id, revision)));
+        self.stream_index.push(((stream_id, revision), position));
+        self.entity_index.push((entity, position));
+        self.type_index.push((entity, keys.ty, position));
+    }
+
+    /// Each table's entries in its key order (a B-tree takes them faster so: each leaf is
+    /// visited once, while it is hot), and each stream's last revision alone.
+    pub(crate) fn sort(&mut self) {
+        self.ids.sort_unstable();
+        self.streams
+            .sort_unstable_by(|a, b| a.0.cmp(b.0).then(b.1.1.cmp(&a.1.1)));
+        self.streams.dedup_by_key(|(subject, _)| *subject);
+        self.stream_index.sort_unstable();
+        self.entity_index.sort_unstable();
+        self.type_index.sort_unstable();
+    }
+
+    pub(crate) fn write_stream_index(
+        &self,
+        table: &mut Table<'_, (u64, u64), u64>,
+    ) -> Result<(), redb::StorageError> {
+        for (key, position) in &self.stream_index {
+            table.insert(key, position)?;
+        }
+        Ok(())
+    }
+
+    /// The entries of every index but the stream index.
+    pub(crate) fn write_others(
+        &self,
+        ids: &mut Table<'_, (&'static str, &'static str), u64>,
+        streams: &mut Table<'_, &'static str, (u64, u64)>,
+        entity_index: &mut Table<'_, (&'static str, u64), ()>,
+        type_index: &mut Table<'_, (&'static str, &'static str, u64), ()>,
+    ) -> Result<(), redb::StorageError> {
+        for (key, position) in &self.ids {
+            ids.insert(key, position)?;
+        }
+        for (subject, at) in &self.streams {
+            streams.insert(subject, at)?;
+        }
+        for key in &self.entity_index {
+            entity_index.insert(key, ())?;
+        }
+        for key in &self.type_index {
+            type_index.insert(key, ())?;
+        }
+        Ok(())
+    }
 }
 
 /// A read error met while writing, as a storage error (a record that does not decode is

@@ -40,7 +40,7 @@ use crate::records::{self, Events};
 use crate::registry::Registry;
 use crate::store::Store;
 use crate::tables::*;
-use apply::{apply_one, corrupt, plan_group, plannable};
+use apply::{Entries, apply_one, corrupt, plan_group, plannable};
 use behind::{Behind, Planned, Queue};
 use loom_core::CompiledSelector;
 use loom_core::split_subject;

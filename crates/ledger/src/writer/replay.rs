@@ -111,7 +111,23 @@ pub(super) fn index_logged(
         segment_events,
     )
     .map_err(corrupt)?;
-    let entries = Entries::of(record, log)?;
+    let mut entries = Entries::with_capacity(record.events.len());
+    for (i, (stream_id, bytes)) in record.events.iter().enumerate() {
+        let position = record.first + i as u64;
+        let e = codec::decode_view(position, bytes).map_err(|message| {
+            StorageError(Box::new(redb::Error::Corrupted(format!(
+                "the {log}'s event at position {position}: {message}"
+            ))))
+        })?;
+        let keys = Keys {
+            source: e.source,
+            id: e.id,
+            subject: e.subject,
+            ty: e.ty,
+        };
+        entries.push(position, *stream_id, e.revision, keys);
+    }
+    entries.sort();
     let Tables {
         ids,
         streams,
@@ -120,33 +136,16 @@ pub(super) fn index_logged(
         type_index,
         ..
     } = t;
-    let mut others = || -> Result<(), StorageError> {
-        for (key, position) in &entries.ids {
-            ids.insert(key, position)?;
-        }
-        for (subject, at) in &entries.streams {
-            streams.insert(subject, at)?;
-        }
-        for key in &entries.entity_index {
-            entity_index.insert(key, ())?;
-        }
-        for key in &entries.type_index {
-            type_index.insert(key, ())?;
-        }
-        Ok(())
-    };
+    let mut others = || entries.write_others(ids, streams, entity_index, type_index);
     // Behind a lock so that, should no second thread be had, this one can write it too.
     let stream_index = std::sync::Mutex::new(stream_index);
     let by_stream = || -> Result<(), StorageError> {
         let mut table = stream_index.lock().unwrap_or_else(|e| e.into_inner());
-        for (key, position) in &entries.stream_index {
-            table.insert(key, position)?;
-        }
-        Ok(())
+        Ok(entries.write_stream_index(&mut table)?)
     };
     if record.events.len() < SPLIT_INDEX_EVENTS || !second_cpu() {
         by_stream()?;
-        return others();
+        return Ok(others()?);
     }
     std::thread::scope(|scope| {
         let spawn = || {
@@ -154,69 +153,16 @@ pub(super) fn index_logged(
                 .name("loom-ledger-index".into())
                 .spawn_scoped(scope, by_stream)
         };
-        #[cfg(target_os = "linux")]
-        let spawned = crate::log::placement::on_every_cpu(spawn);
-        #[cfg(not(target_os = "linux"))]
-        let spawned = spawn();
-        let Ok(spawned) = spawned else {
+        let Ok(spawned) = crate::log::on_every_cpu(spawn) else {
             by_stream()?;
-            return others();
+            return Ok(others()?);
         };
-        let here = others();
+        let here = others().map_err(StorageError::from);
         let there = spawned
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         here.and(there)
     })
-}
-
-/// A logged group's index entries, each table's sorted by its key.
-struct Entries<'a> {
-    ids: Vec<((&'a str, &'a str), u64)>,
-    /// Each stream's last revision in the group.
-    streams: Vec<(&'a str, (u64, u64))>,
-    stream_index: Vec<((u64, u64), u64)>,
-    entity_index: Vec<(&'a str, u64)>,
-    type_index: Vec<(&'a str, &'a str, u64)>,
-}
-
-impl<'a> Entries<'a> {
-    fn of(record: &LoggedGroup<'a>, log: &str) -> Result<Entries<'a>, StorageError> {
-        let n = record.events.len();
-        let mut entries = Entries {
-            ids: Vec::with_capacity(n),
-            streams: Vec::with_capacity(n),
-            stream_index: Vec::with_capacity(n),
-            entity_index: Vec::with_capacity(n),
-            type_index: Vec::with_capacity(n),
-        };
-        for (i, (stream_id, bytes)) in record.events.iter().enumerate() {
-            let position = record.first + i as u64;
-            let e = codec::decode_view(position, bytes).map_err(|message| {
-                StorageError(Box::new(redb::Error::Corrupted(format!(
-                    "the {log}'s event at position {position}: {message}"
-                ))))
-            })?;
-            let entity = split_subject(e.subject).map_or("", |(entity, _)| entity);
-            entries.ids.push(((e.source, e.id), position));
-            entries.streams.push((e.subject, (*stream_id, e.revision)));
-            entries
-                .stream_index
-                .push(((*stream_id, e.revision), position));
-            entries.entity_index.push((entity, position));
-            entries.type_index.push((entity, e.ty, position));
-        }
-        entries.ids.sort_unstable();
-        // The latest revision of each stream first, then the rest of its entries dropped.
-        entries
-            .streams
-            .sort_unstable_by(|a, b| a.0.cmp(b.0).then(b.1.1.cmp(&a.1.1)));
-        entries.streams.dedup_by_key(|(subject, _)| *subject);
-        entries.stream_index.sort_unstable();
-        entries.entity_index.sort_unstable();
-        entries.type_index.sort_unstable();
-        Ok(entries)
-    }
 }
 
 /// Whether this process may run on more than one CPU: on one, a second indexing thread
