@@ -358,14 +358,16 @@ pub(crate) fn open_replayed(
     deferral: &Arc<Deferral>,
 ) -> Result<(Database, LogEnd), redb::DatabaseError> {
     let open = || {
+        let io = |e| redb::DatabaseError::Storage(redb::StorageError::Io(e));
         let opened = std::fs::File::options()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(file)
-            .map_err(|e| redb::DatabaseError::Storage(redb::StorageError::Io(e)))?;
-        let backend = DeferringFile::new(FileBackend::new(opened)?, deferral.clone());
+            .map_err(io)?;
+        let fd = opened.try_clone().map_err(io)?;
+        let backend = DeferringFile::new(FileBackend::new(opened)?, fd, deferral.clone());
         Database::builder()
             .set_cache_size(cache)
             .create_with_backend(backend)
