@@ -99,6 +99,8 @@ struct State {
     written: bool,
     /// The last thing done to the file was growing it (no write or sync since).
     grew_last: bool,
+    /// Which opening of the database may write to the file: the latest.
+    opening: u64,
 }
 
 impl Deferral {
@@ -151,19 +153,25 @@ impl Deferral {
         }
         state
     }
-
-    /// Reports whether a deferred sync failed, without waiting for one in progress.
-    fn failure(&self) -> io::Result<()> {
-        self.state().failure()
-    }
-
-    /// Waits for a deferred sync in progress, then reports whether one failed.
-    fn check(&self) -> io::Result<()> {
-        self.settled().failure()
-    }
 }
 
 impl State {
+    /// Whether `opening` may still change the file: not after a deferred write or sync of it
+    /// failed, and not once the database was opened again. A later opening replays the log
+    /// into the file; an earlier one, still alive in a transaction that has not ended, holds
+    /// pages and a header in memory that no longer match it, and writing them would corrupt
+    /// the database. (redb refuses every operation of an opening after an I/O error it saw
+    /// itself, but a deferred failure reaches it only through the next write or sync.)
+    fn usable(&self, opening: u64) -> io::Result<()> {
+        if opening != self.opening {
+            return Err(io::Error::other(
+                "the database was opened again after a storage failure; this earlier opening \
+                 of it may no longer change the file",
+            ));
+        }
+        self.failure()
+    }
+
     /// The failure of the last deferred sync, as the error of what is attempted after it.
     fn failure(&self) -> io::Result<()> {
         match &self.failed {
@@ -304,6 +312,8 @@ pub(crate) struct DeferringFile {
     /// The same file, for writing a checkpoint's pages back a piece at a time.
     fd: Arc<File>,
     deferral: Arc<Deferral>,
+    /// Which opening of the database this is ([`State::usable`]).
+    opening: u64,
 }
 
 impl DeferringFile {
@@ -311,8 +321,9 @@ impl DeferringFile {
     /// opening and forgets its failure (the opening replays the log over it).
     /// `fd` is the same file as `file` (a duplicate of its descriptor).
     pub(crate) fn new(file: FileBackend, fd: File, deferral: Arc<Deferral>) -> DeferringFile {
-        {
+        let opening = {
             let mut state = deferral.settled();
+            state.opening += 1;
             state.failed = None;
             state.armed = false;
             state.writes.clear();
@@ -320,11 +331,13 @@ impl DeferringFile {
             state.written = false;
             state.grew_last = false;
             deferral.holding.store(false, Ordering::Release);
-        }
+            state.opening
+        };
         DeferringFile {
             file: Arc::new(file),
             fd: Arc::new(fd),
             deferral,
+            opening,
         }
     }
 }
@@ -352,7 +365,7 @@ impl StorageBackend for DeferringFile {
             // Growing the file changes none of what a checkpoint in flight writes or what the
             // one before it holds: it need not wait for either. Its new length is synced
             // before a header that may name it is written (`sync_data`).
-            self.deferral.failure()?;
+            self.deferral.state().usable(self.opening)?;
             self.file.set_len(len)?;
             if len > old {
                 let mut state = self.deferral.state();
@@ -361,8 +374,8 @@ impl StorageBackend for DeferringFile {
             }
             return Ok(());
         }
-        self.deferral.check()?;
-        let mut state = self.deferral.state();
+        let mut state = self.deferral.settled();
+        state.usable(self.opening)?;
         state.grew_last = false;
         if !state.writes.is_empty() {
             // A resize inside a checkpoint: what it wrote so far goes to the file first, so
@@ -393,14 +406,14 @@ impl StorageBackend for DeferringFile {
     fn sync_data(&self) -> Result<(), io::Error> {
         {
             let mut state = self.deferral.state();
-            state.failure()?;
+            state.usable(self.opening)?;
             if state.grew_last && (state.armed || !state.written) {
                 state.grew_last = false;
                 return Ok(());
             }
         }
         let mut state = self.deferral.settled();
-        state.failure()?;
+        state.usable(self.opening)?;
         if !state.armed {
             let length = std::mem::take(&mut state.length_unsynced);
             let written = std::mem::take(&mut state.written);
@@ -459,8 +472,8 @@ impl StorageBackend for DeferringFile {
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
-        self.deferral.check()?;
-        let mut state = self.deferral.state();
+        let mut state = self.deferral.settled();
+        state.usable(self.opening)?;
         state.grew_last = false;
         if !state.armed {
             // A header may name the length the file grew to: that length reaches the disk
@@ -630,6 +643,24 @@ mod tests {
         file.read(0, &mut header).unwrap();
         assert_eq!(&header, b"header 2");
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 4 << 20);
+    }
+
+    #[test]
+    fn an_earlier_opening_may_not_change_the_file_once_the_database_is_opened_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let deferral = Arc::new(Deferral::default());
+        let earlier = deferring_file(&dir.path().join("db"), &deferral, true);
+        earlier.write(0, b"first").unwrap();
+        earlier.sync_data().unwrap();
+        // The database opened again (a file of its own here, since an open file is locked):
+        // the earlier opening, still held by a transaction, is refused every change.
+        let _later = deferring_file(&dir.path().join("reopened"), &deferral, true);
+        assert!(earlier.write(0, b"stale").is_err());
+        assert!(earlier.set_len(1 << 20).is_err());
+        assert!(earlier.sync_data().is_err());
+        let mut back = [0; 5];
+        earlier.read(0, &mut back).unwrap();
+        assert_eq!(&back, b"first", "it still reads");
     }
 
     #[test]

@@ -43,17 +43,24 @@ impl GroupCommit {
                 // Nothing was committed: the database had failed before (another writer of
                 // it, an earlier group). Reopen it and try this group once more.
                 tracing::warn!(error = %error, "the database failed before this group; reopening it");
+                let reason = error.duplicate();
                 if let Some(b) = behind.take() {
                     group.extend(b.group);
                 }
-                result = self
-                    .recover()
-                    .map_err(|error| Failure {
-                        error,
-                        committing: false,
-                        logging: false,
-                    })
-                    .and_then(|()| self.apply_group(group, None, queue, &mut behind));
+                result = match self.recover() {
+                    Ok(()) => self.apply_group(group, None, queue, &mut behind),
+                    // Answered with the failure that made the reopen necessary: a full disk is
+                    // told apart by it (HTTP 507), where the reopen's own failure (the old
+                    // database still held by a reader, say) would not be.
+                    Err(reopen) => {
+                        tracing::warn!(error = %reopen, "reopening the database failed; retrying with the next append");
+                        Err(Failure {
+                            error: reason,
+                            committing: false,
+                            logging: false,
+                        })
+                    }
+                };
                 if result.is_err() {
                     self.take_back_records_in_flight();
                 }

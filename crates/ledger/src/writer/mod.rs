@@ -318,7 +318,13 @@ impl GroupCommit {
             // shows. Reopening it replays the log, which kept everything since the last
             // checkpoint that is on disk.
             tracing::warn!(error = %e, "a checkpoint did not reach the disk; reopening the database");
-            self.recover().map_err(fail)?;
+            if let Err(reopen) = self.recover() {
+                // The appends are answered with the checkpoint's failure, the reason for the
+                // reopen: a full disk is told apart by it (HTTP 507), where the reopen's own
+                // failure (the old database still held by a reader, say) would not be.
+                tracing::warn!(error = %reopen, "reopening the database failed; retrying with the next append");
+                return Err(fail(StorageError::from(e)));
+            }
         }
         if !self.store.is_open() {
             self.store.reopen().map_err(fail)?;
