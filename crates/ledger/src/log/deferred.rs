@@ -266,8 +266,8 @@ fn write_back(fd: &File, start: u64, end: u64) -> io::Result<()> {
     let (Ok(offset), Ok(len)) = (i64::try_from(start), i64::try_from(end - start)) else {
         return Ok(());
     };
-    // SAFETY: `sync_file_range` reads no memory of this process; `fd` is an open file that
-    // `fd` keeps open for the duration of the call.
+    // SAFETY: `sync_file_range` reads and writes no memory of this process, and the
+    // descriptor is open: `fd` is borrowed for the duration of the call.
     let result = unsafe { libc::sync_file_range(fd.as_raw_fd(), offset, len, flags) };
     if result == 0 {
         Ok(())
