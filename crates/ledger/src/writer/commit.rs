@@ -47,20 +47,14 @@ impl GroupCommit {
                 if let Some(b) = behind.take() {
                     group.extend(b.group);
                 }
-                result = match self.recover() {
-                    Ok(()) => self.apply_group(group, None, queue, &mut behind),
-                    // Answered with the failure that made the reopen necessary: a full disk is
-                    // told apart by it (HTTP 507), where the reopen's own failure (the old
-                    // database still held by a reader, say) would not be.
-                    Err(reopen) => {
-                        tracing::warn!(error = %reopen, "reopening the database failed; retrying with the next append");
-                        Err(Failure {
-                            error: reason,
-                            committing: false,
-                            logging: false,
-                        })
-                    }
-                };
+                result = self
+                    .recover_after(reason)
+                    .map_err(|error| Failure {
+                        error,
+                        committing: false,
+                        logging: false,
+                    })
+                    .and_then(|()| self.apply_group(group, None, queue, &mut behind));
                 if result.is_err() {
                     self.take_back_records_in_flight();
                 }

@@ -318,13 +318,7 @@ impl GroupCommit {
             // shows. Reopening it replays the log, which kept everything since the last
             // checkpoint that is on disk.
             tracing::warn!(error = %e, "a checkpoint did not reach the disk; reopening the database");
-            if let Err(reopen) = self.recover() {
-                // The appends are answered with the checkpoint's failure, the reason for the
-                // reopen: a full disk is told apart by it (HTTP 507), where the reopen's own
-                // failure (the old database still held by a reader, say) would not be.
-                tracing::warn!(error = %reopen, "reopening the database failed; retrying with the next append");
-                return Err(fail(StorageError::from(e)));
-            }
+            self.recover_after(StorageError::from(e)).map_err(fail)?;
         }
         if !self.store.is_open() {
             self.store.reopen().map_err(fail)?;
@@ -333,6 +327,17 @@ impl GroupCommit {
             self.reload().map_err(fail)?;
         }
         Ok(())
+    }
+
+    /// [`recover`](Self::recover) after `reason`, the failure that made it necessary; if the
+    /// reopen fails too, the error is `reason`: a full disk is told apart by it (HTTP 507),
+    /// where the reopen's own failure (the old database still held by a transaction, say)
+    /// would not be. The next group tries again.
+    pub(super) fn recover_after(&mut self, reason: StorageError) -> Result<(), StorageError> {
+        self.recover().map_err(|reopen| {
+            tracing::warn!(error = %reopen, "reopening the database failed; retrying with the next append");
+            reason
+        })
     }
 
     /// Closes and reopens the database after an I/O error, then reloads the in-memory state.
