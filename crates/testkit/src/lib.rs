@@ -11,6 +11,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+/// A module (WebAssembly text) that would be a valid version-1 projection but imports from
+/// WASI, which Loom refuses at upload: modules run with no access to the outside world.
+pub const WASI_IMPORTING_MODULE: &str = r#"(module
+    (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))
+    (memory (export "memory") 1)
+    (func (export "loom_abi_version") (result i32) i32.const 1)
+    (func (export "loom_alloc") (param i32) (result i32) i32.const 0)
+    (func (export "evolve") (param i32 i32) (result i64) i64.const 0))"#;
+
 /// The example crates built for tests.
 pub const EXAMPLES: [&str; 5] = ["cart", "bank", "bank-stats", "checkout", "library"];
 

@@ -19,15 +19,7 @@ fn modules_that_break_the_abi_are_refused_at_compile() {
     assert!(matches!(refuse(b"hello".to_vec()), ModuleError::Invalid(_)));
     assert!(matches!(refuse(Vec::new()), ModuleError::Invalid(_)));
 
-    let wasi = wat::parse_str(
-        r#"(module
-            (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))
-            (memory (export "memory") 1)
-            (func (export "loom_abi_version") (result i32) i32.const 1)
-            (func (export "loom_alloc") (param i32) (result i32) i32.const 0)
-            (func (export "evolve") (param i32 i32) (result i64) i64.const 0))"#,
-    )
-    .unwrap();
+    let wasi = wat::parse_str(loom_testkit::WASI_IMPORTING_MODULE).unwrap();
     let err = refuse(wasi);
     assert_eq!(
         err,

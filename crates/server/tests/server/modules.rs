@@ -120,15 +120,7 @@ async fn refused_modules_say_why_and_store_nothing() {
         ),
         (
             "WASI import",
-            wat::parse_str(
-                r#"(module
-                (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))
-                (memory (export "memory") 1)
-                (func (export "loom_abi_version") (result i32) i32.const 1)
-                (func (export "loom_alloc") (param i32) (result i32) i32.const 0)
-                (func (export "evolve") (param i32 i32) (result i64) i64.const 0))"#,
-            )
-            .unwrap(),
+            wat::parse_str(loom_testkit::WASI_IMPORTING_MODULE).unwrap(),
             "wasi_snapshot_preview1",
         ),
         (
