@@ -132,6 +132,8 @@ impl Node {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The lease's revision, and the stream's last sequence when it was taken.
         let mut held: Option<(u64, u64)> = None;
+        // When a message was last applied: a candidate knows the stream holds more.
+        let mut progressed = Instant::now();
         loop {
             if let Some((revision, target)) = held
                 && self.applied() >= target
@@ -148,8 +150,24 @@ impl Node {
                     // What the stream held when this message was delivered: the lag.
                     self.shared.log_last.fetch_max(sequence + pending, Ordering::AcqRel);
                     self.apply(sequence, message.payload.to_vec()).await?;
+                    progressed = Instant::now();
                 }
                 _ = tick.tick() => {
+                    if let Some((_, target)) = held
+                        && progressed.elapsed() >= 2 * options.lease
+                    {
+                        // A consumer can stop delivering when the NATS server behind it goes
+                        // (seen once: a candidate one message short for a minute while holding
+                        // the lease, so that no node sequenced). A new one starts where this
+                        // node is; the lease stays this node's while it is renewed in time.
+                        return Err(format!(
+                            "catching up to sequence {target} to take over as the sequencer, \
+                             nothing arrived from the stream for {:?} (applied up to {}); \
+                             following again with a new consumer",
+                            progressed.elapsed(),
+                            self.applied()
+                        ));
+                    }
                     // A candidate renews its lease while it catches up, however long that takes.
                     let attempt = match held {
                         Some((revision, _)) => match lease.renew(revision).await {
@@ -164,7 +182,11 @@ impl Node {
                             self.shared.set_role(Role::Candidate);
                             let target = match held {
                                 Some((_, target)) => target,
-                                None => self.log_last().await?,
+                                None => {
+                                    // Catching up is timed from taking the lease.
+                                    progressed = Instant::now();
+                                    self.log_last().await?
+                                }
                             };
                             Some((revision, target))
                         }
