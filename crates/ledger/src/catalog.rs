@@ -11,10 +11,10 @@
 //! [`Epoch`] when it loads it and learns from [`Catalog::reopened_since`] (or from
 //! [`Catalog::write_since`] refusing to start) that it must load it again.
 
-use redb::{Durability as RedbDurability, ReadTransaction, ReadableTable, WriteTransaction};
+use redb::{Durability as RedbDurability, ReadableTable};
 
 use crate::error::StorageError;
-use crate::store::Store;
+use crate::store::{Snapshot, Store, Write};
 use crate::tables::{
     CatalogTable, PROJECTION_CHECKPOINTS, PROJECTION_NOTES, PROJECTION_STATES, REACTOR_CHECKPOINTS,
     named,
@@ -140,7 +140,7 @@ impl Catalog {
 /// A snapshot of the catalog.
 #[derive(Debug)]
 pub struct CatalogRead {
-    txn: ReadTransaction,
+    txn: Snapshot,
 }
 
 impl CatalogRead {
@@ -266,7 +266,7 @@ impl CatalogRead {
 /// A write transaction on the catalog: nothing is visible until [`commit`](Self::commit);
 /// dropped uncommitted, it writes nothing.
 pub struct CatalogWrite {
-    txn: WriteTransaction,
+    txn: Write,
 }
 
 impl std::fmt::Debug for CatalogWrite {

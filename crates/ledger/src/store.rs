@@ -7,8 +7,13 @@
 //! ledger's writer reopens the database through it after such an error (docs/design.md,
 //! "Crash behaviour"). Nobody keeps a `Database` of their own; a transaction is taken from the
 //! handle when needed, so that the old database can close and the file can be opened again.
+//!
+//! The handle also keeps readers from seeing a group that the writer committed ahead of its
+//! log record's sync ([`ahead`]): while such a window is open, readers are given the snapshot
+//! from before it, and the other writers of the database wait.
 
 use std::fmt;
+use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
@@ -16,6 +21,10 @@ use std::time::{Duration, Instant};
 use redb::{Database, ReadTransaction, ReadableDatabase, TransactionError, WriteTransaction};
 
 use crate::error::StorageError;
+
+mod ahead;
+
+use ahead::Ahead;
 
 /// How long a reopen waits for calls in progress (`begin_read`, `begin_write`) to let go of
 /// the old database.
@@ -41,6 +50,40 @@ struct Inner {
     openings: AtomicU64,
     /// When a transaction last tried to open the database while none was open.
     last_try: Mutex<Option<Instant>>,
+    /// The window of a group committed ahead of its sync, if one is open.
+    ahead: Ahead,
+}
+
+/// A read transaction: a snapshot of the database, possibly shared with other readers (the
+/// one from before a group committed ahead of its sync).
+pub(crate) type Snapshot = Arc<ReadTransaction>;
+
+/// A write transaction of someone other than the ledger's writer (the catalog, the
+/// registry): while it lives, the writer commits no group ahead of its sync, so that it never
+/// sees, and never makes durable, a group that is not.
+pub(crate) struct Write {
+    txn: WriteTransaction,
+    _other: ahead::OtherWriter,
+}
+
+impl Write {
+    /// Commits the transaction.
+    pub(crate) fn commit(self) -> Result<(), redb::CommitError> {
+        self.txn.commit()
+    }
+}
+
+impl Deref for Write {
+    type Target = WriteTransaction;
+    fn deref(&self) -> &WriteTransaction {
+        &self.txn
+    }
+}
+
+impl DerefMut for Write {
+    fn deref_mut(&mut self) -> &mut WriteTransaction {
+        &mut self.txn
+    }
 }
 
 impl fmt::Debug for Store {
@@ -71,6 +114,7 @@ impl Store {
                 open: Box::new(open),
                 openings: AtomicU64::new(0),
                 last_try: Mutex::new(None),
+                ahead: Ahead::default(),
             }),
         })
     }
@@ -115,14 +159,49 @@ impl Store {
         slot.clone().ok_or_else(unavailable)
     }
 
-    /// Begins a read transaction (a snapshot).
-    pub(crate) fn begin_read(&self) -> Result<ReadTransaction, TransactionError> {
+    /// Begins a read transaction (a snapshot): of the database as it is, or, while a group
+    /// is committed ahead of its sync, as it was before that group.
+    pub(crate) fn begin_read(&self) -> Result<Snapshot, TransactionError> {
+        self.inner
+            .ahead
+            .read(|| Ok(Arc::new(self.current()?.begin_read()?)))
+    }
+
+    /// A read transaction of the database as it is, ahead or not: the writer's own reads.
+    pub(crate) fn begin_read_own(&self) -> Result<ReadTransaction, TransactionError> {
         self.current()?.begin_read()
     }
 
-    /// Begins a write transaction, waiting for the current one to finish.
-    pub(crate) fn begin_write(&self) -> Result<WriteTransaction, TransactionError> {
+    /// Begins a write transaction of someone other than the ledger's writer: waits for the
+    /// current one to finish, and first for a group committed ahead of its sync to be synced
+    /// (failing if that takes longer than a few seconds: the disk is failing).
+    pub(crate) fn begin_write(&self) -> Result<Write, TransactionError> {
+        let other = self.inner.ahead.other_writer()?;
+        Ok(Write {
+            txn: self.current()?.begin_write()?,
+            _other: other,
+        })
+    }
+
+    /// Begins one of the ledger writer's own write transactions, waiting for the current one
+    /// to finish.
+    pub(crate) fn begin_write_own(&self) -> Result<WriteTransaction, TransactionError> {
         self.current()?.begin_write()
+    }
+
+    /// Opens a window in which the writer may commit a group ahead of its sync: from here
+    /// until [`close_window`](Self::close_window), readers get the snapshot taken now, and
+    /// other writers wait. `false` (no window) while another writer's transaction is alive
+    /// or waiting: the group then commits after its sync.
+    pub(crate) fn open_window(&self) -> bool {
+        self.inner
+            .ahead
+            .open(|| Ok(Arc::new(self.current()?.begin_read()?)))
+    }
+
+    /// Closes the window: what was committed in it is synced (or was undone by a reopen).
+    pub(crate) fn close_window(&self) {
+        self.inner.ahead.close();
     }
 
     /// Whether a database is open (false after a reopen that failed, until a transaction or
@@ -145,6 +224,26 @@ impl Store {
     /// Closes the database and opens it again. On error no database is open until a later
     /// reopen succeeds; every operation meanwhile fails with a storage error.
     pub(crate) fn reopen(&self) -> Result<(), StorageError> {
+        self.reopen_keeping(true)
+    }
+
+    /// Closes the window after the group committed in it failed, reopening the database
+    /// while readers wait. The caller has made the database refuse every further write
+    /// (`Deferral::retire`), so closing it writes nothing, and the reopen drops the group's
+    /// commit, as every commit since the last durable one, and replays the log, which no
+    /// longer holds the group's record. The window's snapshot is
+    /// let go first (it keeps the old database's file open, and the file could not be opened
+    /// again while it is). The window closes whether or not the reopen worked: either way the
+    /// old database is out of reach, and with no database open, operations fail until one is.
+    pub(crate) fn undo_window(&self) -> Result<(), StorageError> {
+        // Nobody is in `begin_read` or `begin_write` of the old database meanwhile (readers
+        // wait for the window, other writers for the gate), so it is never kept.
+        self.inner.ahead.undo(|| self.reopen_keeping(false))
+    }
+
+    /// [`reopen`](Self::reopen); `keep`: whether the old database stays open when calls in
+    /// progress do not let go of it in time.
+    fn reopen_keeping(&self, keep: bool) -> Result<(), StorageError> {
         let mut slot = self
             .inner
             .slot
@@ -165,7 +264,9 @@ impl Store {
                         break;
                     }
                     Err(still) if Instant::now() >= deadline => {
-                        *slot = Some(still);
+                        if keep {
+                            *slot = Some(still);
+                        }
                         return Err(StorageError(Box::new(redb::Error::Io(
                             std::io::Error::other(
                                 "the ledger database is still in use and could not be closed \
@@ -264,5 +365,32 @@ mod tests {
         // A reopen that works counts as an opening.
         store.reopen().unwrap();
         assert_eq!(store.opening(), 2);
+    }
+
+    #[test]
+    fn a_window_opens_only_while_no_other_writer_has_a_transaction() {
+        let storage = Shared::default();
+        let store =
+            Store::open(move || Database::builder().create_with_backend(storage.clone())).unwrap();
+        let other = store.begin_write().unwrap();
+        assert!(!store.open_window(), "opened beside another writer");
+        drop(other);
+        assert!(store.open_window());
+
+        // The writer's own commit in the window is not read until the window closes.
+        let txn = store.begin_write_own().unwrap();
+        txn.open_table(T).unwrap().insert(1, 10).unwrap();
+        txn.commit().unwrap();
+        let unseen = |store: &Store| {
+            let txn = store.begin_read().unwrap();
+            match txn.open_table(T) {
+                Ok(t) => t.get(1).unwrap().is_none(),
+                Err(redb::TableError::TableDoesNotExist(_)) => true,
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert!(unseen(&store));
+        store.close_window();
+        assert!(!unseen(&store));
     }
 }

@@ -21,7 +21,7 @@ use crate::log::{DurableLog, LogEnd};
 use crate::query::{View, Window, decode};
 use crate::records::{self, Events};
 use crate::registry::{CompiledEntity, Registry};
-use crate::store::Store;
+use crate::store::{Snapshot, Store};
 use crate::tables::*;
 use crate::view::EventBatch;
 #[cfg(feature = "bench")]
@@ -41,6 +41,8 @@ mod open;
 mod options;
 mod read;
 mod registry;
+#[cfg(test)]
+mod tests;
 
 pub use backup::{BackupInfo, Verified};
 pub use open::DB_FILE;

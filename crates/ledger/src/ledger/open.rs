@@ -216,6 +216,7 @@ impl Ledger {
             segment_events: options.segment_events(),
             log_sequence: log_sequence.clone(),
             engine_inbox: engine_inbox.clone(),
+            ahead: false,
         };
         let handle = std::thread::Builder::new()
             .name("loom-ledger-writer".into())
@@ -242,7 +243,7 @@ impl Ledger {
 
     /// Creates the tables if missing and checks the on-disk format.
     pub(crate) fn init(store: &Store, segment_events: usize) -> Result<(), InitError> {
-        let txn = store.begin_write().map_err(StorageError::from)?;
+        let txn = store.begin_write_own().map_err(StorageError::from)?;
         let mut upgrade = false;
         {
             let mut meta = txn.open_table(META).map_err(StorageError::from)?;
@@ -299,7 +300,7 @@ impl Ledger {
             let started = std::time::Instant::now();
             let mut moved = 0;
             loop {
-                let txn = store.begin_write().map_err(StorageError::from)?;
+                let txn = store.begin_write_own().map_err(StorageError::from)?;
                 let n = {
                     let mut tail = txn.open_table(EVENTS).map_err(StorageError::from)?;
                     let mut segments = txn.open_table(SEGMENTS).map_err(StorageError::from)?;
@@ -431,7 +432,7 @@ pub(crate) struct Loaded {
 
 /// Reads head, registry and counters in one snapshot (at open, and after a reopen).
 pub(crate) fn load(store: &Store) -> Result<Loaded, InitError> {
-    let txn = store.begin_read().map_err(StorageError::from)?;
+    let txn = store.begin_read_own().map_err(StorageError::from)?;
     let meta = txn.open_table(META).map_err(StorageError::from)?;
     let next_stream_id = meta
         .get(META_NEXT_STREAM_ID)

@@ -3,7 +3,7 @@
 use super::*;
 
 impl Ledger {
-    pub(crate) fn read_txn(&self) -> Result<ReadTransaction, StorageError> {
+    pub(crate) fn read_txn(&self) -> Result<Snapshot, StorageError> {
         Ok(self.store.begin_read()?)
     }
 

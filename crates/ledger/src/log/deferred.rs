@@ -134,6 +134,15 @@ impl Deferral {
         drop(self.settled());
     }
 
+    /// Refuses every further write, resize and sync of the database as it is open now (once
+    /// a deferred sync in progress is done), until it is opened again: closing it then writes
+    /// nothing, so the commits it made since its last durable one are lost instead of made
+    /// durable, as redb makes them when a healthy database closes. The ledger's writer does
+    /// this to undo a group committed ahead of a sync that failed.
+    pub(crate) fn retire(&self) {
+        self.settled().opening += 1;
+    }
+
     /// Whether a deferred sync failed since the database was opened.
     pub(crate) fn failed(&self) -> Option<io::Error> {
         self.state()

@@ -17,6 +17,8 @@ mod placement;
 pub(crate) mod replicated;
 pub(crate) mod reserve;
 mod syncer;
+#[cfg(test)]
+pub(crate) use syncer::hold;
 pub(crate) mod wal;
 
 use crate::error::StorageError;

@@ -59,8 +59,13 @@ impl Syncer {
                             "not written: the log record before it failed",
                         ))
                     } else {
-                        file.write_all_at(&bytes, offset)
-                            .and_then(|()| file.sync_data())
+                        file.write_all_at(&bytes, offset).and_then(|()| {
+                            #[cfg(test)]
+                            if let Some(e) = hold::before_sync(file) {
+                                return Err(e);
+                            }
+                            file.sync_data()
+                        })
                     };
                     failed = written.is_err();
                     if answer.send(written).is_err() {
@@ -108,6 +113,69 @@ fn raise_priority(boost: i32) -> std::io::Result<()> {
 #[cfg(not(target_os = "linux"))]
 fn raise_priority(_boost: i32) -> std::io::Result<()> {
     Ok(())
+}
+
+/// Tests hold a log's next sync until they let it go, and may make it fail as a failing disk
+/// would (the record written, its sync refused).
+#[cfg(test)]
+pub(crate) mod hold {
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::Mutex;
+    use std::sync::mpsc::{Receiver, Sender, channel};
+
+    /// Holds for files (by inode): tell the test the sync began, then wait for its verdict.
+    type Holds = Vec<(Vec<u64>, Sender<()>, Receiver<bool>)>;
+    static HOLDS: Mutex<Holds> = Mutex::new(Vec::new());
+
+    /// A held sync, as the test sees it.
+    pub(crate) struct Held {
+        began: Receiver<()>,
+        verdict: Sender<bool>,
+    }
+
+    impl Held {
+        /// Waits until the held sync begins.
+        pub(crate) fn began(&self) {
+            self.began.recv().expect("the held sync began");
+        }
+
+        /// Lets the sync go on; `fail`: it fails instead.
+        pub(crate) fn release(self, fail: bool) {
+            self.verdict.send(fail).expect("the sync thread waits");
+        }
+    }
+
+    /// Holds the next sync of any of these files.
+    pub(crate) fn next(files: &[&std::path::Path]) -> Held {
+        let inodes = files
+            .iter()
+            .map(|f| std::fs::metadata(f).expect("a log file").ino())
+            .collect();
+        let (began_tx, began) = channel();
+        let (verdict, verdict_rx) = channel();
+        HOLDS
+            .lock()
+            .expect("holds")
+            .push((inodes, began_tx, verdict_rx));
+        Held { began, verdict }
+    }
+
+    /// In the sync thread, before a sync: `Some(error)` when a test held it and wants it to
+    /// fail.
+    pub(super) fn before_sync(file: &std::fs::File) -> Option<std::io::Error> {
+        let ino = file.metadata().ok()?.ino();
+        let held = {
+            let mut holds = HOLDS.lock().expect("holds");
+            let i = holds
+                .iter()
+                .position(|(inodes, ..)| inodes.contains(&ino))?;
+            holds.remove(i)
+        };
+        let (_, began, verdict) = held;
+        let _ = began.send(());
+        let fail = verdict.recv().unwrap_or(false);
+        fail.then(|| std::io::Error::other("the sync failed (held and failed by a test)"))
+    }
 }
 
 #[cfg(all(test, target_os = "linux"))]

@@ -71,6 +71,13 @@ pub(crate) struct Wal {
 }
 
 impl Wal {
+    /// Zeroes the header of the record at the offset (a zeroed header ends a replay there).
+    fn take_back(&self) -> std::io::Result<()> {
+        let file = &self.files[self.current];
+        file.write_all_at(&[0u8; RECORD_HEADER], self.offset)
+            .and_then(|()| file.sync_data())
+    }
+
     /// Opens (creating if needed) the log's files `paths`; the next record goes to `start`:
     /// right after the last record that opening the database replayed, or the start of the
     /// first file if it replayed none.
@@ -240,19 +247,22 @@ impl DurableLog for Wal {
             return Ok(());
         };
         let written = self.syncer.wait();
-        self.tail_dirty = written.is_err();
-        written?;
+        if let Err(e) = written {
+            // The record may have reached the disk in part or whole all the same: taken back
+            // too, so that the reopen that undoes a group committed ahead of its sync, or a
+            // restart, does not replay it. The tail stays marked dirty either way.
+            self.tail_dirty = true;
+            let _ = self.take_back();
+            return Err(e);
+        }
+        self.tail_dirty = false;
         if applied {
             self.offset += len;
         } else {
-            // The group fails, but its record is durable: take it back (a zeroed header ends
-            // a replay there), so that no replay applies what its callers were told failed.
-            // If that fails too, the record may be replayed, as after a failed commit.
-            let file = &self.files[self.current];
-            let erased = file
-                .write_all_at(&[0u8; RECORD_HEADER], self.offset)
-                .and_then(|()| file.sync_data());
-            self.tail_dirty = erased.is_err();
+            // The group fails, but its record is durable: take it back, so that no replay
+            // applies what its callers were told failed. If that fails too, the record may be
+            // replayed, as after a failed commit.
+            self.tail_dirty = self.take_back().is_err();
         }
         Ok(())
     }

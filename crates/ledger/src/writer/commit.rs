@@ -25,6 +25,11 @@ impl GroupCommit {
             };
             if let Err(Failure { committing, .. }) = &result {
                 self.take_back_records_in_flight();
+                if self.ahead
+                    && let Err(e) = self.undo_ahead()
+                {
+                    tracing::error!(error = %e, "undoing a group committed ahead of its failed sync failed; retrying with the next append");
+                }
                 if carried && !committing {
                     // Nothing of it is in the log or the tables: planned on its own again.
                     if let Some(b) = behind.take() {

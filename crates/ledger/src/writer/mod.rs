@@ -26,13 +26,14 @@ use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
 use crate::codec;
 use crate::error::{AppendError, Conflict, ReadError, StorageError};
 use crate::head::Head;
-use crate::ledger::{LedgerStats, load};
+use crate::ledger::LedgerStats;
 use crate::log::{DurableLog, GroupRecord, LogReplay};
 use crate::poll::Poller;
 
 mod apply;
 mod behind;
 mod commit;
+mod recovery;
 mod replay;
 
 use crate::query::{View, Window, decode};
@@ -105,6 +106,9 @@ pub(crate) struct GroupCommit {
     pub(crate) log_sequence: Arc<AtomicU64>,
     /// Cluster mode: the sequence of the last engine change kept for the engine.
     pub(crate) engine_inbox: Arc<Head>,
+    /// Whether a group is committed ahead of its sync and not known to be synced
+    /// ([`crate::store`]'s window is open): after a failure it is undone by a reopen.
+    pub(crate) ahead: bool,
 }
 
 /// The tail or the segments, open for writing.
@@ -253,7 +257,7 @@ impl GroupCommit {
         };
         let started = Instant::now();
         let done = (|| -> Result<(), StorageError> {
-            self.store.begin_write()?.commit()?;
+            self.store.begin_write_own()?.commit()?;
             Ok(())
         })();
         match done {
@@ -282,7 +286,7 @@ impl GroupCommit {
         };
         let started = Instant::now();
         let committed = (|| -> Result<(), StorageError> {
-            let mut txn = self.store.begin_write()?;
+            let mut txn = self.store.begin_write_own()?;
             txn.set_durability(Durability::Immediate)?;
             deferral.arm(true);
             let committed = txn.commit();
@@ -304,77 +308,6 @@ impl GroupCommit {
                 }
             }
         }
-    }
-
-    /// Makes sure a database is open and the in-memory state was loaded from it.
-    fn ready(&mut self) -> Result<(), Failure> {
-        let fail = |error| Failure {
-            error,
-            committing: false,
-            logging: false,
-        };
-        if let Some(e) = self.wal.as_ref().and_then(|w| w.deferral()?.failed()) {
-            // A checkpoint's deferred sync failed: the database may not hold on disk what it
-            // shows. Reopening it replays the log, which kept everything since the last
-            // checkpoint that is on disk.
-            tracing::warn!(error = %e, "a checkpoint did not reach the disk; reopening the database");
-            self.recover_after(StorageError::from(e)).map_err(fail)?;
-        }
-        if !self.store.is_open() {
-            self.store.reopen().map_err(fail)?;
-        }
-        if self.store.opening() != self.opening {
-            self.reload().map_err(fail)?;
-        }
-        Ok(())
-    }
-
-    /// [`recover`](Self::recover) after `reason`, the failure that made it necessary; if the
-    /// reopen fails too, the error is `reason`: a full disk is told apart by it (HTTP 507),
-    /// where the reopen's own failure (the old database still held by a transaction, say)
-    /// would not be. The next group tries again.
-    pub(super) fn recover_after(&mut self, reason: StorageError) -> Result<(), StorageError> {
-        self.recover().map_err(|reopen| {
-            tracing::warn!(error = %reopen, "reopening the database failed; retrying with the next append");
-            reason
-        })
-    }
-
-    /// Closes and reopens the database after an I/O error, then reloads the in-memory state.
-    fn recover(&mut self) -> Result<(), StorageError> {
-        self.store.reopen()?;
-        tracing::info!("reopened the database after a storage failure");
-        self.reload()
-    }
-
-    /// Reloads head, counters and registry from the (reopened) database. A commit that
-    /// failed may still have become durable (the error came after the commit record was
-    /// written): then the head moves on here, and its events are there for everyone to read,
-    /// although the callers were told the append failed (a retry of it is idempotent).
-    fn reload(&mut self) -> Result<(), StorageError> {
-        let loaded = load(&self.store).map_err(|e| e.into_storage())?;
-        let head = self.head.get();
-        if loaded.head < head {
-            tracing::error!(
-                acknowledged = head,
-                found = loaded.head,
-                "the reopened database ends before the acknowledged head"
-            );
-        } else if loaded.head > head {
-            tracing::warn!(
-                from = head,
-                to = loaded.head,
-                "a commit reported as failed is durable after all"
-            );
-            self.head.advance(loaded.head);
-        }
-        self.next_stream_id = loaded.next_stream_id;
-        self.last_recorded = self.last_recorded.max(loaded.last_recorded);
-        self.log_sequence
-            .store(loaded.log_sequence, std::sync::atomic::Ordering::Release);
-        *self.registry.write().expect("registry lock") = Arc::new(loaded.registry);
-        self.opening = self.store.opening();
-        Ok(())
     }
 
     /// Applies every pending append in one transaction and commits it. Returns each append's
@@ -400,7 +333,7 @@ impl GroupCommit {
                 logging: true,
             })?;
         }
-        let mut txn = self.store.begin_write().map_err(|e| before(e.into()))?;
+        let mut txn = self.store.begin_write_own().map_err(|e| before(e.into()))?;
         // Through the log unless it is time for a checkpoint (or there is no log); a
         // replicated log takes every group. The local log checkpoints between groups
         // ([`Self::checkpoint`]).
@@ -496,6 +429,25 @@ impl GroupCommit {
                         self.drained.notify(usize::MAX);
                         *behind = Some(behind::plan(&mut t, &state, next, wal.as_mut()));
                     }
+                }
+                if applied.is_ok()
+                    && behind.is_none()
+                    && wal.deferral().is_some()
+                    && self.store.open_window()
+                {
+                    // Committed while the record syncs; until the sync is done nobody else
+                    // sees it ([`crate::store`]), and if the sync fails, a reopen undoes it.
+                    self.ahead = true;
+                    drop(t);
+                    txn.commit().map_err(|e| Failure {
+                        error: e.into(),
+                        committing: true,
+                        logging: false,
+                    })?;
+                    wal.finish(true).map_err(logging)?;
+                    self.ahead = false;
+                    self.store.close_window();
+                    return Ok((results, state));
                 }
                 wal.finish(applied.is_ok()).map_err(logging)?;
                 applied.map_err(before)?;

@@ -233,7 +233,7 @@ impl GroupCommit {
             )));
         }
         let checkpoint = self.wal.as_ref().is_none_or(|w| w.wants_checkpoint());
-        let mut txn = self.store.begin_write()?;
+        let mut txn = self.store.begin_write_own()?;
         txn.set_durability(if checkpoint {
             Durability::Immediate
         } else {
@@ -315,7 +315,7 @@ impl GroupCommit {
         match control {
             Control::Engine(change) => {
                 // Kept, durably with the sequence, until the engine has applied it.
-                let mut txn = self.store.begin_write()?;
+                let mut txn = self.store.begin_write_own()?;
                 txn.set_durability(Durability::Immediate)?;
                 {
                     let mut inbox = txn.open_table(ENGINE_INBOX)?;
@@ -333,7 +333,7 @@ impl GroupCommit {
                     ))
                 })?;
                 let bytes = serde_json::to_vec(spec).expect("a spec always serializes");
-                let mut txn = self.store.begin_write()?;
+                let mut txn = self.store.begin_write_own()?;
                 txn.set_durability(Durability::Immediate)?;
                 {
                     let mut entities = txn.open_table(ENTITIES)?;
