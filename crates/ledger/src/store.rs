@@ -393,4 +393,36 @@ mod tests {
         store.close_window();
         assert!(!unseen(&store));
     }
+
+    #[test]
+    fn another_writer_is_not_kept_waiting_by_one_window_after_another() {
+        let storage = Shared::default();
+        let store =
+            Store::open(move || Database::builder().create_with_backend(storage.clone())).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        // A writer committing groups back to back: a window closes and the next opens at once.
+        let windows = {
+            let (store, stop) = (store.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut opened = 0u32;
+                while !stop.load(Ordering::Acquire) {
+                    if store.open_window() {
+                        opened += 1;
+                        std::thread::sleep(Duration::from_micros(200));
+                        store.close_window();
+                    }
+                }
+                opened
+            })
+        };
+        std::thread::sleep(Duration::from_millis(20));
+        let started = Instant::now();
+        let other = store.begin_write();
+        let waited = started.elapsed();
+        stop.store(true, Ordering::Release);
+        let opened = windows.join().unwrap();
+        assert!(opened > 0, "no window opened");
+        assert!(other.is_ok(), "{:?}", other.err());
+        assert!(waited < Duration::from_secs(1), "waited {waited:?}");
+    }
 }

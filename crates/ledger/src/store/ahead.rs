@@ -39,7 +39,7 @@ struct Gate {
 
 #[derive(Default)]
 struct GateState {
-    /// Other writers' transactions alive or being begun.
+    /// Other writers' transactions alive, being begun or waiting to be.
     others: usize,
     /// Whether a window is open.
     open: bool,
@@ -74,13 +74,17 @@ impl Ahead {
         }
     }
 
-    /// Counts a transaction of another writer, once no window is open.
+    /// Counts a transaction of another writer, once no window is open. It counts from
+    /// before it waits, so that no new window opens meanwhile: a writer committing one group
+    /// after another would otherwise open the next window before the waiting one wakes up.
     pub(super) fn other_writer(&self) -> Result<OtherWriter, TransactionError> {
         let deadline = Instant::now() + OTHER_WAIT;
         let mut state = self.gate.lock();
+        state.others += 1;
         while state.open {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
+                state.others -= 1;
                 return Err(TransactionError::Storage(redb::StorageError::Io(
                     std::io::Error::other(
                         "the ledger's last group has not finished syncing for seconds; the \
@@ -95,7 +99,6 @@ impl Ahead {
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
-        state.others += 1;
         Ok(OtherWriter(self.gate.clone()))
     }
 
