@@ -56,6 +56,15 @@ pub(crate) const MAX_REPORTED_MATCHES: usize = 10;
 /// microseconds.
 const POLL_FOR_APPENDS: Duration = Duration::from_micros(300);
 
+/// The most appends a group may hold for the appends queued behind it to be planned while it
+/// syncs ([`behind`]). Small groups gain from it: their syncs run back to back, where the
+/// writer's work between them would leave the disk idle. Larger groups gain more from growing:
+/// the appends queued meanwhile wait and form one larger group, committed while its record
+/// syncs, which costs the writer less per append (sixteen writers in process: groups of 12–15
+/// appends instead of 8, about a third more events per second; docs/benchmarks/write-path.md,
+/// "A group committed ahead of its sync").
+const BEHIND_AT_MOST: usize = 4;
+
 /// What the writer is asked to do.
 // Appends are nearly all of it: boxing them to shrink the rare variants would cost every
 // append an allocation.
@@ -422,8 +431,9 @@ impl GroupCommit {
                     Ok(())
                 })();
                 // While the record syncs: the appends queued meanwhile, planned on this
-                // group's tables, their record handed over behind this one.
-                if applied.is_ok() && wal.may_begin_behind() {
+                // group's tables, their record handed over behind this one — while groups
+                // are small ([`BEHIND_AT_MOST`]).
+                if applied.is_ok() && wal.may_begin_behind() && group.len() <= BEHIND_AT_MOST {
                     let next = behind::take(queue, self.max_group_events);
                     if !next.is_empty() {
                         self.drained.notify(usize::MAX);
