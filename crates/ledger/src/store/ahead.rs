@@ -87,8 +87,9 @@ impl Ahead {
                 state.others -= 1;
                 return Err(TransactionError::Storage(redb::StorageError::Io(
                     std::io::Error::other(
-                        "the ledger's last group has not finished syncing for seconds; the \
-                         disk may be failing",
+                        "the ledger's last group has not finished syncing for 5 seconds, so \
+                         this write did not start; the disk may be failing: check it, then \
+                         retry",
                     ),
                 )));
             }

@@ -23,12 +23,16 @@ impl GroupCommit {
                 self.ready()
                     .and_then(|()| self.apply_group(group, None, queue, &mut behind))
             };
+            // Whether the database was reopened to undo a group committed ahead of its sync:
+            // the failed database is gone then, and answering need not reopen it again.
+            let mut undone = false;
             if let Err(Failure { committing, .. }) = &result {
                 self.take_back_records_in_flight();
-                if self.ahead
-                    && let Err(e) = self.undo_ahead()
-                {
-                    tracing::error!(error = %e, "undoing a group committed ahead of its failed sync failed; retrying with the next append");
+                if self.ahead {
+                    undone = true;
+                    if let Err(e) = self.undo_ahead() {
+                        tracing::error!(error = %e, "undoing a group committed ahead of its failed sync failed; retrying with the next append");
+                    }
                 }
                 if carried && !committing {
                     // Nothing of it is in the log or the tables: planned on its own again.
@@ -70,7 +74,7 @@ impl GroupCommit {
                     .groups_behind
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
-            self.answer(group, result, started);
+            self.answer(group, result, started, undone);
             match behind {
                 Some(b) => {
                     *group = b.group;
@@ -99,12 +103,13 @@ impl GroupCommit {
     }
 
     /// Answers a group's appends with its result (and reopens the database after a failure
-    /// that needs it).
+    /// that needs it, unless `undone` already did).
     fn answer(
         &mut self,
         group: &mut Vec<Pending>,
         result: Result<(Vec<Result<AppendOutcome, AppendError>>, Group), Failure>,
         started: Instant,
+        undone: bool,
     ) {
         match result {
             Ok((results, state)) => {
@@ -136,6 +141,7 @@ impl GroupCommit {
                 // the group's transaction is dropped uncommitted.)
                 if error.needs_reopen()
                     && !logging
+                    && !undone
                     && let Err(e) = self.recover()
                 {
                     tracing::error!(error = %e, "reopening the database failed; retrying with the next append");
