@@ -7,7 +7,9 @@ while between one sync and the next (as a writer applying the next group is): on
 machine a sync can take far longer after such a gap than back to back. Last, the 0.1 ms case
 once more while a second process keeps another CPU busy: whether the slow syncs come from
 the whole machine going idle during the sync (what the write path's polling avoids,
-crates/ledger/src/poll.rs).
+crates/ledger/src/poll.rs), and once more while a second process keeps one 512-byte O_DIRECT
+read in flight instead: whether they come from the disk going idle between syncs (what the
+log's reads between syncs avoid, crates/ledger/src/log/awake.rs).
 Usage: scripts/fsync-probe.py DIR (a directory on the disk to measure; the probe file is left
 there)."""
 import multiprocessing, os, time, sys
@@ -36,14 +38,24 @@ for rnd in range(2):
 def spin(stop):
     while not stop.value:
         pass
+def read(stop):
+    import mmap
+    block = os.path.join(d, "probe.block")
+    with open(block, "wb") as f:
+        f.write(b"\0" * 4096); f.flush(); os.fsync(f.fileno())
+    fd = os.open(block, os.O_RDONLY | os.O_DIRECT); buf = mmap.mmap(-1, 4096)
+    while not stop.value:
+        os.preadv(fd, [memoryview(buf)[:512]], 0)
 for rnd in range(2):
-    for busy_other in (False, True):
+    for busy_other in (False, True, "reading"):
         stop = multiprocessing.Value("b", 0, lock=False)
-        other = multiprocessing.Process(target=spin, args=(stop,)) if busy_other else None
+        target = read if busy_other == "reading" else spin
+        other = multiprocessing.Process(target=target, args=(stop,)) if busy_other else None
         if other:
             other.start()
         r = run(path, True, gap=0.1 / 1e3)
         if other:
             stop.value = 1
             other.join()
-        print(f"round {rnd} prefilled, busy 0.10 ms between syncs, {'another CPU busy' if busy_other else 'other CPUs idle'}: p50 {r[1]:.3f} ms  p90 {r[2]:.3f} ms  p99 {r[3]:.3f} ms")
+        other_is = {False: "other CPUs idle", True: "another CPU busy", "reading": "a read in flight"}[busy_other]
+        print(f"round {rnd} prefilled, busy 0.10 ms between syncs, {other_is}: p50 {r[1]:.3f} ms  p90 {r[2]:.3f} ms  p99 {r[3]:.3f} ms")

@@ -20,7 +20,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use loom_engine::{Engine, EngineConfig};
-use loom_ledger::{Ledger, LedgerOptions};
+use loom_ledger::{KeepAwake, Ledger, LedgerOptions};
 use loom_server::{AppState, Config, Token};
 
 /// Loom: an event store that speaks CloudEvents.
@@ -124,6 +124,11 @@ struct ServeArgs {
     /// disk is set aside (ledger.reserve) so that the log can be replayed on a full disk.
     #[arg(long, env = "LOOM_WAL_CHECKPOINT", default_value = "2m", value_parser = parse_size)]
     wal_checkpoint: usize,
+    /// Keep the log's disk awake between syncs that come close together, with small reads of
+    /// ledger.awake: auto (on a virtio disk, where a disk left idle for tens of microseconds
+    /// is slow to sync), on, or off.
+    #[arg(long, env = "LOOM_KEEP_DISK_AWAKE", default_value = "auto", value_parser = parse_keep_awake)]
+    keep_disk_awake: KeepAwake,
     /// Longest time a request may take to answer, in seconds.
     #[arg(long, default_value_t = 30)]
     request_timeout: u64,
@@ -192,6 +197,15 @@ struct ServeArgs {
     max_command_bytes: usize,
     #[command(flatten)]
     cluster: cluster::ClusterArgs,
+}
+
+fn parse_keep_awake(text: &str) -> Result<KeepAwake, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "auto" => Ok(KeepAwake::Auto),
+        "on" => Ok(KeepAwake::On),
+        "off" => Ok(KeepAwake::Off),
+        other => Err(format!("{other:?} is not one of auto, on, off")),
+    }
 }
 
 fn parse_size(text: &str) -> Result<usize, String> {
@@ -315,6 +329,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let options = LedgerOptions {
         cache_bytes: args.cache,
         wal_checkpoint_bytes: args.wal_checkpoint as u64,
+        keep_disk_awake: args.keep_disk_awake,
         ..LedgerOptions::default()
     };
     let (ledger, replication, reactors_active) = match &args.cluster.nats {

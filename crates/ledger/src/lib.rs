@@ -37,6 +37,7 @@ pub use catalog::{
 };
 pub use error::{AppendError, LogUnavailable, OpenError, ReadError, RegistryError, StorageError};
 pub use ledger::{BackupInfo, DB_FILE, Ledger, LedgerOptions, LedgerStats, ReadOptions, Verified};
+pub use log::awake::{AWAKE_FILE, KeepAwake};
 pub use log::replicated::GroupLog;
 pub use log::wal::{RESERVE_FILE, WAL_FILE, WAL_FILES};
 pub use tables::CatalogTable;

@@ -140,6 +140,12 @@ impl Metrics {
         );
         counter(
             &mut out,
+            "loom_wal_disk_awake_reads_total",
+            "Reads of one block made to keep the log's disk awake between syncs that come close together (loom serve --keep-disk-awake).",
+            &load(&s.disk_awake_reads),
+        );
+        counter(
+            &mut out,
             "loom_append_queue_full_waits_total",
             "Times an append found the writer's queue full and waited for room (back-pressure).",
             &load(&s.queue_full_waits),

@@ -165,10 +165,18 @@ fn serve_append_events_stream_follow() {
 fn serve_takes_cache_and_log_sizes_and_refuses_bad_ones() {
     let dir = tempfile::tempdir().unwrap();
     // A 1 MiB cache under ~3 MiB of events: reads go back to the file, and stay exact. A
-    // 256 KiB log checkpoint: the log starts over about ten times, its reserve is 1 MiB.
+    // 256 KiB log checkpoint: the log starts over about ten times, its reserve is 1 MiB. The
+    // disk kept awake between syncs: the block it reads is there.
     let server = Serve::start(
         &dir.path().join("data"),
-        &["--cache", "1m", "--wal-checkpoint", "256k"],
+        &[
+            "--cache",
+            "1m",
+            "--wal-checkpoint",
+            "256k",
+            "--keep-disk-awake",
+            "on",
+        ],
     );
     let spec = dir.path().join("cart.json");
     std::fs::write(&spec, json!({"open": true}).to_string()).unwrap();
@@ -204,6 +212,7 @@ fn serve_takes_cache_and_log_sizes_and_refuses_bad_ones() {
             .len()
     };
     assert_eq!(size("ledger.reserve"), 1 << 20);
+    assert_eq!(size("ledger.awake"), 4096);
     // At most one checkpoint interval plus one group (a 500-event batch of ~1 KiB events,
     // ~0.55 MiB); without checkpoints the log would hold all ~3.3 MB.
     assert!(size("ledger.wal") < 2 << 20, "{}", size("ledger.wal"));
@@ -215,6 +224,7 @@ fn serve_takes_cache_and_log_sizes_and_refuses_bad_ones() {
         ("--projection-batch-bytes", "0", "is not a size"),
         ("--projection-batch", "0", "0 is not in 1.."),
         ("--projection-catch-ups", "0", "0 is not in 1.."),
+        ("--keep-disk-awake", "maybe", "is not one of auto, on, off"),
     ] {
         let out = Command::new(LOOM)
             .args(["serve", "--data"])

@@ -13,6 +13,7 @@ use redb::{Database, ReadTransaction, ReadableTable, ReadableTableMetadata, Stor
 use crate::catalog::Catalog;
 use crate::error::{AppendError, InvalidEvent, OpenError, ReadError, RegistryError, StorageError};
 use crate::head::Head;
+use crate::log::awake::{Awake, KeepAwake};
 use crate::log::control::{Control, LedgerChange};
 use crate::log::deferred::{Deferral, DeferringFile};
 use crate::log::replicated::{GroupLog, Replicated};

@@ -177,6 +177,9 @@ impl Ledger {
                     reserve,
                     deferral,
                 } = *local;
+                let awake = paths[0]
+                    .parent()
+                    .and_then(|dir| Awake::start(dir, options.keep_disk_awake, stats.clone()));
                 Some(Box::new(
                     Wal::open(
                         [&paths[0], &paths[1]],
@@ -184,6 +187,7 @@ impl Ledger {
                         options.wal_checkpoint_bytes,
                         reserve,
                         deferral,
+                        awake,
                     )
                     .map_err(|source| OpenError::Io {
                         path: paths[0].display().to_string(),

@@ -19,6 +19,10 @@ pub struct LedgerOptions {
     /// "Segments"); a segment also ends before it would pass 16 KiB. Lower values make scans
     /// slower and exist for tests of segment boundaries.
     pub segment_events: usize,
+    /// Whether the write-ahead log keeps its disk awake between syncs that come close
+    /// together, with small reads of a file of its own ([`AWAKE_FILE`](crate::AWAKE_FILE));
+    /// by default where the disk is a virtio disk (docs/design.md, "Write-ahead log").
+    pub keep_disk_awake: KeepAwake,
 }
 
 impl LedgerOptions {
@@ -43,6 +47,7 @@ impl Default for LedgerOptions {
             cache_bytes: 256 * 1024 * 1024,
             wal_checkpoint_bytes: 2 * 1024 * 1024,
             segment_events: records::SEGMENT_EVENTS,
+            keep_disk_awake: KeepAwake::Auto,
         }
     }
 }
@@ -75,6 +80,9 @@ pub struct LedgerStats {
     /// Time the writer spent in checkpoints, microseconds: what holds up the groups queued
     /// behind one (redb writing the pages it buffered; the sync runs beside the next groups).
     pub checkpoint_micros_sum: AtomicU64,
+    /// Reads of one block made to keep the log's disk awake between syncs
+    /// ([`LedgerOptions::keep_disk_awake`]).
+    pub disk_awake_reads: AtomicU64,
 }
 
 impl LedgerStats {

@@ -9,6 +9,7 @@
 //! ([`replicated`], cluster mode) plugs in behind the same trait, and is read back by the
 //! cluster instead of at open.
 
+pub(crate) mod awake;
 pub(crate) mod control;
 pub(crate) mod deferred;
 pub(crate) mod group;

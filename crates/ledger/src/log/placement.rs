@@ -151,11 +151,7 @@ pub(crate) fn on_every_cpu<T>(f: impl FnOnce() -> T) -> T {
 /// partition belongs to) has a single hardware queue whose busiest interrupt is bound to a
 /// single CPU.
 fn completion_cpu(sys: &Path, proc: &Path, device: (u32, u32)) -> Option<usize> {
-    let node = sys.join(format!("dev/block/{}:{}", device.0, device.1));
-    let mut disk = std::fs::canonicalize(node).ok()?;
-    if disk.join("partition").exists() {
-        disk = disk.parent()?.to_path_buf();
-    }
+    let disk = disk_of(sys, device)?;
     if std::fs::read_dir(disk.join("mq")).ok()?.count() != 1 {
         return None;
     }
@@ -185,6 +181,17 @@ fn completion_cpu(sys: &Path, proc: &Path, device: (u32, u32)) -> Option<usize> 
         [cpu] => Some(*cpu),
         _ => None,
     }
+}
+
+/// The sysfs directory of the block device `device` (major, minor) in `sys`, or of the disk
+/// it is a partition of.
+pub(super) fn disk_of(sys: &Path, device: (u32, u32)) -> Option<std::path::PathBuf> {
+    let node = sys.join(format!("dev/block/{}:{}", device.0, device.1));
+    let disk = std::fs::canonicalize(node).ok()?;
+    if disk.join("partition").exists() {
+        return Some(disk.parent()?.to_path_buf());
+    }
+    Some(disk)
 }
 
 /// The total count of interrupt `irq` in the text of `/proc/interrupts`.
@@ -362,7 +369,7 @@ mod tests {
                 .open(&path)
                 .expect("file")
         };
-        let syncer = super::super::syncer::Syncer::start([file(), file()]).expect("syncer");
+        let syncer = super::super::syncer::Syncer::start([file(), file()], None).expect("syncer");
         use std::os::unix::fs::MetadataExt;
         let dev = std::fs::metadata(&path).expect("meta").dev();
         let device = (rustix::fs::major(dev), rustix::fs::minor(dev));

@@ -5,6 +5,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
+use super::awake::Awake;
 use crate::poll::Poller;
 
 /// A record to write: which of the log's files, at which offset, its bytes, and whether it
@@ -37,7 +38,8 @@ const POLL_FOR_RECORD: Duration = Duration::from_micros(300);
 const SYNC_PRIORITY_BOOST: i32 = 10;
 
 impl Syncer {
-    pub(super) fn start(files: [File; 2]) -> std::io::Result<Syncer> {
+    /// Starts the thread; `awake`, if given, is told when each sync starts and ends.
+    pub(super) fn start(files: [File; 2], mut awake: Option<Awake>) -> std::io::Result<Syncer> {
         let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(1);
         let (answer, done) = std::sync::mpsc::sync_channel(1);
         #[cfg(target_os = "linux")]
@@ -59,6 +61,9 @@ impl Syncer {
                             "not written: the log record before it failed",
                         ))
                     } else {
+                        if let Some(awake) = awake.as_mut() {
+                            awake.sync_starts();
+                        }
                         file.write_all_at(&bytes, offset).and_then(|()| {
                             #[cfg(test)]
                             if let Some(e) = hold::before_sync(file) {
@@ -70,6 +75,10 @@ impl Syncer {
                     failed = written.is_err();
                     if answer.send(written).is_err() {
                         break;
+                    }
+                    // After the answer, which the writer is waiting for.
+                    if let Some(awake) = awake.as_mut() {
+                        awake.sync_ended();
                     }
                 }
             })?;
@@ -200,7 +209,7 @@ mod tests {
         };
         // File 0 takes writes; file 1 is read-only, so writing to it fails.
         let read_only = File::open(&path).expect("open");
-        let mut syncer = Syncer::start([writable(), read_only]).expect("syncer");
+        let mut syncer = Syncer::start([writable(), read_only], None).expect("syncer");
         let mut run = |job: Job| {
             assert!(syncer.hand_over(job));
             syncer.wait()

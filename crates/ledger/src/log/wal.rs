@@ -31,6 +31,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
+use super::awake::Awake;
 use super::deferred::Deferral;
 use super::group::{GroupRecord, LoggedGroup, RECORD_HEADER, after, groups};
 use super::syncer::Syncer;
@@ -87,6 +88,7 @@ impl Wal {
         checkpoint_bytes: u64,
         reserve: Arc<Reserve>,
         deferral: Arc<Deferral>,
+        awake: Option<Awake>,
     ) -> std::io::Result<Wal> {
         let open = |path: &Path| -> std::io::Result<File> {
             let existed = path.exists();
@@ -106,7 +108,7 @@ impl Wal {
             Ok(file)
         };
         let files = [open(paths[0])?, open(paths[1])?];
-        let syncer = Syncer::start([files[0].try_clone()?, files[1].try_clone()?])?;
+        let syncer = Syncer::start([files[0].try_clone()?, files[1].try_clone()?], awake)?;
         #[cfg(target_os = "linux")]
         let placement = super::placement::Placement::for_file(paths[0], syncer.thread);
         Ok(Wal {
@@ -361,6 +363,7 @@ mod tests {
             checkpoint_bytes,
             reserve,
             Arc::default(),
+            None,
         )
         .unwrap()
     }

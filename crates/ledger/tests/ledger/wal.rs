@@ -528,3 +528,47 @@ fn a_large_batch_over_many_streams_is_indexed_exactly_and_replays_so() {
         assert_eq!((next.events[0].position, next.events[0].revision), (602, 4));
     }
 }
+
+/// Appends spaced out as a client over HTTP spaces them (~150 µs apart), `n` of them with ids
+/// `{name}{i}`.
+fn spaced_appends(ledger: &Ledger, name: &str, n: usize) {
+    for i in 0..n {
+        let start = std::time::Instant::now();
+        while start.elapsed() < std::time::Duration::from_micros(150) {
+            std::hint::spin_loop();
+        }
+        let event = note("spaced", &format!("{name}{i}"), "t", json!({"i": i}));
+        ledger.append(AppendRequest::new(vec![event])).unwrap();
+    }
+}
+
+#[test]
+fn a_disk_kept_awake_is_read_between_syncs_and_the_log_is_as_without() {
+    let reads = |ledger: &Ledger| ledger.stats().disk_awake_reads.load(Ordering::Relaxed);
+    let awake = tempfile::tempdir().unwrap();
+    let options = |keep_disk_awake| LedgerOptions {
+        keep_disk_awake,
+        ..LedgerOptions::default()
+    };
+    let ledger = Ledger::open(awake.path(), options(loom_ledger::KeepAwake::On)).unwrap();
+    common::register(&ledger);
+    spaced_appends(&ledger, "a", 300);
+    assert!(reads(&ledger) > 0, "no read between syncs ~150 µs apart");
+    assert_eq!(all(&ledger).len(), 300);
+    drop(ledger);
+    let block = std::fs::read(awake.path().join(loom_ledger::AWAKE_FILE)).unwrap();
+    assert!(block.len() == 4096 && block.iter().all(|&b| b == 0));
+    // The log replays the same with or without it.
+    let reopened = Ledger::open(awake.path(), options(loom_ledger::KeepAwake::Off)).unwrap();
+    assert_eq!(all(&reopened).len(), 300);
+    spaced_appends(&reopened, "b", 50);
+    assert_eq!(reads(&reopened), 0, "read with the disk not kept awake");
+    assert_eq!(all(&reopened).len(), 350);
+
+    let off = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(off.path(), options(loom_ledger::KeepAwake::Off)).unwrap();
+    common::register(&ledger);
+    spaced_appends(&ledger, "c", 50);
+    assert_eq!(reads(&ledger), 0);
+    assert!(!off.path().join(loom_ledger::AWAKE_FILE).exists());
+}
