@@ -1,4 +1,4 @@
-//! Where the write path's two threads run on a disk whose completions all go to one CPU.
+//! Where the write path's threads run on a disk whose completions all go to one CPU.
 //!
 //! A disk with a single hardware queue (a virtual machine's virtio disk, typically) signals
 //! every completed write on the one CPU its interrupt is bound to. A thread waiting in
@@ -6,8 +6,10 @@
 //! measured that costs more than the sync itself; a writer thread sharing a CPU with the sync
 //! thread delays it further (docs/benchmarks/write-path.md, "Where the sync thread runs"). So while
 //! groups are small — one writer of single events, a few — the sync thread runs on the
-//! interrupt's CPU and the writer on the others. Under load, when groups grow, both go back
-//! to every CPU the process may use, so that the writer and the request threads can spread.
+//! interrupt's CPU and the writer on the others; so does the thread that keeps the disk awake
+//! between syncs ([`super::awake`]), which waits for the disk too. Under load, when groups
+//! grow, all go back to every CPU the process may use, so that the writer and the request
+//! threads can spread.
 //!
 //! Nothing changes where the disk has a queue per CPU (NVMe), where the interrupt is not
 //! bound to a single CPU, on a process allowed a single CPU, or where this cannot be read
@@ -28,8 +30,9 @@ const SCALE: u32 = 16;
 pub(super) struct Placement {
     /// The CPU the disk's completions arrive on.
     irq_cpu: usize,
-    /// The sync thread.
-    sync_thread: rustix::thread::Pid,
+    /// The threads that wait for the disk: the sync thread, and the one keeping the disk
+    /// awake if there is one.
+    sync_threads: Vec<rustix::thread::Pid>,
     /// Whether the threads are placed apart now.
     apart: bool,
     /// Moving average of appends per group, times [`SCALE`].
@@ -41,7 +44,10 @@ pub(super) struct Placement {
 impl Placement {
     /// A placement for a log on the disk that holds `file`, when that disk's completions
     /// all arrive on one CPU this process may run on, and the process may run on others too.
-    pub(super) fn for_file(file: &Path, sync_thread: rustix::thread::Pid) -> Option<Placement> {
+    pub(super) fn for_file(
+        file: &Path,
+        sync_threads: Vec<rustix::thread::Pid>,
+    ) -> Option<Placement> {
         use std::os::unix::fs::MetadataExt;
         let dev = std::fs::metadata(file).ok()?.dev();
         let device = (rustix::fs::major(dev), rustix::fs::minor(dev));
@@ -54,14 +60,14 @@ impl Placement {
             cpu = irq_cpu,
             "the log's disk completes its writes on one CPU: while groups are small, the sync thread runs there and the writer on the other CPUs"
         );
-        Some(Placement::new(irq_cpu, sync_thread))
+        Some(Placement::new(irq_cpu, sync_threads))
     }
 
     /// Threads not placed yet, as if the groups so far had been large.
-    fn new(irq_cpu: usize, sync_thread: rustix::thread::Pid) -> Placement {
+    fn new(irq_cpu: usize, sync_threads: Vec<rustix::thread::Pid>) -> Placement {
         Placement {
             irq_cpu,
-            sync_thread,
+            sync_threads,
             apart: false,
             average: LARGE_GROUPS * SCALE,
             given_up: false,
@@ -105,7 +111,9 @@ impl Placement {
         // The process's CPUs: the main thread's (the writer's own may have been narrowed).
         let mut all = sched_getaffinity(Some(rustix::process::getpid()))?;
         if !apart {
-            sched_setaffinity(Some(self.sync_thread), &all)?;
+            for &thread in &self.sync_threads {
+                sched_setaffinity(Some(thread), &all)?;
+            }
             return Ok(sched_setaffinity(None, &all)?);
         }
         let mut irq = CpuSet::new();
@@ -114,7 +122,9 @@ impl Placement {
         if all.count() == 0 {
             return Err(std::io::Error::other("no CPU left for the writer"));
         }
-        sched_setaffinity(Some(self.sync_thread), &irq)?;
+        for &thread in &self.sync_threads {
+            sched_setaffinity(Some(thread), &irq)?;
+        }
         Ok(sched_setaffinity(None, &all)?)
     }
 
@@ -299,6 +309,32 @@ mod tests {
         assert_eq!(interrupt_count(text, 1), None);
     }
 
+    /// A stand-in for a thread the placement places (the sync thread, the reading thread):
+    /// its id, and a way to ask it where it may run.
+    fn stand_in() -> (
+        rustix::thread::Pid,
+        impl Fn() -> rustix::thread::CpuSet + Send,
+        std::thread::JoinHandle<()>,
+    ) {
+        use rustix::thread::sched_getaffinity;
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let (ask_tx, ask_rx) = std::sync::mpsc::channel::<()>();
+        let (cpus_tx, cpus_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            tid_tx.send(rustix::thread::gettid()).expect("tid");
+            while ask_rx.recv().is_ok() {
+                cpus_tx
+                    .send(sched_getaffinity(None).expect("affinity"))
+                    .expect("cpus");
+            }
+        });
+        let ask = move || {
+            ask_tx.send(()).expect("ask");
+            cpus_rx.recv().expect("cpus")
+        };
+        (tid_rx.recv().expect("tid"), ask, thread)
+    }
+
     #[test]
     fn small_groups_place_the_threads_apart_and_large_ones_bring_them_back() {
         use rustix::thread::{CpuSet, sched_getaffinity};
@@ -307,27 +343,14 @@ mod tests {
             eprintln!("one CPU only: nothing to place");
             return;
         };
-        // A stand-in for the sync thread, which reports where it may run.
-        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
-        let (ask_tx, ask_rx) = std::sync::mpsc::channel::<()>();
-        let (cpus_tx, cpus_rx) = std::sync::mpsc::channel();
-        let sync = std::thread::spawn(move || {
-            tid_tx.send(rustix::thread::gettid()).expect("tid");
-            while ask_rx.recv().is_ok() {
-                cpus_tx
-                    .send(sched_getaffinity(None).expect("affinity"))
-                    .expect("cpus");
-            }
-        });
-        let sync_thread = tid_rx.recv().expect("tid");
+        let (sync_thread, sync_cpus, sync) = stand_in();
+        let (reading_thread, reading_cpus, reading) = stand_in();
         // The writer: a thread of its own, so that the test's thread keeps its CPUs.
         let writer = std::thread::spawn(move || {
-            let mut p = Placement::new(irq_cpu, sync_thread);
+            let mut p = Placement::new(irq_cpu, vec![sync_thread, reading_thread]);
             let seen = |p: &Placement| {
-                ask_tx.send(()).expect("ask");
-                let sync = cpus_rx.recv().expect("cpus");
                 let writer = sched_getaffinity(None).expect("affinity");
-                (p.apart(), sync, writer)
+                (p.apart(), sync_cpus(), reading_cpus(), writer)
             };
             for _ in 0..32 {
                 p.group_committed(1);
@@ -339,19 +362,24 @@ mod tests {
             let large = seen(&p);
             (small, large)
         });
-        let ((apart, sync_small, writer_small), (after, sync_large, writer_large)) =
-            writer.join().expect("writer");
+        let (small, large) = writer.join().expect("writer");
         sync.join().expect("sync");
+        reading.join().expect("reading");
+        let (apart, sync_small, reading_small, writer_small) = small;
         assert!(apart, "single appends place the threads apart");
-        assert_eq!(sync_small.count(), 1);
-        assert!(
-            sync_small.is_set(irq_cpu),
-            "the sync thread on the interrupt's CPU"
-        );
+        for (cpus, which) in [(sync_small, "sync"), (reading_small, "reading")] {
+            assert_eq!(cpus.count(), 1, "the {which} thread on one CPU");
+            assert!(
+                cpus.is_set(irq_cpu),
+                "the {which} thread on the interrupt's CPU"
+            );
+        }
         assert!(!writer_small.is_set(irq_cpu), "the writer off it");
         assert_eq!(writer_small.count() + 1, all.count());
+        let (after, sync_large, reading_large, writer_large) = large;
         assert!(!after, "groups of 20 bring them back");
         assert_eq!(sync_large, all);
+        assert_eq!(reading_large, all);
         assert_eq!(writer_large, all);
     }
 
@@ -376,7 +404,7 @@ mod tests {
         let found = completion_cpu(Path::new("/sys"), Path::new("/proc"), device);
         let thread = syncer.thread;
         let writer = std::thread::spawn(move || {
-            let mut placement = Placement::for_file(&path, thread)?;
+            let mut placement = Placement::for_file(&path, vec![thread])?;
             for _ in 0..32 {
                 placement.group_committed(1);
             }
@@ -410,7 +438,7 @@ mod tests {
                 .rev()
                 .find(|&c| !all.is_set(c))
                 .expect("a CPU not allowed");
-            let mut p = Placement::new(irq_cpu, rustix::thread::gettid());
+            let mut p = Placement::new(irq_cpu, vec![rustix::thread::gettid()]);
             for _ in 0..32 {
                 p.group_committed(1);
             }
