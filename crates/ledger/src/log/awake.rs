@@ -80,9 +80,9 @@ struct Shared {
 pub(crate) struct Awake {
     shared: Arc<Shared>,
     reader: Option<std::thread::JoinHandle<()>>,
-    /// The reading thread's id, for placing it with the sync thread ([`super::placement`]).
-    #[cfg(target_os = "linux")]
-    pub(super) thread: Option<rustix::thread::Pid>,
+    /// The reading thread's id, for placing it with the sync thread.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(super) thread: super::ThreadId,
     /// When the last sync ended.
     last_end: Option<Instant>,
     /// The recent gaps between syncs.
@@ -117,26 +117,13 @@ impl Awake {
             stats,
         });
         let reading = shared.clone();
-        let (tid_tx, tid_rx) = std::sync::mpsc::sync_channel(1);
-        let reader = std::thread::Builder::new()
-            .name("loom-wal-awake".into())
-            .spawn(move || {
-                #[cfg(target_os = "linux")]
-                let _ = tid_tx.send(rustix::thread::gettid());
-                #[cfg(not(target_os = "linux"))]
-                drop(tid_tx);
-                read_while_wanted(block, &reading)
-            })
-            .ok()?;
-        #[cfg(target_os = "linux")]
-        let thread = tid_rx.recv().ok();
-        #[cfg(not(target_os = "linux"))]
-        drop(tid_rx);
+        let (reader, thread) =
+            super::spawn_placeable("loom-wal-awake", move || read_while_wanted(block, &reading))
+                .ok()?;
         tracing::info!("the log's disk is kept awake between syncs that come close together");
         Some(Awake {
             shared,
             reader: Some(reader),
-            #[cfg(target_os = "linux")]
             thread,
             last_end: None,
             gaps: Gaps::default(),

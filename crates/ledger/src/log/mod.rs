@@ -24,6 +24,35 @@ pub(crate) mod wal;
 
 use crate::error::StorageError;
 
+/// A thread's kernel id, for placing it ([`placement`]); nothing where threads are not placed.
+#[cfg(target_os = "linux")]
+pub(crate) type ThreadId = rustix::thread::Pid;
+/// A thread's kernel id, for placing it; nothing where threads are not placed.
+#[cfg(not(target_os = "linux"))]
+pub(crate) type ThreadId = ();
+
+/// Starts a thread named `name` running `f`, and returns it with its kernel id, which it
+/// reports as it starts.
+fn spawn_placeable(
+    name: &str,
+    f: impl FnOnce() + Send + 'static,
+) -> std::io::Result<(std::thread::JoinHandle<()>, ThreadId)> {
+    let (id_tx, id_rx) = std::sync::mpsc::sync_channel(1);
+    let thread = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            #[cfg(target_os = "linux")]
+            let _ = id_tx.send(rustix::thread::gettid());
+            #[cfg(not(target_os = "linux"))]
+            let _ = id_tx.send(());
+            f()
+        })?;
+    let id = id_rx
+        .recv()
+        .map_err(|_| std::io::Error::other(format!("the thread {name} did not start")))?;
+    Ok((thread, id))
+}
+
 pub(crate) use group::{GroupRecord, LoggedGroup};
 
 /// Makes commit groups durable, in order.

@@ -58,7 +58,7 @@ impl Placement {
         }
         tracing::info!(
             cpu = irq_cpu,
-            "the log's disk completes its writes on one CPU: while groups are small, the sync thread runs there and the writer on the other CPUs"
+            "the log's disk completes its writes on one CPU: while groups are small, the threads waiting for it run there and the writer on the other CPUs"
         );
         Some(Placement::new(irq_cpu, sync_threads))
     }

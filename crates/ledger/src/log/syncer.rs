@@ -20,8 +20,8 @@ pub(super) struct Syncer {
     /// The writer's wait for each sync's result.
     synced: Poller,
     /// The thread's id, for placing it ([`super::placement`]).
-    #[cfg(target_os = "linux")]
-    pub(super) thread: rustix::thread::Pid,
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(super) thread: super::ThreadId,
 }
 
 /// The longest the writer polls for a sync's result before it sleeps (`crate::poll`): a
@@ -42,54 +42,45 @@ impl Syncer {
     pub(super) fn start(files: [File; 2], mut awake: Option<Awake>) -> std::io::Result<Syncer> {
         let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(1);
         let (answer, done) = std::sync::mpsc::sync_channel(1);
-        #[cfg(target_os = "linux")]
-        let (tid_tx, tid_rx) = std::sync::mpsc::sync_channel(1);
-        std::thread::Builder::new()
-            .name("loom-wal-sync".into())
-            .spawn(move || {
-                #[cfg(target_os = "linux")]
-                let _ = tid_tx.send(rustix::thread::gettid());
-                if let Err(e) = raise_priority(SYNC_PRIORITY_BOOST) {
-                    tracing::debug!(error = %e, "the write-ahead log's sync thread keeps its priority (raising it needs CAP_SYS_NICE)");
-                }
-                let mut next = Poller::new(POLL_FOR_RECORD);
-                let mut failed = false;
-                while let Some((file, offset, bytes, behind)) = next.recv(&queue) {
-                    let file = &files[file];
-                    let written = if behind && failed {
-                        Err(std::io::Error::other(
-                            "not written: the log record before it failed",
-                        ))
-                    } else {
-                        if let Some(awake) = awake.as_mut() {
-                            awake.sync_starts();
-                        }
-                        file.write_all_at(&bytes, offset).and_then(|()| {
-                            #[cfg(test)]
-                            if let Some(e) = hold::before_sync(file) {
-                                return Err(e);
-                            }
-                            file.sync_data()
-                        })
-                    };
-                    failed = written.is_err();
-                    if answer.send(written).is_err() {
-                        break;
-                    }
-                    // After the answer, which the writer is waiting for.
+        let (_, thread) = super::spawn_placeable("loom-wal-sync", move || {
+            if let Err(e) = raise_priority(SYNC_PRIORITY_BOOST) {
+                tracing::debug!(error = %e, "the write-ahead log's sync thread keeps its priority (raising it needs CAP_SYS_NICE)");
+            }
+            let mut next = Poller::new(POLL_FOR_RECORD);
+            let mut failed = false;
+            while let Some((file, offset, bytes, behind)) = next.recv(&queue) {
+                let file = &files[file];
+                let written = if behind && failed {
+                    Err(std::io::Error::other(
+                        "not written: the log record before it failed",
+                    ))
+                } else {
                     if let Some(awake) = awake.as_mut() {
-                        awake.sync_ended();
+                        awake.sync_starts();
                     }
+                    file.write_all_at(&bytes, offset).and_then(|()| {
+                        #[cfg(test)]
+                        if let Some(e) = hold::before_sync(file) {
+                            return Err(e);
+                        }
+                        file.sync_data()
+                    })
+                };
+                failed = written.is_err();
+                if answer.send(written).is_err() {
+                    break;
                 }
-            })?;
+                // After the answer, which the writer is waiting for.
+                if let Some(awake) = awake.as_mut() {
+                    awake.sync_ended();
+                }
+            }
+        })?;
         Ok(Syncer {
             jobs,
             done,
             synced: Poller::new(POLL_FOR_SYNC),
-            #[cfg(target_os = "linux")]
-            thread: tid_rx
-                .recv()
-                .map_err(|_| std::io::Error::other("the sync thread did not start"))?,
+            thread,
         })
     }
 

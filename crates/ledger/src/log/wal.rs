@@ -110,7 +110,7 @@ impl Wal {
         let files = [open(paths[0])?, open(paths[1])?];
         // The reading thread goes where the sync thread goes: it too waits for the disk.
         #[cfg(target_os = "linux")]
-        let reader = awake.as_ref().and_then(|a| a.thread);
+        let reader = awake.as_ref().map(|a| a.thread);
         let syncer = Syncer::start([files[0].try_clone()?, files[1].try_clone()?], awake)?;
         #[cfg(target_os = "linux")]
         let placement = super::placement::Placement::for_file(
