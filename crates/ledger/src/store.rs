@@ -10,7 +10,9 @@
 //!
 //! The handle also keeps readers from seeing a group that the writer committed ahead of its
 //! log record's sync ([`ahead`]): while such a window is open, readers are given the snapshot
-//! from before it, and the other writers of the database wait.
+//! from before it, and the other writers of the database wait. And it keeps a read that
+//! begins after an append was answered from missing that append while the writer still holds
+//! it in an open transaction ([`visible`]).
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
@@ -23,8 +25,10 @@ use redb::{Database, ReadTransaction, ReadableDatabase, TransactionError, WriteT
 use crate::error::StorageError;
 
 mod ahead;
+mod visible;
 
 use ahead::Ahead;
+use visible::Visible;
 
 /// How long a reopen waits for calls in progress (`begin_read`, `begin_write`) to let go of
 /// the old database.
@@ -52,6 +56,8 @@ struct Inner {
     last_try: Mutex<Option<Instant>>,
     /// The window of a group committed ahead of its sync, if one is open.
     ahead: Ahead,
+    /// Acknowledged appends and what of them is committed.
+    visible: Visible,
 }
 
 /// A read transaction: a snapshot of the database, possibly shared with other readers (the
@@ -115,6 +121,7 @@ impl Store {
                 openings: AtomicU64::new(0),
                 last_try: Mutex::new(None),
                 ahead: Ahead::default(),
+                visible: Visible::default(),
             }),
         })
     }
@@ -160,8 +167,15 @@ impl Store {
     }
 
     /// Begins a read transaction (a snapshot): of the database as it is, or, while a group
-    /// is committed ahead of its sync, as it was before that group.
+    /// is committed ahead of its sync, as it was before that group. It holds every append
+    /// answered before it began: if the writer has not committed some yet, this waits until
+    /// it has.
     pub(crate) fn begin_read(&self) -> Result<Snapshot, TransactionError> {
+        let opening = self.opening();
+        self.inner
+            .visible
+            .wait(|| self.opening() != opening)
+            .map_err(TransactionError::Storage)?;
         self.inner
             .ahead
             .read(|| Ok(Arc::new(self.current()?.begin_read()?)))
@@ -202,6 +216,22 @@ impl Store {
     /// Closes the window: what was committed in it is synced (or was undone by a reopen).
     pub(crate) fn close_window(&self) {
         self.inner.ahead.close();
+    }
+
+    /// The writer: the appends up to `position` are about to be answered.
+    pub(crate) fn acked(&self, position: u64) {
+        self.inner.visible.acked(position);
+    }
+
+    /// The writer: everything up to `position` is committed.
+    pub(crate) fn committed(&self, position: u64) {
+        self.inner.visible.committed(position);
+    }
+
+    /// The writer: whether it should commit what it holds now, because a reader waits for
+    /// an answered append, or another writer for the database.
+    pub(crate) fn commit_wanted(&self) -> bool {
+        self.inner.visible.wanted() || self.inner.ahead.others_waiting()
     }
 
     /// Whether a database is open (false after a reopen that failed, until a transaction or

@@ -221,6 +221,8 @@ impl Ledger {
             log_sequence: log_sequence.clone(),
             engine_inbox: engine_inbox.clone(),
             ahead: false,
+            shared: None,
+            restore_shared: false,
         };
         let handle = std::thread::Builder::new()
             .name("loom-ledger-writer".into())

@@ -74,6 +74,11 @@ impl Ahead {
         }
     }
 
+    /// Whether another writer's transaction is alive, being begun or waiting to be.
+    pub(super) fn others_waiting(&self) -> bool {
+        self.gate.lock().others > 0
+    }
+
     /// Counts a transaction of another writer, once no window is open. It counts from
     /// before it waits, so that no new window opens meanwhile: a writer committing one group
     /// after another would otherwise open the next window before the waiting one wakes up.

@@ -28,7 +28,15 @@ impl GroupCommit {
             let mut undone = false;
             if let Err(Failure { committing, .. }) = &result {
                 self.take_back_records_in_flight();
-                if self.ahead {
+                if std::mem::take(&mut self.restore_shared) {
+                    // The failed transaction held groups already answered: reopening the
+                    // database replays them from the log (and not this group's record, taken
+                    // back above).
+                    undone = true;
+                    if let Err(e) = self.recover() {
+                        tracing::error!(error = %e, "restoring answered groups after a failed group failed; retrying with the next append");
+                    }
+                } else if self.ahead {
                     undone = true;
                     if let Err(e) = self.undo_ahead() {
                         tracing::error!(error = %e, "undoing a group committed ahead of its failed sync failed; retrying with the next append");
@@ -124,6 +132,9 @@ impl GroupCommit {
                 self.stats
                     .events
                     .fetch_add(written, std::sync::atomic::Ordering::Relaxed);
+                // Before the answers: a read that begins after one waits for the group to be
+                // committed if it is not yet (`Shared`).
+                self.store.acked(state.head);
                 self.head.advance(state.head);
                 for (pending, result) in group.drain(..).zip(results) {
                     let counter = match &result {

@@ -65,6 +65,15 @@ const POLL_FOR_APPENDS: Duration = Duration::from_micros(300);
 /// "A group committed ahead of its sync").
 const BEHIND_AT_MOST: usize = 4;
 
+/// The most groups one redb commit serves ([`Shared`]). Each commit costs the writer about as
+/// much as writing a single-event group (docs/benchmarks/write-path.md, "Commits shared by
+/// groups"); past a few groups that saving is small, while readers and other writers that
+/// want the groups committed wait for up to one group more.
+const SHARED_COMMIT_GROUPS: usize = 8;
+
+/// The most events a shared commit takes in: large groups gain little from sharing a commit.
+pub(crate) const SHARED_COMMIT_EVENTS: usize = 1024;
+
 /// What the writer is asked to do.
 // Appends are nearly all of it: boxing them to shrink the rare variants would cost every
 // append an allocation.
@@ -118,6 +127,24 @@ pub(crate) struct GroupCommit {
     /// Whether a group is committed ahead of its sync and not known to be synced
     /// ([`crate::store`]'s window is open): after a failure it is undone by a reopen.
     pub(crate) ahead: bool,
+    /// The transaction of groups that are answered but not committed yet ([`Shared`]).
+    pub(crate) shared: Option<Shared>,
+    /// Whether the group being written took in a shared transaction's answered groups, so
+    /// that its failure must restore them (a reopen).
+    pub(crate) restore_shared: bool,
+}
+
+/// A write transaction left open after its groups' records synced and their appends were
+/// answered, so that the next group writes into it and one commit serves them all: the
+/// writer commits it when no append is queued, when a reader waits for an answered append or
+/// another writer for the database, before its own other transactions, or once it holds
+/// [`SHARED_COMMIT_GROUPS`] groups (docs/design.md, "Commits shared by groups"). Dropped
+/// uncommitted after a failure, its groups are restored from the log by reopening the
+/// database.
+pub(crate) struct Shared {
+    txn: WriteTransaction,
+    groups: usize,
+    events: usize,
 }
 
 /// The tail or the segments, open for writing.
@@ -201,15 +228,31 @@ impl GroupCommit {
         let mut group: Vec<Pending> = Vec::new();
         let mut next = None;
         let mut arrivals = Poller::new(POLL_FOR_APPENDS);
-        while let Some(work) = next.take().or_else(|| arrivals.recv(&rx)) {
+        loop {
+            // Answered groups stay uncommitted only while more work is queued behind them.
+            if self.shared.is_some() {
+                if next.is_none()
+                    && let Ok(work) = rx.try_recv()
+                {
+                    next = Some(work);
+                }
+                if next.is_none() || self.store.commit_wanted() {
+                    self.settle();
+                }
+            }
+            let Some(work) = next.take().or_else(|| arrivals.recv(&rx)) else {
+                break;
+            };
             let first = match work {
                 Work::Append(first) => first,
                 Work::Replicated(replicated) => {
+                    self.settle();
                     self.drained.notify(usize::MAX);
                     self.apply_replicated(replicated);
                     continue;
                 }
                 Work::Control(control) => {
+                    self.settle();
                     self.drained.notify(usize::MAX);
                     self.commit_control(control);
                     continue;
@@ -252,7 +295,25 @@ impl GroupCommit {
                 },
             );
         }
+        self.settle();
         self.checkpoint_on_close();
+    }
+
+    /// Commits the groups answered in a shared transaction, if one is open. If the commit
+    /// fails, the database is reopened, which restores them from the log.
+    fn settle(&mut self) {
+        let Some(shared) = self.shared.take() else {
+            return;
+        };
+        match shared.txn.commit() {
+            Ok(()) => self.store.committed(self.head.get()),
+            Err(e) => {
+                tracing::error!(error = %e, groups = shared.groups, "committing answered groups failed; reopening the database, which replays them from the log");
+                if let Err(e) = self.recover() {
+                    tracing::error!(error = %e, "reopening the database failed; retrying with the next append");
+                }
+            }
+        }
     }
 
     /// On a clean close, carries the logged groups into the redb file, so that the next open
@@ -287,6 +348,10 @@ impl GroupCommit {
     /// ([`crate::log::deferred`]). Its failure fails no append (they are in the log): the
     /// database is reopened, which replays the log.
     fn checkpoint(&mut self) {
+        if !self.wal.as_ref().is_some_and(|w| w.wants_checkpoint()) {
+            return;
+        }
+        self.settle();
         let Some(wal) = self.wal.as_mut() else {
             return;
         };
@@ -342,7 +407,19 @@ impl GroupCommit {
                 logging: true,
             })?;
         }
-        let mut txn = self.store.begin_write_own().map_err(|e| before(e.into()))?;
+        // Groups answered and not committed yet ride along in this transaction; if it fails,
+        // the caller restores them by reopening the database.
+        let (mut txn, shared_groups, shared_events) = match self.shared.take() {
+            Some(s) => {
+                self.restore_shared = true;
+                (s.txn, s.groups, s.events)
+            }
+            None => (
+                self.store.begin_write_own().map_err(|e| before(e.into()))?,
+                0,
+                0,
+            ),
+        };
         // Through the log unless it is time for a checkpoint (or there is no log); a
         // replicated log takes every group. The local log checkpoints between groups
         // ([`Self::checkpoint`]).
@@ -440,8 +517,28 @@ impl GroupCommit {
                         *behind = Some(behind::plan(&mut t, &state, next, wal.as_mut()));
                     }
                 }
+                let events =
+                    shared_events + group.iter().map(|p| p.req.events.len()).sum::<usize>();
+                if applied.is_ok()
+                    && wal.deferral().is_some()
+                    && shared_groups + 1 < SHARED_COMMIT_GROUPS
+                    && events <= SHARED_COMMIT_EVENTS
+                    && !self.store.commit_wanted()
+                {
+                    // Answered once its record is synced, committed with the groups after it.
+                    drop(t);
+                    wal.finish(true).map_err(logging)?;
+                    self.shared = Some(Shared {
+                        txn,
+                        groups: shared_groups + 1,
+                        events,
+                    });
+                    self.restore_shared = false;
+                    return Ok((results, state));
+                }
                 if applied.is_ok()
                     && behind.is_none()
+                    && shared_groups == 0
                     && wal.deferral().is_some()
                     && self.store.open_window()
                 {
@@ -457,6 +554,7 @@ impl GroupCommit {
                     wal.finish(true).map_err(logging)?;
                     self.ahead = false;
                     self.store.close_window();
+                    self.store.committed(state.head);
                     return Ok((results, state));
                 }
                 wal.finish(applied.is_ok()).map_err(logging)?;
@@ -496,6 +594,8 @@ impl GroupCommit {
             committing: true,
             logging: false,
         })?;
+        self.restore_shared = false;
+        self.store.committed(state.head);
         if let Some(sequence) = replicated
             && state.head > self.head.get()
         {

@@ -16,7 +16,12 @@ impl GroupCommit {
             committing: false,
             logging: false,
         };
-        if let Some(e) = self.wal.as_ref().and_then(|w| w.deferral()?.failed()) {
+        let failed = self.wal.as_ref().and_then(|w| w.deferral()?.failed());
+        if failed.is_some() || !self.store.is_open() || self.store.opening() != self.opening {
+            // Answered groups held uncommitted are committed first (or restored by a reopen).
+            self.settle();
+        }
+        if let Some(e) = failed {
             // A checkpoint's deferred sync failed: the database may not hold on disk what it
             // shows. Reopening it replays the log, which kept everything since the last
             // checkpoint that is on disk.
@@ -48,6 +53,10 @@ impl GroupCommit {
     /// log, which no longer holds the group's record ([`crate::store::Store::undo_window`]). If the reopen
     /// fails, the next group opens the database again.
     pub(super) fn undo_ahead(&mut self) -> Result<(), StorageError> {
+        debug_assert!(
+            self.shared.is_none(),
+            "no window opens over answered groups"
+        );
         // A healthy database makes its pending commits durable when it closes: not this one.
         if let Some(deferral) = self.wal.as_ref().and_then(|w| w.deferral()) {
             deferral.retire();
@@ -61,6 +70,9 @@ impl GroupCommit {
 
     /// Closes and reopens the database after an I/O error, then reloads the in-memory state.
     pub(super) fn recover(&mut self) -> Result<(), StorageError> {
+        // Answered groups held uncommitted: the reopen replays them from the log (an open
+        // transaction would keep the database from closing).
+        self.shared = None;
         self.store.reopen()?;
         tracing::info!("reopened the database after a storage failure");
         self.reload()
@@ -87,6 +99,9 @@ impl GroupCommit {
             );
             self.head.advance(loaded.head);
         }
+        // What the reopen found is readable; and when it ended before the acknowledged head
+        // (logged above), readers must not wait for positions that no commit will bring.
+        self.store.committed(self.head.get().max(loaded.head));
         self.next_stream_id = loaded.next_stream_id;
         self.last_recorded = self.last_recorded.max(loaded.last_recorded);
         self.log_sequence
