@@ -156,6 +156,12 @@ impl Metrics {
             "Commit groups planned while the group before them was being synced, their log record written right behind its record.",
             &load(&s.groups_behind),
         );
+        counter(
+            &mut out,
+            "loom_groups_sharing_a_commit_total",
+            "Commit groups answered once their log record was synced, their transaction left open to be committed together with the groups after it.",
+            &load(&s.groups_sharing_a_commit),
+        );
         let _ = writeln!(
             out,
             "# HELP loom_commands_total Commands run through deciders, by outcome."

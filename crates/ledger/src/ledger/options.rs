@@ -74,6 +74,9 @@ pub struct LedgerStats {
     /// Groups planned while the group before them was being synced, their record written
     /// right behind its record, that committed.
     pub groups_behind: AtomicU64,
+    /// Groups answered once their record was synced, before their transaction committed:
+    /// left open for the groups after them, which share its commit.
+    pub groups_sharing_a_commit: AtomicU64,
     /// Write-ahead log checkpoints: durable commits of the database file that hold every
     /// group before them, after which the log moved on to its other file.
     pub checkpoints: AtomicU64,

@@ -249,6 +249,13 @@ fn second_answered_uncommitted(dir: &Path) -> Shared {
         !committed(&ledger, "second"),
         "the answered group was committed on its own, not kept for the next one"
     );
+    assert!(
+        ledger
+            .stats()
+            .groups_sharing_a_commit
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
     Shared {
         ledger,
         third_sync,

@@ -533,6 +533,9 @@ impl GroupCommit {
                         groups: shared_groups + 1,
                         events,
                     });
+                    self.stats
+                        .groups_sharing_a_commit
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     self.restore_shared = false;
                     return Ok((results, state));
                 }
