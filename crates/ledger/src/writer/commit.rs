@@ -5,7 +5,7 @@ use std::time::Instant;
 use loom_core::AppendOutcome;
 
 use super::behind::{Behind, Planned, Queue};
-use super::{Failure, Group, GroupCommit, Pending};
+use super::{Failure, Group, GroupCommit, Pending, Shared};
 use crate::error::AppendError;
 
 impl GroupCommit {
@@ -83,6 +83,11 @@ impl GroupCommit {
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             self.answer(group, result, started, undone);
+            // A full shared transaction, or one somebody waits for, is committed now, before
+            // the group planned behind (which then writes into a transaction of its own).
+            if self.shared.as_ref().is_some_and(Shared::full) || self.store.commit_wanted() {
+                self.settle();
+            }
             match behind {
                 Some(b) => {
                     *group = b.group;

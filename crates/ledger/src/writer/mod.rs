@@ -65,13 +65,15 @@ const POLL_FOR_APPENDS: Duration = Duration::from_micros(300);
 /// "A group committed ahead of its sync").
 const BEHIND_AT_MOST: usize = 4;
 
-/// The most groups one redb commit serves ([`Shared`]). Each commit costs the writer about as
-/// much as writing a single-event group (docs/benchmarks/write-path.md, "Commits shared by
-/// groups"); past a few groups that saving is small, while readers and other writers that
-/// want the groups committed wait for up to one group more.
-const SHARED_COMMIT_GROUPS: usize = 8;
+/// After this many groups a shared transaction ([`Shared`]) is committed once the last one is
+/// answered. Each commit costs the writer about as much as writing a single-event group
+/// (docs/benchmarks/write-path.md, "Commits shared by groups"); past a few dozen groups that
+/// saving is small.
+const SHARED_COMMIT_GROUPS: usize = 32;
 
-/// The most events a shared commit takes in: large groups gain little from sharing a commit.
+/// A group of more events than this does not share its commit (large groups gain little from
+/// it; such a group commits ahead of its sync instead), and a shared transaction that holds
+/// this many is committed once its last group is answered.
 pub(crate) const SHARED_COMMIT_EVENTS: usize = 1024;
 
 /// What the writer is asked to do.
@@ -138,13 +140,21 @@ pub(crate) struct GroupCommit {
 /// answered, so that the next group writes into it and one commit serves them all: the
 /// writer commits it when no append is queued, when a reader waits for an answered append or
 /// another writer for the database, before its own other transactions, or once it holds
-/// [`SHARED_COMMIT_GROUPS`] groups (docs/design.md, "Commits shared by groups"). Dropped
+/// [`SHARED_COMMIT_GROUPS`] groups or [`SHARED_COMMIT_EVENTS`] events, each time right after
+/// answering a group (docs/design.md, "Commits shared by groups"). Dropped
 /// uncommitted after a failure, its groups are restored from the log by reopening the
 /// database.
 pub(crate) struct Shared {
     txn: WriteTransaction,
     groups: usize,
     events: usize,
+}
+
+impl Shared {
+    /// Whether it holds enough to be committed once its last group is answered.
+    fn full(&self) -> bool {
+        self.groups >= SHARED_COMMIT_GROUPS || self.events >= SHARED_COMMIT_EVENTS
+    }
 }
 
 /// The tail or the segments, open for writing.
@@ -517,12 +527,10 @@ impl GroupCommit {
                         *behind = Some(behind::plan(&mut t, &state, next, wal.as_mut()));
                     }
                 }
-                let events =
-                    shared_events + group.iter().map(|p| p.req.events.len()).sum::<usize>();
+                let own_events = group.iter().map(|p| p.req.events.len()).sum::<usize>();
                 if applied.is_ok()
                     && wal.deferral().is_some()
-                    && shared_groups + 1 < SHARED_COMMIT_GROUPS
-                    && events <= SHARED_COMMIT_EVENTS
+                    && own_events <= SHARED_COMMIT_EVENTS
                     && !self.store.commit_wanted()
                 {
                     // Answered once its record is synced, committed with the groups after it.
@@ -531,7 +539,7 @@ impl GroupCommit {
                     self.shared = Some(Shared {
                         txn,
                         groups: shared_groups + 1,
-                        events,
+                        events: shared_events + own_events,
                     });
                     self.stats
                         .groups_sharing_a_commit
