@@ -1,13 +1,14 @@
 //! The group-commit writer: one thread owns the write transaction. It drains the queue of
 //! pending appends, checks and applies each in order inside one transaction (a refused append
 //! does not affect its neighbours), makes the group durable — one record in the durable log
-//! ([`crate::log`]) and a redb commit with `Durability::None` — and only then answers every
-//! caller; while a group's record syncs, the appends queued meanwhile may already be planned
-//! as the next group, its record written right behind ([`behind`]). Every so much log, an
-//! empty transaction commits with `Durability::Immediate` after
-//! a group was answered (a checkpoint; its sync runs beside the next groups, see
-//! [`crate::log::deferred`]); without a local log the group's own commit is durable (a
-//! replicated log's checkpoints are). (The catalog's
+//! ([`crate::log`]) — and only then answers every caller, with the group committed to redb
+//! (`Durability::None`) before, or, for a small group, after: its transaction is left open
+//! for the groups after it, which share one commit ([`shared`]). While a group's record
+//! syncs, the appends queued meanwhile may already be planned as the next group, its record
+//! written right behind ([`behind`]). Every so much log, an empty transaction commits with
+//! `Durability::Immediate` after a group was answered (a checkpoint, [`checkpoint`]; its sync
+//! runs beside the next groups, see [`crate::log::deferred`]); without a local log the group's
+//! own commit is durable (a replicated log's checkpoints are). (The catalog's
 //! writers — projection commits, definitions — take redb write transactions of their own
 //! between groups; see docs/architecture.md.)
 //!
@@ -32,9 +33,11 @@ use crate::poll::Poller;
 
 mod apply;
 mod behind;
+mod checkpoint;
 mod commit;
 mod recovery;
 mod replay;
+mod shared;
 
 use crate::query::{View, Window, decode};
 use crate::records::{self, Events};
@@ -47,6 +50,8 @@ use loom_core::CompiledSelector;
 use loom_core::split_subject;
 use loom_core::{AppendOutcome, AppendRequest, AppendedEvent};
 pub(crate) use replay::{ControlWork, ReplicatedGroup, replay};
+pub(crate) use shared::SHARED_COMMIT_EVENTS;
+use shared::Shared;
 
 /// Most conflicting positions a DCB conflict reports.
 pub(crate) const MAX_REPORTED_MATCHES: usize = 10;
@@ -64,17 +69,6 @@ const POLL_FOR_APPENDS: Duration = Duration::from_micros(300);
 /// appends instead of 8, about a third more events per second; docs/benchmarks/write-path.md,
 /// "A group committed ahead of its sync").
 const BEHIND_AT_MOST: usize = 4;
-
-/// After this many groups a shared transaction ([`Shared`]) is committed once the last one is
-/// answered. Each commit costs the writer about as much as writing a single-event group
-/// (docs/benchmarks/write-path.md, "Commits shared by groups"); past a few dozen groups that
-/// saving is small.
-const SHARED_COMMIT_GROUPS: usize = 32;
-
-/// A group of more events than this does not share its commit (large groups gain little from
-/// it; such a group commits ahead of its sync instead), and a shared transaction that holds
-/// this many is committed once its last group is answered.
-pub(crate) const SHARED_COMMIT_EVENTS: usize = 1024;
 
 /// What the writer is asked to do.
 // Appends are nearly all of it: boxing them to shrink the rare variants would cost every
@@ -134,27 +128,6 @@ pub(crate) struct GroupCommit {
     /// Whether the group being written took in a shared transaction's answered groups, so
     /// that its failure must restore them (a reopen).
     pub(crate) restore_shared: bool,
-}
-
-/// A write transaction left open after its groups' records synced and their appends were
-/// answered, so that the next group writes into it and one commit serves them all: the
-/// writer commits it when no append is queued, when a reader waits for an answered append or
-/// another writer for the database, before its own other transactions, or once it holds
-/// [`SHARED_COMMIT_GROUPS`] groups or [`SHARED_COMMIT_EVENTS`] events, each time right after
-/// answering a group (docs/design.md, "Commits shared by groups"). Dropped
-/// uncommitted after a failure, its groups are restored from the log by reopening the
-/// database.
-pub(crate) struct Shared {
-    txn: WriteTransaction,
-    groups: usize,
-    events: usize,
-}
-
-impl Shared {
-    /// Whether it holds enough to be committed once its last group is answered.
-    fn full(&self) -> bool {
-        self.groups >= SHARED_COMMIT_GROUPS || self.events >= SHARED_COMMIT_EVENTS
-    }
 }
 
 /// The tail or the segments, open for writing.
@@ -307,91 +280,6 @@ impl GroupCommit {
         }
         self.settle();
         self.checkpoint_on_close();
-    }
-
-    /// Commits the groups answered in a shared transaction, if one is open. If the commit
-    /// fails, the database is reopened, which restores them from the log.
-    fn settle(&mut self) {
-        let Some(shared) = self.shared.take() else {
-            return;
-        };
-        match shared.txn.commit() {
-            Ok(()) => self.store.committed(self.head.get()),
-            Err(e) => {
-                tracing::error!(error = %e, groups = shared.groups, "committing answered groups failed; reopening the database, which replays them from the log");
-                if let Err(e) = self.recover() {
-                    tracing::error!(error = %e, "reopening the database failed; retrying with the next append");
-                }
-            }
-        }
-    }
-
-    /// On a clean close, carries the logged groups into the redb file, so that the next open
-    /// has nothing to replay. If it fails, the next open replays them.
-    fn checkpoint_on_close(&mut self) {
-        if let Some(deferral) = self.wal.as_ref().and_then(|w| w.deferral()) {
-            deferral.wait_idle();
-        }
-        let Some(wal) = self.wal.as_mut().filter(|w| w.has_records()) else {
-            return;
-        };
-        let started = Instant::now();
-        let done = (|| -> Result<(), StorageError> {
-            self.store.begin_write_own()?.commit()?;
-            Ok(())
-        })();
-        match done {
-            Ok(()) => {
-                wal.checkpointed();
-                self.stats
-                    .record_checkpoint(started.elapsed().as_micros() as u64);
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "the closing checkpoint failed; the next open replays the log")
-            }
-        }
-    }
-
-    /// A checkpoint of a log whose checkpoints are deferred, when it wants one: after a group
-    /// was answered, an empty transaction commits durably, which carries every group since
-    /// the last checkpoint into the redb file; its sync runs beside the next groups
-    /// ([`crate::log::deferred`]). Its failure fails no append (they are in the log): the
-    /// database is reopened, which replays the log.
-    fn checkpoint(&mut self) {
-        if !self.wal.as_ref().is_some_and(|w| w.wants_checkpoint()) {
-            return;
-        }
-        self.settle();
-        let Some(wal) = self.wal.as_mut() else {
-            return;
-        };
-        let Some(deferral) = wal.deferral().filter(|_| wal.wants_checkpoint()) else {
-            return;
-        };
-        let started = Instant::now();
-        let committed = (|| -> Result<(), StorageError> {
-            let mut txn = self.store.begin_write_own()?;
-            txn.set_durability(Durability::Immediate)?;
-            deferral.arm(true);
-            let committed = txn.commit();
-            deferral.arm(false);
-            Ok(committed?)
-        })();
-        match committed {
-            Ok(()) => {
-                wal.checkpoint_deferred();
-                self.stats
-                    .record_checkpoint(started.elapsed().as_micros() as u64);
-            }
-            Err(error) => {
-                tracing::warn!(error = %error, "a checkpoint failed; the log keeps the groups since the last one");
-                if error.needs_reopen()
-                    && let Err(e) = self.recover()
-                {
-                    tracing::error!(error = %e, "reopening the database failed; retrying with the next append");
-                }
-            }
-        }
     }
 
     /// Applies every pending append in one transaction and commits it. Returns each append's
