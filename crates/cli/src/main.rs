@@ -245,12 +245,31 @@ fn main() -> ExitCode {
     }
 }
 
+/// How many runtime threads `loom serve` starts on `cpus` CPUs, unless `TOKIO_WORKER_THREADS`
+/// sets it (`None`: tokio reads the variable): one fewer than the CPUs, at least one. Every
+/// append waits for the ledger's writer and its log's sync thread, which then keep a CPU;
+/// with a runtime thread per CPU beside them, a woken thread waited for a CPU on two cores,
+/// and one runtime thread there served appends, commands and state queries as fast or faster
+/// (docs/benchmarks/write-path.md, "One runtime thread fewer than the CPUs").
+fn serve_runtime_threads(set_by_env: bool, cpus: usize) -> Option<usize> {
+    (!set_by_env).then(|| cpus.saturating_sub(1).max(1))
+}
+
 fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     if let Command::CompileModule = cli.command {
         return compile_module();
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Serve(_) = cli.command {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if let Some(threads) =
+            serve_runtime_threads(std::env::var_os("TOKIO_WORKER_THREADS").is_some(), cpus)
+        {
+            builder.worker_threads(threads);
+        }
+    }
+    let runtime = builder
         .enable_all()
         .build()
         .context("starting the async runtime")?;
@@ -462,4 +481,19 @@ async fn shutdown_signal() {
 /// Whether to draw for a person (progress bars, tables) rather than for a program.
 pub(crate) fn stderr_is_terminal() -> bool {
     std::io::stderr().is_terminal()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::serve_runtime_threads;
+
+    #[test]
+    fn serve_leaves_a_cpu_to_the_write_path_unless_told_otherwise() {
+        assert_eq!(serve_runtime_threads(false, 2), Some(1));
+        assert_eq!(serve_runtime_threads(false, 8), Some(7));
+        // One CPU (or a process pinned to one): still one runtime thread.
+        assert_eq!(serve_runtime_threads(false, 1), Some(1));
+        // `TOKIO_WORKER_THREADS` set: tokio reads it.
+        assert_eq!(serve_runtime_threads(true, 8), None);
+    }
 }
