@@ -48,7 +48,7 @@ impl GroupCommit {
         let Some(wal) = self.wal.as_mut() else {
             return;
         };
-        let Some(deferral) = wal.deferral().filter(|_| wal.wants_checkpoint()) else {
+        let Some(deferral) = wal.deferral() else {
             return;
         };
         let started = Instant::now();

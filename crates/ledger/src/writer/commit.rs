@@ -5,7 +5,7 @@ use std::time::Instant;
 use loom_core::AppendOutcome;
 
 use super::behind::{Behind, Planned, Queue};
-use super::{Failure, Group, GroupCommit, Pending, Shared};
+use super::{Failure, Group, GroupCommit, Pending};
 use crate::error::AppendError;
 
 impl GroupCommit {
@@ -85,7 +85,11 @@ impl GroupCommit {
             self.answer(group, result, started, undone);
             // A full shared transaction, or one somebody waits for, is committed now, before
             // the group planned behind (which then writes into a transaction of its own).
-            if self.shared.as_ref().is_some_and(Shared::full) || self.store.commit_wanted() {
+            if self
+                .shared
+                .as_ref()
+                .is_some_and(|s| s.full() || self.store.commit_wanted())
+            {
                 self.settle();
             }
             match behind {

@@ -10,7 +10,7 @@ use super::GroupCommit;
 /// answered. Each commit costs the writer about as much as writing a single-event group
 /// (docs/benchmarks/write-path.md, "Commits shared by groups"); past a few dozen groups that
 /// saving is small.
-pub(super) const SHARED_COMMIT_GROUPS: usize = 32;
+const SHARED_COMMIT_GROUPS: usize = 32;
 
 /// A group of more events than this does not share its commit (large groups gain little from
 /// it; such a group commits ahead of its sync instead), and a shared transaction that holds
