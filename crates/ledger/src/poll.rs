@@ -18,6 +18,17 @@
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
+/// What [`Poller::poll`] found.
+#[derive(Debug)]
+pub(crate) enum Polled<T> {
+    /// A value.
+    Got(T),
+    /// The caller's `stop` said to stop polling.
+    Stopped,
+    /// Nothing came while polling was worth it (the wait began then); or the sender is gone.
+    Idle(Instant),
+}
+
 /// Polls a channel for up to about twice its recent waits (at most `cap`), then sleeps on it.
 #[derive(Debug)]
 pub(crate) struct Poller {
@@ -46,19 +57,53 @@ impl Poller {
     /// Receives from `rx`; `None` once the sender is gone.
     pub(crate) fn recv<T>(&mut self, rx: &Receiver<T>) -> Option<T> {
         let start = Instant::now();
-        let got = poll(rx, self.limit(), start).or_else(|| rx.recv().ok());
+        let got = poll(rx, self.limit(), start, &|| false).or_else(|| rx.recv().ok());
+        self.note(start);
+        got
+    }
+
+    /// Polls `rx` as [`Self::recv`] does, but returns instead of sleeping: [`Polled::Idle`]
+    /// once its polls are over (or the sender is gone), [`Polled::Stopped`] as soon as `stop`
+    /// says so (asked every few microseconds). The caller does what it must before sleeping,
+    /// then sleeps with [`Self::sleep`].
+    pub(crate) fn poll<T>(&mut self, rx: &Receiver<T>, stop: impl Fn() -> bool) -> Polled<T> {
+        let start = Instant::now();
+        match poll(rx, self.limit(), start, &stop) {
+            Some(v) => {
+                self.note(start);
+                Polled::Got(v)
+            }
+            None if stop() => Polled::Stopped,
+            None => Polled::Idle(start),
+        }
+    }
+
+    /// Sleeps until `rx` has a value, after a [`Self::poll`] that began at `since` found
+    /// none; `None` once the sender is gone.
+    pub(crate) fn sleep<T>(&mut self, rx: &Receiver<T>, since: Instant) -> Option<T> {
+        let got = rx.recv().ok();
+        self.note(since);
+        got
+    }
+
+    /// Counts a wait that began at `start` and just ended into the average.
+    fn note(&mut self, start: Instant) {
         let waited = start.elapsed().as_nanos().min(u64::MAX as u128) as u64;
         // The last eight waits count about evenly; a sleep that lasted seconds must not keep
         // the poller from polling for long, so one wait counts at most as four times the cap.
         let waited = waited.min(4 * self.cap.as_nanos() as u64);
         self.average = (self.average * 7 + waited) / 8;
-        got
     }
 }
 
 /// Polls `rx` until `limit` has passed since `start`; `None` if nothing came (or the sender
 /// is gone, which the caller's `recv` then reports).
-fn poll<T>(rx: &Receiver<T>, limit: Duration, start: Instant) -> Option<T> {
+fn poll<T>(
+    rx: &Receiver<T>,
+    limit: Duration,
+    start: Instant,
+    stop: &impl Fn() -> bool,
+) -> Option<T> {
     if limit.is_zero() {
         return None;
     }
@@ -73,7 +118,7 @@ fn poll<T>(rx: &Receiver<T>, limit: Duration, start: Instant) -> Option<T> {
         // The clock is read and the CPU offered to other threads every 64 polls (a few
         // microseconds): often enough that a thread with work on this CPU is not held up.
         if polls.is_multiple_of(64) {
-            if start.elapsed() >= limit {
+            if start.elapsed() >= limit || stop() {
                 return None;
             }
             std::thread::yield_now();

@@ -162,6 +162,12 @@ impl Metrics {
             "Commit groups answered once their log record was synced, their transaction left open to be committed together with the groups after it.",
             &load(&s.groups_sharing_a_commit),
         );
+        counter(
+            &mut out,
+            "loom_shared_commits_total",
+            "Commits of transactions left open for the groups after their answers; each serves one or more of the groups in loom_groups_sharing_a_commit_total.",
+            &load(&s.shared_commits),
+        );
         let _ = writeln!(
             out,
             "# HELP loom_commands_total Commands run through deciders, by outcome."

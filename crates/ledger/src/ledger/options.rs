@@ -77,6 +77,9 @@ pub struct LedgerStats {
     /// Groups answered once their record was synced, before their transaction committed:
     /// left open for the groups after them, which share its commit.
     pub groups_sharing_a_commit: AtomicU64,
+    /// Commits of such transactions, each serving one or more of the groups counted in
+    /// [`Self::groups_sharing_a_commit`].
+    pub shared_commits: AtomicU64,
     /// Write-ahead log checkpoints: durable commits of the database file that hold every
     /// group before them, after which the log moved on to its other file.
     pub checkpoints: AtomicU64,

@@ -308,6 +308,44 @@ fn an_answered_group_left_uncommitted_for_the_next_is_read_once_committed() {
 }
 
 #[test]
+fn appends_sent_one_after_another_share_commits_and_each_is_read_at_once() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let dir = tempfile::tempdir().expect("dir");
+    let ledger = open_note_ledger(dir.path());
+    let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+    // One appender that sends each append once the last is answered: nothing is ever queued
+    // behind a group, so only the writer's poll for the next append lets two groups share a
+    // commit. A busy machine can hold the appender up past most polls; up to five tries.
+    let mut seen = Vec::new();
+    for round in 0..5 {
+        let stats = ledger.stats();
+        let (groups, commits) = (
+            load(&stats.groups_sharing_a_commit),
+            load(&stats.shared_commits),
+        );
+        for i in 0..200 {
+            let id = format!("{round}-{i}");
+            ledger.append(note(&id)).expect("append");
+            if i % 50 == 0 {
+                assert!(
+                    ledger.event_by_id("ahead", &id).expect("read").is_some(),
+                    "an answered append is read at once"
+                );
+            }
+        }
+        let groups = load(&stats.groups_sharing_a_commit) - groups;
+        let commits = load(&stats.shared_commits) - commits;
+        // Unshared, every group commits alone; quiet, 32 share one. A tenth is what a busy
+        // machine still shows, and committing alone never does.
+        if commits * 10 <= groups * 9 {
+            return;
+        }
+        seen.push((groups, commits));
+    }
+    panic!("each group got a commit of its own (groups, commits per try: {seen:?})");
+}
+
+#[test]
 fn an_answered_group_whose_next_group_fails_is_restored_from_the_log() {
     let dir = tempfile::tempdir().expect("dir");
     let shared = second_answered_uncommitted(dir.path());

@@ -7,7 +7,7 @@
 //! records are in the log) but not yet in a snapshot. So that a read that begins after an
 //! append was answered still finds it, a reader that finds acknowledged positions beyond the
 //! last commit asks the writer to commit and waits for it; the writer looks for such a request
-//! after each group.
+//! after each group, and while it polls for the next append.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};

@@ -29,7 +29,7 @@ use crate::error::{AppendError, Conflict, ReadError, StorageError};
 use crate::head::Head;
 use crate::ledger::LedgerStats;
 use crate::log::{DurableLog, GroupRecord, LogReplay};
-use crate::poll::Poller;
+use crate::poll::{Polled, Poller};
 
 mod apply;
 mod behind;
@@ -212,16 +212,26 @@ impl GroupCommit {
         let mut next = None;
         let mut arrivals = Poller::new(POLL_FOR_APPENDS);
         loop {
-            // Answered groups stay uncommitted only while more work is queued behind them.
-            if self.shared.is_some() {
-                if next.is_none()
-                    && let Ok(work) = rx.try_recv()
-                {
-                    next = Some(work);
+            // Answered groups stay uncommitted while more work comes: queued behind them, or
+            // found while the writer polls for the next append, which it would do anyway (an
+            // appender waiting for its answer sends its next append just after it). The
+            // writer commits them before it sleeps, and as soon as someone waits for it.
+            if self.shared.is_some() && next.is_none() {
+                let store = &self.store;
+                match arrivals.poll(&rx, || store.commit_wanted()) {
+                    Polled::Got(work) => next = Some(work),
+                    Polled::Stopped => self.settle(),
+                    Polled::Idle(since) => {
+                        self.settle();
+                        next = arrivals.sleep(&rx, since);
+                        if next.is_none() {
+                            break;
+                        }
+                    }
                 }
-                if next.is_none() || self.store.commit_wanted() {
-                    self.settle();
-                }
+            }
+            if self.shared.is_some() && self.store.commit_wanted() {
+                self.settle();
             }
             let Some(work) = next.take().or_else(|| arrivals.recv(&rx)) else {
                 break;

@@ -2,6 +2,8 @@
 //! transaction left open once its record is synced and its appends are answered, so that the
 //! groups after it write into it and one redb commit serves them all.
 
+use std::sync::atomic::Ordering;
+
 use redb::WriteTransaction;
 
 use super::GroupCommit;
@@ -19,7 +21,7 @@ pub(crate) const SHARED_COMMIT_EVENTS: usize = 1024;
 
 /// A write transaction left open after its groups' records synced and their appends were
 /// answered, so that the next group writes into it and one commit serves them all: the
-/// writer commits it when no append is queued, when a reader waits for an answered append or
+/// writer commits it when no append comes while it polls for the next one, when a reader waits for an answered append or
 /// another writer for the database, before its own other transactions, or once it holds
 /// [`SHARED_COMMIT_GROUPS`] groups or [`SHARED_COMMIT_EVENTS`] events, each time right after
 /// answering a group (docs/design.md, "Commits shared by groups"). Dropped
@@ -46,7 +48,10 @@ impl GroupCommit {
             return;
         };
         match shared.txn.commit() {
-            Ok(()) => self.store.committed(self.head.get()),
+            Ok(()) => {
+                self.store.committed(self.head.get());
+                self.stats.shared_commits.fetch_add(1, Ordering::Relaxed);
+            }
             Err(e) => {
                 tracing::error!(error = %e, groups = shared.groups, "committing answered groups failed; reopening the database, which replays them from the log");
                 if let Err(e) = self.recover() {
