@@ -180,6 +180,17 @@ impl<'t> Tables<'t> {
     }
 }
 
+self_cell::self_cell!(
+    /// A write transaction with the writer's tables open in it. Opening the nine tables and
+    /// closing them again cost the writer about a sixth of a small group's time; a shared
+    /// transaction ([`Shared`]) keeps them open for the groups after it.
+    pub(crate) struct OpenTxn {
+        owner: WriteTransaction,
+        #[covariant]
+        dependent: Tables,
+    }
+);
+
 /// State of one group while it is being applied; becomes the writer's state on commit.
 struct Group {
     head: u64,
@@ -315,33 +326,40 @@ impl GroupCommit {
                 logging: true,
             })?;
         }
-        // Groups answered and not committed yet ride along in this transaction; if it fails,
-        // the caller restores them by reopening the database.
-        let (mut txn, shared_groups, shared_events) = match self.shared.take() {
-            Some(s) => {
-                self.restore_shared = true;
-                (s.txn, s.groups, s.events)
-            }
-            None => (
-                self.store.begin_write_own().map_err(|e| before(e.into()))?,
-                0,
-                0,
-            ),
-        };
         // Through the log unless it is time for a checkpoint (or there is no log); a
         // replicated log takes every group. The local log checkpoints between groups
-        // ([`Self::checkpoint`]).
+        // ([`Self::checkpoint`]), so a shared transaction (only ever over the local log) is
+        // never one; should it be, the answered groups are committed first.
         let checkpoint = self
             .wal
             .as_ref()
             .is_none_or(|w| w.wants_checkpoint() && w.deferral().is_none());
+        if checkpoint {
+            self.settle();
+        }
         let replicated = self.wal.as_ref().and_then(|w| w.replicated());
-        txn.set_durability(if checkpoint {
-            Durability::Immediate
-        } else {
-            Durability::None
-        })
-        .map_err(|e| before(e.into()))?;
+        // Groups answered and not committed yet ride along in this transaction, its tables
+        // still open; if it fails, the caller restores them by reopening the database.
+        let (mut open, shared_groups, shared_events) = match self.shared.take() {
+            Some(s) => {
+                self.restore_shared = true;
+                (s.open, s.groups, s.events)
+            }
+            None => {
+                let mut txn = self.store.begin_write_own().map_err(|e| before(e.into()))?;
+                txn.set_durability(if checkpoint {
+                    Durability::Immediate
+                } else {
+                    Durability::None
+                })
+                .map_err(|e| before(e.into()))?;
+                (
+                    OpenTxn::try_new(txn, |txn| Tables::open(txn)).map_err(before)?,
+                    0,
+                    0,
+                )
+            }
+        };
         // A group planned behind the last one brings its state, answers and record (and no
         // checkpoint is due while its record is in flight).
         let (mut state, carried) = match planned {
@@ -383,38 +401,41 @@ impl GroupCommit {
         {
             // The group's record is made durable while its events are written from it,
             // instead of after.
-            let mut t = Tables::open(&txn).map_err(before)?;
-            let (planned_results, log, begun) = match carried {
-                Some((results, record)) => (results, record, true),
+            let (log, begun) = match carried {
+                Some((planned_results, record)) => {
+                    results = planned_results;
+                    (record, true)
+                }
                 None => {
-                    let results = plan_group(&mut t, &mut state, group).map_err(before)?;
+                    results = open
+                        .with_dependent_mut(|_, t| plan_group(t, &mut state, group))
+                        .map_err(before)?;
                     let mut log = state.log.take().expect("checked above");
                     if !log.is_empty() {
                         log.finish(state.next_stream_id);
                     }
-                    (results, log, false)
+                    (log, false)
                 }
             };
-            results = planned_results;
             if !log.is_empty() {
                 if !begun {
                     wal.begin(&log).map_err(logging)?;
                 }
                 let stream_ids_moved = state.next_stream_id != self.next_stream_id;
-                let applied = (|| {
+                let applied = open.with_dependent_mut(|_, t| {
                     let groups = crate::log::group::groups(log.bytes());
                     let [logged] = groups.as_slice() else {
                         return Err(StorageError(Box::new(redb::Error::Corrupted(
                             "a group's log record did not read back as itself".into(),
                         ))));
                     };
-                    replay::index_logged(&mut t, logged, "group", self.segment_events)?;
+                    replay::index_logged(t, logged, "group", self.segment_events)?;
                     t.time_index.insert(state.recorded, state.head)?;
                     if stream_ids_moved {
                         t.meta.insert(META_NEXT_STREAM_ID, state.next_stream_id)?;
                     }
                     Ok(())
-                })();
+                });
                 // While the record syncs: the appends queued meanwhile, planned on this
                 // group's tables, their record handed over behind this one — while groups
                 // are small ([`BEHIND_AT_MOST`]).
@@ -422,7 +443,9 @@ impl GroupCommit {
                     let next = behind::take(queue, self.max_group_events);
                     if !next.is_empty() {
                         self.drained.notify(usize::MAX);
-                        *behind = Some(behind::plan(&mut t, &state, next, wal.as_mut()));
+                        *behind = Some(open.with_dependent_mut(|_, t| {
+                            behind::plan(t, &state, next, wal.as_mut())
+                        }));
                     }
                 }
                 let own_events = group.iter().map(|p| p.req.events.len()).sum::<usize>();
@@ -432,10 +455,9 @@ impl GroupCommit {
                     && !self.store.commit_wanted()
                 {
                     // Answered once its record is synced, committed with the groups after it.
-                    drop(t);
                     wal.finish(true).map_err(logging)?;
                     self.shared = Some(Shared {
-                        txn,
+                        open,
                         groups: shared_groups + 1,
                         events: shared_events + own_events,
                     });
@@ -454,8 +476,7 @@ impl GroupCommit {
                     // Committed while the record syncs; until the sync is done nobody else
                     // sees it ([`crate::store`]), and if the sync fails, a reopen undoes it.
                     self.ahead = true;
-                    drop(t);
-                    txn.commit().map_err(|e| Failure {
+                    open.into_owner().commit().map_err(|e| Failure {
                         error: e.into(),
                         committing: true,
                         logging: false,
@@ -470,11 +491,10 @@ impl GroupCommit {
                 applied.map_err(before)?;
             }
         } else {
-            let applied = (|| {
-                let mut t = Tables::open(&txn)?;
+            let applied = open.with_dependent_mut(|_, t| {
                 let start_head = state.head;
                 for pending in group {
-                    results.push(apply_one(&mut t, &mut state, pending)?);
+                    results.push(apply_one(t, &mut state, pending)?);
                 }
                 if state.head > start_head {
                     t.time_index.insert(state.recorded, state.head)?;
@@ -487,7 +507,7 @@ impl GroupCommit {
                     t.meta.insert(META_NEXT_STREAM_ID, state.next_stream_id)?;
                 }
                 Ok::<(), StorageError>(())
-            })();
+            });
             applied.map_err(before)?;
             if let (Some(log), Some(wal)) = (state.log.as_mut(), self.wal.as_mut())
                 && !log.is_empty()
@@ -498,7 +518,7 @@ impl GroupCommit {
             }
         }
         let committing = Instant::now();
-        txn.commit().map_err(|e| Failure {
+        open.into_owner().commit().map_err(|e| Failure {
             error: e.into(),
             committing: true,
             logging: false,

@@ -94,7 +94,7 @@ const SPLIT_INDEX_EVENTS: usize = 256;
 /// stream index entries on leaves all over that B-tree, and in order each leaf is visited
 /// once, while it is hot. A large group's stream index is written on a second thread while
 /// this one writes the other indexes (both write tables of the one transaction, which redb
-/// allows; if either fails, the group does). docs/benchmarks/write-path.md, "Indexing a
+/// allows; if either fails, the group does). docs/benchmarks/writer.md, "Indexing a
 /// large group", has the figures.
 pub(super) fn index_logged(
     t: &mut Tables<'_>,

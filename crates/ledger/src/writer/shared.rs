@@ -4,13 +4,11 @@
 
 use std::sync::atomic::Ordering;
 
-use redb::WriteTransaction;
-
-use super::GroupCommit;
+use super::{GroupCommit, OpenTxn};
 
 /// After this many groups a shared transaction ([`Shared`]) is committed once the last one is
 /// answered. Each commit costs the writer about as much as writing a single-event group
-/// (docs/benchmarks/write-path.md, "Commits shared by groups"); past a few dozen groups that
+/// (docs/benchmarks/writer.md, "Commits shared by groups"); past a few dozen groups that
 /// saving is small.
 const SHARED_COMMIT_GROUPS: usize = 32;
 
@@ -28,7 +26,8 @@ pub(crate) const SHARED_COMMIT_EVENTS: usize = 1024;
 /// uncommitted after a failure, its groups are restored from the log by reopening the
 /// database.
 pub(crate) struct Shared {
-    pub(super) txn: WriteTransaction,
+    /// The transaction, its tables open.
+    pub(super) open: OpenTxn,
     pub(super) groups: usize,
     pub(super) events: usize,
 }
@@ -47,7 +46,7 @@ impl GroupCommit {
         let Some(shared) = self.shared.take() else {
             return;
         };
-        match shared.txn.commit() {
+        match shared.open.into_owner().commit() {
             Ok(()) => {
                 self.store.committed(self.head.get());
                 self.stats.shared_commits.fetch_add(1, Ordering::Relaxed);
