@@ -24,7 +24,7 @@ use redb::{AccessGuard, ReadableTable};
 use crate::error::ReadError;
 
 mod packing;
-pub(crate) use packing::{seal, store};
+pub(crate) use packing::{Tail, seal, store};
 
 /// Most records in one segment, by default ([`crate::LedgerOptions::segment_events`]).
 pub(crate) const SEGMENT_EVENTS: usize = 64;

@@ -6,67 +6,51 @@ use redb::{AccessGuard, ReadableTable, Table};
 use super::{Events, SEGMENT_BYTES, build};
 use crate::error::ReadError;
 
+/// What a [`store`] left in the tail: the last position packed into a segment, and the
+/// records after it (fewer than fill a segment) as the packing rule counts them.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Tail {
+    sealed: u64,
+    packer: Packer,
+}
+
 /// Stores the records of positions `first..` (in order), leaving the tables as inserting
 /// them into the tail and then [`seal`]ing would, without the round trip through the tail:
 /// the records that fill segments — after the tail's records, which a first segment starts
 /// with — go straight into `segments`, the rest into the tail.
+///
+/// `known` is what the store before it left in the tail, when nothing else wrote the two
+/// tables since (the writer keeps it while it writes group after group into one
+/// transaction); without it the tail is read to find out. It is set to what this store
+/// leaves.
 pub(crate) fn store(
     tail: &mut Table<'_, u64, &'static [u8]>,
     segments: &mut Table<'_, u64, &'static [u8]>,
     first: u64,
     records: &[&[u8]],
     max_events: usize,
+    known: &mut Option<Tail>,
 ) -> Result<(), ReadError> {
-    let sealed = Events {
-        tail: &*tail,
-        segments: &*segments,
-    }
-    .sealed()?;
-    // Less than a segment after every group, so the packing of the group's records
-    // continues from it; their sizes are enough unless a segment fills.
-    let mut packer = Packer::new(max_events);
-    let mut held = 0u64;
-    let mut held_fills = false;
-    for item in tail.range(sealed + 1..)? {
-        let (k, v) = item?;
-        let expected = sealed + 1 + held;
-        if k.value() != expected {
-            return Err(ReadError::Corrupt {
-                position: k.value(),
-                message: format!(
-                    "the tail skips from position {} to {}",
-                    expected - 1,
-                    k.value()
-                ),
-            });
-        }
-        packer.push(v.value().len(), |_| held_fills = true);
-        if held_fills {
-            break;
-        }
-        held += 1;
-    }
-    let end = if held_fills {
-        tail.last()?.map_or(sealed, |(k, _)| k.value())
-    } else {
-        sealed + held
+    let was = known.take().filter(|k| {
+        k.packer.max_events == max_events && k.sealed + k.packer.count as u64 + 1 == first
+    });
+    let (sealed, mut packer) = match was {
+        Some(k) => (k.sealed, k.packer),
+        None => match read_tail(tail, segments, first, max_events)? {
+            Some(found) => found,
+            None => {
+                // A tail that fills a segment by itself (an upgrade from a format before
+                // segments that was cut short): the way of the append-by-append path, which
+                // packs it a bounded number of segments per group.
+                for (i, record) in records.iter().enumerate() {
+                    tail.insert(first + i as u64, *record)?;
+                }
+                seal(tail, segments, records.len() + 1, max_events)?;
+                return Ok(());
+            }
+        },
     };
-    if end + 1 != first {
-        return Err(ReadError::Corrupt {
-            position: first,
-            message: format!("records from position {first} would follow a ledger ending at {end}"),
-        });
-    }
-    if held_fills {
-        // A tail that fills a segment by itself (an upgrade from a format before segments
-        // that was cut short): the way of the append-by-append path, which packs it a
-        // bounded number of segments per group.
-        for (i, record) in records.iter().enumerate() {
-            tail.insert(first + i as u64, *record)?;
-        }
-        seal(tail, segments, records.len() + 1, max_events)?;
-        return Ok(());
-    }
+    let end = sealed + packer.count as u64;
     let mut full: Vec<usize> = Vec::new();
     for record in records {
         packer.push(record.len(), |n| full.push(n));
@@ -104,11 +88,64 @@ pub(crate) fn store(
             tail.insert(position, *record)?;
         }
     }
+    *known = Some(Tail {
+        sealed: sealed + packed,
+        packer,
+    });
     Ok(())
+}
+
+/// The last position in a segment and the packing of the tail's records after it, read from
+/// the tables; `None` if those records fill a segment by themselves. An error if records
+/// from `first` would not follow the ledger's last.
+fn read_tail(
+    tail: &Table<'_, u64, &'static [u8]>,
+    segments: &Table<'_, u64, &'static [u8]>,
+    first: u64,
+    max_events: usize,
+) -> Result<Option<(u64, Packer)>, ReadError> {
+    let sealed = Events { tail, segments }.sealed()?;
+    // Less than a segment after every group, so the packing of the group's records
+    // continues from it; their sizes are enough unless a segment fills.
+    let mut packer = Packer::new(max_events);
+    let mut held = 0u64;
+    let mut held_fills = false;
+    for item in tail.range(sealed + 1..)? {
+        let (k, v) = item?;
+        let expected = sealed + 1 + held;
+        if k.value() != expected {
+            return Err(ReadError::Corrupt {
+                position: k.value(),
+                message: format!(
+                    "the tail skips from position {} to {}",
+                    expected - 1,
+                    k.value()
+                ),
+            });
+        }
+        packer.push(v.value().len(), |_| held_fills = true);
+        if held_fills {
+            break;
+        }
+        held += 1;
+    }
+    let end = if held_fills {
+        tail.last()?.map_or(sealed, |(k, _)| k.value())
+    } else {
+        sealed + held
+    };
+    if end + 1 != first {
+        return Err(ReadError::Corrupt {
+            position: first,
+            message: format!("records from position {first} would follow a ledger ending at {end}"),
+        });
+    }
+    Ok((!held_fills).then_some((sealed, packer)))
 }
 
 /// The packing rule of segments: a segment is full at `max_events` records, or before a
 /// record that would take it past [`SEGMENT_BYTES`] (a larger record is a segment alone).
+#[derive(Clone, Copy, Debug)]
 struct Packer {
     max_events: usize,
     /// Records and bytes (with the count and ends) of the segment being filled.

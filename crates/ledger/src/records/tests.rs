@@ -1,4 +1,5 @@
-//! `store` leaves the tables exactly as inserting into the tail and sealing does.
+//! `store` leaves the tables exactly as inserting into the tail and sealing does, whether or
+//! not it knows what the store before it left in the tail.
 
 use proptest::prelude::*;
 use redb::backends::InMemoryBackend;
@@ -35,16 +36,22 @@ fn database() -> Database {
         .unwrap()
 }
 
-/// Writes `groups` (record sizes) one transaction each, the old way (into the tail, then
-/// sealing at most a segment more than the group's events, as the writer does) or with
-/// `store`. `unsealed` records are in the tail first, not packed (an upgrade from a format
-/// before segments that was cut short).
-fn write(
-    groups: &[Vec<usize>],
-    unsealed: &[usize],
-    max_events: usize,
-    with_store: bool,
-) -> Contents {
+/// How [`write`] writes the groups.
+#[derive(Clone, Copy, PartialEq)]
+enum Way {
+    /// Into the tail, then sealing at most a segment more than the group's events (as the
+    /// writer does for groups not planned ahead), one transaction each.
+    InsertAndSeal,
+    /// With `store`, one transaction each.
+    Store,
+    /// With `store`, all in one transaction, each store knowing what the last left in the
+    /// tail (as the writer does for groups sharing a transaction).
+    StoreKnowingTheTail,
+}
+
+/// Writes `groups` (record sizes) in `way`. `unsealed` records are in the tail first, not
+/// packed (an upgrade from a format before segments that was cut short).
+fn write(groups: &[Vec<usize>], unsealed: &[usize], max_events: usize, way: Way) -> Contents {
     let db = database();
     let txn = db.begin_write().unwrap();
     {
@@ -57,28 +64,54 @@ fn write(
     }
     txn.commit().unwrap();
     let mut next = unsealed.len() as u64 + 1;
+    let one = (way == Way::StoreKnowingTheTail).then(|| db.begin_write().unwrap());
+    let mut known = None;
     for group in groups {
         let records: Vec<Vec<u8>> = group
             .iter()
             .enumerate()
             .map(|(i, &len)| vec![(next as usize + i) as u8; len])
             .collect();
-        let txn = db.begin_write().unwrap();
+        let own = one.is_none().then(|| db.begin_write().unwrap());
+        let txn = one.as_ref().or(own.as_ref()).unwrap();
         {
             let mut tail = txn.open_table(EVENTS).unwrap();
             let mut segments = txn.open_table(SEGMENTS).unwrap();
             let slices: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
-            if with_store {
-                store(&mut tail, &mut segments, next, &slices, max_events).unwrap();
-            } else {
-                for (i, r) in slices.iter().enumerate() {
-                    tail.insert(next + i as u64, *r).unwrap();
+            match way {
+                Way::InsertAndSeal => {
+                    for (i, r) in slices.iter().enumerate() {
+                        tail.insert(next + i as u64, *r).unwrap();
+                    }
+                    seal(&mut tail, &mut segments, group.len() + 1, max_events).unwrap();
                 }
-                seal(&mut tail, &mut segments, group.len() + 1, max_events).unwrap();
+                Way::Store => store(
+                    &mut tail,
+                    &mut segments,
+                    next,
+                    &slices,
+                    max_events,
+                    &mut None,
+                )
+                .unwrap(),
+                Way::StoreKnowingTheTail => store(
+                    &mut tail,
+                    &mut segments,
+                    next,
+                    &slices,
+                    max_events,
+                    &mut known,
+                )
+                .unwrap(),
             }
         }
-        txn.commit().unwrap();
+        if let Some(txn) = own {
+            txn.commit().unwrap();
+        }
         next += group.len() as u64;
+    }
+    if let Some(txn) = one {
+        txn.commit().unwrap();
     }
     contents(&db)
 }
@@ -103,12 +136,14 @@ proptest! {
         ],
         max_events in prop_oneof![Just(1usize), Just(5), Just(64)],
     ) {
-        let old = write(&groups, &unsealed, max_events, false);
-        let new = write(&groups, &unsealed, max_events, true);
+        let old = write(&groups, &unsealed, max_events, Way::InsertAndSeal);
+        let new = write(&groups, &unsealed, max_events, Way::Store);
+        let knowing = write(&groups, &unsealed, max_events, Way::StoreKnowingTheTail);
         if unsealed.is_empty() {
             prop_assert!(old.0.len() < max_events.max(2) * 4, "the tail stays short");
         }
-        prop_assert_eq!(old, new);
+        prop_assert_eq!(&old, &new);
+        prop_assert_eq!(old, knowing);
     }
 }
 
@@ -118,7 +153,9 @@ fn store_refuses_records_that_do_not_follow_the_ledger() {
     let txn = db.begin_write().unwrap();
     let mut tail = txn.open_table(EVENTS).unwrap();
     let mut segments = txn.open_table(SEGMENTS).unwrap();
-    store(&mut tail, &mut segments, 1, &[b"a", b"b"], 64).unwrap();
-    let err = store(&mut tail, &mut segments, 4, &[b"d"], 64).unwrap_err();
+    let mut known = None;
+    store(&mut tail, &mut segments, 1, &[b"a", b"b"], 64, &mut known).unwrap();
+    assert!(known.is_some());
+    let err = store(&mut tail, &mut segments, 4, &[b"d"], 64, &mut known).unwrap_err();
     assert!(err.to_string().contains("ending at 2"), "{err}");
 }

@@ -226,6 +226,7 @@ pub(crate) fn index(
     keys: Keys<'_>,
     record: &[u8],
 ) -> Result<(), redb::StorageError> {
+    t.tail = None;
     t.events.insert(position, record)?;
     index_keys(t, position, stream_id, revision, keys)
 }

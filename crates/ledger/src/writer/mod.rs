@@ -143,6 +143,9 @@ struct Tables<'t> {
     type_index: Table<'t, (&'static str, &'static str, u64), ()>,
     time_index: Table<'t, i64, u64>,
     meta: Table<'t, &'static str, u64>,
+    /// What the last `records::store` left in the tail, while nothing else wrote `events` or
+    /// `segments` since: the next group's store need not read the tail to find out.
+    tail: Option<records::Tail>,
 }
 
 impl<'t> Tables<'t> {
@@ -157,6 +160,7 @@ impl<'t> Tables<'t> {
     /// less than one segment before, so this is at most one more segment than `events`
     /// fill.
     fn seal(&mut self, events: u64, segment_events: usize) -> Result<(), StorageError> {
+        self.tail = None;
         let max = usize::try_from(events)
             .unwrap_or(usize::MAX)
             .saturating_add(1);
@@ -176,6 +180,7 @@ impl<'t> Tables<'t> {
             type_index: txn.open_table(TYPE_INDEX)?,
             time_index: txn.open_table(TIME_INDEX)?,
             meta: txn.open_table(META)?,
+            tail: None,
         })
     }
 }

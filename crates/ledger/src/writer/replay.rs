@@ -109,6 +109,7 @@ pub(super) fn index_logged(
         record.first,
         &stored,
         segment_events,
+        &mut t.tail,
     )
     .map_err(corrupt)?;
     let mut entries = Entries::with_capacity(record.events.len());
