@@ -188,6 +188,34 @@ mod tests {
     }
 
     #[test]
+    fn a_poll_returns_what_came_stops_when_asked_and_leaves_the_sleep_to_the_caller() {
+        let (tx, rx) = mpsc::channel();
+        let mut poller = Poller::new(Duration::from_secs(20));
+        // Recent waits of a second: a poll lasts up to two.
+        poller.average = 1_000_000_000;
+        tx.send(1).expect("receiver");
+        assert!(matches!(poller.poll(&rx, || false), Polled::Got(1)));
+        let start = Instant::now();
+        assert!(matches!(poller.poll(&rx, || true), Polled::Stopped));
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "the poll stopped when asked ({:?})",
+            start.elapsed()
+        );
+        let mut quick = Poller::new(Duration::from_micros(300));
+        let Polled::Idle(since) = quick.poll(&rx, || false) else {
+            panic!("nothing was sent: the poll ends idle");
+        };
+        let sender = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(5));
+            tx.send(2).expect("receiver");
+        });
+        assert_eq!(quick.sleep(&rx, since), Some(2));
+        sender.join().expect("sender");
+        assert_eq!(quick.sleep(&rx, Instant::now()), None, "the sender is gone");
+    }
+
+    #[test]
     fn a_sender_that_goes_away_ends_a_wait_that_is_polling() {
         let (tx, rx) = mpsc::channel::<()>();
         let mut poller = Poller::new(Duration::from_secs(20));
