@@ -1,6 +1,6 @@
-//! docs/http.md's walk-throughs on a real loopback server, with their request bodies byte for
-//! byte — j17's cart events, prices such as `29.99` — the cart's own registration and the real
-//! `cart` module: the answers the document shows are the answers a reader gets.
+//! docs/walkthrough.md's walk-throughs on a real loopback server, with their request bodies
+//! byte for byte — j17's cart events, prices such as `29.99` — the cart's own registration
+//! and the real `cart` module: the answers the document shows are the answers a reader gets.
 
 use crate::common;
 
@@ -8,7 +8,7 @@ use common::*;
 use loom_server::Config;
 use serde_json::Value;
 
-/// The batch the walk-through appends (docs/http.md, "Walk-through: projections").
+/// The batch the walk-through appends (docs/walkthrough.md, "Walk-through: projections").
 const BATCH: &str = r#"[
  {"specversion":"1.0","id":"c1-created","source":"https://shop.example","type":"was_created","subject":"cart/c1","data":{}},
  {"specversion":"1.0","id":"c1-add-1","source":"https://shop.example","type":"had_item_added","subject":"cart/c1","data":{"sku":"mug","name":"Mug","price":29.99,"quantity":2}},
