@@ -25,7 +25,8 @@ pub(crate) enum Polled<T> {
     Got(T),
     /// The caller's `stop` said to stop polling.
     Stopped,
-    /// Nothing came while polling was worth it (the wait began then); or the sender is gone.
+    /// Nothing came while polling was worth it, or the sender is gone; the wait began at the
+    /// instant given.
     Idle(Instant),
 }
 

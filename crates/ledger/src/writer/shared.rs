@@ -18,13 +18,13 @@ const SHARED_COMMIT_GROUPS: usize = 32;
 pub(crate) const SHARED_COMMIT_EVENTS: usize = 1024;
 
 /// A write transaction left open after its groups' records synced and their appends were
-/// answered, so that the next group writes into it and one commit serves them all: the
-/// writer commits it when no append comes while it polls for the next one, when a reader waits for an answered append or
-/// another writer for the database, before its own other transactions, or once it holds
-/// [`SHARED_COMMIT_GROUPS`] groups or [`SHARED_COMMIT_EVENTS`] events, each time right after
-/// answering a group (docs/design.md, "Commits shared by groups"). Dropped
-/// uncommitted after a failure, its groups are restored from the log by reopening the
-/// database.
+/// answered, so that the next group writes into it and one commit serves them all. The
+/// writer commits it when no append comes while it polls for the next one, when a reader
+/// waits for an answered append or another writer for the database, before its own other
+/// transactions, and right after answering the group that brings it to
+/// [`SHARED_COMMIT_GROUPS`] groups or [`SHARED_COMMIT_EVENTS`] events (docs/design.md,
+/// "Commits shared by groups"). Dropped uncommitted after a failure, its groups are restored
+/// from the log by reopening the database.
 pub(crate) struct Shared {
     /// The transaction, its tables open.
     pub(super) open: OpenTxn,
