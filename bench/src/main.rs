@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release -p loom-bench -- ledger [--seconds 3] [--dir /path/on/disk]
 //! cargo run --release -p loom-bench -- catchup [--events 1000000] [--streams 10000]
-//! cargo run --release -p loom-bench -- peers [--seconds 2] [--events 1000000] [--only W5] [--cache 2048]
+//! cargo run --release -p loom-bench -- peers [--seconds 2] [--events 1000000] [--only W5] [--cache 2048] [--catchup-runs 5]
 //! cargo run --release -p loom-bench -- wasm [--runs 7] [--seconds 0.3] [--batches 1,10,100,1000]
 //! cargo run --release -p loom-bench -- cluster-lag --sequencer URL --follower URL [--appends N]
 //! ```
@@ -108,7 +108,7 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!(
-                    "error: {e}\nusage: loom-bench peers [--seconds S] [--events N] [--dir DIR] [--pg-bin DIR] [--writers 1,4,16,64] [--batches 1,10,100,1000] [--only W1,…,W6] [--cache MiB]"
+                    "error: {e}\nusage: loom-bench peers [--seconds S] [--events N] [--dir DIR] [--pg-bin DIR] [--writers 1,4,16,64] [--batches 1,10,100,1000] [--only W1,…,W6] [--cache MiB] [--catchup-runs N]"
                 );
                 ExitCode::from(2)
             }

@@ -14,13 +14,42 @@ pub mod evolve {
     ) -> Vec<u8> {
         let size = group_len(state, events.clone());
         let mut w = Encoder::with_capacity(size);
+        write_group(&mut w, state, events);
+        debug_assert_eq!(w.len(), size, "an evolve input is sized exactly");
+        w.finish()
+    }
+
+    /// Writes an `evolve` input into `out`, which must be exactly [`encoded_len`] bytes (the
+    /// guest's memory, so that the events are copied once).
+    pub fn encode_into<'e>(
+        state: Option<&[u8]>,
+        events: impl ExactSizeIterator<Item = EventRef<'e>>,
+        out: &mut [u8],
+    ) -> Result<(), SizeMismatch> {
+        let mut w = Encoder::over(out);
+        write_group(&mut w, state, events);
+        w.check()
+    }
+
+    /// How many bytes an `evolve` input takes.
+    pub fn encoded_len<'e>(
+        state: Option<&[u8]>,
+        events: impl Iterator<Item = EventRef<'e>>,
+    ) -> usize {
+        group_len(state, events)
+    }
+
+    /// One group: `state`, `count`, the events.
+    pub(crate) fn write_group<'e, S: Sink>(
+        w: &mut Encoder<S>,
+        state: Option<&[u8]>,
+        events: impl ExactSizeIterator<Item = EventRef<'e>>,
+    ) {
         w.opt_bytes(state);
         w.u32(events.len() as u32);
         for e in events {
             w.event(&e);
         }
-        debug_assert_eq!(w.len(), size, "an evolve input is sized exactly");
-        w.finish()
     }
 
     /// How many bytes one group (`state`, `count`, the events) takes in an input: inputs are
@@ -59,21 +88,46 @@ pub mod evolve_groups {
     where
         E: Clone + ExactSizeIterator<Item = EventRef<'e>>,
     {
-        let size = 4 + groups
-            .iter()
-            .map(|(state, events)| evolve::group_len(*state, events.clone()))
-            .sum::<usize>();
+        let size = encoded_len(groups);
         let mut w = Encoder::with_capacity(size);
-        w.u32(groups.len() as u32);
-        for (state, evs) in groups {
-            w.opt_bytes(*state);
-            w.u32(evs.len() as u32);
-            for e in evs.clone() {
-                w.event(&e);
-            }
-        }
+        write(&mut w, groups);
         debug_assert_eq!(w.len(), size, "an evolve_groups input is sized exactly");
         w.finish()
+    }
+
+    /// Writes an `evolve_groups` input into `out`, which must be exactly [`encoded_len`]
+    /// bytes (the guest's memory, so that the events are copied once).
+    pub fn encode_into<'e, E>(
+        groups: &[(Option<&[u8]>, E)],
+        out: &mut [u8],
+    ) -> Result<(), SizeMismatch>
+    where
+        E: Clone + ExactSizeIterator<Item = EventRef<'e>>,
+    {
+        let mut w = Encoder::over(out);
+        write(&mut w, groups);
+        w.check()
+    }
+
+    /// How many bytes an `evolve_groups` input takes.
+    pub fn encoded_len<'e, E>(groups: &[(Option<&[u8]>, E)]) -> usize
+    where
+        E: Clone + ExactSizeIterator<Item = EventRef<'e>>,
+    {
+        4 + groups
+            .iter()
+            .map(|(state, events)| evolve::group_len(*state, events.clone()))
+            .sum::<usize>()
+    }
+
+    fn write<'e, E, S: Sink>(w: &mut Encoder<S>, groups: &[(Option<&[u8]>, E)])
+    where
+        E: Clone + ExactSizeIterator<Item = EventRef<'e>>,
+    {
+        w.u32(groups.len() as u32);
+        for (state, events) in groups {
+            evolve::write_group(w, *state, events.clone());
+        }
     }
 
     /// Decodes the group count; the reader then stands at the first group, which

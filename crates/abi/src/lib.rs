@@ -164,10 +164,97 @@ impl<'a> EventRef<'a> {
     }
 }
 
-/// Writes ABI byte layouts.
+/// Where an [`Encoder`] writes.
+pub trait Sink {
+    /// Appends `bytes`.
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl Sink for Vec<u8> {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+/// A [`Sink`] over a buffer sized in advance, e.g. the guest's own memory, so that an input is
+/// written once, where it is read. Bytes beyond the end are not written; [`SliceSink::check`]
+/// says whether the buffer was filled exactly.
+#[derive(Debug)]
+pub struct SliceSink<'a> {
+    buf: &'a mut [u8],
+    at: usize,
+    overflow: bool,
+}
+
+impl<'a> SliceSink<'a> {
+    /// A sink writing `buf` from its start.
+    pub fn new(buf: &'a mut [u8]) -> SliceSink<'a> {
+        SliceSink {
+            buf,
+            at: 0,
+            overflow: false,
+        }
+    }
+
+    /// `Ok` when exactly the whole buffer was written.
+    pub fn check(&self) -> Result<(), SizeMismatch> {
+        if self.overflow || self.at != self.buf.len() {
+            return Err(SizeMismatch {
+                buffer: self.buf.len(),
+                written: self.at,
+                overflow: self.overflow,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Sink for SliceSink<'_> {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        match self.buf.get_mut(self.at..self.at + bytes.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(bytes);
+                self.at += bytes.len();
+            }
+            None => self.overflow = true,
+        }
+    }
+}
+
+/// An encoding did not fill the buffer sized for it: a bug in the sizing, reported instead of
+/// handing the guest a truncated or padded input.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SizeMismatch {
+    /// The buffer's size.
+    pub buffer: usize,
+    /// Bytes written before it ended or overflowed.
+    pub written: usize,
+    /// Whether more was to be written than fit.
+    pub overflow: bool,
+}
+
+impl std::fmt::Display for SizeMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.overflow {
+            write!(f, "an input overflowed its {}-byte buffer", self.buffer)
+        } else {
+            write!(
+                f,
+                "an input filled {} bytes of its {}-byte buffer",
+                self.written, self.buffer
+            )
+        }
+    }
+}
+
+impl std::error::Error for SizeMismatch {}
+
+/// Writes ABI byte layouts, into a vector (the default) or any other [`Sink`].
 #[derive(Debug, Default)]
-pub struct Encoder {
-    buf: Vec<u8>,
+pub struct Encoder<S = Vec<u8>> {
+    buf: S,
 }
 
 impl Encoder {
@@ -193,34 +280,6 @@ impl Encoder {
     pub fn finish(self) -> Vec<u8> {
         self.buf
     }
-    /// A `u8`.
-    pub fn u8(&mut self, v: u8) {
-        self.buf.push(v);
-    }
-    /// A `u32`.
-    pub fn u32(&mut self, v: u32) {
-        self.buf.extend_from_slice(&v.to_le_bytes());
-    }
-    /// A `u64`.
-    pub fn u64(&mut self, v: u64) {
-        self.buf.extend_from_slice(&v.to_le_bytes());
-    }
-    /// An `i64`.
-    pub fn i64(&mut self, v: i64) {
-        self.buf.extend_from_slice(&v.to_le_bytes());
-    }
-    /// A `bytes` value.
-    pub fn bytes(&mut self, b: &[u8]) {
-        self.u32(b.len() as u32);
-        self.buf.extend_from_slice(b);
-    }
-    /// An optional `bytes` value.
-    pub fn opt_bytes(&mut self, b: Option<&[u8]>) {
-        match b {
-            Some(b) => self.bytes(b),
-            None => self.u32(ABSENT),
-        }
-    }
     /// How many bytes [`Encoder::event`] writes for `e`.
     pub fn event_len(e: &EventRef<'_>) -> usize {
         let opt = |v: Option<&str>| v.map_or(0, str::len);
@@ -236,6 +295,50 @@ impl Encoder {
             + opt(e.datacontenttype)
             + e.data.len()
             + e.extensions.len()
+    }
+}
+
+impl<'a> Encoder<SliceSink<'a>> {
+    /// A writer into `buf`, which the encoding should fill exactly ([`SliceSink::check`]).
+    pub fn over(buf: &'a mut [u8]) -> Self {
+        Encoder {
+            buf: SliceSink::new(buf),
+        }
+    }
+    /// `Ok` when exactly the whole buffer was written.
+    pub fn check(&self) -> Result<(), SizeMismatch> {
+        self.buf.check()
+    }
+}
+
+impl<S: Sink> Encoder<S> {
+    /// A `u8`.
+    pub fn u8(&mut self, v: u8) {
+        self.buf.put(&[v]);
+    }
+    /// A `u32`.
+    pub fn u32(&mut self, v: u32) {
+        self.buf.put(&v.to_le_bytes());
+    }
+    /// A `u64`.
+    pub fn u64(&mut self, v: u64) {
+        self.buf.put(&v.to_le_bytes());
+    }
+    /// An `i64`.
+    pub fn i64(&mut self, v: i64) {
+        self.buf.put(&v.to_le_bytes());
+    }
+    /// A `bytes` value.
+    pub fn bytes(&mut self, b: &[u8]) {
+        self.u32(b.len() as u32);
+        self.buf.put(b);
+    }
+    /// An optional `bytes` value.
+    pub fn opt_bytes(&mut self, b: Option<&[u8]>) {
+        match b {
+            Some(b) => self.bytes(b),
+            None => self.u32(ABSENT),
+        }
     }
     /// One event (layout in `docs/abi.md`).
     pub fn event(&mut self, e: &EventRef<'_>) {

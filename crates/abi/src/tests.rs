@@ -128,3 +128,35 @@ fn an_event_takes_exactly_the_bytes_its_size_says() {
     ]);
     assert_eq!(groups.len(), 4 + (4 + 2 + 4) + (4 + 4) + sizes);
 }
+
+#[test]
+fn inputs_written_in_place_equal_the_encoded_ones_and_a_wrong_size_is_refused() {
+    let events: Vec<_> = (0..4).map(sample).collect();
+    let groups = [
+        (Some(&b"{\"n\":1}"[..]), events[..1].iter().copied()),
+        (None, events[1..].iter().copied()),
+    ];
+    let encoded = evolve_groups::encode(&groups);
+    assert_eq!(evolve_groups::encoded_len(&groups), encoded.len());
+    let mut buf = vec![0xAA; encoded.len()];
+    evolve_groups::encode_into(&groups, &mut buf).unwrap();
+    assert_eq!(buf, encoded);
+
+    let one = evolve::encode(Some(b"{}"), events.iter().copied());
+    assert_eq!(
+        evolve::encoded_len(Some(b"{}"), events.iter().copied()),
+        one.len()
+    );
+    let mut buf = vec![0; one.len()];
+    evolve::encode_into(Some(b"{}"), events.iter().copied(), &mut buf).unwrap();
+    assert_eq!(buf, one);
+
+    // One byte short: nothing past the end is written, and the overflow is reported.
+    let mut short = vec![0; encoded.len() - 1];
+    let err = evolve_groups::encode_into(&groups, &mut short).unwrap_err();
+    assert!(err.overflow, "{err}");
+    // One byte long: the unwritten tail is reported, not handed over as padding.
+    let mut long = vec![0; encoded.len() + 1];
+    let err = evolve_groups::encode_into(&groups, &mut long).unwrap_err();
+    assert_eq!((err.overflow, err.written), (false, encoded.len()), "{err}");
+}

@@ -41,6 +41,22 @@ impl Runtime {
 
     /// Calls an entry point with an ABI input buffer; returns its output.
     pub fn call(&self, module: &Module, entry: Entry, input: &[u8]) -> Result<Outcome, CallError> {
+        self.call_with(module, entry, input.len(), |buf| {
+            buf.copy_from_slice(input);
+            Ok(())
+        })
+    }
+
+    /// Calls an entry point with an input of `len` bytes that `write` puts straight into the
+    /// buffer the module allocated for it: a catch-up's megabytes of events are copied once,
+    /// into the guest, with no buffer of their own in between.
+    pub(crate) fn call_with(
+        &self,
+        module: &Module,
+        entry: Entry,
+        len: usize,
+        write: impl FnOnce(&mut [u8]) -> Result<(), loom_abi::SizeMismatch>,
+    ) -> Result<Outcome, CallError> {
         if !module.exports(entry) {
             return Err(CallError::MissingEntry(entry));
         }
@@ -48,16 +64,17 @@ impl Runtime {
         // instance) is dropped.
         let _slot = self.slots.acquire();
         let mut store = self.store();
-        let result = self.call_in(&mut store, module, entry, input);
+        let result = self.call_in(&mut store, module, entry, len, write);
         result.map_err(|e| self.classify(entry, e, std::mem::take(&mut store.data_mut().logs)))
     }
 
-    pub(crate) fn call_in(
+    fn call_in(
         &self,
         store: &mut Store<HostState>,
         module: &Module,
         entry: Entry,
-        input: &[u8],
+        len: usize,
+        write: impl FnOnce(&mut [u8]) -> Result<(), loom_abi::SizeMismatch>,
     ) -> Result<Outcome, Failure> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         let instance = module.pre.instantiate(&mut *store).map_err(Failure::Wasm)?;
@@ -70,16 +87,22 @@ impl Runtime {
         let func = instance
             .get_typed_func::<(i32, i32), i64>(&mut *store, &module.export_name(entry))
             .map_err(Failure::Wasm)?;
-        let len = i32::try_from(input.len())
+        let size = len;
+        let len = i32::try_from(size)
             .map_err(|_| Failure::Output("the input is larger than 2 GiB".into()))?;
         let ptr = alloc.call(&mut *store, len).map_err(Failure::Wasm)?;
-        memory
-            .write(&mut *store, ptr as u32 as usize, input)
-            .map_err(|_| {
+        let start = ptr as u32 as usize;
+        let buf = memory
+            .data_mut(&mut *store)
+            .get_mut(start..start.saturating_add(size))
+            .ok_or_else(|| {
                 Failure::Output(format!(
                     "loom_alloc({len}) returned an out-of-bounds buffer {ptr:#x}"
                 ))
             })?;
+        // A mismatch is the host's bug, not the module's; it fails the call all the same
+        // rather than hand the module a wrong input.
+        write(buf).map_err(|e| Failure::Output(format!("the host encoded a bad input: {e}")))?;
         let packed = func.call(&mut *store, (ptr, len)).map_err(Failure::Wasm)?;
         let (out_ptr, out_len) = loom_abi::unpack(packed);
         let (out_ptr, out_len) = (out_ptr as usize, out_len as usize);
@@ -205,12 +228,17 @@ impl Runtime {
         let mut folded: Option<Vec<u8>> = None;
         let mut start = 0;
         loop {
-            let end = fill(start, n, budget, |i| {
+            let (end, bytes) = fill(start, n, budget, |i| {
                 loom_abi::Encoder::event_len(&event(i))
             });
             let current = folded.as_deref().or(state);
-            let input = loom_abi::evolve::encode(current, (start..end).map(&event));
-            folded = Some(self.evolve_input(module, &input)?);
+            let events = (start..end).map(&event);
+            // The state, the count, the events.
+            let len = 8 + current.map_or(0, <[u8]>::len) + bytes;
+            let outcome = self.call_with(module, Entry::Evolve, len, |buf| {
+                loom_abi::evolve::encode_into(current, events, buf)
+            })?;
+            folded = Some(Self::evolved(outcome)?);
             if end >= n {
                 return Ok(folded.expect("folded at least once"));
             }
@@ -235,57 +263,69 @@ impl Runtime {
                 .map(|(state, events)| self.evolve_views(module, *state, events))
                 .collect();
         }
-        let ext: Vec<Vec<String>> = groups
+        // Extensions as JSON, made only when there are any (a catch-up step's groups would
+        // otherwise each allocate a vector of empty strings).
+        let any_ext = groups
             .iter()
-            .map(|(_, events)| events.iter().map(view_extensions_json).collect())
-            .collect();
+            .any(|(_, events)| events.iter().any(|e| !e.extensions.is_empty()));
+        let ext: Vec<Vec<String>> = if any_ext {
+            groups
+                .iter()
+                .map(|(_, events)| events.iter().map(view_extensions_json).collect())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let ext_of = |g: usize, i: usize| ext.get(g).map_or("", |x| x[i].as_str());
+        let group_refs = |g: usize| {
+            groups[g]
+                .1
+                .iter()
+                .enumerate()
+                .map(move |(i, e)| view_ref(e, ext_of(g, i)))
+        };
         let size = |g: usize| {
-            let (state, events) = groups[g];
-            8 + state.map_or(0, <[u8]>::len)
-                + events
-                    .iter()
-                    .zip(&ext[g])
-                    .map(|(e, x)| loom_abi::Encoder::event_len(&view_ref(e, x)))
+            8 + groups[g].0.map_or(0, <[u8]>::len)
+                + group_refs(g)
+                    .map(|e| loom_abi::Encoder::event_len(&e))
                     .sum::<usize>()
         };
         let budget = self.call_bytes();
         let mut states = Vec::with_capacity(groups.len());
         let mut start = 0;
         while start < groups.len() {
-            let end = fill(start, groups.len(), budget, size);
+            let (end, bytes) = fill(start, groups.len(), budget, size);
             if end - start == 1 {
                 let (state, events) = groups[start];
                 states.push(self.evolve_views(module, state, events)?);
             } else {
-                let refs: Vec<_> = groups[start..end]
-                    .iter()
-                    .zip(&ext[start..end])
-                    .map(|((state, events), ext)| {
-                        (*state, events.iter().zip(ext).map(|(e, x)| view_ref(e, x)))
-                    })
-                    .collect();
-                states.extend(self.evolve_groups_call(module, &refs)?);
+                let refs: Vec<_> = (start..end).map(|g| (groups[g].0, group_refs(g))).collect();
+                // The count, then each group's state, count and events.
+                states.extend(self.evolve_groups_call(module, &refs, 4 + bytes)?);
             }
             start = end;
         }
         Ok(states)
     }
 
-    /// One `evolve_groups` call.
+    /// One `evolve_groups` call, whose input is `len` bytes.
     fn evolve_groups_call<'e, E>(
         &self,
         module: &Module,
         groups: &[(Option<&[u8]>, E)],
+        len: usize,
     ) -> Result<Vec<Vec<u8>>, CallError>
     where
         E: Clone + ExactSizeIterator<Item = EventRef<'e>>,
     {
-        let input = loom_abi::evolve_groups::encode(groups);
         let bad = |message: String| CallError::BadOutput {
             entry: Entry::EvolveGroups,
             message,
         };
-        match self.call(module, Entry::EvolveGroups, &input)? {
+        let outcome = self.call_with(module, Entry::EvolveGroups, len, |buf| {
+            loom_abi::evolve_groups::encode_into(groups, buf)
+        })?;
+        match outcome {
             Outcome::Ok(payload) => {
                 let states = loom_abi::evolve_groups::decode_states(&payload, groups.len())
                     .map_err(|e| bad(format!("malformed states: {}", e.0)))?;
@@ -295,8 +335,9 @@ impl Runtime {
         }
     }
 
-    pub(crate) fn evolve_input(&self, module: &Module, input: &[u8]) -> Result<Vec<u8>, CallError> {
-        match self.call(module, Entry::Evolve, input)? {
+    /// The state an `evolve` call returned.
+    fn evolved(outcome: Outcome) -> Result<Vec<u8>, CallError> {
+        match outcome {
             Outcome::Ok(state) => Ok(state),
             Outcome::Rejected(_) => Err(CallError::BadOutput {
                 entry: Entry::Evolve,
@@ -344,16 +385,17 @@ impl Runtime {
 }
 
 /// The end of the run of items from `start` (before `n`) whose sizes add up to at most
-/// `budget`; at least one item when `start < n`.
-fn fill(start: usize, n: usize, budget: usize, size: impl Fn(usize) -> usize) -> usize {
+/// `budget`, and their sizes' sum; at least one item when `start < n`.
+fn fill(start: usize, n: usize, budget: usize, size: impl Fn(usize) -> usize) -> (usize, usize) {
     let mut bytes = 0;
     let mut end = start;
     while end < n {
-        bytes += size(end);
-        if end > start && bytes > budget {
+        let next = size(end);
+        if end > start && bytes + next > budget {
             break;
         }
+        bytes += next;
         end += 1;
     }
-    end
+    (end, bytes)
 }

@@ -74,7 +74,10 @@ pub fn run_evolve_groups<P: Projection>(input: &[u8]) -> Vec<u8> {
         Ok(x) => x,
         Err(e) => return error(e),
     };
-    let mut states = Vec::with_capacity(groups as usize);
+    // Each state is written straight into the output, after its length (filled in once the
+    // state is written): no buffer per group.
+    let mut out = Vec::with_capacity(1 + 64 * groups as usize);
+    out.push(CallStatus::Ok as u8);
     for _ in 0..groups {
         let (state, count) = match loom_abi::evolve::decode_group(&mut reader) {
             Ok(x) => x,
@@ -84,12 +87,15 @@ pub fn run_evolve_groups<P: Projection>(input: &[u8]) -> Vec<u8> {
             Ok(s) => s,
             Err(out) => return out,
         };
-        match serde_json::to_vec(&state) {
-            Ok(bytes) => states.push(bytes),
-            Err(e) => return error(format_args!("could not serialize the result: {e}")),
+        let at = out.len();
+        out.extend_from_slice(&[0; 4]);
+        if let Err(e) = serde_json::to_writer(&mut out, &state) {
+            return error(format_args!("could not serialize the result: {e}"));
         }
+        let len = (out.len() - at - 4) as u32;
+        out[at..at + 4].copy_from_slice(&len.to_le_bytes());
     }
-    loom_abi::evolve_groups::ok_output(states.iter().map(Vec::as_slice))
+    out
 }
 
 /// Folds `count` events from `reader` into `state`; an error is the whole error output.

@@ -1,22 +1,20 @@
 //! One step's fold: the new events grouped by partition key, each group folded by the
 //! module from its previous state, and the states and checkpoint committed together.
 
-use std::borrow::Cow;
-
 use super::*;
 
 impl Shared {
-    /// One step: folds `events` (every matching event up to `covered`) onto the states kept
-    /// in `carry` or stored, and commits the new states with the checkpoint — or, when
-    /// `keep` (the step read a full batch), may keep them in `carry` for the next step's
-    /// commit ([`super::carry`]).
+    /// One step: folds the events of `events` it selects (every matching event up to
+    /// `covered`) onto the states kept in `carry` or stored, and commits the new states with
+    /// the checkpoint — or, when `keep` (the step read a full batch), may keep them in
+    /// `carry` for the next step's commit ([`super::carry`]).
     // Long by design: one step — which events, their groups and previous states, the fold,
     // each group's outcome (a state, or a quarantined stream), the commit.
     #[allow(clippy::too_many_arguments)] // one step's input, its carry and its mode
     pub(super) fn apply(
         &self,
         g: &Gen,
-        events: &[EventView<'_>],
+        events: &EventBatch,
         covered: u64,
         head: u64,
         carry: &mut Carry,
@@ -24,8 +22,12 @@ impl Shared {
     ) -> Result<(), Fault> {
         let module = self.module_of(g).map_err(|e| Fault::Engine(e.into()))?;
         let mut step_notes = notes::StepNotes::default();
-        let events = notes::select(g, &module, events, &mut step_notes)?;
-        let groups = Groups::new(g.spec.partition, events);
+        let groups = {
+            let selection = notes::Selection::new(g, &module);
+            Groups::new(g.spec.partition, events.iter(), |e| {
+                selection.keep(e, &mut step_notes)
+            })?
+        };
         let previous = self.previous_states(g, &groups, carry)?;
         let quarantine =
             g.spec.on_error == OnError::Quarantine && g.spec.partition == Partition::Stream;
@@ -113,7 +115,7 @@ impl Shared {
     fn previous_states(
         &self,
         g: &Gen,
-        groups: &Groups<'_, '_>,
+        groups: &Groups<'_>,
         carry: &Carry,
     ) -> Result<Vec<Option<KeyState>>, EngineError> {
         let stored = self.db.read()?.states_of(
@@ -245,7 +247,7 @@ impl Shared {
         &self,
         g: &Gen,
         module: &Module,
-        groups: &Groups<'_, '_>,
+        groups: &Groups<'_>,
         first: usize,
         previous: &[Option<KeyState>],
     ) -> Folded {
@@ -480,28 +482,38 @@ impl Shared {
 /// A step's events grouped by partition key (the stream, or one group for `single`): group
 /// `i` is `keys[i]` with `events(i)`, in ledger order; the groups in the order of their first
 /// event.
-pub(super) struct Groups<'a, 'e> {
+pub(super) struct Groups<'e> {
     keys: Vec<&'e str>,
-    events: Cow<'a, [EventView<'e>]>,
+    events: Vec<EventView<'e>>,
     /// Group `i` is `events[bounds[i]..bounds[i + 1]]`.
     bounds: Vec<usize>,
 }
 
-impl<'a, 'e> Groups<'a, 'e> {
-    fn new(partition: Partition, events: Cow<'a, [EventView<'e>]>) -> Self {
-        if events.is_empty() {
-            return Groups {
-                keys: Vec::new(),
-                events,
-                bounds: vec![0],
-            };
-        }
+impl<'e> Groups<'e> {
+    /// Groups the events `keep` keeps. Selecting and finding each event's group in the one
+    /// pass that makes its view reads each record once, while it is in the cache.
+    fn new(
+        partition: Partition,
+        events: impl ExactSizeIterator<Item = EventView<'e>>,
+        mut keep: impl FnMut(&EventView<'e>) -> Result<bool, Fault>,
+    ) -> Result<Self, Fault> {
+        let mut kept: Vec<EventView<'e>> = Vec::with_capacity(events.len());
         if partition == Partition::Single {
-            return Groups {
-                keys: vec![""],
-                bounds: vec![0, events.len()],
-                events,
+            for e in events {
+                if keep(&e)? {
+                    kept.push(e);
+                }
+            }
+            let (keys, bounds) = if kept.is_empty() {
+                (Vec::new(), vec![0])
+            } else {
+                (vec![""], vec![0, kept.len()])
             };
+            return Ok(Groups {
+                keys,
+                events: kept,
+                bounds,
+            });
         }
         // A counting sort by stream: each event's group, the groups' sizes, then every event
         // copied once to its group's place (no vector per group, no rehashing of views).
@@ -509,7 +521,10 @@ impl<'a, 'e> Groups<'a, 'e> {
         let mut keys: Vec<&'e str> = Vec::new();
         let mut sizes: Vec<usize> = Vec::new();
         let mut group_of: Vec<u32> = Vec::with_capacity(events.len());
-        for e in events.iter() {
+        for e in events {
+            if !keep(&e)? {
+                continue;
+            }
             let id = *ids.entry(e.subject).or_insert_with(|| {
                 keys.push(e.subject);
                 sizes.push(0);
@@ -517,6 +532,7 @@ impl<'a, 'e> Groups<'a, 'e> {
             });
             sizes[id as usize] += 1;
             group_of.push(id);
+            kept.push(e);
         }
         let mut bounds = Vec::with_capacity(keys.len() + 1);
         bounds.push(0);
@@ -524,18 +540,18 @@ impl<'a, 'e> Groups<'a, 'e> {
             bounds.push(bounds[bounds.len() - 1] + size);
         }
         let mut next: Vec<usize> = bounds[..keys.len()].to_vec();
-        let mut order = vec![0u32; events.len()];
+        let mut order = vec![0u32; kept.len()];
         for (i, id) in group_of.iter().enumerate() {
             let slot = &mut next[*id as usize];
             order[*slot] = i as u32;
             *slot += 1;
         }
-        let grouped: Vec<EventView<'e>> = order.iter().map(|&i| events[i as usize]).collect();
-        Groups {
+        let grouped: Vec<EventView<'e>> = order.iter().map(|&i| kept[i as usize]).collect();
+        Ok(Groups {
             keys,
-            events: Cow::Owned(grouped),
+            events: grouped,
             bounds,
-        }
+        })
     }
 
     fn len(&self) -> usize {

@@ -3,7 +3,6 @@
 //! error (`on_error: quarantine`). Both are catalog notes, committed with the states and the
 //! checkpoint they go with.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 
 use foldhash::HashSet as FastSet;
@@ -214,56 +213,95 @@ impl Shared {
 
 /// Which events of a step a generation folds: not those of quarantined streams (they wait
 /// for `resume`), and not those whose type its reducer does not decode (counted, or, with
-/// `strict`, the failure of the projection at the first of them). Borrows `events` when it
-/// keeps them all (the usual case: a catch-up step copies no events here).
-pub(super) fn select<'a, 'e>(
-    g: &Gen,
-    module: &Module,
-    events: &'a [EventView<'e>],
-    notes: &mut StepNotes,
-) -> Result<Cow<'a, [EventView<'e>]>, Fault> {
-    let decodes: Option<FastSet<&str>> = module
-        .reducer()
-        .and_then(|r| r.events.as_ref())
-        .map(|types| types.iter().map(String::as_str).collect());
-    let quarantined = g.notes.lock().expect("notes lock");
-    let mut out: Option<Vec<EventView<'e>>> = None;
-    for (i, e) in events.iter().enumerate() {
-        let keep = if !quarantined.quarantine.is_empty()
-            && quarantined.quarantine.contains_key(e.subject)
-        {
-            false
-        } else if let Some(types) = &decodes
-            && !types.contains(e.ty)
-        {
-            if g.spec.strict {
-                let reducer = module.reducer().map_or("", |r| r.name.as_str());
-                let mut known: Vec<&str> = types.iter().copied().collect();
-                known.sort_unstable();
-                return Err(Fault::Module {
-                    position: e.position,
-                    error: CallError::Guest {
-                        entry: Entry::Evolve,
-                        message: format!(
-                            "the event at position {} has type {:?}, which reducer {reducer} does \
-                             not decode (it decodes {}), and the projection is strict",
-                            e.position,
-                            e.ty,
-                            known.join(", ")
-                        ),
-                    },
-                });
-            }
-            *notes.skipped.entry(e.ty.to_owned()).or_insert(0) += 1;
-            false
-        } else {
-            true
-        };
-        match (&mut out, keep) {
-            (Some(out), true) => out.push(*e),
-            (None, false) => out = Some(events[..i].to_vec()),
-            _ => {}
+/// `strict`, the failure of the projection at the first of them). Asked once per event, as
+/// the step's events are grouped ([`super::fold::Groups::new`]), so that each event's record
+/// is read once while it is in the cache.
+pub(super) struct Selection<'a> {
+    g: &'a Gen,
+    module: &'a Module,
+    /// The types the reducer decodes, if it says.
+    decodes: Option<Types<'a>>,
+    quarantined: std::sync::MutexGuard<'a, Notes>,
+}
+
+impl<'a> Selection<'a> {
+    pub(super) fn new(g: &'a Gen, module: &'a Module) -> Self {
+        Selection {
+            g,
+            module,
+            decodes: module
+                .reducer()
+                .and_then(|r| r.events.as_ref())
+                .map(|types| Types::of(types)),
+            quarantined: g.notes.lock().expect("notes lock"),
         }
     }
-    Ok(out.map_or(Cow::Borrowed(events), Cow::Owned))
+
+    /// Whether `e` is folded; a skipped event is counted in `notes`.
+    pub(super) fn keep(&self, e: &EventView<'_>, notes: &mut StepNotes) -> Result<bool, Fault> {
+        if !self.quarantined.quarantine.is_empty()
+            && self.quarantined.quarantine.contains_key(e.subject)
+        {
+            return Ok(false);
+        }
+        let Some(types) = &self.decodes else {
+            return Ok(true);
+        };
+        if types.contains(e.ty) {
+            return Ok(true);
+        }
+        if self.g.spec.strict {
+            let reducer = self.module.reducer().map_or("", |r| r.name.as_str());
+            let mut known = types.all();
+            known.sort_unstable();
+            known.dedup();
+            return Err(Fault::Module {
+                position: e.position,
+                error: CallError::Guest {
+                    entry: Entry::Evolve,
+                    message: format!(
+                        "the event at position {} has type {:?}, which reducer {reducer} does \
+                         not decode (it decodes {}), and the projection is strict",
+                        e.position,
+                        e.ty,
+                        known.join(", ")
+                    ),
+                },
+            });
+        }
+        *notes.skipped.entry(e.ty.to_owned()).or_insert(0) += 1;
+        Ok(false)
+    }
+}
+
+/// A set of event types: a few are compared one by one (cheaper than hashing each event's
+/// type), many are hashed.
+enum Types<'a> {
+    Few(Vec<&'a str>),
+    Many(FastSet<&'a str>),
+}
+
+impl<'a> Types<'a> {
+    fn of(types: &'a [String]) -> Self {
+        let types = types.iter().map(String::as_str);
+        if types.len() <= 8 {
+            Types::Few(types.collect())
+        } else {
+            Types::Many(types.collect())
+        }
+    }
+
+    fn contains(&self, ty: &str) -> bool {
+        match self {
+            Types::Few(few) => few.contains(&ty),
+            Types::Many(many) => many.contains(ty),
+        }
+    }
+
+    fn all(&self) -> Vec<&'a str> {
+        match self {
+            Types::Few(few) => few.clone(),
+            Types::Many(many) => many.iter().copied().collect(),
+        }
+    }
 }

@@ -238,7 +238,6 @@ impl Shared {
             g.life.notify();
             return Ok(());
         }
-        let views: Vec<EventView<'_>> = batch.iter().collect();
         let applied = if full {
             let next = &mut reads.next;
             let (applied, read) = std::thread::scope(|scope| {
@@ -255,7 +254,7 @@ impl Shared {
                         .map(|()| head)
                 });
                 (
-                    self.apply(g, &views, covered, head, carry, true),
+                    self.apply(g, batch, covered, head, carry, true),
                     reader.join(),
                 )
             });
@@ -268,14 +267,13 @@ impl Shared {
             }
             applied
         } else {
-            self.apply(g, &views, covered, head, carry, false)
+            self.apply(g, batch, covered, head, carry, false)
         };
         let failed = match applied {
             Ok(()) => return Ok(()),
             Err(Fault::Engine(e)) => return Err(e),
             Err(Fault::Module { position, error }) => (position, error),
         };
-        drop(views);
         // Keep what folds cleanly: every event before the failing one.
         let (mut position, mut error) = failed;
         let before = (0..batch.len())
@@ -283,8 +281,7 @@ impl Shared {
             .count();
         batch.truncate(before);
         if !batch.is_empty() {
-            let views: Vec<EventView<'_>> = batch.iter().collect();
-            match self.apply(g, &views, position - 1, head, carry, false) {
+            match self.apply(g, batch, position - 1, head, carry, false) {
                 Ok(()) => {}
                 Err(Fault::Engine(e)) => return Err(e),
                 // The events before the failing one failed too, this time (a limit reached
