@@ -160,3 +160,32 @@ fn inputs_written_in_place_equal_the_encoded_ones_and_a_wrong_size_is_refused() 
     let err = evolve_groups::encode_into(&groups, &mut long).unwrap_err();
     assert_eq!((err.overflow, err.written), (false, encoded.len()), "{err}");
 }
+
+#[test]
+fn attributes_checked_together_read_as_when_checked_alone() {
+    let long = "k".repeat(200); // its length prefix (200 = 0xC8) is not ASCII
+    let subjects = ["cart/1", "cart/ünïcödé/€", long.as_str(), ""];
+    for subject in subjects {
+        let e = EventRef {
+            subject,
+            id: "ид",
+            ..sample(1)
+        };
+        let buf = react::encode(&e);
+        assert_eq!(react::decode(&buf).unwrap(), e, "{subject:?}");
+    }
+    // A field that is not UTF-8 is refused, whichever way the attributes are checked.
+    for subject in ["cart/1", long.as_str()] {
+        let e = EventRef {
+            subject,
+            ..sample(1)
+        };
+        let mut buf = react::encode(&e);
+        let at = buf
+            .windows(2)
+            .position(|w| w == b"id")
+            .expect("the id is in the input");
+        buf[at] = 0xFF;
+        assert!(react::decode(&buf).is_err(), "{subject:?}");
+    }
+}

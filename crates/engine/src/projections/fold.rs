@@ -24,7 +24,7 @@ impl Shared {
         let mut step_notes = notes::StepNotes::default();
         let groups = {
             let selection = notes::Selection::new(g, &module);
-            Groups::new(g.spec.partition, events.iter(), |e| {
+            Groups::new(g.spec.partition, events, |e| {
                 selection.keep(e, &mut step_notes)
             })?
         };
@@ -490,16 +490,16 @@ pub(super) struct Groups<'e> {
 }
 
 impl<'e> Groups<'e> {
-    /// Groups the events `keep` keeps. Selecting and finding each event's group in the one
-    /// pass that makes its view reads each record once, while it is in the cache.
+    /// Groups the events of `batch` that `keep` keeps. Selecting and finding each event's
+    /// group happen in one pass, which reads each record once while it is in the cache.
     fn new(
         partition: Partition,
-        events: impl ExactSizeIterator<Item = EventView<'e>>,
+        batch: &'e EventBatch,
         mut keep: impl FnMut(&EventView<'e>) -> Result<bool, Fault>,
     ) -> Result<Self, Fault> {
-        let mut kept: Vec<EventView<'e>> = Vec::with_capacity(events.len());
         if partition == Partition::Single {
-            for e in events {
+            let mut kept: Vec<EventView<'e>> = Vec::with_capacity(batch.len());
+            for e in batch.iter() {
                 if keep(&e)? {
                     kept.push(e);
                 }
@@ -515,14 +515,18 @@ impl<'e> Groups<'e> {
                 bounds,
             });
         }
-        // A counting sort by stream: each event's group, the groups' sizes, then every event
-        // copied once to its group's place (no vector per group, no rehashing of views).
+        // A counting sort by stream: each event's group, the groups' sizes, then each kept
+        // event's view made again (cheap: the batch is already checked) straight into its
+        // group's place, so that no view is copied from one vector into another.
+        const DROPPED: u32 = u32::MAX;
         let mut ids: foldhash::HashMap<&'e str, u32> = foldhash::HashMap::default();
         let mut keys: Vec<&'e str> = Vec::new();
         let mut sizes: Vec<usize> = Vec::new();
-        let mut group_of: Vec<u32> = Vec::with_capacity(events.len());
-        for e in events {
+        let mut group_of: Vec<u32> = Vec::with_capacity(batch.len());
+        let mut kept = 0;
+        for e in batch.iter() {
             if !keep(&e)? {
+                group_of.push(DROPPED);
                 continue;
             }
             let id = *ids.entry(e.subject).or_insert_with(|| {
@@ -532,7 +536,7 @@ impl<'e> Groups<'e> {
             });
             sizes[id as usize] += 1;
             group_of.push(id);
-            kept.push(e);
+            kept += 1;
         }
         let mut bounds = Vec::with_capacity(keys.len() + 1);
         bounds.push(0);
@@ -540,13 +544,16 @@ impl<'e> Groups<'e> {
             bounds.push(bounds[bounds.len() - 1] + size);
         }
         let mut next: Vec<usize> = bounds[..keys.len()].to_vec();
-        let mut order = vec![0u32; kept.len()];
-        for (i, id) in group_of.iter().enumerate() {
-            let slot = &mut next[*id as usize];
+        let mut order = vec![0u32; kept];
+        for (i, &id) in group_of.iter().enumerate() {
+            if id == DROPPED {
+                continue;
+            }
+            let slot = &mut next[id as usize];
             order[*slot] = i as u32;
             *slot += 1;
         }
-        let grouped: Vec<EventView<'e>> = order.iter().map(|&i| kept[i as usize]).collect();
+        let grouped: Vec<EventView<'e>> = order.iter().map(|&i| batch.get(i as usize)).collect();
         Ok(Groups {
             keys,
             events: grouped,
