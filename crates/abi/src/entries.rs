@@ -19,7 +19,7 @@ pub mod evolve {
         w.finish()
     }
 
-    /// Writes an `evolve` input into `out`, which must be exactly [`encoded_len`] bytes (the
+    /// Writes an `evolve` input into `out`, which must be exactly [`input_len`] bytes (the
     /// guest's memory, so that the events are copied once).
     pub fn encode_into<'e>(
         state: Option<&[u8]>,
@@ -31,12 +31,11 @@ pub mod evolve {
         w.check()
     }
 
-    /// How many bytes an `evolve` input takes.
-    pub fn encoded_len<'e>(
-        state: Option<&[u8]>,
-        events: impl Iterator<Item = EventRef<'e>>,
-    ) -> usize {
-        group_len(state, events)
+    /// How many bytes an `evolve` input (or one group of an `evolve_groups` input) takes
+    /// with `state` and events of `events_len` bytes ([`Encoder::event_len`] each): a caller
+    /// that has summed its events' sizes already need not walk them again.
+    pub fn input_len(state: Option<&[u8]>, events_len: usize) -> usize {
+        8 + state.map_or(0, <[u8]>::len) + events_len
     }
 
     /// One group: `state`, `count`, the events.
@@ -58,7 +57,7 @@ pub mod evolve {
         state: Option<&[u8]>,
         events: impl Iterator<Item = EventRef<'e>>,
     ) -> usize {
-        8 + state.map_or(0, <[u8]>::len) + events.map(|e| Encoder::event_len(&e)).sum::<usize>()
+        input_len(state, events.map(|e| Encoder::event_len(&e)).sum())
     }
 
     /// Decodes an `evolve` input: the state and a reader positioned at the events.
@@ -114,10 +113,18 @@ pub mod evolve_groups {
     where
         E: Clone + ExactSizeIterator<Item = EventRef<'e>>,
     {
-        4 + groups
-            .iter()
-            .map(|(state, events)| evolve::group_len(*state, events.clone()))
-            .sum::<usize>()
+        input_len(
+            groups
+                .iter()
+                .map(|(state, events)| evolve::group_len(*state, events.clone()))
+                .sum(),
+        )
+    }
+
+    /// How many bytes an `evolve_groups` input takes whose groups take `groups_len` bytes
+    /// ([`evolve::input_len`] each).
+    pub fn input_len(groups_len: usize) -> usize {
+        4 + groups_len
     }
 
     fn write<'e, E, S: Sink>(w: &mut Encoder<S>, groups: &[(Option<&[u8]>, E)])

@@ -144,7 +144,7 @@ fn inputs_written_in_place_equal_the_encoded_ones_and_a_wrong_size_is_refused() 
 
     let one = evolve::encode(Some(b"{}"), events.iter().copied());
     assert_eq!(
-        evolve::encoded_len(Some(b"{}"), events.iter().copied()),
+        evolve::input_len(Some(b"{}"), events.iter().map(Encoder::event_len).sum()),
         one.len()
     );
     let mut buf = vec![0; one.len()];

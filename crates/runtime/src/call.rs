@@ -233,8 +233,7 @@ impl Runtime {
             });
             let current = folded.as_deref().or(state);
             let events = (start..end).map(&event);
-            // The state, the count, the events.
-            let len = 8 + current.map_or(0, <[u8]>::len) + bytes;
+            let len = loom_abi::evolve::input_len(current, bytes);
             let outcome = self.call_with(module, Entry::Evolve, len, |buf| {
                 loom_abi::evolve::encode_into(current, events, buf)
             })?;
@@ -285,10 +284,10 @@ impl Runtime {
                 .map(move |(i, e)| view_ref(e, ext_of(g, i)))
         };
         let size = |g: usize| {
-            8 + groups[g].0.map_or(0, <[u8]>::len)
-                + group_refs(g)
-                    .map(|e| loom_abi::Encoder::event_len(&e))
-                    .sum::<usize>()
+            let events = group_refs(g)
+                .map(|e| loom_abi::Encoder::event_len(&e))
+                .sum();
+            loom_abi::evolve::input_len(groups[g].0, events)
         };
         let budget = self.call_bytes();
         let mut states = Vec::with_capacity(groups.len());
@@ -300,8 +299,8 @@ impl Runtime {
                 states.push(self.evolve_views(module, state, events)?);
             } else {
                 let refs: Vec<_> = (start..end).map(|g| (groups[g].0, group_refs(g))).collect();
-                // The count, then each group's state, count and events.
-                states.extend(self.evolve_groups_call(module, &refs, 4 + bytes)?);
+                let len = loom_abi::evolve_groups::input_len(bytes);
+                states.extend(self.evolve_groups_call(module, &refs, len)?);
             }
             start = end;
         }
