@@ -16,7 +16,8 @@
 //! * `cart lifecycle`: many carts of 20 events each (created, 15 adds over 8 products, 3
 //!   removes, checked out), one `evolve` call per cart from the initial state.
 //! * `bank`: one account stream (`was_opened`, then `was_credited` / `was_debited`), batched
-//!   like `cart`.
+//!   like `cart`; once with `{"amount"}` as the data, once with the ~256 bytes of the peers
+//!   benchmark's events (W5b), of which `bank` reads only `amount`.
 //!
 //! Every measurement is repeated `--runs` times, wasm and native interleaved, and medians are
 //! printed. Before timing, every input's wasm output is checked to equal the native output.
@@ -220,8 +221,18 @@ fn cart_lifecycles(n: usize) -> Vec<Stream> {
         .collect()
 }
 
+/// What a `bank` stream's credits and debits carry.
+#[derive(Clone, Copy, PartialEq)]
+enum BankData {
+    /// `{"amount"}` alone.
+    Small,
+    /// The ~256 bytes of the peers benchmark's events (W5b), of which `bank` reads only
+    /// `amount`: the guest's cost of reading past the rest.
+    Peers,
+}
+
 /// One account stream: opened, then credits and debits.
-fn bank_stream(n: usize) -> Stream {
+fn bank_stream(n: usize, data: BankData) -> Stream {
     let mut rng = Rng(0xd1b5_4a32_d192_ed03);
     let mut s = Stream::new("account/DE89-3704-0044-0532-0130-00".into());
     s.push(
@@ -236,7 +247,11 @@ fn bank_stream(n: usize) -> Stream {
         } else {
             "was_debited"
         };
-        s.push(i as u64 + 1, ty, serde_json::json!({ "amount": amount }));
+        let data = match data {
+            BankData::Small => serde_json::json!({ "amount": amount }),
+            BankData::Peers => crate::peers::data(123, amount as i64),
+        };
+        s.push(i as u64 + 1, ty, data);
     }
     s
 }
@@ -624,18 +639,24 @@ pub fn run(args: &WasmArgs) {
     ));
     print_rows("cart", &rows);
 
-    let stream = bank_stream(args.stream_events);
     let mut rows = Vec::new();
-    for &b in &args.batches {
-        let calls = batched_calls(bank_native, &stream, b);
-        rows.push(run_case(
-            &rt,
-            &bank_module,
-            bank_native,
-            b.to_string(),
-            &calls,
-            args,
-        ));
+    for data in [BankData::Small, BankData::Peers] {
+        let stream = bank_stream(args.stream_events, data);
+        for &b in &args.batches {
+            let calls = batched_calls(bank_native, &stream, b);
+            let label = match data {
+                BankData::Small => b.to_string(),
+                BankData::Peers => format!("{b}, the peers' 256-byte data"),
+            };
+            rows.push(run_case(
+                &rt,
+                &bank_module,
+                bank_native,
+                label,
+                &calls,
+                args,
+            ));
+        }
     }
     print_rows("bank", &rows);
 }
