@@ -41,10 +41,10 @@ pub use log::awake::{AWAKE_FILE, KeepAwake};
 pub use log::replicated::GroupLog;
 pub use log::wal::{RESERVE_FILE, WAL_FILE, WAL_FILES};
 pub use tables::CatalogTable;
-pub use view::EventBatch;
 /// Lazy records, for the bulk scans the benchmarks compare (feature `bench`).
 #[cfg(feature = "bench")]
 pub use view::EventRecord;
+pub use view::{EventBatch, EventHead};
 
 /// The event model the ledger's API speaks, from `loom-core`.
 pub use loom_core::{

@@ -111,6 +111,17 @@ pub struct EventBatch {
     items: Vec<Item>,
 }
 
+/// An event's position, type and subject, from [`EventBatch::head`].
+#[derive(Clone, Copy, Debug)]
+pub struct EventHead<'a> {
+    /// Global position.
+    pub position: u64,
+    /// CloudEvents `type`.
+    pub ty: &'a str,
+    /// `subject`.
+    pub subject: &'a str,
+}
+
 /// `start..end` in one of the batch's buffers.
 #[derive(Clone, Copy, Debug, Default)]
 struct Span {
@@ -265,6 +276,19 @@ impl EventBatch {
                 _ => DataRef::Binary(bin(item.data)),
             },
             extensions: Extensions::encoded(item.extension_count, bin(item.extensions)),
+        }
+    }
+
+    /// What a fold selects and groups event `i` by — its position, type and subject —
+    /// without making its whole view: a step asks this of every event of a batch far larger
+    /// than the caches, and a view would read every field's bounds.
+    pub fn head(&self, i: usize) -> EventHead<'_> {
+        let item = &self.items[i];
+        let text = |s: Span| &self.text[s.start as usize..s.end as usize];
+        EventHead {
+            position: item.position,
+            ty: text(item.ty),
+            subject: text(item.subject),
         }
     }
 

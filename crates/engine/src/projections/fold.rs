@@ -495,13 +495,13 @@ impl<'e> Groups<'e> {
     fn new(
         partition: Partition,
         batch: &'e EventBatch,
-        mut keep: impl FnMut(&EventView<'e>) -> Result<bool, Fault>,
+        mut keep: impl FnMut(&EventHead<'e>) -> Result<bool, Fault>,
     ) -> Result<Self, Fault> {
         if partition == Partition::Single {
             let mut kept: Vec<EventView<'e>> = Vec::with_capacity(batch.len());
-            for e in batch.iter() {
-                if keep(&e)? {
-                    kept.push(e);
+            for i in 0..batch.len() {
+                if keep(&batch.head(i))? {
+                    kept.push(batch.get(i));
                 }
             }
             let (keys, bounds) = if kept.is_empty() {
@@ -524,7 +524,7 @@ impl<'e> Groups<'e> {
         let mut sizes: Vec<usize> = Vec::new();
         let mut group_of: Vec<u32> = Vec::with_capacity(batch.len());
         let mut kept = 0;
-        for e in batch.iter() {
+        for e in (0..batch.len()).map(|i| batch.head(i)) {
             if !keep(&e)? {
                 group_of.push(DROPPED);
                 continue;

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use event_listener::Listener;
 use loom_ledger::{Catalog, CatalogTable, Durability, Epoch, ProjectionCheckpoint};
 use loom_ledger::{
-    CompiledSelector, DataRef, EventBatch, EventView, Ledger, ReadOptions, Selector,
+    CompiledSelector, DataRef, EventBatch, EventHead, EventView, Ledger, ReadOptions, Selector,
 };
 use loom_runtime::{CallError, Entry, Module, Outcome, Runtime};
 

@@ -238,7 +238,7 @@ impl<'a> Selection<'a> {
     }
 
     /// Whether `e` is folded; a skipped event is counted in `notes`.
-    pub(super) fn keep(&self, e: &EventView<'_>, notes: &mut StepNotes) -> Result<bool, Fault> {
+    pub(super) fn keep(&self, e: &EventHead<'_>, notes: &mut StepNotes) -> Result<bool, Fault> {
         if !self.quarantined.quarantine.is_empty()
             && self.quarantined.quarantine.contains_key(e.subject)
         {

@@ -141,6 +141,14 @@ fn batches_carry_every_attribute_and_data_kind_and_can_be_refilled_and_cut() {
             .unwrap();
         let got: Vec<_> = batch.iter().map(|v| v.to_stored().unwrap()).collect();
         assert_eq!(got, owned[after as usize..(after as usize + limit).min(4)]);
+        // What a fold selects and groups by, without a whole view.
+        for (i, e) in got.iter().enumerate() {
+            let head = batch.head(i);
+            assert_eq!(
+                (head.position, head.ty, head.subject),
+                (e.position, e.event.ty.as_str(), e.event.subject.as_str())
+            );
+        }
     }
     assert_eq!(
         batch.get(1).data,
