@@ -296,18 +296,27 @@ fn loom_conditional(args: &Args, writers: usize) -> Row {
         .collect();
     std::thread::sleep(Duration::from_secs_f64(args.seconds));
     stop.store(true, Ordering::Relaxed);
+    let results = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    conditional_row("Loom (ledger lib)", results, started.elapsed())
+}
+
+/// The W4 row of `system`, from each writer's latencies, appends and conflicts over
+/// `elapsed`.
+fn conditional_row(
+    system: &str,
+    results: Vec<(Vec<Duration>, u64, u64)>,
+    elapsed: Duration,
+) -> Row {
     let (mut lat, mut ok, mut conflicts) = (Vec::new(), 0, 0);
-    for h in handles {
-        let (l, o, c) = h.join().unwrap();
+    for (l, o, c) in results {
         lat.extend(l);
         ok += o;
         conflicts += c;
     }
-    let elapsed = started.elapsed();
     let note = conflict_note(ok, conflicts, elapsed);
     Row::from_latencies(
         "W4 conditional, 4 writers, Zipf",
-        "Loom (ledger lib)",
+        system,
         ok,
         elapsed,
         lat,

@@ -10,8 +10,8 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls};
 
 use super::{
-    Amount, Args, Row, STREAMS, ZIPF_S, ZIPF_STREAMS, Zipf, catchup_row, conflict_note, data_text,
-    owned_stream, temp_in,
+    Amount, Args, Row, STREAMS, ZIPF_S, ZIPF_STREAMS, Zipf, catchup_row, conditional_row,
+    data_text, owned_stream, temp_in,
 };
 
 /// A PostgreSQL cluster in a temp dir, stopped on drop.
@@ -153,75 +153,55 @@ pub(super) async fn pg_appends(
     writers: usize,
     batch: usize,
 ) -> Row {
-    pg.fresh_table().await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut clients = Vec::new();
-    for _ in 0..writers {
-        clients.push(pg.connect().await);
-    }
-    let started = Instant::now();
-    let handles: Vec<_> = clients
-        .into_iter()
-        .enumerate()
-        .map(|(w, client)| {
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let one = client.prepare(INSERT_ONE).await.expect("prepare");
-                let many = client.prepare(INSERT_MANY).await.expect("prepare");
-                let mut revs = vec![0i64; STREAMS];
-                let mut lat = Vec::new();
-                let mut i = 0usize;
-                while !stop.load(Ordering::Relaxed) {
-                    let streams: Vec<usize> = (0..batch)
-                        .map(|b| owned_stream(w, writers, i * batch + b))
-                        .collect();
-                    let t = Instant::now();
-                    if batch == 1 {
-                        let s = streams[0];
+    let (lats, elapsed) = load(pg, seconds, writers, |w, client, stop| async move {
+        let one = client.prepare(INSERT_ONE).await.expect("prepare");
+        let many = client.prepare(INSERT_MANY).await.expect("prepare");
+        let mut revs = vec![0i64; STREAMS];
+        let mut lat = Vec::new();
+        let mut i = 0usize;
+        while !stop.load(Ordering::Relaxed) {
+            let streams: Vec<usize> = (0..batch)
+                .map(|b| owned_stream(w, writers, i * batch + b))
+                .collect();
+            let t = Instant::now();
+            if batch == 1 {
+                let s = streams[0];
+                revs[s] += 1;
+                client
+                    .execute(
+                        &one,
+                        &[
+                            &format!("bench/{s}"),
+                            &revs[s],
+                            &"was_credited",
+                            &data_text(s),
+                        ],
+                    )
+                    .await
+                    .expect("insert");
+            } else {
+                let names: Vec<String> = streams.iter().map(|s| format!("bench/{s}")).collect();
+                let rs: Vec<i64> = streams
+                    .iter()
+                    .map(|&s| {
                         revs[s] += 1;
-                        client
-                            .execute(
-                                &one,
-                                &[
-                                    &format!("bench/{s}"),
-                                    &revs[s],
-                                    &"was_credited",
-                                    &data_text(s),
-                                ],
-                            )
-                            .await
-                            .expect("insert");
-                    } else {
-                        let names: Vec<String> =
-                            streams.iter().map(|s| format!("bench/{s}")).collect();
-                        let rs: Vec<i64> = streams
-                            .iter()
-                            .map(|&s| {
-                                revs[s] += 1;
-                                revs[s]
-                            })
-                            .collect();
-                        let types = vec!["was_credited"; batch];
-                        let datas: Vec<String> = streams.iter().map(|&s| data_text(s)).collect();
-                        client
-                            .execute(&many, &[&names, &rs, &types, &datas])
-                            .await
-                            .expect("insert batch");
-                    }
-                    lat.push(t.elapsed());
-                    i += 1;
-                }
-                lat
-            })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut lat = Vec::new();
-    for h in handles {
-        lat.extend(h.await.unwrap());
-    }
-    let elapsed = started.elapsed();
+                        revs[s]
+                    })
+                    .collect();
+                let types = vec!["was_credited"; batch];
+                let datas: Vec<String> = streams.iter().map(|&s| data_text(s)).collect();
+                client
+                    .execute(&many, &[&names, &rs, &types, &datas])
+                    .await
+                    .expect("insert batch");
+            }
+            lat.push(t.elapsed());
+            i += 1;
+        }
+        lat
+    })
+    .await;
+    let lat: Vec<Duration> = lats.into_iter().flatten().collect();
     let events = lat.len() as u64 * batch as u64;
     Row::from_latencies(
         workload,
@@ -234,6 +214,53 @@ pub(super) async fn pg_appends(
 }
 
 pub(super) async fn pg_conditional(pg: &Pg, seconds: f64, writers: usize) -> Row {
+    let (results, elapsed) = load(pg, seconds, writers, |w, client, stop| async move {
+        let read = client
+            .prepare("SELECT coalesce(max(revision), 0) FROM events WHERE stream = $1")
+            .await
+            .expect("prepare");
+        let insert = client.prepare(INSERT_ONE).await.expect("prepare");
+        let mut zipf = Zipf::new(ZIPF_STREAMS, ZIPF_S, w as u64 + 1);
+        let (mut lat, mut ok, mut conflicts) = (Vec::new(), 0u64, 0u64);
+        while !stop.load(Ordering::Relaxed) {
+            let k = zipf.sample();
+            let stream = format!("bench/{k}");
+            let t = Instant::now();
+            let rev: i64 = client
+                .query_one(&read, &[&stream])
+                .await
+                .expect("read")
+                .get(0);
+            let r = client
+                .execute(
+                    &insert,
+                    &[&stream, &(rev + 1), &"was_credited", &data_text(k)],
+                )
+                .await;
+            match r {
+                Ok(_) => ok += 1,
+                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+                    conflicts += 1
+                }
+                Err(e) => panic!("insert: {e}"),
+            }
+            lat.push(t.elapsed());
+        }
+        (lat, ok, conflicts)
+    })
+    .await;
+    conditional_row("PostgreSQL 15", results, elapsed)
+}
+
+/// Runs `writer(w, client, stop)` for each of `writers` connections on a fresh table until
+/// `seconds` have passed (then `stop` is set), and returns what each writer returned and how
+/// long they ran.
+async fn load<T, F, Fut>(pg: &Pg, seconds: f64, writers: usize, writer: F) -> (Vec<T>, Duration)
+where
+    F: Fn(usize, Client, Arc<AtomicBool>) -> Fut,
+    Fut: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
     pg.fresh_table().await;
     let stop = Arc::new(AtomicBool::new(false));
     let mut clients = Vec::new();
@@ -244,66 +271,15 @@ pub(super) async fn pg_conditional(pg: &Pg, seconds: f64, writers: usize) -> Row
     let handles: Vec<_> = clients
         .into_iter()
         .enumerate()
-        .map(|(w, client)| {
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let read = client
-                    .prepare("SELECT coalesce(max(revision), 0) FROM events WHERE stream = $1")
-                    .await
-                    .expect("prepare");
-                let insert = client.prepare(INSERT_ONE).await.expect("prepare");
-                let mut zipf = Zipf::new(ZIPF_STREAMS, ZIPF_S, w as u64 + 1);
-                let (mut lat, mut ok, mut conflicts) = (Vec::new(), 0u64, 0u64);
-                while !stop.load(Ordering::Relaxed) {
-                    let k = zipf.sample();
-                    let stream = format!("bench/{k}");
-                    let t = Instant::now();
-                    let rev: i64 = client
-                        .query_one(&read, &[&stream])
-                        .await
-                        .expect("read")
-                        .get(0);
-                    let r = client
-                        .execute(
-                            &insert,
-                            &[&stream, &(rev + 1), &"was_credited", &data_text(k)],
-                        )
-                        .await;
-                    match r {
-                        Ok(_) => ok += 1,
-                        Err(e)
-                            if e.code()
-                                == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) =>
-                        {
-                            conflicts += 1
-                        }
-                        Err(e) => panic!("insert: {e}"),
-                    }
-                    lat.push(t.elapsed());
-                }
-                (lat, ok, conflicts)
-            })
-        })
+        .map(|(w, client)| tokio::spawn(writer(w, client, stop.clone())))
         .collect();
     tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
     stop.store(true, Ordering::Relaxed);
-    let (mut lat, mut ok, mut conflicts) = (Vec::new(), 0, 0);
+    let mut results = Vec::new();
     for h in handles {
-        let (l, o, c) = h.await.unwrap();
-        lat.extend(l);
-        ok += o;
-        conflicts += c;
+        results.push(h.await.unwrap());
     }
-    let elapsed = started.elapsed();
-    let note = conflict_note(ok, conflicts, elapsed);
-    Row::from_latencies(
-        "W4 conditional, 4 writers, Zipf",
-        "PostgreSQL 15",
-        ok,
-        elapsed,
-        lat,
-        note,
-    )
+    (results, started.elapsed())
 }
 
 /// PostgreSQL's plan for `sql`, one node after the other ("Finalize Aggregate → Gather → …").
