@@ -122,6 +122,16 @@ pub struct EventHead<'a> {
     pub subject: &'a str,
 }
 
+impl<'a> From<&EventView<'a>> for EventHead<'a> {
+    fn from(e: &EventView<'a>) -> Self {
+        EventHead {
+            position: e.position,
+            ty: e.ty,
+            subject: e.subject,
+        }
+    }
+}
+
 /// `start..end` in one of the batch's buffers.
 #[derive(Clone, Copy, Debug, Default)]
 struct Span {

@@ -499,9 +499,10 @@ impl<'e> Groups<'e> {
     ) -> Result<Self, Fault> {
         if partition == Partition::Single {
             let mut kept: Vec<EventView<'e>> = Vec::with_capacity(batch.len());
-            for i in 0..batch.len() {
-                if keep(&batch.head(i))? {
-                    kept.push(batch.get(i));
+            // Every kept event's view is needed here, so the view is made first.
+            for e in batch.iter() {
+                if keep(&EventHead::from(&e))? {
+                    kept.push(e);
                 }
             }
             let (keys, bounds) = if kept.is_empty() {
