@@ -134,6 +134,8 @@ impl Node {
         let mut held: Option<(u64, u64)> = None;
         // When a message was last applied: a candidate knows the stream holds more.
         let mut progressed = Instant::now();
+        // Since when a follower has known the stream to hold more than it applied.
+        let mut behind: Option<Instant> = None;
         loop {
             if let Some((revision, target)) = held
                 && self.applied() >= target
@@ -153,6 +155,24 @@ impl Node {
                     progressed = Instant::now();
                 }
                 _ = tick.tick() => {
+                    // The same stall in a follower: the stream holds more than it applied
+                    // (its last sequence is read every tick below), and nothing arrived since
+                    // it was first seen behind.
+                    let known = self.shared.log_last.load(Ordering::Acquire);
+                    if held.is_none() && known > self.applied() {
+                        let since = *behind.get_or_insert_with(Instant::now);
+                        let stalled = since.max(progressed).elapsed();
+                        if stalled >= 2 * options.lease {
+                            return Err(format!(
+                                "the stream holds up to sequence {known}, but nothing arrived \
+                                 from it for {stalled:?} (applied up to {}); following again \
+                                 with a new consumer",
+                                self.applied()
+                            ));
+                        }
+                    } else {
+                        behind = None;
+                    }
                     if let Some((_, target)) = held
                         && progressed.elapsed() >= 2 * options.lease
                     {
