@@ -73,7 +73,7 @@ impl Runtime {
         store: &mut Store<HostState>,
         module: &Module,
         entry: Entry,
-        len: usize,
+        size: usize,
         write: impl FnOnce(&mut [u8]) -> Result<(), loom_abi::SizeMismatch>,
     ) -> Result<Outcome, Failure> {
         self.calls.fetch_add(1, Ordering::Relaxed);
@@ -87,7 +87,6 @@ impl Runtime {
         let func = instance
             .get_typed_func::<(i32, i32), i64>(&mut *store, &module.export_name(entry))
             .map_err(Failure::Wasm)?;
-        let size = len;
         let len = i32::try_from(size)
             .map_err(|_| Failure::Output("the input is larger than 2 GiB".into()))?;
         let ptr = alloc.call(&mut *store, len).map_err(Failure::Wasm)?;
