@@ -59,6 +59,16 @@ pub(crate) fn status(a: &ureq::Agent, url: &str) -> Option<Value> {
     get(a, &format!("{url}/v1/cluster")).map(|(_, v)| v)
 }
 
+/// Each live node's address, cluster status and recent log: what a failing test prints.
+pub(crate) fn describe(a: &ureq::Agent, nodes: &[Option<Serve>]) -> String {
+    let mut out = String::new();
+    for node in nodes.iter().flatten() {
+        let status = status(a, &node.url);
+        out += &format!("\n-- node {}: {status:?}\n{}", node.url, node.log_tail());
+    }
+    out
+}
+
 /// Waits until some node is the sequencer; returns its index.
 pub(crate) fn sequencer(a: &ureq::Agent, nodes: &[Option<Serve>]) -> usize {
     let started = Instant::now();
@@ -72,7 +82,8 @@ pub(crate) fn sequencer(a: &ureq::Agent, nodes: &[Option<Serve>]) -> usize {
         }
         assert!(
             started.elapsed() < Duration::from_secs(30),
-            "no sequencer after 30 s"
+            "no sequencer after 30 s; the nodes:{}",
+            describe(a, nodes)
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -244,8 +255,9 @@ fn check_consistent(a: &ureq::Agent, nodes: &[Option<Serve>], acked: &HashMap<St
         {
             assert!(
                 started.elapsed() < Duration::from_secs(30),
-                "node {} did not catch up",
-                node.url
+                "node {} did not catch up to {head}; the nodes:{}",
+                node.url,
+                describe(a, nodes)
             );
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -446,8 +458,10 @@ fn losing_one_nats_server_of_three_is_survived_and_losing_two_stops_writes_clean
     // another leader first, which has taken over 20 s on this two-core machine under the full
     // test suite's load.
     let one_down = acks_within(50, Duration::from_secs(60)).unwrap_or_else(|| {
-        let states: Vec<_> = nodes.iter().flatten().map(|n| status(&a, &n.url)).collect();
-        panic!("no 50 appends within 60 s with one NATS server down; the nodes: {states:?}")
+        panic!(
+            "no 50 appends within 60 s with one NATS server down; the nodes:{}",
+            describe(&a, &nodes)
+        )
     });
 
     nats.kill(1);
@@ -477,8 +491,12 @@ fn losing_one_nats_server_of_three_is_survived_and_losing_two_stops_writes_clean
 
     nats.start_server(0);
     nats.start_server(1);
-    let resumed =
-        acks_within(50, Duration::from_secs(60)).expect("appends once the quorum is back");
+    let resumed = acks_within(50, Duration::from_secs(60)).unwrap_or_else(|| {
+        panic!(
+            "no 50 appends within 60 s once the quorum was back; the nodes:{}",
+            describe(&a, &nodes)
+        )
+    });
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         c.join().unwrap();

@@ -26,6 +26,18 @@ fn send(a: &ureq::Agent, method: &str, url: &str, body: Option<Vec<u8>>) -> (u16
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
+/// Uploads a module through the node at `url`. The node compiles it before it answers,
+/// which can take seconds on a loaded two-core machine (a server allows a compile 60 s),
+/// longer than the 10 s that [`agent`] allows other requests.
+fn upload(url: &str, bytes: Vec<u8>) -> (u16, Value) {
+    let a: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(90)))
+        .build()
+        .into();
+    send(&a, "POST", &format!("{url}/v1/modules"), Some(bytes))
+}
+
 /// [`send`], sent again while the answer is 503: a follower forwards writes to the sequencer
 /// it last heard of, and just after a failover it may still name the old one ("retry
 /// shortly"), as the API tells clients. Gives up after 30 s.
@@ -105,7 +117,7 @@ fn definitions_reach_every_node_and_reactors_run_once_across_a_failover() {
     let mut module = HashMap::new();
     for example in ["cart", "checkout"] {
         let bytes = std::fs::read(wasm(example)).unwrap();
-        let (code, body) = send(&a, "POST", &format!("{follower}/v1/modules"), Some(bytes));
+        let (code, body) = upload(&follower, bytes);
         assert_eq!(code, 201, "{body}");
         module.insert(example, body["id"].as_str().unwrap().to_owned());
     }
@@ -317,7 +329,8 @@ fn restarted_and_new_nodes_catch_up_and_hold_the_same_states() {
     );
     assert_eq!(code, 201, "{body}");
     let bytes = std::fs::read(wasm("cart")).unwrap();
-    let (_, module) = send(&a, "POST", &format!("{follower}/v1/modules"), Some(bytes));
+    let (code, module) = upload(&follower, bytes);
+    assert_eq!(code, 201, "{module}");
     let spec = json!({"module": module["id"], "selector": {"entity": "cart"}});
     let (code, body) = send(
         &a,

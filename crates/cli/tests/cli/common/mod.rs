@@ -3,19 +3,26 @@
 
 #![allow(dead_code)] // each test file uses a different part
 
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 pub const LOOM: &str = env!("CARGO_BIN_EXE_loom");
 
+/// Lines of a server's log kept for a failing test's message.
+const LOG_LINES: usize = 200;
+
 /// A running `loom serve`; killed when dropped.
 pub struct Serve {
     pub child: Child,
     pub url: String,
+    /// The last [`LOG_LINES`] lines it wrote to stderr (warnings and errors).
+    log: Arc<Mutex<VecDeque<String>>>,
 }
 
 impl Serve {
@@ -34,8 +41,16 @@ impl Serve {
             .expect("start loom serve");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = Arc::new(Mutex::new(VecDeque::new()));
+        let kept = Arc::clone(&log);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut kept = kept.lock().unwrap();
+                if kept.len() == LOG_LINES {
+                    kept.pop_front();
+                }
+                kept.push_back(line.clone());
+                drop(kept);
                 let _ = tx.send(line);
             }
         });
@@ -48,7 +63,15 @@ impl Serve {
                 break rest.split_whitespace().next().unwrap().to_owned();
             }
         };
-        Serve { child, url }
+        Serve { child, url, log }
+    }
+
+    /// What it has written to stderr lately, for a failing test's message: a node that
+    /// misbehaved under load says why only there.
+    pub fn log_tail(&self) -> String {
+        let log = self.log.lock().unwrap();
+        let lines: Vec<&str> = log.iter().map(String::as_str).collect();
+        lines.join("\n")
     }
 
     /// Runs `loom ARGS --url URL` with no input.
