@@ -6,6 +6,7 @@ mod backup;
 mod cli;
 mod cluster;
 mod cluster_engine;
+mod cluster_joining;
 mod commands;
 mod common;
 mod compile;
