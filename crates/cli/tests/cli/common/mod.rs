@@ -138,6 +138,15 @@ impl Drop for Serve {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A test that failed shows what each of its servers logged last: under the full
+        // suite's load a failure may not come again when the test is run alone.
+        if std::thread::panicking() {
+            eprintln!(
+                "-- loom serve at {}, its last log lines:\n{}",
+                self.url,
+                self.log_tail()
+            );
+        }
     }
 }
 
