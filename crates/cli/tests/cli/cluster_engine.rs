@@ -40,7 +40,10 @@ pub(crate) fn upload(url: &str, bytes: Vec<u8>) -> (u16, Value) {
         .timeout_global(Some(Duration::from_secs(90)))
         .build()
         .into();
-    send(&a, "POST", &format!("{url}/v1/modules"), Some(bytes))
+    let started = Instant::now();
+    let answer = send(&a, "POST", &format!("{url}/v1/modules"), Some(bytes));
+    eprintln!("module uploaded through {url} in {:?}", started.elapsed());
+    answer
 }
 
 /// [`send`], sent again while the answer is 503: a follower forwards writes to the sequencer
