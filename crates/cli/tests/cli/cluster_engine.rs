@@ -49,7 +49,12 @@ pub(crate) fn upload(url: &str, bytes: Vec<u8>) -> (u16, Value) {
 /// [`send`], sent again while the answer is 503: a follower forwards writes to the sequencer
 /// it last heard of, and just after a failover it may still name the old one ("retry
 /// shortly"), as the API tells clients. Gives up after 30 s.
-fn send_retrying(a: &ureq::Agent, method: &str, url: &str, body: Option<Vec<u8>>) -> (u16, Value) {
+pub(crate) fn send_retrying(
+    a: &ureq::Agent,
+    method: &str,
+    url: &str,
+    body: Option<Vec<u8>>,
+) -> (u16, Value) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (code, answer) = send(a, method, url, body.clone());
@@ -111,10 +116,11 @@ fn definitions_reach_every_node_and_reactors_run_once_across_a_failover() {
     let s = sequencer(&a, &nodes);
     let follower = nodes[(s + 1) % 3].as_ref().unwrap().url.clone();
 
-    // Everything defined through a follower (forwarded to the sequencer).
+    // Everything defined through a follower (forwarded to the sequencer). The follower may
+    // not have heard of the sequencer yet (503, "retry shortly").
     for (entity, example) in loom_testkit::EXAMPLE_ENTITIES {
         let spec = std::fs::read(loom_testkit::example_entity_path(example)).unwrap();
-        let (code, body) = send(
+        let (code, body) = send_retrying(
             &a,
             "PUT",
             &format!("{follower}/v1/entities/{entity}"),

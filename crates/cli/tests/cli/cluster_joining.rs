@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::cluster::{agent, get, nats_and_nodes, sequencer};
-use crate::cluster_engine::{check_out, on_every_node, send, upload};
+use crate::cluster_engine::{check_out, on_every_node, send, send_retrying, upload};
 use crate::common::nats;
 use crate::common::wasm;
 
@@ -31,7 +31,8 @@ fn restarted_and_new_nodes_catch_up_and_hold_the_same_states() {
     let s = sequencer(&a, &nodes);
     let follower = nodes[(s + 1) % 3].as_ref().unwrap().url.clone();
     let spec = std::fs::read(loom_testkit::example_entity_path("cart")).unwrap();
-    let (code, body) = send(
+    // The follower may not have heard of the sequencer yet (503, "retry shortly").
+    let (code, body) = send_retrying(
         &a,
         "PUT",
         &format!("{follower}/v1/entities/cart"),
