@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::cluster::{agent, get, nats_and_nodes, sequencer};
 use crate::cluster_engine::{check_out, on_every_node, send, send_retrying, upload};
 use crate::common::nats;
-use crate::common::wasm;
+use crate::common::{ok, wasm};
 
 /// The body of a GET, as text.
 fn text(a: &ureq::Agent, url: &str) -> String {
@@ -62,15 +62,10 @@ fn restarted_and_new_nodes_catch_up_and_hold_the_same_states() {
     }
     // A backup of a follower, taken while it runs; then more history after it.
     let file = dir.path().join("follower.redb");
-    let out = std::process::Command::new(crate::common::LOOM)
+    ok(&std::process::Command::new(crate::common::LOOM)
         .args(["backup", "--to", file.to_str().unwrap(), "--url", &follower])
         .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .unwrap());
     // The other follower is killed meanwhile, and restarted after.
     let killed = (s + 2) % 3;
     nodes[killed].take().unwrap().kill();
@@ -93,18 +88,12 @@ fn restarted_and_new_nodes_catch_up_and_hold_the_same_states() {
     // A snapshot in the cluster's object store, taken by a follower; a node started on an
     // empty directory afterwards starts from it.
     let loom_cluster = |args: &[&str]| {
-        let out = std::process::Command::new(crate::common::LOOM)
+        ok(&std::process::Command::new(crate::common::LOOM)
             .arg("cluster")
             .args(args)
             .args(["--url", &follower])
             .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+            .unwrap())
     };
     let stored = loom_cluster(&["snapshot"]);
     assert!(stored.starts_with("stored seq-"), "{stored}");
