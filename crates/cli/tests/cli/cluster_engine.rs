@@ -47,8 +47,9 @@ pub(crate) fn upload(url: &str, bytes: Vec<u8>) -> (u16, Value) {
 }
 
 /// [`send`], sent again while the answer is 503: a follower forwards writes to the sequencer
-/// it last heard of, and just after a failover it may still name the old one ("retry
-/// shortly"), as the API tells clients. Gives up after 30 s.
+/// it last heard of; just after a failover it may still name the old one, and just after
+/// the cluster starts it may know of none yet ("retry shortly", as the API tells clients).
+/// Gives up after 30 s.
 pub(crate) fn send_retrying(
     a: &ureq::Agent,
     method: &str,
