@@ -68,7 +68,7 @@ impl Serve {
 
     /// What it has written to stderr lately, for a failing test's message: a node that
     /// misbehaved under load says why only there.
-    pub fn log_tail(&self) -> String {
+    fn log_tail(&self) -> String {
         let log = self.log.lock().unwrap();
         let lines: Vec<&str> = log.iter().map(String::as_str).collect();
         lines.join("\n")
