@@ -20,6 +20,7 @@ mod interop_python;
 mod interop_rust;
 mod modules;
 mod ops;
+mod projection_requests;
 mod projections;
 mod reads;
 mod shutdown;
