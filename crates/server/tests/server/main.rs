@@ -22,6 +22,7 @@ mod modules;
 mod ops;
 mod projection_requests;
 mod projections;
+mod reactors;
 mod reads;
 mod shutdown;
 mod subscribe;
