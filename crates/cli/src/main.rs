@@ -147,7 +147,8 @@ struct ServeArgs {
     /// Wall-clock limit of one module call, in milliseconds.
     #[arg(long, env = "LOOM_CALL_TIMEOUT_MS", default_value_t = 10_000)]
     call_timeout_ms: u64,
-    /// Most events a projection folds per transaction.
+    /// Events a projection folds per step; twice as many while a per-stream projection
+    /// catches up over many streams (more than half this many in a step).
     #[arg(long, env = "LOOM_PROJECTION_BATCH", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..))]
     projection_batch: u32,
     /// Most bytes of events a projection reads for one step (suffixes k, m, g): with large

@@ -48,7 +48,9 @@ pub use reactors::{ReactorSpec, ReactorStatus, Reactors, SinkPolicy};
 pub struct EngineConfig {
     /// Limits of every module call.
     pub runtime: RuntimeConfig,
-    /// Most events a projection folds per transaction.
+    /// Events a projection reads per step. A per-stream projection catching up over many
+    /// streams (a step folded more than half this many) reads twice as many, so that each
+    /// stream is folded fewer times; `batch_bytes` bounds every read.
     pub batch_events: usize,
     /// Most bytes of events (their fields) a projection reads for one step: with large
     /// events a step holds fewer than `batch_events`, so that a catch-up's memory — two

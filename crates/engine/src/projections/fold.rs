@@ -7,7 +7,8 @@ impl Shared {
     /// One step: folds the events of `events` it selects (every matching event up to
     /// `covered`) onto the states kept in `carry` or stored, and commits the new states with
     /// the checkpoint — or, when `keep` (the step read a full batch), may keep them in
-    /// `carry` for the next step's commit ([`super::carry`]).
+    /// `carry` for the next step's commit ([`super::carry`]). Returns how many groups (streams,
+    /// for a per-stream projection) it folded.
     // Long by design: one step — which events, their groups and previous states, the fold,
     // each group's outcome (a state, or a quarantined stream), the commit.
     #[allow(clippy::too_many_arguments)] // one step's input, its carry and its mode
@@ -19,7 +20,7 @@ impl Shared {
         head: u64,
         carry: &mut Carry,
         keep: bool,
-    ) -> Result<(), Fault> {
+    ) -> Result<usize, Fault> {
         let module = self.module_of(g).map_err(|e| Fault::Engine(e.into()))?;
         let mut step_notes = notes::StepNotes::default();
         let groups = {
@@ -105,10 +106,10 @@ impl Shared {
         // A step with notes commits at once: the next step's selection reads them as
         // committed.
         if keep && step_notes.is_empty() && !carry.is_due() {
-            return Ok(());
+            return Ok(groups.len());
         }
         self.commit(g, carry, head, step_notes)?;
-        Ok(())
+        Ok(groups.len())
     }
 
     /// The state of each group's key before the step: kept in `carry`, else stored.

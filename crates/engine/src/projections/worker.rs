@@ -203,34 +203,41 @@ impl Shared {
     pub(super) fn step(&self, g: &Gen, head: u64, reads: &mut Reads) -> Result<(), EngineError> {
         // On from what was kept, if anything: it is not committed (nor published) yet.
         let position = reads.carry.covered().unwrap_or_else(|| g.life.position());
-        let head = match reads.ahead.take() {
+        // How many events reads ask for now: more while the steps fold many streams.
+        let wanted = if reads.many_streams {
+            self.batch_events.saturating_mul(MANY_STREAMS_GROWTH)
+        } else {
+            self.batch_events
+        };
+        let (head, asked) = match reads.ahead.take() {
             // Read during the last step from where this one starts (events are immutable, so
             // it is what reading now would return, up to the head known then).
-            Some(Ahead { after, head }) if after == position => {
+            Some(Ahead { after, head, asked }) if after == position => {
                 std::mem::swap(&mut reads.batch, &mut reads.next);
-                head
+                (head, asked)
             }
             _ => {
                 self.ledger.read_batch_bounded_into(
                     &g.selector,
-                    ReadOptions::after(position, self.batch_events),
+                    ReadOptions::after(position, wanted),
                     self.batch_bytes,
                     &mut reads.batch,
                 )?;
-                head
+                (head, wanted)
             }
         };
         let (batch, carry) = (&mut reads.batch, &mut reads.carry);
         // Fewer than a full batch: every matching event up to `head` (read before the
         // snapshot was taken) is in hand. A batch is full by number or by size (a read
         // stops once it holds `batch_bytes`), and then only what it holds is covered.
-        let full = batch.len() >= self.batch_events || batch.bytes() >= self.batch_bytes;
+        let full = batch.len() >= asked || batch.bytes() >= self.batch_bytes;
         let covered = match batch.last_position() {
             Some(last) if full => last,
             Some(last) => last.max(head),
             None => head,
         };
         if batch.is_empty() {
+            reads.many_streams = false;
             self.flush(g, carry)?;
             // Nothing selected: advance in memory only; the stored checkpoint catches up with
             // the next commit (a restart re-reads a few non-matching events, harmlessly).
@@ -247,7 +254,7 @@ impl Shared {
                     self.ledger
                         .read_batch_bounded_into(
                             &g.selector,
-                            ReadOptions::after(covered, self.batch_events),
+                            ReadOptions::after(covered, wanted),
                             self.batch_bytes,
                             next,
                         )
@@ -263,14 +270,19 @@ impl Shared {
                 reads.ahead = Some(Ahead {
                     after: covered,
                     head,
+                    asked: wanted,
                 });
             }
             applied
         } else {
             self.apply(g, batch, covered, head, carry, false)
         };
+        // The next step's size: larger after a full step that folded more streams than half
+        // `batch_events` (about one event each); back to `batch_events` otherwise.
+        reads.many_streams =
+            full && matches!(applied, Ok(streams) if streams * 2 > self.batch_events);
         let failed = match applied {
-            Ok(()) => return Ok(()),
+            Ok(_) => return Ok(()),
             Err(Fault::Engine(e)) => return Err(e),
             Err(Fault::Module { position, error }) => (position, error),
         };
@@ -282,7 +294,7 @@ impl Shared {
         batch.truncate(before);
         if !batch.is_empty() {
             match self.apply(g, batch, position - 1, head, carry, false) {
-                Ok(()) => {}
+                Ok(_) => {}
                 Err(Fault::Engine(e)) => return Err(e),
                 // The events before the failing one failed too, this time (a limit reached
                 // only now): report that failure, where the projection really stopped.
@@ -316,7 +328,18 @@ pub(super) struct Reads {
     turn: Option<Turn>,
     /// The place in the gate's line while waiting for a turn.
     place: Option<Place>,
+    /// Whether the last step read a full batch and folded many streams: reads then ask for
+    /// [`MANY_STREAMS_GROWTH`] times `batch_events`.
+    many_streams: bool,
 }
+
+/// How many times `batch_events` a catch-up's reads ask for while its steps fold many
+/// streams (more than half as many as `batch_events`, so about one event each). Every stream
+/// a step folds costs about as much as several of its events — its state is found, handed to
+/// the module and back, checked and kept — so larger steps, which fold each stream fewer
+/// times, pay off there (docs/benchmarks/catch-up.md, "Larger steps over many streams"); with several events
+/// per stream and step they do not, and cost memory. `batch_bytes` still bounds every read.
+const MANY_STREAMS_GROWTH: usize = 2;
 
 /// Longest wait for a turn of the gate before the worker looks at its flags again.
 const TURN_WAIT: Duration = Duration::from_millis(250);
@@ -324,6 +347,8 @@ const TURN_WAIT: Duration = Duration::from_millis(250);
 struct Ahead {
     after: u64,
     head: u64,
+    /// How many events the read asked for.
+    asked: usize,
 }
 
 /// Longest pause between retries of a projection step that failed with an I/O error.

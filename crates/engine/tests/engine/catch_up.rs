@@ -155,7 +155,7 @@ fn a_module_error_in_a_later_batch_of_a_catch_up_keeps_what_came_before() {
     // Batches of 8: the failing event (position 64) is in the eighth; the batch read beside
     // that step's fold is not used (the projection stops before it) and `resume` reads it
     // again.
-    fails_in_a_later_batch(60);
+    fails_in_a_later_batch(60, 3);
 }
 
 #[test]
@@ -164,16 +164,72 @@ fn a_module_error_first_in_its_batch_keeps_the_steps_before_it_that_were_not_com
     // was kept for a later commit (a catch-up commits every few steps), and nothing of the
     // sixth folds, so what the fifth folded is committed on its own before the projection
     // stops.
-    fails_in_a_later_batch(37);
+    fails_in_a_later_batch(37, 3);
 }
 
-/// Three accounts opened, then 100 credits spread over them, the one at `bad_credit` not a
-/// number; the per-stream projection, in batches of 8, stops right before it, with every
-/// state folded up to there, and again after `resume`.
-fn fails_in_a_later_batch(bad_credit: usize) {
+#[test]
+fn a_module_error_in_a_larger_batch_of_a_catch_up_over_many_streams_keeps_what_came_before() {
+    // Eight accounts in batches of 8: every step folds more streams than half a batch, so
+    // the reads from the third step on ask for 16 events; the failing event (position 69) is in
+    // one of those, and the events before it in that larger step are kept.
+    fails_in_a_later_batch(60, 8);
+}
+
+#[test]
+fn a_catch_up_over_many_streams_reads_larger_batches_and_folds_every_event_once() {
+    // 40 carts, one event each in turn, in batches of 16: each step folds 16 streams (more
+    // than half a batch), so the reads after the first steps ask for 32 events; the appends
+    // meanwhile move the head between those reads, and the last steps are short again.
+    let f = fixture(16);
+    let module = f.upload("cart");
+    let carts = 40;
+    let history = cart_history(carts, 12);
+    for chunk in history.chunks(50) {
+        f.append(chunk.to_vec());
+    }
+    f.engine
+        .projections()
+        .put("carts", cart_spec(&module))
+        .unwrap();
+    let late = 200;
+    for i in 0..late {
+        f.append(vec![ev(
+            &format!("cart/{}", i % carts),
+            &format!("late{i}"),
+            "had_item_added",
+            json!({"sku": format!("late-{i}"), "name": "thing", "price": 1, "quantity": 1}),
+        )]);
+        if i % 10 == 0 {
+            f.append(vec![ev(
+                "account/1",
+                &format!("a{i}"),
+                "was_opened",
+                json!({"owner": "x"}),
+            )]);
+        }
+    }
+    f.wait("carts");
+    let st = f.engine.projections().status("carts").unwrap();
+    assert_eq!(st.active.events_applied, (history.len() + late) as u64);
+    assert_eq!(st.active.keys, carts as u64);
+    let head = f.ledger.head();
+    for c in 0..carts {
+        let subject = format!("cart/{c}");
+        assert_eq!(
+            f.state("carts", Some(&subject), At::Now),
+            clean_fold(&f, &module, &subject, head),
+            "{subject}"
+        );
+    }
+}
+
+/// `accounts` accounts opened, then 100 credits spread over them, the one at `bad_credit`
+/// not a number; the per-stream projection, in batches of 8, stops right before it, with
+/// every state folded up to there, and again after `resume`.
+fn fails_in_a_later_batch(bad_credit: usize, accounts: usize) {
     let f = fixture(8);
     let module = f.upload("bank");
-    for a in 0..3 {
+    for a in 0..accounts {
         f.append(vec![ev(
             &format!("account/{a}"),
             &format!("o{a}"),
@@ -189,7 +245,7 @@ fn fails_in_a_later_batch(bad_credit: usize) {
             json!(i)
         };
         let p = f.append(vec![ev(
-            &format!("account/{}", i % 3),
+            &format!("account/{}", i % accounts),
             &format!("c{i}"),
             "was_credited",
             json!({ "amount": amount }),
@@ -205,7 +261,7 @@ fn fails_in_a_later_batch(bad_credit: usize) {
         assert_eq!(st.active.last_error.unwrap().position, bad, "round {round}");
         assert_eq!(st.active.position, bad - 1);
         assert_eq!(st.active.events_applied, bad - 1);
-        for a in 0..3 {
+        for a in 0..accounts {
             let subject = format!("account/{a}");
             assert_eq!(
                 f.state("accounts", Some(&subject), At::Now),
