@@ -108,9 +108,16 @@ fn a_catch_up_over_many_batches_while_appends_go_on_folds_every_event_once() {
     // Batches of 16: every step of the catch-up but the last is full, so each reads the
     // batch after it beside its fold; the appends meanwhile (some of another entity) move
     // the head between those reads.
+    catches_up_while_appends_go_on(7, 60, 150);
+}
+
+/// `carts` carts with `items` items each stored, then a per-stream projection defined in
+/// batches of 16 while `late` more items (and some events of another entity) are appended:
+/// it folds every event once, and each cart's state is the clean fold of its stream.
+fn catches_up_while_appends_go_on(carts: usize, items: usize, late: usize) {
     let f = fixture(16);
     let module = f.upload("cart");
-    let history = cart_history(7, 60);
+    let history = cart_history(carts, items);
     for chunk in history.chunks(50) {
         f.append(chunk.to_vec());
     }
@@ -118,10 +125,9 @@ fn a_catch_up_over_many_batches_while_appends_go_on_folds_every_event_once() {
         .projections()
         .put("carts", cart_spec(&module))
         .unwrap();
-    let late = 150;
     for i in 0..late {
         f.append(vec![ev(
-            &format!("cart/{}", i % 7),
+            &format!("cart/{}", i % carts),
             &format!("late{i}"),
             "had_item_added",
             json!({"sku": format!("late-{i}"), "name": "thing", "price": 1, "quantity": 1}),
@@ -138,9 +144,9 @@ fn a_catch_up_over_many_batches_while_appends_go_on_folds_every_event_once() {
     f.wait("carts");
     let st = f.engine.projections().status("carts").unwrap();
     assert_eq!(st.active.events_applied, (history.len() + late) as u64);
-    assert_eq!(st.active.keys, 7);
+    assert_eq!(st.active.keys, carts as u64);
     let head = f.ledger.head();
-    for c in 0..7 {
+    for c in 0..carts {
         let subject = format!("cart/{c}");
         assert_eq!(
             f.state("carts", Some(&subject), At::Now),
@@ -180,47 +186,7 @@ fn a_catch_up_over_many_streams_reads_larger_batches_and_folds_every_event_once(
     // 40 carts, one event each in turn, in batches of 16: each step folds 16 streams (more
     // than half a batch), so the reads after the first steps ask for 32 events; the appends
     // meanwhile move the head between those reads, and the last steps are short again.
-    let f = fixture(16);
-    let module = f.upload("cart");
-    let carts = 40;
-    let history = cart_history(carts, 12);
-    for chunk in history.chunks(50) {
-        f.append(chunk.to_vec());
-    }
-    f.engine
-        .projections()
-        .put("carts", cart_spec(&module))
-        .unwrap();
-    let late = 200;
-    for i in 0..late {
-        f.append(vec![ev(
-            &format!("cart/{}", i % carts),
-            &format!("late{i}"),
-            "had_item_added",
-            json!({"sku": format!("late-{i}"), "name": "thing", "price": 1, "quantity": 1}),
-        )]);
-        if i % 10 == 0 {
-            f.append(vec![ev(
-                "account/1",
-                &format!("a{i}"),
-                "was_opened",
-                json!({"owner": "x"}),
-            )]);
-        }
-    }
-    f.wait("carts");
-    let st = f.engine.projections().status("carts").unwrap();
-    assert_eq!(st.active.events_applied, (history.len() + late) as u64);
-    assert_eq!(st.active.keys, carts as u64);
-    let head = f.ledger.head();
-    for c in 0..carts {
-        let subject = format!("cart/{c}");
-        assert_eq!(
-            f.state("carts", Some(&subject), At::Now),
-            clean_fold(&f, &module, &subject, head),
-            "{subject}"
-        );
-    }
+    catches_up_while_appends_go_on(40, 12, 200);
 }
 
 /// `accounts` accounts opened, then 100 credits spread over them, the one at `bad_credit`
